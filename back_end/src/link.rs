@@ -1,0 +1,328 @@
+//! This host's connection to the referee, driven by the back_end's event
+//! loop without ever blocking it: connect, authenticate, join, then a
+//! heartbeat every `heartbeat_interval_ms`. A link that goes quiet for
+//! `heartbeat_timeout_ms` or breaks is dropped and re-opened with backoff,
+//! so a restarted referee sees every host again within moments. An explicit
+//! refusal (wrong secret, address not allowed) is fatal: retrying cannot
+//! fix a configuration error, and a host that silently stays out of the
+//! cluster is worse than one that stops and says why.
+
+use dipc_common::auth::{AuthError, ClientHandshake, Secret};
+use dipc_common::channel::{Fill, Framed};
+use dipc_common::config::Config;
+use dipc_common::net::{connect_from, tune_tcp, Stream};
+use dipc_common::wire::{Message, Role};
+use log::{debug, info, warn};
+use mio::{Interest, Registry, Token};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+enum State {
+    /// Not connected; try again at the given time.
+    Idle(Instant),
+    Connecting,
+    AwaitChallenge(ClientHandshake),
+    AwaitVerdict(ClientHandshake),
+    AwaitJoined,
+    Joined,
+}
+
+/// What the back_end must act on after the link handled an event.
+pub enum LinkEvent {
+    /// A reply to a request relayed for a local client.
+    Reply {
+        client: usize,
+        id: u64,
+        msg: Message,
+    },
+    /// The referee refused this host; the host must stop.
+    Fatal(String),
+}
+
+pub struct Link {
+    token: Token,
+    state: State,
+    conn: Option<Framed<Stream>>,
+    backoff: Duration,
+    last_heard: Instant,
+    next_heartbeat: Instant,
+    next_id: u64,
+    /// Relayed requests: our id → (client token, client's id).
+    pending: HashMap<u64, (usize, u64)>,
+}
+
+impl Link {
+    pub fn new(token: Token) -> Link {
+        let now = Instant::now();
+        Link {
+            token,
+            state: State::Idle(now),
+            conn: None,
+            backoff: MIN_BACKOFF,
+            last_heard: now,
+            next_heartbeat: now,
+            next_id: 1,
+            pending: HashMap::new(),
+        }
+    }
+
+    pub fn is_joined(&self) -> bool {
+        matches!(self.state, State::Joined)
+    }
+
+    /// When the event loop must next call [`Link::tick`].
+    pub fn deadline(&self, config: &Config) -> Instant {
+        match self.state {
+            State::Idle(at) => at,
+            State::Joined => self
+                .next_heartbeat
+                .min(self.last_heard + config.timeouts.heartbeat_timeout),
+            _ => self.last_heard + config.timeouts.connect.max(config.timeouts.request),
+        }
+    }
+
+    /// Relays a request for a local client. Returns false if the link is
+    /// not up.
+    pub fn relay(&mut self, client: usize, id: u64, msg: &Message) -> bool {
+        let (State::Joined, Some(conn)) = (&self.state, self.conn.as_mut()) else {
+            return false;
+        };
+        let ours = self.next_id;
+        self.next_id += 1;
+        conn.queue(ours, msg);
+        self.pending.insert(ours, (client, id));
+        let _ = conn.flush();
+        true
+    }
+
+    /// Timers: start a connection, send a heartbeat, or give up on a
+    /// silent referee.
+    pub fn tick(&mut self, registry: &Registry, config: &Config, out: &mut Vec<LinkEvent>) {
+        let now = Instant::now();
+        match &self.state {
+            State::Idle(at) if now >= *at => self.connect(registry, config, out),
+            State::Idle(_) => {}
+            State::Joined => {
+                if now.duration_since(self.last_heard) > config.timeouts.heartbeat_timeout {
+                    warn!(
+                        "referee silent for {} ms; reconnecting",
+                        config.timeouts.heartbeat_timeout.as_millis()
+                    );
+                    self.reset(registry, out);
+                } else if now >= self.next_heartbeat {
+                    self.next_heartbeat = now + config.timeouts.heartbeat_interval;
+                    if let Some(c) = self.conn.as_mut() {
+                        c.queue(0, &Message::Heartbeat);
+                        if c.flush().is_err() {
+                            self.reset(registry, out);
+                        }
+                    }
+                }
+            }
+            _ => {
+                if now.duration_since(self.last_heard)
+                    > config.timeouts.connect.max(config.timeouts.request)
+                {
+                    warn!(
+                        "referee {}: no answer while joining; retrying",
+                        config.referee_addr()
+                    );
+                    self.reset(registry, out);
+                }
+            }
+        }
+    }
+
+    fn connect(&mut self, registry: &Registry, config: &Config, out: &mut Vec<LinkEvent>) {
+        let referee = config.referee_addr();
+        let attempt = connect_from(config.host.address, referee, None).and_then(|s| {
+            tune_tcp(&s, config.timeouts.heartbeat_timeout)?;
+            Ok(s)
+        });
+        match attempt {
+            Ok(s) => {
+                let mut stream = Stream::Tcp(mio::net::TcpStream::from_std(s));
+                if let Err(e) = registry.register(
+                    &mut stream,
+                    self.token,
+                    Interest::READABLE | Interest::WRITABLE,
+                ) {
+                    warn!("referee link: {e}");
+                    self.reset(registry, out);
+                    return;
+                }
+                self.conn = Some(Framed::new(stream, config.max_frame));
+                self.last_heard = Instant::now();
+                self.state = State::Connecting;
+            }
+            Err(e) => {
+                debug!("cannot reach the referee at {referee}: {e}");
+                self.reset(registry, out);
+            }
+        }
+    }
+
+    /// Drops the connection and schedules the next attempt. Relayed requests
+    /// in flight get an error.
+    fn reset(&mut self, registry: &Registry, out: &mut Vec<LinkEvent>) {
+        if let Some(mut c) = self.conn.take() {
+            let _ = registry.deregister(&mut c.stream);
+        }
+        for (_, (client, id)) in self.pending.drain() {
+            out.push(LinkEvent::Reply {
+                client,
+                id,
+                msg: Message::error(libc::ECONNRESET, "connection to the referee lost"),
+            });
+        }
+        if self.is_joined() {
+            warn!("lost the referee; reconnecting");
+        }
+        self.state = State::Idle(Instant::now() + self.backoff);
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+    }
+
+    /// The link's socket is ready.
+    pub fn ready(
+        &mut self,
+        registry: &Registry,
+        config: &Config,
+        secret: &Secret,
+        out: &mut Vec<LinkEvent>,
+    ) {
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        if let State::Connecting = self.state {
+            let Stream::Tcp(s) = &conn.stream else {
+                return;
+            };
+            match s.take_error() {
+                Ok(None) if s.peer_addr().is_ok() => {}
+                Ok(None) => return, // still connecting
+                Ok(Some(e)) | Err(e) => {
+                    debug!("cannot reach the referee at {}: {e}", config.referee_addr());
+                    self.reset(registry, out);
+                    return;
+                }
+            }
+            let (hs, hello) = match ClientHandshake::start(Role::Host, config.front_end_addr()) {
+                Ok(x) => x,
+                Err(e) => {
+                    warn!("referee link: {e}");
+                    self.reset(registry, out);
+                    return;
+                }
+            };
+            conn.queue(0, &hello);
+            self.state = State::AwaitChallenge(hs);
+        }
+        let eof = match conn.fill() {
+            Ok(Fill::Open) => false,
+            Ok(Fill::Eof) => true,
+            Err(e) => {
+                debug!("referee link: {e}");
+                true
+            }
+        };
+        loop {
+            let frame = match self.conn.as_mut().map(|c| c.next_frame()) {
+                Some(Ok(Some(f))) => f,
+                Some(Ok(None)) | None => break,
+                Some(Err(e)) => {
+                    warn!("referee link: protocol error: {e}");
+                    self.reset(registry, out);
+                    return;
+                }
+            };
+            self.last_heard = Instant::now();
+            if let Err(fatal) = self.handle(frame.0, frame.1, config, secret, out) {
+                out.push(LinkEvent::Fatal(fatal));
+                self.reset(registry, out);
+                return;
+            }
+        }
+        let flushed = self.conn.as_mut().map(|c| c.flush());
+        if eof || matches!(flushed, Some(Err(_))) {
+            self.reset(registry, out);
+        }
+    }
+
+    fn handle(
+        &mut self,
+        id: u64,
+        msg: Message,
+        config: &Config,
+        secret: &Secret,
+        out: &mut Vec<LinkEvent>,
+    ) -> Result<(), String> {
+        let referee = config.referee_addr();
+        let state = std::mem::replace(&mut self.state, State::AwaitJoined);
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(());
+        };
+        self.state = match state {
+            State::AwaitChallenge(mut hs) => match hs.on_challenge(secret, &msg) {
+                Ok(proof) => {
+                    conn.queue(0, &proof);
+                    State::AwaitVerdict(hs)
+                }
+                Err(e) => return Err(format!("referee {referee}: {e}")),
+            },
+            State::AwaitVerdict(hs) => match hs.on_verdict(&msg) {
+                Ok(()) => {
+                    conn.queue(
+                        0,
+                        &Message::Join {
+                            front_end: config.front_end_addr(),
+                        },
+                    );
+                    State::AwaitJoined
+                }
+                Err(AuthError::WrongSecret) => {
+                    return Err(format!(
+                        "referee {referee} does not know the cluster secret ({})",
+                        config.secret_file.display()
+                    ))
+                }
+                Err(e) => return Err(format!("referee {referee}: {e}")),
+            },
+            State::AwaitJoined => match msg {
+                Message::Joined => {
+                    info!("joined the cluster (referee {referee})");
+                    self.backoff = MIN_BACKOFF;
+                    self.next_heartbeat = Instant::now() + config.timeouts.heartbeat_interval;
+                    State::Joined
+                }
+                Message::Refused { reason } => {
+                    return Err(format!("referee {referee} refused this host: {reason}"))
+                }
+                other => {
+                    return Err(format!(
+                        "referee {referee}: unexpected {} while joining",
+                        other.kind().name()
+                    ))
+                }
+            },
+            State::Joined => {
+                match msg {
+                    Message::HeartbeatAck => {}
+                    msg => match self.pending.remove(&id) {
+                        Some((client, cid)) => out.push(LinkEvent::Reply {
+                            client,
+                            id: cid,
+                            msg,
+                        }),
+                        None => debug!("referee link: unsolicited {}", msg.kind().name()),
+                    },
+                }
+                State::Joined
+            }
+            s @ (State::Idle(_) | State::Connecting) => s,
+        };
+        Ok(())
+    }
+}

@@ -1,0 +1,434 @@
+//! `dipcd`: the per-host dipc daemon, and the back_end role.
+//!
+//! `dipcd -c /etc/dipc/dipc.conf` reads the configuration, takes the
+//! runtime directory's lock, loads (or on first start creates) the cluster
+//! secret, and forks the host's long-lived processes:
+//!
+//! - the front_end (`dipc-front-end`), which owns the host's TCP port and
+//!   forks a worker per incoming connection;
+//! - on the arbiter host, the referee (`dipc-referee`).
+//!
+//! The process itself then becomes the back_end: it keeps this host joined
+//! to the referee (see [`link`]) and serves local applications and
+//! `dipcref` on the Unix socket `dipcd.sock`, forking an employer for an
+//! application session that needs another host.
+//!
+//! Supervision: if the front_end or the referee dies, the back_end stops
+//! the whole suite and exits non-zero (a host is either wholly up or wholly
+//! down, never half-alive); every child gets SIGTERM from the kernel if the
+//! back_end itself dies. SIGTERM or SIGINT stops everything and removes the
+//! sockets. Logs go to stderr through `env_logger` (`RUST_LOG`, default
+//! `info`).
+
+mod link;
+
+use clap::Parser;
+use dipc_common::auth::Secret;
+use dipc_common::channel::{Fill, Framed};
+use dipc_common::config::Config;
+use dipc_common::net::Stream;
+use dipc_common::sys::{self, PeerCred};
+use dipc_common::wire::Message;
+use link::{Link, LinkEvent};
+use log::{debug, error, info, warn};
+use mio::net::UnixListener;
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+#[command(
+    name = "dipcd",
+    version,
+    about = "The dipc daemon: one per host of a dipc cluster"
+)]
+struct Args {
+    /// Configuration file [default: $DIPC_CONFIG, else /etc/dipc/dipc.conf]
+    #[arg(short, long, value_name = "PATH")]
+    config: Option<PathBuf>,
+}
+
+const SIGNALS: Token = Token(0);
+const LISTENER: Token = Token(1);
+const LINK: Token = Token(2);
+const FIRST_CLIENT: usize = 16;
+const MAX_CLIENTS: usize = 4096;
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let args = Args::parse();
+    let path = args.config.unwrap_or_else(Config::default_path);
+    let config = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&config) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            error!("{e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// A child process the back_end supervises.
+struct Child {
+    name: &'static str,
+    pid: Pid,
+}
+
+fn run(config: &Config) -> io::Result<u8> {
+    let _lock = sys::lock_runtime_dir(&config.runtime_dir)?;
+    let (secret, created) = Secret::load_or_create(&config.secret_file)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    if created {
+        info!(
+            "generated a new cluster secret in {} (copy it to every host)",
+            config.secret_file.display()
+        );
+    }
+    // Block the signals before forking, so none is lost between a fork and
+    // the child's own signalfd.
+    let mut signals = sys::signal_fd()?;
+    let listener = sys::bind_unix(&config.back_end_socket(), 0o666, None)?;
+    info!(
+        "dipcd starting: host {}, referee {}{}",
+        config.front_end_addr(),
+        config.referee_addr(),
+        if config.host.arbiter {
+            " (this host)"
+        } else {
+            ""
+        }
+    );
+
+    let mut children = Vec::new();
+    if config.host.arbiter {
+        let s = secret.clone();
+        let pid = sys::fork_child(Signal::SIGTERM, move || dipc_referee::run(config, s))?;
+        children.push(Child {
+            name: "referee",
+            pid,
+        });
+    }
+    let pid = sys::fork_child(Signal::SIGTERM, || dipc_front_end::run(config, &secret))?;
+    children.push(Child {
+        name: "front_end",
+        pid,
+    });
+
+    let mut d = Daemon {
+        config,
+        secret,
+        poll: Poll::new()?,
+        clients: HashMap::new(),
+        next_token: FIRST_CLIENT,
+        link: Link::new(LINK),
+        admin_gid: match &config.admin_group {
+            Some(g) => Some(sys::group_gid(g)?),
+            None => None,
+        },
+    };
+    let mut listener = UnixListener::from_std(listener);
+    d.poll.registry().register(
+        &mut SourceFd(&signals.as_raw_fd()),
+        SIGNALS,
+        Interest::READABLE,
+    )?;
+    d.poll
+        .registry()
+        .register(&mut listener, LISTENER, Interest::READABLE)?;
+
+    let code = d.serve(&mut signals, &mut listener, &mut children);
+    shutdown(&children);
+    let _ = std::fs::remove_file(config.back_end_socket());
+    info!("dipcd stopped");
+    Ok(code)
+}
+
+struct Client {
+    framed: Framed<Stream>,
+    cred: PeerCred,
+}
+
+struct Daemon<'a> {
+    config: &'a Config,
+    secret: Secret,
+    poll: Poll,
+    clients: HashMap<usize, Client>,
+    next_token: usize,
+    link: Link,
+    admin_gid: Option<u32>,
+}
+
+impl Daemon<'_> {
+    fn serve(
+        &mut self,
+        signals: &mut nix::sys::signalfd::SignalFd,
+        listener: &mut UnixListener,
+        children: &mut Vec<Child>,
+    ) -> u8 {
+        let mut events = Events::with_capacity(256);
+        let mut link_events = Vec::new();
+        loop {
+            let now = Instant::now();
+            let wait = self
+                .link
+                .deadline(self.config)
+                .saturating_duration_since(now)
+                .max(Duration::from_millis(1));
+            if let Err(e) = self.poll.poll(&mut events, Some(wait)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    error!("poll: {e}");
+                    return 1;
+                }
+            }
+            for ev in events.iter() {
+                match ev.token() {
+                    SIGNALS => {
+                        for sig in sys::read_signals(signals) {
+                            match sig {
+                                Signal::SIGTERM | Signal::SIGINT => {
+                                    info!("{sig} received, stopping");
+                                    return 0;
+                                }
+                                Signal::SIGCHLD => {
+                                    if let Some(dead) = reap(children) {
+                                        error!("{dead}; stopping this host");
+                                        return 1;
+                                    }
+                                }
+                                _ => {}
+                            }
+                        }
+                    }
+                    LISTENER => self.accept(listener),
+                    LINK => self.link.ready(
+                        self.poll.registry(),
+                        self.config,
+                        &self.secret,
+                        &mut link_events,
+                    ),
+                    Token(t) => self.client_ready(t),
+                }
+            }
+            self.link
+                .tick(self.poll.registry(), self.config, &mut link_events);
+            for ev in link_events.drain(..) {
+                match ev {
+                    LinkEvent::Reply { client, id, msg } => self.reply(client, id, &msg),
+                    LinkEvent::Fatal(why) => {
+                        error!("{why}; stopping this host");
+                        return 1;
+                    }
+                }
+            }
+        }
+    }
+
+    fn accept(&mut self, listener: &mut UnixListener) {
+        loop {
+            match listener.accept() {
+                Ok((mut s, _)) => {
+                    if self.clients.len() >= MAX_CLIENTS {
+                        warn!("{MAX_CLIENTS} local clients connected; refusing another");
+                        continue;
+                    }
+                    let cred = match sys::peer_cred(&s) {
+                        Ok(c) => c,
+                        Err(e) => {
+                            warn!("local client without credentials: {e}");
+                            continue;
+                        }
+                    };
+                    let t = self.next_token;
+                    self.next_token += 1;
+                    if let Err(e) = self.poll.registry().register(
+                        &mut s,
+                        Token(t),
+                        Interest::READABLE | Interest::WRITABLE,
+                    ) {
+                        warn!("cannot register a local client: {e}");
+                        continue;
+                    }
+                    self.clients.insert(
+                        t,
+                        Client {
+                            framed: Framed::new(Stream::Unix(s), self.config.max_frame),
+                            cred,
+                        },
+                    );
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    warn!("accept on {}: {e}", self.config.back_end_socket().display());
+                    return;
+                }
+            }
+        }
+    }
+
+    fn client_ready(&mut self, t: usize) {
+        let Some(mut c) = self.clients.remove(&t) else {
+            return;
+        };
+        let mut close = !matches!(c.framed.fill(), Ok(Fill::Open));
+        loop {
+            match c.framed.next_frame() {
+                Ok(Some((id, msg))) => match self.request(t, &mut c, id, msg) {
+                    Handled::Done => {}
+                    Handled::HandedOff => return,
+                },
+                Ok(None) => break,
+                Err(e) => {
+                    warn!("local client pid {}: protocol error: {e}", c.cred.pid);
+                    close = true;
+                    break;
+                }
+            }
+        }
+        if c.framed.flush().is_err() || close {
+            let _ = self.poll.registry().deregister(&mut c.framed.stream);
+        } else {
+            self.clients.insert(t, c);
+        }
+    }
+
+    fn request(&mut self, t: usize, c: &mut Client, id: u64, msg: Message) -> Handled {
+        match msg {
+            Message::Ping { target: None } => c.framed.queue(id, &Message::Pong),
+            Message::ListHosts => {
+                if !sys::is_admin(&c.cred, self.admin_gid) {
+                    c.framed.queue(
+                        id,
+                        &Message::error(
+                            libc::EACCES,
+                            "the referee's tables are open to root and admin_group only",
+                        ),
+                    );
+                } else if !self.link.relay(t, id, &msg) {
+                    c.framed.queue(
+                        id,
+                        &Message::error(
+                            libc::ENOTCONN,
+                            format!(
+                                "this host has not joined the referee at {} (yet)",
+                                self.config.referee_addr()
+                            ),
+                        ),
+                    );
+                }
+            }
+            msg @ Message::Ping { target: Some(_) } => {
+                self.hand_off(t, c, id, msg);
+                return Handled::HandedOff;
+            }
+            other => c.framed.queue(
+                id,
+                &Message::error(
+                    libc::EINVAL,
+                    format!("dipcd does not take {} messages", other.kind().name()),
+                ),
+            ),
+        }
+        Handled::Done
+    }
+
+    /// Forks an employer that takes over the client's session. Clients send
+    /// one request at a time, so nothing else is buffered for it here.
+    fn hand_off(&mut self, _t: usize, c: &mut Client, id: u64, msg: Message) {
+        let _ = self.poll.registry().deregister(&mut c.framed.stream);
+        let fd = match &c.framed.stream {
+            Stream::Unix(s) => nix::unistd::dup(s.as_raw_fd()),
+            Stream::Tcp(s) => nix::unistd::dup(s.as_raw_fd()),
+        };
+        let fd = match fd {
+            Ok(fd) => fd,
+            Err(e) => {
+                warn!("cannot hand a session to an employer: {e}");
+                return;
+            }
+        };
+        // SAFETY: fd is a fresh duplicate that this process owns.
+        let session = unsafe { UnixStream::from_raw_fd(fd) };
+        if let Err(e) = session.set_nonblocking(false) {
+            warn!("cannot hand a session to an employer: {e}");
+            return;
+        }
+        let (config, secret) = (self.config, &self.secret);
+        match sys::fork_child(Signal::SIGTERM, move || {
+            dipc_employer::serve(session, (id, msg), config, secret)
+        }) {
+            Ok(pid) => debug!("employer {pid} for local pid {}", c.cred.pid),
+            Err(e) => warn!("cannot fork an employer: {e}"),
+        }
+    }
+
+    fn reply(&mut self, client: usize, id: u64, msg: &Message) {
+        if let Some(c) = self.clients.get_mut(&client) {
+            c.framed.queue(id, msg);
+            if c.framed.flush().is_err() {
+                if let Some(mut c) = self.clients.remove(&client) {
+                    let _ = self.poll.registry().deregister(&mut c.framed.stream);
+                }
+            }
+        }
+    }
+}
+
+enum Handled {
+    Done,
+    HandedOff,
+}
+
+/// Reaps exited children. Returns a description if a supervised one died.
+fn reap(children: &mut Vec<Child>) -> Option<String> {
+    let mut dead = None;
+    loop {
+        let status = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) | Err(_) => return dead,
+            Ok(s) => s,
+        };
+        let Some(pid) = status.pid() else { continue };
+        if let Some(i) = children.iter().position(|c| c.pid == pid) {
+            let c = children.remove(i);
+            dead = Some(format!("{} (pid {pid}) died: {status:?}", c.name));
+        }
+    }
+}
+
+/// Stops the supervised children: SIGTERM, then SIGKILL after two seconds.
+fn shutdown(children: &[Child]) {
+    for c in children {
+        let _ = kill(c.pid, Signal::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(2);
+    for c in children {
+        loop {
+            match waitpid(c.pid, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                Ok(WaitStatus::StillAlive) => {
+                    warn!("{} (pid {}) did not stop; killing it", c.name, c.pid);
+                    let _ = kill(c.pid, Signal::SIGKILL);
+                    let _ = waitpid(c.pid, None);
+                    break;
+                }
+                _ => break,
+            }
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! Sockets as the daemons use them: outgoing TCP from this host's own
+//! address (so the peer's allow-list sees the address dipc.conf names),
+//! with a connect time-out, no Nagle delay, and keep-alives that notice a
+//! dead peer; and one stream type over TCP and Unix sockets for mio loops.
+
+use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage};
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd};
+use std::time::Duration;
+
+/// Connects to `remote` from `local` (port chosen by the kernel).
+///
+/// With a time-out the call blocks at most that long and returns a blocking
+/// stream; without one it returns at once with a non-blocking stream whose
+/// connection may still be in progress (for mio: wait for writable, then
+/// check `take_error`).
+pub fn connect_from(
+    local: IpAddr,
+    remote: SocketAddr,
+    timeout: Option<Duration>,
+) -> io::Result<TcpStream> {
+    let family = match remote {
+        SocketAddr::V4(_) => AddressFamily::Inet,
+        SocketAddr::V6(_) => AddressFamily::Inet6,
+    };
+    let fd = socket::socket(
+        family,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(io::Error::from)?;
+    if local.is_ipv4() == remote.is_ipv4() && !local.is_unspecified() {
+        socket::bind(
+            fd.as_raw_fd(),
+            &SockaddrStorage::from(SocketAddr::new(local, 0)),
+        )
+        .map_err(|e| {
+            io::Error::new(
+                io::Error::from(e).kind(),
+                format!("cannot bind to {local}: {e}"),
+            )
+        })?;
+    }
+    match socket::connect(fd.as_raw_fd(), &SockaddrStorage::from(remote)) {
+        Ok(()) | Err(nix::errno::Errno::EINPROGRESS) => {}
+        Err(e) => return Err(e.into()),
+    }
+    // SAFETY: fd is an owned, valid socket descriptor.
+    let stream = unsafe { TcpStream::from_raw_fd(fd.into_raw_fd()) };
+    let Some(timeout) = timeout else {
+        return Ok(stream);
+    };
+    let mut fds = [nix::poll::PollFd::new(
+        stream.as_fd(),
+        nix::poll::PollFlags::POLLOUT,
+    )];
+    let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+    loop {
+        match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms)) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "connecting to {remote} timed out after {} ms",
+                        timeout.as_millis()
+                    ),
+                ))
+            }
+            Ok(_) => break,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if let Some(e) = stream.take_error()? {
+        return Err(e);
+    }
+    stream.set_nonblocking(false)?;
+    Ok(stream)
+}
+
+/// Sets the options every daemon-to-daemon TCP connection carries: no Nagle
+/// delay (requests are small and latency-bound) and keep-alive probes so
+/// that a peer host that vanished without closing is noticed within about
+/// `dead_after`.
+pub fn tune_tcp<F: AsFd>(sock: &F, dead_after: Duration) -> io::Result<()> {
+    socket::setsockopt(sock, sockopt::TcpNoDelay, &true).map_err(io::Error::from)?;
+    socket::setsockopt(sock, sockopt::KeepAlive, &true).map_err(io::Error::from)?;
+    let secs = dead_after.as_secs().clamp(1, 3600) as u32;
+    socket::setsockopt(sock, sockopt::TcpKeepIdle, &secs).map_err(io::Error::from)?;
+    socket::setsockopt(sock, sockopt::TcpKeepInterval, &1).map_err(io::Error::from)?;
+    socket::setsockopt(sock, sockopt::TcpKeepCount, &3).map_err(io::Error::from)?;
+    // Unacknowledged data also gives up after the same time.
+    let ms = dead_after.as_millis().clamp(1000, u32::MAX as u128) as u32;
+    socket::setsockopt(sock, sockopt::TcpUserTimeout, &ms).map_err(io::Error::from)?;
+    Ok(())
+}
+
+/// A stream in a mio loop: TCP from another host or Unix from a local
+/// process.
+pub enum Stream {
+    Tcp(mio::net::TcpStream),
+    Unix(mio::net::UnixStream),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.flush(),
+            Stream::Unix(s) => s.flush(),
+        }
+    }
+}
+
+impl mio::event::Source for Stream {
+    fn register(
+        &mut self,
+        registry: &mio::Registry,
+        token: mio::Token,
+        interests: mio::Interest,
+    ) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.register(registry, token, interests),
+            Stream::Unix(s) => s.register(registry, token, interests),
+        }
+    }
+    fn reregister(
+        &mut self,
+        registry: &mio::Registry,
+        token: mio::Token,
+        interests: mio::Interest,
+    ) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.reregister(registry, token, interests),
+            Stream::Unix(s) => s.reregister(registry, token, interests),
+        }
+    }
+    fn deregister(&mut self, registry: &mio::Registry) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.deregister(registry),
+            Stream::Unix(s) => s.deregister(registry),
+        }
+    }
+}
+
+impl AsRawFd for Stream {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        match self {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    #[test]
+    fn connect_from_binds_the_source_address() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let remote = l.local_addr().unwrap();
+        let s = connect_from(
+            "127.0.0.3".parse().unwrap(),
+            remote,
+            Some(Duration::from_secs(2)),
+        )
+        .unwrap();
+        tune_tcp(&s, Duration::from_secs(2)).unwrap();
+        let (_, peer) = l.accept().unwrap();
+        assert_eq!(peer.ip().to_string(), "127.0.0.3");
+    }
+
+    #[test]
+    fn connect_refused_is_an_error() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let remote = l.local_addr().unwrap();
+        drop(l);
+        assert!(connect_from(
+            "127.0.0.1".parse().unwrap(),
+            remote,
+            Some(Duration::from_secs(2))
+        )
+        .is_err());
+    }
+}

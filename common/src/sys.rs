@@ -1,0 +1,229 @@
+//! Process plumbing shared by the daemons: forking children that die with
+//! their parent, signals as file descriptors for mio loops, Unix sockets
+//! with peer credentials, and the runtime directory lock.
+//!
+//! The daemons that fork are single-threaded: `fork` in a process that has
+//! started threads may leave locks held forever in the child.
+
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::unistd::{ForkResult, Pid};
+use std::fs;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixListener as StdUnixListener;
+use std::path::Path;
+
+/// The signals a daemon's event loop takes through a signalfd.
+pub fn daemon_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGTERM);
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGCHLD);
+    set.add(Signal::SIGHUP);
+    set
+}
+
+/// Blocks the daemon signals and returns a non-blocking signalfd for them,
+/// to be registered with mio. Children forked afterwards inherit the mask;
+/// [`fork_child`] restores it.
+pub fn signal_fd() -> io::Result<SignalFd> {
+    let set = daemon_signals();
+    set.thread_block().map_err(io::Error::from)?;
+    SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        .map_err(io::Error::from)
+}
+
+/// Drains a signalfd, returning the signals read.
+pub fn read_signals(fd: &mut SignalFd) -> Vec<Signal> {
+    let mut out = Vec::new();
+    while let Ok(Some(info)) = fd.read_signal() {
+        if let Ok(sig) = Signal::try_from(info.ssi_signo as i32) {
+            out.push(sig);
+        }
+    }
+    out
+}
+
+/// Asks the kernel to send `sig` to this process when its parent dies, so
+/// no part of the suite outlives the process that supervises it.
+pub fn die_with_parent(sig: Signal) -> io::Result<()> {
+    // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number.
+    let r = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Forks a child that runs `body` and exits with its return value.
+///
+/// In the child the daemon signal mask is lifted (so a plain SIGTERM ends
+/// it), `death_signal` is delivered if the parent dies, and the process
+/// exits with `_exit` so that nothing of the parent's state (buffered logs,
+/// destructors of the parent's sockets) runs twice. Call only from a
+/// single-threaded process.
+pub fn fork_child<F: FnOnce() -> i32>(death_signal: Signal, body: F) -> io::Result<Pid> {
+    let parent = nix::unistd::getpid();
+    // SAFETY: the dipc daemons that fork are single-threaded.
+    match unsafe { nix::unistd::fork() }.map_err(io::Error::from)? {
+        ForkResult::Parent { child } => Ok(child),
+        ForkResult::Child => {
+            let _ = daemon_signals().thread_unblock();
+            let _ = die_with_parent(death_signal);
+            // The parent may have died between fork and prctl.
+            let code = if nix::unistd::getppid() != parent {
+                1
+            } else {
+                body()
+            };
+            // SAFETY: _exit ends the process without running the parent's
+            // atexit handlers or destructors.
+            unsafe { libc::_exit(code) }
+        }
+    }
+}
+
+/// Restores default handling of the daemon signals, for a process that is
+/// about to block in ordinary calls.
+pub fn unblock_daemon_signals() {
+    let _ =
+        nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&daemon_signals()), None);
+}
+
+/// Credentials of the process at the other end of a Unix socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerCred {
+    pub pid: i32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+pub fn peer_cred<F: AsFd>(sock: &F) -> io::Result<PeerCred> {
+    let c = nix::sys::socket::getsockopt(sock, nix::sys::socket::sockopt::PeerCredentials)
+        .map_err(io::Error::from)?;
+    Ok(PeerCred {
+        pid: c.pid(),
+        uid: c.uid(),
+        gid: c.gid(),
+    })
+}
+
+/// Whether a peer may use an administrative socket: root, or a member of
+/// the configured admin group (by primary group, as SO_PEERCRED reports).
+pub fn is_admin(cred: &PeerCred, admin_gid: Option<u32>) -> bool {
+    cred.uid == 0 || admin_gid == Some(cred.gid)
+}
+
+/// Looks a group name up to its gid.
+pub fn group_gid(name: &str) -> io::Result<u32> {
+    match nix::unistd::Group::from_name(name) {
+        Ok(Some(g)) => Ok(g.gid.as_raw()),
+        Ok(None) => Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no group named {name:?}"),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Binds a Unix listener at `path`, replacing a stale socket file left by a
+/// killed daemon (the runtime lock guarantees no live daemon owns it), and
+/// sets its mode.
+pub fn bind_unix(path: &Path, mode: u32, gid: Option<u32>) -> io::Result<StdUnixListener> {
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let l = StdUnixListener::bind(path)?;
+    if let Some(gid) = gid {
+        nix::unistd::chown(path, None, Some(nix::unistd::Gid::from_raw(gid)))
+            .map_err(io::Error::from)?;
+    }
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
+    l.set_nonblocking(true)?;
+    Ok(l)
+}
+
+/// Takes an exclusive lock on `dir/dipcd.lock`, creating the directory, so
+/// that two dipcd never share a runtime directory. The lock lasts as long as
+/// the returned file is open (children inherit it, which is intended: the
+/// directory stays locked until the whole suite is gone).
+pub fn lock_runtime_dir(dir: &Path) -> io::Result<fs::File> {
+    fs::create_dir_all(dir)?;
+    let path = dir.join("dipcd.lock");
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)?;
+    // SAFETY: flock on a valid descriptor.
+    let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if r != 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!(
+                    "another dipcd is running with runtime directory {}",
+                    dir.display()
+                ),
+            ));
+        }
+        return Err(e);
+    }
+    Ok(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn peer_cred_is_ours() {
+        let (a, _b) = UnixStream::pair().unwrap();
+        let c = peer_cred(&a).unwrap();
+        assert_eq!(c.pid as u32, std::process::id());
+        assert_eq!(c.uid, nix::unistd::getuid().as_raw());
+        assert!(is_admin(
+            &PeerCred {
+                pid: 1,
+                uid: 0,
+                gid: 5
+            },
+            None
+        ));
+        assert!(is_admin(
+            &PeerCred {
+                pid: 1,
+                uid: 9,
+                gid: 5
+            },
+            Some(5)
+        ));
+        assert!(!is_admin(
+            &PeerCred {
+                pid: 1,
+                uid: 9,
+                gid: 5
+            },
+            Some(6)
+        ));
+    }
+
+    #[test]
+    fn runtime_dir_lock_is_exclusive() {
+        let dir = std::env::temp_dir().join(format!("dipc-lock-test-{}", std::process::id()));
+        let first = lock_runtime_dir(&dir).unwrap();
+        // flock locks belong to the open file description, so a second open
+        // in the same process conflicts too.
+        let e = lock_runtime_dir(&dir).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
+        drop(first);
+        lock_runtime_dir(&dir).unwrap();
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,739 @@
+//! The dipc wire format: the one definition of every message that dipc
+//! processes exchange, over TCP between hosts and over Unix sockets between
+//! an application and its host's daemon.
+//!
+//! A frame is a fixed 20-byte header in network byte order followed by the
+//! payload:
+//!
+//! ```text
+//!  0      4        6       8              16        20
+//!  | magic | version | type | request id   | length  | payload (length bytes)
+//!  | u32   | u16     | u16  | u64          | u32     |
+//! ```
+//!
+//! Every byte that arrives is treated as hostile: [`parse_header`] refuses a
+//! bad magic, another protocol version, an unknown message type and a length
+//! over the configured maximum *before* anything is allocated for the
+//! payload, and [`Message::decode`] checks every field and every count
+//! against the bytes actually present. Decoding returns a [`WireError`]; it
+//! never panics.
+
+use byteorder::{BigEndian, ByteOrder};
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+/// "DIPC" in ASCII.
+pub const MAGIC: u32 = 0x4449_5043;
+/// The protocol version this build speaks. Peers must speak the same one.
+pub const VERSION: u16 = 1;
+/// Bytes in a frame header.
+pub const HEADER_LEN: usize = 20;
+/// Bytes in an authentication nonce or proof.
+pub const NONCE_LEN: usize = 32;
+
+/// A decoding failure. Each names what was wrong with the peer's bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WireError {
+    BadMagic(u32),
+    BadVersion(u16),
+    UnknownType(u16),
+    TooLong { len: u32, max: u32 },
+    Truncated { field: &'static str },
+    Invalid { field: &'static str, reason: String },
+    TrailingBytes { kind: &'static str, extra: usize },
+}
+
+impl fmt::Display for WireError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WireError::BadMagic(m) => write!(f, "bad magic {m:#010x} (not a dipc peer)"),
+            WireError::BadVersion(v) => write!(
+                f,
+                "unsupported protocol version {v} (this build speaks {VERSION})"
+            ),
+            WireError::UnknownType(t) => write!(f, "unknown message type {t}"),
+            WireError::TooLong { len, max } => {
+                write!(f, "frame of {len} bytes exceeds the maximum of {max}")
+            }
+            WireError::Truncated { field } => write!(f, "frame truncated in field `{field}`"),
+            WireError::Invalid { field, reason } => write!(f, "invalid `{field}`: {reason}"),
+            WireError::TrailingBytes { kind, extra } => {
+                write!(f, "{extra} unexpected bytes after a {kind} message")
+            }
+        }
+    }
+}
+
+impl std::error::Error for WireError {}
+
+/// A validated frame header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub kind: Kind,
+    pub request_id: u64,
+    pub len: u32,
+}
+
+/// Who opened a daemon-to-daemon connection, stated in [`Message::Hello`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A host's back_end joining the referee.
+    Host = 1,
+    /// An employer bringing work to another host's front_end.
+    Employer = 2,
+}
+
+/// A host as the referee knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostInfo {
+    /// The host's front_end address.
+    pub addr: SocketAddr,
+    pub up: bool,
+    /// Milliseconds since the referee last heard from the host.
+    pub last_heard_ms: u64,
+    /// Milliseconds since the host (re)joined.
+    pub joined_ms: u64,
+    pub version: u16,
+}
+
+macro_rules! kinds {
+    ($($name:ident = $num:expr,)*) => {
+        /// Message type numbers, as carried in the header.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        #[repr(u16)]
+        pub enum Kind { $($name = $num,)* }
+
+        impl Kind {
+            pub fn from_u16(v: u16) -> Option<Kind> {
+                match v { $($num => Some(Kind::$name),)* _ => None }
+            }
+            pub fn name(self) -> &'static str {
+                match self { $(Kind::$name => stringify!($name),)* }
+            }
+            /// Every kind, for tests that must cover them all.
+            pub const ALL: &'static [Kind] = &[$(Kind::$name,)*];
+        }
+    };
+}
+
+kinds! {
+    Hello = 1,
+    Challenge = 2,
+    Proof = 3,
+    Welcome = 4,
+    Refused = 5,
+    Join = 10,
+    Joined = 11,
+    Heartbeat = 12,
+    HeartbeatAck = 13,
+    ListHosts = 20,
+    Hosts = 21,
+    Ping = 30,
+    Pong = 31,
+    Error = 40,
+}
+
+/// Every message of the protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// Opens a daemon-to-daemon connection: who is calling, from which
+    /// front_end address, and the caller's challenge to the callee.
+    Hello {
+        role: Role,
+        host: SocketAddr,
+        nonce: [u8; NONCE_LEN],
+    },
+    /// The callee proves it knows the cluster secret and challenges back.
+    Challenge {
+        nonce: [u8; NONCE_LEN],
+        proof: [u8; NONCE_LEN],
+    },
+    /// The caller's answer to the callee's challenge.
+    Proof {
+        proof: [u8; NONCE_LEN],
+    },
+    /// Authentication succeeded.
+    Welcome,
+    /// The connection is refused; the reason is for the peer's log.
+    Refused {
+        reason: String,
+    },
+    /// A host's back_end announces itself to the referee.
+    Join {
+        front_end: SocketAddr,
+    },
+    Joined,
+    Heartbeat,
+    HeartbeatAck,
+    /// Administrative: ask the referee for its host table.
+    ListHosts,
+    Hosts {
+        hosts: Vec<HostInfo>,
+    },
+    /// Liveness and round-trip probe. `target` is the host to probe when an
+    /// application asks its daemon; `None` between daemons.
+    Ping {
+        target: Option<SocketAddr>,
+    },
+    Pong,
+    /// A failed request: an `errno` value for the caller and a message.
+    Error {
+        errno: i32,
+        message: String,
+    },
+}
+
+impl Message {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Message::Hello { .. } => Kind::Hello,
+            Message::Challenge { .. } => Kind::Challenge,
+            Message::Proof { .. } => Kind::Proof,
+            Message::Welcome => Kind::Welcome,
+            Message::Refused { .. } => Kind::Refused,
+            Message::Join { .. } => Kind::Join,
+            Message::Joined => Kind::Joined,
+            Message::Heartbeat => Kind::Heartbeat,
+            Message::HeartbeatAck => Kind::HeartbeatAck,
+            Message::ListHosts => Kind::ListHosts,
+            Message::Hosts { .. } => Kind::Hosts,
+            Message::Ping { .. } => Kind::Ping,
+            Message::Pong => Kind::Pong,
+            Message::Error { .. } => Kind::Error,
+        }
+    }
+
+    /// Shorthand for an error reply.
+    pub fn error(errno: i32, message: impl Into<String>) -> Message {
+        Message::Error {
+            errno,
+            message: message.into(),
+        }
+    }
+
+    /// Appends the payload (no header) to `out`.
+    pub fn encode_payload(&self, out: &mut Vec<u8>) {
+        let mut w = Writer(out);
+        match self {
+            Message::Hello { role, host, nonce } => {
+                w.u8(*role as u8);
+                w.addr(host);
+                w.bytes_fixed(nonce);
+            }
+            Message::Challenge { nonce, proof } => {
+                w.bytes_fixed(nonce);
+                w.bytes_fixed(proof);
+            }
+            Message::Proof { proof } => w.bytes_fixed(proof),
+            Message::Refused { reason } => w.string(reason),
+            Message::Join { front_end } => w.addr(front_end),
+            Message::Hosts { hosts } => {
+                w.u32(hosts.len() as u32);
+                for h in hosts {
+                    w.addr(&h.addr);
+                    w.u8(h.up as u8);
+                    w.u64(h.last_heard_ms);
+                    w.u64(h.joined_ms);
+                    w.u16(h.version);
+                }
+            }
+            Message::Ping { target } => match target {
+                None => w.u8(0),
+                Some(a) => {
+                    w.u8(1);
+                    w.addr(a);
+                }
+            },
+            Message::Error { errno, message } => {
+                w.i32(*errno);
+                w.string(message);
+            }
+            Message::Welcome
+            | Message::Joined
+            | Message::Heartbeat
+            | Message::HeartbeatAck
+            | Message::ListHosts
+            | Message::Pong => {}
+        }
+    }
+
+    /// Decodes a payload of the given kind. The payload must be consumed
+    /// exactly.
+    pub fn decode(kind: Kind, payload: &[u8]) -> Result<Message, WireError> {
+        let mut r = Reader { buf: payload };
+        let msg = match kind {
+            Kind::Hello => {
+                let role = match r.u8("role")? {
+                    1 => Role::Host,
+                    2 => Role::Employer,
+                    v => return Err(invalid("role", format!("unknown role {v}"))),
+                };
+                Message::Hello {
+                    role,
+                    host: r.addr("host")?,
+                    nonce: r.bytes_fixed("nonce")?,
+                }
+            }
+            Kind::Challenge => Message::Challenge {
+                nonce: r.bytes_fixed("nonce")?,
+                proof: r.bytes_fixed("proof")?,
+            },
+            Kind::Proof => Message::Proof {
+                proof: r.bytes_fixed("proof")?,
+            },
+            Kind::Welcome => Message::Welcome,
+            Kind::Refused => Message::Refused {
+                reason: r.string("reason")?,
+            },
+            Kind::Join => Message::Join {
+                front_end: r.addr("front_end")?,
+            },
+            Kind::Joined => Message::Joined,
+            Kind::Heartbeat => Message::Heartbeat,
+            Kind::HeartbeatAck => Message::HeartbeatAck,
+            Kind::ListHosts => Message::ListHosts,
+            Kind::Hosts => {
+                // The smallest encoded host is 1+4+2 + 1 + 8 + 8 + 2 bytes.
+                let n = r.count("hosts", 26)?;
+                let mut hosts = Vec::with_capacity(n);
+                for _ in 0..n {
+                    hosts.push(HostInfo {
+                        addr: r.addr("hosts.addr")?,
+                        up: r.bool("hosts.up")?,
+                        last_heard_ms: r.u64("hosts.last_heard_ms")?,
+                        joined_ms: r.u64("hosts.joined_ms")?,
+                        version: r.u16("hosts.version")?,
+                    });
+                }
+                Message::Hosts { hosts }
+            }
+            Kind::Ping => Message::Ping {
+                target: if r.bool("target")? {
+                    Some(r.addr("target")?)
+                } else {
+                    None
+                },
+            },
+            Kind::Pong => Message::Pong,
+            Kind::Error => Message::Error {
+                errno: r.i32("errno")?,
+                message: r.string("message")?,
+            },
+        };
+        if !r.buf.is_empty() {
+            return Err(WireError::TrailingBytes {
+                kind: kind.name(),
+                extra: r.buf.len(),
+            });
+        }
+        Ok(msg)
+    }
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> WireError {
+    WireError::Invalid {
+        field,
+        reason: reason.into(),
+    }
+}
+
+/// Checks a header. `max` is the largest payload accepted (dipc.conf's
+/// `max_frame`).
+pub fn parse_header(buf: &[u8; HEADER_LEN], max: u32) -> Result<Header, WireError> {
+    let magic = BigEndian::read_u32(&buf[0..4]);
+    if magic != MAGIC {
+        return Err(WireError::BadMagic(magic));
+    }
+    let version = BigEndian::read_u16(&buf[4..6]);
+    if version != VERSION {
+        return Err(WireError::BadVersion(version));
+    }
+    let raw_kind = BigEndian::read_u16(&buf[6..8]);
+    let kind = Kind::from_u16(raw_kind).ok_or(WireError::UnknownType(raw_kind))?;
+    let request_id = BigEndian::read_u64(&buf[8..16]);
+    let len = BigEndian::read_u32(&buf[16..20]);
+    if len > max {
+        return Err(WireError::TooLong { len, max });
+    }
+    Ok(Header {
+        kind,
+        request_id,
+        len,
+    })
+}
+
+/// Appends a whole frame (header and payload) to `out`.
+pub fn encode_frame(request_id: u64, msg: &Message, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; HEADER_LEN]);
+    msg.encode_payload(out);
+    let len = (out.len() - start - HEADER_LEN) as u32;
+    let h = &mut out[start..start + HEADER_LEN];
+    BigEndian::write_u32(&mut h[0..4], MAGIC);
+    BigEndian::write_u16(&mut h[4..6], VERSION);
+    BigEndian::write_u16(&mut h[6..8], msg.kind() as u16);
+    BigEndian::write_u64(&mut h[8..16], request_id);
+    BigEndian::write_u32(&mut h[16..20], len);
+}
+
+/// Decodes the first frame in `buf`, if it is complete.
+///
+/// Returns `Ok(None)` while more bytes are needed (a bad header is reported
+/// as soon as its 20 bytes are in), else the bytes consumed, the request id
+/// and the message.
+pub fn decode_frame(buf: &[u8], max: u32) -> Result<Option<(usize, u64, Message)>, WireError> {
+    let Some(head) = buf.first_chunk::<HEADER_LEN>() else {
+        return Ok(None);
+    };
+    let h = parse_header(head, max)?;
+    let total = HEADER_LEN + h.len as usize;
+    if buf.len() < total {
+        return Ok(None);
+    }
+    let msg = Message::decode(h.kind, &buf[HEADER_LEN..total])?;
+    Ok(Some((total, h.request_id, msg)))
+}
+
+struct Writer<'a>(&'a mut Vec<u8>);
+
+impl Writer<'_> {
+    fn u8(&mut self, v: u8) {
+        self.0.push(v);
+    }
+    fn u16(&mut self, v: u16) {
+        self.0.extend_from_slice(&v.to_be_bytes());
+    }
+    fn u32(&mut self, v: u32) {
+        self.0.extend_from_slice(&v.to_be_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_be_bytes());
+    }
+    fn i32(&mut self, v: i32) {
+        self.0.extend_from_slice(&v.to_be_bytes());
+    }
+    fn bytes_fixed(&mut self, v: &[u8]) {
+        self.0.extend_from_slice(v);
+    }
+    fn bytes(&mut self, v: &[u8]) {
+        self.u32(v.len() as u32);
+        self.0.extend_from_slice(v);
+    }
+    fn string(&mut self, v: &str) {
+        self.bytes(v.as_bytes());
+    }
+    fn addr(&mut self, a: &SocketAddr) {
+        match a.ip() {
+            IpAddr::V4(ip) => {
+                self.u8(4);
+                self.0.extend_from_slice(&ip.octets());
+            }
+            IpAddr::V6(ip) => {
+                self.u8(6);
+                self.0.extend_from_slice(&ip.octets());
+            }
+        }
+        self.u16(a.port());
+    }
+}
+
+/// Reads fields off a payload; every read checks the bytes are there.
+struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], WireError> {
+        if self.buf.len() < n {
+            return Err(WireError::Truncated { field });
+        }
+        let (head, rest) = self.buf.split_at(n);
+        self.buf = rest;
+        Ok(head)
+    }
+    fn u8(&mut self, field: &'static str) -> Result<u8, WireError> {
+        Ok(self.take(1, field)?[0])
+    }
+    fn bool(&mut self, field: &'static str) -> Result<bool, WireError> {
+        match self.u8(field)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            v => Err(invalid(field, format!("{v} is not a boolean"))),
+        }
+    }
+    fn u16(&mut self, field: &'static str) -> Result<u16, WireError> {
+        Ok(BigEndian::read_u16(self.take(2, field)?))
+    }
+    fn u32(&mut self, field: &'static str) -> Result<u32, WireError> {
+        Ok(BigEndian::read_u32(self.take(4, field)?))
+    }
+    fn u64(&mut self, field: &'static str) -> Result<u64, WireError> {
+        Ok(BigEndian::read_u64(self.take(8, field)?))
+    }
+    fn i32(&mut self, field: &'static str) -> Result<i32, WireError> {
+        Ok(BigEndian::read_i32(self.take(4, field)?))
+    }
+    fn bytes_fixed<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], WireError> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.take(N, field)?);
+        Ok(out)
+    }
+    fn bytes(&mut self, field: &'static str) -> Result<&'a [u8], WireError> {
+        let n = self.u32(field)? as usize;
+        self.take(n, field)
+    }
+    fn string(&mut self, field: &'static str) -> Result<String, WireError> {
+        let b = self.bytes(field)?;
+        std::str::from_utf8(b)
+            .map(str::to_owned)
+            .map_err(|_| invalid(field, "not UTF-8"))
+    }
+    /// A count of items each at least `min_size` bytes long; refused if the
+    /// payload cannot hold that many, so a lying count allocates nothing.
+    fn count(&mut self, field: &'static str, min_size: usize) -> Result<usize, WireError> {
+        let n = self.u32(field)? as usize;
+        if n.saturating_mul(min_size) > self.buf.len() {
+            return Err(WireError::Truncated { field });
+        }
+        Ok(n)
+    }
+    fn addr(&mut self, field: &'static str) -> Result<SocketAddr, WireError> {
+        let ip = match self.u8(field)? {
+            4 => IpAddr::V4(Ipv4Addr::from(self.bytes_fixed::<4>(field)?)),
+            6 => IpAddr::V6(Ipv6Addr::from(self.bytes_fixed::<16>(field)?)),
+            v => return Err(invalid(field, format!("unknown address family {v}"))),
+        };
+        Ok(SocketAddr::new(ip, self.u16(field)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const MAX: u32 = 1 << 20;
+
+    fn samples() -> Vec<Message> {
+        let a4: SocketAddr = "10.66.0.2:7100".parse().unwrap();
+        let a6: SocketAddr = "[fd00::5]:7101".parse().unwrap();
+        vec![
+            Message::Hello {
+                role: Role::Host,
+                host: a4,
+                nonce: [7; NONCE_LEN],
+            },
+            Message::Hello {
+                role: Role::Employer,
+                host: a6,
+                nonce: [0; NONCE_LEN],
+            },
+            Message::Challenge {
+                nonce: [1; NONCE_LEN],
+                proof: [2; NONCE_LEN],
+            },
+            Message::Proof {
+                proof: [3; NONCE_LEN],
+            },
+            Message::Welcome,
+            Message::Refused {
+                reason: "wrong cluster secret".into(),
+            },
+            Message::Join { front_end: a4 },
+            Message::Joined,
+            Message::Heartbeat,
+            Message::HeartbeatAck,
+            Message::ListHosts,
+            Message::Hosts { hosts: vec![] },
+            Message::Hosts {
+                hosts: vec![
+                    HostInfo {
+                        addr: a4,
+                        up: true,
+                        last_heard_ms: 12,
+                        joined_ms: 3400,
+                        version: 1,
+                    },
+                    HostInfo {
+                        addr: a6,
+                        up: false,
+                        last_heard_ms: u64::MAX,
+                        joined_ms: 0,
+                        version: 1,
+                    },
+                ],
+            },
+            Message::Ping { target: None },
+            Message::Ping { target: Some(a6) },
+            Message::Pong,
+            Message::error(libc::EACCES, "permission denied ✓"),
+        ]
+    }
+
+    fn frame(id: u64, m: &Message) -> Vec<u8> {
+        let mut v = Vec::new();
+        encode_frame(id, m, &mut v);
+        v
+    }
+
+    #[test]
+    fn every_kind_round_trips() {
+        let samples = samples();
+        for kind in Kind::ALL {
+            assert!(
+                samples.iter().any(|m| m.kind() == *kind),
+                "no sample for {kind:?}"
+            );
+            assert_eq!(Kind::from_u16(*kind as u16), Some(*kind));
+        }
+        for (i, m) in samples.iter().enumerate() {
+            let f = frame(i as u64 * 977, m);
+            let (used, id, back) = decode_frame(&f, MAX).unwrap().unwrap();
+            assert_eq!(used, f.len());
+            assert_eq!(id, i as u64 * 977);
+            assert_eq!(&back, m);
+        }
+    }
+
+    #[test]
+    fn incomplete_frames_wait_for_more() {
+        for m in samples() {
+            let f = frame(1, &m);
+            for cut in 0..f.len() {
+                assert_eq!(decode_frame(&f[..cut], MAX), Ok(None), "{m:?} cut {cut}");
+            }
+        }
+    }
+
+    #[test]
+    fn bad_magic_version_type_and_length_are_refused() {
+        let good = frame(5, &Message::Pong);
+        let mut f = good.clone();
+        f[0] = b'X';
+        assert!(matches!(decode_frame(&f, MAX), Err(WireError::BadMagic(_))));
+        let mut f = good.clone();
+        f[5] = 9;
+        assert_eq!(decode_frame(&f, MAX), Err(WireError::BadVersion(9)));
+        let mut f = good.clone();
+        f[6] = 0xff;
+        f[7] = 0xee;
+        assert_eq!(decode_frame(&f, MAX), Err(WireError::UnknownType(0xffee)));
+        // A claimed length over the maximum is refused from the header alone,
+        // before the payload is there or anything is allocated for it.
+        let mut f = good.clone();
+        f[16..20].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert_eq!(
+            decode_frame(&f, MAX),
+            Err(WireError::TooLong {
+                len: u32::MAX,
+                max: MAX
+            })
+        );
+    }
+
+    #[test]
+    fn truncated_and_padded_payloads_are_refused() {
+        for m in samples() {
+            let mut payload = Vec::new();
+            m.encode_payload(&mut payload);
+            for cut in 0..payload.len() {
+                let r = Message::decode(m.kind(), &payload[..cut]);
+                assert!(r.is_err(), "{m:?} cut at {cut} decoded as {r:?}");
+            }
+            payload.push(0);
+            assert!(matches!(
+                Message::decode(m.kind(), &payload),
+                Err(WireError::TrailingBytes { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn lying_counts_and_fields_are_refused() {
+        // A host count of four billion in a 4-byte payload.
+        let r = Message::decode(Kind::Hosts, &u32::MAX.to_be_bytes());
+        assert_eq!(r, Err(WireError::Truncated { field: "hosts" }));
+        // A string length past the end.
+        let mut p = 0i32.to_be_bytes().to_vec();
+        p.extend_from_slice(&1000u32.to_be_bytes());
+        assert!(Message::decode(Kind::Error, &p).is_err());
+        // Invalid UTF-8, bad bool, bad family, bad role.
+        let mut p = 0i32.to_be_bytes().to_vec();
+        p.extend_from_slice(&2u32.to_be_bytes());
+        p.extend_from_slice(&[0xff, 0xfe]);
+        assert!(matches!(
+            Message::decode(Kind::Error, &p),
+            Err(WireError::Invalid { .. })
+        ));
+        assert!(Message::decode(Kind::Ping, &[2]).is_err());
+        assert!(Message::decode(Kind::Join, &[5, 0, 0]).is_err());
+        let mut p = vec![9u8, 4, 1, 2, 3, 4, 0, 1];
+        p.extend_from_slice(&[0; NONCE_LEN]);
+        assert!(Message::decode(Kind::Hello, &p).is_err());
+    }
+
+    fn arb_addr() -> impl Strategy<Value = SocketAddr> {
+        prop_oneof![
+            (any::<[u8; 4]>(), any::<u16>()).prop_map(|(ip, p)| SocketAddr::from((ip, p))),
+            (any::<[u8; 16]>(), any::<u16>())
+                .prop_map(|(ip, p)| SocketAddr::from((Ipv6Addr::from(ip), p))),
+        ]
+    }
+
+    fn arb_message() -> impl Strategy<Value = Message> {
+        let host = (
+            arb_addr(),
+            any::<bool>(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u16>(),
+        )
+            .prop_map(|(addr, up, last_heard_ms, joined_ms, version)| HostInfo {
+                addr,
+                up,
+                last_heard_ms,
+                joined_ms,
+                version,
+            });
+        prop_oneof![
+            (arb_addr(), any::<[u8; 32]>(), any::<bool>()).prop_map(|(host, nonce, e)| {
+                Message::Hello {
+                    role: if e { Role::Employer } else { Role::Host },
+                    host,
+                    nonce,
+                }
+            }),
+            (any::<[u8; 32]>(), any::<[u8; 32]>())
+                .prop_map(|(nonce, proof)| Message::Challenge { nonce, proof }),
+            ".*".prop_map(|reason| Message::Refused { reason }),
+            arb_addr().prop_map(|front_end| Message::Join { front_end }),
+            proptest::collection::vec(host, 0..8).prop_map(|hosts| Message::Hosts { hosts }),
+            proptest::option::of(arb_addr()).prop_map(|target| Message::Ping { target }),
+            (any::<i32>(), ".*").prop_map(|(errno, message)| Message::Error { errno, message }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_messages_round_trip(m in arb_message(), id in any::<u64>()) {
+            let f = frame(id, &m);
+            prop_assert_eq!(decode_frame(&f, MAX), Ok(Some((f.len(), id, m))));
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = decode_frame(&bytes, MAX);
+            for kind in Kind::ALL {
+                let _ = Message::decode(*kind, &bytes);
+            }
+        }
+
+        #[test]
+        fn corrupted_frames_never_panic(m in arb_message(), pos in any::<usize>(), byte in any::<u8>()) {
+            let mut f = frame(3, &m);
+            let i = pos % f.len();
+            f[i] = byte;
+            let _ = decode_frame(&f, MAX);
+        }
+    }
+}

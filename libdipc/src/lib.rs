@@ -1,0 +1,11 @@
+//! The dipc application library: what a program links to use dipc.
+//!
+//! It finds its host's daemon through `$DIPC_CONFIG` (else
+//! `/etc/dipc/dipc.conf`) and talks to it over the Unix socket
+//! `dipcd.sock` in the configured runtime directory. The same crate builds
+//! the Rust API (this rlib) and the C library `libdipc.so` with its header
+//! `include/dipc.h`.
+
+pub mod client;
+
+pub use client::{Client, ClientError};

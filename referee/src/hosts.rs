@@ -1,0 +1,120 @@
+//! The referee's table of hosts: who joined, when each was last heard
+//! from, and which are up.
+
+use dipc_common::wire::HostInfo;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+#[derive(Debug)]
+struct Host {
+    up: bool,
+    last_heard: Instant,
+    joined: Instant,
+    version: u16,
+    /// The connection the host joined on, while it is open.
+    conn: Option<usize>,
+}
+
+/// Hosts keyed by their front_end address. A host that goes down stays in
+/// the table (shown down) until it joins again or an administrator removes
+/// it, so that `dipcref hosts` tells what happened.
+#[derive(Debug, Default)]
+pub struct HostTable {
+    hosts: BTreeMap<SocketAddr, Host>,
+}
+
+impl HostTable {
+    /// Records a join. Returns the connection of an earlier incarnation of
+    /// the same host, which the caller closes.
+    pub fn join(
+        &mut self,
+        addr: SocketAddr,
+        version: u16,
+        conn: usize,
+        now: Instant,
+    ) -> Option<usize> {
+        let old = self.hosts.insert(
+            addr,
+            Host {
+                up: true,
+                last_heard: now,
+                joined: now,
+                version,
+                conn: Some(conn),
+            },
+        );
+        old.and_then(|h| h.conn).filter(|c| *c != conn)
+    }
+
+    pub fn heard(&mut self, addr: &SocketAddr, now: Instant) {
+        if let Some(h) = self.hosts.get_mut(addr) {
+            h.last_heard = now;
+        }
+    }
+
+    /// The host's connection closed: it is down at once.
+    pub fn disconnected(&mut self, addr: &SocketAddr, conn: usize) -> bool {
+        match self.hosts.get_mut(addr) {
+            Some(h) if h.conn == Some(conn) => {
+                h.conn = None;
+                let was_up = h.up;
+                h.up = false;
+                was_up
+            }
+            _ => false,
+        }
+    }
+
+    /// Marks down every host silent for longer than `timeout`; returns them
+    /// with their connections, which the caller closes.
+    pub fn expire(&mut self, now: Instant, timeout: Duration) -> Vec<(SocketAddr, Option<usize>)> {
+        let mut gone = Vec::new();
+        for (addr, h) in self.hosts.iter_mut() {
+            if h.up && now.duration_since(h.last_heard) > timeout {
+                h.up = false;
+                gone.push((*addr, h.conn.take()));
+            }
+        }
+        gone
+    }
+
+    pub fn snapshot(&self, now: Instant) -> Vec<HostInfo> {
+        self.hosts
+            .iter()
+            .map(|(addr, h)| HostInfo {
+                addr: *addr,
+                up: h.up,
+                last_heard_ms: now.duration_since(h.last_heard).as_millis() as u64,
+                joined_ms: now.duration_since(h.joined).as_millis() as u64,
+                version: h.version,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn join_heartbeat_expire_rejoin() {
+        let a: SocketAddr = "10.0.0.2:7100".parse().unwrap();
+        let t0 = Instant::now();
+        let mut t = HostTable::default();
+        assert_eq!(t.join(a, 1, 7, t0), None);
+        t.heard(&a, t0 + Duration::from_millis(900));
+        assert!(t
+            .expire(t0 + Duration::from_millis(1500), Duration::from_secs(1))
+            .is_empty());
+        let gone = t.expire(t0 + Duration::from_millis(2000), Duration::from_secs(1));
+        assert_eq!(gone, vec![(a, Some(7))]);
+        assert!(!t.snapshot(t0 + Duration::from_secs(2))[0].up);
+        // A restarted host joins on a new connection.
+        assert_eq!(t.join(a, 1, 9, t0 + Duration::from_secs(3)), None);
+        assert!(t.snapshot(t0 + Duration::from_secs(3))[0].up);
+        // The old connection closing later does not mark the new one down.
+        assert!(!t.disconnected(&a, 7));
+        assert!(t.disconnected(&a, 9));
+    }
+}

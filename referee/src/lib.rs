@@ -1,0 +1,453 @@
+//! The referee: the cluster's name server, one per cluster, on the arbiter
+//! host.
+//!
+//! It keeps the tables every host needs to agree on — for now the table of
+//! hosts ([`hosts`]) — and serves two kinds of peer in one single-threaded
+//! mio loop:
+//!
+//! - each host's back_end, over TCP: after the address allow-list and the
+//!   challenge–response (see `dipc_common::auth`), the host sends `Join` and
+//!   then a `Heartbeat` every `heartbeat_interval_ms`; a host silent for
+//!   `heartbeat_timeout_ms`, or whose connection closes, is marked down;
+//! - administrators, over the *back door*: a Unix socket in the runtime
+//!   directory (`referee.sock`), open to root and to the `admin_group`
+//!   (checked with SO_PEERCRED), which `dipcref` talks to.
+//!
+//! Back_ends also relay administrative requests from `dipcref` on their own
+//! host over their authenticated connection, after checking the caller's
+//! credentials themselves.
+
+pub mod hosts;
+
+use dipc_common::auth::{Secret, ServerHandshake};
+use dipc_common::channel::{Fill, Framed};
+use dipc_common::config::Config;
+use dipc_common::net::{tune_tcp, Stream};
+use dipc_common::sys;
+use dipc_common::wire::{Message, Role};
+use hosts::HostTable;
+use log::{debug, error, info, warn};
+use mio::net::{TcpListener, UnixListener};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use nix::sys::signal::Signal;
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+const SIGNALS: Token = Token(0);
+const TCP: Token = Token(1);
+const BACK_DOOR: Token = Token(2);
+const FIRST_CONN: usize = 16;
+/// Connections beyond this are refused, so a flood cannot exhaust memory
+/// or descriptors.
+const MAX_CONNS: usize = 4096;
+
+enum Peer {
+    /// Another daemon, by source address.
+    Tcp(IpAddr),
+    /// A local administrator on the back door.
+    Admin,
+}
+
+enum State {
+    AwaitHello,
+    AwaitProof(ServerHandshake),
+    /// Authenticated; `host` is set once it has joined.
+    Ready {
+        role: Role,
+        host: Option<SocketAddr>,
+    },
+}
+
+struct Conn {
+    framed: Framed<Stream>,
+    peer: Peer,
+    state: State,
+    /// The handshake must finish by then.
+    deadline: Option<Instant>,
+    close: bool,
+}
+
+struct Referee<'a> {
+    config: &'a Config,
+    secret: Secret,
+    poll: Poll,
+    conns: HashMap<usize, Conn>,
+    next_token: usize,
+    hosts: HostTable,
+}
+
+/// Runs the referee until SIGTERM or SIGINT; returns the exit code.
+pub fn run(config: &Config, secret: Secret) -> i32 {
+    match serve(config, secret) {
+        Ok(()) => 0,
+        Err(e) => {
+            error!("referee: {e}");
+            1
+        }
+    }
+}
+
+fn serve(config: &Config, secret: Secret) -> io::Result<()> {
+    let mut signals = sys::signal_fd()?;
+    let poll = Poll::new()?;
+    let addr = config.referee_addr();
+    let mut tcp = TcpListener::bind(addr)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+    let admin_gid = match &config.admin_group {
+        Some(g) => Some(sys::group_gid(g)?),
+        None => None,
+    };
+    let door_path = config.referee_socket();
+    let mut door = UnixListener::from_std(sys::bind_unix(&door_path, 0o660, admin_gid)?);
+    poll.registry().register(
+        &mut SourceFd(&signals.as_raw_fd()),
+        SIGNALS,
+        Interest::READABLE,
+    )?;
+    poll.registry()
+        .register(&mut tcp, TCP, Interest::READABLE)?;
+    poll.registry()
+        .register(&mut door, BACK_DOOR, Interest::READABLE)?;
+    info!(
+        "referee listening on {addr}, back door {}",
+        door_path.display()
+    );
+
+    let mut r = Referee {
+        config,
+        secret,
+        poll,
+        conns: HashMap::new(),
+        next_token: FIRST_CONN,
+        hosts: HostTable::default(),
+    };
+    let mut events = Events::with_capacity(256);
+    // Sweep often enough that a silent host is marked down close to its
+    // time-out.
+    let tick = (config.timeouts.heartbeat_interval / 2).max(Duration::from_millis(20));
+    let mut next_sweep = Instant::now() + tick;
+    loop {
+        let wait = next_sweep.saturating_duration_since(Instant::now());
+        match r.poll.poll(&mut events, Some(wait)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+        for ev in events.iter() {
+            match ev.token() {
+                SIGNALS => {
+                    for sig in sys::read_signals(&mut signals) {
+                        if matches!(sig, Signal::SIGTERM | Signal::SIGINT) {
+                            info!("referee: {sig} received, exiting");
+                            let _ = std::fs::remove_file(&door_path);
+                            return Ok(());
+                        }
+                    }
+                }
+                TCP => r.accept_tcp(&mut tcp),
+                BACK_DOOR => r.accept_admin(&mut door, admin_gid),
+                Token(t) => r.ready(t),
+            }
+        }
+        if Instant::now() >= next_sweep {
+            r.sweep();
+            next_sweep = Instant::now() + tick;
+        }
+    }
+}
+
+impl Referee<'_> {
+    fn add(&mut self, mut stream: Stream, peer: Peer, state: State, deadline: Option<Instant>) {
+        if self.conns.len() >= MAX_CONNS {
+            warn!("referee: {MAX_CONNS} connections open; refusing another");
+            return;
+        }
+        let t = self.next_token;
+        self.next_token += 1;
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            Token(t),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            warn!("referee: cannot register a connection: {e}");
+            return;
+        }
+        self.conns.insert(
+            t,
+            Conn {
+                framed: Framed::new(stream, self.config.max_frame),
+                peer,
+                state,
+                deadline,
+                close: false,
+            },
+        );
+    }
+
+    fn accept_tcp(&mut self, l: &mut TcpListener) {
+        loop {
+            match l.accept() {
+                Ok((s, from)) => {
+                    let ip = from.ip().to_canonical();
+                    if !self.config.is_allowed(ip) {
+                        warn!("refused connection from {ip}: address not in allowed_hosts");
+                        continue;
+                    }
+                    if let Err(e) = tune_tcp(&s, self.config.timeouts.heartbeat_timeout) {
+                        debug!("referee: socket options for {ip}: {e}");
+                    }
+                    let deadline = Instant::now() + self.config.timeouts.request;
+                    self.add(
+                        Stream::Tcp(s),
+                        Peer::Tcp(ip),
+                        State::AwaitHello,
+                        Some(deadline),
+                    );
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    warn!("referee: accept: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn accept_admin(&mut self, l: &mut UnixListener, admin_gid: Option<u32>) {
+        loop {
+            match l.accept() {
+                Ok((s, _)) => {
+                    let cred = match sys::peer_cred(&s) {
+                        Ok(c) => c,
+                        Err(e) => {
+                            warn!("referee back door: no peer credentials: {e}");
+                            continue;
+                        }
+                    };
+                    let mut framed = Framed::new(Stream::Unix(s), self.config.max_frame);
+                    if !sys::is_admin(&cred, admin_gid) {
+                        warn!(
+                            "referee back door: refused uid {} gid {} (pid {}): not root or admin_group",
+                            cred.uid, cred.gid, cred.pid
+                        );
+                        framed.queue(
+                            0,
+                            &Message::error(
+                                libc::EACCES,
+                                "the referee's back door is open to root and admin_group only",
+                            ),
+                        );
+                        let _ = framed.flush();
+                        continue;
+                    }
+                    self.add(
+                        framed.stream,
+                        Peer::Admin,
+                        State::Ready {
+                            role: Role::Host,
+                            host: None,
+                        },
+                        None,
+                    );
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    warn!("referee back door: accept: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn ready(&mut self, t: usize) {
+        let Some(mut c) = self.conns.remove(&t) else {
+            return;
+        };
+        let eof = match c.framed.fill() {
+            Ok(Fill::Open) => false,
+            Ok(Fill::Eof) => true,
+            Err(e) => {
+                debug!("referee: connection {t}: {e}");
+                true
+            }
+        };
+        loop {
+            match c.framed.next_frame() {
+                Ok(Some((id, msg))) => {
+                    self.handle(t, &mut c, id, msg);
+                    if c.close {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    warn!("referee: {}: protocol error: {e}", describe(&c));
+                    c.framed
+                        .queue(0, &Message::error(libc::EPROTO, e.to_string()));
+                    c.close = true;
+                    break;
+                }
+            }
+        }
+        let flushed = c.framed.flush();
+        if eof || c.close || flushed.is_err() {
+            self.drop_conn(t, c);
+        } else {
+            self.conns.insert(t, c);
+        }
+    }
+
+    fn handle(&mut self, t: usize, c: &mut Conn, id: u64, msg: Message) {
+        let now = Instant::now();
+        let ip = match c.peer {
+            Peer::Tcp(ip) => Some(ip),
+            Peer::Admin => None,
+        };
+        match (&c.state, msg) {
+            (State::AwaitHello, msg) => match ServerHandshake::on_hello(&self.secret, &msg) {
+                Ok((hs, challenge)) => {
+                    c.framed.queue(id, &challenge);
+                    c.state = State::AwaitProof(hs);
+                }
+                Err(e) => self.refuse(c, &e.to_string()),
+            },
+            (State::AwaitProof(hs), msg) => match hs.on_proof(&self.secret, &msg) {
+                Ok(()) => {
+                    c.framed.queue(id, &Message::Welcome);
+                    c.state = State::Ready {
+                        role: hs.role,
+                        host: None,
+                    };
+                    c.deadline = None;
+                }
+                Err(e) => self.refuse(c, &e.to_string()),
+            },
+            (State::Ready { role, host: None }, Message::Join { front_end }) if ip.is_some() => {
+                let ip = ip.unwrap_or(front_end.ip());
+                if *role != Role::Host || front_end.ip().to_canonical() != ip {
+                    self.refuse(
+                        c,
+                        &format!(
+                            "join as {front_end} does not match the connection's address {ip}"
+                        ),
+                    );
+                    return;
+                }
+                if let Some(old) = self
+                    .hosts
+                    .join(front_end, dipc_common::wire::VERSION, t, now)
+                {
+                    if let Some(mut oc) = self.conns.remove(&old) {
+                        // The host restarted; its old connection is dead.
+                        oc.state = State::AwaitHello;
+                        self.drop_conn(old, oc);
+                    }
+                }
+                info!("host {front_end} joined");
+                c.state = State::Ready {
+                    role: Role::Host,
+                    host: Some(front_end),
+                };
+                c.framed.queue(id, &Message::Joined);
+            }
+            (State::Ready { host: Some(h), .. }, Message::Heartbeat) => {
+                self.hosts.heard(h, now);
+                c.framed.queue(id, &Message::HeartbeatAck);
+            }
+            (State::Ready { host, .. }, Message::ListHosts) => {
+                if let Some(h) = host {
+                    self.hosts.heard(h, now);
+                }
+                c.framed.queue(
+                    id,
+                    &Message::Hosts {
+                        hosts: self.hosts.snapshot(now),
+                    },
+                );
+            }
+            (State::Ready { .. }, Message::Ping { target: None }) => {
+                c.framed.queue(id, &Message::Pong)
+            }
+            (_, other) => {
+                warn!(
+                    "referee: {}: unexpected {} message",
+                    describe(c),
+                    other.kind().name()
+                );
+                c.framed.queue(
+                    id,
+                    &Message::error(
+                        libc::EPROTO,
+                        format!("the referee does not take {} here", other.kind().name()),
+                    ),
+                );
+                c.close = true;
+            }
+        }
+    }
+
+    fn refuse(&self, c: &mut Conn, reason: &str) {
+        match c.peer {
+            Peer::Tcp(ip) => warn!("refused connection from {ip}: {reason}"),
+            Peer::Admin => warn!("referee back door: {reason}"),
+        }
+        c.framed.queue(
+            0,
+            &Message::Refused {
+                reason: reason.to_owned(),
+            },
+        );
+        c.close = true;
+    }
+
+    fn drop_conn(&mut self, t: usize, mut c: Conn) {
+        let _ = self.poll.registry().deregister(&mut c.framed.stream);
+        if let State::Ready { host: Some(h), .. } = c.state {
+            if self.hosts.disconnected(&h, t) {
+                info!("host {h} down: connection closed");
+            }
+        }
+    }
+
+    fn sweep(&mut self) {
+        let now = Instant::now();
+        for (addr, conn) in self
+            .hosts
+            .expire(now, self.config.timeouts.heartbeat_timeout)
+        {
+            info!(
+                "host {addr} down: no heartbeat for {} ms",
+                self.config.timeouts.heartbeat_timeout.as_millis()
+            );
+            if let Some(t) = conn {
+                if let Some(c) = self.conns.remove(&t) {
+                    self.drop_conn(t, c);
+                }
+            }
+        }
+        let late: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.deadline.is_some_and(|d| now > d))
+            .map(|(t, _)| *t)
+            .collect();
+        for t in late {
+            if let Some(c) = self.conns.remove(&t) {
+                warn!("referee: {}: handshake not finished in time", describe(&c));
+                self.drop_conn(t, c);
+            }
+        }
+    }
+}
+
+fn describe(c: &Conn) -> String {
+    match (&c.peer, &c.state) {
+        (_, State::Ready { host: Some(h), .. }) => format!("host {h}"),
+        (Peer::Tcp(ip), _) => format!("peer {ip}"),
+        (Peer::Admin, _) => "back door client".to_owned(),
+    }
+}

@@ -1,0 +1,168 @@
+//! `dipcref`: the administrator's view of the referee's tables.
+//!
+//! On the arbiter host it talks to the referee's back door
+//! (`referee.sock`); on any other host to the local dipcd (`dipcd.sock`),
+//! which relays over its authenticated link to the referee. Both check that
+//! the caller is root or in `admin_group`.
+
+use clap::{Parser, Subcommand};
+use dipc::client::{Client, ClientError};
+use dipc_common::config::Config;
+use dipc_common::wire::{HostInfo, Message};
+use serde_json::json;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+#[derive(Parser)]
+#[command(name = "dipcref", version, about = "Inspect and administer a dipc cluster's referee")]
+struct Args {
+    /// Configuration file [default: $DIPC_CONFIG, else /etc/dipc/dipc.conf]
+    #[arg(short, long, value_name = "PATH", global = true)]
+    config: Option<PathBuf>,
+    /// Print JSON instead of a table
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List the hosts of the cluster: address, state, when last heard from
+    Hosts,
+    /// Measure a round trip to another host's daemon through this host's
+    /// dipcd (connect, authenticate, ping)
+    Ping {
+        /// The host's address, with its front_end port if not this host's
+        host: String,
+        /// How many round trips to time
+        #[arg(short = 'n', long, default_value_t = 1)]
+        count: u32,
+    },
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let path = args.config.clone().unwrap_or_else(Config::default_path);
+    let config = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => return fail(&e.to_string()),
+    };
+    let result = match &args.command {
+        Command::Hosts => hosts(&config, args.json),
+        Command::Ping { host, count } => ping(&config, host, *count, args.json),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e.to_string()),
+    }
+}
+
+fn fail(msg: &str) -> ExitCode {
+    eprintln!("dipcref: {msg}");
+    ExitCode::from(1)
+}
+
+/// The referee's back door where this host is the arbiter, else dipcd.
+fn admin_client(config: &Config) -> Result<Client, ClientError> {
+    let door = config.referee_socket();
+    if config.host.arbiter && door.exists() {
+        Client::connect(&door, config.max_frame, Some(config.timeouts.request))
+    } else {
+        Client::for_config(config)
+    }
+}
+
+fn hosts(config: &Config, as_json: bool) -> Result<(), ClientError> {
+    let mut c = admin_client(config)?;
+    let hosts = match c.call(&Message::ListHosts)? {
+        Message::Hosts { hosts } => hosts,
+        other => return Err(ClientError::Unexpected(other.kind().name())),
+    };
+    if as_json {
+        let rows: Vec<_> = hosts.iter().map(host_json).collect();
+        println!("{}", json!({ "hosts": rows }));
+        return Ok(());
+    }
+    println!(
+        "{:<40} {:>5}  {:<5} {:>12} {:>12}",
+        "ADDRESS", "PORT", "STATE", "LAST HEARD", "JOINED"
+    );
+    for h in &hosts {
+        println!(
+            "{:<40} {:>5}  {:<5} {:>12} {:>12}",
+            h.addr.ip(),
+            h.addr.port(),
+            state(h),
+            format!("{} ago", secs(h.last_heard_ms)),
+            format!("{} ago", secs(h.joined_ms)),
+        );
+    }
+    Ok(())
+}
+
+fn state(h: &HostInfo) -> &'static str {
+    if h.up {
+        "up"
+    } else {
+        "down"
+    }
+}
+
+fn host_json(h: &HostInfo) -> serde_json::Value {
+    json!({
+        "address": h.addr.ip().to_string(),
+        "port": h.addr.port(),
+        "state": state(h),
+        "last_heard_ms": h.last_heard_ms,
+        "joined_ms": h.joined_ms,
+        "version": h.version,
+    })
+}
+
+fn secs(ms: u64) -> String {
+    format!("{:.1} s", ms as f64 / 1000.0)
+}
+
+fn ping(config: &Config, host: &str, count: u32, as_json: bool) -> Result<(), ClientError> {
+    let target: SocketAddr = match host.parse::<SocketAddr>() {
+        Ok(a) => a,
+        Err(_) => match host.parse::<IpAddr>() {
+            Ok(ip) => SocketAddr::new(ip, config.host.port),
+            Err(_) => {
+                return Err(ClientError::Remote {
+                    errno: libc::EINVAL,
+                    message: format!("{host:?} is not an IP address or IP:port"),
+                })
+            }
+        },
+    };
+    let mut c = Client::for_config(config)?;
+    let mut times = Vec::new();
+    for _ in 0..count.max(1) {
+        let t = Instant::now();
+        match c.call(&Message::Ping {
+            target: Some(target),
+        })? {
+            Message::Pong => times.push(t.elapsed().as_micros() as u64),
+            other => return Err(ClientError::Unexpected(other.kind().name())),
+        }
+    }
+    let first = times[0];
+    times.sort_unstable();
+    let median = times[times.len() / 2];
+    if as_json {
+        println!(
+            "{}",
+            json!({"host": target.to_string(), "count": times.len(), "first_us": first, "median_us": median})
+        );
+    } else {
+        println!(
+            "{target}: {} round trips, first {first} µs (connect + authenticate), median {median} µs",
+            times.len()
+        );
+    }
+    Ok(())
+}
