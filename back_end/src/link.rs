@@ -33,13 +33,20 @@ enum State {
 /// What the back_end must act on after the link handled an event.
 pub enum LinkEvent {
     /// A reply to a request relayed for a local client.
-    Reply {
-        client: usize,
-        id: u64,
-        msg: Message,
-    },
+    Reply { to: Relayed, msg: Message },
+    /// A message the referee sent on its own (a key was freed).
+    Push(Message),
     /// The referee refused this host; the host must stop.
     Fatal(String),
+}
+
+/// What a relayed request was, for the back_end to finish its reply.
+#[derive(Debug, Clone, Copy)]
+pub struct Relayed {
+    pub client: usize,
+    pub id: u64,
+    /// The key asked for, for a `KeyGet`.
+    pub key: Option<(dipc_common::wire::IpcKind, i32)>,
 }
 
 pub struct Link {
@@ -50,8 +57,8 @@ pub struct Link {
     last_heard: Instant,
     next_heartbeat: Instant,
     next_id: u64,
-    /// Relayed requests: our id → (client token, client's id).
-    pending: HashMap<u64, (usize, u64)>,
+    /// Relayed requests by our request id.
+    pending: HashMap<u64, Relayed>,
 }
 
 impl Link {
@@ -86,14 +93,14 @@ impl Link {
 
     /// Relays a request for a local client. Returns false if the link is
     /// not up.
-    pub fn relay(&mut self, client: usize, id: u64, msg: &Message) -> bool {
+    pub fn relay(&mut self, to: Relayed, msg: &Message) -> bool {
         let (State::Joined, Some(conn)) = (&self.state, self.conn.as_mut()) else {
             return false;
         };
         let ours = self.next_id;
         self.next_id += 1;
         conn.queue(ours, msg);
-        self.pending.insert(ours, (client, id));
+        self.pending.insert(ours, to);
         let _ = conn.flush();
         true
     }
@@ -171,10 +178,9 @@ impl Link {
         if let Some(mut c) = self.conn.take() {
             let _ = registry.deregister(&mut c.stream);
         }
-        for (_, (client, id)) in self.pending.drain() {
+        for (_, to) in self.pending.drain() {
             out.push(LinkEvent::Reply {
-                client,
-                id,
+                to,
                 msg: Message::error(libc::ECONNRESET, "connection to the referee lost"),
             });
         }
@@ -311,12 +317,9 @@ impl Link {
                 match msg {
                     Message::HeartbeatAck => {}
                     msg => match self.pending.remove(&id) {
-                        Some((client, cid)) => out.push(LinkEvent::Reply {
-                            client,
-                            id: cid,
-                            msg,
-                        }),
-                        None => debug!("referee link: unsolicited {}", msg.kind().name()),
+                        Some(to) => out.push(LinkEvent::Reply { to, msg }),
+                        None if id == 0 => out.push(LinkEvent::Push(msg)),
+                        None => debug!("referee link: stale reply {}", msg.kind().name()),
                     },
                 }
                 State::Joined

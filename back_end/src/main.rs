@@ -21,6 +21,7 @@
 //! `info`).
 
 mod link;
+mod placeholders;
 
 use clap::Parser;
 use dipc_common::auth::Secret;
@@ -29,7 +30,7 @@ use dipc_common::config::Config;
 use dipc_common::net::Stream;
 use dipc_common::sys::{self, PeerCred};
 use dipc_common::wire::Message;
-use link::{Link, LinkEvent};
+use link::{Link, LinkEvent, Relayed};
 use log::{debug, error, info, warn};
 use mio::net::UnixListener;
 use mio::unix::SourceFd;
@@ -37,6 +38,7 @@ use mio::{Events, Interest, Poll, Token};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
+use placeholders::Placeholders;
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd};
@@ -140,6 +142,7 @@ fn run(config: &Config) -> io::Result<u8> {
             Some(g) => Some(sys::group_gid(g)?),
             None => None,
         },
+        placeholders: Placeholders::new(config.runtime_dir.join("placeholders")),
     };
     let mut listener = UnixListener::from_std(listener);
     d.poll.registry().register(
@@ -152,6 +155,7 @@ fn run(config: &Config) -> io::Result<u8> {
         .register(&mut listener, LISTENER, Interest::READABLE)?;
 
     let code = d.serve(&mut signals, &mut listener, &mut children);
+    d.placeholders.clear();
     shutdown(&children);
     let _ = std::fs::remove_file(config.back_end_socket());
     info!("dipcd stopped");
@@ -171,6 +175,7 @@ struct Daemon<'a> {
     next_token: usize,
     link: Link,
     admin_gid: Option<u32>,
+    placeholders: Placeholders,
 }
 
 impl Daemon<'_> {
@@ -228,7 +233,13 @@ impl Daemon<'_> {
                 .tick(self.poll.registry(), self.config, &mut link_events);
             for ev in link_events.drain(..) {
                 match ev {
-                    LinkEvent::Reply { client, id, msg } => self.reply(client, id, &msg),
+                    LinkEvent::Reply { to, msg } => self.relayed_reply(to, msg),
+                    LinkEvent::Push(Message::KeyGone { kind, key }) => {
+                        self.placeholders.gone(kind, key)
+                    }
+                    LinkEvent::Push(other) => {
+                        debug!("referee sent an unexpected {}", other.kind().name())
+                    }
                     LinkEvent::Fatal(why) => {
                         error!("{why}; stopping this host");
                         return 1;
@@ -307,10 +318,13 @@ impl Daemon<'_> {
     }
 
     fn request(&mut self, t: usize, c: &mut Client, id: u64, msg: Message) -> Handled {
+        let relay = |key| Relayed { client: t, id, key };
         match msg {
             Message::Ping { target: None } => c.framed.queue(id, &Message::Pong),
-            Message::ListHosts => {
-                if !sys::is_admin(&c.cred, self.admin_gid) {
+            Message::ListHosts | Message::ListKeys | Message::DropKey { .. } => {
+                if sys::is_admin(&c.cred, self.admin_gid) {
+                    self.relay(c, relay(None), &msg);
+                } else {
                     c.framed.queue(
                         id,
                         &Message::error(
@@ -318,21 +332,40 @@ impl Daemon<'_> {
                             "the referee's tables are open to root and admin_group only",
                         ),
                     );
-                } else if !self.link.relay(t, id, &msg) {
-                    c.framed.queue(
-                        id,
-                        &Message::error(
-                            libc::ENOTCONN,
-                            format!(
-                                "this host has not joined the referee at {} (yet)",
-                                self.config.referee_addr()
-                            ),
-                        ),
-                    );
                 }
             }
-            msg @ Message::Ping { target: Some(_) } => {
-                self.hand_off(t, c, id, msg);
+            Message::KeyGet { kind, key, .. } => self.relay(c, relay(Some((kind, key))), &msg),
+            Message::KeyCommit {
+                kind, key, id: sid, ..
+            } => {
+                // The creator is who the kernel says is calling.
+                let msg = Message::KeyCommit {
+                    kind,
+                    key,
+                    id: sid,
+                    creator_uid: c.cred.uid,
+                };
+                self.relay(c, relay(None), &msg)
+            }
+            Message::KeyAbort { .. } | Message::KeyRemove { .. } => {
+                self.relay(c, relay(None), &msg)
+            }
+            Message::Resolve { kind, local_id } => {
+                let reply = match self.placeholders.resolve(kind, local_id) {
+                    Some((owner, remote)) => Message::KeyOwner {
+                        owner,
+                        id: remote,
+                        local_id,
+                    },
+                    None => Message::error(libc::ENOENT, "not a placeholder"),
+                };
+                c.framed.queue(id, &reply);
+            }
+            msg @ (Message::Ping { target: Some(_) }
+            | Message::MsgSnd { .. }
+            | Message::MsgRcv { .. }
+            | Message::MsgCtl { .. }) => {
+                self.hand_off(c, id, msg);
                 return Handled::HandedOff;
             }
             other => c.framed.queue(
@@ -346,9 +379,54 @@ impl Daemon<'_> {
         Handled::Done
     }
 
+    fn relay(&mut self, c: &mut Client, to: Relayed, msg: &Message) {
+        if !self.link.relay(to, msg) {
+            c.framed.queue(
+                to.id,
+                &Message::error(
+                    libc::ENOTCONN,
+                    format!(
+                        "this host has not joined the referee at {} (yet)",
+                        self.config.referee_addr()
+                    ),
+                ),
+            );
+        }
+    }
+
+    /// Finishes a reply from the referee: a key owned elsewhere gets its
+    /// local placeholder id.
+    fn relayed_reply(&mut self, to: Relayed, msg: Message) {
+        let msg = match (to.key, msg) {
+            (Some((kind, key)), Message::KeyOwner { owner, id, .. }) if id >= 0 => {
+                if owner == self.config.front_end_addr() {
+                    Message::KeyOwner {
+                        owner,
+                        id,
+                        local_id: id,
+                    }
+                } else {
+                    match self.placeholders.ensure(kind, key, owner, id) {
+                        Ok(local_id) => Message::KeyOwner {
+                            owner,
+                            id,
+                            local_id,
+                        },
+                        Err(e) => Message::error(
+                            e.raw_os_error().unwrap_or(libc::ENOSPC),
+                            format!("cannot create a local placeholder: {e}"),
+                        ),
+                    }
+                }
+            }
+            (_, msg) => msg,
+        };
+        self.reply(to.client, to.id, &msg);
+    }
+
     /// Forks an employer that takes over the client's session. Clients send
     /// one request at a time, so nothing else is buffered for it here.
-    fn hand_off(&mut self, _t: usize, c: &mut Client, id: u64, msg: Message) {
+    fn hand_off(&mut self, c: &mut Client, id: u64, msg: Message) {
         let _ = self.poll.registry().deregister(&mut c.framed.stream);
         let fd = match &c.framed.stream {
             Stream::Unix(s) => nix::unistd::dup(s.as_raw_fd()),
@@ -367,9 +445,9 @@ impl Daemon<'_> {
             warn!("cannot hand a session to an employer: {e}");
             return;
         }
-        let (config, secret) = (self.config, &self.secret);
+        let (config, secret, cred) = (self.config, &self.secret, c.cred);
         match sys::fork_child(Signal::SIGTERM, move || {
-            dipc_employer::serve(session, (id, msg), config, secret)
+            dipc_employer::serve(session, cred, (id, msg), config, secret)
         }) {
             Ok(pid) => debug!("employer {pid} for local pid {}", c.cred.pid),
             Err(e) => warn!("cannot fork an employer: {e}"),

@@ -16,6 +16,9 @@ pub enum ChannelError {
     Io(io::Error),
     /// The peer sent bytes that are not a valid frame.
     Wire(WireError),
+    /// A signal interrupted the wait before any byte of the reply came
+    /// (only from [`Channel::recv_interruptible`]).
+    Interrupted,
 }
 
 impl fmt::Display for ChannelError {
@@ -25,6 +28,7 @@ impl fmt::Display for ChannelError {
             ChannelError::TimedOut => f.write_str("timed out waiting for the peer"),
             ChannelError::Io(e) => write!(f, "{e}"),
             ChannelError::Wire(e) => write!(f, "protocol error: {e}"),
+            ChannelError::Interrupted => f.write_str("interrupted by a signal"),
         }
     }
 }
@@ -57,6 +61,7 @@ impl ChannelError {
             ChannelError::TimedOut => libc::ETIMEDOUT,
             ChannelError::Io(e) => e.raw_os_error().unwrap_or(libc::EIO),
             ChannelError::Wire(_) => libc::EPROTO,
+            ChannelError::Interrupted => libc::EINTR,
         }
     }
 }
@@ -98,8 +103,32 @@ impl<S: Read + Write> Channel<S> {
     }
 
     pub fn recv(&mut self) -> Result<(u64, Message), ChannelError> {
+        self.recv_inner(false)
+    }
+
+    /// Like [`Channel::recv`], but a signal that arrives before any byte of
+    /// the frame returns [`ChannelError::Interrupted`] (the socket must have
+    /// a read time-out for the kernel to report it, see signal(7)). Once a
+    /// frame has begun it is read whole, so the stream never loses sync.
+    pub fn recv_interruptible(&mut self) -> Result<(u64, Message), ChannelError> {
+        self.recv_inner(true)
+    }
+
+    fn recv_inner(&mut self, interruptible: bool) -> Result<(u64, Message), ChannelError> {
         let mut head = [0u8; HEADER_LEN];
-        self.read_full(&mut head, true)?;
+        if interruptible {
+            match self.stream.read(&mut head[..1]) {
+                Ok(0) => return Err(ChannelError::Closed),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                    return Err(ChannelError::Interrupted)
+                }
+                Err(e) => return Err(e.into()),
+            }
+            self.read_full(&mut head[1..], false)?;
+        } else {
+            self.read_full(&mut head, true)?;
+        }
         let h = wire::parse_header(&head, self.max_frame)?;
         // The length was bounded by parse_header, so this allocation is too.
         let mut payload = vec![0u8; h.len as usize];

@@ -11,4 +11,5 @@ pub mod channel;
 pub mod config;
 pub mod net;
 pub mod sys;
+pub mod sysv;
 pub mod wire;

@@ -30,6 +30,8 @@ pub const VERSION: u16 = 1;
 pub const HEADER_LEN: usize = 20;
 /// Bytes in an authentication nonce or proof.
 pub const NONCE_LEN: usize = 32;
+/// Most supplementary groups a session may carry (Linux's NGROUPS_MAX).
+pub const MAX_GROUPS: usize = 65536;
 
 /// A decoding failure. Each names what was wrong with the peer's bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,6 +98,75 @@ pub struct HostInfo {
     pub version: u16,
 }
 
+/// The kind of a distributed System V structure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum IpcKind {
+    Msg = 1,
+    Sem = 2,
+    Shm = 3,
+}
+
+impl IpcKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            IpcKind::Msg => "msg",
+            IpcKind::Sem => "sem",
+            IpcKind::Shm => "shm",
+        }
+    }
+}
+
+/// A distributed key as the referee records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyInfo {
+    pub kind: IpcKind,
+    pub key: i32,
+    /// The host holding the real kernel structure.
+    pub owner: SocketAddr,
+    /// The structure's id on the owner host.
+    pub id: i32,
+    /// The uid of the process that created it.
+    pub creator_uid: u32,
+    /// Milliseconds since it was created.
+    pub age_ms: u64,
+}
+
+/// Ownership and permissions of a System V structure (`struct ipc_perm`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct IpcPerm {
+    pub key: i32,
+    pub uid: u32,
+    pub gid: u32,
+    pub cuid: u32,
+    pub cgid: u32,
+    pub mode: u32,
+    pub seq: u32,
+}
+
+/// A message queue's `struct msqid_ds`, as read on its owner host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MsqInfo {
+    pub perm: IpcPerm,
+    pub stime: i64,
+    pub rtime: i64,
+    pub ctime: i64,
+    pub cbytes: u64,
+    pub qnum: u64,
+    pub qbytes: u64,
+    pub lspid: i32,
+    pub lrpid: i32,
+}
+
+/// The fields `IPC_SET` may change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct IpcSet {
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: u32,
+    /// `msg_qbytes` for a queue; ignored for other kinds.
+    pub qbytes: u64,
+}
+
 macro_rules! kinds {
     ($($name:ident = $num:expr,)*) => {
         /// Message type numbers, as carried in the header.
@@ -131,6 +202,24 @@ kinds! {
     Ping = 30,
     Pong = 31,
     Error = 40,
+    Done = 41,
+    Cancel = 42,
+    KeyGet = 50,
+    KeyOwner = 51,
+    KeyCommit = 52,
+    KeyAbort = 53,
+    KeyRemove = 54,
+    KeyGone = 55,
+    ListKeys = 56,
+    Keys = 57,
+    DropKey = 58,
+    Resolve = 59,
+    Session = 60,
+    MsgSnd = 70,
+    MsgRcv = 71,
+    MsgData = 72,
+    MsgCtl = 73,
+    MsqStat = 74,
 }
 
 /// Every message of the protocol.
@@ -181,6 +270,102 @@ pub enum Message {
         errno: i32,
         message: String,
     },
+    /// A request succeeded with this value (a call's return value).
+    Done {
+        value: i64,
+    },
+    /// The application was interrupted by a signal while its remote call
+    /// blocked: stop the call, reply `EINTR` (or the result, if it came
+    /// first).
+    Cancel,
+    /// Look a distributed key up (create it with `IPC_CREAT`). Sent by an
+    /// application to its dipcd, relayed to the referee.
+    KeyGet {
+        kind: IpcKind,
+        key: i32,
+        flags: i32,
+    },
+    /// Where a key lives. `id == -1` tells the asker that it won the
+    /// creation and must create the structure, then send `KeyCommit` or
+    /// `KeyAbort`. `local_id` is the id of this host's placeholder for a
+    /// structure owned elsewhere (dipcd fills it in), else equal to `id`.
+    KeyOwner {
+        owner: SocketAddr,
+        id: i32,
+        local_id: i32,
+    },
+    /// The creator made the structure: record its id.
+    KeyCommit {
+        kind: IpcKind,
+        key: i32,
+        id: i32,
+        creator_uid: u32,
+    },
+    /// The creator failed to make the structure: free the key.
+    KeyAbort {
+        kind: IpcKind,
+        key: i32,
+    },
+    /// The structure was removed (`IPC_RMID`): free the key.
+    KeyRemove {
+        kind: IpcKind,
+        key: i32,
+        id: i32,
+    },
+    /// Pushed by the referee to every host when a key is freed, so hosts
+    /// drop their placeholders.
+    KeyGone {
+        kind: IpcKind,
+        key: i32,
+    },
+    ListKeys,
+    Keys {
+        keys: Vec<KeyInfo>,
+    },
+    /// Administrative: forget a (stale) key.
+    DropKey {
+        kind: IpcKind,
+        key: i32,
+    },
+    /// Is this local id a placeholder for a structure owned elsewhere?
+    Resolve {
+        kind: IpcKind,
+        local_id: i32,
+    },
+    /// An employer tells the worker whose credentials to act with.
+    Session {
+        pid: i32,
+        uid: u32,
+        gid: u32,
+        groups: Vec<u32>,
+    },
+    MsgSnd {
+        target: SocketAddr,
+        id: i32,
+        mtype: i64,
+        text: Vec<u8>,
+        flags: i32,
+    },
+    MsgRcv {
+        target: SocketAddr,
+        id: i32,
+        size: u64,
+        mtype: i64,
+        flags: i32,
+    },
+    MsgData {
+        mtype: i64,
+        text: Vec<u8>,
+    },
+    MsgCtl {
+        target: SocketAddr,
+        id: i32,
+        cmd: i32,
+        set: Option<IpcSet>,
+    },
+    MsqStat {
+        info: MsqInfo,
+    },
 }
 
 impl Message {
@@ -200,6 +385,24 @@ impl Message {
             Message::Ping { .. } => Kind::Ping,
             Message::Pong => Kind::Pong,
             Message::Error { .. } => Kind::Error,
+            Message::Done { .. } => Kind::Done,
+            Message::Cancel => Kind::Cancel,
+            Message::KeyGet { .. } => Kind::KeyGet,
+            Message::KeyOwner { .. } => Kind::KeyOwner,
+            Message::KeyCommit { .. } => Kind::KeyCommit,
+            Message::KeyAbort { .. } => Kind::KeyAbort,
+            Message::KeyRemove { .. } => Kind::KeyRemove,
+            Message::KeyGone { .. } => Kind::KeyGone,
+            Message::ListKeys => Kind::ListKeys,
+            Message::Keys { .. } => Kind::Keys,
+            Message::DropKey { .. } => Kind::DropKey,
+            Message::Resolve { .. } => Kind::Resolve,
+            Message::Session { .. } => Kind::Session,
+            Message::MsgSnd { .. } => Kind::MsgSnd,
+            Message::MsgRcv { .. } => Kind::MsgRcv,
+            Message::MsgData { .. } => Kind::MsgData,
+            Message::MsgCtl { .. } => Kind::MsgCtl,
+            Message::MsqStat { .. } => Kind::MsqStat,
         }
     }
 
@@ -248,7 +451,139 @@ impl Message {
                 w.i32(*errno);
                 w.string(message);
             }
+            Message::Done { value } => w.i64(*value),
+            Message::KeyGet { kind, key, flags } => {
+                w.u8(*kind as u8);
+                w.i32(*key);
+                w.i32(*flags);
+            }
+            Message::KeyOwner {
+                owner,
+                id,
+                local_id,
+            } => {
+                w.addr(owner);
+                w.i32(*id);
+                w.i32(*local_id);
+            }
+            Message::KeyCommit {
+                kind,
+                key,
+                id,
+                creator_uid,
+            } => {
+                w.u8(*kind as u8);
+                w.i32(*key);
+                w.i32(*id);
+                w.u32(*creator_uid);
+            }
+            Message::KeyAbort { kind, key }
+            | Message::KeyGone { kind, key }
+            | Message::DropKey { kind, key } => {
+                w.u8(*kind as u8);
+                w.i32(*key);
+            }
+            Message::KeyRemove { kind, key, id } => {
+                w.u8(*kind as u8);
+                w.i32(*key);
+                w.i32(*id);
+            }
+            Message::Keys { keys } => {
+                w.u32(keys.len() as u32);
+                for k in keys {
+                    w.u8(k.kind as u8);
+                    w.i32(k.key);
+                    w.addr(&k.owner);
+                    w.i32(k.id);
+                    w.u32(k.creator_uid);
+                    w.u64(k.age_ms);
+                }
+            }
+            Message::Resolve { kind, local_id } => {
+                w.u8(*kind as u8);
+                w.i32(*local_id);
+            }
+            Message::Session {
+                pid,
+                uid,
+                gid,
+                groups,
+            } => {
+                w.i32(*pid);
+                w.u32(*uid);
+                w.u32(*gid);
+                w.u32(groups.len() as u32);
+                for g in groups {
+                    w.u32(*g);
+                }
+            }
+            Message::MsgSnd {
+                target,
+                id,
+                mtype,
+                text,
+                flags,
+            } => {
+                w.addr(target);
+                w.i32(*id);
+                w.i64(*mtype);
+                w.bytes(text);
+                w.i32(*flags);
+            }
+            Message::MsgRcv {
+                target,
+                id,
+                size,
+                mtype,
+                flags,
+            } => {
+                w.addr(target);
+                w.i32(*id);
+                w.u64(*size);
+                w.i64(*mtype);
+                w.i32(*flags);
+            }
+            Message::MsgData { mtype, text } => {
+                w.i64(*mtype);
+                w.bytes(text);
+            }
+            Message::MsgCtl {
+                target,
+                id,
+                cmd,
+                set,
+            } => {
+                w.addr(target);
+                w.i32(*id);
+                w.i32(*cmd);
+                match set {
+                    None => w.u8(0),
+                    Some(s) => {
+                        w.u8(1);
+                        w.u32(s.uid);
+                        w.u32(s.gid);
+                        w.u32(s.mode);
+                        w.u64(s.qbytes);
+                    }
+                }
+            }
+            Message::MsqStat { info } => {
+                let p = &info.perm;
+                for v in [p.key as u32, p.uid, p.gid, p.cuid, p.cgid, p.mode, p.seq] {
+                    w.u32(v);
+                }
+                w.i64(info.stime);
+                w.i64(info.rtime);
+                w.i64(info.ctime);
+                w.u64(info.cbytes);
+                w.u64(info.qnum);
+                w.u64(info.qbytes);
+                w.i32(info.lspid);
+                w.i32(info.lrpid);
+            }
             Message::Welcome
+            | Message::Cancel
+            | Message::ListKeys
             | Message::Joined
             | Message::Heartbeat
             | Message::HeartbeatAck
@@ -319,6 +654,143 @@ impl Message {
                 errno: r.i32("errno")?,
                 message: r.string("message")?,
             },
+            Kind::Done => Message::Done {
+                value: r.i64("value")?,
+            },
+            Kind::Cancel => Message::Cancel,
+            Kind::KeyGet => Message::KeyGet {
+                kind: r.kind()?,
+                key: r.i32("key")?,
+                flags: r.i32("flags")?,
+            },
+            Kind::KeyOwner => Message::KeyOwner {
+                owner: r.addr("owner")?,
+                id: r.i32("id")?,
+                local_id: r.i32("local_id")?,
+            },
+            Kind::KeyCommit => Message::KeyCommit {
+                kind: r.kind()?,
+                key: r.i32("key")?,
+                id: r.i32("id")?,
+                creator_uid: r.u32("creator_uid")?,
+            },
+            Kind::KeyAbort => Message::KeyAbort {
+                kind: r.kind()?,
+                key: r.i32("key")?,
+            },
+            Kind::KeyRemove => Message::KeyRemove {
+                kind: r.kind()?,
+                key: r.i32("key")?,
+                id: r.i32("id")?,
+            },
+            Kind::KeyGone => Message::KeyGone {
+                kind: r.kind()?,
+                key: r.i32("key")?,
+            },
+            Kind::ListKeys => Message::ListKeys,
+            Kind::Keys => {
+                // The smallest encoded key is 1 + 4 + 7 + 4 + 4 + 8 bytes.
+                let n = r.count("keys", 28)?;
+                let mut keys = Vec::with_capacity(n);
+                for _ in 0..n {
+                    keys.push(KeyInfo {
+                        kind: r.kind()?,
+                        key: r.i32("keys.key")?,
+                        owner: r.addr("keys.owner")?,
+                        id: r.i32("keys.id")?,
+                        creator_uid: r.u32("keys.creator_uid")?,
+                        age_ms: r.u64("keys.age_ms")?,
+                    });
+                }
+                Message::Keys { keys }
+            }
+            Kind::DropKey => Message::DropKey {
+                kind: r.kind()?,
+                key: r.i32("key")?,
+            },
+            Kind::Resolve => Message::Resolve {
+                kind: r.kind()?,
+                local_id: r.i32("local_id")?,
+            },
+            Kind::Session => {
+                let pid = r.i32("pid")?;
+                let uid = r.u32("uid")?;
+                let gid = r.u32("gid")?;
+                let n = r.count("groups", 4)?;
+                if n > MAX_GROUPS {
+                    return Err(invalid(
+                        "groups",
+                        format!("{n} groups (at most {MAX_GROUPS})"),
+                    ));
+                }
+                let mut groups = Vec::with_capacity(n);
+                for _ in 0..n {
+                    groups.push(r.u32("groups")?);
+                }
+                Message::Session {
+                    pid,
+                    uid,
+                    gid,
+                    groups,
+                }
+            }
+            Kind::MsgSnd => Message::MsgSnd {
+                target: r.addr("target")?,
+                id: r.i32("id")?,
+                mtype: r.i64("mtype")?,
+                text: r.bytes("text")?.to_vec(),
+                flags: r.i32("flags")?,
+            },
+            Kind::MsgRcv => Message::MsgRcv {
+                target: r.addr("target")?,
+                id: r.i32("id")?,
+                size: r.u64("size")?,
+                mtype: r.i64("mtype")?,
+                flags: r.i32("flags")?,
+            },
+            Kind::MsgData => Message::MsgData {
+                mtype: r.i64("mtype")?,
+                text: r.bytes("text")?.to_vec(),
+            },
+            Kind::MsgCtl => Message::MsgCtl {
+                target: r.addr("target")?,
+                id: r.i32("id")?,
+                cmd: r.i32("cmd")?,
+                set: if r.bool("set")? {
+                    Some(IpcSet {
+                        uid: r.u32("set.uid")?,
+                        gid: r.u32("set.gid")?,
+                        mode: r.u32("set.mode")?,
+                        qbytes: r.u64("set.qbytes")?,
+                    })
+                } else {
+                    None
+                },
+            },
+            Kind::MsqStat => {
+                let perm = IpcPerm {
+                    key: r.i32("perm.key")?,
+                    uid: r.u32("perm.uid")?,
+                    gid: r.u32("perm.gid")?,
+                    cuid: r.u32("perm.cuid")?,
+                    cgid: r.u32("perm.cgid")?,
+                    mode: r.u32("perm.mode")?,
+                    seq: r.u32("perm.seq")?,
+                };
+                Message::MsqStat {
+                    info: MsqInfo {
+                        perm,
+                        stime: r.i64("stime")?,
+                        rtime: r.i64("rtime")?,
+                        ctime: r.i64("ctime")?,
+                        cbytes: r.u64("cbytes")?,
+                        qnum: r.u64("qnum")?,
+                        qbytes: r.u64("qbytes")?,
+                        lspid: r.i32("lspid")?,
+                        lrpid: r.i32("lrpid")?,
+                    },
+                }
+            }
         };
         if !r.buf.is_empty() {
             return Err(WireError::TrailingBytes {
@@ -412,6 +884,9 @@ impl Writer<'_> {
     fn i32(&mut self, v: i32) {
         self.0.extend_from_slice(&v.to_be_bytes());
     }
+    fn i64(&mut self, v: i64) {
+        self.0.extend_from_slice(&v.to_be_bytes());
+    }
     fn bytes_fixed(&mut self, v: &[u8]) {
         self.0.extend_from_slice(v);
     }
@@ -472,6 +947,17 @@ impl<'a> Reader<'a> {
     }
     fn i32(&mut self, field: &'static str) -> Result<i32, WireError> {
         Ok(BigEndian::read_i32(self.take(4, field)?))
+    }
+    fn i64(&mut self, field: &'static str) -> Result<i64, WireError> {
+        Ok(BigEndian::read_i64(self.take(8, field)?))
+    }
+    fn kind(&mut self) -> Result<IpcKind, WireError> {
+        match self.u8("kind")? {
+            1 => Ok(IpcKind::Msg),
+            2 => Ok(IpcKind::Sem),
+            3 => Ok(IpcKind::Shm),
+            v => Err(invalid("kind", format!("unknown IPC kind {v}"))),
+        }
     }
     fn bytes_fixed<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], WireError> {
         let mut out = [0u8; N];
@@ -567,6 +1053,118 @@ mod tests {
             Message::Ping { target: Some(a6) },
             Message::Pong,
             Message::error(libc::EACCES, "permission denied ✓"),
+            Message::Done { value: -3 },
+            Message::Cancel,
+            Message::KeyGet {
+                kind: IpcKind::Msg,
+                key: 0x1234,
+                flags: 0o1666,
+            },
+            Message::KeyOwner {
+                owner: a4,
+                id: 32768,
+                local_id: 5,
+            },
+            Message::KeyCommit {
+                kind: IpcKind::Sem,
+                key: -7,
+                id: 3,
+                creator_uid: 1000,
+            },
+            Message::KeyAbort {
+                kind: IpcKind::Shm,
+                key: 1,
+            },
+            Message::KeyRemove {
+                kind: IpcKind::Msg,
+                key: 1,
+                id: 2,
+            },
+            Message::KeyGone {
+                kind: IpcKind::Msg,
+                key: 1,
+            },
+            Message::ListKeys,
+            Message::Keys {
+                keys: vec![KeyInfo {
+                    kind: IpcKind::Msg,
+                    key: 42,
+                    owner: a6,
+                    id: 0,
+                    creator_uid: 0,
+                    age_ms: 99,
+                }],
+            },
+            Message::DropKey {
+                kind: IpcKind::Sem,
+                key: 9,
+            },
+            Message::Resolve {
+                kind: IpcKind::Msg,
+                local_id: 65536,
+            },
+            Message::Session {
+                pid: 77,
+                uid: 1000,
+                gid: 1000,
+                groups: vec![4, 24, 27],
+            },
+            Message::MsgSnd {
+                target: a4,
+                id: 1,
+                mtype: 5,
+                text: b"Hello, Distributed Programming".to_vec(),
+                flags: libc::IPC_NOWAIT,
+            },
+            Message::MsgRcv {
+                target: a4,
+                id: 1,
+                size: 8192,
+                mtype: -3,
+                flags: 0,
+            },
+            Message::MsgData {
+                mtype: 2,
+                text: vec![0; 100],
+            },
+            Message::MsgCtl {
+                target: a6,
+                id: 1,
+                cmd: libc::IPC_SET,
+                set: Some(IpcSet {
+                    uid: 1,
+                    gid: 2,
+                    mode: 0o600,
+                    qbytes: 16384,
+                }),
+            },
+            Message::MsgCtl {
+                target: a6,
+                id: 1,
+                cmd: libc::IPC_RMID,
+                set: None,
+            },
+            Message::MsqStat {
+                info: MsqInfo {
+                    perm: IpcPerm {
+                        key: 5,
+                        uid: 1,
+                        gid: 2,
+                        cuid: 3,
+                        cgid: 4,
+                        mode: 0o644,
+                        seq: 7,
+                    },
+                    stime: 1,
+                    rtime: 2,
+                    ctime: 3,
+                    cbytes: 4,
+                    qnum: 5,
+                    qbytes: 16384,
+                    lspid: 8,
+                    lrpid: 9,
+                },
+            },
         ]
     }
 

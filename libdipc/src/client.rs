@@ -102,15 +102,61 @@ impl Client {
         )
     }
 
+    /// Sends a request that may block for long, and waits for its reply.
+    ///
+    /// A signal that interrupts the wait makes this send `Cancel`: the
+    /// employer stops the call on the owner host, and the reply is then
+    /// either `EINTR` or, if the call completed first, its result (so no
+    /// message is lost). A call that may block waits indefinitely (the
+    /// daemons watch the owner host's liveness); one that cannot gives up
+    /// after `limit`.
+    pub fn call_blocking(
+        &mut self,
+        msg: &Message,
+        may_block: bool,
+        limit: Duration,
+    ) -> Result<Message, ClientError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.ch.send(id, msg)?;
+        let start = std::time::Instant::now();
+        let mut cancelled = false;
+        loop {
+            let r = if cancelled {
+                self.ch.recv()
+            } else {
+                self.ch.recv_interruptible()
+            };
+            match r {
+                Ok((rid, reply)) if rid == id => return unwrap_reply(reply),
+                Ok(_) => continue,
+                Err(ChannelError::Interrupted) => {
+                    self.ch.send(id, &Message::Cancel)?;
+                    cancelled = true;
+                }
+                Err(ChannelError::TimedOut)
+                    if (may_block && !cancelled) || start.elapsed() < limit =>
+                {
+                    continue
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
     /// Sends a request and returns the reply; an `Error` reply becomes
     /// [`ClientError::Remote`].
     pub fn call(&mut self, msg: &Message) -> Result<Message, ClientError> {
         let id = self.next_id;
         self.next_id += 1;
-        match self.ch.call(id, msg)? {
-            Message::Error { errno, message } => Err(ClientError::Remote { errno, message }),
-            reply => Ok(reply),
-        }
+        unwrap_reply(self.ch.call(id, msg)?)
+    }
+}
+
+fn unwrap_reply(reply: Message) -> Result<Message, ClientError> {
+    match reply {
+        Message::Error { errno, message } => Err(ClientError::Remote { errno, message }),
+        reply => Ok(reply),
     }
 }
 

@@ -18,14 +18,16 @@
 //! credentials themselves.
 
 pub mod hosts;
+pub mod keys;
 
 use dipc_common::auth::{Secret, ServerHandshake};
 use dipc_common::channel::{Fill, Framed};
 use dipc_common::config::Config;
 use dipc_common::net::{tune_tcp, Stream};
 use dipc_common::sys;
-use dipc_common::wire::{Message, Role};
+use dipc_common::wire::{IpcKind, Message, Role};
 use hosts::HostTable;
+use keys::{KeyTable, Reply};
 use log::{debug, error, info, warn};
 use mio::net::{TcpListener, UnixListener};
 use mio::unix::SourceFd;
@@ -78,6 +80,7 @@ struct Referee<'a> {
     conns: HashMap<usize, Conn>,
     next_token: usize,
     hosts: HostTable,
+    keys: KeyTable,
 }
 
 /// Runs the referee until SIGTERM or SIGINT; returns the exit code.
@@ -124,6 +127,7 @@ fn serve(config: &Config, secret: Secret) -> io::Result<()> {
         conns: HashMap::new(),
         next_token: FIRST_CONN,
         hosts: HostTable::default(),
+        keys: KeyTable::default(),
     };
     let mut events = Events::with_capacity(256);
     // Sweep often enough that a silent host is marked down close to its
@@ -369,6 +373,66 @@ impl Referee<'_> {
                     },
                 );
             }
+            (
+                State::Ready {
+                    host: Some(asker), ..
+                },
+                Message::KeyGet { kind, key, flags },
+            ) => {
+                let asker = *asker;
+                let replies = self.keys.get(kind, key, flags, asker, (t, id), now);
+                self.deliver(t, c, replies);
+            }
+            (
+                State::Ready { host: Some(h), .. },
+                Message::KeyCommit {
+                    kind,
+                    key,
+                    id: sid,
+                    creator_uid,
+                },
+            ) => {
+                info!("{} key {key:#x} created on {h} as id {sid}", kind.name());
+                let replies = self.keys.commit(kind, key, sid, creator_uid, t, id);
+                self.deliver(t, c, replies);
+            }
+            (State::Ready { host: Some(_), .. }, Message::KeyAbort { kind, key }) => {
+                let replies = self.keys.abort(kind, key, t, now);
+                self.deliver(t, c, replies);
+                c.framed.queue(id, &Message::Done { value: 0 });
+            }
+            (State::Ready { host: Some(_), .. }, Message::KeyRemove { kind, key, id: sid }) => {
+                if self.keys.remove(kind, key, sid) {
+                    info!("{} key {key:#x} (id {sid}) removed", kind.name());
+                    self.push_gone(t, c, kind, key);
+                }
+                c.framed.queue(id, &Message::Done { value: 0 });
+            }
+            (State::Ready { .. }, Message::ListKeys) => {
+                c.framed.queue(
+                    id,
+                    &Message::Keys {
+                        keys: self.keys.list(now),
+                    },
+                );
+            }
+            (State::Ready { .. }, Message::DropKey { kind, key }) => {
+                match self.keys.drop_key(kind, key) {
+                    Some(replies) => {
+                        warn!("{} key {key:#x} dropped by an administrator", kind.name());
+                        self.deliver(t, c, replies);
+                        self.push_gone(t, c, kind, key);
+                        c.framed.queue(id, &Message::Done { value: 0 });
+                    }
+                    None => c.framed.queue(
+                        id,
+                        &Message::error(
+                            libc::ENOENT,
+                            format!("no distributed {} with key {key:#x}", kind.name()),
+                        ),
+                    ),
+                }
+            }
             (State::Ready { .. }, Message::Ping { target: None }) => {
                 c.framed.queue(id, &Message::Pong)
             }
@@ -390,6 +454,34 @@ impl Referee<'_> {
         }
     }
 
+    /// Sends replies, to the current connection `c` (token `t`, taken out
+    /// of the map while it is handled) or to others.
+    fn deliver(&mut self, t: usize, c: &mut Conn, replies: Vec<Reply>) {
+        for (to, id, msg) in replies {
+            if to == t {
+                c.framed.queue(id, &msg);
+            } else if let Some(o) = self.conns.get_mut(&to) {
+                o.framed.queue(id, &msg);
+                let _ = o.framed.flush();
+            }
+        }
+    }
+
+    /// Tells every joined host that a key is free, so each drops its
+    /// placeholder.
+    fn push_gone(&mut self, t: usize, c: &mut Conn, kind: IpcKind, key: i32) {
+        let gone = Message::KeyGone { kind, key };
+        if let State::Ready { host: Some(_), .. } = c.state {
+            c.framed.queue(0, &gone);
+        }
+        for (tok, o) in self.conns.iter_mut() {
+            if *tok != t && matches!(o.state, State::Ready { host: Some(_), .. }) {
+                o.framed.queue(0, &gone);
+                let _ = o.framed.flush();
+            }
+        }
+    }
+
     fn refuse(&self, c: &mut Conn, reason: &str) {
         match c.peer {
             Peer::Tcp(ip) => warn!("refused connection from {ip}: {reason}"),
@@ -406,6 +498,8 @@ impl Referee<'_> {
 
     fn drop_conn(&mut self, t: usize, mut c: Conn) {
         let _ = self.poll.registry().deregister(&mut c.framed.stream);
+        let replies = self.keys.conn_closed(t, Instant::now());
+        self.deliver(t, &mut c, replies);
         if let State::Ready { host: Some(h), .. } = c.state {
             if self.hosts.disconnected(&h, t) {
                 info!("host {h} down: connection closed");
@@ -427,6 +521,13 @@ impl Referee<'_> {
                 if let Some(c) = self.conns.remove(&t) {
                     self.drop_conn(t, c);
                 }
+            }
+        }
+        let replies = self.keys.expire(now, self.config.timeouts.request);
+        for (to, id, msg) in replies {
+            if let Some(o) = self.conns.get_mut(&to) {
+                o.framed.queue(id, &msg);
+                let _ = o.framed.flush();
             }
         }
         let late: Vec<usize> = self

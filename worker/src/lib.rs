@@ -8,12 +8,16 @@
 //! proxy on this host: per-process kernel state (such as `SEM_UNDO`
 //! adjustments) then lives and dies with that worker.
 
+mod msg;
+mod session;
+
 use dipc_common::auth::{server_handshake, Secret};
 use dipc_common::channel::{Channel, ChannelError};
 use dipc_common::config::Config;
 use dipc_common::wire::Message;
 use log::{debug, info, warn};
 use std::net::{IpAddr, TcpStream};
+use std::os::fd::{AsFd, AsRawFd};
 
 /// Serves one connection; returns the process exit code.
 pub fn serve(stream: TcpStream, peer: IpAddr, config: &Config, secret: &Secret) -> i32 {
@@ -42,6 +46,11 @@ pub fn serve(stream: TcpStream, peer: IpAddr, config: &Config, secret: &Secret) 
         warn!("worker for {peer}: {e}");
         return 1;
     }
+    if let Err(e) = interrupt_on_input(ch.get_ref()) {
+        warn!("worker for {peer}: {e}");
+        return 1;
+    }
+    let mut caller: Option<i32> = None;
     loop {
         let (id, req) = match ch.recv() {
             Ok(r) => r,
@@ -51,7 +60,35 @@ pub fn serve(stream: TcpStream, peer: IpAddr, config: &Config, secret: &Secret) 
                 return 1;
             }
         };
-        let reply = handle(req);
+        let reply = match req {
+            // A cancel that crossed our reply: the call it meant is over.
+            Message::Cancel => continue,
+            Message::Ping { target: None } => Message::Pong,
+            Message::Session {
+                pid,
+                uid,
+                gid,
+                groups,
+            } if caller.is_none() => match session::become_caller(uid, gid, &groups) {
+                Ok(()) => {
+                    debug!("worker: acting for pid {pid} on {peer} as uid {uid} gid {gid}");
+                    caller = Some(pid);
+                    Message::Done { value: 0 }
+                }
+                Err(e) => {
+                    warn!("worker for {peer}: {e}");
+                    Message::error(libc::EPERM, e)
+                }
+            },
+            req if caller.is_none() => Message::error(
+                libc::EPERM,
+                format!("{} before the session's credentials", req.kind().name()),
+            ),
+            req => match interruptible(&mut ch, || handle(&req)) {
+                Some(reply) => reply,
+                None => return 0,
+            },
+        };
         if let Err(e) = ch.send(id, &reply) {
             info!("worker for {peer}: reply lost: {e}");
             return 1;
@@ -59,12 +96,93 @@ pub fn serve(stream: TcpStream, peer: IpAddr, config: &Config, secret: &Secret) 
     }
 }
 
-fn handle(req: Message) -> Message {
+fn handle(req: &Message) -> Message {
     match req {
-        Message::Ping { target: None } => Message::Pong,
+        Message::MsgSnd {
+            id,
+            mtype,
+            text,
+            flags,
+            ..
+        } => msg::snd(*id, *mtype, text, *flags),
+        Message::MsgRcv {
+            id,
+            size,
+            mtype,
+            flags,
+            ..
+        } => msg::rcv(*id, *size, *mtype, *flags),
+        Message::MsgCtl { id, cmd, set, .. } => msg::ctl(*id, *cmd, *set),
         other => Message::error(
             libc::EPROTO,
             format!("a worker does not take {} messages", other.kind().name()),
         ),
+    }
+}
+
+extern "C" fn on_sigio(_: libc::c_int) {}
+
+/// Arranges for SIGIO to interrupt a blocking call whenever the employer
+/// sends something (a `Cancel`) or hangs up. The handler does nothing and
+/// is installed without SA_RESTART, so the System V call returns `EINTR`.
+fn interrupt_on_input(sock: &TcpStream) -> Result<(), String> {
+    // SAFETY: installing a handler that does nothing is async-signal-safe;
+    // the fcntl calls take a valid descriptor.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_sigio as extern "C" fn(libc::c_int) as usize;
+        libc::sigemptyset(&mut sa.sa_mask);
+        if libc::sigaction(libc::SIGIO, &sa, std::ptr::null_mut()) != 0 {
+            return Err(format!("sigaction: {}", std::io::Error::last_os_error()));
+        }
+        let fd = sock.as_raw_fd();
+        if libc::fcntl(fd, libc::F_SETOWN, libc::getpid()) != 0 {
+            return Err(format!("F_SETOWN: {}", std::io::Error::last_os_error()));
+        }
+        let fl = libc::fcntl(fd, libc::F_GETFL);
+        if fl < 0 || libc::fcntl(fd, libc::F_SETFL, fl | libc::O_ASYNC) != 0 {
+            return Err(format!("O_ASYNC: {}", std::io::Error::last_os_error()));
+        }
+    }
+    Ok(())
+}
+
+/// Runs a call that may block. If it is interrupted because the employer
+/// sent a `Cancel`, the reply is `EINTR`; if the employer hung up, `None`
+/// (the worker ends: its caller is gone); any other interruption (a
+/// stray SIGIO) runs the call again, which is safe because an interrupted
+/// System V call has done nothing.
+fn interruptible(
+    ch: &mut Channel<TcpStream>,
+    mut call: impl FnMut() -> Message,
+) -> Option<Message> {
+    loop {
+        let reply = call();
+        if !matches!(
+            reply,
+            Message::Error {
+                errno: libc::EINTR,
+                ..
+            }
+        ) {
+            return Some(reply);
+        }
+        let mut fds = [nix::poll::PollFd::new(
+            ch.get_ref().as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        match nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO) {
+            Ok(0) => continue,
+            Ok(_) => {}
+            Err(_) => continue,
+        }
+        return match ch.recv() {
+            Ok((_, Message::Cancel)) => Some(reply),
+            Ok((_, other)) => {
+                warn!("worker: {} arrived during a call", other.kind().name());
+                None
+            }
+            Err(_) => None,
+        };
     }
 }

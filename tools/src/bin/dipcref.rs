@@ -16,7 +16,11 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 #[derive(Parser)]
-#[command(name = "dipcref", version, about = "Inspect and administer a dipc cluster's referee")]
+#[command(
+    name = "dipcref",
+    version,
+    about = "Inspect and administer a dipc cluster's referee"
+)]
 struct Args {
     /// Configuration file [default: $DIPC_CONFIG, else /etc/dipc/dipc.conf]
     #[arg(short, long, value_name = "PATH", global = true)]

@@ -1,0 +1,159 @@
+//! Placeholders: for each distributed structure owned by another host and
+//! used on this one, a real local kernel structure (private key, mode 0)
+//! whose id stands for the remote one.
+//!
+//! The id an application gets from `dipc_msgget` must never collide with
+//! the id of a local structure, or a later call could go to the wrong one;
+//! reserving the number with a real local object guarantees that, and
+//! makes the structure visible in `ipcs` on every host that uses it (as
+//! DIPC did). Placeholders are shared by every process on the host, are
+//! removed when the referee reports the key freed and when dipcd stops, and
+//! their ids are kept in the runtime directory so that a dipcd killed
+//! without cleaning up removes them on its next start.
+
+use dipc_common::wire::IpcKind;
+use log::{debug, warn};
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Copy)]
+struct Placeholder {
+    local_id: i32,
+    owner: SocketAddr,
+    remote_id: i32,
+}
+
+pub struct Placeholders {
+    by_key: HashMap<(IpcKind, i32), Placeholder>,
+    file: PathBuf,
+}
+
+fn create(kind: IpcKind) -> io::Result<i32> {
+    // SAFETY: plain System V calls with constant arguments.
+    let id = unsafe {
+        match kind {
+            IpcKind::Msg => libc::msgget(libc::IPC_PRIVATE, libc::IPC_CREAT),
+            IpcKind::Sem => libc::semget(libc::IPC_PRIVATE, 1, libc::IPC_CREAT),
+            IpcKind::Shm => libc::shmget(libc::IPC_PRIVATE, 1, libc::IPC_CREAT),
+        }
+    };
+    if id < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(id)
+}
+
+fn destroy(kind: IpcKind, id: i32) {
+    // SAFETY: IPC_RMID takes no buffer.
+    let r = unsafe {
+        match kind {
+            IpcKind::Msg => libc::msgctl(id, libc::IPC_RMID, std::ptr::null_mut()),
+            IpcKind::Sem => libc::semctl(id, 0, libc::IPC_RMID),
+            IpcKind::Shm => libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut()),
+        }
+    };
+    if r < 0 {
+        debug!(
+            "removing placeholder {} {id}: {}",
+            kind.name(),
+            io::Error::last_os_error()
+        );
+    }
+}
+
+fn kind_from_name(s: &str) -> Option<IpcKind> {
+    match s {
+        "msg" => Some(IpcKind::Msg),
+        "sem" => Some(IpcKind::Sem),
+        "shm" => Some(IpcKind::Shm),
+        _ => None,
+    }
+}
+
+impl Placeholders {
+    /// Opens the table, removing placeholders a previous dipcd left behind.
+    pub fn new(file: PathBuf) -> Placeholders {
+        if let Ok(text) = fs::read_to_string(&file) {
+            for line in text.lines() {
+                let mut it = line.split_whitespace();
+                if let (Some(k), Some(id)) = (it.next().and_then(kind_from_name), it.next()) {
+                    if let Ok(id) = id.parse() {
+                        destroy(k, id);
+                    }
+                }
+            }
+        }
+        let p = Placeholders {
+            by_key: HashMap::new(),
+            file,
+        };
+        p.persist();
+        p
+    }
+
+    fn persist(&self) {
+        let text: String = self
+            .by_key
+            .iter()
+            .map(|((k, _), p)| format!("{} {}\n", k.name(), p.local_id))
+            .collect();
+        if let Err(e) = fs::write(&self.file, text) {
+            warn!("cannot record placeholders in {}: {e}", self.file.display());
+        }
+    }
+
+    /// The local id standing for `(kind, key)` owned by `owner` as
+    /// `remote_id`, creating the placeholder if needed.
+    pub fn ensure(
+        &mut self,
+        kind: IpcKind,
+        key: i32,
+        owner: SocketAddr,
+        remote_id: i32,
+    ) -> io::Result<i32> {
+        if let Some(p) = self.by_key.get(&(kind, key)) {
+            if p.owner == owner && p.remote_id == remote_id {
+                return Ok(p.local_id);
+            }
+            // The key now names another structure: replace the stale one.
+            destroy(kind, p.local_id);
+        }
+        let local_id = create(kind)?;
+        self.by_key.insert(
+            (kind, key),
+            Placeholder {
+                local_id,
+                owner,
+                remote_id,
+            },
+        );
+        self.persist();
+        Ok(local_id)
+    }
+
+    /// What a local id stands for, if it is a placeholder.
+    pub fn resolve(&self, kind: IpcKind, local_id: i32) -> Option<(SocketAddr, i32)> {
+        self.by_key
+            .iter()
+            .find(|((k, _), p)| *k == kind && p.local_id == local_id)
+            .map(|(_, p)| (p.owner, p.remote_id))
+    }
+
+    /// The key was freed cluster-wide.
+    pub fn gone(&mut self, kind: IpcKind, key: i32) {
+        if let Some(p) = self.by_key.remove(&(kind, key)) {
+            destroy(kind, p.local_id);
+            self.persist();
+        }
+    }
+
+    pub fn clear(&mut self) {
+        for ((k, _), p) in self.by_key.drain() {
+            destroy(k, p.local_id);
+        }
+        let _ = fs::remove_file(&self.file);
+    }
+}

@@ -1,0 +1,149 @@
+//! Thin wrappers over the System V calls, shared by the worker (which
+//! makes them on a remote caller's behalf) and the library. Errors are the
+//! raw `errno` values, because those are what the caller must see.
+
+use crate::wire::{IpcPerm, IpcSet, MsqInfo};
+use std::io;
+use std::mem::size_of;
+
+/// The calling thread's last `errno`.
+pub fn errno() -> i32 {
+    io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
+}
+
+/// The largest message the kernel of this IPC namespace accepts
+/// (`/proc/sys/kernel/msgmax`), or the Linux default if it cannot be read.
+pub fn msgmax() -> usize {
+    std::fs::read_to_string("/proc/sys/kernel/msgmax")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(8192)
+}
+
+pub fn perm_from(p: &libc::ipc_perm) -> IpcPerm {
+    IpcPerm {
+        key: p.__key,
+        uid: p.uid,
+        gid: p.gid,
+        cuid: p.cuid,
+        cgid: p.cgid,
+        mode: p.mode as u32,
+        seq: p.__seq as u32,
+    }
+}
+
+pub fn perm_into(src: &IpcPerm, p: &mut libc::ipc_perm) {
+    p.__key = src.key;
+    p.uid = src.uid;
+    p.gid = src.gid;
+    p.cuid = src.cuid;
+    p.cgid = src.cgid;
+    p.mode = src.mode as libc::c_ushort;
+    p.__seq = src.seq as libc::c_ushort;
+}
+
+pub fn msq_from(ds: &libc::msqid_ds) -> MsqInfo {
+    MsqInfo {
+        perm: perm_from(&ds.msg_perm),
+        stime: ds.msg_stime,
+        rtime: ds.msg_rtime,
+        ctime: ds.msg_ctime,
+        cbytes: ds.__msg_cbytes,
+        qnum: ds.msg_qnum,
+        qbytes: ds.msg_qbytes,
+        lspid: ds.msg_lspid,
+        lrpid: ds.msg_lrpid,
+    }
+}
+
+pub fn msq_into(info: &MsqInfo, ds: &mut libc::msqid_ds) {
+    perm_into(&info.perm, &mut ds.msg_perm);
+    ds.msg_stime = info.stime;
+    ds.msg_rtime = info.rtime;
+    ds.msg_ctime = info.ctime;
+    ds.__msg_cbytes = info.cbytes;
+    ds.msg_qnum = info.qnum;
+    ds.msg_qbytes = info.qbytes;
+    ds.msg_lspid = info.lspid;
+    ds.msg_lrpid = info.lrpid;
+}
+
+/// `msgsnd` of `text` with type `mtype`.
+pub fn msgsnd(id: i32, mtype: i64, text: &[u8], flags: i32) -> Result<(), i32> {
+    let mut buf = Vec::with_capacity(size_of::<libc::c_long>() + text.len());
+    buf.extend_from_slice(&(mtype as libc::c_long).to_ne_bytes());
+    buf.extend_from_slice(text);
+    // SAFETY: buf holds an mtype followed by text.len() bytes.
+    let r = unsafe { libc::msgsnd(id, buf.as_ptr().cast(), text.len(), flags) };
+    if r < 0 {
+        Err(errno())
+    } else {
+        Ok(())
+    }
+}
+
+/// `msgrcv` into a buffer of at most `size` bytes of text (bounded by the
+/// kernel's `msgmax`, which no message can exceed, so a caller's huge size
+/// allocates nothing huge).
+pub fn msgrcv(id: i32, size: u64, mtype: i64, flags: i32) -> Result<(i64, Vec<u8>), i32> {
+    if (size as i64) < 0 {
+        return Err(libc::EINVAL);
+    }
+    let cap = (size as usize).min(msgmax());
+    let word = size_of::<libc::c_long>();
+    let mut buf = vec![0u8; word + cap];
+    // SAFETY: buf has room for an mtype and cap bytes.
+    let n = unsafe {
+        libc::msgrcv(
+            id,
+            buf.as_mut_ptr().cast(),
+            cap,
+            mtype as libc::c_long,
+            flags,
+        )
+    };
+    if n < 0 {
+        return Err(errno());
+    }
+    let mut t = [0u8; size_of::<libc::c_long>()];
+    t.copy_from_slice(&buf[..word]);
+    #[allow(clippy::unnecessary_cast)] // c_long is i32 on 32-bit targets
+    let got_type = libc::c_long::from_ne_bytes(t) as i64;
+    buf.drain(..word);
+    buf.truncate(n as usize);
+    Ok((got_type, buf))
+}
+
+pub fn msgctl_stat(id: i32) -> Result<MsqInfo, i32> {
+    // SAFETY: msqid_ds is plain data; zero is a valid value.
+    let mut ds: libc::msqid_ds = unsafe { std::mem::zeroed() };
+    // SAFETY: ds is a valid msqid_ds.
+    if unsafe { libc::msgctl(id, libc::IPC_STAT, &mut ds) } < 0 {
+        return Err(errno());
+    }
+    Ok(msq_from(&ds))
+}
+
+pub fn msgctl_set(id: i32, set: &IpcSet) -> Result<(), i32> {
+    // SAFETY: as above.
+    let mut ds: libc::msqid_ds = unsafe { std::mem::zeroed() };
+    ds.msg_perm.uid = set.uid;
+    ds.msg_perm.gid = set.gid;
+    ds.msg_perm.mode = set.mode as libc::c_ushort;
+    ds.msg_qbytes = set.qbytes;
+    // SAFETY: ds is a valid msqid_ds.
+    if unsafe { libc::msgctl(id, libc::IPC_SET, &mut ds) } < 0 {
+        return Err(errno());
+    }
+    Ok(())
+}
+
+pub fn msgctl_rmid(id: i32) -> Result<(), i32> {
+    // SAFETY: IPC_RMID takes no buffer.
+    if unsafe { libc::msgctl(id, libc::IPC_RMID, std::ptr::null_mut()) } < 0 {
+        return Err(errno());
+    }
+    Ok(())
+}

@@ -1,0 +1,331 @@
+//! Distributed message queues: `msgget`, `msgsnd`, `msgrcv`, `msgctl`.
+//!
+//! A queue made with `IPC_DIPC` is known cluster-wide by its key and lives
+//! as a real kernel queue on the host that created it first. On that host
+//! every call is the plain system call. On any other host the id is that of
+//! a local placeholder, and each call is carried out on the owner by a
+//! worker acting with the caller's uid and gids, so the kernel's semantics
+//! and errors hold unchanged; only a lost owner adds errors of its own
+//! (`ETIMEDOUT`, `ECONNRESET`, `ECONNREFUSED`, `EHOSTUNREACH`).
+
+use crate::state::{self, Route};
+use dipc_common::sysv;
+use dipc_common::wire::{IpcKind, IpcSet, Message, MsqInfo};
+use std::io;
+use std::mem::size_of;
+
+/// The flag that makes `msgget`, `semget` and `shmget` distributed: the
+/// value Linux reserves for DIPC (octal 00010000).
+pub const IPC_DIPC: i32 = 0o10000;
+
+/// Errors are raw `errno` values, as the System V calls give them.
+pub type Errno = i32;
+
+fn client_errno(e: crate::ClientError) -> Errno {
+    log::debug!("dipc: {e}");
+    e.errno()
+}
+
+fn plain_get(key: i32, flags: i32) -> Result<i32, Errno> {
+    // SAFETY: msgget takes plain integers.
+    let id = unsafe { libc::msgget(key, flags) };
+    if id < 0 {
+        Err(sysv::errno())
+    } else {
+        Ok(id)
+    }
+}
+
+/// `msgget`. With `IPC_DIPC` (and a key other than `IPC_PRIVATE`) the queue
+/// is distributed: the referee decides which host owns it.
+pub fn get(key: i32, flags: i32) -> Result<i32, Errno> {
+    let flags_no_dipc = flags & !IPC_DIPC;
+    if flags & IPC_DIPC == 0 || key == libc::IPC_PRIVATE {
+        return plain_get(key, flags_no_dipc);
+    }
+    let me = state::config().map_err(client_errno)?.front_end_addr();
+    let kind = IpcKind::Msg;
+    // A second round only after clearing a stale entry (below).
+    for _ in 0..2 {
+        let reply = state::control(&Message::KeyGet {
+            kind,
+            key,
+            flags: flags_no_dipc,
+        })
+        .map_err(client_errno)?;
+        let Message::KeyOwner {
+            owner,
+            id,
+            local_id,
+        } = reply
+        else {
+            return Err(libc::EPROTO);
+        };
+        if id == -1 {
+            // We won the creation: make the real queue here.
+            let id = match plain_get(key, flags_no_dipc | libc::IPC_CREAT) {
+                Ok(id) => id,
+                Err(e) => {
+                    let _ = state::control(&Message::KeyAbort { kind, key });
+                    return Err(e);
+                }
+            };
+            let commit = Message::KeyCommit {
+                kind,
+                key,
+                id,
+                creator_uid: 0,
+            };
+            if let Err(e) = state::control(&commit) {
+                let _ = sysv::msgctl_rmid(id);
+                return Err(client_errno(e));
+            }
+            state::set_route(kind, id, Route::Owned { key });
+            return Ok(id);
+        }
+        if owner == me {
+            // Ours: the kernel checks the permissions as for any msgget.
+            match plain_get(key, flags_no_dipc & !(libc::IPC_CREAT | libc::IPC_EXCL)) {
+                Ok(lid) => {
+                    state::set_route(kind, lid, Route::Owned { key });
+                    return Ok(lid);
+                }
+                Err(libc::ENOENT) => {
+                    // Removed without the referee being told (a plain
+                    // msgctl): free the key and ask again.
+                    let _ = state::control(&Message::KeyRemove { kind, key, id });
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        state::set_route(kind, local_id, Route::Remote { owner, id, key });
+        return Ok(local_id);
+    }
+    Err(libc::ENOENT)
+}
+
+/// Where `id` lives. An id this process has not seen from [`get`] is
+/// looked at once: a placeholder (private key, mode 0, made by root, or
+/// unreadable to us) is resolved through dipcd, anything else is local.
+fn route(id: i32) -> Route {
+    if let Some(r) = state::route(IpcKind::Msg, id) {
+        return r;
+    }
+    let maybe_placeholder = match sysv::msgctl_stat(id) {
+        Ok(i) => i.perm.key == libc::IPC_PRIVATE && i.perm.mode & 0o777 == 0 && i.perm.cuid == 0,
+        Err(e) => e == libc::EACCES,
+    };
+    let mut r = Route::Local;
+    if maybe_placeholder {
+        if let Ok(Message::KeyOwner { owner, id: rid, .. }) = state::control(&Message::Resolve {
+            kind: IpcKind::Msg,
+            local_id: id,
+        }) {
+            let key = match remote_ctl(owner, rid, libc::IPC_STAT, None) {
+                Ok(Message::MsqStat { info }) => info.perm.key,
+                _ => libc::IPC_PRIVATE,
+            };
+            r = Route::Remote {
+                owner,
+                id: rid,
+                key,
+            };
+        }
+    }
+    state::set_route(IpcKind::Msg, id, r);
+    r
+}
+
+fn remote_ctl(
+    owner: std::net::SocketAddr,
+    id: i32,
+    cmd: i32,
+    set: Option<IpcSet>,
+) -> Result<Message, Errno> {
+    state::remote(
+        &Message::MsgCtl {
+            target: owner,
+            id,
+            cmd,
+            set,
+        },
+        false,
+    )
+    .map_err(client_errno)
+}
+
+/// `msgsnd` of a message whose type is `mtype` and text `text`.
+pub fn send(id: i32, mtype: i64, text: &[u8], flags: i32) -> Result<(), Errno> {
+    match route(id) {
+        Route::Local | Route::Owned { .. } => sysv::msgsnd(id, mtype, text, flags),
+        Route::Remote { owner, id, .. } => {
+            let max = state::config().map_err(client_errno)?.max_frame as usize;
+            if text.len() > max.saturating_sub(256) {
+                // Longer than any kernel's msgmax can be here.
+                return Err(libc::EINVAL);
+            }
+            let req = Message::MsgSnd {
+                target: owner,
+                id,
+                mtype,
+                text: text.to_vec(),
+                flags,
+            };
+            match state::remote(&req, flags & libc::IPC_NOWAIT == 0) {
+                Ok(Message::Done { .. }) => Ok(()),
+                Ok(_) => Err(libc::EPROTO),
+                Err(e) => Err(client_errno(e)),
+            }
+        }
+    }
+}
+
+/// `msgrcv` of at most `size` bytes of text; returns the type and text.
+pub fn recv(id: i32, size: usize, mtype: i64, flags: i32) -> Result<(i64, Vec<u8>), Errno> {
+    if (size as isize) < 0 {
+        return Err(libc::EINVAL);
+    }
+    match route(id) {
+        Route::Local | Route::Owned { .. } => sysv::msgrcv(id, size as u64, mtype, flags),
+        Route::Remote { owner, id, .. } => {
+            let req = Message::MsgRcv {
+                target: owner,
+                id,
+                size: size as u64,
+                mtype,
+                flags,
+            };
+            match state::remote(&req, flags & libc::IPC_NOWAIT == 0) {
+                Ok(Message::MsgData { mtype, text }) if text.len() <= size => Ok((mtype, text)),
+                Ok(_) => Err(libc::EPROTO),
+                Err(e) => Err(client_errno(e)),
+            }
+        }
+    }
+}
+
+/// After a successful `IPC_RMID` of a distributed queue: free the key
+/// cluster-wide (every host then drops its placeholder).
+fn removed(local_id: i32, key: i32, owner_id: i32) {
+    state::forget_route(IpcKind::Msg, local_id);
+    if key != libc::IPC_PRIVATE {
+        let _ = state::control(&Message::KeyRemove {
+            kind: IpcKind::Msg,
+            key,
+            id: owner_id,
+        });
+    }
+}
+
+/// `msgctl` with `IPC_STAT`.
+pub fn stat(id: i32) -> Result<MsqInfo, Errno> {
+    match route(id) {
+        Route::Local | Route::Owned { .. } => sysv::msgctl_stat(id),
+        Route::Remote { owner, id, .. } => match remote_ctl(owner, id, libc::IPC_STAT, None)? {
+            Message::MsqStat { info } => Ok(info),
+            _ => Err(libc::EPROTO),
+        },
+    }
+}
+
+/// `msgctl` with `IPC_SET`.
+pub fn set(id: i32, set: &IpcSet) -> Result<(), Errno> {
+    match route(id) {
+        Route::Local | Route::Owned { .. } => sysv::msgctl_set(id, set),
+        Route::Remote { owner, id, .. } => {
+            match remote_ctl(owner, id, libc::IPC_SET, Some(*set))? {
+                Message::Done { .. } => Ok(()),
+                _ => Err(libc::EPROTO),
+            }
+        }
+    }
+}
+
+/// `msgctl` with `IPC_RMID`: removes the queue, everywhere.
+pub fn remove(id: i32) -> Result<(), Errno> {
+    match route(id) {
+        Route::Local => sysv::msgctl_rmid(id),
+        Route::Owned { key } => {
+            sysv::msgctl_rmid(id)?;
+            removed(id, key, id);
+            Ok(())
+        }
+        Route::Remote {
+            owner,
+            id: rid,
+            key,
+        } => match remote_ctl(owner, rid, libc::IPC_RMID, None)? {
+            Message::Done { .. } => {
+                removed(id, key, rid);
+                Ok(())
+            }
+            _ => Err(libc::EPROTO),
+        },
+    }
+}
+
+/// Whether `id` (as returned by [`get`]) is owned by another host.
+pub fn is_remote(id: i32) -> bool {
+    matches!(route(id), Route::Remote { .. })
+}
+
+/// A message queue, for Rust programs.
+///
+/// ```no_run
+/// use dipc::msg::{MsgQueue, IPC_DIPC};
+/// let q = MsgQueue::get(0x1234, libc::IPC_CREAT | IPC_DIPC | 0o666)?;
+/// q.send(1, b"Hello, Distributed Programming", 0)?;
+/// let (mtype, text) = q.recv(8192, 0, 0)?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MsgQueue {
+    id: i32,
+}
+
+fn io_err(e: Errno) -> io::Error {
+    io::Error::from_raw_os_error(e)
+}
+
+impl MsgQueue {
+    /// `msgget(key, flags)`; add [`IPC_DIPC`] to `flags` for a distributed
+    /// queue.
+    pub fn get(key: i32, flags: i32) -> io::Result<MsgQueue> {
+        get(key, flags).map(|id| MsgQueue { id }).map_err(io_err)
+    }
+
+    /// A queue by id (as another `get` returned it).
+    pub fn from_id(id: i32) -> MsgQueue {
+        MsgQueue { id }
+    }
+
+    pub fn id(&self) -> i32 {
+        self.id
+    }
+
+    pub fn send(&self, mtype: i64, text: &[u8], flags: i32) -> io::Result<()> {
+        send(self.id, mtype, text, flags).map_err(io_err)
+    }
+
+    /// Receives a message of at most `size` bytes; returns its type and
+    /// text.
+    pub fn recv(&self, size: usize, mtype: i64, flags: i32) -> io::Result<(i64, Vec<u8>)> {
+        recv(self.id, size, mtype, flags).map_err(io_err)
+    }
+
+    pub fn stat(&self) -> io::Result<MsqInfo> {
+        stat(self.id).map_err(io_err)
+    }
+
+    pub fn set(&self, s: &IpcSet) -> io::Result<()> {
+        set(self.id, s).map_err(io_err)
+    }
+
+    pub fn remove(self) -> io::Result<()> {
+        remove(self.id).map_err(io_err)
+    }
+}
+
+/// Bytes of the type word that leads a C message buffer.
+pub(crate) const MTYPE_LEN: usize = size_of::<libc::c_long>();

@@ -1,0 +1,160 @@
+//! The library's per-process state: the configuration, where each id the
+//! process uses lives, and idle connections to the daemon.
+//!
+//! Two kinds of connection are pooled. *Control* connections carry key
+//! look-ups, which dipcd relays to the referee. *Sessions* carry calls on
+//! structures owned by other hosts; dipcd hands each session to an employer
+//! of its own on the first call, so each blocked call has its own employer
+//! and worker, and threads never wait for each other. A connection is taken
+//! from its pool for one call and returned after, and after a `fork` the
+//! child drops the parent's connections rather than share their sockets.
+
+use crate::client::{Client, ClientError};
+use dipc_common::config::Config;
+use dipc_common::wire::{IpcKind, Message};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+/// Where the structure behind an id lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// A structure of this host: plain system calls.
+    Local,
+    /// A distributed structure owned by this host: plain system calls, and
+    /// the referee is told when it is removed.
+    Owned { key: i32 },
+    /// A distributed structure owned by another host.
+    Remote {
+        owner: SocketAddr,
+        id: i32,
+        key: i32,
+    },
+}
+
+struct State {
+    pid: u32,
+    routes: HashMap<(IpcKind, i32), Route>,
+    control: Vec<Client>,
+    sessions: Vec<Client>,
+}
+
+static CONFIG: OnceLock<Result<Config, String>> = OnceLock::new();
+static STATE: Mutex<Option<State>> = Mutex::new(None);
+
+/// The configuration ($DIPC_CONFIG or the default path), read once.
+pub fn config() -> Result<&'static Config, ClientError> {
+    CONFIG
+        .get_or_init(|| Config::load_default().map_err(|e| e.to_string()))
+        .as_ref()
+        .map_err(|e| ClientError::Remote {
+            errno: libc::EINVAL,
+            message: e.clone(),
+        })
+}
+
+fn state() -> MutexGuard<'static, Option<State>> {
+    // A panic while holding the lock cannot leave the maps inconsistent
+    // (every update is a single insert or remove), so a poisoned lock is
+    // still usable.
+    let mut g = STATE.lock().unwrap_or_else(|p| p.into_inner());
+    let pid = std::process::id();
+    match g.as_mut() {
+        Some(s) if s.pid == pid => {}
+        Some(s) => {
+            // We are a forked child: the pooled connections are the
+            // parent's (its employers act with its pid). Closing our copies
+            // of the sockets leaves the parent's open.
+            s.pid = pid;
+            s.control.clear();
+            s.sessions.clear();
+        }
+        None => {
+            *g = Some(State {
+                pid,
+                routes: HashMap::new(),
+                control: Vec::new(),
+                sessions: Vec::new(),
+            })
+        }
+    }
+    g
+}
+
+pub fn route(kind: IpcKind, id: i32) -> Option<Route> {
+    state()
+        .as_ref()
+        .and_then(|s| s.routes.get(&(kind, id)).copied())
+}
+
+pub fn set_route(kind: IpcKind, id: i32, r: Route) {
+    if let Some(s) = state().as_mut() {
+        s.routes.insert((kind, id), r);
+    }
+}
+
+pub fn forget_route(kind: IpcKind, id: i32) {
+    if let Some(s) = state().as_mut() {
+        s.routes.remove(&(kind, id));
+    }
+}
+
+fn take(sessions: bool) -> Option<Client> {
+    let mut g = state();
+    let s = g.as_mut()?;
+    if sessions {
+        s.sessions.pop()
+    } else {
+        s.control.pop()
+    }
+}
+
+fn give_back(c: Client, sessions: bool) {
+    if let Some(s) = state().as_mut() {
+        if sessions {
+            s.sessions.push(c);
+        } else {
+            s.control.push(c);
+        }
+    }
+}
+
+/// A key look-up or other short request to this host's dipcd.
+pub fn control(msg: &Message) -> Result<Message, ClientError> {
+    let mut c = match take(false) {
+        Some(c) => c,
+        None => Client::for_config(config()?)?,
+    };
+    let r = c.call(msg);
+    // A connection that failed is dropped; one that carried an error reply
+    // is fine.
+    if !matches!(r, Err(ClientError::Channel(_))) {
+        give_back(c, false);
+    }
+    r
+}
+
+/// A call on a structure owned by another host. `may_block` calls wait as
+/// long as the owner's kernel blocks them; a signal interrupts them with
+/// `EINTR` (after the owner stopped the call), as a local call would be.
+pub fn remote(msg: &Message, may_block: bool) -> Result<Message, ClientError> {
+    let config = config()?;
+    let mut c = match take(true) {
+        Some(c) => c,
+        None => {
+            // The read time-out is what lets a signal interrupt the wait
+            // (see signal(7)); a blocking call just waits again after it.
+            Client::connect(
+                &config.back_end_socket(),
+                config.max_frame,
+                Some(Duration::from_secs(60)),
+            )?
+        }
+    };
+    let r = c.call_blocking(msg, may_block, config.timeouts.request * 2);
+    if !matches!(r, Err(ClientError::Channel(_))) {
+        give_back(c, true);
+    }
+    r
+}

@@ -1,0 +1,360 @@
+//! The referee's table of distributed keys, and the arbitration of
+//! creation races.
+//!
+//! The first host to ask for an unknown key with `IPC_CREAT` wins: it is
+//! told to create the structure (`KeyOwner` with `id == -1`) and must answer
+//! `KeyCommit` (or `KeyAbort`). Until then every other request for the same
+//! key waits here, so all racers end with the same structure, and with
+//! `IPC_EXCL` exactly one succeeds cluster-wide.
+
+use dipc_common::wire::{IpcKind, KeyInfo, Message};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// A request parked until the key's creator commits or aborts.
+#[derive(Debug, Clone)]
+struct Waiter {
+    conn: usize,
+    req: u64,
+    asker: SocketAddr,
+    flags: i32,
+}
+
+#[derive(Debug)]
+enum State {
+    Creating {
+        conn: usize,
+        since: Instant,
+        waiters: Vec<Waiter>,
+    },
+    Ready {
+        id: i32,
+        creator_uid: u32,
+    },
+}
+
+#[derive(Debug)]
+struct Entry {
+    owner: SocketAddr,
+    created: Instant,
+    state: State,
+}
+
+/// A reply to send: connection, request id, message.
+pub type Reply = (usize, u64, Message);
+
+#[derive(Debug, Default)]
+pub struct KeyTable {
+    keys: BTreeMap<(IpcKind, i32), Entry>,
+}
+
+impl KeyTable {
+    /// A host asks for a key. Returns the replies to send now (none if the
+    /// request must wait for a creator).
+    pub fn get(
+        &mut self,
+        kind: IpcKind,
+        key: i32,
+        flags: i32,
+        asker: SocketAddr,
+        (conn, req): (usize, u64),
+        now: Instant,
+    ) -> Vec<Reply> {
+        let creat = flags & libc::IPC_CREAT != 0;
+        let excl = flags & libc::IPC_EXCL != 0;
+        match self.keys.get_mut(&(kind, key)) {
+            None if creat => {
+                self.keys.insert(
+                    (kind, key),
+                    Entry {
+                        owner: asker,
+                        created: now,
+                        state: State::Creating {
+                            conn,
+                            since: now,
+                            waiters: Vec::new(),
+                        },
+                    },
+                );
+                vec![(
+                    conn,
+                    req,
+                    Message::KeyOwner {
+                        owner: asker,
+                        id: -1,
+                        local_id: -1,
+                    },
+                )]
+            }
+            None => vec![(
+                conn,
+                req,
+                Message::error(
+                    libc::ENOENT,
+                    format!("no distributed {} with key {key:#x}", kind.name()),
+                ),
+            )],
+            Some(Entry {
+                state: State::Creating { waiters, .. },
+                ..
+            }) => {
+                waiters.push(Waiter {
+                    conn,
+                    req,
+                    asker,
+                    flags,
+                });
+                Vec::new()
+            }
+            Some(Entry {
+                owner,
+                state: State::Ready { id, .. },
+                ..
+            }) => vec![(
+                conn,
+                req,
+                ready_reply(kind, key, *owner, *id, creat && excl),
+            )],
+        }
+    }
+
+    /// The creator made the structure. Returns the replies for the waiters
+    /// and for the creator.
+    pub fn commit(
+        &mut self,
+        kind: IpcKind,
+        key: i32,
+        id: i32,
+        creator_uid: u32,
+        conn: usize,
+        req: u64,
+    ) -> Vec<Reply> {
+        let Some(e) = self.keys.get_mut(&(kind, key)) else {
+            return vec![(
+                conn,
+                req,
+                Message::error(libc::ENOENT, "key no longer pending"),
+            )];
+        };
+        let waiters = match &mut e.state {
+            State::Creating {
+                conn: c, waiters, ..
+            } if *c == conn => std::mem::take(waiters),
+            _ => {
+                return vec![(
+                    conn,
+                    req,
+                    Message::error(libc::EPERM, "not this key's creator"),
+                )]
+            }
+        };
+        e.state = State::Ready { id, creator_uid };
+        let owner = e.owner;
+        let mut out: Vec<Reply> = waiters
+            .into_iter()
+            .map(|w| {
+                let excl = w.flags & libc::IPC_CREAT != 0 && w.flags & libc::IPC_EXCL != 0;
+                (w.conn, w.req, ready_reply(kind, key, owner, id, excl))
+            })
+            .collect();
+        out.push((conn, req, Message::Done { value: 0 }));
+        out
+    }
+
+    /// The creator gave up (or vanished): the key is free again and the
+    /// waiters are served afresh (one of them may become the creator).
+    pub fn abort(&mut self, kind: IpcKind, key: i32, conn: usize, now: Instant) -> Vec<Reply> {
+        let waiters = match self.keys.get(&(kind, key)) {
+            Some(Entry {
+                state: State::Creating { conn: c, .. },
+                ..
+            }) if *c == conn => match self.keys.remove(&(kind, key)) {
+                Some(Entry {
+                    state: State::Creating { waiters, .. },
+                    ..
+                }) => waiters,
+                _ => Vec::new(),
+            },
+            _ => return Vec::new(),
+        };
+        let mut out = Vec::new();
+        for w in waiters {
+            out.extend(self.get(kind, key, w.flags, w.asker, (w.conn, w.req), now));
+        }
+        out
+    }
+
+    /// Frees a key after `IPC_RMID`, if it still names that structure.
+    pub fn remove(&mut self, kind: IpcKind, key: i32, id: i32) -> bool {
+        match self.keys.get(&(kind, key)) {
+            Some(Entry {
+                state: State::Ready { id: have, .. },
+                ..
+            }) if *have == id => {
+                self.keys.remove(&(kind, key));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Administrative removal, whatever the state. Waiters get `EIDRM`.
+    pub fn drop_key(&mut self, kind: IpcKind, key: i32) -> Option<Vec<Reply>> {
+        let e = self.keys.remove(&(kind, key))?;
+        Some(match e.state {
+            State::Creating { waiters, .. } => waiters
+                .into_iter()
+                .map(|w| {
+                    (
+                        w.conn,
+                        w.req,
+                        Message::error(libc::EIDRM, "key removed by the administrator"),
+                    )
+                })
+                .collect(),
+            State::Ready { .. } => Vec::new(),
+        })
+    }
+
+    /// A connection closed: creations it had not finished are aborted, and
+    /// its waiting requests forgotten.
+    pub fn conn_closed(&mut self, conn: usize, now: Instant) -> Vec<Reply> {
+        for e in self.keys.values_mut() {
+            if let State::Creating { waiters, .. } = &mut e.state {
+                waiters.retain(|w| w.conn != conn);
+            }
+        }
+        let orphans: Vec<(IpcKind, i32)> = self
+            .keys
+            .iter()
+            .filter(|(_, e)| matches!(e.state, State::Creating { conn: c, .. } if c == conn))
+            .map(|(k, _)| *k)
+            .collect();
+        let mut out = Vec::new();
+        for (kind, key) in orphans {
+            out.extend(self.abort(kind, key, conn, now));
+        }
+        out
+    }
+
+    /// Creations not committed within `timeout` are aborted.
+    pub fn expire(&mut self, now: Instant, timeout: Duration) -> Vec<Reply> {
+        let late: Vec<(IpcKind, i32, usize)> = self
+            .keys
+            .iter()
+            .filter_map(|(k, e)| match e.state {
+                State::Creating { conn, since, .. } if now.duration_since(since) > timeout => {
+                    Some((k.0, k.1, conn))
+                }
+                _ => None,
+            })
+            .collect();
+        let mut out = Vec::new();
+        for (kind, key, conn) in late {
+            out.extend(self.abort(kind, key, conn, now));
+        }
+        out
+    }
+
+    pub fn list(&self, now: Instant) -> Vec<KeyInfo> {
+        self.keys
+            .iter()
+            .filter_map(|((kind, key), e)| match e.state {
+                State::Ready { id, creator_uid } => Some(KeyInfo {
+                    kind: *kind,
+                    key: *key,
+                    owner: e.owner,
+                    id,
+                    creator_uid,
+                    age_ms: now.duration_since(e.created).as_millis() as u64,
+                }),
+                State::Creating { .. } => None,
+            })
+            .collect()
+    }
+}
+
+fn ready_reply(kind: IpcKind, key: i32, owner: SocketAddr, id: i32, excl: bool) -> Message {
+    if excl {
+        Message::error(
+            libc::EEXIST,
+            format!(
+                "distributed {} with key {key:#x} exists (on {owner})",
+                kind.name()
+            ),
+        )
+    } else {
+        Message::KeyOwner {
+            owner,
+            id,
+            local_id: id,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CREAT: i32 = libc::IPC_CREAT;
+    const EXCL: i32 = libc::IPC_CREAT | libc::IPC_EXCL;
+
+    fn errno(m: &Message) -> i32 {
+        match m {
+            Message::Error { errno, .. } => *errno,
+            _ => 0,
+        }
+    }
+
+    #[test]
+    fn race_has_one_creator_and_excl_losers_get_eexist() {
+        let (h1, h2, h3) = (
+            "10.0.0.1:7100".parse().unwrap(),
+            "10.0.0.2:7100".parse().unwrap(),
+            "10.0.0.3:7100".parse().unwrap(),
+        );
+        let now = Instant::now();
+        let mut t = KeyTable::default();
+        assert_eq!(
+            errno(&t.get(IpcKind::Msg, 5, 0, h1, (1, 1), now)[0].2),
+            libc::ENOENT
+        );
+        let r = t.get(IpcKind::Msg, 5, EXCL, h1, (1, 2), now);
+        assert!(matches!(r[0].2, Message::KeyOwner { id: -1, .. }));
+        assert!(t.get(IpcKind::Msg, 5, EXCL, h2, (2, 1), now).is_empty());
+        assert!(t.get(IpcKind::Msg, 5, CREAT, h3, (3, 1), now).is_empty());
+        let r = t.commit(IpcKind::Msg, 5, 42, 1000, 1, 3);
+        assert_eq!(r.len(), 3);
+        assert_eq!(errno(&r[0].2), libc::EEXIST);
+        assert!(matches!(r[1].2, Message::KeyOwner { id: 42, owner, .. } if owner == h1));
+        assert!(matches!(r[2].2, Message::Done { .. }));
+        // Another kind with the same key is another structure.
+        assert_eq!(
+            errno(&t.get(IpcKind::Sem, 5, 0, h1, (1, 9), now)[0].2),
+            libc::ENOENT
+        );
+        assert_eq!(t.list(now).len(), 1);
+        assert!(!t.remove(IpcKind::Msg, 5, 41));
+        assert!(t.remove(IpcKind::Msg, 5, 42));
+        assert!(t.list(now).is_empty());
+    }
+
+    #[test]
+    fn vanished_creator_hands_creation_to_a_waiter() {
+        let (h1, h2) = (
+            "10.0.0.1:7100".parse().unwrap(),
+            "10.0.0.2:7100".parse().unwrap(),
+        );
+        let now = Instant::now();
+        let mut t = KeyTable::default();
+        t.get(IpcKind::Sem, 7, CREAT, h1, (1, 1), now);
+        assert!(t.get(IpcKind::Sem, 7, CREAT, h2, (2, 1), now).is_empty());
+        let r = t.conn_closed(1, now);
+        assert_eq!(r.len(), 1);
+        assert!(matches!(r[0], (2, 1, Message::KeyOwner { id: -1, owner, .. }) if owner == h2));
+        let r = t.expire(now + Duration::from_secs(10), Duration::from_secs(1));
+        assert!(r.is_empty());
+        assert!(t.list(now).is_empty());
+    }
+}

@@ -1,0 +1,708 @@
+//! Helpers shared by the integration tests that run a real dipc cluster on
+//! this machine (see "One machine can play a whole cluster" in DESIGN.md).
+//!
+//! A [`Cluster`] drives `tools/cluster`: every simulated host has its own
+//! network namespace (address 10.66.0.I) and IPC namespace, and runs a real
+//! `dipcd`. The guard holds an exclusive `flock` on `/run/dipc-cluster.lock`
+//! for its whole life, so tests in different threads or processes never share
+//! or tear down each other's cluster; it runs `tools/cluster down` on drop.
+//!
+//! Tests that need namespaces fail loudly (panic) where they are missing:
+//! they never pass by skipping.
+//!
+//! Binaries come from `$DIPC_BIN_DIR`, else from the directory cargo built
+//! this test's `dipcref` into (`target/release` under `cargo test --release`),
+//! so `dipcd` must have been built with the same profile (`cargo test
+//! --workspace` and `tools/test` do that).
+#![allow(dead_code)]
+
+use std::ffi::OsStr;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::io::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
+
+/// The simulated hosts' network: host I has address `10.66.0.I`.
+pub const SUBNET: &str = "10.66.0";
+/// Port of every host's dipcd (front end).
+pub const HOST_PORT: u16 = 7100;
+/// Port of the referee, on host 1.
+pub const REFEREE_PORT: u16 = 7101;
+/// Heartbeat timeout written into the generated configs.
+pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_millis(1500);
+/// The lock that serialises every user of the namespaces.
+pub const LOCK_FILE: &str = "/run/dipc-cluster.lock";
+
+/// Time limit for a `tools/cluster` command (`up` itself waits at most 30 s).
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(120);
+/// Time limit for a command run on a host with [`Cluster::exec`].
+const EXEC_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Address of simulated host `i`.
+pub fn host_addr(i: usize) -> String {
+    format!("{SUBNET}.{i}")
+}
+
+/// The workspace root (the parent of this package's manifest directory).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("CARGO_MANIFEST_DIR has a parent")
+        .to_path_buf()
+}
+
+/// `tools/cluster`.
+pub fn cluster_script() -> PathBuf {
+    repo_root().join("tools").join("cluster")
+}
+
+/// The cluster's state directory (`$DIPC_CLUSTER_DIR`, default `/run/dipc-cluster`).
+pub fn state_dir() -> PathBuf {
+    std::env::var_os("DIPC_CLUSTER_DIR")
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/run/dipc-cluster"))
+}
+
+/// Where `dipcd` and `dipcref` are taken from.
+pub fn bin_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("DIPC_BIN_DIR").filter(|s| !s.is_empty()) {
+        return PathBuf::from(d);
+    }
+    Path::new(env!("CARGO_BIN_EXE_dipcref"))
+        .parent()
+        .expect("dipcref has a parent directory")
+        .to_path_buf()
+}
+
+/// Panics (never skips) unless this machine can run simulated hosts: root,
+/// `ip netns`, `nsenter`, `unshare`, and the binaries under test.
+pub fn require_namespaces() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    assert!(
+        euid == 0,
+        "these tests run real dipc daemons in network and IPC namespaces and must run as \
+         root (euid is {euid}); run them with tools/test as root. They never skip."
+    );
+    let ip = Command::new("ip").args(["netns", "list"]).output();
+    match ip {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => panic!(
+            "`ip netns list` failed ({}): {}; network namespaces are required \
+             (install iproute2, run as root). These tests never skip.",
+            o.status,
+            String::from_utf8_lossy(&o.stderr).trim()
+        ),
+        Err(e) => panic!(
+            "cannot run `ip` ({e}): install iproute2; network namespaces are required. \
+             These tests never skip."
+        ),
+    }
+    for tool in ["nsenter", "unshare", "setsid", "ipcs"] {
+        match Command::new(tool).arg("--version").output() {
+            Ok(o) if o.status.success() => {}
+            _ => {
+                panic!("`{tool}` is missing or broken: install util-linux. These tests never skip.")
+            }
+        }
+    }
+    let script = cluster_script();
+    let mode = fs::metadata(&script)
+        .unwrap_or_else(|e| panic!("{}: {e}", script.display()))
+        .permissions()
+        .mode();
+    assert!(mode & 0o111 != 0, "{} is not executable", script.display());
+    let bin = bin_dir();
+    for b in ["dipcd", "dipcref"] {
+        let p = bin.join(b);
+        assert!(
+            p.is_file(),
+            "{} does not exist: build the daemons with the same profile as the tests \
+             (e.g. `cargo build --release --workspace --bins` before `cargo test --release`, \
+             or just run tools/test), or point DIPC_BIN_DIR at them",
+            p.display()
+        );
+    }
+    if std::env::var_os("DIPC_BIN_DIR").is_none() {
+        warn_if_dipcd_stale(&bin.join("dipcd"));
+    }
+}
+
+/// Warns (on stderr, shown when a test fails) when a source file of dipcd is
+/// newer than the binary: the test would then run an old daemon.
+fn warn_if_dipcd_stale(dipcd: &Path) {
+    let Ok(built) = fs::metadata(dipcd).and_then(|m| m.modified()) else {
+        return;
+    };
+    let root = repo_root();
+    let mut newest: Option<(SystemTime, PathBuf)> = None;
+    for krate in [
+        "back_end",
+        "common",
+        "front_end",
+        "referee",
+        "employer",
+        "worker",
+    ] {
+        let dir = root.join(krate);
+        visit_sources(&dir, &mut |p, t| {
+            let newer = match &newest {
+                Some((n, _)) => t > *n,
+                None => true,
+            };
+            if newer {
+                newest = Some((t, p.to_path_buf()));
+            }
+        });
+    }
+    if let Some((t, p)) = newest {
+        if t > built {
+            eprintln!(
+                "WARNING: {} is newer than {}: the tests run a stale dipcd \
+                 (rebuild with the same profile, or use tools/test)",
+                p.display(),
+                dipcd.display()
+            );
+        }
+    }
+}
+
+fn visit_sources(dir: &Path, f: &mut dyn FnMut(&Path, SystemTime)) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        let Ok(m) = e.metadata() else { continue };
+        if m.is_dir() {
+            if p.file_name() != Some(OsStr::new("target")) {
+                visit_sources(&p, f);
+            }
+        } else if p.extension() == Some(OsStr::new("rs"))
+            || p.file_name() == Some(OsStr::new("Cargo.toml"))
+        {
+            if let Ok(t) = m.modified() {
+                f(&p, t);
+            }
+        }
+    }
+}
+
+/// Runs `cmd` (stdin from /dev/null, output captured) and waits at most
+/// `timeout`; on time-out kills its process group and panics.
+pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Output {
+    try_run_with_timeout(cmd, timeout).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// As [`run_with_timeout`], but returns an error instead of panicking.
+pub fn try_run_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<Output, String> {
+    let desc = format!("{cmd:?}");
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start {desc}: {e}"))?;
+    let out_rx = drain(child.stdout.take().expect("piped stdout"));
+    let err_rx = drain(child.stderr.take().expect("piped stderr"));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            break Some(st);
+        }
+        if start.elapsed() > timeout {
+            kill_group(&mut child);
+            break None;
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    // A daemon that inherited the pipes would keep them open: bound the wait.
+    let grace = Duration::from_secs(5);
+    let stdout = out_rx.recv_timeout(grace).unwrap_or_default();
+    let stderr = err_rx.recv_timeout(grace).unwrap_or_default();
+    match status {
+        Some(status) => Ok(Output {
+            status,
+            stdout,
+            stderr,
+        }),
+        None => Err(format!(
+            "{desc} did not finish within {timeout:?}; killed.\nstdout:\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&stdout),
+            String::from_utf8_lossy(&stderr)
+        )),
+    }
+}
+
+fn drain<R: Read + Send + 'static>(mut r: R) -> mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = r.read_to_end(&mut buf);
+        let _ = tx.send(buf);
+    });
+    rx
+}
+
+/// SIGKILLs the process group led by `child` (spawned with `process_group(0)`)
+/// and reaps the child.
+pub fn kill_group(child: &mut Child) {
+    if let Ok(pid) = i32::try_from(child.id()) {
+        // SAFETY: plain kill(2) on a process group we created.
+        unsafe {
+            libc::kill(-pid, libc::SIGKILL);
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Polls `f` every 100 ms until it returns true or `timeout` passes; returns
+/// the time it took, or `None` on time-out.
+pub fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    loop {
+        if f() {
+            return Some(start.elapsed());
+        }
+        if start.elapsed() > timeout {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Formats a command's result for assertion messages.
+pub fn describe(out: &Output) -> String {
+    format!(
+        "status: {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// One row of `dipcref hosts --json`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostRow {
+    pub address: String,
+    pub port: u16,
+    pub state: String,
+    pub last_heard_ms: u64,
+    pub version: u64,
+}
+
+impl HostRow {
+    pub fn is_up(&self) -> bool {
+        self.state == "up"
+    }
+}
+
+/// Parses the output of `dipcref hosts --json`.
+pub fn parse_hosts_json(text: &str) -> Result<Vec<HostRow>, String> {
+    let v: serde_json::Value = serde_json::from_str(text.trim())
+        .map_err(|e| format!("`dipcref hosts --json` printed invalid JSON ({e}): {text:?}"))?;
+    let hosts = v
+        .get("hosts")
+        .and_then(|h| h.as_array())
+        .ok_or_else(|| format!("no \"hosts\" array in {text:?}"))?;
+    hosts
+        .iter()
+        .map(|h| {
+            let s = |k: &str| {
+                h.get(k)
+                    .and_then(|x| x.as_str())
+                    .map(str::to_owned)
+                    .ok_or_else(|| format!("host entry without string {k:?}: {h}"))
+            };
+            let n = |k: &str| {
+                h.get(k)
+                    .and_then(|x| x.as_u64())
+                    .ok_or_else(|| format!("host entry without unsigned {k:?}: {h}"))
+            };
+            let state = s("state")?;
+            if state != "up" && state != "down" {
+                return Err(format!("host state must be \"up\" or \"down\": {h}"));
+            }
+            Ok(HostRow {
+                address: s("address")?,
+                port: u16::try_from(n("port")?).map_err(|_| format!("bad port in {h}"))?,
+                state,
+                last_heard_ms: n("last_heard_ms")?,
+                version: n("version")?,
+            })
+        })
+        .collect()
+}
+
+/// 32 random bytes, hex-encoded: the cluster secret format.
+pub fn random_secret_hex() -> String {
+    let mut b = [0u8; 32];
+    File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .expect("read /dev/urandom");
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Writes a secret file (one hex line, mode 0600).
+pub fn write_secret_file(path: &Path, hex: &str) {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    writeln!(f, "{hex}").expect("write secret");
+}
+
+/// The settings of one dipcd's `dipc.conf`, with the cluster's defaults.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    pub runtime_dir: PathBuf,
+    pub secret_file: PathBuf,
+    pub address: String,
+    pub port: u16,
+    pub arbiter: bool,
+    pub shm_mode: String,
+}
+
+impl DaemonConfig {
+    /// A non-arbiter host at `address:port`, using the cluster's secret and a
+    /// runtime dir under `dir`.
+    pub fn extra(dir: &Path, address: &str, port: u16) -> DaemonConfig {
+        DaemonConfig {
+            runtime_dir: dir.join("run"),
+            secret_file: state_dir().join("secret"),
+            address: address.to_owned(),
+            port,
+            arbiter: false,
+            shm_mode: "page".to_owned(),
+        }
+    }
+
+    /// The file's text, in the same format `tools/cluster` writes.
+    pub fn to_toml(&self) -> String {
+        format!(
+            r#"runtime_dir = "{runtime_dir}"
+secret_file = "{secret_file}"
+max_frame = 1048576
+
+[host]
+address = "{address}"
+port = {port}
+arbiter = {arbiter}
+
+[referee]
+address = "{subnet}.1"
+port = {referee_port}
+
+[timeouts]
+connect_ms = 1000
+request_ms = 5000
+heartbeat_interval_ms = 250
+heartbeat_timeout_ms = 1500
+
+[cluster]
+allowed_hosts = ["{subnet}.0/25"]
+
+[shm]
+mode = "{shm_mode}"
+quantum_ms = 10
+"#,
+            runtime_dir = self.runtime_dir.display(),
+            secret_file = self.secret_file.display(),
+            address = self.address,
+            port = self.port,
+            arbiter = self.arbiter,
+            subnet = SUBNET,
+            referee_port = REFEREE_PORT,
+            shm_mode = self.shm_mode,
+        )
+    }
+
+    pub fn write(&self, path: &Path) {
+        fs::write(path, self.to_toml()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
+}
+
+/// A dipcd started by a test in some host's namespaces besides the cluster's
+/// own (e.g. an intruder). Killed (whole process group) on drop.
+pub struct ExtraDaemon {
+    child: Option<Child>,
+    log: PathBuf,
+    status: Option<ExitStatus>,
+}
+
+impl ExtraDaemon {
+    /// Returns the exit status if it exits within `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        if self.status.is_some() {
+            return self.status;
+        }
+        let child = self.child.as_mut()?;
+        let start = Instant::now();
+        loop {
+            if let Some(st) = child.try_wait().expect("try_wait") {
+                self.status = Some(st);
+                return Some(st);
+            }
+            if start.elapsed() > timeout {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Whether it is still running.
+    pub fn running(&mut self) -> bool {
+        self.wait_exit(Duration::ZERO).is_none() && self.child.is_some()
+    }
+
+    /// SIGKILLs it and everything in its process group.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            if self.status.is_none() {
+                kill_group(&mut c);
+            }
+        }
+    }
+
+    /// Its stdout and stderr so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for ExtraDaemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A running simulated cluster; see the module docs.
+pub struct Cluster {
+    n: usize,
+    _lock: File,
+}
+
+impl Cluster {
+    /// Takes the cluster lock, clears any left-over cluster and starts `n` hosts.
+    pub fn up(n: usize) -> Cluster {
+        Self::up_with(n, &[])
+    }
+
+    /// As [`Cluster::up`], with extra `tools/cluster up` arguments
+    /// (e.g. `["--shm-mode", "segment"]`).
+    pub fn up_with(n: usize, args: &[&str]) -> Cluster {
+        require_namespaces();
+        let lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(LOCK_FILE)
+            .unwrap_or_else(|e| panic!("cannot open {LOCK_FILE}: {e}"));
+        loop {
+            // SAFETY: flock on a file descriptor we own.
+            let r = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
+            if r == 0 {
+                break;
+            }
+            let e = std::io::Error::last_os_error();
+            assert!(
+                e.kind() == std::io::ErrorKind::Interrupted,
+                "flock {LOCK_FILE}: {e}"
+            );
+        }
+        // From here on Drop runs `down`, even if `up` panics.
+        let cluster = Cluster { n, _lock: lock };
+        let out = cluster.script(&["down"]);
+        assert!(
+            out.status.success(),
+            "tools/cluster down failed:\n{}",
+            describe(&out)
+        );
+        let n_arg = n.to_string();
+        let mut up_args = vec!["up", n_arg.as_str()];
+        up_args.extend_from_slice(args);
+        let out = cluster.script(&up_args);
+        assert!(
+            out.status.success(),
+            "tools/cluster {} failed:\n{}",
+            up_args.join(" "),
+            describe(&out)
+        );
+        cluster
+    }
+
+    /// Number of hosts.
+    pub fn size(&self) -> usize {
+        self.n
+    }
+
+    /// A `tools/cluster` command with this test's binary directory.
+    pub fn script_command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(cluster_script());
+        c.args(args).env("DIPC_BIN_DIR", bin_dir());
+        c
+    }
+
+    /// Runs `tools/cluster ARGS` (time-limited).
+    pub fn script(&self, args: &[&str]) -> Output {
+        run_with_timeout(&mut self.script_command(args), SCRIPT_TIMEOUT)
+    }
+
+    /// A command that runs `args` on host `host` (not started).
+    pub fn exec_command(&self, host: usize, args: &[&str]) -> Command {
+        let h = host.to_string();
+        let mut all = vec!["exec", h.as_str(), "--"];
+        all.extend_from_slice(args);
+        self.script_command(&all)
+    }
+
+    /// Runs `args` on host `host` and returns its output (time-limited).
+    pub fn exec(&self, host: usize, args: &[&str]) -> Output {
+        run_with_timeout(&mut self.exec_command(host, args), EXEC_TIMEOUT)
+    }
+
+    /// Runs `args` on host `host`, panics unless it succeeds, returns stdout.
+    pub fn exec_ok(&self, host: usize, args: &[&str]) -> String {
+        let out = self.exec(host, args);
+        assert!(
+            out.status.success(),
+            "on host {host}: {} failed:\n{}",
+            args.join(" "),
+            describe(&out)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `dipcref hosts --json` on host `host`, or why it failed.
+    pub fn try_dipcref_hosts(&self, host: usize) -> Result<Vec<HostRow>, String> {
+        let out = self.exec(host, &["dipcref", "hosts", "--json"]);
+        if !out.status.success() {
+            return Err(format!(
+                "dipcref hosts --json on host {host} failed:\n{}",
+                describe(&out)
+            ));
+        }
+        parse_hosts_json(&String::from_utf8_lossy(&out.stdout))
+    }
+
+    /// `dipcref hosts --json` on host `host`; panics if it fails.
+    pub fn dipcref_hosts(&self, host: usize) -> Vec<HostRow> {
+        self.try_dipcref_hosts(host)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// State of the host at `address` in `dipcref hosts` run on `from`
+    /// (`None` if not listed or dipcref failed).
+    pub fn host_state(&self, from: usize, address: &str) -> Option<String> {
+        self.try_dipcref_hosts(from)
+            .ok()?
+            .into_iter()
+            .find(|r| r.address == address)
+            .map(|r| r.state)
+    }
+
+    /// Kills every process of host `i` (`tools/cluster stop i`).
+    pub fn stop(&self, i: usize) {
+        let out = self.script(&["stop", &i.to_string()]);
+        assert!(
+            out.status.success(),
+            "tools/cluster stop {i} failed:\n{}",
+            describe(&out)
+        );
+    }
+
+    /// Starts host `i`'s dipcd again and waits until it is up (`tools/cluster start i`).
+    pub fn start(&self, i: usize) {
+        let out = self.script(&["start", &i.to_string()]);
+        assert!(
+            out.status.success(),
+            "tools/cluster start {i} failed:\n{}",
+            describe(&out)
+        );
+    }
+
+    /// Host `i`'s dipcd log so far.
+    pub fn log(&self, i: usize) -> String {
+        fs::read_to_string(state_dir().join(format!("h{i}")).join("dipcd.log"))
+            .unwrap_or_else(|e| format!("(no log for host {i}: {e})"))
+    }
+
+    /// Every host's log, for failure messages.
+    pub fn all_logs(&self) -> String {
+        let mut s = String::new();
+        for i in 1..=self.n {
+            s.push_str(&format!(
+                "----- host {i} dipcd.log -----\n{}\n",
+                self.log(i)
+            ));
+        }
+        s
+    }
+
+    /// `tools/cluster down` (also run on drop).
+    pub fn down(&self) -> Output {
+        self.script(&["down"])
+    }
+
+    /// A fresh directory for a test's own files, inside the state dir
+    /// (removed by `down`).
+    pub fn scratch_dir(&self, name: &str) -> PathBuf {
+        let d = state_dir().join(name);
+        fs::create_dir_all(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display()));
+        d
+    }
+
+    /// Starts `dipcd -c <config>` in host `host`'s namespaces, output to
+    /// `<dir>/dipcd.log`. `RUST_LOG` defaults to `info`.
+    pub fn spawn_dipcd(&self, host: usize, config: &Path, dir: &Path) -> ExtraDaemon {
+        let log = dir.join("dipcd.log");
+        let f = File::create(&log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+        let f2 = f.try_clone().expect("dup log file");
+        let config = config.to_str().expect("utf-8 config path");
+        let mut cmd = self.exec_command(host, &["dipcd", "-c", config]);
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "info");
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(f)
+            .stderr(f2)
+            .process_group(0);
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        ExtraDaemon {
+            child: Some(child),
+            log,
+            status: None,
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            eprintln!(
+                "(test failed: the cluster's logs follow)\n{}",
+                self.all_logs()
+            );
+        }
+        match try_run_with_timeout(&mut self.script_command(&["down"]), SCRIPT_TIMEOUT) {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => eprintln!("tools/cluster down failed:\n{}", describe(&o)),
+            Err(e) => eprintln!("tools/cluster down: {e}"),
+        }
+    }
+}
