@@ -252,6 +252,14 @@ impl Link {
             }
         }
         let flushed = self.conn.as_mut().map(|c| c.flush());
+        if eof && matches!(self.state, State::AwaitChallenge(_)) {
+            // The referee drops a peer it does not allow without a word.
+            warn!(
+                "the referee at {} closed the connection before authentication; is {} in its cluster.allowed_hosts?",
+                config.referee_addr(),
+                config.host.address
+            );
+        }
         if eof || matches!(flushed, Some(Err(_))) {
             self.reset(registry, out);
         }

@@ -8,7 +8,7 @@
 use clap::{Parser, Subcommand};
 use dipc::client::{Client, ClientError};
 use dipc_common::config::Config;
-use dipc_common::wire::{HostInfo, Message};
+use dipc_common::wire::{HostInfo, IpcKind, KeyInfo, Message};
 use serde_json::json;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -36,6 +36,16 @@ struct Args {
 enum Command {
     /// List the hosts of the cluster: address, state, when last heard from
     Hosts,
+    /// List the distributed keys: kind, key, owner host, id there, creator
+    Keys,
+    /// Forget a stale key (its structure is gone but the referee still
+    /// lists it); every host drops its placeholder
+    RmKey {
+        /// msg, sem or shm
+        kind: String,
+        /// The key, decimal or 0x-hex
+        key: String,
+    },
     /// Measure a round trip to another host's daemon through this host's
     /// dipcd (connect, authenticate, ping)
     Ping {
@@ -56,6 +66,8 @@ fn main() -> ExitCode {
     };
     let result = match &args.command {
         Command::Hosts => hosts(&config, args.json),
+        Command::Keys => keys(&config, args.json),
+        Command::RmKey { kind, key } => rm_key(&config, kind, key),
         Command::Ping { host, count } => ping(&config, host, *count, args.json),
     };
     match result {
@@ -104,6 +116,73 @@ fn hosts(config: &Config, as_json: bool) -> Result<(), ClientError> {
             format!("{} ago", secs(h.joined_ms)),
         );
     }
+    Ok(())
+}
+
+fn keys(config: &Config, as_json: bool) -> Result<(), ClientError> {
+    let mut c = admin_client(config)?;
+    let keys = match c.call(&Message::ListKeys)? {
+        Message::Keys { keys } => keys,
+        other => return Err(ClientError::Unexpected(other.kind().name())),
+    };
+    if as_json {
+        let rows: Vec<_> = keys.iter().map(key_json).collect();
+        println!("{}", json!({ "keys": rows }));
+        return Ok(());
+    }
+    println!(
+        "{:<4} {:>10}  {:<28} {:>10} {:>8} {:>10}",
+        "KIND", "KEY", "OWNER", "ID", "CREATOR", "AGE"
+    );
+    for k in &keys {
+        println!(
+            "{:<4} {:>10}  {:<28} {:>10} {:>8} {:>10}",
+            k.kind.name(),
+            format!("{:#x}", k.key),
+            k.owner.to_string(),
+            k.id,
+            k.creator_uid,
+            secs(k.age_ms),
+        );
+    }
+    Ok(())
+}
+
+fn key_json(k: &KeyInfo) -> serde_json::Value {
+    json!({
+        "kind": k.kind.name(),
+        "key": format!("{:#x}", k.key),
+        "owner": k.owner.to_string(),
+        "id": k.id,
+        "creator_uid": k.creator_uid,
+        "age_ms": k.age_ms,
+    })
+}
+
+fn bad(msg: String) -> ClientError {
+    ClientError::Remote {
+        errno: libc::EINVAL,
+        message: msg,
+    }
+}
+
+fn rm_key(config: &Config, kind: &str, key: &str) -> Result<(), ClientError> {
+    let kind = match kind {
+        "msg" => IpcKind::Msg,
+        "sem" => IpcKind::Sem,
+        "shm" => IpcKind::Shm,
+        other => return Err(bad(format!("unknown kind {other:?} (msg, sem or shm)"))),
+    };
+    let parsed = match key.strip_prefix("0x").or_else(|| key.strip_prefix("0X")) {
+        Some(hex) => u32::from_str_radix(hex, 16).map(|v| v as i32),
+        None => key
+            .parse::<i32>()
+            .or_else(|_| key.parse::<u32>().map(|v| v as i32)),
+    };
+    let key = parsed.map_err(|_| bad(format!("{key:?} is not a key (decimal or 0x-hex)")))?;
+    let mut c = admin_client(config)?;
+    c.call(&Message::DropKey { kind, key })?;
+    println!("removed {} key {key:#x}", kind.name());
     Ok(())
 }
 
