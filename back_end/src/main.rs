@@ -364,7 +364,9 @@ impl Daemon<'_> {
             msg @ (Message::Ping { target: Some(_) }
             | Message::MsgSnd { .. }
             | Message::MsgRcv { .. }
-            | Message::MsgCtl { .. }) => {
+            | Message::MsgCtl { .. }
+            | Message::SemOp { .. }
+            | Message::SemCtl { .. }) => {
                 self.hand_off(c, id, msg);
                 return Handled::HandedOff;
             }

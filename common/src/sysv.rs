@@ -2,7 +2,7 @@
 //! makes them on a remote caller's behalf) and the library. Errors are the
 //! raw `errno` values, because those are what the caller must see.
 
-use crate::wire::{IpcPerm, IpcSet, MsqInfo};
+use crate::wire::{IpcPerm, IpcSet, MsqInfo, SemBuf, SemInfo};
 use std::io;
 use std::mem::size_of;
 
@@ -143,6 +143,106 @@ pub fn msgctl_set(id: i32, set: &IpcSet) -> Result<(), i32> {
 pub fn msgctl_rmid(id: i32) -> Result<(), i32> {
     // SAFETY: IPC_RMID takes no buffer.
     if unsafe { libc::msgctl(id, libc::IPC_RMID, std::ptr::null_mut()) } < 0 {
+        return Err(errno());
+    }
+    Ok(())
+}
+
+pub fn sem_from(ds: &libc::semid_ds) -> SemInfo {
+    SemInfo {
+        perm: perm_from(&ds.sem_perm),
+        otime: ds.sem_otime,
+        ctime: ds.sem_ctime,
+        nsems: ds.sem_nsems,
+    }
+}
+
+pub fn sem_into(info: &SemInfo, ds: &mut libc::semid_ds) {
+    perm_into(&info.perm, &mut ds.sem_perm);
+    ds.sem_otime = info.otime;
+    ds.sem_ctime = info.ctime;
+    ds.sem_nsems = info.nsems;
+}
+
+/// `semop`, or `semtimedop` when a time-out is given.
+pub fn semop(id: i32, ops: &[SemBuf], timeout_ns: Option<u64>) -> Result<(), i32> {
+    let mut bufs: Vec<libc::sembuf> = ops
+        .iter()
+        .map(|o| libc::sembuf {
+            sem_num: o.num,
+            sem_op: o.op,
+            sem_flg: o.flg,
+        })
+        .collect();
+    let ts = timeout_ns.map(|ns| libc::timespec {
+        tv_sec: (ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (ns % 1_000_000_000) as libc::c_long,
+    });
+    let tsp = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: bufs holds bufs.len() sembufs; tsp is null or a timespec.
+    let r = unsafe { libc::syscall(libc::SYS_semtimedop, id, bufs.as_mut_ptr(), bufs.len(), tsp) };
+    if r < 0 {
+        Err(errno())
+    } else {
+        Ok(())
+    }
+}
+
+/// `semctl` for the commands that take an int or nothing and return an int
+/// (`GETVAL`, `SETVAL`, `GETPID`, `GETNCNT`, `GETZCNT`, `IPC_RMID`).
+pub fn semctl_int(id: i32, num: i32, cmd: i32, val: i32) -> Result<i32, i32> {
+    // SAFETY: these commands take an int argument (or ignore it).
+    let r = unsafe { libc::semctl(id, num, cmd, val as libc::c_long) };
+    if r < 0 {
+        Err(errno())
+    } else {
+        Ok(r)
+    }
+}
+
+pub fn semctl_stat(id: i32) -> Result<SemInfo, i32> {
+    // SAFETY: semid_ds is plain data; zero is a valid value.
+    let mut ds: libc::semid_ds = unsafe { std::mem::zeroed() };
+    // SAFETY: IPC_STAT takes a pointer to a semid_ds.
+    if unsafe { libc::semctl(id, 0, libc::IPC_STAT, &mut ds as *mut libc::semid_ds) } < 0 {
+        return Err(errno());
+    }
+    Ok(sem_from(&ds))
+}
+
+pub fn semctl_set(id: i32, set: &IpcSet) -> Result<(), i32> {
+    // SAFETY: as above.
+    let mut ds: libc::semid_ds = unsafe { std::mem::zeroed() };
+    ds.sem_perm.uid = set.uid;
+    ds.sem_perm.gid = set.gid;
+    ds.sem_perm.mode = set.mode as libc::c_ushort;
+    // SAFETY: IPC_SET takes a pointer to a semid_ds.
+    if unsafe { libc::semctl(id, 0, libc::IPC_SET, &mut ds as *mut libc::semid_ds) } < 0 {
+        return Err(errno());
+    }
+    Ok(())
+}
+
+pub fn semctl_getall(id: i32) -> Result<Vec<u16>, i32> {
+    let n = semctl_stat(id)?.nsems as usize;
+    let mut vals = vec![0u16; n];
+    // SAFETY: GETALL writes nsems shorts into vals.
+    if unsafe { libc::semctl(id, 0, libc::GETALL, vals.as_mut_ptr()) } < 0 {
+        return Err(errno());
+    }
+    Ok(vals)
+}
+
+pub fn semctl_setall(id: i32, vals: &[u16]) -> Result<(), i32> {
+    // The kernel reads nsems values: refuse a short array rather than let
+    // it read past ours.
+    if (semctl_stat(id)?.nsems as usize) != vals.len() {
+        return Err(libc::EINVAL);
+    }
+    // SAFETY: SETALL reads nsems shorts from vals, which has that many.
+    if unsafe { libc::semctl(id, 0, libc::SETALL, vals.as_ptr()) } < 0 {
         return Err(errno());
     }
     Ok(())

@@ -157,6 +157,35 @@ pub struct MsqInfo {
     pub lrpid: i32,
 }
 
+/// One `struct sembuf`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SemBuf {
+    pub num: u16,
+    pub op: i16,
+    pub flg: i16,
+}
+
+/// A semaphore set's `struct semid_ds`, as read on its owner host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SemInfo {
+    pub perm: IpcPerm,
+    pub otime: i64,
+    pub ctime: i64,
+    pub nsems: u64,
+}
+
+/// The argument of a `semctl` command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SemArg {
+    None,
+    /// `SETVAL`.
+    Val(i32),
+    /// `SETALL`.
+    All(Vec<u16>),
+    /// `IPC_SET`.
+    Set(IpcSet),
+}
+
 /// The fields `IPC_SET` may change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct IpcSet {
@@ -220,6 +249,10 @@ kinds! {
     MsgData = 72,
     MsgCtl = 73,
     MsqStat = 74,
+    SemOp = 80,
+    SemCtl = 81,
+    SemVals = 82,
+    SemStat = 83,
 }
 
 /// Every message of the protocol.
@@ -366,6 +399,27 @@ pub enum Message {
     MsqStat {
         info: MsqInfo,
     },
+    /// `semop`, or `semtimedop` with a time-out in nanoseconds.
+    SemOp {
+        target: SocketAddr,
+        id: i32,
+        ops: Vec<SemBuf>,
+        timeout_ns: Option<u64>,
+    },
+    SemCtl {
+        target: SocketAddr,
+        id: i32,
+        num: i32,
+        cmd: i32,
+        arg: SemArg,
+    },
+    /// The reply to `GETALL`.
+    SemVals {
+        vals: Vec<u16>,
+    },
+    SemStat {
+        info: SemInfo,
+    },
 }
 
 impl Message {
@@ -403,6 +457,10 @@ impl Message {
             Message::MsgData { .. } => Kind::MsgData,
             Message::MsgCtl { .. } => Kind::MsgCtl,
             Message::MsqStat { .. } => Kind::MsqStat,
+            Message::SemOp { .. } => Kind::SemOp,
+            Message::SemCtl { .. } => Kind::SemCtl,
+            Message::SemVals { .. } => Kind::SemVals,
+            Message::SemStat { .. } => Kind::SemStat,
         }
     }
 
@@ -568,10 +626,7 @@ impl Message {
                 }
             }
             Message::MsqStat { info } => {
-                let p = &info.perm;
-                for v in [p.key as u32, p.uid, p.gid, p.cuid, p.cgid, p.mode, p.seq] {
-                    w.u32(v);
-                }
+                w.perm(&info.perm);
                 w.i64(info.stime);
                 w.i64(info.rtime);
                 w.i64(info.ctime);
@@ -580,6 +635,65 @@ impl Message {
                 w.u64(info.qbytes);
                 w.i32(info.lspid);
                 w.i32(info.lrpid);
+            }
+            Message::SemOp {
+                target,
+                id,
+                ops,
+                timeout_ns,
+            } => {
+                w.addr(target);
+                w.i32(*id);
+                w.u32(ops.len() as u32);
+                for o in ops {
+                    w.u16(o.num);
+                    w.u16(o.op as u16);
+                    w.u16(o.flg as u16);
+                }
+                match timeout_ns {
+                    None => w.u8(0),
+                    Some(t) => {
+                        w.u8(1);
+                        w.u64(*t);
+                    }
+                }
+            }
+            Message::SemCtl {
+                target,
+                id,
+                num,
+                cmd,
+                arg,
+            } => {
+                w.addr(target);
+                w.i32(*id);
+                w.i32(*num);
+                w.i32(*cmd);
+                match arg {
+                    SemArg::None => w.u8(0),
+                    SemArg::Val(v) => {
+                        w.u8(1);
+                        w.i32(*v);
+                    }
+                    SemArg::All(vals) => {
+                        w.u8(2);
+                        w.u16s(vals);
+                    }
+                    SemArg::Set(s) => {
+                        w.u8(3);
+                        w.u32(s.uid);
+                        w.u32(s.gid);
+                        w.u32(s.mode);
+                        w.u64(s.qbytes);
+                    }
+                }
+            }
+            Message::SemVals { vals } => w.u16s(vals),
+            Message::SemStat { info } => {
+                w.perm(&info.perm);
+                w.i64(info.otime);
+                w.i64(info.ctime);
+                w.u64(info.nsems);
             }
             Message::Welcome
             | Message::Cancel
@@ -768,15 +882,7 @@ impl Message {
                 },
             },
             Kind::MsqStat => {
-                let perm = IpcPerm {
-                    key: r.i32("perm.key")?,
-                    uid: r.u32("perm.uid")?,
-                    gid: r.u32("perm.gid")?,
-                    cuid: r.u32("perm.cuid")?,
-                    cgid: r.u32("perm.cgid")?,
-                    mode: r.u32("perm.mode")?,
-                    seq: r.u32("perm.seq")?,
-                };
+                let perm = r.perm()?;
                 Message::MsqStat {
                     info: MsqInfo {
                         perm,
@@ -791,6 +897,59 @@ impl Message {
                     },
                 }
             }
+            Kind::SemOp => {
+                let target = r.addr("target")?;
+                let id = r.i32("id")?;
+                let n = r.count("ops", 6)?;
+                let mut ops = Vec::with_capacity(n);
+                for _ in 0..n {
+                    ops.push(SemBuf {
+                        num: r.u16("ops.num")?,
+                        op: r.u16("ops.op")? as i16,
+                        flg: r.u16("ops.flg")? as i16,
+                    });
+                }
+                let timeout_ns = if r.bool("timeout")? {
+                    Some(r.u64("timeout")?)
+                } else {
+                    None
+                };
+                Message::SemOp {
+                    target,
+                    id,
+                    ops,
+                    timeout_ns,
+                }
+            }
+            Kind::SemCtl => Message::SemCtl {
+                target: r.addr("target")?,
+                id: r.i32("id")?,
+                num: r.i32("num")?,
+                cmd: r.i32("cmd")?,
+                arg: match r.u8("arg")? {
+                    0 => SemArg::None,
+                    1 => SemArg::Val(r.i32("arg.val")?),
+                    2 => SemArg::All(r.u16s("arg.all")?),
+                    3 => SemArg::Set(IpcSet {
+                        uid: r.u32("arg.uid")?,
+                        gid: r.u32("arg.gid")?,
+                        mode: r.u32("arg.mode")?,
+                        qbytes: r.u64("arg.qbytes")?,
+                    }),
+                    v => return Err(invalid("arg", format!("unknown semctl argument {v}"))),
+                },
+            },
+            Kind::SemVals => Message::SemVals {
+                vals: r.u16s("vals")?,
+            },
+            Kind::SemStat => Message::SemStat {
+                info: SemInfo {
+                    perm: r.perm()?,
+                    otime: r.i64("otime")?,
+                    ctime: r.i64("ctime")?,
+                    nsems: r.u64("nsems")?,
+                },
+            },
         };
         if !r.buf.is_empty() {
             return Err(WireError::TrailingBytes {
@@ -897,6 +1056,17 @@ impl Writer<'_> {
     fn string(&mut self, v: &str) {
         self.bytes(v.as_bytes());
     }
+    fn u16s(&mut self, v: &[u16]) {
+        self.u32(v.len() as u32);
+        for x in v {
+            self.u16(*x);
+        }
+    }
+    fn perm(&mut self, p: &IpcPerm) {
+        for v in [p.key as u32, p.uid, p.gid, p.cuid, p.cgid, p.mode, p.seq] {
+            self.u32(v);
+        }
+    }
     fn addr(&mut self, a: &SocketAddr) {
         match a.ip() {
             IpAddr::V4(ip) => {
@@ -950,6 +1120,25 @@ impl<'a> Reader<'a> {
     }
     fn i64(&mut self, field: &'static str) -> Result<i64, WireError> {
         Ok(BigEndian::read_i64(self.take(8, field)?))
+    }
+    fn u16s(&mut self, field: &'static str) -> Result<Vec<u16>, WireError> {
+        let n = self.count(field, 2)?;
+        let mut v = Vec::with_capacity(n);
+        for _ in 0..n {
+            v.push(self.u16(field)?);
+        }
+        Ok(v)
+    }
+    fn perm(&mut self) -> Result<IpcPerm, WireError> {
+        Ok(IpcPerm {
+            key: self.i32("perm.key")?,
+            uid: self.u32("perm.uid")?,
+            gid: self.u32("perm.gid")?,
+            cuid: self.u32("perm.cuid")?,
+            cgid: self.u32("perm.cgid")?,
+            mode: self.u32("perm.mode")?,
+            seq: self.u32("perm.seq")?,
+        })
     }
     fn kind(&mut self) -> Result<IpcKind, WireError> {
         match self.u8("kind")? {
@@ -1163,6 +1352,66 @@ mod tests {
                     qbytes: 16384,
                     lspid: 8,
                     lrpid: 9,
+                },
+            },
+            Message::SemOp {
+                target: a4,
+                id: 3,
+                ops: vec![
+                    SemBuf {
+                        num: 0,
+                        op: -1,
+                        flg: libc::SEM_UNDO as i16,
+                    },
+                    SemBuf {
+                        num: 2,
+                        op: 0,
+                        flg: libc::IPC_NOWAIT as i16,
+                    },
+                ],
+                timeout_ns: Some(1_500_000_000),
+            },
+            Message::SemOp {
+                target: a4,
+                id: 3,
+                ops: vec![],
+                timeout_ns: None,
+            },
+            Message::SemCtl {
+                target: a4,
+                id: 3,
+                num: 1,
+                cmd: libc::SETVAL,
+                arg: SemArg::Val(7),
+            },
+            Message::SemCtl {
+                target: a4,
+                id: 3,
+                num: 0,
+                cmd: libc::SETALL,
+                arg: SemArg::All(vec![1, 2, 65535]),
+            },
+            Message::SemCtl {
+                target: a6,
+                id: 3,
+                num: 0,
+                cmd: libc::IPC_SET,
+                arg: SemArg::Set(IpcSet::default()),
+            },
+            Message::SemCtl {
+                target: a6,
+                id: 3,
+                num: 0,
+                cmd: libc::IPC_RMID,
+                arg: SemArg::None,
+            },
+            Message::SemVals { vals: vec![0, 9] },
+            Message::SemStat {
+                info: SemInfo {
+                    perm: IpcPerm::default(),
+                    otime: 5,
+                    ctime: 6,
+                    nsems: 3,
                 },
             },
         ]

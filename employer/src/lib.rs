@@ -245,7 +245,13 @@ impl<'a> Employer<'a> {
             Message::MsgSnd { target, flags, .. } | Message::MsgRcv { target, flags, .. } => {
                 self.forward(app, *target, &req, !nowait(*flags))
             }
-            Message::MsgCtl { target, .. } => self.forward(app, *target, &req, false),
+            Message::MsgCtl { target, .. } | Message::SemCtl { target, .. } => {
+                self.forward(app, *target, &req, false)
+            }
+            Message::SemOp { target, ops, .. } => {
+                let may_block = ops.iter().any(|o| !nowait(o.flg as i32));
+                self.forward(app, *target, &req, may_block)
+            }
             other => Ok(Message::error(
                 libc::EINVAL,
                 format!("an employer does not take {} messages", other.kind().name()),

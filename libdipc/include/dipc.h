@@ -23,6 +23,8 @@
 #include <sys/types.h>
 #include <sys/ipc.h>
 #include <sys/msg.h>
+#include <sys/sem.h>
+#include <time.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -37,6 +39,16 @@ int dipc_msgget(key_t key, int msgflg);
 int dipc_msgsnd(int msqid, const void *msgp, size_t msgsz, int msgflg);
 ssize_t dipc_msgrcv(int msqid, void *msgp, size_t msgsz, long msgtyp, int msgflg);
 int dipc_msgctl(int msqid, int cmd, struct msqid_ds *buf);
+
+/* Semaphore sets. As for semctl(2), the caller defines union semun for the
+ * fourth argument of dipc_semctl. SEM_UNDO adjustments of a remote process
+ * are undone by the owner's kernel when that process exits, however it
+ * exits. GETPID reads a remote process's operations as the pid of its
+ * worker on the owner host. */
+int dipc_semget(key_t key, int nsems, int semflg);
+int dipc_semop(int semid, struct sembuf *sops, size_t nsops);
+int dipc_semtimedop(int semid, struct sembuf *sops, size_t nsops, const struct timespec *timeout);
+int dipc_semctl(int semid, int semnum, int cmd, ...);
 
 #ifdef __cplusplus
 }

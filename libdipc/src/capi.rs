@@ -3,14 +3,17 @@
 //! go straight to the kernel with the caller's buffers; only calls on
 //! structures owned elsewhere go through the Rust layer.
 
-use crate::msg::{self, Errno, MTYPE_LEN};
+use crate::dist::Errno;
+use crate::msg::{self, MTYPE_LEN};
 use crate::state::{self, Route};
-use dipc_common::wire::{IpcKind, IpcSet};
+use dipc_common::wire::{IpcKind, IpcSet, SemBuf};
 // x86_64 and aarch64 Linux: c_long is i64, the wire's mtype.
 use libc::{c_int, c_long, c_void, key_t, msqid_ds, size_t, ssize_t};
 
 /// Linux's MSG_STAT_ANY (not in the libc crate).
 const MSG_STAT_ANY: c_int = 13;
+/// Linux's SEM_STAT_ANY (not in the libc crate).
+const SEM_STAT_ANY: c_int = 20;
 
 fn set_errno(e: Errno) {
     // SAFETY: __errno_location returns this thread's errno.
@@ -133,4 +136,144 @@ pub unsafe extern "C" fn dipc_msgctl(msqid: c_int, cmd: c_int, buf: *mut msqid_d
         Ok(()) => 0,
         Err(e) => fail(e),
     }
+}
+
+fn sem_is_local(id: c_int) -> bool {
+    matches!(crate::sem::route(id), Route::Local | Route::Owned { .. })
+}
+
+#[no_mangle]
+pub extern "C" fn dipc_semget(key: key_t, nsems: c_int, semflg: c_int) -> c_int {
+    crate::sem::get(key, nsems, semflg).unwrap_or_else(fail)
+}
+
+/// Copies a C `sembuf` array, refusing a null pointer as the kernel would.
+unsafe fn sembufs(sops: *const libc::sembuf, nsops: size_t) -> Result<Vec<SemBuf>, Errno> {
+    if nsops == 0 {
+        return Err(libc::EINVAL);
+    }
+    // The kernel's own ceiling on nsops (SEMOPM can be raised to this).
+    if nsops > 32768 {
+        return Err(libc::E2BIG);
+    }
+    if sops.is_null() {
+        return Err(libc::EFAULT);
+    }
+    Ok(std::slice::from_raw_parts(sops, nsops)
+        .iter()
+        .map(|b| SemBuf {
+            num: b.sem_num,
+            op: b.sem_op,
+            flg: b.sem_flg,
+        })
+        .collect())
+}
+
+/// # Safety
+/// `sops` must point to `nsops` `struct sembuf`, as for semop(2).
+#[no_mangle]
+pub unsafe extern "C" fn dipc_semop(semid: c_int, sops: *mut libc::sembuf, nsops: size_t) -> c_int {
+    if sem_is_local(semid) {
+        return libc::semop(semid, sops, nsops);
+    }
+    match sembufs(sops, nsops).and_then(|ops| crate::sem::op(semid, &ops, None)) {
+        Ok(()) => 0,
+        Err(e) => fail(e),
+    }
+}
+
+/// # Safety
+/// As for semtimedop(2): `sops` points to `nsops` sembufs, `timeout` is
+/// null or a valid timespec.
+#[no_mangle]
+pub unsafe extern "C" fn dipc_semtimedop(
+    semid: c_int,
+    sops: *mut libc::sembuf,
+    nsops: size_t,
+    timeout: *const libc::timespec,
+) -> c_int {
+    if sem_is_local(semid) {
+        return libc::syscall(libc::SYS_semtimedop, semid, sops, nsops, timeout) as c_int;
+    }
+    let t = if timeout.is_null() {
+        None
+    } else {
+        let ts = &*timeout;
+        if ts.tv_sec < 0 || !(0..1_000_000_000).contains(&ts.tv_nsec) {
+            return fail(libc::EINVAL);
+        }
+        Some(std::time::Duration::new(
+            ts.tv_sec as u64,
+            ts.tv_nsec as u32,
+        ))
+    };
+    match sembufs(sops, nsops).and_then(|ops| crate::sem::op(semid, &ops, t)) {
+        Ok(()) => 0,
+        Err(e) => fail(e),
+    }
+}
+
+/// The fourth argument of semctl(2).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub union SemUn {
+    pub val: c_int,
+    pub buf: *mut libc::semid_ds,
+    pub array: *mut u16,
+}
+
+// `dipc.h` declares dipc_semctl variadic, as semctl(2) is; stable Rust
+// cannot define a variadic function, so it takes the optional fourth
+// argument as a fixed one. On the x86-64 System V and Linux AArch64 calling
+// conventions an integer or pointer variadic argument travels exactly where
+// a fixed one does, and a caller that passes none leaves an unspecified
+// value that is read only for the commands that have the argument, as
+// glibc's semctl does.
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+compile_error!("dipc_semctl's fixed-argument definition is checked for x86_64 and aarch64 only");
+
+/// # Safety
+/// `arg` must be valid for `cmd`, as for semctl(2).
+#[no_mangle]
+pub unsafe extern "C" fn dipc_semctl(semid: c_int, semnum: c_int, cmd: c_int, arg: SemUn) -> c_int {
+    use crate::sem;
+    let raw = || libc::semctl(semid, semnum, cmd, arg.buf);
+    let r: Result<c_int, Errno> = match cmd {
+        libc::IPC_INFO | libc::SEM_INFO | libc::SEM_STAT | SEM_STAT_ANY => return raw(),
+        // Removal also frees the key at the referee, wherever the set is.
+        libc::IPC_RMID => sem::remove(semid).map(|()| 0),
+        _ if sem_is_local(semid) => return raw(),
+        libc::GETVAL | libc::GETPID | libc::GETNCNT | libc::GETZCNT => {
+            sem::ctl_int(semid, semnum, cmd, 0)
+        }
+        libc::SETVAL => sem::ctl_int(semid, semnum, cmd, arg.val),
+        libc::GETALL if arg.array.is_null() => Err(libc::EFAULT),
+        libc::GETALL => sem::getall(semid).map(|vals| {
+            std::ptr::copy_nonoverlapping(vals.as_ptr(), arg.array, vals.len());
+            0
+        }),
+        libc::SETALL if arg.array.is_null() => Err(libc::EFAULT),
+        libc::SETALL => sem::stat(semid).and_then(|info| {
+            let vals = std::slice::from_raw_parts(arg.array, info.nsems as usize);
+            sem::setall(semid, vals).map(|()| 0)
+        }),
+        libc::IPC_STAT if arg.buf.is_null() => Err(libc::EFAULT),
+        libc::IPC_STAT => sem::stat(semid).map(|info| {
+            dipc_common::sysv::sem_into(&info, &mut *arg.buf);
+            0
+        }),
+        libc::IPC_SET if arg.buf.is_null() => Err(libc::EFAULT),
+        libc::IPC_SET => {
+            let ds = &*arg.buf;
+            let s = IpcSet {
+                uid: ds.sem_perm.uid,
+                gid: ds.sem_perm.gid,
+                mode: ds.sem_perm.mode as u32,
+                qbytes: 0,
+            };
+            sem::set(semid, &s).map(|()| 0)
+        }
+        _ => Err(libc::EINVAL),
+    };
+    r.unwrap_or_else(fail)
 }

@@ -8,8 +8,10 @@
 
 pub mod capi;
 pub mod client;
+mod dist;
 pub mod msg;
+pub mod sem;
 mod state;
 
 pub use client::{Client, ClientError};
-pub use msg::IPC_DIPC;
+pub use dist::{Errno, IPC_DIPC};

@@ -8,25 +8,15 @@
 //! and errors hold unchanged; only a lost owner adds errors of its own
 //! (`ETIMEDOUT`, `ECONNRESET`, `ECONNREFUSED`, `EHOSTUNREACH`).
 
+use crate::dist::{self, client_errno, KindOps};
+pub use crate::dist::{Errno, IPC_DIPC};
 use crate::state::{self, Route};
 use dipc_common::sysv;
 use dipc_common::wire::{IpcKind, IpcSet, Message, MsqInfo};
 use std::io;
 use std::mem::size_of;
 
-/// The flag that makes `msgget`, `semget` and `shmget` distributed: the
-/// value Linux reserves for DIPC (octal 00010000).
-pub const IPC_DIPC: i32 = 0o10000;
-
-/// Errors are raw `errno` values, as the System V calls give them.
-pub type Errno = i32;
-
-fn client_errno(e: crate::ClientError) -> Errno {
-    log::debug!("dipc: {e}");
-    e.errno()
-}
-
-fn plain_get(key: i32, flags: i32) -> Result<i32, Errno> {
+fn plain_get(key: i32, flags: i32, _size: u64) -> Result<i32, Errno> {
     // SAFETY: msgget takes plain integers.
     let id = unsafe { libc::msgget(key, flags) };
     if id < 0 {
@@ -36,105 +26,39 @@ fn plain_get(key: i32, flags: i32) -> Result<i32, Errno> {
     }
 }
 
+fn maybe_placeholder(id: i32) -> bool {
+    match sysv::msgctl_stat(id) {
+        Ok(i) => i.perm.key == libc::IPC_PRIVATE && i.perm.mode & 0o777 == 0 && i.perm.cuid == 0,
+        Err(e) => e == libc::EACCES,
+    }
+}
+
+fn remote_key(owner: std::net::SocketAddr, id: i32) -> Option<i32> {
+    match remote_ctl(owner, id, libc::IPC_STAT, None) {
+        Ok(Message::MsqStat { info }) => Some(info.perm.key),
+        _ => None,
+    }
+}
+
+static OPS: KindOps = KindOps {
+    kind: IpcKind::Msg,
+    get: plain_get,
+    rmid: sysv::msgctl_rmid,
+    maybe_placeholder,
+    remote_key,
+};
+
 /// `msgget`. With `IPC_DIPC` (and a key other than `IPC_PRIVATE`) the queue
 /// is distributed: the referee decides which host owns it.
 pub fn get(key: i32, flags: i32) -> Result<i32, Errno> {
-    let flags_no_dipc = flags & !IPC_DIPC;
     if flags & IPC_DIPC == 0 || key == libc::IPC_PRIVATE {
-        return plain_get(key, flags_no_dipc);
+        return plain_get(key, flags & !IPC_DIPC, 0);
     }
-    let me = state::config().map_err(client_errno)?.front_end_addr();
-    let kind = IpcKind::Msg;
-    // A second round only after clearing a stale entry (below).
-    for _ in 0..2 {
-        let reply = state::control(&Message::KeyGet {
-            kind,
-            key,
-            flags: flags_no_dipc,
-        })
-        .map_err(client_errno)?;
-        let Message::KeyOwner {
-            owner,
-            id,
-            local_id,
-        } = reply
-        else {
-            return Err(libc::EPROTO);
-        };
-        if id == -1 {
-            // We won the creation: make the real queue here.
-            let id = match plain_get(key, flags_no_dipc | libc::IPC_CREAT) {
-                Ok(id) => id,
-                Err(e) => {
-                    let _ = state::control(&Message::KeyAbort { kind, key });
-                    return Err(e);
-                }
-            };
-            let commit = Message::KeyCommit {
-                kind,
-                key,
-                id,
-                creator_uid: 0,
-            };
-            if let Err(e) = state::control(&commit) {
-                let _ = sysv::msgctl_rmid(id);
-                return Err(client_errno(e));
-            }
-            state::set_route(kind, id, Route::Owned { key });
-            return Ok(id);
-        }
-        if owner == me {
-            // Ours: the kernel checks the permissions as for any msgget.
-            match plain_get(key, flags_no_dipc & !(libc::IPC_CREAT | libc::IPC_EXCL)) {
-                Ok(lid) => {
-                    state::set_route(kind, lid, Route::Owned { key });
-                    return Ok(lid);
-                }
-                Err(libc::ENOENT) => {
-                    // Removed without the referee being told (a plain
-                    // msgctl): free the key and ask again.
-                    let _ = state::control(&Message::KeyRemove { kind, key, id });
-                    continue;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        state::set_route(kind, local_id, Route::Remote { owner, id, key });
-        return Ok(local_id);
-    }
-    Err(libc::ENOENT)
+    dist::get(&OPS, key, flags, 0)
 }
 
-/// Where `id` lives. An id this process has not seen from [`get`] is
-/// looked at once: a placeholder (private key, mode 0, made by root, or
-/// unreadable to us) is resolved through dipcd, anything else is local.
 fn route(id: i32) -> Route {
-    if let Some(r) = state::route(IpcKind::Msg, id) {
-        return r;
-    }
-    let maybe_placeholder = match sysv::msgctl_stat(id) {
-        Ok(i) => i.perm.key == libc::IPC_PRIVATE && i.perm.mode & 0o777 == 0 && i.perm.cuid == 0,
-        Err(e) => e == libc::EACCES,
-    };
-    let mut r = Route::Local;
-    if maybe_placeholder {
-        if let Ok(Message::KeyOwner { owner, id: rid, .. }) = state::control(&Message::Resolve {
-            kind: IpcKind::Msg,
-            local_id: id,
-        }) {
-            let key = match remote_ctl(owner, rid, libc::IPC_STAT, None) {
-                Ok(Message::MsqStat { info }) => info.perm.key,
-                _ => libc::IPC_PRIVATE,
-            };
-            r = Route::Remote {
-                owner,
-                id: rid,
-                key,
-            };
-        }
-    }
-    state::set_route(IpcKind::Msg, id, r);
-    r
+    dist::route(&OPS, id)
 }
 
 fn remote_ctl(
@@ -205,19 +129,6 @@ pub fn recv(id: i32, size: usize, mtype: i64, flags: i32) -> Result<(i64, Vec<u8
     }
 }
 
-/// After a successful `IPC_RMID` of a distributed queue: free the key
-/// cluster-wide (every host then drops its placeholder).
-fn removed(local_id: i32, key: i32, owner_id: i32) {
-    state::forget_route(IpcKind::Msg, local_id);
-    if key != libc::IPC_PRIVATE {
-        let _ = state::control(&Message::KeyRemove {
-            kind: IpcKind::Msg,
-            key,
-            id: owner_id,
-        });
-    }
-}
-
 /// `msgctl` with `IPC_STAT`.
 pub fn stat(id: i32) -> Result<MsqInfo, Errno> {
     match route(id) {
@@ -248,7 +159,7 @@ pub fn remove(id: i32) -> Result<(), Errno> {
         Route::Local => sysv::msgctl_rmid(id),
         Route::Owned { key } => {
             sysv::msgctl_rmid(id)?;
-            removed(id, key, id);
+            dist::removed(IpcKind::Msg, id, key, id);
             Ok(())
         }
         Route::Remote {
@@ -257,7 +168,7 @@ pub fn remove(id: i32) -> Result<(), Errno> {
             key,
         } => match remote_ctl(owner, rid, libc::IPC_RMID, None)? {
             Message::Done { .. } => {
-                removed(id, key, rid);
+                dist::removed(IpcKind::Msg, id, key, rid);
                 Ok(())
             }
             _ => Err(libc::EPROTO),
@@ -284,7 +195,7 @@ pub struct MsgQueue {
     id: i32,
 }
 
-fn io_err(e: Errno) -> io::Error {
+pub(crate) fn io_err(e: Errno) -> io::Error {
     io::Error::from_raw_os_error(e)
 }
 

@@ -9,6 +9,7 @@
 //! adjustments) then lives and dies with that worker.
 
 mod msg;
+mod sem;
 mod session;
 
 use dipc_common::auth::{server_handshake, Secret};
@@ -113,6 +114,15 @@ fn handle(req: &Message) -> Message {
             ..
         } => msg::rcv(*id, *size, *mtype, *flags),
         Message::MsgCtl { id, cmd, set, .. } => msg::ctl(*id, *cmd, *set),
+        Message::SemOp {
+            id,
+            ops,
+            timeout_ns,
+            ..
+        } => sem::op(*id, ops, *timeout_ns),
+        Message::SemCtl {
+            id, num, cmd, arg, ..
+        } => sem::ctl(*id, *num, *cmd, arg),
         other => Message::error(
             libc::EPROTO,
             format!("a worker does not take {} messages", other.kind().name()),

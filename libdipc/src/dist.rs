@@ -1,0 +1,134 @@
+//! What every distributed kind shares: getting a key through the referee
+//! (and creating the structure here when this host wins), classifying ids,
+//! and freeing the key after `IPC_RMID`. `msg` and `sem` supply only
+//! their kind's system calls.
+
+use crate::state::{self, Route};
+use crate::ClientError;
+use dipc_common::wire::{IpcKind, Message};
+
+/// Errors are raw `errno` values, as the System V calls give them.
+pub type Errno = i32;
+
+/// The flag that makes `msgget`, `semget` and `shmget` distributed: the
+/// value Linux reserves for DIPC (octal 00010000).
+pub const IPC_DIPC: i32 = 0o10000;
+
+pub fn client_errno(e: ClientError) -> Errno {
+    log::debug!("dipc: {e}");
+    e.errno()
+}
+
+/// The system calls of one kind that key handling needs.
+pub struct KindOps {
+    pub kind: IpcKind,
+    /// The kind's `*get(key, flags, size)`; `size` is `nsems` for a
+    /// semaphore set, the segment size for shared memory, unused for
+    /// queues.
+    pub get: fn(i32, i32, u64) -> Result<i32, Errno>,
+    /// `IPC_RMID`.
+    pub rmid: fn(i32) -> Result<(), Errno>,
+    /// Whether a local id could be a placeholder: `IPC_STAT` shows a
+    /// private key, mode 0 and creator root, or is refused to us.
+    pub maybe_placeholder: fn(i32) -> bool,
+    /// The key of a structure on its owner (an `IPC_STAT` there).
+    pub remote_key: fn(std::net::SocketAddr, i32) -> Option<i32>,
+}
+
+/// `*get` with `IPC_DIPC` handling: plain without it (or for
+/// `IPC_PRIVATE`), else through the referee.
+pub fn get(ops: &KindOps, key: i32, flags: i32, size: u64) -> Result<i32, Errno> {
+    let flags = flags & !IPC_DIPC;
+    let kind = ops.kind;
+    let me = state::config().map_err(client_errno)?.front_end_addr();
+    // A second round only after clearing a stale entry (below).
+    for _ in 0..2 {
+        let reply = state::control(&Message::KeyGet { kind, key, flags }).map_err(client_errno)?;
+        let Message::KeyOwner {
+            owner,
+            id,
+            local_id,
+        } = reply
+        else {
+            return Err(libc::EPROTO);
+        };
+        if id == -1 {
+            // This host won the creation: make the real structure here.
+            let id = match (ops.get)(key, flags | libc::IPC_CREAT, size) {
+                Ok(id) => id,
+                Err(e) => {
+                    let _ = state::control(&Message::KeyAbort { kind, key });
+                    return Err(e);
+                }
+            };
+            let commit = Message::KeyCommit {
+                kind,
+                key,
+                id,
+                creator_uid: 0, // dipcd fills in the caller's uid
+            };
+            if let Err(e) = state::control(&commit) {
+                let _ = (ops.rmid)(id);
+                return Err(client_errno(e));
+            }
+            state::set_route(kind, id, Route::Owned { key });
+            return Ok(id);
+        }
+        if owner == me {
+            // Ours: the kernel checks permissions as for any *get.
+            match (ops.get)(key, flags & !(libc::IPC_CREAT | libc::IPC_EXCL), size) {
+                Ok(lid) => {
+                    state::set_route(kind, lid, Route::Owned { key });
+                    return Ok(lid);
+                }
+                Err(libc::ENOENT) => {
+                    // Removed without the referee being told (a plain
+                    // IPC_RMID): free the key and ask again.
+                    let _ = state::control(&Message::KeyRemove { kind, key, id });
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        state::set_route(kind, local_id, Route::Remote { owner, id, key });
+        return Ok(local_id);
+    }
+    Err(libc::ENOENT)
+}
+
+/// Where `id` lives. An id this process has not had from [`get`] is looked
+/// at once: a possible placeholder is resolved through dipcd, anything else
+/// is local.
+pub fn route(ops: &KindOps, id: i32) -> Route {
+    if let Some(r) = state::route(ops.kind, id) {
+        return r;
+    }
+    let mut r = Route::Local;
+    if (ops.maybe_placeholder)(id) {
+        if let Ok(Message::KeyOwner { owner, id: rid, .. }) = state::control(&Message::Resolve {
+            kind: ops.kind,
+            local_id: id,
+        }) {
+            r = Route::Remote {
+                owner,
+                id: rid,
+                key: (ops.remote_key)(owner, rid).unwrap_or(libc::IPC_PRIVATE),
+            };
+        }
+    }
+    state::set_route(ops.kind, id, r);
+    r
+}
+
+/// After a successful `IPC_RMID` of a distributed structure: free the key
+/// cluster-wide (every host then drops its placeholder).
+pub fn removed(kind: IpcKind, local_id: i32, key: i32, owner_id: i32) {
+    state::forget_route(kind, local_id);
+    if key != libc::IPC_PRIVATE {
+        let _ = state::control(&Message::KeyRemove {
+            kind,
+            key,
+            id: owner_id,
+        });
+    }
+}

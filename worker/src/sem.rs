@@ -1,0 +1,40 @@
+//! Semaphore calls made for a remote caller. A worker serves one remote
+//! process for its whole life, so `SEM_UNDO` adjustments are the worker's
+//! and the kernel undoes them when it exits, which is when that process's
+//! connection closes (however the process ended).
+
+use dipc_common::sysv;
+use dipc_common::wire::{Message, SemArg, SemBuf};
+
+fn fail(errno: i32) -> Message {
+    Message::error(errno, std::io::Error::from_raw_os_error(errno).to_string())
+}
+
+fn done(r: Result<i32, i32>) -> Message {
+    match r {
+        Ok(v) => Message::Done { value: v as i64 },
+        Err(e) => fail(e),
+    }
+}
+
+pub fn op(id: i32, ops: &[SemBuf], timeout_ns: Option<u64>) -> Message {
+    done(sysv::semop(id, ops, timeout_ns).map(|()| 0))
+}
+
+pub fn ctl(id: i32, num: i32, cmd: i32, arg: &SemArg) -> Message {
+    match (cmd, arg) {
+        (libc::GETVAL | libc::GETPID | libc::GETNCNT | libc::GETZCNT | libc::IPC_RMID, _) => {
+            done(sysv::semctl_int(id, num, cmd, 0))
+        }
+        (libc::SETVAL, SemArg::Val(v)) => done(sysv::semctl_int(id, num, cmd, *v)),
+        (libc::GETALL, _) => {
+            sysv::semctl_getall(id).map_or_else(fail, |vals| Message::SemVals { vals })
+        }
+        (libc::SETALL, SemArg::All(vals)) => done(sysv::semctl_setall(id, vals).map(|()| 0)),
+        (libc::IPC_STAT, _) => {
+            sysv::semctl_stat(id).map_or_else(fail, |info| Message::SemStat { info })
+        }
+        (libc::IPC_SET, SemArg::Set(s)) => done(sysv::semctl_set(id, s).map(|()| 0)),
+        _ => fail(libc::EINVAL),
+    }
+}
