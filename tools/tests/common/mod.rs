@@ -706,3 +706,301 @@ impl Drop for Cluster {
         }
     }
 }
+
+/// A command started on a host in the background (see [`Cluster::spawn`]).
+/// Its stdout and stderr go to files that can be read while it runs; it is
+/// SIGKILLed with its whole process group on drop (so a failing test leaves
+/// nothing behind).
+pub struct Background {
+    child: Option<Child>,
+    desc: String,
+    out: PathBuf,
+    err: PathBuf,
+    status: Option<ExitStatus>,
+    started: Instant,
+}
+
+impl Background {
+    /// Its stdout so far.
+    pub fn stdout(&self) -> String {
+        fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
+    /// Its stderr so far.
+    pub fn stderr(&self) -> String {
+        fs::read_to_string(&self.err).unwrap_or_default()
+    }
+
+    /// Time since it was started.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Its exit status if it has exited (reaps it).
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            if let Some(c) = self.child.as_mut() {
+                self.status = c.try_wait().expect("try_wait");
+            }
+        }
+        self.status
+    }
+
+    /// Whether it is still running.
+    pub fn running(&mut self) -> bool {
+        self.child.is_some() && self.try_wait().is_none()
+    }
+
+    /// Waits at most `timeout` for it to exit; `None` if still running.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let start = Instant::now();
+        loop {
+            if let Some(st) = self.try_wait() {
+                return Some(st);
+            }
+            if self.child.is_none() || start.elapsed() > timeout {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits at most `timeout` for it to exit; on time-out kills it and
+    /// panics with its output.
+    pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        match self.wait_timeout(timeout) {
+            Some(st) => st,
+            None => {
+                self.kill();
+                panic!(
+                    "{} did not finish within {timeout:?}; killed.\n{}",
+                    self.desc,
+                    self.describe()
+                )
+            }
+        }
+    }
+
+    /// Waits (at most `timeout`) until its stdout contains `text`; panics if
+    /// it exits or the time runs out first.
+    pub fn wait_for_stdout(&mut self, text: &str, timeout: Duration) {
+        let start = Instant::now();
+        loop {
+            if self.stdout().contains(text) {
+                return;
+            }
+            if !self.running() {
+                // It may have printed just before exiting.
+                if self.stdout().contains(text) {
+                    return;
+                }
+                panic!(
+                    "{} exited before printing {text:?}:\n{}",
+                    self.desc,
+                    self.describe()
+                );
+            }
+            if start.elapsed() > timeout {
+                self.kill();
+                panic!(
+                    "{} did not print {text:?} within {timeout:?}; killed.\n{}",
+                    self.desc,
+                    self.describe()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILLs it and everything in its process group.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            if self.status.is_none() {
+                kill_group(&mut c);
+            }
+        }
+    }
+
+    /// What it was, its status and output, for assertion messages.
+    pub fn describe(&self) -> String {
+        let status = match self.status {
+            Some(st) => st.to_string(),
+            None if self.child.is_some() => "running".to_owned(),
+            None => "killed".to_owned(),
+        };
+        format!(
+            "{}\nstatus: {status} (after {:?})\nstdout:\n{}\nstderr:\n{}",
+            self.desc,
+            self.started.elapsed(),
+            self.stdout(),
+            self.stderr()
+        )
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One row of `dipcref keys --json`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRow {
+    pub kind: String,
+    /// As printed, e.g. `0x1234`.
+    pub key: String,
+    /// `address:port` of the owner host.
+    pub owner: String,
+    pub id: i64,
+    pub creator_uid: u64,
+}
+
+/// Parses the output of `dipcref keys --json`.
+pub fn parse_keys_json(text: &str) -> Result<Vec<KeyRow>, String> {
+    let v: serde_json::Value = serde_json::from_str(text.trim())
+        .map_err(|e| format!("`dipcref keys --json` printed invalid JSON ({e}): {text:?}"))?;
+    let keys = v
+        .get("keys")
+        .and_then(|h| h.as_array())
+        .ok_or_else(|| format!("no \"keys\" array in {text:?}"))?;
+    keys.iter()
+        .map(|k| {
+            let s = |f: &str| {
+                k.get(f)
+                    .and_then(|x| x.as_str())
+                    .map(str::to_owned)
+                    .ok_or_else(|| format!("key entry without string {f:?}: {k}"))
+            };
+            Ok(KeyRow {
+                kind: s("kind")?,
+                key: s("key")?,
+                owner: s("owner")?,
+                id: k
+                    .get("id")
+                    .and_then(|x| x.as_i64())
+                    .ok_or_else(|| format!("key entry without integer \"id\": {k}"))?,
+                creator_uid: k
+                    .get("creator_uid")
+                    .and_then(|x| x.as_u64())
+                    .ok_or_else(|| format!("key entry without unsigned \"creator_uid\": {k}"))?,
+            })
+        })
+        .collect()
+}
+
+/// The `(errno NAME)` that dipc's tools (e.g. `dipc-msg`) end their error
+/// messages with, if any.
+pub fn errno_name(stderr: &str) -> Option<String> {
+    let start = stderr.rfind("(errno ")? + "(errno ".len();
+    let end = stderr[start..].find(')')? + start;
+    Some(stderr[start..end].to_owned())
+}
+
+/// Compiles the C example `libdipc/examples/c/<name>.c` against the built
+/// `libdipc.so` (found in [`bin_dir`], linked with an rpath to it) into a
+/// directory private to this test process; returns the program's path.
+/// Each program is compiled once per process. Panics if gcc fails.
+pub fn c_example(name: &str) -> PathBuf {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    static BUILT: Mutex<Option<HashMap<String, PathBuf>>> = Mutex::new(None);
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    let map = built.get_or_insert_with(HashMap::new);
+    if let Some(p) = map.get(name) {
+        return p.clone();
+    }
+    let lib_dir = bin_dir();
+    assert!(
+        lib_dir.join("libdipc.so").is_file(),
+        "{} does not exist: build the workspace (cargo build --release --workspace) first",
+        lib_dir.join("libdipc.so").display()
+    );
+    let out_dir = std::env::temp_dir().join(format!("dipc-c-examples-{}", std::process::id()));
+    fs::create_dir_all(&out_dir).unwrap_or_else(|e| panic!("{}: {e}", out_dir.display()));
+    fs::set_permissions(&out_dir, fs::Permissions::from_mode(0o755))
+        .unwrap_or_else(|e| panic!("{}: {e}", out_dir.display()));
+    let src = repo_root()
+        .join("libdipc")
+        .join("examples")
+        .join("c")
+        .join(format!("{name}.c"));
+    let exe = out_dir.join(name);
+    let root = repo_root();
+    let mut cmd = Command::new("gcc");
+    cmd.args(["-Wall", "-O2", "-I"])
+        .arg(root.join("libdipc").join("include"))
+        .arg("-o")
+        .arg(&exe)
+        .arg(&src)
+        .arg("-L")
+        .arg(&lib_dir)
+        .args(["-ldipc", "-lpthread"])
+        .arg(format!("-Wl,-rpath,{}", lib_dir.display()));
+    let out = run_with_timeout(&mut cmd, Duration::from_secs(120));
+    assert!(
+        out.status.success(),
+        "compiling {} failed ({cmd:?}):\n{}",
+        src.display(),
+        describe(&out)
+    );
+    map.insert(name.to_owned(), exe.clone());
+    exe
+}
+
+impl Cluster {
+    /// Starts `args` on host `host` in the background; see [`Background`].
+    pub fn spawn(&self, host: usize, args: &[&str]) -> Background {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static SEQ: AtomicUsize = AtomicUsize::new(0);
+        let n = SEQ.fetch_add(1, Ordering::Relaxed);
+        let dir = self.scratch_dir("background");
+        let out = dir.join(format!("{}-{n}.out", std::process::id()));
+        let err = dir.join(format!("{}-{n}.err", std::process::id()));
+        let fo = File::create(&out).unwrap_or_else(|e| panic!("{}: {e}", out.display()));
+        let fe = File::create(&err).unwrap_or_else(|e| panic!("{}: {e}", err.display()));
+        let desc = format!("`{}` on host {host}", args.join(" "));
+        let mut cmd = self.exec_command(host, args);
+        cmd.stdin(Stdio::null())
+            .stdout(fo)
+            .stderr(fe)
+            .process_group(0);
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {desc}: {e}"));
+        Background {
+            child: Some(child),
+            desc,
+            out,
+            err,
+            status: None,
+            started: Instant::now(),
+        }
+    }
+
+    /// `dipcref keys --json` on host `host`; panics if it fails.
+    pub fn dipcref_keys(&self, host: usize) -> Vec<KeyRow> {
+        let out = self.exec(host, &["dipcref", "keys", "--json"]);
+        assert!(
+            out.status.success(),
+            "dipcref keys --json on host {host} failed:\n{}",
+            describe(&out)
+        );
+        parse_keys_json(&String::from_utf8_lossy(&out.stdout)).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Runs `args` on host `host`, expecting it to fail with the error
+    /// `(errno NAME)` for `errno` (one of `errnos`); returns the name.
+    pub fn exec_err(&self, host: usize, args: &[&str], errnos: &[&str]) -> String {
+        let out = self.exec(host, args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let name = errno_name(&stderr);
+        assert!(
+            !out.status.success() && name.as_deref().is_some_and(|n| errnos.contains(&n)),
+            "on host {host}: {} should have failed with {errnos:?}:\n{}",
+            args.join(" "),
+            describe(&out)
+        );
+        name.unwrap_or_default()
+    }
+}
