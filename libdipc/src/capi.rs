@@ -29,8 +29,8 @@ fn fail<T: From<i8>>(e: Errno) -> T {
 /// never saw from dipc_msgget are classified once (see `msg::route`).
 fn is_local(id: c_int) -> bool {
     match state::route(IpcKind::Msg, id) {
-        Some(Route::Local) => true,
-        Some(_) => false,
+        Some(Route::Local | Route::Owned { .. }) => true,
+        Some(Route::Remote { .. }) => false,
         None => !msg::is_remote(id),
     }
 }
@@ -139,7 +139,11 @@ pub unsafe extern "C" fn dipc_msgctl(msqid: c_int, cmd: c_int, buf: *mut msqid_d
 }
 
 fn sem_is_local(id: c_int) -> bool {
-    matches!(crate::sem::route(id), Route::Local | Route::Owned { .. })
+    match state::route(IpcKind::Sem, id) {
+        Some(Route::Local | Route::Owned { .. }) => true,
+        Some(Route::Remote { .. }) => false,
+        None => matches!(crate::sem::route(id), Route::Local | Route::Owned { .. }),
+    }
 }
 
 #[no_mangle]

@@ -14,7 +14,7 @@ use dipc_common::config::Config;
 use dipc_common::wire::{IpcKind, Message};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::Duration;
 
 /// Where the structure behind an id lives.
@@ -33,15 +33,18 @@ pub enum Route {
     },
 }
 
-struct State {
+/// Pooled connections, with the pid that opened them.
+struct Pools {
     pid: u32,
-    routes: HashMap<(IpcKind, i32), Route>,
     control: Vec<Client>,
     sessions: Vec<Client>,
 }
 
 static CONFIG: OnceLock<Result<Config, String>> = OnceLock::new();
-static STATE: Mutex<Option<State>> = Mutex::new(None);
+static POOLS: Mutex<Option<Pools>> = Mutex::new(None);
+/// Routes stay valid across `fork` (ids are host-wide), and are read on
+/// every call, so they live apart from the pools, behind a read-mostly lock.
+static ROUTES: RwLock<Option<HashMap<(IpcKind, i32), Route>>> = RwLock::new(None);
 
 /// The configuration ($DIPC_CONFIG or the default path), read once.
 pub fn config() -> Result<&'static Config, ClientError> {
@@ -54,26 +57,25 @@ pub fn config() -> Result<&'static Config, ClientError> {
         })
 }
 
-fn state() -> MutexGuard<'static, Option<State>> {
-    // A panic while holding the lock cannot leave the maps inconsistent
-    // (every update is a single insert or remove), so a poisoned lock is
-    // still usable.
-    let mut g = STATE.lock().unwrap_or_else(|p| p.into_inner());
+fn pools() -> MutexGuard<'static, Option<Pools>> {
+    // A panic while holding the lock cannot leave the pools inconsistent
+    // (every update is a single push or pop), so a poisoned lock is still
+    // usable.
+    let mut g = POOLS.lock().unwrap_or_else(|p| p.into_inner());
     let pid = std::process::id();
     match g.as_mut() {
-        Some(s) if s.pid == pid => {}
-        Some(s) => {
+        Some(p) if p.pid == pid => {}
+        Some(p) => {
             // We are a forked child: the pooled connections are the
             // parent's (its employers act with its pid). Closing our copies
             // of the sockets leaves the parent's open.
-            s.pid = pid;
-            s.control.clear();
-            s.sessions.clear();
+            p.pid = pid;
+            p.control.clear();
+            p.sessions.clear();
         }
         None => {
-            *g = Some(State {
+            *g = Some(Pools {
                 pid,
-                routes: HashMap::new(),
                 control: Vec::new(),
                 sessions: Vec::new(),
             })
@@ -83,25 +85,24 @@ fn state() -> MutexGuard<'static, Option<State>> {
 }
 
 pub fn route(kind: IpcKind, id: i32) -> Option<Route> {
-    state()
-        .as_ref()
-        .and_then(|s| s.routes.get(&(kind, id)).copied())
+    let g = ROUTES.read().unwrap_or_else(|p| p.into_inner());
+    g.as_ref().and_then(|m| m.get(&(kind, id)).copied())
 }
 
 pub fn set_route(kind: IpcKind, id: i32, r: Route) {
-    if let Some(s) = state().as_mut() {
-        s.routes.insert((kind, id), r);
-    }
+    let mut g = ROUTES.write().unwrap_or_else(|p| p.into_inner());
+    g.get_or_insert_with(HashMap::new).insert((kind, id), r);
 }
 
 pub fn forget_route(kind: IpcKind, id: i32) {
-    if let Some(s) = state().as_mut() {
-        s.routes.remove(&(kind, id));
+    let mut g = ROUTES.write().unwrap_or_else(|p| p.into_inner());
+    if let Some(m) = g.as_mut() {
+        m.remove(&(kind, id));
     }
 }
 
 fn take(sessions: bool) -> Option<Client> {
-    let mut g = state();
+    let mut g = pools();
     let s = g.as_mut()?;
     if sessions {
         s.sessions.pop()
@@ -111,7 +112,7 @@ fn take(sessions: bool) -> Option<Client> {
 }
 
 fn give_back(c: Client, sessions: bool) {
-    if let Some(s) = state().as_mut() {
+    if let Some(s) = pools().as_mut() {
         if sessions {
             s.sessions.push(c);
         } else {

@@ -1,0 +1,1138 @@
+//! `dipc-bench`: the two sides of each benchmark that `tools/bench` runs on a
+//! simulated cluster, and the report that turns their results into a table.
+//!
+//! Every client side measures round trips with [`Instant`] after a warm-up
+//! and prints one JSON line on stdout:
+//! `{"bench":..,"group":..,"size":..,"count":..,"median_us":..,"p99_us":..,"min_us":..}`.
+//! `group` is the report's row group: `msg` (one row per message size) or
+//! `sem` (one row; its lines have no `size`, except the TCP baseline's).
+//! Every server side exits by itself (after its connections, or on a stop
+//! message) or, failing that, when its time limit (`alarm`) runs out, so a
+//! broken run leaves nothing behind.
+//!
+//! Message-queue ping-pongs use typed messages on one queue: the ping side
+//! sends type 1 and waits for type 2; the pong side receives type 1 and sends
+//! the same text back as type 2. A one-byte message `0xFF` stops the pong.
+//!
+//! Semaphore ping-pongs use a set of two semaphores, both 0 at first: the
+//! ping side posts semaphore 0 and waits on semaphore 1 (`V(0)`, `P(1)`: two
+//! `semop` calls per round trip); the pong side waits on 0 and posts 1. The
+//! ping side stops the pong by removing the set (`IPC_RMID`): the pong's
+//! wait then fails with `EIDRM` (or `EINVAL`, if it was not waiting yet).
+//!
+//! Network traffic goes only to loopback or to the simulated cluster's
+//! network (10.66.0.0/24, which exists only inside `tools/cluster`'s
+//! namespaces): other addresses are refused.
+
+use clap::{Parser, Subcommand};
+use libc::{c_int, c_long, c_void};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::io::{self, BufRead, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+/// Longest message text the queue benchmarks use (Linux's default msgmax).
+const MAX_TEXT: usize = 8192;
+/// Longest TCP payload.
+const MAX_TCP: usize = 1 << 20;
+const TYPE_PING: c_long = 1;
+const TYPE_PONG: c_long = 2;
+/// First byte of a stop message (payloads are filled with `FILL`).
+const STOP: u8 = 0xFF;
+const FILL: u8 = 0x5A;
+/// Semaphores in a ping-pong set: 0 carries pings, 1 pongs.
+const SEMS: c_int = 2;
+const SEM_PING: u16 = 0;
+const SEM_PONG: u16 = 1;
+/// Report row groups.
+const GROUP_MSG: &str = "msg";
+const GROUP_SEM: &str = "sem";
+
+#[derive(Parser)]
+#[command(
+    name = "dipc-bench",
+    about = "Sides of the dipc benchmarks (run them all with tools/bench)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// TCP echo server: serves CONNECTIONS connections one after the other,
+    /// then exits.
+    TcpServer {
+        /// Address to listen on (loopback or 10.66.0.x).
+        #[arg(long, default_value = "127.0.0.1")]
+        bind: IpAddr,
+        #[arg(long, default_value_t = 7300)]
+        port: u16,
+        #[arg(long, default_value_t = 1)]
+        connections: u32,
+        /// Seconds after which the server gives up.
+        #[arg(long, default_value_t = 300)]
+        time_limit: u32,
+    },
+    /// TCP ping-pong client (TCP_NODELAY) against tcp-server.
+    TcpClient {
+        /// Server address (loopback or 10.66.0.x).
+        #[arg(long)]
+        addr: SocketAddr,
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        #[arg(long, default_value_t = 5000)]
+        iterations: usize,
+        #[arg(long, default_value_t = 200)]
+        warmup: usize,
+        /// Seconds to keep retrying the connection while the server starts.
+        #[arg(long, default_value_t = 10)]
+        wait: u64,
+        #[arg(long, default_value_t = 300)]
+        time_limit: u32,
+        #[arg(long, default_value = "tcp")]
+        label: String,
+        /// Report row group of the result: msg (a row per size) or sem.
+        #[arg(long, default_value = GROUP_MSG, value_parser = [GROUP_MSG, GROUP_SEM])]
+        group: String,
+    },
+    /// Raw System V message-queue ping-pong (libc) with a forked partner on
+    /// a private queue.
+    SysvPingpong {
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        #[arg(long, default_value_t = 5000)]
+        iterations: usize,
+        #[arg(long, default_value_t = 200)]
+        warmup: usize,
+        #[arg(long, default_value_t = 300)]
+        time_limit: u32,
+        #[arg(long, default_value = "sysv")]
+        label: String,
+    },
+    /// Creates a distributed queue (IPC_DIPC, so this host owns it) and
+    /// echoes pings with the dipc C API until a stop message; then removes
+    /// the queue.
+    MsgPong {
+        /// Queue key (decimal or 0x hex).
+        #[arg(long, value_parser = parse_key)]
+        key: i32,
+        #[arg(long, default_value_t = 300)]
+        time_limit: u32,
+    },
+    /// Ping side on the queue msg-pong made, through the dipc C API (remote
+    /// if the queue is owned by another host); sends the stop message at the
+    /// end.
+    MsgPing {
+        #[arg(long, value_parser = parse_key)]
+        key: i32,
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        #[arg(long, default_value_t = 5000)]
+        iterations: usize,
+        #[arg(long, default_value_t = 200)]
+        warmup: usize,
+        /// Seconds to wait for the queue to exist.
+        #[arg(long, default_value_t = 10)]
+        wait: u64,
+        #[arg(long, default_value_t = 300)]
+        time_limit: u32,
+        #[arg(long, default_value = "dipc")]
+        label: String,
+    },
+    /// Raw System V semaphore ping-pong (libc) with a forked partner on a
+    /// private set of two semaphores.
+    SemPingpong {
+        #[arg(long, default_value_t = 5000)]
+        iterations: usize,
+        #[arg(long, default_value_t = 200)]
+        warmup: usize,
+        #[arg(long, default_value_t = 300)]
+        time_limit: u32,
+        #[arg(long, default_value = "sysv")]
+        label: String,
+    },
+    /// Creates a distributed set of two semaphores (IPC_DIPC, so this host
+    /// owns it) and answers pings with the dipc C API until the set is
+    /// removed (by sem-ping); removes it itself only on a failure.
+    SemPong {
+        /// Semaphore set key (decimal or 0x hex).
+        #[arg(long, value_parser = parse_key)]
+        key: i32,
+        #[arg(long, default_value_t = 300)]
+        time_limit: u32,
+    },
+    /// Ping side on the set sem-pong made, through the dipc C API (remote if
+    /// the set is owned by another host); removes the set at the end, which
+    /// stops the pong.
+    SemPing {
+        #[arg(long, value_parser = parse_key)]
+        key: i32,
+        #[arg(long, default_value_t = 5000)]
+        iterations: usize,
+        #[arg(long, default_value_t = 200)]
+        warmup: usize,
+        /// Seconds to wait for the set to exist.
+        #[arg(long, default_value_t = 10)]
+        wait: u64,
+        #[arg(long, default_value_t = 300)]
+        time_limit: u32,
+        #[arg(long, default_value = "dipc")]
+        label: String,
+    },
+    /// Reads the JSON lines of the client sides and prints the table (or one
+    /// JSON object).
+    Report {
+        /// File of JSON lines ("-" for stdin).
+        #[arg(long, default_value = "-")]
+        input: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_key(s: &str) -> Result<i32, String> {
+    let v = if let Some(h) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        u32::from_str_radix(h, 16).map_err(|e| format!("bad key '{s}': {e}"))?
+    } else {
+        s.parse::<u32>()
+            .map_err(|e| format!("bad key '{s}': {e}"))?
+    };
+    if v == 0 {
+        return Err("key 0 is IPC_PRIVATE; give a real key".into());
+    }
+    Ok(v as i32)
+}
+
+fn err(msg: impl Into<String>) -> io::Error {
+    io::Error::other(msg.into())
+}
+
+/// Loopback, or the simulated cluster's 10.66.0.0/24.
+fn allowed_ip(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            v4.is_loopback() || (o[0] == 10 && o[1] == 66 && o[2] == 0)
+        }
+        IpAddr::V6(v6) => v6.is_loopback(),
+    }
+}
+
+fn check_ip(ip: IpAddr) -> io::Result<()> {
+    if allowed_ip(ip) {
+        Ok(())
+    } else {
+        Err(err(format!(
+            "{ip}: only loopback and the cluster's 10.66.0.0/24 are allowed"
+        )))
+    }
+}
+
+fn check_counts(size: usize, max: usize, iterations: usize) -> io::Result<()> {
+    if size == 0 || size > max {
+        return Err(err(format!("--size must be in 1..={max}, got {size}")));
+    }
+    if iterations == 0 {
+        return Err(err("--iterations must be at least 1"));
+    }
+    Ok(())
+}
+
+extern "C" fn on_alarm(_: c_int) {}
+
+/// Arms the time limit. With `interrupt`, SIGALRM only interrupts the
+/// blocking call under way (System V calls then fail with `EINTR`, so the
+/// caller can clean up); otherwise it kills the process.
+fn time_limit(secs: u32, interrupt: bool) -> io::Result<()> {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    if interrupt {
+        let act = SigAction::new(
+            SigHandler::Handler(on_alarm),
+            SaFlags::empty(),
+            SigSet::empty(),
+        );
+        // SAFETY: the handler does nothing, which is async-signal-safe.
+        unsafe { sigaction(Signal::SIGALRM, &act) }.map_err(io::Error::from)?;
+    }
+    // SAFETY: alarm takes a plain integer.
+    unsafe { libc::alarm(secs) };
+    Ok(())
+}
+
+/// Median, 99th percentile (nearest rank) and minimum, in microseconds, of
+/// the result of bench `label` in report row group `group` (`size` is the
+/// payload in bytes, if the bench has one).
+fn summary(label: &str, group: &str, size: Option<usize>, mut ns: Vec<u64>, extra: Value) -> Value {
+    ns.sort_unstable();
+    let n = ns.len();
+    let us = |v: u64| (v as f64) / 1000.0;
+    let median = if n % 2 == 1 {
+        us(ns[n / 2])
+    } else {
+        (us(ns[n / 2 - 1]) + us(ns[n / 2])) / 2.0
+    };
+    let p99 = us(ns[(n * 99).div_ceil(100).max(1) - 1]);
+    let mut v = json!({
+        "bench": label,
+        "group": group,
+        "count": n,
+        "median_us": round3(median),
+        "p99_us": round3(p99),
+        "min_us": round3(us(ns[0])),
+    });
+    if let Some(o) = v.as_object_mut() {
+        if let Some(size) = size {
+            o.insert("size".into(), json!(size));
+        }
+        if let Value::Object(e) = extra {
+            o.extend(e);
+        }
+    }
+    v
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+fn print_line(v: &Value) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    writeln!(out, "{v}")?;
+    out.flush()
+}
+
+// ---------------------------------------------------------------- TCP
+
+fn tcp_server(bind: IpAddr, port: u16, connections: u32, limit: u32) -> io::Result<()> {
+    check_ip(bind)?;
+    time_limit(limit, false)?;
+    let listener = TcpListener::bind((bind, port))?;
+    let mut buf = vec![0u8; 64 * 1024];
+    for _ in 0..connections {
+        let (mut s, _) = listener.accept()?;
+        s.set_nodelay(true)?;
+        loop {
+            let n = match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => break,
+                Err(e) => return Err(e),
+            };
+            s.write_all(&buf[..n])?;
+        }
+    }
+    Ok(())
+}
+
+fn tcp_connect(addr: SocketAddr, wait: Duration) -> io::Result<TcpStream> {
+    let deadline = Instant::now() + wait;
+    loop {
+        match TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+            Ok(s) => return Ok(s),
+            // The server may not listen yet.
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => return Err(err(format!("connect {addr}: {e}"))),
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn tcp_client(
+    addr: SocketAddr,
+    size: usize,
+    iterations: usize,
+    warmup: usize,
+    wait: u64,
+    limit: u32,
+    label: &str,
+    group: &str,
+) -> io::Result<()> {
+    check_ip(addr.ip())?;
+    check_counts(size, MAX_TCP, iterations)?;
+    time_limit(limit, false)?;
+    let mut s = tcp_connect(addr, Duration::from_secs(wait))?;
+    s.set_nodelay(true)?;
+    let out = vec![FILL; size];
+    let mut back = vec![0u8; size];
+    let mut ns = Vec::with_capacity(iterations);
+    for i in 0..warmup + iterations {
+        let t = Instant::now();
+        s.write_all(&out)?;
+        s.read_exact(&mut back)?;
+        let dt = t.elapsed();
+        if i >= warmup {
+            ns.push(dt.as_nanos() as u64);
+        }
+    }
+    if back != out {
+        return Err(err("tcp: echo differs from what was sent"));
+    }
+    drop(s);
+    print_line(&summary(label, group, Some(size), ns, json!({})))
+}
+
+// ---------------------------------------------------------------- message queues
+
+#[repr(C)]
+struct MsgBuf {
+    mtype: c_long,
+    text: [u8; MAX_TEXT],
+}
+
+impl MsgBuf {
+    fn new(mtype: c_long) -> Box<MsgBuf> {
+        Box::new(MsgBuf {
+            mtype,
+            text: [FILL; MAX_TEXT],
+        })
+    }
+}
+
+/// Which calls the queue benchmarks make.
+#[derive(Clone, Copy)]
+enum Api {
+    /// Plain libc System V calls.
+    Raw,
+    /// dipc's C interface (plain calls after a lookup on the owner host).
+    Dipc,
+}
+
+fn os_err(what: &str) -> io::Error {
+    let e = io::Error::last_os_error();
+    io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+impl Api {
+    fn snd(self, id: c_int, m: &MsgBuf, len: usize) -> io::Result<()> {
+        let p = (m as *const MsgBuf).cast::<c_void>();
+        // SAFETY: m is an mtype followed by MAX_TEXT >= len bytes.
+        let r = unsafe {
+            match self {
+                Api::Raw => libc::msgsnd(id, p, len, 0),
+                Api::Dipc => dipc::capi::dipc_msgsnd(id, p, len, 0),
+            }
+        };
+        if r < 0 {
+            Err(os_err("msgsnd"))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn rcv(self, id: c_int, m: &mut MsgBuf, mtype: c_long) -> io::Result<usize> {
+        let p = (m as *mut MsgBuf).cast::<c_void>();
+        // SAFETY: m has room for an mtype and MAX_TEXT bytes.
+        let r = unsafe {
+            match self {
+                Api::Raw => libc::msgrcv(id, p, MAX_TEXT, mtype, 0),
+                Api::Dipc => dipc::capi::dipc_msgrcv(id, p, MAX_TEXT, mtype, 0),
+            }
+        };
+        if r < 0 {
+            Err(os_err("msgrcv"))
+        } else {
+            Ok(r as usize)
+        }
+    }
+
+    fn rmid(self, id: c_int) -> io::Result<()> {
+        // SAFETY: IPC_RMID takes no buffer.
+        let r = unsafe {
+            match self {
+                Api::Raw => libc::msgctl(id, libc::IPC_RMID, std::ptr::null_mut()),
+                Api::Dipc => dipc::capi::dipc_msgctl(id, libc::IPC_RMID, std::ptr::null_mut()),
+            }
+        };
+        if r < 0 {
+            Err(os_err("msgctl(IPC_RMID)"))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Echoes type-1 messages back as type 2 until a stop message; returns how
+/// many it echoed.
+fn pong_loop(api: Api, id: c_int) -> io::Result<u64> {
+    let mut m = MsgBuf::new(TYPE_PING);
+    let mut n = 0;
+    loop {
+        let len = api.rcv(id, &mut m, TYPE_PING)?;
+        if len >= 1 && m.text[0] == STOP {
+            return Ok(n);
+        }
+        m.mtype = TYPE_PONG;
+        api.snd(id, &m, len)?;
+        n += 1;
+    }
+}
+
+/// Times `warmup + iterations` round trips; returns the measured ones (ns).
+fn ping_loop(
+    api: Api,
+    id: c_int,
+    size: usize,
+    warmup: usize,
+    iterations: usize,
+) -> io::Result<Vec<u64>> {
+    let out = MsgBuf::new(TYPE_PING);
+    let mut back = MsgBuf::new(TYPE_PONG);
+    let mut ns = Vec::with_capacity(iterations);
+    for i in 0..warmup + iterations {
+        let t = Instant::now();
+        api.snd(id, &out, size)?;
+        let n = api.rcv(id, &mut back, TYPE_PONG)?;
+        let dt = t.elapsed();
+        if n != size {
+            return Err(err(format!("pong of {n} bytes, {size} sent")));
+        }
+        if i >= warmup {
+            ns.push(dt.as_nanos() as u64);
+        }
+    }
+    if back.text[..size] != out.text[..size] {
+        return Err(err("pong text differs from the ping"));
+    }
+    Ok(ns)
+}
+
+fn send_stop(api: Api, id: c_int) -> io::Result<()> {
+    let mut m = MsgBuf::new(TYPE_PING);
+    m.text[0] = STOP;
+    api.snd(id, &m, 1)
+}
+
+/// Removes a private queue when dropped (the parent's side only).
+struct RawQueue(c_int);
+
+impl Drop for RawQueue {
+    fn drop(&mut self) {
+        let _ = Api::Raw.rmid(self.0);
+    }
+}
+
+/// Moves the forked partner to the CPU named by `DIPC_BENCH_PARTNER_CPU`
+/// (tools/bench pins every ping side to one CPU and every pong side to the
+/// other, so that each pair of figures is taken with the two processes on
+/// different CPUs, as in the cost table of DESIGN.md).
+fn pin_partner() -> io::Result<()> {
+    let Ok(v) = std::env::var("DIPC_BENCH_PARTNER_CPU") else {
+        return Ok(());
+    };
+    let cpu: usize = v
+        .trim()
+        .parse()
+        .map_err(|_| err(format!("DIPC_BENCH_PARTNER_CPU={v:?} is not a CPU number")))?;
+    // SAFETY: cpu_set_t is plain data; CPU_SET bounds-checks the index
+    // against the set's size.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(os_err("sched_setaffinity"));
+        }
+    }
+    Ok(())
+}
+
+fn sysv_pingpong(
+    size: usize,
+    iterations: usize,
+    warmup: usize,
+    limit: u32,
+    label: &str,
+) -> io::Result<()> {
+    check_counts(size, MAX_TEXT, iterations)?;
+    // SAFETY: msgget takes plain integers.
+    let id = unsafe { libc::msgget(libc::IPC_PRIVATE, libc::IPC_CREAT | 0o600) };
+    if id < 0 {
+        return Err(os_err("msgget"));
+    }
+    let q = RawQueue(id);
+    // Flush what the parent would otherwise print twice.
+    io::stdout().flush()?;
+    // SAFETY: this process is single-threaded; the child only makes
+    // System V calls and leaves with _exit (no destructors, so it never
+    // removes the parent's queue).
+    let child = unsafe { libc::fork() };
+    if child < 0 {
+        return Err(os_err("fork"));
+    }
+    if child == 0 {
+        let code = match pin_partner()
+            .and_then(|_| time_limit(limit, true))
+            .and_then(|_| pong_loop(Api::Raw, id))
+        {
+            Ok(_) => 0,
+            Err(e) => {
+                eprintln!("dipc-bench sysv-pingpong (partner): {e}");
+                1
+            }
+        };
+        // SAFETY: leaving the forked child without running destructors.
+        unsafe { libc::_exit(code) };
+    }
+    let run =
+        time_limit(limit, true).and_then(|_| ping_loop(Api::Raw, id, size, warmup, iterations));
+    let stopped = send_stop(Api::Raw, id);
+    let mut status = 0;
+    let waited = if run.is_ok() && stopped.is_ok() {
+        // SAFETY: child is our child's pid; status is a valid out pointer.
+        unsafe { libc::waitpid(child, &mut status, 0) }
+    } else {
+        // The partner may be stuck; removing the queue (below) and the
+        // kill wake it.
+        // SAFETY: plain signal to our own child.
+        unsafe { libc::kill(child, libc::SIGKILL) };
+        // SAFETY: as above.
+        unsafe { libc::waitpid(child, &mut status, 0) }
+    };
+    drop(q);
+    let ns = run?;
+    stopped?;
+    if waited < 0 {
+        return Err(os_err("waitpid"));
+    }
+    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        return Err(err(format!("partner failed (wait status {status})")));
+    }
+    print_line(&summary(label, GROUP_MSG, Some(size), ns, json!({})))
+}
+
+fn msg_pong(key: i32, limit: u32) -> io::Result<()> {
+    time_limit(limit, true)?;
+    let flags = libc::IPC_CREAT | libc::IPC_EXCL | 0o600 | dipc::IPC_DIPC;
+    let id = dipc::capi::dipc_msgget(key, flags);
+    if id < 0 {
+        return Err(os_err(&format!("msgget(key {key:#x}, IPC_DIPC)")));
+    }
+    if dipc::msg::is_remote(id) {
+        let _ = Api::Dipc.rmid(id);
+        return Err(err(format!(
+            "queue {key:#x} is owned by another host; the pong must own it"
+        )));
+    }
+    let served = pong_loop(Api::Dipc, id);
+    let removed = Api::Dipc.rmid(id);
+    served?;
+    removed
+}
+
+#[allow(clippy::too_many_arguments)]
+fn msg_ping(
+    key: i32,
+    size: usize,
+    iterations: usize,
+    warmup: usize,
+    wait: u64,
+    limit: u32,
+    label: &str,
+) -> io::Result<()> {
+    check_counts(size, MAX_TEXT, iterations)?;
+    time_limit(limit, false)?;
+    let deadline = Instant::now() + Duration::from_secs(wait);
+    let id = loop {
+        let id = dipc::capi::dipc_msgget(key, 0o600 | dipc::IPC_DIPC);
+        if id >= 0 {
+            break id;
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::ENOENT) || Instant::now() >= deadline {
+            return Err(err(format!("msgget(key {key:#x}, IPC_DIPC): {e}")));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let remote = dipc::msg::is_remote(id);
+    let run = ping_loop(Api::Dipc, id, size, warmup, iterations);
+    // Stop the pong even after a failed run, so that it removes the queue.
+    let stopped = send_stop(Api::Dipc, id);
+    let ns = run?;
+    stopped?;
+    print_line(&summary(
+        label,
+        GROUP_MSG,
+        Some(size),
+        ns,
+        json!({ "remote": remote }),
+    ))
+}
+
+// ---------------------------------------------------------------- semaphores
+
+fn sembuf(num: u16, op: i16) -> libc::sembuf {
+    libc::sembuf {
+        sem_num: num,
+        sem_op: op,
+        sem_flg: 0,
+    }
+}
+
+/// Whether a failed semop means the set is gone (removed by the other side).
+fn set_removed(errno: c_int) -> bool {
+    errno == libc::EIDRM || errno == libc::EINVAL
+}
+
+impl Api {
+    /// One semop call; on failure, the errno.
+    fn semop(self, id: c_int, op: &mut libc::sembuf) -> Result<(), c_int> {
+        // SAFETY: op is one valid sembuf.
+        let r = unsafe {
+            match self {
+                Api::Raw => libc::semop(id, op, 1),
+                Api::Dipc => dipc::capi::dipc_semop(id, op, 1),
+            }
+        };
+        if r < 0 {
+            Err(io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn sem_rmid(self, id: c_int) -> io::Result<()> {
+        // SAFETY: IPC_RMID reads no fourth argument.
+        let r = unsafe {
+            match self {
+                Api::Raw => libc::semctl(id, 0, libc::IPC_RMID),
+                Api::Dipc => {
+                    dipc::capi::dipc_semctl(id, 0, libc::IPC_RMID, dipc::capi::SemUn { val: 0 })
+                }
+            }
+        };
+        if r < 0 {
+            Err(os_err("semctl(IPC_RMID)"))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+fn semop_err(what: &str, errno: c_int) -> io::Error {
+    let e = io::Error::from_raw_os_error(errno);
+    io::Error::new(e.kind(), format!("semop({what}): {e}"))
+}
+
+/// Answers each `V(0)` with a `V(1)` until the set is removed; returns how
+/// many pings it answered.
+fn sem_pong_loop(api: Api, id: c_int) -> io::Result<u64> {
+    let mut wait = sembuf(SEM_PING, -1);
+    let mut post = sembuf(SEM_PONG, 1);
+    let mut n = 0;
+    loop {
+        match api.semop(id, &mut wait) {
+            Ok(()) => {}
+            Err(e) if set_removed(e) => return Ok(n),
+            Err(e) => return Err(semop_err("P(0)", e)),
+        }
+        api.semop(id, &mut post).map_err(|e| semop_err("V(1)", e))?;
+        n += 1;
+    }
+}
+
+/// Times `warmup + iterations` round trips `V(0)`, `P(1)`; returns the
+/// measured ones (ns).
+fn sem_ping_loop(api: Api, id: c_int, warmup: usize, iterations: usize) -> io::Result<Vec<u64>> {
+    let mut post = sembuf(SEM_PING, 1);
+    let mut wait = sembuf(SEM_PONG, -1);
+    let mut ns = Vec::with_capacity(iterations);
+    for i in 0..warmup + iterations {
+        let t = Instant::now();
+        api.semop(id, &mut post).map_err(|e| semop_err("V(0)", e))?;
+        api.semop(id, &mut wait).map_err(|e| semop_err("P(1)", e))?;
+        let dt = t.elapsed();
+        if i >= warmup {
+            ns.push(dt.as_nanos() as u64);
+        }
+    }
+    Ok(ns)
+}
+
+fn check_iterations(iterations: usize) -> io::Result<()> {
+    if iterations == 0 {
+        return Err(err("--iterations must be at least 1"));
+    }
+    Ok(())
+}
+
+/// Whether the kernel object behind `id` on this host is not the set of
+/// `key` itself (a dipc placeholder for a set another host owns).
+fn sem_is_remote(id: c_int, key: i32) -> bool {
+    // SAFETY: semid_ds is plain data, and IPC_STAT writes one there.
+    unsafe {
+        let mut ds: libc::semid_ds = std::mem::zeroed();
+        let r = libc::semctl(id, 0, libc::IPC_STAT, &mut ds as *mut libc::semid_ds);
+        r < 0 || ds.sem_perm.__key != key
+    }
+}
+
+fn sem_pingpong(iterations: usize, warmup: usize, limit: u32, label: &str) -> io::Result<()> {
+    check_iterations(iterations)?;
+    // SAFETY: semget takes plain integers.
+    let id = unsafe { libc::semget(libc::IPC_PRIVATE, SEMS, libc::IPC_CREAT | 0o600) };
+    if id < 0 {
+        return Err(os_err("semget"));
+    }
+    // Flush what the parent would otherwise print twice.
+    io::stdout().flush()?;
+    // SAFETY: as in sysv_pingpong: the child only makes System V calls and
+    // leaves with _exit.
+    let child = unsafe { libc::fork() };
+    if child < 0 {
+        let e = os_err("fork");
+        let _ = Api::Raw.sem_rmid(id);
+        return Err(e);
+    }
+    if child == 0 {
+        let code = match pin_partner()
+            .and_then(|_| time_limit(limit, true))
+            .and_then(|_| sem_pong_loop(Api::Raw, id))
+        {
+            Ok(_) => 0,
+            Err(e) => {
+                eprintln!("dipc-bench sem-pingpong (partner): {e}");
+                1
+            }
+        };
+        // SAFETY: leaving the forked child without running destructors.
+        unsafe { libc::_exit(code) };
+    }
+    let run = time_limit(limit, true).and_then(|_| sem_ping_loop(Api::Raw, id, warmup, iterations));
+    // Removing the set stops the partner (EIDRM).
+    let removed = Api::Raw.sem_rmid(id);
+    if run.is_err() || removed.is_err() {
+        // SAFETY: plain signal to our own child.
+        unsafe { libc::kill(child, libc::SIGKILL) };
+    }
+    let mut status = 0;
+    // SAFETY: child is our child's pid; status is a valid out pointer.
+    let waited = unsafe { libc::waitpid(child, &mut status, 0) };
+    let ns = run?;
+    removed?;
+    if waited < 0 {
+        return Err(os_err("waitpid"));
+    }
+    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        return Err(err(format!("partner failed (wait status {status})")));
+    }
+    print_line(&summary(label, GROUP_SEM, None, ns, json!({})))
+}
+
+fn sem_pong(key: i32, limit: u32) -> io::Result<()> {
+    time_limit(limit, true)?;
+    let flags = libc::IPC_CREAT | libc::IPC_EXCL | 0o600 | dipc::IPC_DIPC;
+    let id = dipc::capi::dipc_semget(key, SEMS, flags);
+    if id < 0 {
+        return Err(os_err(&format!("semget(key {key:#x}, IPC_DIPC)")));
+    }
+    if sem_is_remote(id, key) {
+        let _ = Api::Dipc.sem_rmid(id);
+        return Err(err(format!(
+            "semaphore set {key:#x} is owned by another host; the pong must own it"
+        )));
+    }
+    match sem_pong_loop(Api::Dipc, id) {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            // Stopped by a failure (or the time limit): do not leave the
+            // set behind.
+            let _ = Api::Dipc.sem_rmid(id);
+            Err(e)
+        }
+    }
+}
+
+fn sem_ping(
+    key: i32,
+    iterations: usize,
+    warmup: usize,
+    wait: u64,
+    limit: u32,
+    label: &str,
+) -> io::Result<()> {
+    check_iterations(iterations)?;
+    time_limit(limit, false)?;
+    let deadline = Instant::now() + Duration::from_secs(wait);
+    let id = loop {
+        let id = dipc::capi::dipc_semget(key, SEMS, 0o600 | dipc::IPC_DIPC);
+        if id >= 0 {
+            break id;
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::ENOENT) || Instant::now() >= deadline {
+            return Err(err(format!("semget(key {key:#x}, IPC_DIPC): {e}")));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let remote = sem_is_remote(id, key);
+    let run = sem_ping_loop(Api::Dipc, id, warmup, iterations);
+    // Removing the set stops the pong, after a failed run too.
+    let removed = Api::Dipc.sem_rmid(id);
+    let ns = run?;
+    removed?;
+    print_line(&summary(
+        label,
+        GROUP_SEM,
+        None,
+        ns,
+        json!({ "remote": remote }),
+    ))
+}
+
+// ---------------------------------------------------------------- report
+
+/// Benches of the report, in column order: (name, heading).
+const BENCHES: [(&str, &str); 4] = [
+    ("tcp", "raw TCP"),
+    ("sysv", "raw SysV"),
+    ("dipc_remote", "dipc remote"),
+    ("dipc_local", "dipc owner-local"),
+];
+
+fn median_of(v: Option<&Value>) -> Option<f64> {
+    v?.get("median_us")?.as_f64()
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some((a / b * 100.0).round() / 100.0),
+        _ => None,
+    }
+}
+
+/// A report row: the `msg` group has a row per message size, any other
+/// group (`sem`) one row. Rows of `msg` come first.
+type RowKey = (bool, String, u64);
+
+fn report(input: &str, as_json: bool) -> io::Result<()> {
+    let reader: Box<dyn BufRead> = if input == "-" {
+        Box::new(io::BufReader::new(io::stdin()))
+    } else {
+        Box::new(io::BufReader::new(
+            std::fs::File::open(input).map_err(|e| err(format!("{input}: {e}")))?,
+        ))
+    };
+    // row -> bench -> result
+    let mut by_row: BTreeMap<RowKey, BTreeMap<String, Value>> = BTreeMap::new();
+    let mut iterations = None;
+    for (no, line) in reader.lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: Value = serde_json::from_str(&line)
+            .map_err(|e| err(format!("{input}:{}: not JSON: {e}", no + 1)))?;
+        let Some(bench) = v.get("bench").and_then(Value::as_str) else {
+            return Err(err(format!("{input}:{}: no bench", no + 1)));
+        };
+        let group = v.get("group").and_then(Value::as_str).unwrap_or(GROUP_MSG);
+        let key = if group == GROUP_MSG {
+            let Some(size) = v.get("size").and_then(Value::as_u64) else {
+                return Err(err(format!("{input}:{}: msg result without size", no + 1)));
+            };
+            (false, group.to_string(), size)
+        } else {
+            (true, group.to_string(), 0)
+        };
+        if iterations.is_none() {
+            iterations = v.get("count").and_then(Value::as_u64);
+        }
+        by_row
+            .entry(key)
+            .or_default()
+            .insert(bench.to_string(), v.clone());
+    }
+    if by_row.is_empty() {
+        return Err(err(format!("{input}: no results")));
+    }
+
+    let mut rows = Vec::new();
+    for ((_, group, size), benches) in &by_row {
+        let mut row = serde_json::Map::new();
+        row.insert("group".into(), json!(group));
+        if group == GROUP_MSG {
+            row.insert("size".into(), json!(size));
+        }
+        for (name, _) in BENCHES {
+            if let Some(v) = benches.get(name) {
+                let mut o = serde_json::Map::new();
+                for k in ["median_us", "p99_us", "min_us", "count", "size", "remote"] {
+                    if let Some(x) = v.get(k) {
+                        o.insert(k.into(), x.clone());
+                    }
+                }
+                row.insert(name.into(), Value::Object(o));
+            }
+        }
+        let m = |n: &str| median_of(benches.get(n));
+        row.insert(
+            "ratio_remote_tcp".into(),
+            json!(ratio(m("dipc_remote"), m("tcp"))),
+        );
+        row.insert(
+            "ratio_local_sysv".into(),
+            json!(ratio(m("dipc_local"), m("sysv"))),
+        );
+        rows.push(Value::Object(row));
+    }
+
+    if as_json {
+        let v = json!({
+            "iterations": iterations,
+            "unit": "us",
+            "statistic": "median and p99 of round trips",
+            "groups": {
+                "msg": "message-queue ping-pong, a row per message size (bytes); \
+                        tcp is a TCP ping-pong of the same size",
+                "sem": "semaphore ping-pong: V(0),P(1) against P(0),V(1) on a set of \
+                        two; tcp is a TCP ping-pong of tcp.size bytes",
+            },
+            "targets": { "ratio_remote_tcp": "<= 2.5", "ratio_local_sysv": "<= 1.1" },
+            "results": rows,
+        });
+        return print_line(&v);
+    }
+
+    let cell = |row: &Value, name: &str| -> String {
+        match row.get(name) {
+            Some(o) => {
+                let f = |k: &str| {
+                    o.get(k)
+                        .and_then(Value::as_f64)
+                        .map_or("?".to_string(), |x| format!("{x:.1}"))
+                };
+                format!("{} / {}", f("median_us"), f("p99_us"))
+            }
+            None => "-".to_string(),
+        }
+    };
+    let rat = |row: &Value, k: &str| {
+        row.get(k)
+            .and_then(Value::as_f64)
+            .map_or("-".to_string(), |x| format!("{x:.2}"))
+    };
+    let mut out = io::stdout().lock();
+    writeln!(
+        out,
+        "round trips in µs, median / p99 of {} after warm-up",
+        iterations.map_or("?".to_string(), |n| n.to_string())
+    )?;
+    writeln!(
+        out,
+        "{:>6}  {:>17}  {:>17}  {:>17}  {:>13}  {:>17}  {:>12}",
+        "size", BENCHES[0].1, BENCHES[1].1, BENCHES[2].1, "remote/TCP", BENCHES[3].1, "local/SysV"
+    )?;
+    writeln!(
+        out,
+        "{:>6}  {:>17}  {:>17}  {:>17}  {:>13}  {:>17}  {:>12}",
+        "",
+        "host1<->host2",
+        "host 2",
+        "host1->owner h2",
+        "(target<=2.5)",
+        "host 2",
+        "(target<=1.1)"
+    )?;
+    let mut notes = Vec::new();
+    for row in &rows {
+        let group = row.get("group").and_then(Value::as_str).unwrap_or("?");
+        let first = if group == GROUP_MSG {
+            let size = row.get("size").and_then(Value::as_u64).unwrap_or(0);
+            format!("{size} B")
+        } else {
+            let tcp = row
+                .get("tcp")
+                .and_then(|t| t.get("size"))
+                .and_then(Value::as_u64)
+                .map_or("no".to_string(), |n| format!("a {n} B"));
+            notes.push(format!(
+                "{group}: one round trip is semop V(0) then P(1) against P(0) then V(1); \
+                 its raw TCP is {tcp} TCP ping-pong measured in this run"
+            ));
+            group.to_string()
+        };
+        writeln!(
+            out,
+            "{:>6}  {:>17}  {:>17}  {:>17}  {:>13}  {:>17}  {:>12}",
+            first,
+            cell(row, "tcp"),
+            cell(row, "sysv"),
+            cell(row, "dipc_remote"),
+            rat(row, "ratio_remote_tcp"),
+            cell(row, "dipc_local"),
+            rat(row, "ratio_local_sysv")
+        )?;
+    }
+    for n in notes {
+        writeln!(out, "{n}")?;
+    }
+    out.flush()
+}
+
+fn run(cli: Cli) -> io::Result<()> {
+    match cli.cmd {
+        Cmd::TcpServer {
+            bind,
+            port,
+            connections,
+            time_limit,
+        } => tcp_server(bind, port, connections, time_limit),
+        Cmd::TcpClient {
+            addr,
+            size,
+            iterations,
+            warmup,
+            wait,
+            time_limit,
+            label,
+            group,
+        } => tcp_client(
+            addr, size, iterations, warmup, wait, time_limit, &label, &group,
+        ),
+        Cmd::SysvPingpong {
+            size,
+            iterations,
+            warmup,
+            time_limit,
+            label,
+        } => sysv_pingpong(size, iterations, warmup, time_limit, &label),
+        Cmd::MsgPong { key, time_limit } => msg_pong(key, time_limit),
+        Cmd::MsgPing {
+            key,
+            size,
+            iterations,
+            warmup,
+            wait,
+            time_limit,
+            label,
+        } => msg_ping(key, size, iterations, warmup, wait, time_limit, &label),
+        Cmd::SemPingpong {
+            iterations,
+            warmup,
+            time_limit,
+            label,
+        } => sem_pingpong(iterations, warmup, time_limit, &label),
+        Cmd::SemPong { key, time_limit } => sem_pong(key, time_limit),
+        Cmd::SemPing {
+            key,
+            iterations,
+            warmup,
+            wait,
+            time_limit,
+            label,
+        } => sem_ping(key, iterations, warmup, wait, time_limit, &label),
+        Cmd::Report { input, json } => report(&input, json),
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("dipc-bench: {e}");
+        std::process::exit(1);
+    }
+}
