@@ -898,9 +898,11 @@ pub fn errno_name(stderr: &str) -> Option<String> {
 }
 
 /// Compiles the C example `libdipc/examples/c/<name>.c` against the built
-/// `libdipc.so` (found in [`bin_dir`], linked with an rpath to it) into a
-/// directory private to this test process; returns the program's path.
-/// Each program is compiled once per process. Panics if gcc fails.
+/// `libdipc.so` (found in [`bin_dir`], linked with an rpath to it) into
+/// `<bin_dir>/c-examples/` (a temporary directory if that is not writable);
+/// returns the program's path. Each program is compiled once per test
+/// process, and replaced atomically (so concurrent test processes never
+/// run a half-written one). Panics if gcc fails.
 pub fn c_example(name: &str) -> PathBuf {
     use std::collections::HashMap;
     use std::sync::Mutex;
@@ -916,34 +918,40 @@ pub fn c_example(name: &str) -> PathBuf {
         "{} does not exist: build the workspace (cargo build --release --workspace) first",
         lib_dir.join("libdipc.so").display()
     );
-    let out_dir = std::env::temp_dir().join(format!("dipc-c-examples-{}", std::process::id()));
-    fs::create_dir_all(&out_dir).unwrap_or_else(|e| panic!("{}: {e}", out_dir.display()));
-    fs::set_permissions(&out_dir, fs::Permissions::from_mode(0o755))
-        .unwrap_or_else(|e| panic!("{}: {e}", out_dir.display()));
-    let src = repo_root()
+    let mut out_dir = lib_dir.join("c-examples");
+    if fs::create_dir_all(&out_dir).is_err() {
+        out_dir = std::env::temp_dir().join(format!("dipc-c-examples-{}", std::process::id()));
+        fs::create_dir_all(&out_dir).unwrap_or_else(|e| panic!("{}: {e}", out_dir.display()));
+    }
+    let root = repo_root();
+    let src = root
         .join("libdipc")
         .join("examples")
         .join("c")
         .join(format!("{name}.c"));
     let exe = out_dir.join(name);
-    let root = repo_root();
+    let tmp = out_dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let mut cmd = Command::new("gcc");
     cmd.args(["-Wall", "-O2", "-I"])
         .arg(root.join("libdipc").join("include"))
         .arg("-o")
-        .arg(&exe)
+        .arg(&tmp)
         .arg(&src)
         .arg("-L")
         .arg(&lib_dir)
         .args(["-ldipc", "-lpthread"])
         .arg(format!("-Wl,-rpath,{}", lib_dir.display()));
     let out = run_with_timeout(&mut cmd, Duration::from_secs(120));
-    assert!(
-        out.status.success(),
-        "compiling {} failed ({cmd:?}):\n{}",
-        src.display(),
-        describe(&out)
-    );
+    if !out.status.success() {
+        let _ = fs::remove_file(&tmp);
+        panic!(
+            "compiling {} failed ({cmd:?}):\n{}",
+            src.display(),
+            describe(&out)
+        );
+    }
+    fs::rename(&tmp, &exe)
+        .unwrap_or_else(|e| panic!("rename {} -> {}: {e}", tmp.display(), exe.display()));
     map.insert(name.to_owned(), exe.clone());
     exe
 }
