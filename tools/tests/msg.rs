@@ -68,6 +68,19 @@ fn assert_key_gone(c: &Cluster, key: &str) {
 }
 
 /// `ipcs -q` on `host`, the lines of the queues only.
+/// Waits (at most 5 s) until hosts 1..=n have no queue left, real or
+/// placeholder.
+fn assert_no_queues(c: &Cluster, n: usize) {
+    for h in 1..=n {
+        let mut q = Vec::new();
+        let gone = wait_for(Duration::from_secs(5), || {
+            q = ipcs_queues(c, h);
+            q.is_empty()
+        });
+        assert!(gone.is_some(), "host {h} still has queues: {q:#?}");
+    }
+}
+
 fn ipcs_queues(c: &Cluster, host: usize) -> Vec<String> {
     c.exec_ok(host, &["ipcs", "-q"])
         .lines()
@@ -115,14 +128,7 @@ fn hello_across_hosts() {
     // hello_recv removed the queue: the key is free everywhere, and no
     // kernel queue (real or placeholder) is left on any host.
     assert_key_gone(&c, "0x4849");
-    for h in 1..=3 {
-        let mut q = Vec::new();
-        let gone = wait_for(Duration::from_secs(5), || {
-            q = ipcs_queues(&c, h);
-            q.is_empty()
-        });
-        assert!(gone.is_some(), "host {h} still has queues: {q:#?}");
-    }
+    assert_no_queues(&c, 3);
 }
 
 #[test]
@@ -605,14 +611,7 @@ fn rmid_from_a_third_host_wakes_receivers_with_eidrm() {
     }
     assert_key_gone(&c, "0x5555");
     // Every host dropped its queue or placeholder.
-    for h in 1..=3 {
-        let mut q = Vec::new();
-        let gone = wait_for(Duration::from_secs(5), || {
-            q = ipcs_queues(&c, h);
-            q.is_empty()
-        });
-        assert!(gone.is_some(), "host {h} still has queues: {q:#?}");
-    }
+    assert_no_queues(&c, 3);
 
     // The key is free: another host may create it now.
     create(&c, 3, "0x5555", "0666");

@@ -538,6 +538,39 @@ fn pin_partner() -> io::Result<()> {
     Ok(())
 }
 
+/// Forks the pong side of a raw ping-pong: pinned (see [`pin_partner`]),
+/// under the time limit, running `pong`; returns its pid to the parent.
+fn fork_partner(
+    name: &str,
+    limit: u32,
+    pong: impl FnOnce() -> io::Result<()>,
+) -> io::Result<libc::pid_t> {
+    // Flush what the parent would otherwise print twice.
+    io::stdout().flush()?;
+    // SAFETY: this process is single-threaded; the child only makes
+    // System V calls and leaves with _exit (no destructors, so it never
+    // removes the parent's structures).
+    let child = unsafe { libc::fork() };
+    if child < 0 {
+        return Err(os_err("fork"));
+    }
+    if child == 0 {
+        let code = match pin_partner()
+            .and_then(|_| time_limit(limit, true))
+            .and_then(|_| pong())
+        {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("dipc-bench {name} (partner): {e}");
+                1
+            }
+        };
+        // SAFETY: leaving the forked child without running destructors.
+        unsafe { libc::_exit(code) };
+    }
+    Ok(child)
+}
+
 fn sysv_pingpong(
     size: usize,
     iterations: usize,
@@ -552,29 +585,9 @@ fn sysv_pingpong(
         return Err(os_err("msgget"));
     }
     let q = RawQueue(id);
-    // Flush what the parent would otherwise print twice.
-    io::stdout().flush()?;
-    // SAFETY: this process is single-threaded; the child only makes
-    // System V calls and leaves with _exit (no destructors, so it never
-    // removes the parent's queue).
-    let child = unsafe { libc::fork() };
-    if child < 0 {
-        return Err(os_err("fork"));
-    }
-    if child == 0 {
-        let code = match pin_partner()
-            .and_then(|_| time_limit(limit, true))
-            .and_then(|_| pong_loop(Api::Raw, id))
-        {
-            Ok(_) => 0,
-            Err(e) => {
-                eprintln!("dipc-bench sysv-pingpong (partner): {e}");
-                1
-            }
-        };
-        // SAFETY: leaving the forked child without running destructors.
-        unsafe { libc::_exit(code) };
-    }
+    let child = fork_partner("sysv-pingpong", limit, || {
+        pong_loop(Api::Raw, id).map(|_| ())
+    })?;
     let run =
         time_limit(limit, true).and_then(|_| ping_loop(Api::Raw, id, size, warmup, iterations));
     let stopped = send_stop(Api::Raw, id);
@@ -777,30 +790,15 @@ fn sem_pingpong(iterations: usize, warmup: usize, limit: u32, label: &str) -> io
     if id < 0 {
         return Err(os_err("semget"));
     }
-    // Flush what the parent would otherwise print twice.
-    io::stdout().flush()?;
-    // SAFETY: as in sysv_pingpong: the child only makes System V calls and
-    // leaves with _exit.
-    let child = unsafe { libc::fork() };
-    if child < 0 {
-        let e = os_err("fork");
-        let _ = Api::Raw.sem_rmid(id);
-        return Err(e);
-    }
-    if child == 0 {
-        let code = match pin_partner()
-            .and_then(|_| time_limit(limit, true))
-            .and_then(|_| sem_pong_loop(Api::Raw, id))
-        {
-            Ok(_) => 0,
-            Err(e) => {
-                eprintln!("dipc-bench sem-pingpong (partner): {e}");
-                1
-            }
-        };
-        // SAFETY: leaving the forked child without running destructors.
-        unsafe { libc::_exit(code) };
-    }
+    let child = match fork_partner("sem-pingpong", limit, || {
+        sem_pong_loop(Api::Raw, id).map(|_| ())
+    }) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = Api::Raw.sem_rmid(id);
+            return Err(e);
+        }
+    };
     let run = time_limit(limit, true).and_then(|_| sem_ping_loop(Api::Raw, id, warmup, iterations));
     // Removing the set stops the partner (EIDRM).
     let removed = Api::Raw.sem_rmid(id);
