@@ -10,8 +10,9 @@
 //!
 //! The process itself then becomes the back_end: it keeps this host joined
 //! to the referee (see [`link`]) and serves local applications and
-//! `dipcref` on the Unix socket `dipcd.sock`, forking an employer for an
-//! application session that needs another host.
+//! `dipcref` on the Unix socket `dipcd.sock`, forking an employer to open
+//! (and hand over) each connection an application needs to another host's
+//! worker.
 //!
 //! Supervision: if the front_end or the referee dies, the back_end stops
 //! the whole suite and exits non-zero (a host is either wholly up or wholly
@@ -320,7 +321,7 @@ impl Daemon<'_> {
     fn request(&mut self, t: usize, c: &mut Client, id: u64, msg: Message) -> Handled {
         let relay = |key| Relayed { client: t, id, key };
         match msg {
-            Message::Ping { target: None } => c.framed.queue(id, &Message::Pong),
+            Message::Ping => c.framed.queue(id, &Message::Pong),
             Message::ListHosts | Message::ListKeys | Message::DropKey { .. } => {
                 if sys::is_admin(&c.cred, self.admin_gid) {
                     self.relay(c, relay(None), &msg);
@@ -361,12 +362,7 @@ impl Daemon<'_> {
                 };
                 c.framed.queue(id, &reply);
             }
-            msg @ (Message::Ping { target: Some(_) }
-            | Message::MsgSnd { .. }
-            | Message::MsgRcv { .. }
-            | Message::MsgCtl { .. }
-            | Message::SemOp { .. }
-            | Message::SemCtl { .. }) => {
+            msg @ Message::Connect { .. } => {
                 self.hand_off(c, id, msg);
                 return Handled::HandedOff;
             }
@@ -426,8 +422,9 @@ impl Daemon<'_> {
         self.reply(to.client, to.id, &msg);
     }
 
-    /// Forks an employer that takes over the client's session. Clients send
-    /// one request at a time, so nothing else is buffered for it here.
+    /// Forks an employer that opens the connection a `Connect` asks for and
+    /// passes it to the client. Clients send one request at a time, so
+    /// nothing else is buffered for it here.
     fn hand_off(&mut self, c: &mut Client, id: u64, msg: Message) {
         let _ = self.poll.registry().deregister(&mut c.framed.stream);
         let fd = match &c.framed.stream {

@@ -177,6 +177,64 @@ pub fn lock_runtime_dir(dir: &Path) -> io::Result<fs::File> {
     Ok(f)
 }
 
+/// Passes `fd` over a Unix stream socket (SCM_RIGHTS), with one byte of
+/// data for the ancillary message to ride on.
+pub fn send_fd<S: AsFd, F: AsFd>(sock: &S, fd: &F) -> io::Result<()> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    let fds = [fd.as_fd().as_raw_fd()];
+    let iov = [io::IoSlice::new(b"F")];
+    let cmsg = [ControlMessage::ScmRights(&fds)];
+    sendmsg::<()>(
+        sock.as_fd().as_raw_fd(),
+        &iov,
+        &cmsg,
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    )?;
+    Ok(())
+}
+
+/// Receives one descriptor sent by [`send_fd`]. The descriptor is
+/// close-on-exec, so a program that execs does not keep it open.
+pub fn recv_fd<S: AsFd>(sock: &S) -> io::Result<std::os::fd::OwnedFd> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::FromRawFd;
+    let mut byte = [0u8; 1];
+    let mut iov = [io::IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = recvmsg::<()>(
+        sock.as_fd().as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    if msg.bytes == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the daemon closed the connection before passing a socket",
+        ));
+    }
+    let mut got = None;
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            for fd in fds {
+                // SAFETY: the kernel just installed this descriptor in our
+                // table; nothing else owns it.
+                let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+                if got.is_none() {
+                    got = Some(owned);
+                }
+            }
+        }
+    }
+    got.ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the daemon's reply carried no socket",
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,5 +283,26 @@ mod tests {
         drop(first);
         lock_runtime_dir(&dir).unwrap();
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_passed_descriptor_arrives_close_on_exec() {
+        use std::io::{Read, Write};
+        use std::os::unix::net::UnixStream;
+        let (a, b) = UnixStream::pair().unwrap();
+        let (mut x, y) = UnixStream::pair().unwrap();
+        send_fd(&a, &y).unwrap();
+        drop(y);
+        let got = recv_fd(&b).unwrap();
+        let flags = nix::fcntl::fcntl(got.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFD).unwrap();
+        assert_ne!(flags & libc::FD_CLOEXEC, 0);
+        let mut got = UnixStream::from(got);
+        x.write_all(b"hi").unwrap();
+        let mut buf = [0u8; 2];
+        got.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"hi");
+        // A peer that sends no descriptor is an error, not a hang.
+        drop(a);
+        assert!(recv_fd(&b).is_err());
     }
 }

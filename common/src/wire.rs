@@ -244,6 +244,7 @@ kinds! {
     DropKey = 58,
     Resolve = 59,
     Session = 60,
+    Connect = 61,
     MsgSnd = 70,
     MsgRcv = 71,
     MsgData = 72,
@@ -292,11 +293,8 @@ pub enum Message {
     Hosts {
         hosts: Vec<HostInfo>,
     },
-    /// Liveness and round-trip probe. `target` is the host to probe when an
-    /// application asks its daemon; `None` between daemons.
-    Ping {
-        target: Option<SocketAddr>,
-    },
+    /// Liveness and round-trip probe, answered by whoever receives it.
+    Ping,
     Pong,
     /// A failed request: an `errno` value for the caller and a message.
     Error {
@@ -372,15 +370,21 @@ pub enum Message {
         gid: u32,
         groups: Vec<u32>,
     },
-    MsgSnd {
+    /// An application asks its dipcd for a connection to the worker on
+    /// `target`, opened and authenticated on its behalf. The reply is
+    /// `Done`, followed by the connected socket passed with SCM_RIGHTS.
+    Connect {
         target: SocketAddr,
+    },
+    // The calls below travel on a session connection (see `Connect`) to
+    // the worker on the structure's owner; `id` is the owner's id.
+    MsgSnd {
         id: i32,
         mtype: i64,
         text: Vec<u8>,
         flags: i32,
     },
     MsgRcv {
-        target: SocketAddr,
         id: i32,
         size: u64,
         mtype: i64,
@@ -391,7 +395,6 @@ pub enum Message {
         text: Vec<u8>,
     },
     MsgCtl {
-        target: SocketAddr,
         id: i32,
         cmd: i32,
         set: Option<IpcSet>,
@@ -401,13 +404,11 @@ pub enum Message {
     },
     /// `semop`, or `semtimedop` with a time-out in nanoseconds.
     SemOp {
-        target: SocketAddr,
         id: i32,
         ops: Vec<SemBuf>,
         timeout_ns: Option<u64>,
     },
     SemCtl {
-        target: SocketAddr,
         id: i32,
         num: i32,
         cmd: i32,
@@ -436,7 +437,7 @@ impl Message {
             Message::HeartbeatAck => Kind::HeartbeatAck,
             Message::ListHosts => Kind::ListHosts,
             Message::Hosts { .. } => Kind::Hosts,
-            Message::Ping { .. } => Kind::Ping,
+            Message::Ping => Kind::Ping,
             Message::Pong => Kind::Pong,
             Message::Error { .. } => Kind::Error,
             Message::Done { .. } => Kind::Done,
@@ -452,6 +453,7 @@ impl Message {
             Message::DropKey { .. } => Kind::DropKey,
             Message::Resolve { .. } => Kind::Resolve,
             Message::Session { .. } => Kind::Session,
+            Message::Connect { .. } => Kind::Connect,
             Message::MsgSnd { .. } => Kind::MsgSnd,
             Message::MsgRcv { .. } => Kind::MsgRcv,
             Message::MsgData { .. } => Kind::MsgData,
@@ -498,13 +500,7 @@ impl Message {
                     w.u16(h.version);
                 }
             }
-            Message::Ping { target } => match target {
-                None => w.u8(0),
-                Some(a) => {
-                    w.u8(1);
-                    w.addr(a);
-                }
-            },
+            Message::Connect { target } => w.addr(target),
             Message::Error { errno, message } => {
                 w.i32(*errno);
                 w.string(message);
@@ -576,26 +572,22 @@ impl Message {
                 }
             }
             Message::MsgSnd {
-                target,
                 id,
                 mtype,
                 text,
                 flags,
             } => {
-                w.addr(target);
                 w.i32(*id);
                 w.i64(*mtype);
                 w.bytes(text);
                 w.i32(*flags);
             }
             Message::MsgRcv {
-                target,
                 id,
                 size,
                 mtype,
                 flags,
             } => {
-                w.addr(target);
                 w.i32(*id);
                 w.u64(*size);
                 w.i64(*mtype);
@@ -605,13 +597,7 @@ impl Message {
                 w.i64(*mtype);
                 w.bytes(text);
             }
-            Message::MsgCtl {
-                target,
-                id,
-                cmd,
-                set,
-            } => {
-                w.addr(target);
+            Message::MsgCtl { id, cmd, set } => {
                 w.i32(*id);
                 w.i32(*cmd);
                 match set {
@@ -637,12 +623,10 @@ impl Message {
                 w.i32(info.lrpid);
             }
             Message::SemOp {
-                target,
                 id,
                 ops,
                 timeout_ns,
             } => {
-                w.addr(target);
                 w.i32(*id);
                 w.u32(ops.len() as u32);
                 for o in ops {
@@ -658,14 +642,7 @@ impl Message {
                     }
                 }
             }
-            Message::SemCtl {
-                target,
-                id,
-                num,
-                cmd,
-                arg,
-            } => {
-                w.addr(target);
+            Message::SemCtl { id, num, cmd, arg } => {
                 w.i32(*id);
                 w.i32(*num);
                 w.i32(*cmd);
@@ -702,6 +679,7 @@ impl Message {
             | Message::Heartbeat
             | Message::HeartbeatAck
             | Message::ListHosts
+            | Message::Ping
             | Message::Pong => {}
         }
     }
@@ -756,12 +734,9 @@ impl Message {
                 }
                 Message::Hosts { hosts }
             }
-            Kind::Ping => Message::Ping {
-                target: if r.bool("target")? {
-                    Some(r.addr("target")?)
-                } else {
-                    None
-                },
+            Kind::Ping => Message::Ping,
+            Kind::Connect => Message::Connect {
+                target: r.addr("target")?,
             },
             Kind::Pong => Message::Pong,
             Kind::Error => Message::Error {
@@ -849,14 +824,12 @@ impl Message {
                 }
             }
             Kind::MsgSnd => Message::MsgSnd {
-                target: r.addr("target")?,
                 id: r.i32("id")?,
                 mtype: r.i64("mtype")?,
                 text: r.bytes("text")?.to_vec(),
                 flags: r.i32("flags")?,
             },
             Kind::MsgRcv => Message::MsgRcv {
-                target: r.addr("target")?,
                 id: r.i32("id")?,
                 size: r.u64("size")?,
                 mtype: r.i64("mtype")?,
@@ -867,7 +840,6 @@ impl Message {
                 text: r.bytes("text")?.to_vec(),
             },
             Kind::MsgCtl => Message::MsgCtl {
-                target: r.addr("target")?,
                 id: r.i32("id")?,
                 cmd: r.i32("cmd")?,
                 set: if r.bool("set")? {
@@ -898,7 +870,6 @@ impl Message {
                 }
             }
             Kind::SemOp => {
-                let target = r.addr("target")?;
                 let id = r.i32("id")?;
                 let n = r.count("ops", 6)?;
                 let mut ops = Vec::with_capacity(n);
@@ -915,14 +886,12 @@ impl Message {
                     None
                 };
                 Message::SemOp {
-                    target,
                     id,
                     ops,
                     timeout_ns,
                 }
             }
             Kind::SemCtl => Message::SemCtl {
-                target: r.addr("target")?,
                 id: r.i32("id")?,
                 num: r.i32("num")?,
                 cmd: r.i32("cmd")?,
@@ -1238,8 +1207,8 @@ mod tests {
                     },
                 ],
             },
-            Message::Ping { target: None },
-            Message::Ping { target: Some(a6) },
+            Message::Ping,
+            Message::Connect { target: a6 },
             Message::Pong,
             Message::error(libc::EACCES, "permission denied ✓"),
             Message::Done { value: -3 },
@@ -1299,14 +1268,12 @@ mod tests {
                 groups: vec![4, 24, 27],
             },
             Message::MsgSnd {
-                target: a4,
                 id: 1,
                 mtype: 5,
                 text: b"Hello, Distributed Programming".to_vec(),
                 flags: libc::IPC_NOWAIT,
             },
             Message::MsgRcv {
-                target: a4,
                 id: 1,
                 size: 8192,
                 mtype: -3,
@@ -1317,7 +1284,6 @@ mod tests {
                 text: vec![0; 100],
             },
             Message::MsgCtl {
-                target: a6,
                 id: 1,
                 cmd: libc::IPC_SET,
                 set: Some(IpcSet {
@@ -1328,7 +1294,6 @@ mod tests {
                 }),
             },
             Message::MsgCtl {
-                target: a6,
                 id: 1,
                 cmd: libc::IPC_RMID,
                 set: None,
@@ -1355,7 +1320,6 @@ mod tests {
                 },
             },
             Message::SemOp {
-                target: a4,
                 id: 3,
                 ops: vec![
                     SemBuf {
@@ -1372,34 +1336,29 @@ mod tests {
                 timeout_ns: Some(1_500_000_000),
             },
             Message::SemOp {
-                target: a4,
                 id: 3,
                 ops: vec![],
                 timeout_ns: None,
             },
             Message::SemCtl {
-                target: a4,
                 id: 3,
                 num: 1,
                 cmd: libc::SETVAL,
                 arg: SemArg::Val(7),
             },
             Message::SemCtl {
-                target: a4,
                 id: 3,
                 num: 0,
                 cmd: libc::SETALL,
                 arg: SemArg::All(vec![1, 2, 65535]),
             },
             Message::SemCtl {
-                target: a6,
                 id: 3,
                 num: 0,
                 cmd: libc::IPC_SET,
                 arg: SemArg::Set(IpcSet::default()),
             },
             Message::SemCtl {
-                target: a6,
                 id: 3,
                 num: 0,
                 cmd: libc::IPC_RMID,
@@ -1513,6 +1472,7 @@ mod tests {
             Err(WireError::Invalid { .. })
         ));
         assert!(Message::decode(Kind::Ping, &[2]).is_err());
+        assert!(Message::decode(Kind::Connect, &[9]).is_err());
         assert!(Message::decode(Kind::Join, &[5, 0, 0]).is_err());
         let mut p = vec![9u8, 4, 1, 2, 3, 4, 0, 1];
         p.extend_from_slice(&[0; NONCE_LEN]);
@@ -1555,7 +1515,7 @@ mod tests {
             ".*".prop_map(|reason| Message::Refused { reason }),
             arb_addr().prop_map(|front_end| Message::Join { front_end }),
             proptest::collection::vec(host, 0..8).prop_map(|hosts| Message::Hosts { hosts }),
-            proptest::option::of(arb_addr()).prop_map(|target| Message::Ping { target }),
+            arb_addr().prop_map(|target| Message::Connect { target }),
             (any::<i32>(), ".*").prop_map(|(errno, message)| Message::Error { errno, message }),
         ]
     }

@@ -1,11 +1,14 @@
-//! A connection from an application (or a tool) to a dipc daemon socket:
-//! one request at a time, each answered before the next is sent.
+//! A connection from an application (or a tool) to this host's dipcd, or
+//! to its worker on another host: one request at a time, each answered
+//! before the next is sent.
 
 use dipc_common::channel::{Channel, ChannelError};
 use dipc_common::config::{Config, ConfigError};
+use dipc_common::sys;
 use dipc_common::wire::Message;
 use std::fmt;
 use std::io;
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -66,14 +69,22 @@ impl From<ChannelError> for ClientError {
     }
 }
 
-pub struct Client {
-    ch: Channel<UnixStream>,
+/// A connection to a daemon socket (`S` = `UnixStream`, to this host's
+/// dipcd) or to the worker on another host (`S` = `TcpStream`, a session
+/// opened by [`Client::session`]).
+pub struct Client<S = UnixStream> {
+    ch: Channel<S>,
     next_id: u64,
 }
 
-impl Client {
+/// How often a cancel is repeated until the worker answers: a cancel that
+/// reaches the worker just before it blocks interrupts nothing, the next
+/// one does.
+const CANCEL_REPEAT: Duration = Duration::from_millis(100);
+
+impl Client<UnixStream> {
     /// Connects to a daemon socket. `timeout` bounds each wait for a reply
-    /// (`None` waits as long as the daemon takes, for blocking calls).
+    /// (`None` waits as long as the daemon takes).
     pub fn connect(
         path: &Path,
         max_frame: u32,
@@ -101,49 +112,93 @@ impl Client {
             Some(config.timeouts.request * 2),
         )
     }
+}
 
-    /// Sends a request that may block for long, and waits for its reply.
+impl Client<TcpStream> {
+    /// A session with the worker on `target`: this host's dipcd opens and
+    /// authenticates the connection, starts the session with this
+    /// process's credentials, and passes the socket here.
+    pub fn session(config: &Config, target: SocketAddr) -> Result<Self, ClientError> {
+        let mut daemon = Client::for_config(config)?;
+        match daemon.call(&Message::Connect { target })? {
+            Message::Done { .. } => {}
+            other => return Err(ClientError::Unexpected(other.kind().name())),
+        }
+        let fd = sys::recv_fd(daemon.ch.get_ref()).map_err(|e| ClientError::Channel(e.into()))?;
+        let s = TcpStream::from(fd);
+        // The read time-out is also what lets a signal interrupt a wait
+        // (see signal(7)); a blocking call just waits again after it.
+        s.set_read_timeout(Some(config.timeouts.request))
+            .map_err(|e| ClientError::Channel(e.into()))?;
+        s.set_nodelay(true)
+            .map_err(|e| ClientError::Channel(e.into()))?;
+        Ok(Client {
+            ch: Channel::new(s, config.max_frame),
+            next_id: 1,
+        })
+    }
+
+    /// Sends a call to the worker and waits for its reply.
     ///
-    /// A signal that interrupts the wait makes this send `Cancel`: the
-    /// employer stops the call on the owner host, and the reply is then
-    /// either `EINTR` or, if the call completed first, its result (so no
-    /// message is lost). A call that may block waits indefinitely (the
-    /// daemons watch the owner host's liveness); one that cannot gives up
-    /// after `limit`.
+    /// A call that may block waits as long as the owner's kernel blocks it
+    /// (keep-alives on the socket notice a lost owner); one that cannot
+    /// gives up after the socket's read time-out (the request time-out).
+    /// A signal that interrupts the wait makes this send `Cancel`,
+    /// repeated until the worker answers: the reply is then either `EINTR`
+    /// or, if the call completed first, its result, so nothing is lost.
     pub fn call_blocking(
         &mut self,
         msg: &Message,
         may_block: bool,
-        limit: Duration,
     ) -> Result<Message, ClientError> {
         let id = self.next_id;
         self.next_id += 1;
         self.ch.send(id, msg)?;
-        let start = std::time::Instant::now();
-        let mut cancelled = false;
-        loop {
-            let r = if cancelled {
+        let mut cancels = 0u32;
+        let r = loop {
+            let r = if cancels > 0 {
                 self.ch.recv()
             } else {
                 self.ch.recv_interruptible()
             };
             match r {
-                Ok((rid, reply)) if rid == id => return unwrap_reply(reply),
+                Ok((rid, reply)) if rid == id => break unwrap_reply(reply),
                 Ok(_) => continue,
                 Err(ChannelError::Interrupted) => {
                     self.ch.send(id, &Message::Cancel)?;
-                    cancelled = true;
+                    self.ch
+                        .get_ref()
+                        .set_read_timeout(Some(CANCEL_REPEAT))
+                        .map_err(|e| ClientError::Channel(e.into()))?;
+                    cancels = 1;
                 }
-                Err(ChannelError::TimedOut)
-                    if (may_block && !cancelled) || start.elapsed() < limit =>
-                {
-                    continue
+                // A worker that takes more than the request time-out to
+                // give up a cancelled call is lost.
+                Err(ChannelError::TimedOut) if cancels > 0 && cancels < CANCEL_LIMIT => {
+                    self.ch.send(id, &Message::Cancel)?;
+                    cancels += 1;
                 }
+                Err(ChannelError::TimedOut) if may_block && cancels == 0 => continue,
                 Err(e) => return Err(e.into()),
             }
+        };
+        if cancels > 0 {
+            // Back to the usual time-out for the next call on this socket.
+            let t = crate::state::config()?.timeouts.request;
+            self.ch
+                .get_ref()
+                .set_read_timeout(Some(t))
+                .map_err(|e| ClientError::Channel(e.into()))?;
         }
+        r
     }
+}
 
+/// How many times a cancel is repeated (every [`CANCEL_REPEAT`]) before
+/// the call is given up as lost.
+const CANCEL_LIMIT: u32 = 100;
+
+impl<S: std::io::Read + std::io::Write> Client<S> {
     /// Sends a request and returns the reply; an `Error` reply becomes
     /// [`ClientError::Remote`].
     pub fn call(&mut self, msg: &Message) -> Result<Message, ClientError> {

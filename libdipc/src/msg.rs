@@ -67,16 +67,7 @@ fn remote_ctl(
     cmd: i32,
     set: Option<IpcSet>,
 ) -> Result<Message, Errno> {
-    state::remote(
-        &Message::MsgCtl {
-            target: owner,
-            id,
-            cmd,
-            set,
-        },
-        false,
-    )
-    .map_err(client_errno)
+    state::remote(owner, &Message::MsgCtl { id, cmd, set }, false).map_err(client_errno)
 }
 
 /// `msgsnd` of a message whose type is `mtype` and text `text`.
@@ -90,13 +81,12 @@ pub fn send(id: i32, mtype: i64, text: &[u8], flags: i32) -> Result<(), Errno> {
                 return Err(libc::EINVAL);
             }
             let req = Message::MsgSnd {
-                target: owner,
                 id,
                 mtype,
                 text: text.to_vec(),
                 flags,
             };
-            match state::remote(&req, flags & libc::IPC_NOWAIT == 0) {
+            match state::remote(owner, &req, flags & libc::IPC_NOWAIT == 0) {
                 Ok(Message::Done { .. }) => Ok(()),
                 Ok(_) => Err(libc::EPROTO),
                 Err(e) => Err(client_errno(e)),
@@ -114,13 +104,12 @@ pub fn recv(id: i32, size: usize, mtype: i64, flags: i32) -> Result<(i64, Vec<u8
         Route::Local | Route::Owned { .. } => sysv::msgrcv(id, size as u64, mtype, flags),
         Route::Remote { owner, id, .. } => {
             let req = Message::MsgRcv {
-                target: owner,
                 id,
                 size: size as u64,
                 mtype,
                 flags,
             };
-            match state::remote(&req, flags & libc::IPC_NOWAIT == 0) {
+            match state::remote(owner, &req, flags & libc::IPC_NOWAIT == 0) {
                 Ok(Message::MsgData { mtype, text }) if text.len() <= size => Ok((mtype, text)),
                 Ok(_) => Err(libc::EPROTO),
                 Err(e) => Err(client_errno(e)),

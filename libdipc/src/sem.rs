@@ -80,17 +80,7 @@ fn remote_ctl(
     cmd: i32,
     arg: SemArg,
 ) -> Result<Message, Errno> {
-    state::remote(
-        &Message::SemCtl {
-            target: owner,
-            id,
-            num,
-            cmd,
-            arg,
-        },
-        false,
-    )
-    .map_err(client_errno)
+    state::remote(owner, &Message::SemCtl { id, num, cmd, arg }, false).map_err(client_errno)
 }
 
 /// `semop`, or `semtimedop` with a time-out.
@@ -101,12 +91,11 @@ pub fn op(id: i32, ops: &[SemBuf], timeout: Option<Duration>) -> Result<(), Errn
         Route::Remote { owner, id, .. } => {
             let may_block = ops.iter().any(|o| o.flg as i32 & libc::IPC_NOWAIT == 0);
             let req = Message::SemOp {
-                target: owner,
                 id,
                 ops: ops.to_vec(),
                 timeout_ns,
             };
-            match state::remote(&req, may_block) {
+            match state::remote(owner, &req, may_block) {
                 Ok(Message::Done { .. }) => Ok(()),
                 Ok(_) => Err(libc::EPROTO),
                 Err(e) => Err(client_errno(e)),

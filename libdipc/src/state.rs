@@ -2,20 +2,20 @@
 //! process uses lives, and idle connections to the daemon.
 //!
 //! Two kinds of connection are pooled. *Control* connections carry key
-//! look-ups, which dipcd relays to the referee. *Sessions* carry calls on
-//! structures owned by other hosts; dipcd hands each session to an employer
-//! of its own on the first call, so each blocked call has its own employer
-//! and worker, and threads never wait for each other. A connection is taken
-//! from its pool for one call and returned after, and after a `fork` the
-//! child drops the parent's connections rather than share their sockets.
+//! look-ups, which dipcd relays to the referee. *Sessions* are TCP
+//! connections straight to the worker on another host (opened by dipcd,
+//! see [`Client::session`]) and carry calls on structures owned there;
+//! each blocked call has its own session and worker, so threads never wait
+//! for each other. A connection is taken from its pool for one call and
+//! returned after, and after a `fork` the child drops the parent's
+//! connections rather than share their sockets.
 
 use crate::client::{Client, ClientError};
 use dipc_common::config::Config;
 use dipc_common::wire::{IpcKind, Message};
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpStream};
 use std::sync::{Mutex, MutexGuard, OnceLock, RwLock};
-use std::time::Duration;
 
 /// Where the structure behind an id lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,7 +37,7 @@ pub enum Route {
 struct Pools {
     pid: u32,
     control: Vec<Client>,
-    sessions: Vec<Client>,
+    sessions: HashMap<SocketAddr, Vec<Client<TcpStream>>>,
 }
 
 static CONFIG: OnceLock<Result<Config, String>> = OnceLock::new();
@@ -77,7 +77,7 @@ fn pools() -> MutexGuard<'static, Option<Pools>> {
             *g = Some(Pools {
                 pid,
                 control: Vec::new(),
-                sessions: Vec::new(),
+                sessions: HashMap::new(),
             })
         }
     }
@@ -101,29 +101,10 @@ pub fn forget_route(kind: IpcKind, id: i32) {
     }
 }
 
-fn take(sessions: bool) -> Option<Client> {
-    let mut g = pools();
-    let s = g.as_mut()?;
-    if sessions {
-        s.sessions.pop()
-    } else {
-        s.control.pop()
-    }
-}
-
-fn give_back(c: Client, sessions: bool) {
-    if let Some(s) = pools().as_mut() {
-        if sessions {
-            s.sessions.push(c);
-        } else {
-            s.control.push(c);
-        }
-    }
-}
-
 /// A key look-up or other short request to this host's dipcd.
 pub fn control(msg: &Message) -> Result<Message, ClientError> {
-    let mut c = match take(false) {
+    let pooled = pools().as_mut().and_then(|p| p.control.pop());
+    let mut c = match pooled {
         Some(c) => c,
         None => Client::for_config(config()?)?,
     };
@@ -131,31 +112,29 @@ pub fn control(msg: &Message) -> Result<Message, ClientError> {
     // A connection that failed is dropped; one that carried an error reply
     // is fine.
     if !matches!(r, Err(ClientError::Channel(_))) {
-        give_back(c, false);
+        if let Some(p) = pools().as_mut() {
+            p.control.push(c);
+        }
     }
     r
 }
 
-/// A call on a structure owned by another host. `may_block` calls wait as
-/// long as the owner's kernel blocks them; a signal interrupts them with
+/// A call on a structure owned by `owner`. `may_block` calls wait as long
+/// as the owner's kernel blocks them; a signal interrupts them with
 /// `EINTR` (after the owner stopped the call), as a local call would be.
-pub fn remote(msg: &Message, may_block: bool) -> Result<Message, ClientError> {
-    let config = config()?;
-    let mut c = match take(true) {
+pub fn remote(owner: SocketAddr, msg: &Message, may_block: bool) -> Result<Message, ClientError> {
+    let pooled = pools()
+        .as_mut()
+        .and_then(|p| p.sessions.get_mut(&owner).and_then(|v| v.pop()));
+    let mut c = match pooled {
         Some(c) => c,
-        None => {
-            // The read time-out is what lets a signal interrupt the wait
-            // (see signal(7)); a blocking call just waits again after it.
-            Client::connect(
-                &config.back_end_socket(),
-                config.max_frame,
-                Some(Duration::from_secs(60)),
-            )?
-        }
+        None => Client::session(config()?, owner)?,
     };
-    let r = c.call_blocking(msg, may_block, config.timeouts.request * 2);
+    let r = c.call_blocking(msg, may_block);
     if !matches!(r, Err(ClientError::Channel(_))) {
-        give_back(c, true);
+        if let Some(p) = pools().as_mut() {
+            p.sessions.entry(owner).or_default().push(c);
+        }
     }
     r
 }

@@ -433,9 +433,7 @@ impl Referee<'_> {
                     ),
                 }
             }
-            (State::Ready { .. }, Message::Ping { target: None }) => {
-                c.framed.queue(id, &Message::Pong)
-            }
+            (State::Ready { .. }, Message::Ping) => c.framed.queue(id, &Message::Pong),
             (_, other) => {
                 warn!(
                     "referee: {}: unexpected {} message",

@@ -64,7 +64,7 @@ pub fn serve(stream: TcpStream, peer: IpAddr, config: &Config, secret: &Secret) 
         let reply = match req {
             // A cancel that crossed our reply: the call it meant is over.
             Message::Cancel => continue,
-            Message::Ping { target: None } => Message::Pong,
+            Message::Ping => Message::Pong,
             Message::Session {
                 pid,
                 uid,
