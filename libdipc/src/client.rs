@@ -130,8 +130,6 @@ impl Client<TcpStream> {
         // (see signal(7)); a blocking call just waits again after it.
         s.set_read_timeout(Some(config.timeouts.request))
             .map_err(|e| ClientError::Channel(e.into()))?;
-        s.set_nodelay(true)
-            .map_err(|e| ClientError::Channel(e.into()))?;
         Ok(Client {
             ch: Channel::new(s, config.max_frame),
             next_id: 1,

@@ -132,9 +132,10 @@ fn handle(req: &Message) -> Message {
 
 extern "C" fn on_sigio(_: libc::c_int) {}
 
-/// Arranges for SIGIO to interrupt a blocking call whenever the employer
-/// sends something (a `Cancel`) or hangs up. The handler does nothing and
-/// is installed without SA_RESTART, so the System V call returns `EINTR`.
+/// Arranges for SIGIO to interrupt a blocking call whenever the caller
+/// sends something (a `Cancel`) or hangs up, while [`set_async`] has it
+/// on. The handler does nothing and is installed without SA_RESTART, so
+/// the System V call returns `EINTR`.
 fn interrupt_on_input(sock: &TcpStream) -> Result<(), String> {
     // SAFETY: installing a handler that does nothing is async-signal-safe;
     // the fcntl calls take a valid descriptor.
@@ -145,16 +146,34 @@ fn interrupt_on_input(sock: &TcpStream) -> Result<(), String> {
         if libc::sigaction(libc::SIGIO, &sa, std::ptr::null_mut()) != 0 {
             return Err(format!("sigaction: {}", std::io::Error::last_os_error()));
         }
-        let fd = sock.as_raw_fd();
-        if libc::fcntl(fd, libc::F_SETOWN, libc::getpid()) != 0 {
+        if libc::fcntl(sock.as_raw_fd(), libc::F_SETOWN, libc::getpid()) != 0 {
             return Err(format!("F_SETOWN: {}", std::io::Error::last_os_error()));
-        }
-        let fl = libc::fcntl(fd, libc::F_GETFL);
-        if fl < 0 || libc::fcntl(fd, libc::F_SETFL, fl | libc::O_ASYNC) != 0 {
-            return Err(format!("O_ASYNC: {}", std::io::Error::last_os_error()));
         }
     }
     Ok(())
+}
+
+/// Turns SIGIO on input on or off. It is on only while a call runs: a
+/// signal for every request would interrupt (and restart) each read of
+/// the next request for nothing. A `Cancel` that arrives just before it is
+/// turned on raises no signal, but the caller repeats its cancel until it
+/// has an answer, and the next one does.
+fn set_async(sock: &TcpStream, on: bool) {
+    let fd = sock.as_raw_fd();
+    // SAFETY: F_GETFL/F_SETFL on a descriptor we own.
+    unsafe {
+        let fl = libc::fcntl(fd, libc::F_GETFL);
+        if fl >= 0 {
+            let want = if on {
+                fl | libc::O_ASYNC
+            } else {
+                fl & !libc::O_ASYNC
+            };
+            if want != fl {
+                libc::fcntl(fd, libc::F_SETFL, want);
+            }
+        }
+    }
 }
 
 /// Runs a call that may block. If it is interrupted because the employer
@@ -165,6 +184,16 @@ fn interrupt_on_input(sock: &TcpStream) -> Result<(), String> {
 fn interruptible(
     ch: &mut Channel<TcpStream>,
     mut call: impl FnMut() -> Message,
+) -> Option<Message> {
+    set_async(ch.get_ref(), true);
+    let r = interruptible_inner(ch, &mut call);
+    set_async(ch.get_ref(), false);
+    r
+}
+
+fn interruptible_inner(
+    ch: &mut Channel<TcpStream>,
+    call: &mut impl FnMut() -> Message,
 ) -> Option<Message> {
     loop {
         let reply = call();
