@@ -174,6 +174,36 @@ pub struct SemInfo {
     pub nsems: u64,
 }
 
+/// A shared memory segment's `struct shmid_ds`, as read on its owner host
+/// (with `nattch` counting attaches on every host).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ShmInfo {
+    pub perm: IpcPerm,
+    pub segsz: u64,
+    pub atime: i64,
+    pub dtime: i64,
+    pub ctime: i64,
+    pub cpid: i32,
+    pub lpid: i32,
+    pub nattch: u64,
+}
+
+/// A run of consecutive units (pages, or the whole segment) of a
+/// distributed segment in the same state. Hosts are indexes into the
+/// `hosts` of [`Message::ShmState`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UnitRun {
+    pub first: u32,
+    pub count: u32,
+    /// The host that may write these units, if any.
+    pub writer: Option<u16>,
+    /// The hosts holding read copies.
+    pub readers: Vec<u16>,
+    /// The only valid copy was on a host that died: touching these units
+    /// raises SIGBUS.
+    pub lost: bool,
+}
+
 /// The argument of a `semctl` command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SemArg {
@@ -254,6 +284,20 @@ kinds! {
     SemCtl = 81,
     SemVals = 82,
     SemStat = 83,
+    ShmOpen = 110,
+    ShmAttach = 111,
+    ShmAttached = 112,
+    ShmFault = 113,
+    ShmData = 114,
+    ShmGrant = 115,
+    ShmRevoke = 116,
+    ShmRevoked = 117,
+    ShmLost = 118,
+    ShmDetach = 119,
+    ShmCtl = 120,
+    ShmStat = 121,
+    ShmQuery = 122,
+    ShmState = 123,
 }
 
 /// Every message of the protocol.
@@ -414,6 +458,76 @@ pub enum Message {
         cmd: i32,
         arg: SemArg,
     },
+    // Distributed shared memory. `ShmOpen` goes to this host's dipcd,
+    // which makes sure the segment's manager runs; the rest is the
+    // protocol between a process's shm agent and the manager on the
+    // segment's owner host (see the `shm` crate).
+    ShmOpen {
+        id: i32,
+    },
+    /// Attach to the segment `id` (the owner's id); the reply is
+    /// `ShmAttached` or `Error`.
+    ShmAttach {
+        id: i32,
+        readonly: bool,
+    },
+    /// `unit` is the size of the unit of coherence: a page, or the whole
+    /// segment (rounded up to pages) in segment mode.
+    ShmAttached {
+        size: u64,
+        unit: u64,
+    },
+    /// The agent asks for a right on a unit.
+    ShmFault {
+        unit: u32,
+        write: bool,
+    },
+    /// Part of a unit's content, before the `ShmGrant` (manager to agent)
+    /// or `ShmRevoked` (agent to manager) it belongs to.
+    ShmData {
+        unit: u32,
+        offset: u64,
+        data: Vec<u8>,
+    },
+    ShmGrant {
+        unit: u32,
+        write: bool,
+    },
+    /// The manager takes a right back: down to read (`keep_read`) or to
+    /// nothing; `want_data` asks for the unit's content (the agent held
+    /// it for write).
+    ShmRevoke {
+        unit: u32,
+        keep_read: bool,
+        want_data: bool,
+    },
+    ShmRevoked {
+        unit: u32,
+    },
+    /// The unit's content is lost (its writer's host died).
+    ShmLost {
+        unit: u32,
+    },
+    /// The agent leaves (after giving back what it wrote); reply `Done`.
+    ShmDetach,
+    ShmCtl {
+        id: i32,
+        cmd: i32,
+        set: Option<IpcSet>,
+    },
+    ShmStat {
+        info: ShmInfo,
+    },
+    /// Who holds which units of segment `id`; reply `ShmState`.
+    ShmQuery {
+        id: i32,
+    },
+    ShmState {
+        nattch: u64,
+        unit: u64,
+        hosts: Vec<SocketAddr>,
+        runs: Vec<UnitRun>,
+    },
     /// The reply to `GETALL`.
     SemVals {
         vals: Vec<u16>,
@@ -459,6 +573,20 @@ impl Message {
             Message::MsgData { .. } => Kind::MsgData,
             Message::MsgCtl { .. } => Kind::MsgCtl,
             Message::MsqStat { .. } => Kind::MsqStat,
+            Message::ShmOpen { .. } => Kind::ShmOpen,
+            Message::ShmAttach { .. } => Kind::ShmAttach,
+            Message::ShmAttached { .. } => Kind::ShmAttached,
+            Message::ShmFault { .. } => Kind::ShmFault,
+            Message::ShmData { .. } => Kind::ShmData,
+            Message::ShmGrant { .. } => Kind::ShmGrant,
+            Message::ShmRevoke { .. } => Kind::ShmRevoke,
+            Message::ShmRevoked { .. } => Kind::ShmRevoked,
+            Message::ShmLost { .. } => Kind::ShmLost,
+            Message::ShmDetach => Kind::ShmDetach,
+            Message::ShmCtl { .. } => Kind::ShmCtl,
+            Message::ShmStat { .. } => Kind::ShmStat,
+            Message::ShmQuery { .. } => Kind::ShmQuery,
+            Message::ShmState { .. } => Kind::ShmState,
             Message::SemOp { .. } => Kind::SemOp,
             Message::SemCtl { .. } => Kind::SemCtl,
             Message::SemVals { .. } => Kind::SemVals,
@@ -597,7 +725,7 @@ impl Message {
                 w.i64(*mtype);
                 w.bytes(text);
             }
-            Message::MsgCtl { id, cmd, set } => {
+            Message::MsgCtl { id, cmd, set } | Message::ShmCtl { id, cmd, set } => {
                 w.i32(*id);
                 w.i32(*cmd);
                 match set {
@@ -621,6 +749,65 @@ impl Message {
                 w.u64(info.qbytes);
                 w.i32(info.lspid);
                 w.i32(info.lrpid);
+            }
+            Message::ShmOpen { id } | Message::ShmQuery { id } => w.i32(*id),
+            Message::ShmAttach { id, readonly } => {
+                w.i32(*id);
+                w.u8(*readonly as u8);
+            }
+            Message::ShmAttached { size, unit } => {
+                w.u64(*size);
+                w.u64(*unit);
+            }
+            Message::ShmFault { unit, write } | Message::ShmGrant { unit, write } => {
+                w.u32(*unit);
+                w.u8(*write as u8);
+            }
+            Message::ShmData { unit, offset, data } => {
+                w.u32(*unit);
+                w.u64(*offset);
+                w.bytes(data);
+            }
+            Message::ShmRevoke {
+                unit,
+                keep_read,
+                want_data,
+            } => {
+                w.u32(*unit);
+                w.u8(*keep_read as u8);
+                w.u8(*want_data as u8);
+            }
+            Message::ShmRevoked { unit } | Message::ShmLost { unit } => w.u32(*unit),
+            Message::ShmStat { info } => {
+                w.perm(&info.perm);
+                w.u64(info.segsz);
+                w.i64(info.atime);
+                w.i64(info.dtime);
+                w.i64(info.ctime);
+                w.i32(info.cpid);
+                w.i32(info.lpid);
+                w.u64(info.nattch);
+            }
+            Message::ShmState {
+                nattch,
+                unit,
+                hosts,
+                runs,
+            } => {
+                w.u64(*nattch);
+                w.u64(*unit);
+                w.u32(hosts.len() as u32);
+                for h in hosts {
+                    w.addr(h);
+                }
+                w.u32(runs.len() as u32);
+                for r in runs {
+                    w.u32(r.first);
+                    w.u32(r.count);
+                    w.u16(r.writer.unwrap_or(u16::MAX));
+                    w.u8(r.lost as u8);
+                    w.u16s(&r.readers);
+                }
             }
             Message::SemOp {
                 id,
@@ -680,6 +867,7 @@ impl Message {
             | Message::HeartbeatAck
             | Message::ListHosts
             | Message::Ping
+            | Message::ShmDetach
             | Message::Pong => {}
         }
     }
@@ -839,10 +1027,10 @@ impl Message {
                 mtype: r.i64("mtype")?,
                 text: r.bytes("text")?.to_vec(),
             },
-            Kind::MsgCtl => Message::MsgCtl {
-                id: r.i32("id")?,
-                cmd: r.i32("cmd")?,
-                set: if r.bool("set")? {
+            Kind::MsgCtl | Kind::ShmCtl => {
+                let id = r.i32("id")?;
+                let cmd = r.i32("cmd")?;
+                let set = if r.bool("set")? {
                     Some(IpcSet {
                         uid: r.u32("set.uid")?,
                         gid: r.u32("set.gid")?,
@@ -851,8 +1039,98 @@ impl Message {
                     })
                 } else {
                     None
-                },
+                };
+                if kind == Kind::MsgCtl {
+                    Message::MsgCtl { id, cmd, set }
+                } else {
+                    Message::ShmCtl { id, cmd, set }
+                }
+            }
+            Kind::ShmOpen => Message::ShmOpen { id: r.i32("id")? },
+            Kind::ShmQuery => Message::ShmQuery { id: r.i32("id")? },
+            Kind::ShmAttach => Message::ShmAttach {
+                id: r.i32("id")?,
+                readonly: r.bool("readonly")?,
             },
+            Kind::ShmAttached => Message::ShmAttached {
+                size: r.u64("size")?,
+                unit: r.u64("unit")?,
+            },
+            Kind::ShmFault => Message::ShmFault {
+                unit: r.u32("unit")?,
+                write: r.bool("write")?,
+            },
+            Kind::ShmGrant => Message::ShmGrant {
+                unit: r.u32("unit")?,
+                write: r.bool("write")?,
+            },
+            Kind::ShmData => Message::ShmData {
+                unit: r.u32("unit")?,
+                offset: r.u64("offset")?,
+                data: r.bytes("data")?.to_vec(),
+            },
+            Kind::ShmRevoke => Message::ShmRevoke {
+                unit: r.u32("unit")?,
+                keep_read: r.bool("keep_read")?,
+                want_data: r.bool("want_data")?,
+            },
+            Kind::ShmRevoked => Message::ShmRevoked {
+                unit: r.u32("unit")?,
+            },
+            Kind::ShmLost => Message::ShmLost {
+                unit: r.u32("unit")?,
+            },
+            Kind::ShmDetach => Message::ShmDetach,
+            Kind::ShmStat => {
+                let perm = r.perm()?;
+                Message::ShmStat {
+                    info: ShmInfo {
+                        perm,
+                        segsz: r.u64("segsz")?,
+                        atime: r.i64("atime")?,
+                        dtime: r.i64("dtime")?,
+                        ctime: r.i64("ctime")?,
+                        cpid: r.i32("cpid")?,
+                        lpid: r.i32("lpid")?,
+                        nattch: r.u64("nattch")?,
+                    },
+                }
+            }
+            Kind::ShmState => {
+                let nattch = r.u64("nattch")?;
+                let unit = r.u64("unit")?;
+                // An address is at least 7 bytes, a run at least 15.
+                let n = r.count("hosts", 7)?;
+                let mut hosts = Vec::with_capacity(n);
+                for _ in 0..n {
+                    hosts.push(r.addr("hosts")?);
+                }
+                let n = r.count("runs", 15)?;
+                let mut runs = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let first = r.u32("runs.first")?;
+                    let count = r.u32("runs.count")?;
+                    let writer = match r.u16("runs.writer")? {
+                        u16::MAX => None,
+                        w => Some(w),
+                    };
+                    let lost = r.bool("runs.lost")?;
+                    let readers = r.u16s("runs.readers")?;
+                    runs.push(UnitRun {
+                        first,
+                        count,
+                        writer,
+                        readers,
+                        lost,
+                    });
+                }
+                Message::ShmState {
+                    nattch,
+                    unit,
+                    hosts,
+                    runs,
+                }
+            }
             Kind::MsqStat => {
                 let perm = r.perm()?;
                 Message::MsqStat {
@@ -1318,6 +1596,80 @@ mod tests {
                     lspid: 8,
                     lrpid: 9,
                 },
+            },
+            Message::ShmOpen { id: 3 },
+            Message::ShmAttach {
+                id: 32768,
+                readonly: true,
+            },
+            Message::ShmAttached {
+                size: 1 << 24,
+                unit: 4096,
+            },
+            Message::ShmFault {
+                unit: 7,
+                write: true,
+            },
+            Message::ShmData {
+                unit: 7,
+                offset: 4096,
+                data: vec![1, 2, 3],
+            },
+            Message::ShmGrant {
+                unit: 0,
+                write: false,
+            },
+            Message::ShmRevoke {
+                unit: 9,
+                keep_read: true,
+                want_data: false,
+            },
+            Message::ShmRevoked { unit: 9 },
+            Message::ShmLost { unit: 1 },
+            Message::ShmDetach,
+            Message::ShmCtl {
+                id: 1,
+                cmd: libc::IPC_SET,
+                set: Some(IpcSet {
+                    uid: 1,
+                    gid: 2,
+                    mode: 0o600,
+                    qbytes: 0,
+                }),
+            },
+            Message::ShmStat {
+                info: ShmInfo {
+                    perm: IpcPerm::default(),
+                    segsz: 4096,
+                    atime: 1,
+                    dtime: 2,
+                    ctime: 3,
+                    cpid: 4,
+                    lpid: 5,
+                    nattch: 3,
+                },
+            },
+            Message::ShmQuery { id: 65536 },
+            Message::ShmState {
+                nattch: 2,
+                unit: 4096,
+                hosts: vec![a4, a6],
+                runs: vec![
+                    UnitRun {
+                        first: 0,
+                        count: 3,
+                        writer: Some(1),
+                        readers: vec![],
+                        lost: false,
+                    },
+                    UnitRun {
+                        first: 3,
+                        count: 1,
+                        writer: None,
+                        readers: vec![0, 1],
+                        lost: true,
+                    },
+                ],
             },
             Message::SemOp {
                 id: 3,
