@@ -368,6 +368,12 @@ impl Config {
     pub fn referee_socket(&self) -> PathBuf {
         self.runtime_dir.join(REFEREE_SOCKET_NAME)
     }
+
+    /// Unix socket of the manager of distributed segment `id` (the owner's
+    /// id), on the owner host. dipcd binds it when it starts the manager.
+    pub fn shm_socket(&self, id: i32) -> PathBuf {
+        self.runtime_dir.join(format!("shm-{id}.sock"))
+    }
 }
 
 /// Known keys per table, used both to dispatch and to list the choices when

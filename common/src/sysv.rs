@@ -2,7 +2,7 @@
 //! makes them on a remote caller's behalf) and the library. Errors are the
 //! raw `errno` values, because those are what the caller must see.
 
-use crate::wire::{IpcPerm, IpcSet, MsqInfo, SemBuf, SemInfo};
+use crate::wire::{IpcPerm, IpcSet, MsqInfo, SemBuf, SemInfo, ShmInfo};
 use std::io;
 use std::mem::size_of;
 
@@ -243,6 +243,73 @@ pub fn semctl_setall(id: i32, vals: &[u16]) -> Result<(), i32> {
     }
     // SAFETY: SETALL reads nsems shorts from vals, which has that many.
     if unsafe { libc::semctl(id, 0, libc::SETALL, vals.as_ptr()) } < 0 {
+        return Err(errno());
+    }
+    Ok(())
+}
+
+pub fn shm_from(ds: &libc::shmid_ds) -> ShmInfo {
+    ShmInfo {
+        perm: perm_from(&ds.shm_perm),
+        segsz: ds.shm_segsz as u64,
+        atime: ds.shm_atime,
+        dtime: ds.shm_dtime,
+        ctime: ds.shm_ctime,
+        cpid: ds.shm_cpid,
+        lpid: ds.shm_lpid,
+        nattch: ds.shm_nattch,
+    }
+}
+
+pub fn shm_into(info: &ShmInfo, ds: &mut libc::shmid_ds) {
+    perm_into(&info.perm, &mut ds.shm_perm);
+    ds.shm_segsz = info.segsz as libc::size_t;
+    ds.shm_atime = info.atime;
+    ds.shm_dtime = info.dtime;
+    ds.shm_ctime = info.ctime;
+    ds.shm_cpid = info.cpid;
+    ds.shm_lpid = info.lpid;
+    ds.shm_nattch = info.nattch;
+}
+
+/// `shmget` with `flags` as given (the caller strips `IPC_DIPC`, which is
+/// `SHM_NORESERVE` to the kernel).
+pub fn shmget(key: i32, size: u64, flags: i32) -> Result<i32, i32> {
+    let size = usize::try_from(size).map_err(|_| libc::EINVAL)?;
+    // SAFETY: shmget takes plain values.
+    let id = unsafe { libc::shmget(key, size, flags) };
+    if id < 0 {
+        return Err(errno());
+    }
+    Ok(id)
+}
+
+pub fn shmctl_stat(id: i32) -> Result<ShmInfo, i32> {
+    // SAFETY: shmid_ds is plain data; zero is a valid value.
+    let mut ds: libc::shmid_ds = unsafe { std::mem::zeroed() };
+    // SAFETY: ds is a valid shmid_ds.
+    if unsafe { libc::shmctl(id, libc::IPC_STAT, &mut ds) } < 0 {
+        return Err(errno());
+    }
+    Ok(shm_from(&ds))
+}
+
+pub fn shmctl_set(id: i32, set: &IpcSet) -> Result<(), i32> {
+    // SAFETY: as above.
+    let mut ds: libc::shmid_ds = unsafe { std::mem::zeroed() };
+    ds.shm_perm.uid = set.uid;
+    ds.shm_perm.gid = set.gid;
+    ds.shm_perm.mode = set.mode as libc::c_ushort;
+    // SAFETY: ds is a valid shmid_ds.
+    if unsafe { libc::shmctl(id, libc::IPC_SET, &mut ds) } < 0 {
+        return Err(errno());
+    }
+    Ok(())
+}
+
+pub fn shmctl_rmid(id: i32) -> Result<(), i32> {
+    // SAFETY: IPC_RMID takes no buffer.
+    if unsafe { libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut()) } < 0 {
         return Err(errno());
     }
     Ok(())
