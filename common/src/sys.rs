@@ -180,54 +180,72 @@ pub fn lock_runtime_dir(dir: &Path) -> io::Result<fs::File> {
 /// Passes `fd` over a Unix stream socket (SCM_RIGHTS), with one byte of
 /// data for the ancillary message to ride on.
 pub fn send_fd<S: AsFd, F: AsFd>(sock: &S, fd: &F) -> io::Result<()> {
+    send_with_fd(sock, b"F", fd)
+}
+
+/// Sends `data` with `fd` attached to it (SCM_RIGHTS), in one `sendmsg`.
+pub fn send_with_fd<S: AsFd, F: AsFd>(sock: &S, data: &[u8], fd: &F) -> io::Result<()> {
     use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
     let fds = [fd.as_fd().as_raw_fd()];
-    let iov = [io::IoSlice::new(b"F")];
+    let iov = [io::IoSlice::new(data)];
     let cmsg = [ControlMessage::ScmRights(&fds)];
-    sendmsg::<()>(
+    let n = sendmsg::<()>(
         sock.as_fd().as_raw_fd(),
         &iov,
         &cmsg,
         MsgFlags::MSG_NOSIGNAL,
         None,
     )?;
+    if n != data.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::WriteZero,
+            "short sendmsg with a descriptor",
+        ));
+    }
     Ok(())
 }
 
-/// Receives one descriptor sent by [`send_fd`]. The descriptor is
-/// close-on-exec, so a program that execs does not keep it open.
-pub fn recv_fd<S: AsFd>(sock: &S) -> io::Result<std::os::fd::OwnedFd> {
+/// Reads what `sock` has into `buf`, with any descriptors that came with
+/// it (close-on-exec, so a program that execs does not keep them open).
+/// Returns the byte count (0: the peer closed) and the descriptors.
+pub fn recv_with_fds<S: AsFd>(
+    sock: &S,
+    buf: &mut [u8],
+) -> io::Result<(usize, Vec<std::os::fd::OwnedFd>)> {
     use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
     use std::os::fd::FromRawFd;
-    let mut byte = [0u8; 1];
-    let mut iov = [io::IoSliceMut::new(&mut byte)];
-    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let mut iov = [io::IoSliceMut::new(buf)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 4]);
     let msg = recvmsg::<()>(
         sock.as_fd().as_raw_fd(),
         &mut iov,
         Some(&mut space),
         MsgFlags::MSG_CMSG_CLOEXEC,
     )?;
-    if msg.bytes == 0 {
+    let mut fds = Vec::new();
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(raw) = c {
+            for fd in raw {
+                // SAFETY: the kernel just installed this descriptor in our
+                // table; nothing else owns it.
+                fds.push(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
+            }
+        }
+    }
+    Ok((msg.bytes, fds))
+}
+
+/// Receives one descriptor sent by [`send_fd`].
+pub fn recv_fd<S: AsFd>(sock: &S) -> io::Result<std::os::fd::OwnedFd> {
+    let mut byte = [0u8; 1];
+    let (n, fds) = recv_with_fds(sock, &mut byte)?;
+    if n == 0 {
         return Err(io::Error::new(
             io::ErrorKind::UnexpectedEof,
             "the daemon closed the connection before passing a socket",
         ));
     }
-    let mut got = None;
-    for c in msg.cmsgs()? {
-        if let ControlMessageOwned::ScmRights(fds) = c {
-            for fd in fds {
-                // SAFETY: the kernel just installed this descriptor in our
-                // table; nothing else owns it.
-                let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
-                if got.is_none() {
-                    got = Some(owned);
-                }
-            }
-        }
-    }
-    got.ok_or_else(|| {
+    fds.into_iter().next().ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::InvalidData,
             "the daemon's reply carried no socket",

@@ -466,10 +466,13 @@ pub enum Message {
         id: i32,
     },
     /// Attach to the segment `id` (the owner's id); the reply is
-    /// `ShmAttached` or `Error`.
+    /// `ShmAttached` or `Error`. `host` is the caller's host, filled in by
+    /// the worker that passes a remote caller's connection to the manager
+    /// (`None` from a process on the owner host).
     ShmAttach {
         id: i32,
         readonly: bool,
+        host: Option<SocketAddr>,
     },
     /// `unit` is the size of the unit of coherence: a page, or the whole
     /// segment (rounded up to pages) in segment mode.
@@ -751,9 +754,16 @@ impl Message {
                 w.i32(info.lrpid);
             }
             Message::ShmOpen { id } | Message::ShmQuery { id } => w.i32(*id),
-            Message::ShmAttach { id, readonly } => {
+            Message::ShmAttach { id, readonly, host } => {
                 w.i32(*id);
                 w.u8(*readonly as u8);
+                match host {
+                    None => w.u8(0),
+                    Some(h) => {
+                        w.u8(1);
+                        w.addr(h);
+                    }
+                }
             }
             Message::ShmAttached { size, unit } => {
                 w.u64(*size);
@@ -1051,6 +1061,11 @@ impl Message {
             Kind::ShmAttach => Message::ShmAttach {
                 id: r.i32("id")?,
                 readonly: r.bool("readonly")?,
+                host: if r.bool("host")? {
+                    Some(r.addr("host")?)
+                } else {
+                    None
+                },
             },
             Kind::ShmAttached => Message::ShmAttached {
                 size: r.u64("size")?,
@@ -1601,6 +1616,12 @@ mod tests {
             Message::ShmAttach {
                 id: 32768,
                 readonly: true,
+                host: None,
+            },
+            Message::ShmAttach {
+                id: 0,
+                readonly: false,
+                host: Some(a6),
             },
             Message::ShmAttached {
                 size: 1 << 24,
