@@ -30,6 +30,7 @@ use dipc_common::channel::{Fill, Framed};
 use dipc_common::config::Config;
 use dipc_common::net::Stream;
 use dipc_common::sys::{self, PeerCred};
+use dipc_common::sysv;
 use dipc_common::wire::Message;
 use link::{Link, LinkEvent, Relayed};
 use log::{debug, error, info, warn};
@@ -144,6 +145,7 @@ fn run(config: &Config) -> io::Result<u8> {
             None => None,
         },
         placeholders: Placeholders::new(config.runtime_dir.join("placeholders")),
+        managers: HashMap::new(),
     };
     let mut listener = UnixListener::from_std(listener);
     d.poll.registry().register(
@@ -157,6 +159,10 @@ fn run(config: &Config) -> io::Result<u8> {
 
     let code = d.serve(&mut signals, &mut listener, &mut children);
     d.placeholders.clear();
+    // The managers get SIGTERM from the kernel when dipcd exits.
+    for sid in d.managers.keys() {
+        let _ = std::fs::remove_file(config.shm_socket(*sid));
+    }
     shutdown(&children);
     let _ = std::fs::remove_file(config.back_end_socket());
     info!("dipcd stopped");
@@ -177,6 +183,8 @@ struct Daemon<'a> {
     link: Link,
     admin_gid: Option<u32>,
     placeholders: Placeholders,
+    /// The running shm managers, by segment id.
+    managers: HashMap<i32, Pid>,
 }
 
 impl Daemon<'_> {
@@ -211,7 +219,12 @@ impl Daemon<'_> {
                                     return 0;
                                 }
                                 Signal::SIGCHLD => {
-                                    if let Some(dead) = reap(children) {
+                                    let mut exited = Vec::new();
+                                    let dead = reap(children, &mut exited);
+                                    for pid in exited {
+                                        self.manager_exited(pid);
+                                    }
+                                    if let Some(dead) = dead {
                                         error!("{dead}; stopping this host");
                                         return 1;
                                     }
@@ -351,6 +364,10 @@ impl Daemon<'_> {
             Message::KeyAbort { .. } | Message::KeyRemove { .. } => {
                 self.relay(c, relay(None), &msg)
             }
+            Message::ShmOpen { id: sid } => {
+                let reply = self.open_manager(sid);
+                c.framed.queue(id, &reply);
+            }
             Message::Resolve { kind, local_id } => {
                 let reply = match self.placeholders.resolve(kind, local_id) {
                     Some((owner, remote)) => Message::KeyOwner {
@@ -389,6 +406,61 @@ impl Daemon<'_> {
                     ),
                 ),
             );
+        }
+    }
+
+    /// Makes sure the manager of segment `sid` (owned by this host) runs:
+    /// binds its socket, so that a connection made after the reply cannot
+    /// miss it, and forks it. Any local process may ask; the manager checks
+    /// each attach against the segment's permissions.
+    fn open_manager(&mut self, sid: i32) -> Message {
+        if self.managers.contains_key(&sid) {
+            return Message::Done { value: 0 };
+        }
+        if let Err(e) = sysv::shmctl_stat(sid) {
+            return Message::error(e, format!("no shared memory segment {sid} on this host"));
+        }
+        let path = self.config.shm_socket(sid);
+        let _ = std::fs::remove_file(&path);
+        let listener = match sys::bind_unix(&path, 0o666, None) {
+            Ok(l) => l,
+            Err(e) => {
+                return Message::error(
+                    e.raw_os_error().unwrap_or(libc::EIO),
+                    format!("cannot bind {}: {e}", path.display()),
+                )
+            }
+        };
+        let config = self.config;
+        match sys::fork_child(Signal::SIGTERM, move || {
+            dipc_shm_manager::run(listener, sid, config)
+        }) {
+            Ok(pid) => {
+                debug!("shm manager {pid} for segment {sid}");
+                self.managers.insert(sid, pid);
+                Message::Done { value: 0 }
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                Message::error(
+                    e.raw_os_error().unwrap_or(libc::EAGAIN),
+                    format!("cannot fork a shm manager: {e}"),
+                )
+            }
+        }
+    }
+
+    fn manager_exited(&mut self, pid: Pid) {
+        let gone: Vec<i32> = self
+            .managers
+            .iter()
+            .filter(|(_, &p)| p == pid)
+            .map(|(&sid, _)| sid)
+            .collect();
+        for sid in gone {
+            self.managers.remove(&sid);
+            let _ = std::fs::remove_file(self.config.shm_socket(sid));
+            debug!("shm manager {pid} for segment {sid} exited");
         }
     }
 
@@ -470,8 +542,9 @@ enum Handled {
     HandedOff,
 }
 
-/// Reaps exited children. Returns a description if a supervised one died.
-fn reap(children: &mut Vec<Child>) -> Option<String> {
+/// Reaps exited children into `exited`. Returns a description if a
+/// supervised one died.
+fn reap(children: &mut Vec<Child>, exited: &mut Vec<Pid>) -> Option<String> {
     let mut dead = None;
     loop {
         let status = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
@@ -479,6 +552,7 @@ fn reap(children: &mut Vec<Child>) -> Option<String> {
             Ok(s) => s,
         };
         let Some(pid) = status.pid() else { continue };
+        exited.push(pid);
         if let Some(i) = children.iter().position(|c| c.pid == pid) {
             let c = children.remove(i);
             dead = Some(format!("{} (pid {pid}) died: {status:?}", c.name));

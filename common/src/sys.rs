@@ -110,6 +110,22 @@ pub fn peer_cred<F: AsFd>(sock: &F) -> io::Result<PeerCred> {
     })
 }
 
+/// The supplementary groups of a process, from /proc.
+pub fn groups_of(pid: i32) -> Vec<u32> {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return Vec::new();
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Groups:"))
+        .map(|g| {
+            g.split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Whether a peer may use an administrative socket: root, or a member of
 /// the configured admin group (by primary group, as SO_PEERCRED reports).
 pub fn is_admin(cred: &PeerCred, admin_gid: Option<u32>) -> bool {

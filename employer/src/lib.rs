@@ -15,27 +15,11 @@ use dipc_common::auth::{client_handshake, Secret};
 use dipc_common::channel::Channel;
 use dipc_common::config::Config;
 use dipc_common::net::{connect_from, tune_tcp};
-use dipc_common::sys::{send_fd, PeerCred};
+use dipc_common::sys::{groups_of, send_fd, PeerCred};
 use dipc_common::wire::{Message, Role};
 use log::{debug, info};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
-
-/// The supplementary groups of a process, from /proc.
-fn groups_of(pid: i32) -> Vec<u32> {
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-        return Vec::new();
-    };
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Groups:"))
-        .map(|g| {
-            g.split_whitespace()
-                .filter_map(|x| x.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
 
 /// Opens an authenticated connection to the worker on `host` and starts a
 /// session for `cred` on it. Errors are the replies the application gets.

@@ -11,6 +11,7 @@
 mod msg;
 mod sem;
 mod session;
+mod shm;
 
 use dipc_common::auth::{server_handshake, Secret};
 use dipc_common::channel::{Channel, ChannelError};
@@ -85,6 +86,17 @@ pub fn serve(stream: TcpStream, peer: IpAddr, config: &Config, secret: &Secret) 
                 libc::EPERM,
                 format!("{} before the session's credentials", req.kind().name()),
             ),
+            Message::ShmAttach {
+                id: sid, readonly, ..
+            } => match shm::hand_over(config, ch.get_ref(), id, sid, readonly, hs.host) {
+                Ok(()) => {
+                    debug!("worker: {peer}'s connection handed to the manager of segment {sid}");
+                    return 0;
+                }
+                Err(reply) => reply,
+            },
+            Message::ShmCtl { id: sid, cmd, set } => shm::ctl(config, sid, cmd, set),
+            Message::ShmQuery { id: sid } => shm::query(config, sid),
             req => match interruptible(&mut ch, || handle(&req)) {
                 Some(reply) => reply,
                 None => return 0,

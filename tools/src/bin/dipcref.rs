@@ -46,6 +46,9 @@ enum Command {
         /// The key, decimal or 0x-hex
         key: String,
     },
+    /// Show each distributed shared memory segment's units: which host may
+    /// write, which hosts hold read copies
+    Shm,
     /// Measure a round trip to another host's daemon through this host's
     /// dipcd (connect, authenticate, ping)
     Ping {
@@ -67,6 +70,7 @@ fn main() -> ExitCode {
     let result = match &args.command {
         Command::Hosts => hosts(&config, args.json),
         Command::Keys => keys(&config, args.json),
+        Command::Shm => shm(&config, args.json),
         Command::RmKey { kind, key } => rm_key(&config, kind, key),
         Command::Ping { host, count } => ping(&config, host, *count, args.json),
     };
@@ -144,6 +148,106 @@ fn keys(config: &Config, as_json: bool) -> Result<(), ClientError> {
             k.creator_uid,
             secs(k.age_ms),
         );
+    }
+    Ok(())
+}
+
+/// Asks each distributed segment's manager (through the worker on its
+/// owner host, as the caller) who holds which units.
+fn shm(config: &Config, as_json: bool) -> Result<(), ClientError> {
+    let mut c = admin_client(config)?;
+    let keys = match c.call(&Message::ListKeys)? {
+        Message::Keys { keys } => keys,
+        other => return Err(ClientError::Unexpected(other.kind().name())),
+    };
+    let mut rows = Vec::new();
+    for k in keys.iter().filter(|k| k.kind == IpcKind::Shm) {
+        let state = Client::session(config, k.owner)
+            .and_then(|mut s| s.call(&Message::ShmQuery { id: k.id }));
+        rows.push((k, state));
+    }
+    if as_json {
+        let segs: Vec<_> = rows
+            .iter()
+            .map(|(k, st)| match st {
+                Ok(Message::ShmState {
+                    nattch,
+                    unit,
+                    hosts,
+                    runs,
+                }) => json!({
+                    "key": format!("{:#x}", k.key),
+                    "owner": k.owner.to_string(),
+                    "id": k.id,
+                    "nattch": nattch,
+                    "unit": unit,
+                    "runs": runs.iter().map(|r| json!({
+                        "first": r.first,
+                        "count": r.count,
+                        "writer": r.writer.and_then(|w| hosts.get(w as usize)).map(|h| h.to_string()),
+                        "readers": r.readers.iter().filter_map(|i| hosts.get(*i as usize)).map(|h| h.to_string()).collect::<Vec<_>>(),
+                        "lost": r.lost,
+                    })).collect::<Vec<_>>(),
+                }),
+                Ok(other) => json!({"key": format!("{:#x}", k.key), "error": format!("unexpected {}", other.kind().name())}),
+                Err(e) => json!({"key": format!("{:#x}", k.key), "owner": k.owner.to_string(), "id": k.id, "error": e.to_string()}),
+            })
+            .collect();
+        println!("{}", json!({ "segments": segs }));
+        return Ok(());
+    }
+    for (k, st) in &rows {
+        print!("segment key {:#x}, id {} on {}: ", k.key, k.id, k.owner);
+        let (nattch, unit, hosts, runs) = match st {
+            Ok(Message::ShmState {
+                nattch,
+                unit,
+                hosts,
+                runs,
+            }) => (nattch, unit, hosts, runs),
+            Ok(other) => {
+                println!("unexpected {} reply", other.kind().name());
+                continue;
+            }
+            Err(e) => {
+                println!("{e}");
+                continue;
+            }
+        };
+        if *unit == 0 {
+            println!("nobody attached");
+            continue;
+        }
+        println!("{nattch} attached, units of {unit} bytes");
+        let name = |i: u16| {
+            hosts
+                .get(i as usize)
+                .map_or("?".to_string(), |h| h.to_string())
+        };
+        for r in runs {
+            let range = if r.count == 1 {
+                format!("unit {}", r.first)
+            } else {
+                format!("units {}-{}", r.first, r.first + r.count - 1)
+            };
+            let what = if r.lost {
+                "LOST (its writer's host died)".to_string()
+            } else if let Some(w) = r.writer {
+                format!("writer {}", name(w))
+            } else if r.readers.is_empty() {
+                "owner's copy only".to_string()
+            } else {
+                format!(
+                    "readers {}",
+                    r.readers
+                        .iter()
+                        .map(|&i| name(i))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            println!("  {range:<20} {what}");
+        }
     }
     Ok(())
 }

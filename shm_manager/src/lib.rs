@@ -1,0 +1,713 @@
+//! The manager of one distributed shared memory segment, on its owner host.
+//!
+//! dipcd forks one per segment when the first process asks to attach
+//! (`ShmOpen`), binding the Unix socket `Config::shm_socket(id)` for it.
+//! Processes on this host connect to that socket; a process on another
+//! host reaches it through a worker, which passes the process's TCP
+//! connection here. Each attached process is a *participant* with its own
+//! private copy of the segment, trapped by page protection (see the
+//! library's `shm` module); the manager decides, unit by unit, who may read
+//! and who may write ([`units`]), and moves the contents: the real segment
+//! here holds every unit that nobody holds for write.
+//!
+//! The manager is a single-threaded mio loop, never blocking on one
+//! participant: a participant that does not answer a revocation within the
+//! request time-out is dropped (and a unit it held for write is lost). It
+//! exits when the segment is removed (`IPC_RMID`) and nobody is attached,
+//! or when the segment is gone.
+
+pub mod units;
+
+use dipc_common::channel::{Fill, Framed};
+use dipc_common::config::{Config, ShmMode};
+use dipc_common::net::Stream;
+use dipc_common::sys::{self, PeerCred};
+use dipc_common::sysv;
+use dipc_common::wire::{self, IpcPerm, Message, UnitRun};
+use log::{debug, error, info, warn};
+use mio::net::{UnixListener, UnixStream};
+use mio::{Events, Interest, Poll, Token};
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::time::{Duration, Instant};
+use units::{Action, Holders, Pid, Units};
+
+const LISTENER: Token = Token(0);
+/// `SHM_DEST` in `shm_perm.mode`: removed, freed at the last detach
+/// (linux/shm.h; not in the libc crate).
+const SHM_DEST: u32 = 0o1000;
+/// How often the segment's own state (removed? gone?) is looked at.
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+/// Largest piece of a unit's content in one frame.
+const CHUNK: usize = 256 * 1024;
+/// At most this many connections at once.
+const MAX_CONNECTIONS: usize = 4096;
+
+/// Runs the manager of segment `id` on `listener`; returns the exit code.
+pub fn run(listener: std::os::unix::net::UnixListener, id: i32, config: &Config) -> i32 {
+    match Manager::new(listener, id, config) {
+        Ok(mut m) => m.serve(),
+        Err(e) => {
+            error!("shm manager for segment {id}: {e}");
+            1
+        }
+    }
+}
+
+/// A connection that has not said what it is yet.
+struct Pending {
+    stream: UnixStream,
+    buf: Vec<u8>,
+    fds: Vec<OwnedFd>,
+}
+
+struct Participant {
+    framed: Framed<Stream>,
+    host: SocketAddr,
+    readonly: bool,
+    /// Close once everything queued is written (after a detach, a query
+    /// or a refusal).
+    closing: bool,
+}
+
+enum Conn {
+    Pending(Pending),
+    Open(Participant),
+}
+
+struct Manager<'a> {
+    config: &'a Config,
+    id: i32,
+    poll: Poll,
+    listener: UnixListener,
+    conns: HashMap<usize, Conn>,
+    next_token: usize,
+    /// The real segment, attached here.
+    base: *mut u8,
+    size: u64,
+    /// The mapping's length: `size` rounded up to pages.
+    len: usize,
+    unit: usize,
+    units: Units,
+    actions: Vec<Action>,
+}
+
+fn io_err(what: &str, errno: i32) -> io::Error {
+    io::Error::new(
+        io::Error::from_raw_os_error(errno).kind(),
+        format!("{what}: {}", io::Error::from_raw_os_error(errno)),
+    )
+}
+
+impl<'a> Manager<'a> {
+    fn new(
+        listener: std::os::unix::net::UnixListener,
+        id: i32,
+        config: &'a Config,
+    ) -> io::Result<Manager<'a>> {
+        let info = sysv::shmctl_stat(id).map_err(|e| io_err("IPC_STAT", e))?;
+        // SAFETY: attaching an existing segment read-write at an address the
+        // kernel chooses; the mapping is only used within its length.
+        let base = unsafe { libc::shmat(id, std::ptr::null(), 0) };
+        if base as isize == -1 {
+            return Err(io_err("shmat", sysv::errno()));
+        }
+        let page = page_size();
+        let size = info.segsz;
+        let len = usize::try_from(size)
+            .ok()
+            .and_then(|s| s.checked_next_multiple_of(page))
+            .ok_or_else(|| io_err("segment size", libc::EINVAL))?;
+        let unit = match config.shm.mode {
+            ShmMode::Page => page,
+            ShmMode::Segment => len,
+        };
+        let count = len.div_ceil(unit);
+        if count > u32::MAX as usize {
+            return Err(io_err("segment size", libc::EFBIG));
+        }
+        listener.set_nonblocking(true)?;
+        let mut listener = UnixListener::from_std(listener);
+        let poll = Poll::new()?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        info!(
+            "shm manager for segment {id}: {size} bytes, {count} unit(s) of {unit} bytes ({:?} mode), quantum {} ms",
+            config.shm.mode,
+            config.shm.quantum.as_millis()
+        );
+        Ok(Manager {
+            config,
+            id,
+            poll,
+            listener,
+            conns: HashMap::new(),
+            next_token: 1,
+            base: base as *mut u8,
+            size,
+            len,
+            unit,
+            units: Units::new(count, config.shm.quantum, config.timeouts.request),
+            actions: Vec::new(),
+        })
+    }
+
+    fn serve(&mut self) -> i32 {
+        let mut events = Events::with_capacity(256);
+        let mut next_check = Instant::now() + CHECK_EVERY;
+        loop {
+            let now = Instant::now();
+            let deadline = self
+                .units
+                .deadline()
+                .map_or(next_check, |d| d.min(next_check));
+            let wait = deadline
+                .saturating_duration_since(now)
+                .max(Duration::from_millis(1));
+            if let Err(e) = self.poll.poll(&mut events, Some(wait)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    error!("shm manager {}: poll: {e}", self.id);
+                    return 1;
+                }
+            }
+            for ev in events.iter() {
+                match ev.token() {
+                    LISTENER => self.accept(),
+                    Token(t) => self.ready(t),
+                }
+            }
+            let now = Instant::now();
+            let late = self.units.tick(now, &mut self.actions);
+            for p in late {
+                warn!(
+                    "shm manager {}: participant {p} did not answer a revocation within {} ms; dropping it",
+                    self.id,
+                    self.config.timeouts.request.as_millis()
+                );
+                self.drop_participant(p);
+            }
+            self.carry_out();
+            if now >= next_check {
+                next_check = now + CHECK_EVERY;
+                if let Some(why) = self.finished() {
+                    info!("shm manager for segment {}: {why}; exiting", self.id);
+                    return 0;
+                }
+            }
+        }
+    }
+
+    /// Why the manager is no longer needed, if it is not.
+    fn finished(&self) -> Option<String> {
+        match sysv::shmctl_stat(self.id) {
+            Err(e) => Some(format!(
+                "segment gone ({})",
+                io::Error::from_raw_os_error(e)
+            )),
+            Ok(i) if i.perm.mode & SHM_DEST != 0 && self.participants() == 0 => {
+                Some("segment removed and nobody attached".into())
+            }
+            Ok(_) => None,
+        }
+    }
+
+    fn participants(&self) -> usize {
+        self.conns
+            .values()
+            .filter(|c| matches!(c, Conn::Open(p) if !p.closing))
+            .count()
+    }
+
+    fn accept(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok((mut s, _)) => {
+                    if self.conns.len() >= MAX_CONNECTIONS {
+                        warn!("shm manager {}: too many connections", self.id);
+                        continue;
+                    }
+                    let t = self.next_token;
+                    self.next_token += 1;
+                    if let Err(e) =
+                        self.poll
+                            .registry()
+                            .register(&mut s, Token(t), Interest::READABLE)
+                    {
+                        warn!("shm manager {}: {e}", self.id);
+                        continue;
+                    }
+                    self.conns.insert(
+                        t,
+                        Conn::Pending(Pending {
+                            stream: s,
+                            buf: Vec::new(),
+                            fds: Vec::new(),
+                        }),
+                    );
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    warn!("shm manager {}: accept: {e}", self.id);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn ready(&mut self, t: usize) {
+        match self.conns.get_mut(&t) {
+            Some(Conn::Pending(_)) => self.pending_ready(t),
+            Some(Conn::Open(_)) => self.participant_ready(t),
+            None => {}
+        }
+    }
+
+    /// Reads a new connection's first frame, with the descriptor a worker
+    /// may have passed along with it.
+    fn pending_ready(&mut self, t: usize) {
+        let Some(Conn::Pending(mut p)) = self.conns.remove(&t) else {
+            return;
+        };
+        let mut chunk = [0u8; 4096];
+        loop {
+            match sys::recv_with_fds(&p.stream, &mut chunk) {
+                Ok((0, _)) => {
+                    let _ = self.poll.registry().deregister(&mut p.stream);
+                    return;
+                }
+                Ok((n, fds)) => {
+                    p.buf.extend_from_slice(&chunk[..n]);
+                    p.fds.extend(fds);
+                    if p.buf.len() > 64 * 1024 {
+                        warn!("shm manager {}: oversized first frame", self.id);
+                        let _ = self.poll.registry().deregister(&mut p.stream);
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    debug!("shm manager {}: {e}", self.id);
+                    let _ = self.poll.registry().deregister(&mut p.stream);
+                    return;
+                }
+            }
+        }
+        match wire::decode_frame(&p.buf, self.config.max_frame) {
+            Ok(None) => {
+                self.conns.insert(t, Conn::Pending(p));
+            }
+            Ok(Some((used, rid, msg))) if used == p.buf.len() => self.first_frame(t, p, rid, msg),
+            Ok(Some(_)) | Err(_) => {
+                warn!(
+                    "shm manager {}: a new connection sent something unexpected",
+                    self.id
+                );
+                let _ = self.poll.registry().deregister(&mut p.stream);
+            }
+        }
+    }
+
+    fn first_frame(&mut self, t: usize, mut p: Pending, rid: u64, msg: Message) {
+        let _ = self.poll.registry().deregister(&mut p.stream);
+        let cred = sys::peer_cred(&p.stream);
+        // The participant's stream: a TCP connection a worker passed, or
+        // this Unix connection.
+        let stream = match p.fds.pop() {
+            Some(fd) => {
+                let s = std::net::TcpStream::from(fd);
+                if let Err(e) = s.set_nonblocking(true) {
+                    warn!("shm manager {}: {e}", self.id);
+                    return;
+                }
+                Stream::Tcp(mio::net::TcpStream::from_std(s))
+            }
+            None => Stream::Unix(p.stream),
+        };
+        let mut part = Participant {
+            framed: Framed::new(stream, self.config.max_frame),
+            host: self.config.front_end_addr(),
+            readonly: true,
+            closing: true,
+        };
+        let reply = match (msg, cred) {
+            (_, Err(e)) => Message::error(libc::EPERM, format!("no peer credentials: {e}")),
+            (Message::ShmQuery { id }, Ok(cred)) if id == self.id => self.query(cred),
+            (Message::ShmAttach { id, readonly, host }, Ok(cred)) if id == self.id => {
+                match self.permitted(cred, readonly) {
+                    Ok(()) => {
+                        part.readonly = readonly;
+                        part.closing = false;
+                        if let Some(h) = host {
+                            part.host = h;
+                        }
+                        debug!(
+                            "shm manager {}: participant {t} attached from {} (pid {} uid {}){}",
+                            self.id,
+                            part.host,
+                            cred.pid,
+                            cred.uid,
+                            if readonly { ", read-only" } else { "" }
+                        );
+                        Message::ShmAttached {
+                            size: self.size,
+                            unit: self.unit as u64,
+                        }
+                    }
+                    Err(reply) => reply,
+                }
+            }
+            (Message::ShmAttach { .. } | Message::ShmQuery { .. }, Ok(_)) => {
+                Message::error(libc::EINVAL, "that segment has another manager")
+            }
+            (other, Ok(_)) => Message::error(
+                libc::EPROTO,
+                format!("a shm manager does not take {}", other.kind().name()),
+            ),
+        };
+        part.framed.queue(rid, &reply);
+        if let Err(e) = self.poll.registry().register(
+            &mut part.framed.stream,
+            Token(t),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            warn!("shm manager {}: {e}", self.id);
+            return;
+        }
+        self.conns.insert(t, Conn::Open(part));
+        self.flush(t);
+    }
+
+    /// The kernel's rule for attaching (ipcperms): read, and write unless
+    /// read-only, for the caller's class (owner, group, other); root may
+    /// do anything.
+    fn permitted(&self, cred: PeerCred, readonly: bool) -> Result<(), Message> {
+        let perm = sysv::shmctl_stat(self.id)
+            .map_err(|e| Message::error(e, format!("IPC_STAT of segment {}", self.id)))?
+            .perm;
+        let want = if readonly { 4 } else { 6 };
+        if cred.uid == 0 || allowed(&perm, cred, want) {
+            Ok(())
+        } else {
+            Err(Message::error(
+                libc::EACCES,
+                format!(
+                    "uid {} may not attach segment {}{}",
+                    cred.uid,
+                    self.id,
+                    if readonly { " read-only" } else { "" }
+                ),
+            ))
+        }
+    }
+
+    fn query(&self, cred: PeerCred) -> Message {
+        if let Err(reply) = self.permitted(cred, true) {
+            return reply;
+        }
+        let mut hosts: Vec<SocketAddr> = Vec::new();
+        let mut index = |h: SocketAddr| -> u16 {
+            match hosts.iter().position(|&x| x == h) {
+                Some(i) => i as u16,
+                None => {
+                    hosts.push(h);
+                    (hosts.len() - 1) as u16
+                }
+            }
+        };
+        let host_of: HashMap<Pid, SocketAddr> = self
+            .conns
+            .iter()
+            .filter_map(|(&t, c)| match c {
+                Conn::Open(p) => Some((t, p.host)),
+                Conn::Pending(_) => None,
+            })
+            .collect();
+        let mut runs: Vec<UnitRun> = Vec::new();
+        for u in 0..self.units.len() as u32 {
+            let Some((holders, lost)) = self.units.holders(u) else {
+                break;
+            };
+            let (writer, mut readers) = match holders {
+                Holders::Writer(w) => (host_of.get(w).map(|&h| index(h)), Vec::new()),
+                Holders::Readers(s) => (
+                    None,
+                    s.iter()
+                        .filter_map(|r| host_of.get(r).map(|&h| index(h)))
+                        .collect::<Vec<u16>>(),
+                ),
+            };
+            readers.sort_unstable();
+            readers.dedup();
+            match runs.last_mut() {
+                Some(r)
+                    if r.writer == writer
+                        && r.readers == readers
+                        && r.lost == lost
+                        && r.first + r.count == u =>
+                {
+                    r.count += 1
+                }
+                _ => runs.push(UnitRun {
+                    first: u,
+                    count: 1,
+                    writer,
+                    readers,
+                    lost,
+                }),
+            }
+        }
+        Message::ShmState {
+            nattch: self.participants() as u64,
+            unit: self.unit as u64,
+            hosts,
+            runs,
+        }
+    }
+
+    fn participant_ready(&mut self, t: usize) {
+        let mut gone = false;
+        let mut msgs = Vec::new();
+        if let Some(Conn::Open(p)) = self.conns.get_mut(&t) {
+            match p.framed.fill() {
+                Ok(Fill::Open) => {}
+                Ok(Fill::Eof) | Err(_) => gone = true,
+            }
+            loop {
+                match p.framed.next_frame() {
+                    Ok(Some(m)) => msgs.push(m),
+                    Ok(None) => break,
+                    Err(e) => {
+                        warn!("shm manager {}: participant {t}: {e}", self.id);
+                        gone = true;
+                        break;
+                    }
+                }
+            }
+        }
+        for (rid, msg) in msgs {
+            if let Err(why) = self.handle(t, rid, msg) {
+                warn!("shm manager {}: participant {t}: {why}", self.id);
+                gone = true;
+                break;
+            }
+        }
+        if gone {
+            self.drop_participant(t);
+        }
+        self.carry_out();
+        self.flush(t);
+    }
+
+    fn handle(&mut self, t: usize, rid: u64, msg: Message) -> Result<(), String> {
+        let now = Instant::now();
+        let count = self.units.len() as u32;
+        let readonly = match self.conns.get(&t) {
+            Some(Conn::Open(p)) => p.readonly,
+            _ => return Ok(()),
+        };
+        match msg {
+            Message::ShmFault { unit, write } if unit < count => {
+                if write && readonly {
+                    return Err(format!("write fault on unit {unit} of a read-only attach"));
+                }
+                self.units.fault(now, t, unit, write, &mut self.actions);
+            }
+            Message::ShmData { unit, offset, data } if unit < count => {
+                if !self.units.may_store(t, unit) {
+                    // A second copy of a write-back that crossed a
+                    // revocation: the first one is what counts.
+                    debug!("shm manager {}: unit {unit} from a non-writer", self.id);
+                    return Ok(());
+                }
+                let (start, ulen) = self.unit_range(unit);
+                let off = usize::try_from(offset).map_err(|_| "bad offset".to_string())?;
+                if off.checked_add(data.len()).is_none_or(|end| end > ulen) {
+                    return Err(format!("content past the end of unit {unit}"));
+                }
+                // SAFETY: start + off + len is within the attached segment
+                // (checked above); the segment is mapped read-write here.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        data.as_ptr(),
+                        self.base.add(start + off),
+                        data.len(),
+                    )
+                };
+            }
+            Message::ShmRevoked { unit } if unit < count => {
+                self.units.revoked(now, t, unit, &mut self.actions);
+            }
+            Message::ShmDetach => {
+                self.units.gone(now, t, &mut self.actions);
+                if let Some(Conn::Open(p)) = self.conns.get_mut(&t) {
+                    p.framed.queue(rid, &Message::Done { value: 0 });
+                    p.closing = true;
+                }
+                debug!("shm manager {}: participant {t} detached", self.id);
+            }
+            other => return Err(format!("unexpected {}", other.kind().name())),
+        }
+        Ok(())
+    }
+
+    /// Where unit `u` starts in the segment, and its length (the last one
+    /// may be short).
+    fn unit_range(&self, u: u32) -> (usize, usize) {
+        let start = u as usize * self.unit;
+        (start, self.unit.min(self.len - start))
+    }
+
+    fn drop_participant(&mut self, t: usize) {
+        if let Some(Conn::Open(mut p)) = self.conns.remove(&t) {
+            let _ = self.poll.registry().deregister(&mut p.framed.stream);
+            if !p.closing {
+                debug!("shm manager {}: participant {t} gone", self.id);
+            }
+        }
+        self.units.gone(Instant::now(), t, &mut self.actions);
+    }
+
+    /// Carries out what the coherence state machine decided.
+    fn carry_out(&mut self) {
+        let mut touched = Vec::new();
+        let actions = std::mem::take(&mut self.actions);
+        for a in actions {
+            let (to, msg) = match a {
+                Action::SendData { to, unit } => {
+                    let (start, ulen) = self.unit_range(unit);
+                    if let Some(Conn::Open(p)) = self.conns.get_mut(&to) {
+                        let mut off = 0;
+                        while off < ulen {
+                            let n = CHUNK
+                                .min(self.config.max_frame as usize - 64)
+                                .min(ulen - off);
+                            // SAFETY: start + off + n is within the
+                            // attached segment.
+                            let data = unsafe {
+                                std::slice::from_raw_parts(self.base.add(start + off), n)
+                            };
+                            p.framed.queue(
+                                0,
+                                &Message::ShmData {
+                                    unit,
+                                    offset: off as u64,
+                                    data: data.to_vec(),
+                                },
+                            );
+                            off += n;
+                        }
+                    }
+                    touched.push(to);
+                    continue;
+                }
+                Action::Grant { to, unit, write } => (to, Message::ShmGrant { unit, write }),
+                Action::Lost { to, unit } => (to, Message::ShmLost { unit }),
+                Action::Revoke {
+                    to,
+                    unit,
+                    keep_read,
+                    want_data,
+                } => (
+                    to,
+                    Message::ShmRevoke {
+                        unit,
+                        keep_read,
+                        want_data,
+                    },
+                ),
+            };
+            if let Some(Conn::Open(p)) = self.conns.get_mut(&to) {
+                p.framed.queue(0, &msg);
+                touched.push(to);
+            }
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        for t in touched {
+            self.flush(t);
+        }
+    }
+
+    /// Writes what is queued for `t`; closes it once a closing connection
+    /// has nothing left to write.
+    fn flush(&mut self, t: usize) {
+        let Some(Conn::Open(p)) = self.conns.get_mut(&t) else {
+            return;
+        };
+        match p.framed.flush() {
+            Ok(true) if p.closing => {
+                let _ = self.poll.registry().deregister(&mut p.framed.stream);
+                self.conns.remove(&t);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                debug!("shm manager {}: participant {t}: {e}", self.id);
+                self.drop_participant(t);
+                self.carry_out();
+            }
+        }
+    }
+}
+
+impl Drop for Manager<'_> {
+    fn drop(&mut self) {
+        // SAFETY: base is the address shmat returned.
+        unsafe { libc::shmdt(self.base as *const libc::c_void) };
+    }
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf takes a constant.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if p > 0 {
+        p as usize
+    } else {
+        4096
+    }
+}
+
+/// ipcperms for a non-root caller: the permission bits of the caller's
+/// class must include all of `want` (4 read, 2 write).
+fn allowed(perm: &IpcPerm, cred: PeerCred, want: u32) -> bool {
+    let bits = if cred.uid == perm.uid || cred.uid == perm.cuid {
+        perm.mode >> 6
+    } else if [perm.gid, perm.cgid]
+        .iter()
+        .any(|g| *g == cred.gid || sys::groups_of(cred.pid).contains(g))
+    {
+        perm.mode >> 3
+    } else {
+        perm.mode
+    };
+    bits & want == want
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permission_classes_follow_the_kernel() {
+        let perm = IpcPerm {
+            key: 1,
+            uid: 1000,
+            gid: 1000,
+            cuid: 1000,
+            cgid: 1000,
+            mode: 0o640,
+            seq: 0,
+        };
+        let cred = |uid, gid| PeerCred {
+            pid: std::process::id() as i32,
+            uid,
+            gid,
+        };
+        assert!(allowed(&perm, cred(1000, 5), 6));
+        assert!(allowed(&perm, cred(2000, 1000), 4));
+        assert!(!allowed(&perm, cred(2000, 1000), 6));
+        assert!(!allowed(&perm, cred(2000, 2000), 4));
+    }
+}

@@ -1,0 +1,118 @@
+//! Shared memory requests from a remote caller.
+//!
+//! An attach is not carried out here: the worker asks this host's dipcd to
+//! make sure the segment's manager runs, then passes the caller's very
+//! connection to the manager (with the attach request riding on it), and
+//! ends. The manager checks the attach against the worker's credentials,
+//! which are the caller's. Control requests (`IPC_STAT`, `IPC_SET`,
+//! `IPC_RMID`) are plain calls here, except that `shm_nattch` is the
+//! manager's count of attaches on every host.
+
+use dipc_common::channel::Channel;
+use dipc_common::config::Config;
+use dipc_common::sys;
+use dipc_common::sysv;
+use dipc_common::wire::{self, IpcSet, Message};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::net::UnixStream;
+
+fn fail(errno: i32) -> Message {
+    Message::error(errno, std::io::Error::from_raw_os_error(errno).to_string())
+}
+
+/// A request to a local Unix socket, answered within the request time-out.
+fn local_call(config: &Config, path: &std::path::Path, msg: &Message) -> Result<Message, Message> {
+    let s = UnixStream::connect(path).map_err(|e| {
+        Message::error(
+            e.raw_os_error().unwrap_or(libc::ECONNREFUSED),
+            format!("cannot reach {}: {e}", path.display()),
+        )
+    })?;
+    let _ = s.set_read_timeout(Some(config.timeouts.request));
+    let mut ch = Channel::new(s, config.max_frame);
+    match ch.call(1, msg) {
+        Ok(Message::Error { errno, message }) => Err(Message::Error { errno, message }),
+        Ok(reply) => Ok(reply),
+        Err(e) => Err(Message::error(
+            e.errno(),
+            format!("{}: {e}", path.display()),
+        )),
+    }
+}
+
+/// Passes `caller` to the manager of segment `id` with the attach request
+/// `rid`. On success the worker must end without touching `caller` again.
+pub fn hand_over(
+    config: &Config,
+    caller: &TcpStream,
+    rid: u64,
+    id: i32,
+    readonly: bool,
+    host: SocketAddr,
+) -> Result<(), Message> {
+    local_call(config, &config.back_end_socket(), &Message::ShmOpen { id })?;
+    let path = config.shm_socket(id);
+    let manager = UnixStream::connect(&path).map_err(|e| {
+        Message::error(
+            e.raw_os_error().unwrap_or(libc::ECONNREFUSED),
+            format!("cannot reach the manager of segment {id}: {e}"),
+        )
+    })?;
+    let mut frame = Vec::new();
+    wire::encode_frame(
+        rid,
+        &Message::ShmAttach {
+            id,
+            readonly,
+            host: Some(host),
+        },
+        &mut frame,
+    );
+    sys::send_with_fd(&manager, &frame, caller).map_err(|e| {
+        Message::error(
+            e.raw_os_error().unwrap_or(libc::EIO),
+            format!("cannot pass the connection to the manager of segment {id}: {e}"),
+        )
+    })
+}
+
+/// The manager's view of segment `id`, or an empty one when no manager
+/// runs (nobody is attached).
+pub fn query(config: &Config, id: i32) -> Message {
+    if let Err(e) = sysv::shmctl_stat(id) {
+        return fail(e);
+    }
+    let path = config.shm_socket(id);
+    if !path.exists() {
+        return Message::ShmState {
+            nattch: 0,
+            unit: 0,
+            hosts: Vec::new(),
+            runs: Vec::new(),
+        };
+    }
+    local_call(config, &path, &Message::ShmQuery { id }).unwrap_or_else(|e| e)
+}
+
+pub fn ctl(config: &Config, id: i32, cmd: i32, set: Option<IpcSet>) -> Message {
+    let r = match (cmd, set) {
+        (libc::IPC_STAT, _) => {
+            return match sysv::shmctl_stat(id) {
+                Ok(mut info) => {
+                    if let Message::ShmState { nattch, .. } = query(config, id) {
+                        info.nattch = nattch;
+                    }
+                    Message::ShmStat { info }
+                }
+                Err(e) => fail(e),
+            }
+        }
+        (libc::IPC_SET, Some(set)) => sysv::shmctl_set(id, &set),
+        (libc::IPC_RMID, _) => sysv::shmctl_rmid(id),
+        _ => Err(libc::EINVAL),
+    };
+    match r {
+        Ok(()) => Message::Done { value: 0 },
+        Err(e) => fail(e),
+    }
+}
