@@ -11,6 +11,7 @@ pub mod client;
 mod dist;
 pub mod msg;
 pub mod sem;
+pub mod shm;
 mod state;
 
 pub use client::{Client, ClientError};
