@@ -868,3 +868,193 @@ fn child_readonly_write() {
     p.write(0, 1);
     std::process::exit(0);
 }
+
+#[test]
+fn a_fork_child_drops_the_attachment_and_the_parent_keeps_it() {
+    let pg = page();
+    let (mut m, p) = attach(2 * pg, pg, false, WAIT);
+    let r = in_thread(move || p.read(0));
+    assert_eq!(m.expect_fault(), (0, false));
+    m.grant(0, false, Some(vec![5; pg]));
+    assert_eq!(r.recv_timeout(WAIT).unwrap(), 5);
+    // SAFETY: the child only touches memory and exits.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // Readable in the parent, but not there at all in the child.
+        p.read(0);
+        // SAFETY: leaving the child without running the parent's state down.
+        unsafe { libc::_exit(0) };
+    }
+    assert!(pid > 0);
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(
+        libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGSEGV,
+        "child status {status:#x}"
+    );
+    // The child closed its copy of the connection, not ours.
+    assert!(m.quiet_for(Duration::from_millis(100)));
+    let r = in_thread(move || (p.read(1), p.read(pg)));
+    assert_eq!(m.expect_fault(), (1, false));
+    m.grant(1, false, Some(vec![6; pg]));
+    assert_eq!(r.recv_timeout(WAIT).unwrap(), (5, 6));
+    let d = in_thread(move || detach(p));
+    expect_detach(&mut m, &[]);
+    d.recv_timeout(WAIT).unwrap().unwrap();
+}
+
+#[test]
+fn exit_writes_back_what_the_process_wrote() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let pg = page();
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    ours.set_read_timeout(Some(WAIT)).unwrap();
+    let fd = theirs.as_raw_fd();
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "child_exit_writes_back",
+        "--exact",
+        "--ignored",
+        "--test-threads=1",
+    ])
+    .env("DIPC_SHM_CHILD", "1")
+    .env("DIPC_SHM_FD", fd.to_string())
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped());
+    // SAFETY: fcntl is async-signal-safe; it lets the child inherit its
+    // end of the connection.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::fcntl(fd, libc::F_SETFD, 0);
+            Ok(())
+        })
+    };
+    let child = cmd.spawn().unwrap();
+    drop(theirs);
+    let mut m = Mgr {
+        ch: Channel::new(ours, MAX_FRAME),
+    };
+    assert_eq!(m.expect_fault(), (1, true));
+    m.grant(1, true, Some(vec![0; pg]));
+    let mut expect = vec![0; pg];
+    expect[..4].copy_from_slice(&[1, 2, 3, 4]);
+    // The child exits without shmdt: its atexit handler writes back.
+    expect_detach(&mut m, &[(1, &expect)]);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+#[ignore = "runs in a child process of exit_writes_back_what_the_process_wrote"]
+fn child_exit_writes_back() {
+    use std::os::fd::FromRawFd;
+    if !in_child() {
+        return;
+    }
+    let fd: i32 = std::env::var("DIPC_SHM_FD").unwrap().parse().unwrap();
+    // SAFETY: the parent passed us this end of a socket pair.
+    let s = unsafe { UnixStream::from_raw_fd(fd) };
+    let pg = page();
+    let p = attach_with_connection(s, 2 * pg as u64, pg as u64, false, WAIT).unwrap() as usize;
+    for (i, v) in [1u8, 2, 3, 4].into_iter().enumerate() {
+        Addr(p).write(pg + i, v);
+    }
+    std::process::exit(0);
+}
+
+#[test]
+fn sigbus_carries_the_faulting_address() {
+    let child = run_child("child_sigbus_address");
+    assert_eq!(child.status.code(), Some(44), "{}", child.output);
+}
+
+static EXPECTED_ADDR: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+extern "C" fn bus_handler(_: i32, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // SAFETY: the kernel's (here: dipc's) siginfo; _exit is
+    // async-signal-safe.
+    unsafe {
+        let ok = (*info).si_addr() as usize
+            == EXPECTED_ADDR.load(std::sync::atomic::Ordering::SeqCst)
+            && (*info).si_code == libc::BUS_ADRERR;
+        libc::_exit(if ok { 44 } else { 45 });
+    }
+}
+
+#[test]
+#[ignore = "runs in a child process of sigbus_carries_the_faulting_address"]
+fn child_sigbus_address() {
+    if !in_child() {
+        return;
+    }
+    // SAFETY: installing an SA_SIGINFO handler that only calls _exit.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = bus_handler as *const () as usize;
+        sa.sa_flags = libc::SA_SIGINFO;
+        libc::sigaction(libc::SIGBUS, &sa, std::ptr::null_mut());
+    }
+    let pg = page();
+    let (mut m, p) = attach(2 * pg, pg, false, WAIT);
+    thread::spawn(move || {
+        while let Ok((_, Message::ShmFault { unit, .. })) = m.ch.recv() {
+            m.send(Message::ShmLost { unit });
+        }
+    });
+    EXPECTED_ADDR.store(p.0 + pg + 17, std::sync::atomic::Ordering::SeqCst);
+    p.write(pg + 17, 1);
+    std::process::exit(0);
+}
+
+#[test]
+fn slots_are_reused_after_detach() {
+    let pg = page();
+    for round in 0..3u8 {
+        let (mut m, p) = attach(pg, pg, false, WAIT);
+        let r = in_thread(move || p.read(0));
+        assert_eq!(m.expect_fault(), (0, false));
+        m.grant(0, false, Some(vec![round; pg]));
+        assert_eq!(r.recv_timeout(WAIT).unwrap(), round);
+        let d = in_thread(move || detach(p));
+        expect_detach(&mut m, &[]);
+        d.recv_timeout(WAIT).unwrap().unwrap();
+    }
+}
+
+#[test]
+fn a_dead_segment_raises_sigbus_even_where_it_was_readable() {
+    assert_signal(run_child("child_dead_segment"), libc::SIGBUS);
+}
+
+#[test]
+#[ignore = "runs in a child process of a_dead_segment_raises_sigbus_even_where_it_was_readable"]
+fn child_dead_segment() {
+    if !in_child() {
+        return;
+    }
+    let pg = page();
+    let (mut m, p) = attach(2 * pg, pg, false, WAIT);
+    let r = in_thread(move || p.read(0));
+    assert_eq!(m.expect_fault(), (0, false));
+    m.grant(0, false, Some(vec![5; pg]));
+    assert_eq!(r.recv_timeout(WAIT).unwrap(), 5);
+    // A grant for a unit the segment does not have breaks the protocol:
+    // the agent drops the connection, which we see as its end.
+    m.send(Message::ShmGrant {
+        unit: 99,
+        write: false,
+    });
+    assert!(matches!(
+        m.ch.recv(),
+        Err(dipc_common::channel::ChannelError::Closed)
+    ));
+    p.read(0);
+    std::process::exit(0);
+}

@@ -1017,20 +1017,24 @@ impl Agent {
             return;
         }
         log::warn!("dipc: distributed segment lost: {why}");
-        seg.ch = None;
-        table::SLOTS[slot].conn_fd.store(-1, SeqCst);
+        // The view closes and the slot turns DEAD before the connection
+        // does, so whoever sees the connection end (the manager, or a test
+        // playing it) knows every later touch raises SIGBUS.
         // SAFETY: the app view is ours, mapped with this length.
         unsafe { libc::mprotect(seg.app as *mut libc::c_void, seg.len, libc::PROT_NONE) };
         for r in seg.rights() {
             r.store(RIGHT_NONE, SeqCst);
         }
+        if seg.detach.is_none() {
+            table::set_state(slot, DEAD);
+        }
         for (_, p) in seg.pending.drain() {
             p.waiters.into_iter().for_each(|w| wake(w, REPLY_FAIL));
         }
+        table::SLOTS[slot].conn_fd.store(-1, SeqCst);
+        seg.ch = None;
         if seg.detach.is_some() {
             self.finish_detach(slot);
-        } else {
-            table::set_state(slot, DEAD);
         }
     }
 
