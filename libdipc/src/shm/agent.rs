@@ -46,7 +46,6 @@ const MAX_CHUNK: usize = 256 * 1024;
 /// TCP session (passed on to the manager by the worker) elsewhere.
 pub enum Conn {
     Unix(UnixStream),
-    #[allow(dead_code)] // until shmat routes to other hosts
     Tcp(TcpStream),
 }
 
