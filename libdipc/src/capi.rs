@@ -1,7 +1,8 @@
 //! The C interface (`include/dipc.h`): the same arguments, return values
 //! and `errno` as the System V calls. On structures of this host the calls
 //! go straight to the kernel with the caller's buffers; only calls on
-//! structures owned elsewhere go through the Rust layer.
+//! structures owned elsewhere go through the Rust layer (and every attach
+//! of a distributed segment, which is a private copy, see [`crate::shm`]).
 
 use crate::dist::Errno;
 use crate::msg::{self, MTYPE_LEN};
