@@ -81,6 +81,8 @@ int dipc_semctl(int semid, int semnum, int cmd, ...);
  *    anywhere then raises SIGBUS).
  *  - A system call given an address in a distributed segment that the
  *    process has not touched yet fails with EFAULT: touch the memory first.
+ *  - SIGSEGV must not be blocked in a thread that touches a distributed
+ *    segment (a blocked fault signal kills the process).
  *  - Install your own SIGSEGV handler before the first dipc_shmat of a
  *    distributed segment (one installed later takes the faults away from
  *    dipc until the next distributed attach).

@@ -332,8 +332,8 @@ pub fn attach(conn: Conn, p: Params) -> Result<usize, Errno> {
         .map(|s| s / page * page)
         .filter(|&l| l <= isize::MAX as usize)
         .ok_or(libc::ENOMEM)?;
-    let unit = usize::try_from(p.unit).map_err(|_| libc::EPROTO)?;
-    let unit = unit.min(len.div_ceil(page) * page);
+    // A unit larger than the mapping (segment mode) is the whole mapping.
+    let unit = usize::try_from(p.unit).map_or(len, |u| u.min(len));
     let nunits = len.div_ceil(unit);
     if u32::try_from(nunits).is_err() {
         return Err(libc::ENOMEM);
@@ -341,14 +341,18 @@ pub fn attach(conn: Conn, p: Params) -> Result<usize, Errno> {
     conn.set_timeouts(p.timeout).map_err(io_errno)?;
     let h = handle()?;
     let maps = Maps::new(len, &p)?;
+    // One byte per unit: as large as the segment's size calls for, and
+    // refused (not aborted on) when memory is short.
+    let mut rights: Vec<AtomicU8> = Vec::new();
+    rights.try_reserve_exact(nunits).map_err(|_| libc::ENOMEM)?;
+    rights.extend((0..nunits).map(|_| AtomicU8::new(RIGHT_NONE)));
     let slot = table::reserve().ok_or(libc::EMFILE)?;
-    let rights: Box<[AtomicU8]> = (0..nunits).map(|_| AtomicU8::new(RIGHT_NONE)).collect();
     table::fill(
         slot,
         maps.app,
         len,
         unit,
-        rights,
+        rights.into_boxed_slice(),
         p.readonly,
         p.exec,
         conn.as_raw_fd(),

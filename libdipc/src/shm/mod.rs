@@ -50,6 +50,8 @@
 //!   process has not touched yet fails with `EFAULT` (the kernel does not
 //!   raise SIGSEGV for its own accesses): touch the memory first (read it
 //!   before `write(2)`, write it before `read(2)`).
+//! - SIGSEGV must not be blocked in a thread that touches a distributed
+//!   segment (a blocked fault signal kills the process).
 //! - A program that installs its own SIGSEGV handler *after* attaching
 //!   takes the faults away from dipc until its next distributed attach,
 //!   which puts dipc's handler back in front (chaining to the program's).
@@ -230,6 +232,13 @@ fn open_owned(config: &Config, id: i32, readonly: bool) -> Result<(Conn, u64, u6
     set_timeouts(&s, config.timeouts.request).map_err(io_errno)?;
     let mut ch = Channel::new(s, config.max_frame);
     let (size, unit) = handshake(&mut ch, id, readonly)?;
+    // The manager speaks for the segment in this host's kernel (its size,
+    // or that rounded up to pages).
+    let page = agent::page_size() as u64;
+    if sysv::shmctl_stat(id).is_ok_and(|i| size < i.segsz || size > i.segsz.div_ceil(page) * page) {
+        log::warn!("dipc: the manager of segment {id} reports a size of {size} bytes");
+        return Err(libc::EPROTO);
+    }
     Ok((Conn::Unix(ch.into_inner()), size, unit))
 }
 
