@@ -689,15 +689,36 @@ impl Agent {
                     let _ = d.reply.send(());
                 }
             }
-            // Requests still in the pipe.
-            self.read_requests_for_failure();
+            self.fail_requests_forever();
         }
     }
 
-    fn read_requests_for_failure(&mut self) {
-        let mut buf = [0u8; table::REQUEST_LEN * 64];
+    /// After a failure: every request from now on is answered with
+    /// failure, so no handler is ever left waiting (one may have taken the
+    /// pipe's descriptor just before it was withdrawn).
+    fn fail_requests_forever(&mut self) -> ! {
         loop {
-            // SAFETY: reading into our buffer from our pipe.
+            for r in self.take_requests() {
+                if r.pid == self.pid {
+                    wake(r.word, REPLY_FAIL);
+                }
+            }
+            let mut pfd = libc::pollfd {
+                fd: self.req_rd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            unsafe { libc::poll(&mut pfd, 1, -1) };
+        }
+    }
+
+    /// The whole request records waiting in the pipe.
+    fn take_requests(&mut self) -> Vec<table::Request> {
+        let mut buf = [0u8; table::REQUEST_LEN * 64];
+        let mut out = Vec::new();
+        loop {
+            // SAFETY: reading into our buffer from our non-blocking pipe.
             let n = unsafe {
                 libc::read(
                     self.req_rd,
@@ -706,17 +727,14 @@ impl Agent {
                 )
             };
             if n <= 0 {
-                return;
+                return out;
             }
             self.carry.extend_from_slice(&buf[..n as usize]);
             while self.carry.len() >= table::REQUEST_LEN {
                 let mut rec = [0u8; table::REQUEST_LEN];
                 rec.copy_from_slice(&self.carry[..table::REQUEST_LEN]);
                 self.carry.drain(..table::REQUEST_LEN);
-                let r = table::Request::from_bytes(&rec);
-                if r.pid == self.pid {
-                    wake(r.word, REPLY_FAIL);
-                }
+                out.push(table::Request::from_bytes(&rec));
             }
         }
     }
@@ -817,26 +835,8 @@ impl Agent {
     }
 
     fn requests(&mut self) {
-        let mut buf = [0u8; table::REQUEST_LEN * 64];
-        loop {
-            // SAFETY: reading into our buffer from our non-blocking pipe.
-            let n = unsafe {
-                libc::read(
-                    self.req_rd,
-                    buf.as_mut_ptr() as *mut libc::c_void,
-                    buf.len(),
-                )
-            };
-            if n <= 0 {
-                return;
-            }
-            self.carry.extend_from_slice(&buf[..n as usize]);
-            while self.carry.len() >= table::REQUEST_LEN {
-                let mut rec = [0u8; table::REQUEST_LEN];
-                rec.copy_from_slice(&self.carry[..table::REQUEST_LEN]);
-                self.carry.drain(..table::REQUEST_LEN);
-                self.request(table::Request::from_bytes(&rec));
-            }
+        for r in self.take_requests() {
+            self.request(r);
         }
     }
 
@@ -920,16 +920,15 @@ impl Agent {
                 let (off, len) = seg
                     .span(unit)
                     .ok_or_else(|| format!("ShmData for unit {unit} of {}", seg.nunits))?;
-                let end = offset
+                let inside = offset
                     .checked_add(data.len() as u64)
-                    .filter(|&e| e <= len as u64)
-                    .ok_or_else(|| {
-                        format!(
-                            "ShmData of {} bytes at {offset} past unit {unit} ({len} bytes)",
-                            data.len()
-                        )
-                    })?;
-                let _ = end;
+                    .is_some_and(|end| end <= len as u64);
+                if !inside {
+                    return Err(format!(
+                        "ShmData of {} bytes at {offset} past unit {unit} ({len} bytes)",
+                        data.len()
+                    ));
+                }
                 // SAFETY: [off+offset, off+offset+data.len()) lies inside
                 // the unit (checked above), inside the agent view.
                 unsafe {
