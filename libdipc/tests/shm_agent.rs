@@ -616,6 +616,57 @@ fn two_attachments_stay_coherent_under_concurrent_writers() {
 }
 
 #[test]
+fn every_read_sees_the_last_write_made_through_the_other_attachment() {
+    let pg = page();
+    let units = 3;
+    let (views, mgr) = Coherent::start(2, units, pg);
+    let threads = 4;
+    let rounds = 150;
+    // Strict turns, alternating between the attachments, so every access
+    // moves the unit; the expected values live in ordinary memory.
+    let turn = Arc::new((
+        Mutex::new((0usize, vec![0u64; units])),
+        std::sync::Condvar::new(),
+    ));
+    let rs: Vec<_> = (0..threads)
+        .map(|t| {
+            let view = views[t % 2];
+            let turn = turn.clone();
+            in_thread(move || {
+                for k in 0..rounds {
+                    let (m, cv) = &*turn;
+                    let mut g = cv
+                        .wait_while(m.lock().unwrap(), |(next, _)| *next != t)
+                        .unwrap();
+                    let u = (t + k) % units;
+                    let seen = view.read_u64(u * pg + 16);
+                    assert_eq!(seen, g.1[u], "thread {t} round {k} unit {u}");
+                    view.write_u64(u * pg + 16, seen + 1);
+                    g.1[u] += 1;
+                    g.0 = (t + 1) % threads;
+                    cv.notify_all();
+                }
+            })
+        })
+        .collect();
+    for r in rs {
+        r.recv_timeout(WAIT * 3).expect("a thread failed or hung");
+    }
+    for v in &views {
+        detach(*v).unwrap();
+    }
+    let mgr = mgr.join().unwrap();
+    let expected = turn.0.lock().unwrap().1.clone();
+    let got: Vec<u64> = (0..units)
+        .map(|u| u64::from_ne_bytes(mgr.content[u * pg + 16..u * pg + 24].try_into().unwrap()))
+        .collect();
+    assert_eq!(got, expected);
+    assert_eq!(expected.iter().sum::<u64>(), (threads * rounds) as u64);
+    // Each access switched attachments: at least a read and a write fault.
+    assert!(mgr.faults >= threads * rounds, "{} faults", mgr.faults);
+}
+
+#[test]
 fn writers_of_different_units_proceed_independently() {
     let pg = page();
     let units = 4;
