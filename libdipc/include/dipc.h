@@ -6,8 +6,9 @@
  *
  * The dipc_* calls take the arguments of the System V calls of the same
  * name and return the same values with the same errno. Add IPC_DIPC to the
- * flags of dipc_msgget to make a structure known cluster-wide by its key;
- * without it (or with IPC_PRIVATE) the structure is a plain local one.
+ * flags of dipc_msgget, dipc_semget or dipc_shmget to make a structure
+ * known cluster-wide by its key; without it (or with IPC_PRIVATE) the
+ * structure is a plain local one.
  *
  * A structure lives on the host that created it first. There every call is
  * the plain system call. On other hosts the id names a local placeholder
@@ -24,6 +25,7 @@
 #include <sys/ipc.h>
 #include <sys/msg.h>
 #include <sys/sem.h>
+#include <sys/shm.h>
 #include <time.h>
 
 #ifdef __cplusplus
@@ -49,6 +51,60 @@ int dipc_semget(key_t key, int nsems, int semflg);
 int dipc_semop(int semid, struct sembuf *sops, size_t nsops);
 int dipc_semtimedop(int semid, struct sembuf *sops, size_t nsops, const struct timespec *timeout);
 int dipc_semctl(int semid, int semnum, int cmd, ...);
+
+/* Shared memory segments.
+ *
+ * Every process that attaches a distributed segment (IPC_DIPC) gets its own
+ * private copy, on the owner host too, kept coherent by the segment's
+ * manager on the owner: multiple readers, single writer, strict
+ * consistency (a read anywhere returns the value most recently written
+ * anywhere, with no sync calls). The unit of coherence is a page, or the
+ * whole segment (shm.mode in the owner's dipc.conf). The first read of a
+ * unit, and the first write to a unit held for reading, fault: the library
+ * traps the fault (a SIGSEGV handler), fetches the unit or the right to
+ * write it, and the access completes. Further accesses are plain memory
+ * accesses until another host needs the unit. A fault on memory that is
+ * not a distributed segment reaches the program's own SIGSEGV handler, or
+ * kills the process as usual.
+ *
+ * Differences from System V:
+ *  - If the owner host, or the host holding the only valid copy of a unit,
+ *    dies, touching the unit raises SIGBUS (si_addr = the address) within
+ *    the request time-out. If the connection to the manager is lost, the
+ *    whole segment stays inaccessible and every touch raises SIGBUS until
+ *    dipc_shmdt. A SIGBUS handler must not return (siglongjmp or exit).
+ *  - A child of fork() does not inherit distributed attachments: touching
+ *    them gives SIGSEGV. It may attach again.
+ *  - exit() detaches every segment, writing back what the process wrote.
+ *    A process killed by SIGKILL, or that calls _exit or exec without
+ *    dipc_shmdt, loses the units it held for writing (touching them
+ *    anywhere then raises SIGBUS).
+ *  - A system call given an address in a distributed segment that the
+ *    process has not touched yet fails with EFAULT: touch the memory first.
+ *  - SIGSEGV must not be blocked in a thread that touches a distributed
+ *    segment (a blocked fault signal kills the process).
+ *  - Install your own SIGSEGV handler before the first dipc_shmat of a
+ *    distributed segment (one installed later takes the faults away from
+ *    dipc until the next distributed attach).
+ *  - shm_nattch counts attaches on every host. SHM_LOCK and SHM_UNLOCK on a
+ *    distributed segment give EINVAL; IPC_INFO, SHM_INFO, SHM_STAT and
+ *    SHM_STAT_ANY describe this host only.
+ */
+
+/* As shmget(2). IPC_DIPC is the bit Linux uses for SHM_NORESERVE; it is
+ * never passed on to the kernel. Getting an existing segment with a larger
+ * size is EINVAL, wherever it lives. */
+int dipc_shmget(key_t key, size_t size, int shmflg);
+/* As shmat(2), with SHM_RDONLY, SHM_EXEC, SHM_RND and SHM_REMAP. A write to
+ * a segment attached SHM_RDONLY is a SIGSEGV, as with the kernel. */
+void *dipc_shmat(int shmid, const void *shmaddr, int shmflg);
+/* As shmdt(2). For a distributed segment, what this process wrote is
+ * written back first; returns when the manager has it (or after the
+ * request time-out if the manager does not answer). */
+int dipc_shmdt(const void *shmaddr);
+/* As shmctl(2): IPC_STAT, IPC_SET and IPC_RMID from any host (IPC_RMID
+ * also frees the key cluster-wide). */
+int dipc_shmctl(int shmid, int cmd, struct shmid_ds *buf);
 
 #ifdef __cplusplus
 }

@@ -1,7 +1,8 @@
 //! The C interface (`include/dipc.h`): the same arguments, return values
 //! and `errno` as the System V calls. On structures of this host the calls
 //! go straight to the kernel with the caller's buffers; only calls on
-//! structures owned elsewhere go through the Rust layer.
+//! structures owned elsewhere go through the Rust layer (and every attach
+//! of a distributed segment, which is a private copy, see [`crate::shm`]).
 
 use crate::dist::Errno;
 use crate::msg::{self, MTYPE_LEN};
@@ -280,4 +281,92 @@ pub unsafe extern "C" fn dipc_semctl(semid: c_int, semnum: c_int, cmd: c_int, ar
         _ => Err(libc::EINVAL),
     };
     r.unwrap_or_else(fail)
+}
+
+#[no_mangle]
+pub extern "C" fn dipc_shmget(key: key_t, size: size_t, shmflg: c_int) -> c_int {
+    crate::shm::get(key, size, shmflg).unwrap_or_else(fail)
+}
+
+/// # Safety
+/// As for shmat(2): with an address and `SHM_REMAP`, whatever was mapped
+/// there is replaced.
+#[no_mangle]
+pub unsafe extern "C" fn dipc_shmat(
+    shmid: c_int,
+    shmaddr: *const c_void,
+    shmflg: c_int,
+) -> *mut c_void {
+    match crate::shm::attach(shmid, shmaddr, shmflg) {
+        Ok(p) => p,
+        Err(e) => {
+            set_errno(e);
+            usize::MAX as *mut c_void // (void *) -1
+        }
+    }
+}
+
+/// # Safety
+/// As for shmdt(2): nothing may use the attachment afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn dipc_shmdt(shmaddr: *const c_void) -> c_int {
+    match crate::shm::detach(shmaddr) {
+        Ok(()) => 0,
+        Err(e) => fail(e),
+    }
+}
+
+/// # Safety
+/// `buf` must be valid for the command, as for shmctl(2).
+#[no_mangle]
+pub unsafe extern "C" fn dipc_shmctl(shmid: c_int, cmd: c_int, buf: *mut libc::shmid_ds) -> c_int {
+    use crate::shm;
+    let r = match cmd {
+        // Commands that name no segment, or an index rather than an id.
+        libc::IPC_INFO | shm::SHM_INFO | shm::SHM_STAT | shm::SHM_STAT_ANY => {
+            return libc::shmctl(shmid, cmd, buf)
+        }
+        // Removal also frees the key at the referee, wherever it lives.
+        libc::IPC_RMID => shm::remove(shmid),
+        _ => match shm::route(shmid) {
+            Route::Local => return libc::shmctl(shmid, cmd, buf),
+            Route::Owned { .. } => match cmd {
+                libc::IPC_STAT => {
+                    let r = libc::shmctl(shmid, cmd, buf);
+                    // The kernel counts the manager; the manager counts
+                    // every host's attaches.
+                    if r == 0 {
+                        if let Some(n) = shm::manager_nattch(shmid) {
+                            (*buf).shm_nattch = n as libc::shmatt_t;
+                        }
+                    }
+                    return r;
+                }
+                libc::IPC_SET => return libc::shmctl(shmid, cmd, buf),
+                _ => Err(libc::EINVAL),
+            },
+            Route::Remote { .. } => match cmd {
+                libc::IPC_STAT if buf.is_null() => Err(libc::EFAULT),
+                libc::IPC_STAT => {
+                    shm::stat(shmid).map(|info| dipc_common::sysv::shm_into(&info, &mut *buf))
+                }
+                libc::IPC_SET if buf.is_null() => Err(libc::EFAULT),
+                libc::IPC_SET => {
+                    let ds = &*buf;
+                    let s = IpcSet {
+                        uid: ds.shm_perm.uid,
+                        gid: ds.shm_perm.gid,
+                        mode: ds.shm_perm.mode as u32,
+                        qbytes: 0,
+                    };
+                    shm::set(shmid, &s)
+                }
+                _ => Err(libc::EINVAL),
+            },
+        },
+    };
+    match r {
+        Ok(()) => 0,
+        Err(e) => fail(e),
+    }
 }

@@ -204,6 +204,13 @@ impl<S: std::io::Read + std::io::Write> Client<S> {
         self.next_id += 1;
         unwrap_reply(self.ch.call(id, msg)?)
     }
+
+    /// The connection itself, for a protocol that continues on it outside
+    /// request and reply (a shared memory attach hands the session to the
+    /// segment's manager).
+    pub fn into_stream(self) -> S {
+        self.ch.into_inner()
+    }
 }
 
 fn unwrap_reply(reply: Message) -> Result<Message, ClientError> {

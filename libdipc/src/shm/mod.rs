@@ -1,0 +1,533 @@
+//! Distributed shared memory: `shmget`, `shmat`, `shmdt`, `shmctl`.
+//!
+//! A segment made with `IPC_DIPC` is known cluster-wide by its key and is
+//! a real kernel segment on the host that created it first (the *owner*),
+//! as for queues and semaphores (see [`crate::msg`]). Its content is kept
+//! coherent by a *manager* process on the owner host. Every process that
+//! attaches it, on the owner host too, gets its own private copy: `shmat`
+//! returns a mapping of a private memfd that starts inaccessible, and the
+//! library fills it from the manager as the program touches it.
+//!
+//! **Model.** Multiple readers, single writer, strict consistency: a read
+//! anywhere returns the value most recently written anywhere, with no sync
+//! calls in the program. The unit of coherence is a page (page mode) or the
+//! whole segment (segment mode), as the owner's `dipc.conf` says. The first
+//! read of a unit faults; the library's SIGSEGV handler asks for a read
+//! copy and the access completes when it arrives. The first write faults
+//! again and asks for the write right, which takes every other copy away.
+//! After that, reads and writes of the unit are plain memory accesses until
+//! another host needs the unit. Writers of different pages on different
+//! hosts proceed independently in page mode.
+//!
+//! **Machinery.** The first distributed attach of a process installs a
+//! SIGSEGV handler (chaining to the program's: faults that are not dipc's
+//! reach the program's handler, or kill the process as usual) and starts
+//! one helper thread, the *agent*, which talks to the managers and changes
+//! page protections for the whole process. See `fault.rs` and `agent.rs`.
+//!
+//! **Errors.** The System V errnos, from the owner's kernel or its manager
+//! (`EACCES`, `EINVAL`, `EIDRM`, `ENOENT`, ...). A lost owner adds
+//! `ETIMEDOUT`, `ECONNRESET`, `ECONNREFUSED`, `EHOSTUNREACH`; `ENOTCONN`
+//! means this host's dipcd is not running.
+//!
+//! **Differences from System V**, all following from private copies:
+//!
+//! - If the owner host, or the host holding the only valid copy of a unit,
+//!   dies, a process touching an affected unit gets **SIGBUS** (with
+//!   `si_addr` the address touched) within the request time-out, never a
+//!   hang. A segment whose manager connection closes or breaks the protocol
+//!   is *dead*: its whole mapping stays inaccessible and every later touch
+//!   raises SIGBUS, until `shmdt`. A SIGBUS handler must not return (the
+//!   access would repeat and fault again).
+//! - A **fork** child does not inherit distributed attachments: touching
+//!   their addresses in the child gives SIGSEGV (System V children inherit
+//!   attachments). The child may attach again.
+//! - **exit** detaches every segment, so what the process wrote is written
+//!   back. A process killed by SIGKILL (or that calls `exec` or `_exit`
+//!   without `shmdt`) loses the units it held for writing: the manager
+//!   marks them lost, and touching them anywhere raises SIGBUS.
+//! - A **system call** given an address in a distributed segment that the
+//!   process has not touched yet fails with `EFAULT` (the kernel does not
+//!   raise SIGSEGV for its own accesses): touch the memory first (read it
+//!   before `write(2)`, write it before `read(2)`).
+//! - SIGSEGV must not be blocked in a thread that touches a distributed
+//!   segment (a blocked fault signal kills the process).
+//! - A program that installs its own SIGSEGV handler *after* attaching
+//!   takes the faults away from dipc until its next distributed attach,
+//!   which puts dipc's handler back in front (chaining to the program's).
+//!   Installing it before the first attach is always right.
+//! - `shm_nattch` counts attaches on every host; `shm_lpid`, `shm_atime`
+//!   and `shm_dtime` are those of the manager's own attach on the owner.
+//! - `SHM_LOCK`, `SHM_UNLOCK` on a distributed segment give `EINVAL`.
+//!   `IPC_INFO`, `SHM_INFO`, `SHM_STAT` and `SHM_STAT_ANY` describe this
+//!   host's kernel only.
+//! - Each unit that has different protection from its neighbours is its own
+//!   kernel mapping: page mode on segments of more than about
+//!   `vm.max_map_count` pages can fail (the segment then dies: SIGBUS).
+
+mod agent;
+mod fault;
+mod table;
+
+use crate::client::Client;
+use crate::dist::{self, client_errno, KindOps};
+pub use crate::dist::{Errno, IPC_DIPC};
+use crate::msg::io_err;
+use crate::state::{self, Route};
+use agent::{Conn, Params};
+use dipc_common::channel::Channel;
+use dipc_common::config::Config;
+use dipc_common::sysv;
+use dipc_common::wire::{IpcKind, Message};
+pub use dipc_common::wire::{IpcSet, ShmInfo};
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+/// Linux `shmctl` commands the libc crate lacks.
+pub const SHM_STAT: i32 = 13;
+pub const SHM_INFO: i32 = 14;
+pub const SHM_STAT_ANY: i32 = 15;
+
+/// This thread's `errno`.
+pub(crate) fn last_errno() -> Errno {
+    sysv::errno()
+}
+
+fn plain_get(key: i32, flags: i32, size: u64) -> Result<i32, Errno> {
+    // IPC_DIPC is SHM_NORESERVE to the kernel: never pass it on.
+    sysv::shmget(key, size, flags & !IPC_DIPC)
+}
+
+fn maybe_placeholder(id: i32) -> bool {
+    match sysv::shmctl_stat(id) {
+        Ok(i) => i.perm.key == libc::IPC_PRIVATE && i.perm.mode & 0o777 == 0 && i.perm.cuid == 0,
+        Err(e) => e == libc::EACCES,
+    }
+}
+
+fn remote_key(owner: SocketAddr, id: i32) -> Option<i32> {
+    match remote_ctl(owner, id, libc::IPC_STAT, None) {
+        Ok(Message::ShmStat { info }) => Some(info.perm.key),
+        _ => None,
+    }
+}
+
+static OPS: KindOps = KindOps {
+    kind: IpcKind::Shm,
+    get: plain_get,
+    rmid: sysv::shmctl_rmid,
+    maybe_placeholder,
+    remote_key,
+};
+
+pub(crate) fn route(id: i32) -> Route {
+    dist::route(&OPS, id)
+}
+
+fn remote_ctl(owner: SocketAddr, id: i32, cmd: i32, set: Option<IpcSet>) -> Result<Message, Errno> {
+    state::remote(owner, &Message::ShmCtl { id, cmd, set }, false).map_err(client_errno)
+}
+
+/// `shmget`. With `IPC_DIPC` (and a key other than `IPC_PRIVATE`) the
+/// segment is distributed. As from the kernel, getting an existing segment
+/// with a `size` larger than it is `EINVAL`, also when it lives on another
+/// host (checked there with `IPC_STAT`; if the caller may not read the
+/// segment, that check is left to its first attach).
+pub fn get(key: i32, size: usize, flags: i32) -> Result<i32, Errno> {
+    if flags & IPC_DIPC == 0 || key == libc::IPC_PRIVATE {
+        return plain_get(key, flags, size as u64);
+    }
+    let id = dist::get(&OPS, key, flags, size as u64)?;
+    if let Route::Remote { owner, id: rid, .. } = route(id) {
+        match remote_ctl(owner, rid, libc::IPC_STAT, None) {
+            Ok(Message::ShmStat { info }) if size as u64 > info.segsz => return Err(libc::EINVAL),
+            Ok(Message::ShmStat { .. }) | Err(libc::EACCES) => {}
+            Ok(_) => return Err(libc::EPROTO),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(id)
+}
+
+/// `SHMLBA`: the alignment `SHM_RND` rounds to.
+fn shmlba() -> usize {
+    let page = agent::page_size();
+    if cfg!(target_arch = "aarch64") {
+        4 * page
+    } else {
+        page
+    }
+}
+
+/// The address `shmat` maps at, as the kernel checks and rounds it.
+fn fixed_addr(addr: *const libc::c_void, flags: i32) -> Result<Option<usize>, Errno> {
+    let remap = flags & libc::SHM_REMAP != 0;
+    let mut a = addr as usize;
+    let lba = shmlba();
+    if a & (lba - 1) != 0 {
+        if flags & libc::SHM_RND == 0 {
+            return Err(libc::EINVAL);
+        }
+        a &= !(lba - 1);
+    }
+    if a == 0 {
+        return if remap { Err(libc::EINVAL) } else { Ok(None) };
+    }
+    Ok(Some(a))
+}
+
+/// `shmat`. A distributed segment is mapped as a private copy that the
+/// library keeps coherent (see the module documentation); `SHM_RDONLY`,
+/// `SHM_EXEC`, `SHM_RND` and `SHM_REMAP` mean what they mean to the
+/// kernel.
+///
+/// # Safety
+/// With an `addr` and `SHM_REMAP`, the mapping replaces whatever was mapped
+/// there, as shmat(2) does.
+pub unsafe fn attach(
+    id: i32,
+    addr: *const libc::c_void,
+    flags: i32,
+) -> Result<*mut libc::c_void, Errno> {
+    let route = route(id);
+    if route == Route::Local {
+        // SAFETY: the caller's contract is shmat's.
+        let p = unsafe { libc::shmat(id, addr, flags) };
+        if p as isize == -1 {
+            return Err(last_errno());
+        }
+        return Ok(p);
+    }
+    let at = fixed_addr(addr, flags)?;
+    let readonly = flags & libc::SHM_RDONLY != 0;
+    let config = state::config().map_err(client_errno)?;
+    let (conn, size, unit) = match route {
+        Route::Remote { owner, id: rid, .. } => open_remote(config, owner, rid, readonly)?,
+        _ => open_owned(config, id, readonly)?,
+    };
+    let params = Params {
+        size,
+        unit,
+        readonly,
+        exec: flags & libc::SHM_EXEC != 0,
+        addr: at,
+        remap: flags & libc::SHM_REMAP != 0,
+        timeout: config.timeouts.request,
+        max_frame: config.max_frame,
+    };
+    agent::attach(conn, params).map(|a| a as *mut libc::c_void)
+}
+
+/// Attaches on the owner host: dipcd makes sure the manager runs, then
+/// the manager's socket takes the attach.
+fn open_owned(config: &Config, id: i32, readonly: bool) -> Result<(Conn, u64, u64), Errno> {
+    match state::control(&Message::ShmOpen { id }) {
+        Ok(Message::Done { .. }) => {}
+        Ok(_) => return Err(libc::EPROTO),
+        Err(e) => return Err(client_errno(e)),
+    }
+    let s = UnixStream::connect(config.shm_socket(id)).map_err(io_errno)?;
+    set_timeouts(&s, config.timeouts.request).map_err(io_errno)?;
+    let mut ch = Channel::new(s, config.max_frame);
+    let (size, unit) = handshake(&mut ch, id, readonly)?;
+    // The manager speaks for the segment in this host's kernel (its size,
+    // or that rounded up to pages).
+    let page = agent::page_size() as u64;
+    if sysv::shmctl_stat(id).is_ok_and(|i| size < i.segsz || size > i.segsz.div_ceil(page) * page) {
+        log::warn!("dipc: the manager of segment {id} reports a size of {size} bytes");
+        return Err(libc::EPROTO);
+    }
+    Ok((Conn::Unix(ch.into_inner()), size, unit))
+}
+
+/// Attaches from another host: a session to the owner's worker, which
+/// hands the very connection to the manager.
+fn open_remote(
+    config: &Config,
+    owner: SocketAddr,
+    id: i32,
+    readonly: bool,
+) -> Result<(Conn, u64, u64), Errno> {
+    let s = Client::session(config, owner)
+        .map_err(client_errno)?
+        .into_stream();
+    s.set_read_timeout(Some(config.timeouts.request))
+        .map_err(io_errno)?;
+    s.set_write_timeout(Some(config.timeouts.request))
+        .map_err(io_errno)?;
+    let mut ch = Channel::new(s, config.max_frame);
+    let (size, unit) = handshake(&mut ch, id, readonly)?;
+    Ok((Conn::Tcp(ch.into_inner()), size, unit))
+}
+
+fn set_timeouts(s: &UnixStream, t: Duration) -> io::Result<()> {
+    s.set_read_timeout(Some(t))?;
+    s.set_write_timeout(Some(t))
+}
+
+fn io_errno(e: io::Error) -> Errno {
+    e.raw_os_error().unwrap_or(libc::EIO)
+}
+
+/// `ShmAttach`, answered `ShmAttached { size, unit }` or `Error`.
+fn handshake<S: Read + Write>(
+    ch: &mut Channel<S>,
+    id: i32,
+    readonly: bool,
+) -> Result<(u64, u64), Errno> {
+    match ch.call(1, &Message::ShmAttach { id, readonly }) {
+        Ok(Message::ShmAttached { size, unit }) => Ok((size, unit)),
+        Ok(Message::Error { errno, message }) => {
+            log::debug!("dipc: attach refused: {message}");
+            Err(errno)
+        }
+        Ok(other) => {
+            log::debug!("dipc: unexpected {} to an attach", other.kind().name());
+            Err(libc::EPROTO)
+        }
+        Err(e) => Err(e.errno()),
+    }
+}
+
+/// Attaches a distributed segment over a connection on which the attach
+/// handshake already happened (the manager answered `ShmAttached { size,
+/// unit }`), the way `shmat` does after its handshake. For tests that play
+/// the manager; `timeout` stands for the configured request time-out.
+#[doc(hidden)]
+pub fn attach_with_connection(
+    stream: UnixStream,
+    size: u64,
+    unit: u64,
+    readonly: bool,
+    timeout: Duration,
+) -> Result<*mut u8, Errno> {
+    let max_frame = state::config().map_or(1 << 20, |c| c.max_frame);
+    let params = Params {
+        size,
+        unit,
+        readonly,
+        exec: false,
+        addr: None,
+        remap: false,
+        timeout,
+        max_frame,
+    };
+    agent::attach(Conn::Unix(stream), params).map(|a| a as *mut u8)
+}
+
+/// `shmdt`. For a distributed segment, what this process wrote is written
+/// back to the manager first; returns when the manager confirmed, or after
+/// the request time-out if it does not answer.
+///
+/// # Safety
+/// As for shmdt(2): nothing may use the attachment at `addr` afterwards.
+pub unsafe fn detach(addr: *const libc::c_void) -> Result<(), Errno> {
+    if let Some(slot) = table::find_start(addr as usize) {
+        return agent::detach(slot);
+    }
+    // SAFETY: the caller's contract is shmdt's.
+    if unsafe { libc::shmdt(addr) } != 0 {
+        return Err(last_errno());
+    }
+    Ok(())
+}
+
+/// The participant count of a segment of this host, from its manager;
+/// `None` if no manager runs (then the kernel's count stands).
+pub(crate) fn manager_nattch(id: i32) -> Option<u64> {
+    let config = state::config().ok()?;
+    let s = UnixStream::connect(config.shm_socket(id)).ok()?;
+    set_timeouts(&s, config.timeouts.request).ok()?;
+    let mut ch = Channel::new(s, config.max_frame);
+    match ch.call(1, &Message::ShmQuery { id }) {
+        Ok(Message::ShmState { nattch, .. }) => Some(nattch),
+        _ => None,
+    }
+}
+
+/// `shmctl` with `IPC_STAT`. `nattch` counts attaches on every host.
+pub fn stat(id: i32) -> Result<ShmInfo, Errno> {
+    match route(id) {
+        Route::Local => sysv::shmctl_stat(id),
+        Route::Owned { .. } => {
+            let mut info = sysv::shmctl_stat(id)?;
+            if let Some(n) = manager_nattch(id) {
+                info.nattch = n;
+            }
+            Ok(info)
+        }
+        Route::Remote { owner, id, .. } => match remote_ctl(owner, id, libc::IPC_STAT, None)? {
+            Message::ShmStat { info } => Ok(info),
+            _ => Err(libc::EPROTO),
+        },
+    }
+}
+
+/// `shmctl` with `IPC_SET`.
+pub fn set(id: i32, set: &IpcSet) -> Result<(), Errno> {
+    match route(id) {
+        Route::Local | Route::Owned { .. } => sysv::shmctl_set(id, set),
+        Route::Remote { owner, id, .. } => {
+            match remote_ctl(owner, id, libc::IPC_SET, Some(*set))? {
+                Message::Done { .. } => Ok(()),
+                _ => Err(libc::EPROTO),
+            }
+        }
+    }
+}
+
+/// `shmctl` with `IPC_RMID`: marks the segment for removal, everywhere; it
+/// goes when the last attach anywhere ends, and its key is free at once.
+pub fn remove(id: i32) -> Result<(), Errno> {
+    match route(id) {
+        Route::Local => sysv::shmctl_rmid(id),
+        Route::Owned { key } => {
+            sysv::shmctl_rmid(id)?;
+            dist::removed(IpcKind::Shm, id, key, id);
+            Ok(())
+        }
+        Route::Remote {
+            owner,
+            id: rid,
+            key,
+        } => match remote_ctl(owner, rid, libc::IPC_RMID, None)? {
+            Message::Done { .. } => {
+                dist::removed(IpcKind::Shm, id, key, rid);
+                Ok(())
+            }
+            _ => Err(libc::EPROTO),
+        },
+    }
+}
+
+/// Whether `id` (as returned by [`get`]) is a distributed segment (owned
+/// here or elsewhere).
+pub fn is_distributed(id: i32) -> bool {
+    route(id) != Route::Local
+}
+
+/// A shared memory segment, for Rust programs.
+///
+/// ```no_run
+/// use dipc::shm::{Segment, IPC_DIPC};
+/// let seg = Segment::get(0x5a, 4096, libc::IPC_CREAT | IPC_DIPC | 0o666)?;
+/// let at = seg.attach(0)?;
+/// // SAFETY: the segment is 4096 bytes; other processes may write it too,
+/// // so accesses go through raw pointers, never references.
+/// unsafe { at.as_ptr().write_volatile(42) };
+/// at.detach()?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
+    id: i32,
+}
+
+impl Segment {
+    /// `shmget(key, size, flags)`; add [`IPC_DIPC`] to `flags` for a
+    /// distributed segment.
+    pub fn get(key: i32, size: usize, flags: i32) -> io::Result<Segment> {
+        get(key, size, flags)
+            .map(|id| Segment { id })
+            .map_err(io_err)
+    }
+
+    pub fn from_id(id: i32) -> Segment {
+        Segment { id }
+    }
+
+    pub fn id(&self) -> i32 {
+        self.id
+    }
+
+    /// `shmat(id, NULL, flags)` (`SHM_RDONLY`, `SHM_EXEC`).
+    pub fn attach(&self, flags: i32) -> io::Result<Attachment> {
+        let flags = flags & !(libc::SHM_REMAP | libc::SHM_RND);
+        // SAFETY: without an address nothing existing is replaced.
+        unsafe { attach(self.id, std::ptr::null(), flags) }
+            .map(|p| Attachment { addr: p as *mut u8 })
+            .map_err(io_err)
+    }
+
+    pub fn stat(&self) -> io::Result<ShmInfo> {
+        stat(self.id).map_err(io_err)
+    }
+
+    pub fn set(&self, s: &IpcSet) -> io::Result<()> {
+        set(self.id, s).map_err(io_err)
+    }
+
+    pub fn remove(self) -> io::Result<()> {
+        remove(self.id).map_err(io_err)
+    }
+}
+
+/// An attached segment; dropping it detaches it (as [`Attachment::detach`],
+/// ignoring errors).
+#[derive(Debug)]
+pub struct Attachment {
+    addr: *mut u8,
+}
+
+// SAFETY: an attachment is an address in the process's memory, valid for
+// every thread; the memory itself is only reached through raw pointers.
+unsafe impl Send for Attachment {}
+// SAFETY: as above; the methods take &self only to read the address.
+unsafe impl Sync for Attachment {}
+
+impl Attachment {
+    /// The first byte of the segment.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.addr
+    }
+
+    /// `shmdt`: writes back what this process wrote, then unmaps.
+    pub fn detach(self) -> io::Result<()> {
+        let addr = self.addr;
+        std::mem::forget(self);
+        // SAFETY: the attachment is consumed: nothing reaches it any more
+        // through this value.
+        unsafe { detach(addr as *const libc::c_void) }.map_err(io_err)
+    }
+}
+
+impl Drop for Attachment {
+    fn drop(&mut self) {
+        // SAFETY: as in detach.
+        let _ = unsafe { detach(self.addr as *const libc::c_void) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shmat_addresses_are_checked_and_rounded_as_by_the_kernel() {
+        let lba = shmlba();
+        let p = |a: usize| a as *const libc::c_void;
+        assert_eq!(fixed_addr(p(0), 0), Ok(None));
+        assert_eq!(fixed_addr(p(0), libc::SHM_REMAP), Err(libc::EINVAL));
+        assert_eq!(fixed_addr(p(5 * lba), 0), Ok(Some(5 * lba)));
+        assert_eq!(fixed_addr(p(5 * lba + 1), 0), Err(libc::EINVAL));
+        assert_eq!(fixed_addr(p(5 * lba + 1), libc::SHM_RND), Ok(Some(5 * lba)));
+        assert_eq!(fixed_addr(p(1), libc::SHM_RND), Ok(None));
+        assert_eq!(
+            fixed_addr(p(1), libc::SHM_RND | libc::SHM_REMAP),
+            Err(libc::EINVAL)
+        );
+    }
+
+    #[test]
+    fn a_private_segment_with_ipc_dipc_is_plain() {
+        // IPC_PRIVATE is never distributed; IPC_DIPC (the kernel's
+        // SHM_NORESERVE) is dropped before the call.
+        let id = get(libc::IPC_PRIVATE, 4096, IPC_DIPC | 0o600).unwrap();
+        assert!(!is_distributed(id));
+        let info = stat(id).unwrap();
+        assert_eq!(info.segsz, 4096);
+        remove(id).unwrap();
+    }
+}
