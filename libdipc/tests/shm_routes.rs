@@ -254,7 +254,10 @@ fn manager_after(
     seen: Arc<Mutex<Seen>>,
     count: Arc<Mutex<u64>>,
 ) {
-    let Message::ShmAttach { id: aid, readonly } = attach else {
+    let Message::ShmAttach {
+        id: aid, readonly, ..
+    } = attach
+    else {
         panic!("expected ShmAttach, got {attach:?}");
     };
     assert_eq!(aid, id);

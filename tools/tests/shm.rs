@@ -30,7 +30,7 @@ fn consistency(c: &Cluster, key: &str, n: &str) {
     // Host 2 creates the segment (and owns it).
     let owner = c.exec_ok(2, &[&prog("shm_touch"), key, SIZE, "-", "stat"]);
     assert!(owner.contains("segsz 20480"), "{owner}");
-    let mut readers = vec![
+    let mut readers = [
         c.spawn(2, &[t, "reader", key, n]),
         c.spawn(3, &[t, "reader", key, n]),
     ];
@@ -40,7 +40,11 @@ fn consistency(c: &Cluster, key: &str, n: &str) {
     for r in readers.iter_mut() {
         let st = r.wait(Duration::from_secs(120));
         assert!(st.success(), "{}", r.describe());
-        assert!(r.stdout().contains(&format!("read up to {n}")), "{}", r.describe());
+        assert!(
+            r.stdout().contains(&format!("read up to {n}")),
+            "{}",
+            r.describe()
+        );
     }
     // Handoff: the receiver must see the whole data page of each round once
     // it sees the round's flag.
@@ -99,8 +103,14 @@ fn writers_on_different_hosts_hold_different_pages_at_once() {
     // Both kept their pages: neither write was taken away by the other.
     assert!(w1.running() && w3.running());
     // A reader elsewhere sees both values.
-    assert_eq!(c.exec_ok(2, &[&touch, "0x5d03", SIZE, "0", "read"]).trim(), "11");
-    assert_eq!(c.exec_ok(2, &[&touch, "0x5d03", SIZE, "1", "read"]).trim(), "33");
+    assert_eq!(
+        c.exec_ok(2, &[&touch, "0x5d03", SIZE, "0", "read"]).trim(),
+        "11"
+    );
+    assert_eq!(
+        c.exec_ok(2, &[&touch, "0x5d03", SIZE, "1", "read"]).trim(),
+        "33"
+    );
     w1.kill();
     w3.kill();
 }
@@ -150,7 +160,10 @@ fn a_dead_writer_loses_its_page_and_readers_get_sigbus() {
     let out = c.exec(3, &[&touch, "0x5d05", SIZE, "0", "read"]);
     assert!(died_of(out.status, libc::SIGBUS), "{}", describe(&out));
     // Pages the dead process did not hold for write are intact.
-    assert_eq!(c.exec_ok(3, &[&touch, "0x5d05", SIZE, "1", "read"]).trim(), "77");
+    assert_eq!(
+        c.exec_ok(3, &[&touch, "0x5d05", SIZE, "1", "read"]).trim(),
+        "77"
+    );
     let st = c.exec_ok(3, &[&touch, "0x5d05", SIZE, "-", "stat"]);
     assert!(st.contains("nattch 0"), "{st}");
     let v = dipcref_shm(&c, 1);
@@ -177,11 +190,18 @@ fn attach_checks_the_callers_permissions() {
     let touch = prog("shm_touch");
     c.exec_ok(2, &[&touch, "0x5d07", SIZE, "-", "create-private"]);
     let nobody = |args: &[&str]| -> Vec<String> {
-        ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"]
-            .iter()
-            .chain(args.iter())
-            .map(|s| s.to_string())
-            .collect()
+        [
+            "setpriv",
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+        ]
+        .iter()
+        .chain(args.iter())
+        .map(|s| s.to_string())
+        .collect()
     };
     // On another host the manager refuses the attach; on the owner the
     // kernel already refuses the get.
@@ -197,7 +217,10 @@ fn attach_checks_the_callers_permissions() {
         );
     }
     // Root may.
-    assert_eq!(c.exec_ok(1, &[&touch, "0x5d07", SIZE, "0", "read"]).trim(), "0");
+    assert_eq!(
+        c.exec_ok(1, &[&touch, "0x5d07", SIZE, "0", "read"]).trim(),
+        "0"
+    );
 }
 
 #[test]

@@ -277,7 +277,14 @@ fn handshake<S: Read + Write>(
     id: i32,
     readonly: bool,
 ) -> Result<(u64, u64), Errno> {
-    match ch.call(1, &Message::ShmAttach { id, readonly }) {
+    match ch.call(
+        1,
+        &Message::ShmAttach {
+            id,
+            readonly,
+            host: None,
+        },
+    ) {
         Ok(Message::ShmAttached { size, unit }) => Ok((size, unit)),
         Ok(Message::Error { errno, message }) => {
             log::debug!("dipc: attach refused: {message}");
