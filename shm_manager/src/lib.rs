@@ -271,11 +271,14 @@ impl<'a> Manager<'a> {
             return;
         };
         let mut chunk = [0u8; 4096];
+        let mut eof = false;
         loop {
             match sys::recv_with_fds(&p.stream, &mut chunk) {
+                // A worker closes its side right after passing a
+                // connection: what it sent is still to be read below.
                 Ok((0, _)) => {
-                    let _ = self.poll.registry().deregister(&mut p.stream);
-                    return;
+                    eof = true;
+                    break;
                 }
                 Ok((n, fds)) => {
                     p.buf.extend_from_slice(&chunk[..n]);
@@ -296,6 +299,9 @@ impl<'a> Manager<'a> {
             }
         }
         match wire::decode_frame(&p.buf, self.config.max_frame) {
+            Ok(None) if eof => {
+                let _ = self.poll.registry().deregister(&mut p.stream);
+            }
             Ok(None) => {
                 self.conns.insert(t, Conn::Pending(p));
             }
