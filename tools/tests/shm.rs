@@ -98,8 +98,14 @@ fn writers_on_different_hosts_hold_different_pages_at_once() {
                 .flatten()
         })
     };
-    assert!(writer_of(0).is_some_and(|w| w.starts_with("10.66.0.1:")), "{v}");
-    assert!(writer_of(1).is_some_and(|w| w.starts_with("10.66.0.3:")), "{v}");
+    assert!(
+        writer_of(0).is_some_and(|w| w.starts_with("10.66.0.1:")),
+        "{v}"
+    );
+    assert!(
+        writer_of(1).is_some_and(|w| w.starts_with("10.66.0.3:")),
+        "{v}"
+    );
     // Both kept their pages: neither write was taken away by the other.
     assert!(w1.running() && w3.running());
     // A reader elsewhere sees both values.
