@@ -75,6 +75,9 @@ impl From<ChannelError> for ClientError {
 pub struct Client<S = UnixStream> {
     ch: Channel<S>,
     next_id: u64,
+    /// For a session: the pid_d the worker types this session's mailbox
+    /// sends with (0: the process was not registered when it opened).
+    pid_d: i64,
 }
 
 /// How often a cancel is repeated until the worker answers: a cancel that
@@ -99,6 +102,7 @@ impl Client<UnixStream> {
         Ok(Client {
             ch: Channel::new(s, max_frame),
             next_id: 1,
+            pid_d: 0,
         })
     }
 
@@ -120,10 +124,10 @@ impl Client<TcpStream> {
     /// process's credentials, and passes the socket here.
     pub fn session(config: &Config, target: SocketAddr) -> Result<Self, ClientError> {
         let mut daemon = Client::for_config(config)?;
-        match daemon.call(&Message::Connect { target })? {
-            Message::Done { .. } => {}
+        let pid_d = match daemon.call(&Message::Connect { target })? {
+            Message::Done { value } => value,
             other => return Err(ClientError::Unexpected(other.kind().name())),
-        }
+        };
         let fd = sys::recv_fd(daemon.ch.get_ref()).map_err(|e| ClientError::Channel(e.into()))?;
         let s = TcpStream::from(fd);
         // The read time-out is also what lets a signal interrupt a wait
@@ -135,7 +139,13 @@ impl Client<TcpStream> {
         Ok(Client {
             ch: Channel::new(s, config.max_frame),
             next_id: 1,
+            pid_d,
         })
+    }
+
+    /// The pid_d this session's mailbox sends are typed with (0: none).
+    pub fn pid_d(&self) -> i64 {
+        self.pid_d
     }
 
     /// Sends a call to the worker and waits for its reply.
