@@ -157,13 +157,19 @@ mod tests {
 
     #[test]
     fn an_exited_child_is_gone() {
-        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
         let pid = child.id() as i32;
-        let (fd, t) = match open_checked(pid, None) {
-            Ok(x) => x,
-            // It may already have exited (a zombie still has a stat).
-            Err(e) => panic!("pidfd of a fresh child: {e}"),
-        };
+        let (fd, t) = open_checked(pid, None).unwrap();
+        child.kill().unwrap();
+        // A zombie has exited already: its pidfd is readable before the
+        // reaping, and a pidfd of it is refused.
+        while !exited(&fd) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(open_checked(pid, Some(t)).err(), Some(libc::ESRCH));
         child.wait().unwrap();
         assert!(exited(&fd));
         assert_eq!(signal(pid, t, 0), Err(libc::ESRCH));
