@@ -23,11 +23,12 @@
 //! Process-id benchmarks (group `pid`) pair a ping on one host with a pong
 //! on another, both registered (`dipc::pid`); each writes its pid_d into a
 //! file the other reads (`--id-file F`: the pong writes `F`, the ping
-//! `F.ping`). `sig-ping`/`sig-pong`: the ping `kill_d`s a real-time signal
-//! to the pong, which waits for it with `sigwaitinfo` and `kill_d`s one
-//! back; the ping times each `kill_d` call (it returns once the signal is
-//! queued at the target) and each round trip. A second real-time signal
-//! stops the pong. `mbox-ping`/`mbox-pong`: `dipc_send` and
+//! `F.ping`). `sig-ping`/`sig-pong`, in two phases: first the ping times
+//! `kill_d` calls of a real-time signal that the pong only counts (a call
+//! returns once the signal is queued at the target); then signal round
+//! trips: the ping `kill_d`s another real-time signal, the pong (waiting
+//! in `sigwaitinfo`) `kill_d`s one back. A third real-time signal stops the
+//! pong. `mbox-ping`/`mbox-pong`: `dipc_send` and
 //! `dipc_receive` ping-pong; a message starting with `0xFF` stops the
 //! pong.
 //!
@@ -983,23 +984,40 @@ fn ping_file(id_file: &std::path::Path) -> std::path::PathBuf {
     p.into()
 }
 
-/// The benchmark's signals: a ping (SIGRTMIN+1) and a stop (SIGRTMIN+2),
-/// blocked so that `sigwaitinfo` takes them (a blocked real-time signal
-/// waits queued; none is lost before the wait starts).
-fn bench_signals() -> io::Result<(c_int, c_int, libc::sigset_t)> {
+/// The benchmark's signals, all real-time (queued, never merged).
+struct BenchSignals {
+    /// Answered with one back.
+    ping: c_int,
+    /// Only counted.
+    count: c_int,
+    stop: c_int,
+    set: libc::sigset_t,
+}
+
+/// Blocks the benchmark's signals so that `sigwaitinfo` takes them (a
+/// blocked real-time signal waits queued; none is lost before the wait
+/// starts).
+fn bench_signals() -> io::Result<BenchSignals> {
     // SAFETY: SIGRTMIN is a plain libc call; the sigset is initialised
     // by sigemptyset before use.
     unsafe {
         let ping = libc::SIGRTMIN() + 1;
         let stop = libc::SIGRTMIN() + 2;
+        let count = libc::SIGRTMIN() + 3;
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, ping);
-        libc::sigaddset(&mut set, stop);
+        for s in [ping, stop, count] {
+            libc::sigaddset(&mut set, s);
+        }
         if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
             return Err(os_err("pthread_sigmask"));
         }
-        Ok((ping, stop, set))
+        Ok(BenchSignals {
+            ping,
+            count,
+            stop,
+            set,
+        })
     }
 }
 
@@ -1020,16 +1038,20 @@ fn wait_signal(set: &libc::sigset_t) -> io::Result<c_int> {
 
 fn sig_pong(id_file: &std::path::Path, limit: u32) -> io::Result<()> {
     time_limit(limit, false)?;
-    let (ping, stop, set) = bench_signals()?;
+    let sigs = bench_signals()?;
     publish_pid(id_file)?;
     let peer = read_pid(&ping_file(id_file), Duration::from_secs(limit as u64))?;
+    let mut counted = 0u64;
     loop {
-        let s = wait_signal(&set)?;
-        if s == stop {
+        let s = wait_signal(&sigs.set)?;
+        if s == sigs.stop {
+            eprintln!("dipc-bench sig-pong: {counted} counted signals");
             return Ok(());
         }
-        if s == ping {
-            dipc::pid::kill_d(peer, ping).map_err(|e| io_errno("kill_d back", e))?;
+        if s == sigs.count {
+            counted += 1;
+        } else if s == sigs.ping {
+            dipc::pid::kill_d(peer, sigs.ping).map_err(|e| io_errno("kill_d back", e))?;
         }
     }
 }
@@ -1043,29 +1065,36 @@ fn sig_ping(
 ) -> io::Result<()> {
     check_iterations(iterations)?;
     time_limit(limit, false)?;
-    let (ping, stop, set) = bench_signals()?;
+    let sigs = bench_signals()?;
     publish_pid(&ping_file(id_file))?;
     let peer = read_pid(id_file, Duration::from_secs(wait))?;
     let mut call = Vec::with_capacity(iterations);
     let mut round = Vec::with_capacity(iterations);
     let run = (|| {
+        // Phase 1: the calls alone (the pong only counts these).
         for i in 0..warmup + iterations {
             let t = Instant::now();
-            dipc::pid::kill_d(peer, ping).map_err(|e| io_errno("kill_d", e))?;
-            let sent = t.elapsed();
-            let got = wait_signal(&set)?;
+            dipc::pid::kill_d(peer, sigs.count).map_err(|e| io_errno("kill_d", e))?;
+            if i >= warmup {
+                call.push(t.elapsed().as_nanos() as u64);
+            }
+        }
+        // Phase 2: round trips.
+        for i in 0..warmup + iterations {
+            let t = Instant::now();
+            dipc::pid::kill_d(peer, sigs.ping).map_err(|e| io_errno("kill_d", e))?;
+            let got = wait_signal(&sigs.set)?;
             let back = t.elapsed();
-            if got != ping {
-                return Err(err(format!("signal {got} instead of {ping}")));
+            if got != sigs.ping {
+                return Err(err(format!("signal {got} instead of {}", sigs.ping)));
             }
             if i >= warmup {
-                call.push(sent.as_nanos() as u64);
                 round.push(back.as_nanos() as u64);
             }
         }
         Ok(())
     })();
-    let stopped = dipc::pid::kill_d(peer, stop).map_err(|e| io_errno("kill_d(stop)", e));
+    let stopped = dipc::pid::kill_d(peer, sigs.stop).map_err(|e| io_errno("kill_d(stop)", e));
     run?;
     stopped?;
     print_line(&summary("kill_call", GROUP_PID, None, call, json!({})))?;
