@@ -441,3 +441,29 @@ fn registrations_survive_a_referee_restart() {
     t.kill();
     wait_unlisted(&c, p);
 }
+
+/// A host that crashes (every process SIGKILLed, dipcd included) leaves
+/// its registrations' mailboxes behind in its IPC namespace; its next
+/// dipcd removes them, and the referee forgets its processes.
+#[test]
+fn a_restarted_dipcd_removes_mailboxes_left_by_a_crash() {
+    let c = Cluster::up(2);
+    let mailbox = prog("mailbox");
+    let mut t = c.spawn(2, &[&mailbox, "sleep"]);
+    let p = pid_d_of(&mut t);
+    let queues = |c: &Cluster| -> Vec<String> {
+        c.exec_ok(2, &["ipcs", "-q"])
+            .lines()
+            .filter(|l| l.starts_with("0x"))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(queues(&c).len(), 1, "no mailbox on host 2");
+    c.stop(2);
+    let _ = t.wait(WAKE);
+    wait_unlisted(&c, p);
+    assert_eq!(queues(&c).len(), 1, "the crash removed the mailbox?");
+    c.start(2);
+    let gone = wait_for(Duration::from_secs(5), || queues(&c).is_empty());
+    assert!(gone.is_some(), "left over: {:#?}", queues(&c));
+}
