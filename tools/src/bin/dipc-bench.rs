@@ -955,7 +955,11 @@ fn io_errno(what: &str, e: io::Error) -> io::Error {
 /// sees half a number).
 fn publish_pid(path: &std::path::Path) -> io::Result<dipc::pid::PidD> {
     let me = dipc::pid::regist().map_err(|e| io_errno("regist", e))?;
-    let tmp = path.with_extension("tmp");
+    // Appended, not a changed extension: `F` and `F.ping` must not share
+    // a temporary file.
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
     std::fs::write(&tmp, format!("{me}\n"))?;
     std::fs::rename(&tmp, path)?;
     Ok(me)
