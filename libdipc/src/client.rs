@@ -208,6 +208,33 @@ impl Client<TcpStream> {
 /// the call is given up as lost.
 const CANCEL_LIMIT: u32 = 100;
 
+impl<S: std::os::fd::AsFd + std::io::Read + std::io::Write> Client<S> {
+    /// Whether an idle pooled connection is still open. Nothing arrives on
+    /// an idle connection (one request at a time, each answered), so
+    /// anything readable means the peer closed it (a restarted dipcd, a
+    /// worker that ended) or left it in an unknown state: either way it
+    /// must not carry a request, which would then fail although the
+    /// daemon behind a fresh connection could serve it.
+    pub fn is_idle_and_open(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        let mut b = [0u8; 1];
+        // SAFETY: a one-byte peek into a valid buffer on a valid socket.
+        let n = unsafe {
+            libc::recv(
+                self.ch.get_ref().as_fd().as_raw_fd(),
+                b.as_mut_ptr().cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        n < 0
+            && matches!(
+                std::io::Error::last_os_error().raw_os_error(),
+                Some(libc::EAGAIN)
+            )
+    }
+}
+
 impl<S: std::io::Read + std::io::Write> Client<S> {
     /// Sends a request and returns the reply; an `Error` reply becomes
     /// [`ClientError::Remote`].

@@ -110,11 +110,23 @@ pub fn current() -> Option<PidD> {
 /// Joins the cluster's process table; returns this process's pid_d. A
 /// process that is registered already gets its pid_d again. The mailbox
 /// is created here.
+///
+/// A registration this process remembers is checked with the referee
+/// first: if it ended without this process's doing (its host's dipcd
+/// stopped), the process registers anew.
 pub fn regist() -> io::Result<PidD> {
     let pid = std::process::id();
     let mut g = lock(&ME);
     if let Some(m) = g.filter(|m| m.pid == pid) {
-        return Ok(m.pid_d);
+        match lookup(m.pid_d) {
+            Ok(r) if r.pid as u32 == pid && r.host == this_host()? => return Ok(m.pid_d),
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+            Err(e) => return Err(e),
+        }
+        // Gone (its mailbox went with it: dipcd removes it whenever a
+        // registration ends).
+        *g = None;
     }
     // SAFETY: msgget takes plain integers.
     let mailbox = unsafe { libc::msgget(libc::IPC_PRIVATE, libc::IPC_CREAT | 0o622) };

@@ -103,7 +103,15 @@ pub fn forget_route(kind: IpcKind, id: i32) {
 
 /// A key look-up or other short request to this host's dipcd.
 pub fn control(msg: &Message) -> Result<Message, ClientError> {
-    let pooled = pools().as_mut().and_then(|p| p.control.pop());
+    let pooled = pools().as_mut().and_then(|p| {
+        // Connections to a dipcd that has since restarted are dropped.
+        while let Some(c) = p.control.pop() {
+            if c.is_idle_and_open() {
+                return Some(c);
+            }
+        }
+        None
+    });
     let mut c = match pooled {
         Some(c) => c,
         None => Client::for_config(config()?)?,
@@ -137,6 +145,8 @@ pub fn remote_as(
 ) -> Result<Message, ClientError> {
     let pooled = pools().as_mut().and_then(|p| {
         let v = p.sessions.get_mut(&owner)?;
+        // Sessions whose worker has gone (its host restarted) are dropped.
+        v.retain(|c| c.is_idle_and_open());
         let i = match pid_d {
             None => v.len().checked_sub(1)?,
             Some(want) => v.iter().rposition(|c| c.pid_d() == want)?,

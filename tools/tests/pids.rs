@@ -467,3 +467,38 @@ fn a_restarted_dipcd_removes_mailboxes_left_by_a_crash() {
     let gone = wait_for(Duration::from_secs(5), || queues(&c).is_empty());
     assert!(gone.is_some(), "left over: {:#?}", queues(&c));
 }
+
+/// When a host's dipcd stops, the registrations of its processes end
+/// (the referee forgets them, their mailboxes go); once a dipcd runs
+/// again, a process that calls regist gets a new pid_d instead of the
+/// one it remembers.
+#[test]
+fn regist_after_a_dipcd_restart_registers_anew() {
+    let c = Cluster::up(2);
+    let pidctl = prog("pidctl");
+    let go = go_file(&c, "reregist-go");
+    let mut t = c.spawn(2, &[&pidctl, "reregist", path_str(&go)]);
+    let p = pid_d_of(&mut t);
+    let pid_file = state_dir().join("h2").join("dipcd.pid");
+    let dipcd: i32 = fs::read_to_string(&pid_file)
+        .unwrap_or_else(|e| panic!("{}: {e}", pid_file.display()))
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{}: {e}", pid_file.display()));
+    // SAFETY: kill(2) of the dipcd this test's cluster started.
+    assert_eq!(unsafe { libc::kill(dipcd, libc::SIGTERM) }, 0);
+    wait_unlisted(&c, p);
+    let stopped = wait_for(WAKE, || unsafe { libc::kill(dipcd, 0) } != 0);
+    assert!(stopped.is_some(), "dipcd {dipcd} did not stop");
+    c.start(2);
+    fs::write(&go, "").expect("write go file");
+    let st = t.wait(WAKE);
+    assert!(st.success(), "{}", t.describe());
+    let out = t.stdout();
+    let again: i64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("again "))
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no new pid_d:\n{}", t.describe()));
+    assert!(again > p, "regist gave {again} after {p}");
+}

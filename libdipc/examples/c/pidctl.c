@@ -7,6 +7,9 @@
  *   pidctl uregist PID_D            uregist(PID_D) (of another process)
  *   pidctl regist                   regist twice (same pid_d), uregist,
  *                                   uregist again (ESRCH); prints the pid_d
+ *   pidctl reregist GOFILE          regist, print "pid_d N", wait until
+ *                                   GOFILE exists, regist again, print
+ *                                   "again M"
  *   pidctl wait GOFILE              regist, print "pid_d N", wait until
  *                                   GOFILE exists, then uregist itself,
  *                                   print "unregistered", wait until
@@ -62,7 +65,7 @@ static void wait_file(const char *path)
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: pidctl kill|kill-anon|uregist|regist|wait ...\n");
+        fprintf(stderr, "usage: pidctl kill|kill-anon|uregist|regist|reregist|wait ...\n");
         return 2;
     }
     const char *cmd = argv[1];
@@ -101,6 +104,19 @@ int main(int argc, char **argv)
             return 1;
         }
         printf("pid_d %lld\n", (long long)a);
+        return 0;
+    }
+    if (strcmp(cmd, "reregist") == 0 && argc >= 3) {
+        pid_d me = regist();
+        if (me < 0)
+            return die("regist");
+        printf("pid_d %lld\n", (long long)me);
+        fflush(stdout);
+        wait_file(argv[2]);
+        pid_d again = regist();
+        if (again < 0)
+            return die("regist again");
+        printf("again %lld\n", (long long)again);
         return 0;
     }
     if (strcmp(cmd, "wait") == 0 && argc >= 3) {
