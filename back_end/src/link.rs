@@ -36,6 +36,9 @@ pub enum LinkEvent {
     Reply { to: Relayed, msg: Message },
     /// A message the referee sent on its own (a key was freed).
     Push(Message),
+    /// The host (re)joined the referee: state the referee keeps per
+    /// connection (registered processes) must be restored.
+    Joined,
     /// The referee refused this host; the host must stop.
     Fatal(String),
 }
@@ -47,6 +50,29 @@ pub struct Relayed {
     pub id: u64,
     /// The key asked for, for a `KeyGet`.
     pub key: Option<(dipc_common::wire::IpcKind, i32)>,
+    /// What the back_end must do with the reply besides passing it on.
+    pub then: Then,
+}
+
+/// The follow-up of a relayed request of the process table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Then {
+    Nothing,
+    /// A new registration of `pid` (registration `serial`).
+    Register {
+        pid: i32,
+        serial: u64,
+    },
+    /// A registration restored after the link was re-opened.
+    Restore {
+        pid: i32,
+        serial: u64,
+    },
+    /// `uregist` of `pid_d` by `pid`.
+    Unregister {
+        pid_d: i64,
+        pid: i32,
+    },
 }
 
 pub struct Link {
@@ -307,6 +333,7 @@ impl Link {
             State::AwaitJoined => match msg {
                 Message::Joined => {
                     info!("joined the cluster (referee {referee})");
+                    out.push(LinkEvent::Joined);
                     self.backoff = MIN_BACKOFF;
                     self.next_heartbeat = Instant::now() + config.timeouts.heartbeat_interval;
                     State::Joined

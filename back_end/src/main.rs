@@ -14,6 +14,10 @@
 //! (and hand over) each connection an application needs to another host's
 //! worker.
 //!
+//! It also keeps this host's part of the cluster's process table (see
+//! [`pids`]): it registers local processes with the referee (`regist`),
+//! watches each through a pidfd, and unregisters it when it exits.
+//!
 //! Supervision: if the front_end or the referee dies, the back_end stops
 //! the whole suite and exits non-zero (a host is either wholly up or wholly
 //! down, never half-alive); every child gets SIGTERM from the kernel if the
@@ -22,6 +26,7 @@
 //! `info`).
 
 mod link;
+mod pids;
 mod placeholders;
 
 use clap::Parser;
@@ -29,10 +34,11 @@ use dipc_common::auth::Secret;
 use dipc_common::channel::{Fill, Framed};
 use dipc_common::config::Config;
 use dipc_common::net::Stream;
+use dipc_common::procs;
 use dipc_common::sys::{self, PeerCred};
 use dipc_common::sysv;
 use dipc_common::wire::Message;
-use link::{Link, LinkEvent, Relayed};
+use link::{Link, LinkEvent, Relayed, Then};
 use log::{debug, error, info, warn};
 use mio::net::UnixListener;
 use mio::unix::SourceFd;
@@ -40,6 +46,7 @@ use mio::{Events, Interest, Poll, Token};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
+use pids::Pids;
 use placeholders::Placeholders;
 use std::collections::HashMap;
 use std::io;
@@ -65,6 +72,9 @@ const SIGNALS: Token = Token(0);
 const LISTENER: Token = Token(1);
 const LINK: Token = Token(2);
 const FIRST_CLIENT: usize = 16;
+/// The "client" of relayed requests no client waits for (clients and
+/// pidfds have tokens from `FIRST_CLIENT` up).
+const NO_CLIENT: usize = 0;
 const MAX_CLIENTS: usize = 4096;
 
 fn main() -> ExitCode {
@@ -146,6 +156,7 @@ fn run(config: &Config) -> io::Result<u8> {
         },
         placeholders: Placeholders::new(config.runtime_dir.join("placeholders")),
         managers: HashMap::new(),
+        pids: Pids::new(config.runtime_dir.join("mailboxes")),
     };
     let mut listener = UnixListener::from_std(listener);
     d.poll.registry().register(
@@ -163,6 +174,7 @@ fn run(config: &Config) -> io::Result<u8> {
     for sid in d.managers.keys() {
         let _ = std::fs::remove_file(config.shm_socket(*sid));
     }
+    d.pids.clear(d.poll.registry());
     shutdown(&children);
     let _ = std::fs::remove_file(config.back_end_socket());
     info!("dipcd stopped");
@@ -185,6 +197,7 @@ struct Daemon<'a> {
     placeholders: Placeholders,
     /// The running shm managers, by segment id.
     managers: HashMap<i32, Pid>,
+    pids: Pids,
 }
 
 impl Daemon<'_> {
@@ -240,7 +253,10 @@ impl Daemon<'_> {
                         &self.secret,
                         &mut link_events,
                     ),
-                    Token(t) => self.client_ready(t),
+                    Token(t) => match self.pids.pid_of_token(t) {
+                        Some(pid) => self.process_exited(pid),
+                        None => self.client_ready(t),
+                    },
                 }
             }
             self.link
@@ -254,6 +270,7 @@ impl Daemon<'_> {
                     LinkEvent::Push(other) => {
                         debug!("referee sent an unexpected {}", other.kind().name())
                     }
+                    LinkEvent::Joined => self.restore_pids(),
                     LinkEvent::Fatal(why) => {
                         error!("{why}; stopping this host");
                         return 1;
@@ -332,7 +349,12 @@ impl Daemon<'_> {
     }
 
     fn request(&mut self, t: usize, c: &mut Client, id: u64, msg: Message) -> Handled {
-        let relay = |key| Relayed { client: t, id, key };
+        let relay = |key| Relayed {
+            client: t,
+            id,
+            key,
+            then: Then::Nothing,
+        };
         match msg {
             Message::Ping => c.framed.queue(id, &Message::Pong),
             Message::ListHosts | Message::ListKeys | Message::DropKey { .. } => {
@@ -348,7 +370,9 @@ impl Daemon<'_> {
                     );
                 }
             }
-            Message::KeyGet { kind, key, .. } => self.relay(c, relay(Some((kind, key))), &msg),
+            Message::KeyGet { kind, key, .. } => {
+                self.relay(c, relay(Some((kind, key))), &msg);
+            }
             Message::KeyCommit {
                 kind, key, id: sid, ..
             } => {
@@ -359,10 +383,10 @@ impl Daemon<'_> {
                     id: sid,
                     creator_uid: c.cred.uid,
                 };
-                self.relay(c, relay(None), &msg)
+                self.relay(c, relay(None), &msg);
             }
             Message::KeyAbort { .. } | Message::KeyRemove { .. } => {
-                self.relay(c, relay(None), &msg)
+                self.relay(c, relay(None), &msg);
             }
             Message::ShmOpen { id: sid } => {
                 let reply = self.open_manager(sid);
@@ -379,6 +403,24 @@ impl Daemon<'_> {
                 };
                 c.framed.queue(id, &reply);
             }
+            Message::Register { mailbox } => self.register(t, c, id, mailbox),
+            Message::Unregister { pid_d, .. } => {
+                // The referee checks the triple: pid_d, this host, and the
+                // pid the kernel says is calling.
+                let pid = c.cred.pid;
+                let to = Relayed {
+                    client: t,
+                    id,
+                    key: None,
+                    then: Then::Unregister { pid_d, pid },
+                };
+                self.relay(c, to, &Message::Unregister { pid_d, pid });
+            }
+            // Open to every user: a pid_d must be looked up to be signalled
+            // or sent to, so the list tells nothing more (see referee::pids).
+            Message::PidLookup { .. } | Message::ListPids => {
+                self.relay(c, relay(None), &msg);
+            }
             msg @ Message::Connect { .. } => {
                 self.hand_off(c, id, msg);
                 return Handled::HandedOff;
@@ -394,8 +436,9 @@ impl Daemon<'_> {
         Handled::Done
     }
 
-    fn relay(&mut self, c: &mut Client, to: Relayed, msg: &Message) {
-        if !self.link.relay(to, msg) {
+    fn relay(&mut self, c: &mut Client, to: Relayed, msg: &Message) -> bool {
+        let sent = self.link.relay(to, msg);
+        if !sent {
             c.framed.queue(
                 to.id,
                 &Message::error(
@@ -407,6 +450,7 @@ impl Daemon<'_> {
                 ),
             );
         }
+        sent
     }
 
     /// Makes sure the manager of segment `sid` (owned by this host) runs:
@@ -467,6 +511,23 @@ impl Daemon<'_> {
     /// Finishes a reply from the referee: a key owned elsewhere gets its
     /// local placeholder id.
     fn relayed_reply(&mut self, to: Relayed, msg: Message) {
+        let msg = match to.then {
+            Then::Nothing => msg,
+            Then::Register { pid, serial } => self.registered(pid, serial, msg),
+            Then::Restore { pid, serial } => {
+                self.restored(pid, serial, &msg);
+                return;
+            }
+            Then::Unregister { pid_d, pid } => {
+                if matches!(msg, Message::Done { .. })
+                    && self.pids.get(pid).is_some_and(|r| r.pid_d == pid_d)
+                {
+                    debug!("pid_d {pid_d} (pid {pid}) unregistered");
+                    self.pids.end(self.poll.registry(), pid, true);
+                }
+                msg
+            }
+        };
         let msg = match (to.key, msg) {
             (Some((kind, key)), Message::KeyOwner { owner, id, .. }) if id >= 0 => {
                 if owner == self.config.front_end_addr() {
@@ -516,9 +577,16 @@ impl Daemon<'_> {
             warn!("cannot hand a session to an employer: {e}");
             return;
         }
+        // The pid_d the worker will type this session's messages with: the
+        // caller's, if it is registered (and still the process that
+        // registered, not a successor with a recycled pid).
+        let pid_d = match self.pids.get(c.cred.pid) {
+            Some(r) if r.pid_d > 0 && !r.exited() => r.pid_d,
+            _ => 0,
+        };
         let (config, secret, cred) = (self.config, &self.secret, c.cred);
         match sys::fork_child(Signal::SIGTERM, move || {
-            dipc_employer::serve(session, cred, (id, msg), config, secret)
+            dipc_employer::serve(session, cred, pid_d, (id, msg), config, secret)
         }) {
             Ok(pid) => debug!("employer {pid} for local pid {}", c.cred.pid),
             Err(e) => warn!("cannot fork an employer: {e}"),
@@ -533,6 +601,186 @@ impl Daemon<'_> {
                     let _ = self.poll.registry().deregister(&mut c.framed.stream);
                 }
             }
+        }
+    }
+}
+
+impl Daemon<'_> {
+    /// `regist` from a local process: watch it through a pidfd, check its
+    /// mailbox, and ask the referee for a pid_d. A process registers once:
+    /// asking again gives the same pid_d (and mailbox).
+    fn register(&mut self, t: usize, c: &mut Client, id: u64, mailbox: i32) {
+        let cred = c.cred;
+        if let Some(r) = self.pids.get_mut(cred.pid) {
+            if procs::starttime(cred.pid) == Ok(r.starttime) && !r.exited() {
+                if r.pid_d > 0 {
+                    let reply = Message::Registered {
+                        pid_d: r.pid_d,
+                        mailbox: r.mailbox,
+                    };
+                    c.framed.queue(id, &reply);
+                } else {
+                    r.waiters.push((t, id));
+                }
+                return;
+            }
+            // A process that has exited; its pid is someone else's now.
+            self.process_exited(cred.pid);
+        }
+        let fail = |c: &mut Client, (errno, why): (i32, String)| {
+            c.framed.queue(id, &Message::error(errno, why));
+        };
+        let proc = match procs::open_checked(cred.pid, None) {
+            Ok(p) => p,
+            Err(e) => return fail(c, (e, format!("cannot watch pid {}: errno {e}", cred.pid))),
+        };
+        if let Err(e) = pids::check_mailbox(mailbox, &cred) {
+            return fail(c, e);
+        }
+        if self.pids.mailbox_taken(mailbox) {
+            return fail(
+                c,
+                (
+                    libc::EBUSY,
+                    format!("queue {mailbox} is another process's mailbox"),
+                ),
+            );
+        }
+        let starttime = proc.1;
+        let token = self.next_token;
+        self.next_token += 1;
+        let serial = match self
+            .pids
+            .add(self.poll.registry(), token, &cred, proc, mailbox)
+        {
+            Ok(s) => s,
+            Err(e) => return fail(c, e),
+        };
+        let to = Relayed {
+            client: t,
+            id,
+            key: None,
+            then: Then::Register {
+                pid: cred.pid,
+                serial,
+            },
+        };
+        let msg = Message::PidRegister {
+            pid_d: 0,
+            pid: cred.pid,
+            uid: cred.uid,
+            starttime,
+            mailbox,
+        };
+        if !self.relay(c, to, &msg) {
+            // Not joined: the error is queued to the client already.
+            self.pids.end(self.poll.registry(), cred.pid, false);
+        }
+    }
+
+    /// The referee's answer to a new registration. Returns the reply for
+    /// the client that asked.
+    fn registered(&mut self, pid: i32, serial: u64, msg: Message) -> Message {
+        let current = self.pids.get(pid).is_some_and(|r| r.serial == serial);
+        match (&msg, current) {
+            (Message::Registered { pid_d, .. }, true) => {
+                let pid_d = *pid_d;
+                let mut waiters = Vec::new();
+                let mut mailbox = 0;
+                if let Some(r) = self.pids.get_mut(pid) {
+                    r.pid_d = pid_d;
+                    mailbox = r.mailbox;
+                    waiters = std::mem::take(&mut r.waiters);
+                }
+                debug!("pid {pid} registered as pid_d {pid_d}");
+                let reply = Message::Registered { pid_d, mailbox };
+                for (client, id) in waiters {
+                    self.reply(client, id, &reply);
+                }
+                reply
+            }
+            (Message::Registered { pid_d, .. }, false) => {
+                // The process exited while the referee was answering.
+                let un = Message::Unregister { pid_d: *pid_d, pid };
+                self.link.relay(self.no_client(), &un);
+                Message::error(libc::ESRCH, format!("pid {pid} exited"))
+            }
+            (_, true) => {
+                if let Some(r) = self.pids.end(self.poll.registry(), pid, false) {
+                    for (client, id) in r.waiters {
+                        self.reply(client, id, &msg);
+                    }
+                }
+                msg
+            }
+            (_, false) => msg,
+        }
+    }
+
+    /// The referee's answer to a restored registration: one it refuses
+    /// (its pid_d was given to another process) ends here too.
+    fn restored(&mut self, pid: i32, serial: u64, msg: &Message) {
+        if let Message::Error { message, .. } = msg {
+            if self.pids.get(pid).is_some_and(|r| r.serial == serial) {
+                warn!("pid {pid} lost its registration: {message}");
+                self.pids.end(self.poll.registry(), pid, true);
+            }
+        }
+    }
+
+    /// Joined (again): the referee dropped this host's processes when the
+    /// previous link closed; tell it about them again, with their pid_d.
+    fn restore_pids(&mut self) {
+        let regs: Vec<(i64, i32, u32, u64, i32, u64)> = self
+            .pids
+            .confirmed()
+            .map(|r| (r.pid_d, r.pid, r.uid, r.starttime, r.mailbox, r.serial))
+            .collect();
+        if !regs.is_empty() {
+            info!("restoring {} registered processes", regs.len());
+        }
+        for (pid_d, pid, uid, starttime, mailbox, serial) in regs {
+            let to = Relayed {
+                then: Then::Restore { pid, serial },
+                ..self.no_client()
+            };
+            let msg = Message::PidRegister {
+                pid_d,
+                pid,
+                uid,
+                starttime,
+                mailbox,
+            };
+            self.link.relay(to, &msg);
+        }
+    }
+
+    /// A registered process exited (its pidfd is readable): unregister it
+    /// and remove its mailbox, which fails a send blocked on it.
+    fn process_exited(&mut self, pid: i32) {
+        let Some(r) = self.pids.end(self.poll.registry(), pid, true) else {
+            return;
+        };
+        debug!("pid {pid} (pid_d {}) exited", r.pid_d);
+        if r.pid_d > 0 {
+            let msg = Message::Unregister {
+                pid_d: r.pid_d,
+                pid,
+            };
+            self.link.relay(self.no_client(), &msg);
+        }
+        let gone = Message::error(libc::ESRCH, format!("pid {pid} exited"));
+        for (client, id) in r.waiters {
+            self.reply(client, id, &gone);
+        }
+    }
+
+    fn no_client(&self) -> Relayed {
+        Relayed {
+            client: NO_CLIENT,
+            id: 0,
+            key: None,
+            then: Then::Nothing,
         }
     }
 }

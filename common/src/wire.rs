@@ -226,6 +226,27 @@ pub struct IpcSet {
     pub qbytes: u64,
 }
 
+/// A registered process as the referee records it (see `PidRegister`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PidRecord {
+    /// The cluster-wide process id, assigned by the referee, never reused.
+    pub pid_d: i64,
+    /// The front_end address of the host the process runs on.
+    pub host: SocketAddr,
+    /// Its pid on that host.
+    pub pid: i32,
+    /// Its uid when it registered.
+    pub uid: u32,
+    /// Its start time (field 22 of `/proc/PID/stat`, clock ticks since
+    /// boot): with `pid`, it names the process even after the pid is
+    /// recycled.
+    pub starttime: u64,
+    /// The id of its mailbox queue on that host.
+    pub mailbox: i32,
+    /// Milliseconds since it registered.
+    pub since_ms: u64,
+}
+
 macro_rules! kinds {
     ($($name:ident = $num:expr,)*) => {
         /// Message type numbers, as carried in the header.
@@ -298,6 +319,17 @@ kinds! {
     ShmStat = 121,
     ShmQuery = 122,
     ShmState = 123,
+    Register = 90,
+    PidRegister = 91,
+    Registered = 92,
+    Unregister = 93,
+    PidLookup = 94,
+    PidInfo = 95,
+    ListPids = 96,
+    Pids = 97,
+    KillD = 98,
+    SendD = 99,
+    SenderPid = 100,
 }
 
 /// Every message of the protocol.
@@ -538,6 +570,67 @@ pub enum Message {
     SemStat {
         info: SemInfo,
     },
+    /// An application joins the cluster's process table (`regist`), with
+    /// the private queue it made as its mailbox. dipcd takes the pid and
+    /// uid from SO_PEERCRED and relays a `PidRegister`.
+    Register {
+        mailbox: i32,
+    },
+    /// dipcd asks the referee to record a process of its host. `pid_d == 0`
+    /// asks for a new pid_d; another value restores a registration after
+    /// the link to the referee was re-opened.
+    PidRegister {
+        pid_d: i64,
+        pid: i32,
+        uid: u32,
+        starttime: u64,
+        mailbox: i32,
+    },
+    /// The reply to `Register` and `PidRegister`.
+    Registered {
+        pid_d: i64,
+        mailbox: i32,
+    },
+    /// Leave the process table (`uregist`). From an application `pid` is
+    /// ignored: dipcd fills in the caller's, and the referee removes the
+    /// record only if pid_d, host and pid all match.
+    Unregister {
+        pid_d: i64,
+        pid: i32,
+    },
+    /// Where a pid_d runs; the reply is `PidInfo`, or `ESRCH`.
+    PidLookup {
+        pid_d: i64,
+    },
+    PidInfo {
+        rec: PidRecord,
+    },
+    ListPids,
+    Pids {
+        pids: Vec<PidRecord>,
+    },
+    /// `kill_d` on a session with the worker on the target's host: signal
+    /// the process `pid` if its start time is still `starttime`.
+    KillD {
+        pid: i32,
+        starttime: u64,
+        sig: i32,
+    },
+    /// `dipc_send` on a session with the worker on the destination's host:
+    /// put `data` in the mailbox queue, typed with the session's pid_d
+    /// (see `SenderPid`).
+    SendD {
+        mailbox: i32,
+        data: Vec<u8>,
+        flags: i32,
+    },
+    /// Sent by the employer right after `Session`: the pid_d the caller
+    /// had at its dipcd when the session opened (0 if none). The worker
+    /// types every `SendD` of the session with it, so a sender cannot
+    /// claim another's pid_d.
+    SenderPid {
+        pid_d: i64,
+    },
 }
 
 impl Message {
@@ -594,6 +687,17 @@ impl Message {
             Message::SemCtl { .. } => Kind::SemCtl,
             Message::SemVals { .. } => Kind::SemVals,
             Message::SemStat { .. } => Kind::SemStat,
+            Message::Register { .. } => Kind::Register,
+            Message::PidRegister { .. } => Kind::PidRegister,
+            Message::Registered { .. } => Kind::Registered,
+            Message::Unregister { .. } => Kind::Unregister,
+            Message::PidLookup { .. } => Kind::PidLookup,
+            Message::PidInfo { .. } => Kind::PidInfo,
+            Message::ListPids => Kind::ListPids,
+            Message::Pids { .. } => Kind::Pids,
+            Message::KillD { .. } => Kind::KillD,
+            Message::SendD { .. } => Kind::SendD,
+            Message::SenderPid { .. } => Kind::SenderPid,
         }
     }
 
@@ -869,7 +973,56 @@ impl Message {
                 w.i64(info.ctime);
                 w.u64(info.nsems);
             }
+            Message::Register { mailbox } => w.i32(*mailbox),
+            Message::PidRegister {
+                pid_d,
+                pid,
+                uid,
+                starttime,
+                mailbox,
+            } => {
+                w.i64(*pid_d);
+                w.i32(*pid);
+                w.u32(*uid);
+                w.u64(*starttime);
+                w.i32(*mailbox);
+            }
+            Message::Registered { pid_d, mailbox } => {
+                w.i64(*pid_d);
+                w.i32(*mailbox);
+            }
+            Message::Unregister { pid_d, pid } => {
+                w.i64(*pid_d);
+                w.i32(*pid);
+            }
+            Message::PidLookup { pid_d } | Message::SenderPid { pid_d } => w.i64(*pid_d),
+            Message::PidInfo { rec } => w.pid_record(rec),
+            Message::Pids { pids } => {
+                w.u32(pids.len() as u32);
+                for p in pids {
+                    w.pid_record(p);
+                }
+            }
+            Message::KillD {
+                pid,
+                starttime,
+                sig,
+            } => {
+                w.i32(*pid);
+                w.u64(*starttime);
+                w.i32(*sig);
+            }
+            Message::SendD {
+                mailbox,
+                data,
+                flags,
+            } => {
+                w.i32(*mailbox);
+                w.bytes(data);
+                w.i32(*flags);
+            }
             Message::Welcome
+            | Message::ListPids
             | Message::Cancel
             | Message::ListKeys
             | Message::Joined
@@ -1212,6 +1365,52 @@ impl Message {
                     nsems: r.u64("nsems")?,
                 },
             },
+            Kind::Register => Message::Register {
+                mailbox: r.i32("mailbox")?,
+            },
+            Kind::PidRegister => Message::PidRegister {
+                pid_d: r.i64("pid_d")?,
+                pid: r.i32("pid")?,
+                uid: r.u32("uid")?,
+                starttime: r.u64("starttime")?,
+                mailbox: r.i32("mailbox")?,
+            },
+            Kind::Registered => Message::Registered {
+                pid_d: r.i64("pid_d")?,
+                mailbox: r.i32("mailbox")?,
+            },
+            Kind::Unregister => Message::Unregister {
+                pid_d: r.i64("pid_d")?,
+                pid: r.i32("pid")?,
+            },
+            Kind::PidLookup => Message::PidLookup {
+                pid_d: r.i64("pid_d")?,
+            },
+            Kind::PidInfo => Message::PidInfo {
+                rec: r.pid_record()?,
+            },
+            Kind::ListPids => Message::ListPids,
+            Kind::Pids => {
+                let n = r.count("pids", PID_RECORD_MIN)?;
+                let mut pids = Vec::with_capacity(n);
+                for _ in 0..n {
+                    pids.push(r.pid_record()?);
+                }
+                Message::Pids { pids }
+            }
+            Kind::KillD => Message::KillD {
+                pid: r.i32("pid")?,
+                starttime: r.u64("starttime")?,
+                sig: r.i32("sig")?,
+            },
+            Kind::SendD => Message::SendD {
+                mailbox: r.i32("mailbox")?,
+                data: r.bytes("data")?.to_vec(),
+                flags: r.i32("flags")?,
+            },
+            Kind::SenderPid => Message::SenderPid {
+                pid_d: r.i64("pid_d")?,
+            },
         };
         if !r.buf.is_empty() {
             return Err(WireError::TrailingBytes {
@@ -1324,6 +1523,15 @@ impl Writer<'_> {
             self.u16(*x);
         }
     }
+    fn pid_record(&mut self, p: &PidRecord) {
+        self.i64(p.pid_d);
+        self.addr(&p.host);
+        self.i32(p.pid);
+        self.u32(p.uid);
+        self.u64(p.starttime);
+        self.i32(p.mailbox);
+        self.u64(p.since_ms);
+    }
     fn perm(&mut self, p: &IpcPerm) {
         for v in [p.key as u32, p.uid, p.gid, p.cuid, p.cgid, p.mode, p.seq] {
             self.u32(v);
@@ -1343,6 +1551,9 @@ impl Writer<'_> {
         self.u16(a.port());
     }
 }
+
+/// The smallest encoded [`PidRecord`]: 8 + (1+4+2) + 4 + 4 + 8 + 4 + 8.
+const PID_RECORD_MIN: usize = 43;
 
 /// Reads fields off a payload; every read checks the bytes are there.
 struct Reader<'a> {
@@ -1400,6 +1611,17 @@ impl<'a> Reader<'a> {
             cgid: self.u32("perm.cgid")?,
             mode: self.u32("perm.mode")?,
             seq: self.u32("perm.seq")?,
+        })
+    }
+    fn pid_record(&mut self) -> Result<PidRecord, WireError> {
+        Ok(PidRecord {
+            pid_d: self.i64("pid.pid_d")?,
+            host: self.addr("pid.host")?,
+            pid: self.i32("pid.pid")?,
+            uid: self.u32("pid.uid")?,
+            starttime: self.u64("pid.starttime")?,
+            mailbox: self.i32("pid.mailbox")?,
+            since_ms: self.u64("pid.since_ms")?,
         })
     }
     fn kind(&mut self) -> Result<IpcKind, WireError> {
@@ -1746,7 +1968,55 @@ mod tests {
                     nsems: 3,
                 },
             },
+            Message::Register { mailbox: 32769 },
+            Message::PidRegister {
+                pid_d: 0,
+                pid: 4242,
+                uid: 1000,
+                starttime: 123_456_789,
+                mailbox: 3,
+            },
+            Message::Registered {
+                pid_d: 17,
+                mailbox: 3,
+            },
+            Message::Unregister { pid_d: 17, pid: 0 },
+            Message::PidLookup { pid_d: i64::MAX },
+            Message::PidInfo { rec: pid_rec(a4) },
+            Message::ListPids,
+            Message::Pids { pids: vec![] },
+            Message::Pids {
+                pids: vec![pid_rec(a4), pid_rec(a6)],
+            },
+            Message::KillD {
+                pid: 99,
+                starttime: 7,
+                sig: 34,
+            },
+            Message::SendD {
+                mailbox: 5,
+                data: b"ping".to_vec(),
+                flags: libc::IPC_NOWAIT,
+            },
+            Message::SendD {
+                mailbox: 5,
+                data: vec![],
+                flags: 0,
+            },
+            Message::SenderPid { pid_d: 3 },
         ]
+    }
+
+    fn pid_rec(host: SocketAddr) -> PidRecord {
+        PidRecord {
+            pid_d: 12,
+            host,
+            pid: 4242,
+            uid: 1000,
+            starttime: u64::MAX,
+            mailbox: 98304,
+            since_ms: 1500,
+        }
     }
 
     fn frame(id: u64, m: &Message) -> Vec<u8> {
@@ -1850,6 +2120,24 @@ mod tests {
         let mut p = vec![9u8, 4, 1, 2, 3, 4, 0, 1];
         p.extend_from_slice(&[0; NONCE_LEN]);
         assert!(Message::decode(Kind::Hello, &p).is_err());
+        // A pid count of four billion, and a SendD whose data length runs
+        // past the payload: refused before anything is allocated.
+        let r = Message::decode(Kind::Pids, &u32::MAX.to_be_bytes());
+        assert_eq!(r, Err(WireError::Truncated { field: "pids" }));
+        let mut p = 5i32.to_be_bytes().to_vec();
+        p.extend_from_slice(&u32::MAX.to_be_bytes());
+        p.extend_from_slice(&[0; 8]);
+        assert_eq!(
+            Message::decode(Kind::SendD, &p),
+            Err(WireError::Truncated { field: "data" })
+        );
+    }
+
+    #[test]
+    fn pid_record_minimum_size_is_exact() {
+        let mut v = Vec::new();
+        Writer(&mut v).pid_record(&pid_rec("10.0.0.1:1".parse().unwrap()));
+        assert_eq!(v.len(), PID_RECORD_MIN);
     }
 
     fn arb_addr() -> impl Strategy<Value = SocketAddr> {
@@ -1890,7 +2178,74 @@ mod tests {
             proptest::collection::vec(host, 0..8).prop_map(|hosts| Message::Hosts { hosts }),
             arb_addr().prop_map(|target| Message::Connect { target }),
             (any::<i32>(), ".*").prop_map(|(errno, message)| Message::Error { errno, message }),
+            proptest::collection::vec(arb_pid_record(), 0..8)
+                .prop_map(|pids| Message::Pids { pids }),
+            arb_pid_record().prop_map(|rec| Message::PidInfo { rec }),
+            (
+                any::<i64>(),
+                any::<i32>(),
+                any::<u32>(),
+                any::<u64>(),
+                any::<i32>()
+            )
+                .prop_map(|(pid_d, pid, uid, starttime, mailbox)| {
+                    Message::PidRegister {
+                        pid_d,
+                        pid,
+                        uid,
+                        starttime,
+                        mailbox,
+                    }
+                }),
+            (any::<i64>(), any::<i32>())
+                .prop_map(|(pid_d, mailbox)| Message::Registered { pid_d, mailbox }),
+            (any::<i64>(), any::<i32>())
+                .prop_map(|(pid_d, pid)| Message::Unregister { pid_d, pid }),
+            any::<i32>().prop_map(|mailbox| Message::Register { mailbox }),
+            any::<i64>().prop_map(|pid_d| Message::PidLookup { pid_d }),
+            any::<i64>().prop_map(|pid_d| Message::SenderPid { pid_d }),
+            Just(Message::ListPids),
+            (any::<i32>(), any::<u64>(), any::<i32>()).prop_map(|(pid, starttime, sig)| {
+                Message::KillD {
+                    pid,
+                    starttime,
+                    sig,
+                }
+            }),
+            (
+                any::<i32>(),
+                proptest::collection::vec(any::<u8>(), 0..512),
+                any::<i32>()
+            )
+                .prop_map(|(mailbox, data, flags)| Message::SendD {
+                    mailbox,
+                    data,
+                    flags
+                }),
         ]
+    }
+
+    fn arb_pid_record() -> impl Strategy<Value = PidRecord> {
+        (
+            any::<i64>(),
+            arb_addr(),
+            any::<i32>(),
+            any::<u32>(),
+            any::<u64>(),
+            any::<i32>(),
+            any::<u64>(),
+        )
+            .prop_map(
+                |(pid_d, host, pid, uid, starttime, mailbox, since_ms)| PidRecord {
+                    pid_d,
+                    host,
+                    pid,
+                    uid,
+                    starttime,
+                    mailbox,
+                    since_ms,
+                },
+            )
     }
 
     proptest! {

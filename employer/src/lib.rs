@@ -10,6 +10,14 @@
 //! round trip plus the system call on the owner. Handing over the socket
 //! grants nothing new, because the worker already acts as the application
 //! and refuses a second `Session`.
+//!
+//! Right after `Session` it tells the worker the caller's pid_d
+//! (`SenderPid`, 0 if the caller is not registered), which dipcd knows
+//! from its own table; the worker types every message the session sends
+//! to a mailbox with it and takes no second one, so an application cannot
+//! send under another process's pid_d. The `Done` reply to the
+//! application carries the same pid_d, so the library knows which of its
+//! sessions may carry sends.
 
 use dipc_common::auth::{client_handshake, Secret};
 use dipc_common::channel::Channel;
@@ -27,6 +35,7 @@ pub fn open_session(
     config: &Config,
     secret: &Secret,
     cred: PeerCred,
+    pid_d: i64,
     host: SocketAddr,
 ) -> Result<Channel<TcpStream>, Message> {
     let t = &config.timeouts;
@@ -54,12 +63,15 @@ pub fn open_session(
         gid: cred.gid,
         groups: groups_of(cred.pid),
     };
-    match ch.call(1, &session) {
-        Ok(Message::Done { .. }) => Ok(ch),
-        Ok(Message::Error { errno, message }) => Err(Message::Error { errno, message }),
-        Ok(other) => Err(fail("session with", &other.kind().name(), libc::EPROTO)),
-        Err(e) => Err(fail("session with", &e, e.errno())),
+    for (id, msg) in [(1, session), (2, Message::SenderPid { pid_d })] {
+        match ch.call(id, &msg) {
+            Ok(Message::Done { .. }) => {}
+            Ok(Message::Error { errno, message }) => return Err(Message::Error { errno, message }),
+            Ok(other) => return Err(fail("session with", &other.kind().name(), libc::EPROTO)),
+            Err(e) => return Err(fail("session with", &e, e.errno())),
+        }
     }
+    Ok(ch)
 }
 
 /// Serves one `Connect` request from a local application: replies `Done`
@@ -68,20 +80,21 @@ pub fn open_session(
 pub fn serve(
     client: UnixStream,
     cred: PeerCred,
+    pid_d: i64,
     (id, req): (u64, Message),
     config: &Config,
     secret: &Secret,
 ) -> i32 {
     let mut app = Channel::new(client, config.max_frame);
     let reply = match req {
-        Message::Connect { target } => open_session(config, secret, cred, target),
+        Message::Connect { target } => open_session(config, secret, cred, pid_d, target),
         other => Err(Message::error(
             libc::EINVAL,
             format!("an employer does not take {} messages", other.kind().name()),
         )),
     };
     let (reply, session) = match reply {
-        Ok(ch) => (Message::Done { value: 0 }, Some(ch.into_inner())),
+        Ok(ch) => (Message::Done { value: pid_d }, Some(ch.into_inner())),
         Err(e) => (e, None),
     };
     if let Err(e) = app.send(id, &reply) {

@@ -21,6 +21,7 @@
 #define DIPC_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 #include <sys/ipc.h>
 #include <sys/msg.h>
@@ -105,6 +106,52 @@ int dipc_shmdt(const void *shmaddr);
 /* As shmctl(2): IPC_STAT, IPC_SET and IPC_RMID from any host (IPC_RMID
  * also frees the key cluster-wide). */
 int dipc_shmctl(int shmid, int cmd, struct shmid_ds *buf);
+/* Cluster-wide process ids and signals.
+ *
+ * regist() joins the cluster's process table and returns this process's
+ * pid_d (unique in the cluster, never reused; a process already
+ * registered gets its pid_d again; a forked child is not registered).
+ * uregist() leaves it: only the caller's own registration (pid_d, host
+ * and pid must match), else EPERM (ESRCH for an unknown pid_d) and nothing
+ * is removed. A registration also ends when the process exits, however it
+ * exits. kill_d() sends sig to the process pid_d on whatever host it runs,
+ * with kill(2)'s rules: EPERM unless the caller's uid may signal it, ESRCH
+ * if it is not registered or has exited, sig 0 only checks; real-time
+ * signals are queued; EINVAL for a bad signal number. The caller of
+ * kill_d need not be registered. All return -1 and set errno on error;
+ * ENOTCONN means this host's dipcd is not running or has not joined. */
+typedef int64_t pid_d;
+
+pid_d regist(void);
+int uregist(pid_d pid);
+int kill_d(pid_d pid, int sig);
+
+/* Send and receive, addressed by pid_d. Both ends must be registered
+ * (else ENOTCONN). Each registered process has a mailbox (a private
+ * System V queue of this host, mode 0622) that dipc_send puts messages
+ * into and dipc_receive takes them from; messages from one sender to one
+ * receiver arrive in order and never twice.
+ *
+ * dipc_send blocks while the destination's mailbox is full and returns
+ * once the message is in it; with DIPC_NOWAIT it fails with EAGAIN
+ * instead. ESRCH: dest is not registered, or its registration ended while
+ * the send waited. EMSGSIZE: len exceeds the destination kernel's msgmax.
+ *
+ * dipc_receive takes the first message from *src (0: from anyone) into
+ * buf, sets *src to the sender and returns the length; it blocks until one
+ * arrives, or with DIPC_NOWAIT fails with EAGAIN. E2BIG: the message is
+ * longer than len (it stays in the mailbox). EINTR: a signal interrupted
+ * the wait. EIDRM: the registration ended meanwhile.
+ *
+ * dipc_poll returns 1 if a message waits, 0 if none arrived within
+ * timeout_ms (negative: no limit); it checks the mailbox every 50 us at
+ * first, then every 1 ms, so an arrival is noticed within about 1 ms.
+ * EINTR if a signal handler ran meanwhile. */
+#define DIPC_NOWAIT IPC_NOWAIT
+
+int dipc_send(pid_d dest, const void *buf, size_t len, int flags);
+ssize_t dipc_receive(pid_d *src, void *buf, size_t len, int flags);
+int dipc_poll(int timeout_ms);
 
 #ifdef __cplusplus
 }

@@ -370,3 +370,88 @@ pub unsafe extern "C" fn dipc_shmctl(shmid: c_int, cmd: c_int, buf: *mut libc::s
         Err(e) => fail(e),
     }
 }
+
+// ------------------------------------------------------------ process ids
+
+fn io_fail<T: From<i8>>(e: std::io::Error) -> T {
+    fail(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+/// `pid_d regist(void)`: joins the cluster's process table.
+#[no_mangle]
+pub extern "C" fn regist() -> i64 {
+    crate::pid::regist().unwrap_or_else(io_fail)
+}
+
+/// `int uregist(pid_d)`: leaves it (only the caller's own registration).
+#[no_mangle]
+pub extern "C" fn uregist(pid_d: i64) -> c_int {
+    crate::pid::uregist(pid_d).map_or_else(io_fail, |()| 0)
+}
+
+/// `int kill_d(pid_d, int sig)`: `kill(2)` for a pid_d on any host.
+#[no_mangle]
+pub extern "C" fn kill_d(pid_d: i64, sig: c_int) -> c_int {
+    crate::pid::kill_d(pid_d, sig).map_or_else(io_fail, |()| 0)
+}
+
+/// # Safety
+/// `buf` must point to `len` readable bytes (or be null with `len == 0`).
+#[no_mangle]
+pub unsafe extern "C" fn dipc_send(
+    dest: i64,
+    buf: *const c_void,
+    len: size_t,
+    flags: c_int,
+) -> c_int {
+    let data: &[u8] = if len == 0 {
+        &[]
+    } else if buf.is_null() {
+        return fail(libc::EFAULT);
+    } else {
+        std::slice::from_raw_parts(buf.cast(), len)
+    };
+    crate::pid::send(dest, data, flags).map_or_else(io_fail, |()| 0)
+}
+
+/// # Safety
+/// `src` must point to a `pid_d`; `buf` to room for `len` bytes (or be
+/// null with `len == 0`).
+#[no_mangle]
+pub unsafe extern "C" fn dipc_receive(
+    src: *mut i64,
+    buf: *mut c_void,
+    len: size_t,
+    flags: c_int,
+) -> ssize_t {
+    if src.is_null() || (buf.is_null() && len != 0) {
+        return fail(libc::EFAULT);
+    }
+    let out: &mut [u8] = if len == 0 {
+        &mut []
+    } else {
+        std::slice::from_raw_parts_mut(buf.cast(), len)
+    };
+    match crate::pid::receive_into(*src, out, flags) {
+        Ok((from, n)) => {
+            *src = from;
+            n as ssize_t
+        }
+        Err(e) => io_fail(e),
+    }
+}
+
+/// `int dipc_poll(int timeout_ms)`: 1 if a message waits in the caller's
+/// mailbox, 0 if none came within `timeout_ms` (negative: wait as long as
+/// it takes).
+#[no_mangle]
+pub extern "C" fn dipc_poll(timeout_ms: c_int) -> c_int {
+    let t = u64::try_from(timeout_ms)
+        .ok()
+        .map(std::time::Duration::from_millis);
+    match crate::pid::poll(t) {
+        Ok(true) => 1,
+        Ok(false) => 0,
+        Err(e) => io_fail(e),
+    }
+}

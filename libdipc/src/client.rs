@@ -75,6 +75,9 @@ impl From<ChannelError> for ClientError {
 pub struct Client<S = UnixStream> {
     ch: Channel<S>,
     next_id: u64,
+    /// For a session: the pid_d the worker types this session's mailbox
+    /// sends with (0: the process was not registered when it opened).
+    pid_d: i64,
 }
 
 /// How often a cancel is repeated until the worker answers: a cancel that
@@ -99,6 +102,7 @@ impl Client<UnixStream> {
         Ok(Client {
             ch: Channel::new(s, max_frame),
             next_id: 1,
+            pid_d: 0,
         })
     }
 
@@ -120,10 +124,10 @@ impl Client<TcpStream> {
     /// process's credentials, and passes the socket here.
     pub fn session(config: &Config, target: SocketAddr) -> Result<Self, ClientError> {
         let mut daemon = Client::for_config(config)?;
-        match daemon.call(&Message::Connect { target })? {
-            Message::Done { .. } => {}
+        let pid_d = match daemon.call(&Message::Connect { target })? {
+            Message::Done { value } => value,
             other => return Err(ClientError::Unexpected(other.kind().name())),
-        }
+        };
         let fd = sys::recv_fd(daemon.ch.get_ref()).map_err(|e| ClientError::Channel(e.into()))?;
         let s = TcpStream::from(fd);
         // The read time-out is also what lets a signal interrupt a wait
@@ -133,7 +137,13 @@ impl Client<TcpStream> {
         Ok(Client {
             ch: Channel::new(s, config.max_frame),
             next_id: 1,
+            pid_d,
         })
+    }
+
+    /// The pid_d this session's mailbox sends are typed with (0: none).
+    pub fn pid_d(&self) -> i64 {
+        self.pid_d
     }
 
     /// Sends a call to the worker and waits for its reply.
@@ -195,6 +205,33 @@ impl Client<TcpStream> {
 /// How many times a cancel is repeated (every [`CANCEL_REPEAT`]) before
 /// the call is given up as lost.
 const CANCEL_LIMIT: u32 = 100;
+
+impl<S: std::os::fd::AsFd + std::io::Read + std::io::Write> Client<S> {
+    /// Whether an idle pooled connection is still open. Nothing arrives on
+    /// an idle connection (one request at a time, each answered), so
+    /// anything readable means the peer closed it (a restarted dipcd, a
+    /// worker that ended) or left it in an unknown state: either way it
+    /// must not carry a request, which would then fail although the
+    /// daemon behind a fresh connection could serve it.
+    pub fn is_idle_and_open(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        let mut b = [0u8; 1];
+        // SAFETY: a one-byte peek into a valid buffer on a valid socket.
+        let n = unsafe {
+            libc::recv(
+                self.ch.get_ref().as_fd().as_raw_fd(),
+                b.as_mut_ptr().cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        n < 0
+            && matches!(
+                std::io::Error::last_os_error().raw_os_error(),
+                Some(libc::EAGAIN)
+            )
+    }
+}
 
 impl<S: std::io::Read + std::io::Write> Client<S> {
     /// Sends a request and returns the reply; an `Error` reply becomes

@@ -103,7 +103,15 @@ pub fn forget_route(kind: IpcKind, id: i32) {
 
 /// A key look-up or other short request to this host's dipcd.
 pub fn control(msg: &Message) -> Result<Message, ClientError> {
-    let pooled = pools().as_mut().and_then(|p| p.control.pop());
+    let pooled = pools().as_mut().and_then(|p| {
+        // Connections to a dipcd that has since restarted are dropped.
+        while let Some(c) = p.control.pop() {
+            if c.is_idle_and_open() {
+                return Some(c);
+            }
+        }
+        None
+    });
     let mut c = match pooled {
         Some(c) => c,
         None => Client::for_config(config()?)?,
@@ -123,13 +131,41 @@ pub fn control(msg: &Message) -> Result<Message, ClientError> {
 /// as the owner's kernel blocks them; a signal interrupts them with
 /// `EINTR` (after the owner stopped the call), as a local call would be.
 pub fn remote(owner: SocketAddr, msg: &Message, may_block: bool) -> Result<Message, ClientError> {
-    let pooled = pools()
-        .as_mut()
-        .and_then(|p| p.sessions.get_mut(&owner).and_then(|v| v.pop()));
+    remote_as(owner, msg, may_block, None)
+}
+
+/// As [`remote`], on a session whose mailbox sends are typed with `pid_d`
+/// (see `Client::pid_d`) if one is given: `ENOTCONN` if dipcd does not
+/// know this process as `pid_d`.
+pub fn remote_as(
+    owner: SocketAddr,
+    msg: &Message,
+    may_block: bool,
+    pid_d: Option<i64>,
+) -> Result<Message, ClientError> {
+    let pooled = pools().as_mut().and_then(|p| {
+        let v = p.sessions.get_mut(&owner)?;
+        // Sessions whose worker has gone (its host restarted) are dropped.
+        v.retain(|c| c.is_idle_and_open());
+        let i = match pid_d {
+            None => v.len().checked_sub(1)?,
+            Some(want) => v.iter().rposition(|c| c.pid_d() == want)?,
+        };
+        Some(v.swap_remove(i))
+    });
     let mut c = match pooled {
         Some(c) => c,
         None => Client::session(config()?, owner)?,
     };
+    if pid_d.is_some_and(|want| c.pid_d() != want) {
+        if let Some(p) = pools().as_mut() {
+            p.sessions.entry(owner).or_default().push(c);
+        }
+        return Err(ClientError::Remote {
+            errno: libc::ENOTCONN,
+            message: "this host's dipcd does not know this process as registered".into(),
+        });
+    }
     let r = c.call_blocking(msg, may_block);
     if !matches!(r, Err(ClientError::Channel(_))) {
         if let Some(p) = pools().as_mut() {

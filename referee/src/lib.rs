@@ -1,8 +1,9 @@
 //! The referee: the cluster's name server, one per cluster, on the arbiter
 //! host.
 //!
-//! It keeps the tables every host needs to agree on — for now the table of
-//! hosts ([`hosts`]) — and serves two kinds of peer in one single-threaded
+//! It keeps the tables every host needs to agree on — hosts ([`hosts`]),
+//! distributed keys ([`keys`]) and registered processes ([`pids`]) — and
+//! serves two kinds of peer in one single-threaded
 //! mio loop:
 //!
 //! - each host's back_end, over TCP: after the address allow-list and the
@@ -19,6 +20,7 @@
 
 pub mod hosts;
 pub mod keys;
+pub mod pids;
 
 use dipc_common::auth::{Secret, ServerHandshake};
 use dipc_common::channel::{Fill, Framed};
@@ -33,6 +35,7 @@ use mio::net::{TcpListener, UnixListener};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use nix::sys::signal::Signal;
+use pids::{PidTable, Registration};
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -81,6 +84,7 @@ struct Referee<'a> {
     next_token: usize,
     hosts: HostTable,
     keys: KeyTable,
+    pids: PidTable,
 }
 
 /// Runs the referee until SIGTERM or SIGINT; returns the exit code.
@@ -128,6 +132,7 @@ fn serve(config: &Config, secret: Secret) -> io::Result<()> {
         next_token: FIRST_CONN,
         hosts: HostTable::default(),
         keys: KeyTable::default(),
+        pids: PidTable::default(),
     };
     let mut events = Events::with_capacity(256);
     // Sweep often enough that a silent host is marked down close to its
@@ -433,6 +438,58 @@ impl Referee<'_> {
                     ),
                 }
             }
+            (
+                State::Ready { host: Some(h), .. },
+                Message::PidRegister {
+                    pid_d,
+                    pid,
+                    uid,
+                    starttime,
+                    mailbox,
+                },
+            ) => {
+                let h = *h;
+                let r = Registration {
+                    pid_d,
+                    pid,
+                    uid,
+                    starttime,
+                    mailbox,
+                };
+                let reply = match self.pids.register(h, t, r, now) {
+                    Ok(p) => {
+                        debug!("pid_d {p}: pid {pid} on {h}, uid {uid}");
+                        Message::Registered { pid_d: p, mailbox }
+                    }
+                    Err((errno, why)) => Message::error(errno, why),
+                };
+                c.framed.queue(id, &reply);
+            }
+            (State::Ready { host: Some(h), .. }, Message::Unregister { pid_d, pid }) => {
+                let reply = match self.pids.unregister(pid_d, *h, pid) {
+                    Ok(()) => {
+                        debug!("pid_d {pid_d} (pid {pid} on {h}) unregistered");
+                        Message::Done { value: 0 }
+                    }
+                    Err((errno, why)) => Message::error(errno, why),
+                };
+                c.framed.queue(id, &reply);
+            }
+            (State::Ready { .. }, Message::PidLookup { pid_d }) => {
+                let reply = match self.pids.lookup(pid_d, now) {
+                    Some(rec) => Message::PidInfo { rec },
+                    None => Message::error(libc::ESRCH, format!("no registered process {pid_d}")),
+                };
+                c.framed.queue(id, &reply);
+            }
+            (State::Ready { .. }, Message::ListPids) => {
+                c.framed.queue(
+                    id,
+                    &Message::Pids {
+                        pids: self.pids.list(now),
+                    },
+                );
+            }
             (State::Ready { .. }, Message::Ping) => c.framed.queue(id, &Message::Pong),
             (_, other) => {
                 warn!(
@@ -501,6 +558,11 @@ impl Referee<'_> {
         if let State::Ready { host: Some(h), .. } = c.state {
             if self.hosts.disconnected(&h, t) {
                 info!("host {h} down: connection closed");
+            }
+            // Its dipcd no longer watches these processes for us.
+            let n = self.pids.conn_closed(t);
+            if n > 0 {
+                info!("host {h}: {n} registered processes dropped with its connection");
             }
         }
     }

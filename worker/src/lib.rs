@@ -7,8 +7,13 @@
 //! employer that keeps its connection open keeps the same worker as its
 //! proxy on this host: per-process kernel state (such as `SEM_UNDO`
 //! adjustments) then lives and dies with that worker.
+//!
+//! It also delivers `kill_d` signals and `dipc_send` messages to processes
+//! of this host ([`pids`]), as the caller, so the kernel applies its
+//! permission rules to the caller's uid.
 
 mod msg;
+mod pids;
 mod sem;
 mod session;
 mod shm;
@@ -53,6 +58,8 @@ pub fn serve(stream: TcpStream, peer: IpAddr, config: &Config, secret: &Secret) 
         return 1;
     }
     let mut caller: Option<i32> = None;
+    // The caller's pid_d, as its dipcd vouched for it (0: not registered).
+    let mut sender: Option<i64> = None;
     loop {
         let (id, req) = match ch.recv() {
             Ok(r) => r,
@@ -82,7 +89,11 @@ pub fn serve(stream: TcpStream, peer: IpAddr, config: &Config, secret: &Secret) 
                     Message::error(libc::EPERM, e)
                 }
             },
-            req if caller.is_none() => Message::error(
+            Message::SenderPid { pid_d } if caller.is_some() && sender.is_none() => {
+                sender = Some(pid_d);
+                Message::Done { value: 0 }
+            }
+            req if caller.is_none() || sender.is_none() => Message::error(
                 libc::EPERM,
                 format!("{} before the session's credentials", req.kind().name()),
             ),
@@ -97,7 +108,7 @@ pub fn serve(stream: TcpStream, peer: IpAddr, config: &Config, secret: &Secret) 
             },
             Message::ShmCtl { id: sid, cmd, set } => shm::ctl(config, sid, cmd, set),
             Message::ShmQuery { id: sid } => shm::query(config, sid),
-            req => match interruptible(&mut ch, || handle(&req)) {
+            req => match interruptible(&mut ch, || handle(&req, sender.unwrap_or(0))) {
                 Some(reply) => reply,
                 None => return 0,
             },
@@ -109,8 +120,18 @@ pub fn serve(stream: TcpStream, peer: IpAddr, config: &Config, secret: &Secret) 
     }
 }
 
-fn handle(req: &Message) -> Message {
+fn handle(req: &Message, sender: i64) -> Message {
     match req {
+        Message::KillD {
+            pid,
+            starttime,
+            sig,
+        } => pids::kill(*pid, *starttime, *sig),
+        Message::SendD {
+            mailbox,
+            data,
+            flags,
+        } => pids::send(*mailbox, sender, data, *flags),
         Message::MsgSnd {
             id,
             mtype,

@@ -20,6 +20,18 @@
 //! ping side stops the pong by removing the set (`IPC_RMID`): the pong's
 //! wait then fails with `EIDRM` (or `EINVAL`, if it was not waiting yet).
 //!
+//! Process-id benchmarks (group `pid`) pair a ping on one host with a pong
+//! on another, both registered (`dipc::pid`); each writes its pid_d into a
+//! file the other reads (`--id-file F`: the pong writes `F`, the ping
+//! `F.ping`). `sig-ping`/`sig-pong`, in two phases: first the ping times
+//! `kill_d` calls of a real-time signal that the pong only counts (a call
+//! returns once the signal is queued at the target); then signal round
+//! trips: the ping `kill_d`s another real-time signal, the pong (waiting
+//! in `sigwaitinfo`) `kill_d`s one back. A third real-time signal stops the
+//! pong. `mbox-ping`/`mbox-pong`: `dipc_send` and
+//! `dipc_receive` ping-pong; a message starting with `0xFF` stops the
+//! pong.
+//!
 //! Network traffic goes only to loopback or to the simulated cluster's
 //! network (10.66.0.0/24, which exists only inside `tools/cluster`'s
 //! namespaces): other addresses are refused.
@@ -48,6 +60,10 @@ const SEM_PONG: u16 = 1;
 /// Report row groups.
 const GROUP_MSG: &str = "msg";
 const GROUP_SEM: &str = "sem";
+const GROUP_PID: &str = "pid";
+/// The original DIPC's cost of one signal to another host, in µs (its
+/// papers report about 30 ms).
+const ORIGINAL_KILL_US: f64 = 30_000.0;
 
 #[derive(Parser)]
 #[command(
@@ -93,8 +109,8 @@ enum Cmd {
         time_limit: u32,
         #[arg(long, default_value = "tcp")]
         label: String,
-        /// Report row group of the result: msg (a row per size) or sem.
-        #[arg(long, default_value = GROUP_MSG, value_parser = [GROUP_MSG, GROUP_SEM])]
+        /// Report row group of the result: msg (a row per size), sem or pid.
+        #[arg(long, default_value = GROUP_MSG, value_parser = [GROUP_MSG, GROUP_SEM, GROUP_PID])]
         group: String,
     },
     /// Raw System V message-queue ping-pong (libc) with a forked partner on
@@ -180,6 +196,54 @@ enum Cmd {
         time_limit: u32,
         #[arg(long, default_value = "dipc")]
         label: String,
+    },
+    /// Registers, writes its pid_d to ID_FILE, and answers each real-time
+    /// signal from the pid_d in ID_FILE.ping with one back (kill_d), until
+    /// the stop signal.
+    SigPong {
+        #[arg(long)]
+        id_file: std::path::PathBuf,
+        #[arg(long, default_value_t = 300)]
+        time_limit: u32,
+    },
+    /// Registers, writes ID_FILE.ping, and times kill_d calls and signal
+    /// round trips to the pong in ID_FILE; stops it at the end.
+    SigPing {
+        #[arg(long)]
+        id_file: std::path::PathBuf,
+        #[arg(long, default_value_t = 5000)]
+        iterations: usize,
+        #[arg(long, default_value_t = 200)]
+        warmup: usize,
+        /// Seconds to wait for the pong's id file.
+        #[arg(long, default_value_t = 10)]
+        wait: u64,
+        #[arg(long, default_value_t = 300)]
+        time_limit: u32,
+    },
+    /// Registers, writes ID_FILE, and echoes messages from the pid_d in
+    /// ID_FILE.ping (dipc_receive, dipc_send) until a stop message.
+    MboxPong {
+        #[arg(long)]
+        id_file: std::path::PathBuf,
+        #[arg(long, default_value_t = 300)]
+        time_limit: u32,
+    },
+    /// Registers, writes ID_FILE.ping, and times dipc_send/dipc_receive
+    /// round trips with the pong in ID_FILE; stops it at the end.
+    MboxPing {
+        #[arg(long)]
+        id_file: std::path::PathBuf,
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        #[arg(long, default_value_t = 5000)]
+        iterations: usize,
+        #[arg(long, default_value_t = 200)]
+        warmup: usize,
+        #[arg(long, default_value_t = 10)]
+        wait: u64,
+        #[arg(long, default_value_t = 300)]
+        time_limit: u32,
     },
     /// Reads the JSON lines of the client sides and prints the table (or one
     /// JSON object).
@@ -881,6 +945,229 @@ fn sem_ping(
     ))
 }
 
+// ---------------------------------------------------------------- process ids
+
+fn io_errno(what: &str, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+/// Registers and writes the pid_d to `path` (atomically: the reader never
+/// sees half a number).
+fn publish_pid(path: &std::path::Path) -> io::Result<dipc::pid::PidD> {
+    let me = dipc::pid::regist().map_err(|e| io_errno("regist", e))?;
+    // Appended, not a changed extension: `F` and `F.ping` must not share
+    // a temporary file.
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    std::fs::write(&tmp, format!("{me}\n"))?;
+    std::fs::rename(&tmp, path)?;
+    Ok(me)
+}
+
+/// The pid_d in `path`, waiting up to `wait` for the file.
+fn read_pid(path: &std::path::Path, wait: Duration) -> io::Result<dipc::pid::PidD> {
+    let deadline = Instant::now() + wait;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            return text
+                .trim()
+                .parse()
+                .map_err(|_| err(format!("{}: not a pid_d: {text:?}", path.display())));
+        }
+        if Instant::now() >= deadline {
+            return Err(err(format!("{} did not appear", path.display())));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn ping_file(id_file: &std::path::Path) -> std::path::PathBuf {
+    let mut p = id_file.as_os_str().to_owned();
+    p.push(".ping");
+    p.into()
+}
+
+/// The benchmark's signals, all real-time (queued, never merged).
+struct BenchSignals {
+    /// Answered with one back.
+    ping: c_int,
+    /// Only counted.
+    count: c_int,
+    stop: c_int,
+    set: libc::sigset_t,
+}
+
+/// Blocks the benchmark's signals so that `sigwaitinfo` takes them (a
+/// blocked real-time signal waits queued; none is lost before the wait
+/// starts).
+fn bench_signals() -> io::Result<BenchSignals> {
+    // SAFETY: SIGRTMIN is a plain libc call; the sigset is initialised
+    // by sigemptyset before use.
+    unsafe {
+        let ping = libc::SIGRTMIN() + 1;
+        let stop = libc::SIGRTMIN() + 2;
+        let count = libc::SIGRTMIN() + 3;
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [ping, stop, count] {
+            libc::sigaddset(&mut set, s);
+        }
+        if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+            return Err(os_err("pthread_sigmask"));
+        }
+        Ok(BenchSignals {
+            ping,
+            count,
+            stop,
+            set,
+        })
+    }
+}
+
+/// Waits for one of the signals in `set`; returns its number.
+fn wait_signal(set: &libc::sigset_t) -> io::Result<c_int> {
+    loop {
+        // SAFETY: set is a valid sigset; no siginfo wanted.
+        let s = unsafe { libc::sigwaitinfo(set, std::ptr::null_mut()) };
+        if s >= 0 {
+            return Ok(s);
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(io_errno("sigwaitinfo", e));
+        }
+    }
+}
+
+fn sig_pong(id_file: &std::path::Path, limit: u32) -> io::Result<()> {
+    time_limit(limit, false)?;
+    let sigs = bench_signals()?;
+    publish_pid(id_file)?;
+    let peer = read_pid(&ping_file(id_file), Duration::from_secs(limit as u64))?;
+    let mut counted = 0u64;
+    loop {
+        let s = wait_signal(&sigs.set)?;
+        if s == sigs.stop {
+            eprintln!("dipc-bench sig-pong: {counted} counted signals");
+            return Ok(());
+        }
+        if s == sigs.count {
+            counted += 1;
+        } else if s == sigs.ping {
+            dipc::pid::kill_d(peer, sigs.ping).map_err(|e| io_errno("kill_d back", e))?;
+        }
+    }
+}
+
+fn sig_ping(
+    id_file: &std::path::Path,
+    iterations: usize,
+    warmup: usize,
+    wait: u64,
+    limit: u32,
+) -> io::Result<()> {
+    check_iterations(iterations)?;
+    time_limit(limit, false)?;
+    let sigs = bench_signals()?;
+    publish_pid(&ping_file(id_file))?;
+    let peer = read_pid(id_file, Duration::from_secs(wait))?;
+    let mut call = Vec::with_capacity(iterations);
+    let mut round = Vec::with_capacity(iterations);
+    let run = (|| {
+        // Phase 1: the calls alone (the pong only counts these).
+        for i in 0..warmup + iterations {
+            let t = Instant::now();
+            dipc::pid::kill_d(peer, sigs.count).map_err(|e| io_errno("kill_d", e))?;
+            if i >= warmup {
+                call.push(t.elapsed().as_nanos() as u64);
+            }
+        }
+        // Phase 2: round trips.
+        for i in 0..warmup + iterations {
+            let t = Instant::now();
+            dipc::pid::kill_d(peer, sigs.ping).map_err(|e| io_errno("kill_d", e))?;
+            let got = wait_signal(&sigs.set)?;
+            let back = t.elapsed();
+            if got != sigs.ping {
+                return Err(err(format!("signal {got} instead of {}", sigs.ping)));
+            }
+            if i >= warmup {
+                round.push(back.as_nanos() as u64);
+            }
+        }
+        Ok(())
+    })();
+    let stopped = dipc::pid::kill_d(peer, sigs.stop).map_err(|e| io_errno("kill_d(stop)", e));
+    run?;
+    stopped?;
+    print_line(&summary("kill_call", GROUP_PID, None, call, json!({})))?;
+    print_line(&summary(
+        "kill_round_trip",
+        GROUP_PID,
+        None,
+        round,
+        json!({}),
+    ))
+}
+
+fn mbox_pong(id_file: &std::path::Path, limit: u32) -> io::Result<()> {
+    time_limit(limit, false)?;
+    publish_pid(id_file)?;
+    let peer = read_pid(&ping_file(id_file), Duration::from_secs(limit as u64))?;
+    loop {
+        let (_, text) =
+            dipc::pid::receive(peer, MAX_TEXT, 0).map_err(|e| io_errno("dipc_receive", e))?;
+        if text.first() == Some(&STOP) {
+            return Ok(());
+        }
+        dipc::pid::send(peer, &text, 0).map_err(|e| io_errno("dipc_send", e))?;
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn mbox_ping(
+    id_file: &std::path::Path,
+    size: usize,
+    iterations: usize,
+    warmup: usize,
+    wait: u64,
+    limit: u32,
+) -> io::Result<()> {
+    check_counts(size, MAX_TEXT, iterations)?;
+    time_limit(limit, false)?;
+    publish_pid(&ping_file(id_file))?;
+    let peer = read_pid(id_file, Duration::from_secs(wait))?;
+    let out = vec![FILL; size];
+    let mut ns = Vec::with_capacity(iterations);
+    let run = (|| {
+        for i in 0..warmup + iterations {
+            let t = Instant::now();
+            dipc::pid::send(peer, &out, 0).map_err(|e| io_errno("dipc_send", e))?;
+            let (_, back) =
+                dipc::pid::receive(peer, MAX_TEXT, 0).map_err(|e| io_errno("dipc_receive", e))?;
+            let dt = t.elapsed();
+            if back != out {
+                return Err(err("pong text differs from the ping"));
+            }
+            if i >= warmup {
+                ns.push(dt.as_nanos() as u64);
+            }
+        }
+        Ok(())
+    })();
+    let stopped = dipc::pid::send(peer, &[STOP], 0).map_err(|e| io_errno("dipc_send(stop)", e));
+    run?;
+    stopped?;
+    print_line(&summary(
+        "mbox_round_trip",
+        GROUP_PID,
+        Some(size),
+        ns,
+        json!({}),
+    ))
+}
+
 // ---------------------------------------------------------------- report
 
 /// Benches of the report, in column order: (name, heading).
@@ -916,6 +1203,8 @@ fn report(input: &str, as_json: bool) -> io::Result<()> {
     };
     // row -> bench -> result
     let mut by_row: BTreeMap<RowKey, BTreeMap<String, Value>> = BTreeMap::new();
+    // The process-id group: bench -> result.
+    let mut pid_rows: BTreeMap<String, Value> = BTreeMap::new();
     let mut iterations = None;
     for (no, line) in reader.lines().enumerate() {
         let line = line?;
@@ -928,6 +1217,10 @@ fn report(input: &str, as_json: bool) -> io::Result<()> {
             return Err(err(format!("{input}:{}: no bench", no + 1)));
         };
         let group = v.get("group").and_then(Value::as_str).unwrap_or(GROUP_MSG);
+        if group == GROUP_PID {
+            pid_rows.insert(bench.to_string(), v.clone());
+            continue;
+        }
         let key = if group == GROUP_MSG {
             let Some(size) = v.get("size").and_then(Value::as_u64) else {
                 return Err(err(format!("{input}:{}: msg result without size", no + 1)));
@@ -944,9 +1237,10 @@ fn report(input: &str, as_json: bool) -> io::Result<()> {
             .or_default()
             .insert(bench.to_string(), v.clone());
     }
-    if by_row.is_empty() {
+    if by_row.is_empty() && pid_rows.is_empty() {
         return Err(err(format!("{input}: no results")));
     }
+    let pid = pid_summary(&pid_rows);
 
     let mut rows = Vec::new();
     for ((_, group, size), benches) in &by_row {
@@ -991,6 +1285,7 @@ fn report(input: &str, as_json: bool) -> io::Result<()> {
             },
             "targets": { "ratio_remote_tcp": "<= 2.5", "ratio_local_sysv": "<= 1.1" },
             "results": rows,
+            "pid": pid,
         });
         return print_line(&v);
     }
@@ -1014,61 +1309,159 @@ fn report(input: &str, as_json: bool) -> io::Result<()> {
             .map_or("-".to_string(), |x| format!("{x:.2}"))
     };
     let mut out = io::stdout().lock();
-    writeln!(
-        out,
-        "round trips in µs, median / p99 of {} after warm-up",
-        iterations.map_or("?".to_string(), |n| n.to_string())
-    )?;
-    writeln!(
-        out,
-        "{:>6}  {:>17}  {:>17}  {:>17}  {:>13}  {:>17}  {:>12}",
-        "size", BENCHES[0].1, BENCHES[1].1, BENCHES[2].1, "remote/TCP", BENCHES[3].1, "local/SysV"
-    )?;
-    writeln!(
-        out,
-        "{:>6}  {:>17}  {:>17}  {:>17}  {:>13}  {:>17}  {:>12}",
-        "",
-        "host1<->host2",
-        "host 2",
-        "host1->owner h2",
-        "(target<=2.5)",
-        "host 2",
-        "(target<=1.1)"
-    )?;
-    let mut notes = Vec::new();
-    for row in &rows {
-        let group = row.get("group").and_then(Value::as_str).unwrap_or("?");
-        let first = if group == GROUP_MSG {
-            let size = row.get("size").and_then(Value::as_u64).unwrap_or(0);
-            format!("{size} B")
-        } else {
-            let tcp = row
-                .get("tcp")
-                .and_then(|t| t.get("size"))
-                .and_then(Value::as_u64)
-                .map_or("no".to_string(), |n| format!("a {n} B"));
-            notes.push(format!(
-                "{group}: one round trip is semop V(0) then P(1) against P(0) then V(1); \
-                 its raw TCP is {tcp} TCP ping-pong measured in this run"
-            ));
-            group.to_string()
-        };
+    if !rows.is_empty() {
+        writeln!(
+            out,
+            "round trips in µs, median / p99 of {} after warm-up",
+            iterations.map_or("?".to_string(), |n| n.to_string())
+        )?;
         writeln!(
             out,
             "{:>6}  {:>17}  {:>17}  {:>17}  {:>13}  {:>17}  {:>12}",
-            first,
-            cell(row, "tcp"),
-            cell(row, "sysv"),
-            cell(row, "dipc_remote"),
-            rat(row, "ratio_remote_tcp"),
-            cell(row, "dipc_local"),
-            rat(row, "ratio_local_sysv")
+            "size",
+            BENCHES[0].1,
+            BENCHES[1].1,
+            BENCHES[2].1,
+            "remote/TCP",
+            BENCHES[3].1,
+            "local/SysV"
         )?;
+        writeln!(
+            out,
+            "{:>6}  {:>17}  {:>17}  {:>17}  {:>13}  {:>17}  {:>12}",
+            "",
+            "host1<->host2",
+            "host 2",
+            "host1->owner h2",
+            "(target<=2.5)",
+            "host 2",
+            "(target<=1.1)"
+        )?;
+        let mut notes = Vec::new();
+        for row in &rows {
+            let group = row.get("group").and_then(Value::as_str).unwrap_or("?");
+            let first = if group == GROUP_MSG {
+                let size = row.get("size").and_then(Value::as_u64).unwrap_or(0);
+                format!("{size} B")
+            } else {
+                let tcp = row
+                    .get("tcp")
+                    .and_then(|t| t.get("size"))
+                    .and_then(Value::as_u64)
+                    .map_or("no".to_string(), |n| format!("a {n} B"));
+                notes.push(format!(
+                    "{group}: one round trip is semop V(0) then P(1) against P(0) then V(1); \
+                     its raw TCP is {tcp} TCP ping-pong measured in this run"
+                ));
+                group.to_string()
+            };
+            writeln!(
+                out,
+                "{:>6}  {:>17}  {:>17}  {:>17}  {:>13}  {:>17}  {:>12}",
+                first,
+                cell(row, "tcp"),
+                cell(row, "sysv"),
+                cell(row, "dipc_remote"),
+                rat(row, "ratio_remote_tcp"),
+                cell(row, "dipc_local"),
+                rat(row, "ratio_local_sysv")
+            )?;
+        }
+        for n in notes {
+            writeln!(out, "{n}")?;
+        }
     }
-    for n in notes {
-        writeln!(out, "{n}")?;
+    if !pid_rows.is_empty() {
+        write_pid_report(&mut out, &pid)?;
     }
     out.flush()
+}
+
+/// The process-id results with their ratios: the kill_d call against the
+/// original DIPC's 30 ms per signal, the send/receive round trip against
+/// the raw TCP round trip between the same hosts (`tcp` in this group).
+fn pid_summary(rows: &BTreeMap<String, Value>) -> Value {
+    let mut o = serde_json::Map::new();
+    for (k, v) in rows {
+        let mut r = serde_json::Map::new();
+        for f in ["median_us", "p99_us", "min_us", "count", "size"] {
+            if let Some(x) = v.get(f) {
+                r.insert(f.into(), x.clone());
+            }
+        }
+        o.insert(k.clone(), Value::Object(r));
+    }
+    let m = |n: &str| median_of(rows.get(n));
+    o.insert(
+        "speedup_kill_call_vs_original_30ms".into(),
+        json!(m("kill_call").map(|x| (ORIGINAL_KILL_US / x).round())),
+    );
+    o.insert(
+        "kill_one_way_us".into(),
+        json!(m("kill_round_trip").map(|x| round3(x / 2.0))),
+    );
+    o.insert(
+        "speedup_one_way_vs_original_30ms".into(),
+        json!(m("kill_round_trip").map(|x| (ORIGINAL_KILL_US / (x / 2.0)).round())),
+    );
+    o.insert(
+        "ratio_mbox_tcp".into(),
+        json!(ratio(m("mbox_round_trip"), m("tcp"))),
+    );
+    Value::Object(o)
+}
+
+fn write_pid_report(out: &mut impl Write, pid: &Value) -> io::Result<()> {
+    let cell = |name: &str| -> String {
+        match pid.get(name) {
+            Some(o) => {
+                let f = |k: &str| {
+                    o.get(k)
+                        .and_then(Value::as_f64)
+                        .map_or("?".to_string(), |x| format!("{x:.1}"))
+                };
+                format!("{} / {}", f("median_us"), f("p99_us"))
+            }
+            None => "-".to_string(),
+        }
+    };
+    let num = |k: &str, digits: usize| {
+        pid.get(k)
+            .and_then(Value::as_f64)
+            .map_or("-".to_string(), |x| format!("{x:.digits$}"))
+    };
+    writeln!(out)?;
+    writeln!(
+        out,
+        "process ids, host 1 -> host 2, µs median / p99 (same iterations)"
+    )?;
+    writeln!(
+        out,
+        "  kill_d call (returns once the signal is queued at the target) {:>17}   \
+         original DIPC ~30 ms per signal: {}x faster",
+        cell("kill_call"),
+        num("speedup_kill_call_vs_original_30ms", 0)
+    )?;
+    writeln!(
+        out,
+        "  signal ping-pong (kill_d there, kill_d back), round trip      {:>17}   \
+         one way {} µs: {}x faster than 30 ms",
+        cell("kill_round_trip"),
+        num("kill_one_way_us", 1),
+        num("speedup_one_way_vs_original_30ms", 0)
+    )?;
+    writeln!(
+        out,
+        "  dipc_send/dipc_receive ping-pong, round trip                  {:>17}   \
+         vs raw TCP: {}",
+        cell("mbox_round_trip"),
+        num("ratio_mbox_tcp", 2)
+    )?;
+    writeln!(
+        out,
+        "  raw TCP ping-pong between the same hosts, round trip          {:>17}",
+        cell("tcp")
+    )
 }
 
 fn run(cli: Cli) -> io::Result<()> {
@@ -1123,6 +1516,29 @@ fn run(cli: Cli) -> io::Result<()> {
             time_limit,
             label,
         } => sem_ping(key, iterations, warmup, wait, time_limit, &label),
+        Cmd::SigPong {
+            id_file,
+            time_limit,
+        } => sig_pong(&id_file, time_limit),
+        Cmd::SigPing {
+            id_file,
+            iterations,
+            warmup,
+            wait,
+            time_limit,
+        } => sig_ping(&id_file, iterations, warmup, wait, time_limit),
+        Cmd::MboxPong {
+            id_file,
+            time_limit,
+        } => mbox_pong(&id_file, time_limit),
+        Cmd::MboxPing {
+            id_file,
+            size,
+            iterations,
+            warmup,
+            wait,
+            time_limit,
+        } => mbox_ping(&id_file, size, iterations, warmup, wait, time_limit),
         Cmd::Report { input, json } => report(&input, json),
     }
 }

@@ -3,12 +3,14 @@
 //! On the arbiter host it talks to the referee's back door
 //! (`referee.sock`); on any other host to the local dipcd (`dipcd.sock`),
 //! which relays over its authenticated link to the referee. Both check that
-//! the caller is root or in `admin_group`.
+//! the caller is root or in `admin_group`. `dipcref pids` (the table of
+//! registered processes) is open to every user: it always goes through
+//! dipcd, which relays it for anyone (see `referee::pids` for why).
 
 use clap::{Parser, Subcommand};
 use dipc::client::{Client, ClientError};
 use dipc_common::config::Config;
-use dipc_common::wire::{HostInfo, IpcKind, KeyInfo, Message};
+use dipc_common::wire::{HostInfo, IpcKind, KeyInfo, Message, PidRecord};
 use serde_json::json;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -38,6 +40,9 @@ enum Command {
     Hosts,
     /// List the distributed keys: kind, key, owner host, id there, creator
     Keys,
+    /// List the registered processes: pid_d, host, pid, uid, time since
+    /// they registered
+    Pids,
     /// Forget a stale key (its structure is gone but the referee still
     /// lists it); every host drops its placeholder
     RmKey {
@@ -71,6 +76,7 @@ fn main() -> ExitCode {
         Command::Hosts => hosts(&config, args.json),
         Command::Keys => keys(&config, args.json),
         Command::Shm => shm(&config, args.json),
+        Command::Pids => pids(&config, args.json),
         Command::RmKey { kind, key } => rm_key(&config, kind, key),
         Command::Ping { host, count } => ping(&config, host, *count, args.json),
     };
@@ -250,6 +256,46 @@ fn shm(config: &Config, as_json: bool) -> Result<(), ClientError> {
         }
     }
     Ok(())
+}
+
+fn pids(config: &Config, as_json: bool) -> Result<(), ClientError> {
+    let mut c = Client::for_config(config)?;
+    let pids = match c.call(&Message::ListPids)? {
+        Message::Pids { pids } => pids,
+        other => return Err(ClientError::Unexpected(other.kind().name())),
+    };
+    if as_json {
+        let rows: Vec<_> = pids.iter().map(pid_json).collect();
+        println!("{}", json!({ "pids": rows }));
+        return Ok(());
+    }
+    println!(
+        "{:>8}  {:<28} {:>8} {:>8} {:>10}",
+        "PID_D", "HOST", "PID", "UID", "SINCE"
+    );
+    for p in &pids {
+        println!(
+            "{:>8}  {:<28} {:>8} {:>8} {:>10}",
+            p.pid_d,
+            p.host.to_string(),
+            p.pid,
+            p.uid,
+            format!("{} ago", secs(p.since_ms)),
+        );
+    }
+    Ok(())
+}
+
+fn pid_json(p: &PidRecord) -> serde_json::Value {
+    json!({
+        "pid_d": p.pid_d,
+        "host": p.host.to_string(),
+        "pid": p.pid,
+        "uid": p.uid,
+        "starttime": p.starttime,
+        "mailbox": p.mailbox,
+        "since_ms": p.since_ms,
+    })
 }
 
 fn key_json(k: &KeyInfo) -> serde_json::Value {

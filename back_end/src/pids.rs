@@ -1,0 +1,210 @@
+//! The processes of this host registered in the cluster's process table
+//! (`regist`), each watched through a pidfd.
+//!
+//! dipcd takes a registering process's pid and uid from SO_PEERCRED, opens
+//! a pidfd for it and reads its start time, so the record names that very
+//! process: a pid recycled later is another process. The pidfd sits in
+//! dipcd's mio poll and becomes readable when the process exits, however it
+//! exits; dipcd then tells the referee and removes the process's mailbox
+//! queue (which wakes a sender blocked on it with `EIDRM`). The referee
+//! holds the cluster-wide record; this table holds what only the host can
+//! hold: the pidfds and the mailbox ids, which are kept in the runtime
+//! directory so that a dipcd killed without cleaning up removes them on
+//! its next start (its registrations ended with it).
+
+use dipc_common::procs;
+use dipc_common::sys::PeerCred;
+use dipc_common::sysv;
+use log::{debug, warn};
+use mio::unix::SourceFd;
+use mio::{Interest, Registry, Token};
+use std::collections::HashMap;
+use std::fs;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
+
+/// A registered (or registering) process.
+pub struct Reg {
+    /// Tells this registration from an earlier one of the same pid.
+    pub serial: u64,
+    /// 0 until the referee has answered.
+    pub pid_d: i64,
+    pub pid: i32,
+    pub uid: u32,
+    pub starttime: u64,
+    pub mailbox: i32,
+    pidfd: OwnedFd,
+    token: usize,
+    /// Requests (client, request id) waiting for the referee's answer.
+    pub waiters: Vec<(usize, u64)>,
+}
+
+impl Reg {
+    /// Whether the process has exited (its pidfd event may still be on its
+    /// way through the poll).
+    pub fn exited(&self) -> bool {
+        procs::exited(&self.pidfd)
+    }
+}
+
+pub struct Pids {
+    by_pid: HashMap<i32, Reg>,
+    by_token: HashMap<usize, i32>,
+    next_serial: u64,
+    file: PathBuf,
+}
+
+/// Removes a mailbox queue if it still is the one the process registered
+/// (a private queue its uid created), so a recycled id is left alone.
+fn remove_mailbox(mailbox: i32, uid: u32) {
+    match sysv::msgctl_stat(mailbox) {
+        Ok(i) if i.perm.key == libc::IPC_PRIVATE && i.perm.cuid == uid => {
+            if let Err(e) = sysv::msgctl_rmid(mailbox) {
+                debug!("removing mailbox {mailbox}: errno {e}");
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Checks that `mailbox` may serve as `cred`'s mailbox: a private queue
+/// that the caller's uid created and owns, that the owner may read.
+/// Anything else could let a process have dipcd remove a queue that is
+/// not its own when it exits.
+pub fn check_mailbox(mailbox: i32, cred: &PeerCred) -> Result<(), (i32, String)> {
+    let i = sysv::msgctl_stat(mailbox)
+        .map_err(|e| (libc::EINVAL, format!("mailbox queue {mailbox}: errno {e}")))?;
+    if i.perm.key != libc::IPC_PRIVATE
+        || i.perm.uid != cred.uid
+        || i.perm.cuid != cred.uid
+        || i.perm.mode & 0o400 == 0
+    {
+        return Err((
+            libc::EPERM,
+            format!(
+                "queue {mailbox} is not a private queue created and owned by uid {}",
+                cred.uid
+            ),
+        ));
+    }
+    Ok(())
+}
+
+impl Pids {
+    /// Opens the table, removing mailboxes a previous dipcd left behind.
+    pub fn new(file: PathBuf) -> Pids {
+        if let Ok(text) = fs::read_to_string(&file) {
+            for line in text.lines() {
+                let mut it = line.split_whitespace().map(str::parse::<i64>);
+                if let (Some(Ok(id)), Some(Ok(uid))) = (it.next(), it.next()) {
+                    if let (Ok(id), Ok(uid)) = (i32::try_from(id), u32::try_from(uid)) {
+                        remove_mailbox(id, uid);
+                    }
+                }
+            }
+        }
+        let p = Pids {
+            by_pid: HashMap::new(),
+            by_token: HashMap::new(),
+            next_serial: 1,
+            file,
+        };
+        p.persist();
+        p
+    }
+
+    fn persist(&self) {
+        let text: String = self
+            .by_pid
+            .values()
+            .map(|r| format!("{} {}\n", r.mailbox, r.uid))
+            .collect();
+        if let Err(e) = fs::write(&self.file, text) {
+            warn!("cannot record mailboxes in {}: {e}", self.file.display());
+        }
+    }
+
+    pub fn get(&self, pid: i32) -> Option<&Reg> {
+        self.by_pid.get(&pid)
+    }
+
+    pub fn get_mut(&mut self, pid: i32) -> Option<&mut Reg> {
+        self.by_pid.get_mut(&pid)
+    }
+
+    /// The pid whose pidfd is registered under `token`.
+    pub fn pid_of_token(&self, token: usize) -> Option<i32> {
+        self.by_token.get(&token).copied()
+    }
+
+    /// Whether another registration uses `mailbox`.
+    pub fn mailbox_taken(&self, mailbox: i32) -> bool {
+        self.by_pid.values().any(|r| r.mailbox == mailbox)
+    }
+
+    /// Starts a registration: the pidfd goes into the poll under `token`.
+    /// Returns the serial.
+    pub fn add(
+        &mut self,
+        registry: &Registry,
+        token: usize,
+        cred: &PeerCred,
+        (pidfd, starttime): (OwnedFd, u64),
+        mailbox: i32,
+    ) -> Result<u64, (i32, String)> {
+        registry
+            .register(
+                &mut SourceFd(&pidfd.as_raw_fd()),
+                Token(token),
+                Interest::READABLE,
+            )
+            .map_err(|e| (libc::ENOMEM, format!("cannot watch pid {}: {e}", cred.pid)))?;
+        let serial = self.next_serial;
+        self.next_serial += 1;
+        self.by_pid.insert(
+            cred.pid,
+            Reg {
+                serial,
+                pid_d: 0,
+                pid: cred.pid,
+                uid: cred.uid,
+                starttime,
+                mailbox,
+                pidfd,
+                token,
+                waiters: Vec::new(),
+            },
+        );
+        self.by_token.insert(token, cred.pid);
+        self.persist();
+        Ok(serial)
+    }
+
+    /// Ends a registration: stops watching the process and, with
+    /// `remove`, removes its mailbox queue. Returns it.
+    pub fn end(&mut self, registry: &Registry, pid: i32, remove: bool) -> Option<Reg> {
+        let r = self.by_pid.remove(&pid)?;
+        self.by_token.remove(&r.token);
+        let _ = registry.deregister(&mut SourceFd(&r.pidfd.as_raw_fd()));
+        if remove {
+            remove_mailbox(r.mailbox, r.uid);
+        }
+        self.persist();
+        Some(r)
+    }
+
+    /// The registrations the referee has confirmed, to restore after the
+    /// link to it was re-opened.
+    pub fn confirmed(&self) -> impl Iterator<Item = &Reg> {
+        self.by_pid.values().filter(|r| r.pid_d > 0)
+    }
+
+    /// dipcd stops: every registration ends with it.
+    pub fn clear(&mut self, registry: &Registry) {
+        let pids: Vec<i32> = self.by_pid.keys().copied().collect();
+        for p in pids {
+            self.end(registry, p, true);
+        }
+        let _ = fs::remove_file(&self.file);
+    }
+}

@@ -1,0 +1,269 @@
+//! The referee's table of registered processes: cluster-wide process ids
+//! (`pid_d`) and where each process runs.
+//!
+//! A pid_d comes from a counter that starts at 1 and never goes back, so
+//! a pid_d is never given to two processes (while this referee lives). A
+//! record is `{pid_d, host, pid}` plus what callers need to reach the
+//! process: its uid, start time (which tells it from a later process with
+//! the same pid) and mailbox queue id. Each record belongs to the
+//! connection of the host that registered it: when that connection closes,
+//! the host's dipcd has lost the pidfds that watch its processes, so its
+//! records go too (a dipcd that only lost its link restores them when it
+//! joins again, with their pid_d).
+//!
+//! The table is not secret: any process may look any pid_d up (it must,
+//! to send it a signal or a message), so listing it reveals nothing more,
+//! much like `ps`.
+
+use dipc_common::wire::PidRecord;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+#[derive(Debug, Clone)]
+struct Entry {
+    host: SocketAddr,
+    conn: usize,
+    pid: i32,
+    uid: u32,
+    starttime: u64,
+    mailbox: i32,
+    since: Instant,
+}
+
+/// What a host's dipcd asks to record.
+#[derive(Debug, Clone, Copy)]
+pub struct Registration {
+    /// 0 for a new registration, else the pid_d to restore.
+    pub pid_d: i64,
+    pub pid: i32,
+    pub uid: u32,
+    pub starttime: u64,
+    pub mailbox: i32,
+}
+
+/// Why a request was refused: an `errno` and a message.
+pub type Refusal = (i32, String);
+
+#[derive(Debug)]
+pub struct PidTable {
+    next: i64,
+    pids: BTreeMap<i64, Entry>,
+    /// pid_d by host and pid, so one process has one record.
+    by_proc: HashMap<(SocketAddr, i32), i64>,
+}
+
+impl Default for PidTable {
+    fn default() -> Self {
+        PidTable {
+            next: 1,
+            pids: BTreeMap::new(),
+            by_proc: HashMap::new(),
+        }
+    }
+}
+
+impl PidTable {
+    /// Records a process of `host` (registered over connection `conn`);
+    /// returns its pid_d.
+    ///
+    /// A process already recorded (same host, pid and start time) keeps
+    /// its pid_d. A record of the same host and pid with another start time
+    /// is of a process that has exited (its pid was recycled before its
+    /// host reported the exit): it is replaced.
+    pub fn register(
+        &mut self,
+        host: SocketAddr,
+        conn: usize,
+        r: Registration,
+        now: Instant,
+    ) -> Result<i64, Refusal> {
+        if r.pid <= 0 || r.pid_d < 0 {
+            return Err((libc::EINVAL, format!("bad registration {r:?}")));
+        }
+        if let Some(&old) = self.by_proc.get(&(host, r.pid)) {
+            match self.pids.get_mut(&old) {
+                Some(e) if e.starttime == r.starttime && (r.pid_d == 0 || r.pid_d == old) => {
+                    e.conn = conn;
+                    return Ok(old);
+                }
+                _ => {
+                    self.remove(old);
+                }
+            }
+        }
+        let pid_d = if r.pid_d == 0 {
+            let p = self.next;
+            self.next += 1;
+            p
+        } else {
+            // A restore: the pid_d must still be free (a referee that
+            // restarted may have given it to another process since).
+            if self.pids.contains_key(&r.pid_d) {
+                return Err((
+                    libc::EEXIST,
+                    format!("pid_d {} belongs to another process now", r.pid_d),
+                ));
+            }
+            self.next = self.next.max(r.pid_d.saturating_add(1));
+            r.pid_d
+        };
+        self.pids.insert(
+            pid_d,
+            Entry {
+                host,
+                conn,
+                pid: r.pid,
+                uid: r.uid,
+                starttime: r.starttime,
+                mailbox: r.mailbox,
+                since: now,
+            },
+        );
+        self.by_proc.insert((host, r.pid), pid_d);
+        Ok(pid_d)
+    }
+
+    /// `uregist`: removes the record only if the whole triple `{pid_d,
+    /// host, pid}` matches; `ESRCH` for an unknown pid_d, `EPERM` for
+    /// another process's, and then nothing is removed.
+    pub fn unregister(&mut self, pid_d: i64, host: SocketAddr, pid: i32) -> Result<(), Refusal> {
+        match self.pids.get(&pid_d) {
+            None => Err((libc::ESRCH, format!("no registered process {pid_d}"))),
+            Some(e) if e.host != host || e.pid != pid => Err((
+                libc::EPERM,
+                format!(
+                    "pid_d {pid_d} is pid {} on {}, not pid {pid} on {host}",
+                    e.pid, e.host
+                ),
+            )),
+            Some(_) => {
+                self.remove(pid_d);
+                Ok(())
+            }
+        }
+    }
+
+    fn remove(&mut self, pid_d: i64) -> Option<Entry> {
+        let e = self.pids.remove(&pid_d)?;
+        if self.by_proc.get(&(e.host, e.pid)) == Some(&pid_d) {
+            self.by_proc.remove(&(e.host, e.pid));
+        }
+        Some(e)
+    }
+
+    pub fn lookup(&self, pid_d: i64, now: Instant) -> Option<PidRecord> {
+        self.pids.get(&pid_d).map(|e| record(pid_d, e, now))
+    }
+
+    pub fn list(&self, now: Instant) -> Vec<PidRecord> {
+        self.pids.iter().map(|(p, e)| record(*p, e, now)).collect()
+    }
+
+    /// The connection of a host closed: its records go. Returns how many.
+    pub fn conn_closed(&mut self, conn: usize) -> usize {
+        let gone: Vec<i64> = self
+            .pids
+            .iter()
+            .filter(|(_, e)| e.conn == conn)
+            .map(|(p, _)| *p)
+            .collect();
+        for p in &gone {
+            self.remove(*p);
+        }
+        gone.len()
+    }
+}
+
+fn record(pid_d: i64, e: &Entry, now: Instant) -> PidRecord {
+    PidRecord {
+        pid_d,
+        host: e.host,
+        pid: e.pid,
+        uid: e.uid,
+        starttime: e.starttime,
+        mailbox: e.mailbox,
+        since_ms: now.duration_since(e.since).as_millis() as u64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reg(pid: i32, starttime: u64) -> Registration {
+        Registration {
+            pid_d: 0,
+            pid,
+            uid: 1000,
+            starttime,
+            mailbox: 5,
+        }
+    }
+
+    #[test]
+    fn ids_count_up_and_are_never_reused() {
+        let h: SocketAddr = "10.0.0.1:7100".parse().unwrap();
+        let now = Instant::now();
+        let mut t = PidTable::default();
+        assert_eq!(t.register(h, 1, reg(100, 1), now), Ok(1));
+        assert_eq!(t.register(h, 1, reg(101, 1), now), Ok(2));
+        // The same process again keeps its pid_d.
+        assert_eq!(t.register(h, 1, reg(100, 1), now), Ok(1));
+        t.unregister(1, h, 100).unwrap();
+        assert_eq!(t.register(h, 1, reg(100, 1), now), Ok(3));
+        // A recycled pid (new start time) replaces the stale record.
+        assert_eq!(t.register(h, 1, reg(101, 9), now), Ok(4));
+        assert!(t.lookup(2, now).is_none());
+        let r = t.lookup(4, now).unwrap();
+        assert_eq!((r.host, r.pid, r.starttime, r.mailbox), (h, 101, 9, 5));
+        assert_eq!(t.list(now).len(), 2);
+    }
+
+    #[test]
+    fn unregister_needs_the_whole_triple() {
+        let (h1, h2): (SocketAddr, SocketAddr) = (
+            "10.0.0.1:7100".parse().unwrap(),
+            "10.0.0.2:7100".parse().unwrap(),
+        );
+        let now = Instant::now();
+        let mut t = PidTable::default();
+        let p = t.register(h1, 1, reg(100, 1), now).unwrap();
+        assert_eq!(t.unregister(p, h2, 100).unwrap_err().0, libc::EPERM);
+        assert_eq!(t.unregister(p, h1, 101).unwrap_err().0, libc::EPERM);
+        assert_eq!(t.unregister(p + 1, h1, 100).unwrap_err().0, libc::ESRCH);
+        assert!(t.lookup(p, now).is_some(), "a refused uregist removed it");
+        t.unregister(p, h1, 100).unwrap();
+        assert_eq!(t.unregister(p, h1, 100).unwrap_err().0, libc::ESRCH);
+    }
+
+    #[test]
+    fn a_closed_connection_drops_its_records_and_restores_keep_ids() {
+        let (h1, h2): (SocketAddr, SocketAddr) = (
+            "10.0.0.1:7100".parse().unwrap(),
+            "10.0.0.2:7100".parse().unwrap(),
+        );
+        let now = Instant::now();
+        let mut t = PidTable::default();
+        let a = t.register(h1, 1, reg(100, 1), now).unwrap();
+        let b = t.register(h2, 2, reg(200, 1), now).unwrap();
+        assert_eq!(t.conn_closed(1), 1);
+        assert!(t.lookup(a, now).is_none());
+        assert!(t.lookup(b, now).is_some());
+        // h1 joins again on connection 3 and restores its process.
+        let mut r = reg(100, 1);
+        r.pid_d = a;
+        assert_eq!(t.register(h1, 3, r, now), Ok(a));
+        // A restore of an id now taken is refused.
+        let mut r = reg(300, 1);
+        r.pid_d = b;
+        assert_eq!(t.register(h1, 3, r, now).unwrap_err().0, libc::EEXIST);
+        // A restore above the counter moves the counter past it.
+        let mut r = reg(400, 1);
+        r.pid_d = 50;
+        assert_eq!(t.register(h1, 3, r, now), Ok(50));
+        assert_eq!(t.register(h1, 3, reg(401, 1), now), Ok(51));
+        assert_eq!(t.conn_closed(3), 3);
+        assert_eq!(t.list(now).len(), 1);
+    }
+}
