@@ -700,17 +700,12 @@ fn in_child() -> bool {
     std::env::var_os("DIPC_SHM_CHILD").is_some()
 }
 
-/// Runs the ignored test `name` in a child process and returns how it
+/// Runs the test `name` again in a child process (where [`in_child`] is
+/// true, so it runs its child body) and returns how it
 /// ended, with its output (shown when the test fails).
 fn run_child(name: &str) -> Child {
     let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            name,
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
         .env("DIPC_SHM_CHILD", "1")
         .output()
         .unwrap();
@@ -741,15 +736,14 @@ fn assert_signal(child: Child, sig: i32) {
 
 #[test]
 fn lost_unit_raises_sigbus() {
-    assert_signal(run_child("child_lost_unit"), libc::SIGBUS);
+    if in_child() {
+        return child_lost_unit();
+    }
+    assert_signal(run_child("lost_unit_raises_sigbus"), libc::SIGBUS);
 }
 
-#[test]
-#[ignore = "runs in a child process of lost_unit_raises_sigbus"]
+/// The child process of `lost_unit_raises_sigbus`.
 fn child_lost_unit() {
-    if !in_child() {
-        return;
-    }
     let pg = page();
     let (mut m, p) = attach(2 * pg, pg, false, WAIT);
     // Every fault on the unit is answered ShmLost, with the connection
@@ -765,15 +759,14 @@ fn child_lost_unit() {
 
 #[test]
 fn dead_connection_raises_sigbus() {
-    assert_signal(run_child("child_dead_connection"), libc::SIGBUS);
+    if in_child() {
+        return child_dead_connection();
+    }
+    assert_signal(run_child("dead_connection_raises_sigbus"), libc::SIGBUS);
 }
 
-#[test]
-#[ignore = "runs in a child process of dead_connection_raises_sigbus"]
+/// The child process of `dead_connection_raises_sigbus`.
 fn child_dead_connection() {
-    if !in_child() {
-        return;
-    }
     let pg = page();
     let (m, p) = attach(2 * pg, pg, false, WAIT);
     drop(m);
@@ -783,17 +776,19 @@ fn child_dead_connection() {
 
 #[test]
 fn fault_without_answer_raises_sigbus_within_the_time_out() {
+    if in_child() {
+        return child_no_answer();
+    }
     let t0 = Instant::now();
-    assert_signal(run_child("child_no_answer"), libc::SIGBUS);
+    assert_signal(
+        run_child("fault_without_answer_raises_sigbus_within_the_time_out"),
+        libc::SIGBUS,
+    );
     assert!(t0.elapsed() < WAIT, "took {:?}", t0.elapsed());
 }
 
-#[test]
-#[ignore = "runs in a child process of fault_without_answer_raises_sigbus_within_the_time_out"]
+/// The child process of `fault_without_answer_raises_sigbus_within_the_time_out`.
 fn child_no_answer() {
-    if !in_child() {
-        return;
-    }
     let pg = page();
     let (mut m, p) = attach(pg, pg, false, Duration::from_millis(300));
     thread::spawn(move || {
@@ -807,15 +802,14 @@ fn child_no_answer() {
 
 #[test]
 fn protocol_error_kills_the_segment() {
-    assert_signal(run_child("child_protocol_error"), libc::SIGBUS);
+    if in_child() {
+        return child_protocol_error();
+    }
+    assert_signal(run_child("protocol_error_kills_the_segment"), libc::SIGBUS);
 }
 
-#[test]
-#[ignore = "runs in a child process of protocol_error_kills_the_segment"]
+/// The child process of `protocol_error_kills_the_segment`.
 fn child_protocol_error() {
-    if !in_child() {
-        return;
-    }
     let pg = page();
     let (mut m, p) = attach(pg, pg, false, WAIT);
     thread::spawn(move || {
@@ -834,15 +828,17 @@ fn child_protocol_error() {
 
 #[test]
 fn foreign_segv_still_kills_with_sigsegv() {
-    assert_signal(run_child("child_null_deref"), libc::SIGSEGV);
+    if in_child() {
+        return child_null_deref();
+    }
+    assert_signal(
+        run_child("foreign_segv_still_kills_with_sigsegv"),
+        libc::SIGSEGV,
+    );
 }
 
-#[test]
-#[ignore = "runs in a child process of foreign_segv_still_kills_with_sigsegv"]
+/// The child process of `foreign_segv_still_kills_with_sigsegv`.
 fn child_null_deref() {
-    if !in_child() {
-        return;
-    }
     let pg = page();
     let (_m, _p) = attach(pg, pg, false, WAIT);
     let null = std::hint::black_box(std::ptr::null::<u8>());
@@ -853,7 +849,10 @@ fn child_null_deref() {
 
 #[test]
 fn foreign_segv_reaches_the_programs_handler() {
-    let child = run_child("child_own_handler");
+    if in_child() {
+        return child_own_handler();
+    }
+    let child = run_child("foreign_segv_reaches_the_programs_handler");
     assert_eq!(child.status.code(), Some(42), "{}", child.output);
 }
 
@@ -865,12 +864,8 @@ extern "C" fn own_handler(_: i32, info: *mut libc::siginfo_t, _: *mut libc::c_vo
     }
 }
 
-#[test]
-#[ignore = "runs in a child process of foreign_segv_reaches_the_programs_handler"]
+/// The child process of `foreign_segv_reaches_the_programs_handler`.
 fn child_own_handler() {
-    if !in_child() {
-        return;
-    }
     // SAFETY: installing an SA_SIGINFO handler that only calls _exit.
     unsafe {
         let mut sa: libc::sigaction = std::mem::zeroed();
@@ -893,15 +888,17 @@ fn child_own_handler() {
 
 #[test]
 fn write_to_a_read_only_attachment_is_sigsegv() {
-    assert_signal(run_child("child_readonly_write"), libc::SIGSEGV);
+    if in_child() {
+        return child_readonly_write();
+    }
+    assert_signal(
+        run_child("write_to_a_read_only_attachment_is_sigsegv"),
+        libc::SIGSEGV,
+    );
 }
 
-#[test]
-#[ignore = "runs in a child process of write_to_a_read_only_attachment_is_sigsegv"]
+/// The child process of `write_to_a_read_only_attachment_is_sigsegv`.
 fn child_readonly_write() {
-    if !in_child() {
-        return;
-    }
     let pg = page();
     let (mut m, p) = attach(pg, pg, true, WAIT);
     let r = in_thread(move || p.read(0));
@@ -957,6 +954,9 @@ fn a_fork_child_drops_the_attachment_and_the_parent_keeps_it() {
 
 #[test]
 fn exit_writes_back_what_the_process_wrote() {
+    if in_child() {
+        return child_exit_writes_back();
+    }
     use std::os::fd::AsRawFd;
     use std::os::unix::process::CommandExt;
     let pg = page();
@@ -965,9 +965,8 @@ fn exit_writes_back_what_the_process_wrote() {
     let fd = theirs.as_raw_fd();
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.args([
-        "child_exit_writes_back",
+        "exit_writes_back_what_the_process_wrote",
         "--exact",
-        "--ignored",
         "--test-threads=1",
     ])
     .env("DIPC_SHM_CHILD", "1")
@@ -1002,13 +1001,9 @@ fn exit_writes_back_what_the_process_wrote() {
     );
 }
 
-#[test]
-#[ignore = "runs in a child process of exit_writes_back_what_the_process_wrote"]
+/// The child process of `exit_writes_back_what_the_process_wrote`.
 fn child_exit_writes_back() {
     use std::os::fd::FromRawFd;
-    if !in_child() {
-        return;
-    }
     let fd: i32 = std::env::var("DIPC_SHM_FD").unwrap().parse().unwrap();
     // SAFETY: the parent passed us this end of a socket pair.
     let s = unsafe { UnixStream::from_raw_fd(fd) };
@@ -1022,7 +1017,10 @@ fn child_exit_writes_back() {
 
 #[test]
 fn sigbus_carries_the_faulting_address() {
-    let child = run_child("child_sigbus_address");
+    if in_child() {
+        return child_sigbus_address();
+    }
+    let child = run_child("sigbus_carries_the_faulting_address");
     assert_eq!(child.status.code(), Some(44), "{}", child.output);
 }
 
@@ -1039,12 +1037,8 @@ extern "C" fn bus_handler(_: i32, info: *mut libc::siginfo_t, _: *mut libc::c_vo
     }
 }
 
-#[test]
-#[ignore = "runs in a child process of sigbus_carries_the_faulting_address"]
+/// The child process of `sigbus_carries_the_faulting_address`.
 fn child_sigbus_address() {
-    if !in_child() {
-        return;
-    }
     // SAFETY: installing an SA_SIGINFO handler that only calls _exit.
     unsafe {
         let mut sa: libc::sigaction = std::mem::zeroed();
@@ -1081,15 +1075,17 @@ fn slots_are_reused_after_detach() {
 
 #[test]
 fn a_dead_segment_raises_sigbus_even_where_it_was_readable() {
-    assert_signal(run_child("child_dead_segment"), libc::SIGBUS);
+    if in_child() {
+        return child_dead_segment();
+    }
+    assert_signal(
+        run_child("a_dead_segment_raises_sigbus_even_where_it_was_readable"),
+        libc::SIGBUS,
+    );
 }
 
-#[test]
-#[ignore = "runs in a child process of a_dead_segment_raises_sigbus_even_where_it_was_readable"]
+/// The child process of `a_dead_segment_raises_sigbus_even_where_it_was_readable`.
 fn child_dead_segment() {
-    if !in_child() {
-        return;
-    }
     let pg = page();
     let (mut m, p) = attach(2 * pg, pg, false, WAIT);
     let r = in_thread(move || p.read(0));
