@@ -120,6 +120,36 @@ pub fn route(ops: &KindOps, id: i32) -> Route {
     r
 }
 
+/// `IPC_RMID` of any kind: the plain call for a structure of this host,
+/// `remote_rmid(owner, owner_id)` (the call made by the worker on the
+/// owner) for one owned elsewhere; a distributed structure's key is then
+/// freed cluster-wide.
+pub fn remove(
+    ops: &KindOps,
+    id: i32,
+    remote_rmid: impl FnOnce(std::net::SocketAddr, i32) -> Result<Message, Errno>,
+) -> Result<(), Errno> {
+    match route(ops, id) {
+        Route::Local => (ops.rmid)(id),
+        Route::Owned { key } => {
+            (ops.rmid)(id)?;
+            removed(ops.kind, id, key, id);
+            Ok(())
+        }
+        Route::Remote {
+            owner,
+            id: rid,
+            key,
+        } => match remote_rmid(owner, rid)? {
+            Message::Done { .. } => {
+                removed(ops.kind, id, key, rid);
+                Ok(())
+            }
+            _ => Err(libc::EPROTO),
+        },
+    }
+}
+
 /// After a successful `IPC_RMID` of a distributed structure: free the key
 /// cluster-wide (every host then drops its placeholder).
 pub fn removed(kind: IpcKind, local_id: i32, key: i32, owner_id: i32) {

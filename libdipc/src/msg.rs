@@ -144,25 +144,9 @@ pub fn set(id: i32, set: &IpcSet) -> Result<(), Errno> {
 
 /// `msgctl` with `IPC_RMID`: removes the queue, everywhere.
 pub fn remove(id: i32) -> Result<(), Errno> {
-    match route(id) {
-        Route::Local => sysv::msgctl_rmid(id),
-        Route::Owned { key } => {
-            sysv::msgctl_rmid(id)?;
-            dist::removed(IpcKind::Msg, id, key, id);
-            Ok(())
-        }
-        Route::Remote {
-            owner,
-            id: rid,
-            key,
-        } => match remote_ctl(owner, rid, libc::IPC_RMID, None)? {
-            Message::Done { .. } => {
-                dist::removed(IpcKind::Msg, id, key, rid);
-                Ok(())
-            }
-            _ => Err(libc::EPROTO),
-        },
-    }
+    dist::remove(&OPS, id, |owner, rid| {
+        remote_ctl(owner, rid, libc::IPC_RMID, None)
+    })
 }
 
 /// Whether `id` (as returned by [`get`]) is owned by another host.

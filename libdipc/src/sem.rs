@@ -173,25 +173,9 @@ pub fn set(id: i32, s: &IpcSet) -> Result<(), Errno> {
 
 /// `IPC_RMID`: removes the set everywhere; blocked callers get `EIDRM`.
 pub fn remove(id: i32) -> Result<(), Errno> {
-    match route(id) {
-        Route::Local => rmid(id),
-        Route::Owned { key } => {
-            rmid(id)?;
-            dist::removed(IpcKind::Sem, id, key, id);
-            Ok(())
-        }
-        Route::Remote {
-            owner,
-            id: rid,
-            key,
-        } => match remote_ctl(owner, rid, 0, libc::IPC_RMID, SemArg::None)? {
-            Message::Done { .. } => {
-                dist::removed(IpcKind::Sem, id, key, rid);
-                Ok(())
-            }
-            _ => Err(libc::EPROTO),
-        },
-    }
+    dist::remove(&OPS, id, |owner, rid| {
+        remote_ctl(owner, rid, 0, libc::IPC_RMID, SemArg::None)
+    })
 }
 
 /// A semaphore set, for Rust programs.

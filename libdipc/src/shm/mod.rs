@@ -388,25 +388,9 @@ pub fn set(id: i32, set: &IpcSet) -> Result<(), Errno> {
 /// `shmctl` with `IPC_RMID`: marks the segment for removal, everywhere; it
 /// goes when the last attach anywhere ends, and its key is free at once.
 pub fn remove(id: i32) -> Result<(), Errno> {
-    match route(id) {
-        Route::Local => sysv::shmctl_rmid(id),
-        Route::Owned { key } => {
-            sysv::shmctl_rmid(id)?;
-            dist::removed(IpcKind::Shm, id, key, id);
-            Ok(())
-        }
-        Route::Remote {
-            owner,
-            id: rid,
-            key,
-        } => match remote_ctl(owner, rid, libc::IPC_RMID, None)? {
-            Message::Done { .. } => {
-                dist::removed(IpcKind::Shm, id, key, rid);
-                Ok(())
-            }
-            _ => Err(libc::EPROTO),
-        },
-    }
+    dist::remove(&OPS, id, |owner, rid| {
+        remote_ctl(owner, rid, libc::IPC_RMID, None)
+    })
 }
 
 /// Whether `id` (as returned by [`get`]) is a distributed segment (owned
