@@ -68,11 +68,27 @@ impl ChannelError {
 
 /// A blocking, framed connection. Time-outs are those set on the socket
 /// (`set_read_timeout`), so a dead peer gives [`ChannelError::TimedOut`].
+///
+/// A channel made with [`Channel::new`] reads exactly one frame at a time
+/// and never takes a byte past it, so the socket can be handed to another
+/// process (or carry a descriptor next, see `sys::recv_fd`) between
+/// frames. One made with [`Channel::read_ahead`] reads what the socket has
+/// into a buffer (one system call per frame instead of two); it suits a
+/// socket its owner keeps, and [`Channel::buffered`] tells whether bytes
+/// of a later frame are waiting in it.
 pub struct Channel<S> {
     stream: S,
     max_frame: u32,
     out: Vec<u8>,
+    /// Read-ahead buffer (empty for an exact channel); `rbuf[start..end]`
+    /// holds bytes received and not yet taken as frames.
+    rbuf: Vec<u8>,
+    start: usize,
+    end: usize,
 }
+
+/// The read-ahead buffer's usual size; it grows to hold a longer frame.
+const READ_AHEAD: usize = 16 * 1024;
 
 impl<S: Read + Write> Channel<S> {
     pub fn new(stream: S, max_frame: u32) -> Self {
@@ -80,7 +96,24 @@ impl<S: Read + Write> Channel<S> {
             stream,
             max_frame,
             out: Vec::new(),
+            rbuf: Vec::new(),
+            start: 0,
+            end: 0,
         }
+    }
+
+    /// A channel that reads ahead (see the type's documentation).
+    pub fn read_ahead(stream: S, max_frame: u32) -> Self {
+        Channel {
+            rbuf: vec![0; READ_AHEAD],
+            ..Channel::new(stream, max_frame)
+        }
+    }
+
+    /// Bytes received beyond the frames taken so far (always 0 for an
+    /// exact channel).
+    pub fn buffered(&self) -> usize {
+        self.end - self.start
     }
 
     pub fn get_ref(&self) -> &S {
@@ -115,17 +148,23 @@ impl<S: Read + Write> Channel<S> {
     }
 
     fn recv_inner(&mut self, interruptible: bool) -> Result<(u64, Message), ChannelError> {
+        if !self.rbuf.is_empty() {
+            return self.recv_ahead(interruptible);
+        }
         let mut head = [0u8; HEADER_LEN];
         if interruptible {
-            match self.stream.read(&mut head[..1]) {
+            // A read that fails with EINTR has taken nothing, so the first
+            // read may ask for the whole header: one system call in the
+            // usual case, and still no lost sync after an interruption.
+            let got = match self.stream.read(&mut head) {
                 Ok(0) => return Err(ChannelError::Closed),
-                Ok(_) => {}
+                Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {
                     return Err(ChannelError::Interrupted)
                 }
                 Err(e) => return Err(e.into()),
-            }
-            self.read_full(&mut head[1..], false)?;
+            };
+            self.read_full(&mut head[got..], false)?;
         } else {
             self.read_full(&mut head, true)?;
         }
@@ -134,6 +173,50 @@ impl<S: Read + Write> Channel<S> {
         let mut payload = vec![0u8; h.len as usize];
         self.read_full(&mut payload, false)?;
         Ok((h.request_id, Message::decode(h.kind, &payload)?))
+    }
+
+    fn recv_ahead(&mut self, interruptible: bool) -> Result<(u64, Message), ChannelError> {
+        loop {
+            let avail = &self.rbuf[self.start..self.end];
+            // decode_frame checks the header's length against max_frame
+            // before anything waits for the payload, so the buffer below
+            // never grows past one maximal frame.
+            if let Some((used, id, msg)) = wire::decode_frame(avail, self.max_frame)? {
+                self.start += used;
+                if self.start == self.end {
+                    self.start = 0;
+                    self.end = 0;
+                }
+                return Ok((id, msg));
+            }
+            let begun = self.start < self.end;
+            if self.start > 0 {
+                self.rbuf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
+            if let Some(head) = self.rbuf[..self.end].first_chunk::<HEADER_LEN>() {
+                let whole = HEADER_LEN + wire::parse_header(head, self.max_frame)?.len as usize;
+                if whole > self.rbuf.len() {
+                    self.rbuf.resize(whole, 0);
+                }
+            }
+            match self.stream.read(&mut self.rbuf[self.end..]) {
+                Ok(0) if !begun => return Err(ChannelError::Closed),
+                Ok(0) => {
+                    return Err(ChannelError::Wire(WireError::Truncated {
+                        field: "frame (connection closed mid-frame)",
+                    }))
+                }
+                Ok(n) => self.end += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                    if interruptible && !begun {
+                        return Err(ChannelError::Interrupted);
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// Sends a request and waits for the reply carrying the same id.
@@ -274,6 +357,91 @@ mod tests {
             .unwrap();
         let mut ca = Channel::new(a, 4096);
         assert!(matches!(ca.recv(), Err(ChannelError::TimedOut)));
+    }
+
+    #[test]
+    fn read_ahead_takes_frames_out_of_one_read() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let mut ca = Channel::read_ahead(a, 64 * 1024);
+        let mut bytes = Vec::new();
+        wire::encode_frame(1, &Message::Ping, &mut bytes);
+        // Longer than the read-ahead buffer: it grows to hold the frame.
+        let big = Message::error(7, "x".repeat(40_000));
+        wire::encode_frame(2, &big, &mut bytes);
+        wire::encode_frame(3, &Message::Pong, &mut bytes);
+        let (first, rest) = bytes.split_at(HEADER_LEN + 3);
+        let writer = std::thread::spawn({
+            let mut b2 = b.try_clone().unwrap();
+            let first = first.to_vec();
+            let rest = rest.to_vec();
+            move || {
+                b2.write_all(&first).unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                b2.write_all(&rest).unwrap();
+            }
+        });
+        assert_eq!(ca.recv().unwrap(), (1, Message::Ping));
+        assert_eq!(ca.recv().unwrap(), (2, big));
+        writer.join().unwrap();
+        assert_eq!(ca.recv().unwrap(), (3, Message::Pong));
+        assert_eq!(ca.buffered(), 0);
+        // A frame cut short by the peer is a protocol error, a header
+        // over the limit too; neither makes the buffer grow without bound.
+        let mut cut = Vec::new();
+        wire::encode_frame(5, &Message::error(7, "z"), &mut cut);
+        b.write_all(&cut[..HEADER_LEN + 1]).unwrap();
+        drop(b);
+        assert!(matches!(ca.recv(), Err(ChannelError::Wire(_))));
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let mut ca = Channel::read_ahead(a, 1024);
+        let mut huge = Vec::new();
+        wire::encode_frame(4, &Message::error(7, "y".repeat(2000)), &mut huge);
+        b.write_all(&huge[..HEADER_LEN]).unwrap();
+        assert!(matches!(ca.recv(), Err(ChannelError::Wire(_))));
+    }
+
+    #[test]
+    fn read_ahead_is_interrupted_only_between_frames() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        // No read time-out: a signal restarts nothing, read returns EINTR.
+        let mut ca = Channel::read_ahead(a, 4096);
+        extern "C" fn nothing(_: libc::c_int) {}
+        // SAFETY: a handler that does nothing, installed without SA_RESTART.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = nothing as extern "C" fn(libc::c_int) as usize;
+            libc::sigaction(libc::SIGUSR2, &sa, std::ptr::null_mut());
+        }
+        // SAFETY: pthread_self is always valid.
+        let me = unsafe { libc::pthread_self() } as usize;
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            // SAFETY: the receiving thread is alive and waiting in recv.
+            unsafe { libc::pthread_kill(me as libc::pthread_t, libc::SIGUSR2) };
+        });
+        assert!(matches!(
+            ca.recv_interruptible(),
+            Err(ChannelError::Interrupted)
+        ));
+        t.join().unwrap();
+        // Once a frame has begun, a signal does not cut it off.
+        let mut bytes = Vec::new();
+        wire::encode_frame(6, &Message::error(7, "half"), &mut bytes);
+        b.write_all(&bytes[..HEADER_LEN + 2]).unwrap();
+        let rest = bytes[HEADER_LEN + 2..].to_vec();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            // SAFETY: as above.
+            unsafe { libc::pthread_kill(me as libc::pthread_t, libc::SIGUSR2) };
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            b.write_all(&rest).unwrap();
+            b
+        });
+        assert_eq!(
+            ca.recv_interruptible().unwrap(),
+            (6, Message::error(7, "half"))
+        );
+        drop(t.join().unwrap());
     }
 
     #[test]

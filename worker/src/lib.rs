@@ -34,7 +34,9 @@ pub fn serve(stream: TcpStream, peer: IpAddr, config: &Config, secret: &Secret) 
         warn!("worker for {peer}: {e}");
         return 1;
     }
-    let mut ch = Channel::new(stream, config.max_frame);
+    // The worker keeps its socket (but for a shared memory attach, checked
+    // there), so it may read ahead.
+    let mut ch = Channel::read_ahead(stream, config.max_frame);
     let hs = match server_handshake(&mut ch, secret) {
         Ok(hs) => hs,
         Err(e) => {
@@ -53,10 +55,13 @@ pub fn serve(stream: TcpStream, peer: IpAddr, config: &Config, secret: &Secret) 
         warn!("worker for {peer}: {e}");
         return 1;
     }
-    if let Err(e) = interrupt_on_input(ch.get_ref()) {
-        warn!("worker for {peer}: {e}");
-        return 1;
-    }
+    let sigio = match interrupt_on_input(ch.get_ref()) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!("worker for {peer}: {e}");
+            return 1;
+        }
+    };
     let mut caller: Option<i32> = None;
     // The caller's pid_d, as its dipcd vouched for it (0: not registered).
     let mut sender: Option<i64> = None;
@@ -97,6 +102,12 @@ pub fn serve(stream: TcpStream, peer: IpAddr, config: &Config, secret: &Secret) 
                 libc::EPERM,
                 format!("{} before the session's credentials", req.kind().name()),
             ),
+            // The attach hands the socket over: the caller waits for the
+            // manager's answer, so nothing may follow the attach yet.
+            Message::ShmAttach { .. } if ch.buffered() > 0 => Message::error(
+                libc::EPROTO,
+                "a request sent behind ShmAttach, before its answer",
+            ),
             Message::ShmAttach {
                 id: sid, readonly, ..
             } => match shm::hand_over(config, ch.get_ref(), id, sid, readonly, hs.host) {
@@ -108,10 +119,21 @@ pub fn serve(stream: TcpStream, peer: IpAddr, config: &Config, secret: &Secret) 
             },
             Message::ShmCtl { id: sid, cmd, set } => shm::ctl(config, sid, cmd, set),
             Message::ShmQuery { id: sid } => shm::query(config, sid),
-            req => match interruptible(&mut ch, || handle(&req, sender.unwrap_or(0))) {
-                Some(reply) => reply,
-                None => return 0,
-            },
+            req => {
+                let sender = sender.unwrap_or(0);
+                // First without waiting: most calls do not block, and those
+                // then need no SIGIO switched on and off around them.
+                let quick = without_waiting(&req);
+                let first = handle(quick.as_ref().unwrap_or(&req), sender);
+                if quick.is_some() && would_block(&req, &first) {
+                    match interruptible(&mut ch, sigio, || handle(&req, sender)) {
+                        Some(reply) => reply,
+                        None => return 0,
+                    }
+                } else {
+                    first
+                }
+            }
         };
         if let Err(e) = ch.send(id, &reply) {
             info!("worker for {peer}: reply lost: {e}");
@@ -163,13 +185,63 @@ fn handle(req: &Message, sender: i64) -> Message {
     }
 }
 
+/// The call `req` with `IPC_NOWAIT` added, if `req` is one that may block
+/// (`None`: it cannot block, or has `IPC_NOWAIT` already).
+fn without_waiting(req: &Message) -> Option<Message> {
+    let nowait = |flags: i32| flags & libc::IPC_NOWAIT != 0;
+    let mut quick = req.clone();
+    match &mut quick {
+        Message::MsgSnd { flags, .. }
+        | Message::MsgRcv { flags, .. }
+        | Message::SendD { flags, .. } => {
+            if nowait(*flags) {
+                return None;
+            }
+            *flags |= libc::IPC_NOWAIT;
+        }
+        Message::SemOp { ops, .. } => {
+            if ops.iter().all(|o| nowait(i32::from(o.flg))) {
+                return None;
+            }
+            for o in ops.iter_mut() {
+                o.flg |= libc::IPC_NOWAIT as i16;
+            }
+        }
+        _ => return None,
+    }
+    Some(quick)
+}
+
+/// Whether `first`, the answer to `req` made without waiting, says that
+/// `req` as sent would have waited: it is then made again, as sent, with
+/// SIGIO on. A call that failed for want of waiting has done nothing, so
+/// making it again is the call the caller asked for.
+fn would_block(req: &Message, first: &Message) -> bool {
+    let Message::Error { errno, .. } = first else {
+        return false;
+    };
+    let wait_errno = match req {
+        Message::MsgRcv { .. } => libc::ENOMSG,
+        Message::MsgSnd { .. } | Message::SendD { .. } | Message::SemOp { .. } => libc::EAGAIN,
+        _ => return false,
+    };
+    *errno == wait_errno
+}
+
 extern "C" fn on_sigio(_: libc::c_int) {}
+
+/// The socket's file status flags without `O_ASYNC`, read once: toggling
+/// SIGIO on and off around a call then takes one `fcntl` each way.
+#[derive(Clone, Copy)]
+struct Sigio {
+    flags: libc::c_int,
+}
 
 /// Arranges for SIGIO to interrupt a blocking call whenever the caller
 /// sends something (a `Cancel`) or hangs up, while [`set_async`] has it
 /// on. The handler does nothing and is installed without SA_RESTART, so
 /// the System V call returns `EINTR`.
-fn interrupt_on_input(sock: &TcpStream) -> Result<(), String> {
+fn interrupt_on_input(sock: &TcpStream) -> Result<Sigio, String> {
     // SAFETY: installing a handler that does nothing is async-signal-safe;
     // the fcntl calls take a valid descriptor.
     unsafe {
@@ -182,30 +254,34 @@ fn interrupt_on_input(sock: &TcpStream) -> Result<(), String> {
         if libc::fcntl(sock.as_raw_fd(), libc::F_SETOWN, libc::getpid()) != 0 {
             return Err(format!("F_SETOWN: {}", std::io::Error::last_os_error()));
         }
+        let flags = libc::fcntl(sock.as_raw_fd(), libc::F_GETFL);
+        if flags < 0 {
+            return Err(format!("F_GETFL: {}", std::io::Error::last_os_error()));
+        }
+        Ok(Sigio {
+            flags: flags & !libc::O_ASYNC,
+        })
     }
-    Ok(())
 }
 
-/// Turns SIGIO on input on or off. It is on only while a call runs: a
-/// signal for every request would interrupt (and restart) each read of
-/// the next request for nothing. A `Cancel` that arrives just before it is
-/// turned on raises no signal, but the caller repeats its cancel until it
-/// has an answer, and the next one does.
-fn set_async(sock: &TcpStream, on: bool) {
-    let fd = sock.as_raw_fd();
-    // SAFETY: F_GETFL/F_SETFL on a descriptor we own.
-    unsafe {
-        let fl = libc::fcntl(fd, libc::F_GETFL);
-        if fl >= 0 {
-            let want = if on {
-                fl | libc::O_ASYNC
-            } else {
-                fl & !libc::O_ASYNC
-            };
-            if want != fl {
-                libc::fcntl(fd, libc::F_SETFL, want);
-            }
-        }
+/// Turns SIGIO on input on or off. It is on only while a call that waits
+/// runs: a signal for every request would interrupt (and restart) each
+/// read of the next request for nothing. A `Cancel` that arrives just
+/// before it is turned on raises no signal, but the caller repeats its
+/// cancel until it has an answer, and the next one does.
+fn set_async(sock: &TcpStream, sigio: Sigio, on: bool) {
+    let flags = if on {
+        sigio.flags | libc::O_ASYNC
+    } else {
+        sigio.flags
+    };
+    // SAFETY: F_SETFL on a descriptor we own.
+    if unsafe { libc::fcntl(sock.as_raw_fd(), libc::F_SETFL, flags) } != 0 {
+        warn!(
+            "worker: cannot switch SIGIO {}: {}",
+            if on { "on" } else { "off" },
+            std::io::Error::last_os_error()
+        );
     }
 }
 
@@ -216,11 +292,12 @@ fn set_async(sock: &TcpStream, on: bool) {
 /// System V call has done nothing.
 fn interruptible(
     ch: &mut Channel<TcpStream>,
+    sigio: Sigio,
     mut call: impl FnMut() -> Message,
 ) -> Option<Message> {
-    set_async(ch.get_ref(), true);
+    set_async(ch.get_ref(), sigio, true);
     let r = interruptible_inner(ch, &mut call);
-    set_async(ch.get_ref(), false);
+    set_async(ch.get_ref(), sigio, false);
     r
 }
 

@@ -325,28 +325,16 @@ fn time_limit(secs: u32, interrupt: bool) -> io::Result<()> {
     Ok(())
 }
 
-/// Median, 99th percentile (nearest rank) and minimum, in microseconds, of
-/// the result of bench `label` in report row group `group` (`size` is the
-/// payload in bytes, if the bench has one).
+/// The JSON line of bench `label` in report row group `group` (`size` is
+/// the payload in bytes, if the bench has one): median, 99th percentile
+/// (nearest rank) and minimum in microseconds and, so that `report` can
+/// pool the rounds of an interleaved run, every round trip (`samples_ns`).
 fn summary(label: &str, group: &str, size: Option<usize>, mut ns: Vec<u64>, extra: Value) -> Value {
     ns.sort_unstable();
-    let n = ns.len();
-    let us = |v: u64| (v as f64) / 1000.0;
-    let median = if n % 2 == 1 {
-        us(ns[n / 2])
-    } else {
-        (us(ns[n / 2 - 1]) + us(ns[n / 2])) / 2.0
-    };
-    let p99 = us(ns[(n * 99).div_ceil(100).max(1) - 1]);
-    let mut v = json!({
-        "bench": label,
-        "group": group,
-        "count": n,
-        "median_us": round3(median),
-        "p99_us": round3(p99),
-        "min_us": round3(us(ns[0])),
-    });
+    let mut v = json!({ "bench": label, "group": group });
     if let Some(o) = v.as_object_mut() {
+        o.extend(stats(&ns));
+        o.insert("samples_ns".into(), json!(ns));
         if let Some(size) = size {
             o.insert("size".into(), json!(size));
         }
@@ -355,6 +343,53 @@ fn summary(label: &str, group: &str, size: Option<usize>, mut ns: Vec<u64>, extr
         }
     }
     v
+}
+
+/// Count, and median, p99 and minimum in µs, of sorted round trips (ns).
+fn stats(ns: &[u64]) -> serde_json::Map<String, Value> {
+    let mut o = serde_json::Map::new();
+    let n = ns.len();
+    o.insert("count".into(), json!(n));
+    if n == 0 {
+        return o;
+    }
+    let us = |v: u64| (v as f64) / 1000.0;
+    let median = if n % 2 == 1 {
+        us(ns[n / 2])
+    } else {
+        (us(ns[n / 2 - 1]) + us(ns[n / 2])) / 2.0
+    };
+    let p99 = us(ns[(n * 99).div_ceil(100).max(1) - 1]);
+    o.insert("median_us".into(), json!(round3(median)));
+    o.insert("p99_us".into(), json!(round3(p99)));
+    o.insert("min_us".into(), json!(round3(us(ns[0]))));
+    o
+}
+
+/// Adds a later round of the same measurement to `into`: the round trips
+/// are pooled and the statistics taken again over all of them.
+fn merge_round(into: &mut Value, round: &Value) -> io::Result<()> {
+    let samples = |v: &Value| -> io::Result<Vec<u64>> {
+        v.get("samples_ns")
+            .and_then(Value::as_array)
+            .ok_or_else(|| err("a repeated measurement without samples_ns"))?
+            .iter()
+            .map(|x| {
+                x.as_u64()
+                    .ok_or_else(|| err("samples_ns holds a non-integer"))
+            })
+            .collect()
+    };
+    let mut ns = samples(into)?;
+    ns.extend(samples(round)?);
+    ns.sort_unstable();
+    let rounds = into.get("rounds").and_then(Value::as_u64).unwrap_or(1) + 1;
+    if let Some(o) = into.as_object_mut() {
+        o.extend(stats(&ns));
+        o.insert("samples_ns".into(), json!(ns));
+        o.insert("rounds".into(), json!(rounds));
+    }
+    Ok(())
 }
 
 fn round3(x: f64) -> f64 {
@@ -1205,7 +1240,6 @@ fn report(input: &str, as_json: bool) -> io::Result<()> {
     let mut by_row: BTreeMap<RowKey, BTreeMap<String, Value>> = BTreeMap::new();
     // The process-id group: bench -> result.
     let mut pid_rows: BTreeMap<String, Value> = BTreeMap::new();
-    let mut iterations = None;
     for (no, line) in reader.lines().enumerate() {
         let line = line?;
         if line.trim().is_empty() {
@@ -1229,18 +1263,27 @@ fn report(input: &str, as_json: bool) -> io::Result<()> {
         } else {
             (true, group.to_string(), 0)
         };
-        if iterations.is_none() {
-            iterations = v.get("count").and_then(Value::as_u64);
+        match by_row.entry(key).or_default().entry(bench.to_string()) {
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(v);
+            }
+            std::collections::btree_map::Entry::Occupied(mut e) => {
+                merge_round(e.get_mut(), &v).map_err(|e| err(format!("{input}:{}: {e}", no + 1)))?
+            }
         }
-        by_row
-            .entry(key)
-            .or_default()
-            .insert(bench.to_string(), v.clone());
     }
     if by_row.is_empty() && pid_rows.is_empty() {
         return Err(err(format!("{input}: no results")));
     }
     let pid = pid_summary(&pid_rows);
+    // Round trips per figure and the rounds they were taken in, as the
+    // first figure has them (every figure of a run has the same).
+    let first = by_row.values().next().and_then(|b| b.values().next());
+    let iterations = first.and_then(|v| v.get("count")).and_then(Value::as_u64);
+    let rounds = first
+        .and_then(|v| v.get("rounds"))
+        .and_then(Value::as_u64)
+        .unwrap_or(1);
 
     let mut rows = Vec::new();
     for ((_, group, size), benches) in &by_row {
@@ -1252,7 +1295,15 @@ fn report(input: &str, as_json: bool) -> io::Result<()> {
         for (name, _) in BENCHES {
             if let Some(v) = benches.get(name) {
                 let mut o = serde_json::Map::new();
-                for k in ["median_us", "p99_us", "min_us", "count", "size", "remote"] {
+                for k in [
+                    "median_us",
+                    "p99_us",
+                    "min_us",
+                    "count",
+                    "rounds",
+                    "size",
+                    "remote",
+                ] {
                     if let Some(x) = v.get(k) {
                         o.insert(k.into(), x.clone());
                     }
@@ -1275,6 +1326,7 @@ fn report(input: &str, as_json: bool) -> io::Result<()> {
     if as_json {
         let v = json!({
             "iterations": iterations,
+            "rounds": rounds,
             "unit": "us",
             "statistic": "median and p99 of round trips",
             "groups": {
@@ -1312,8 +1364,9 @@ fn report(input: &str, as_json: bool) -> io::Result<()> {
     if !rows.is_empty() {
         writeln!(
             out,
-            "round trips in µs, median / p99 of {} after warm-up",
-            iterations.map_or("?".to_string(), |n| n.to_string())
+            "round trips in µs, median / p99 of {} after warm-up, in {rounds} interleaved round{}",
+            iterations.map_or("?".to_string(), |n| n.to_string()),
+            if rounds == 1 { "" } else { "s" }
         )?;
         writeln!(
             out,
