@@ -272,6 +272,27 @@ pub fn shm_into(info: &ShmInfo, ds: &mut libc::shmid_ds) {
     ds.shm_nattch = info.nattch;
 }
 
+/// `msgget` with `flags` as given (the caller strips `IPC_DIPC`).
+pub fn msgget(key: i32, flags: i32) -> Result<i32, i32> {
+    // SAFETY: msgget takes plain integers.
+    let id = unsafe { libc::msgget(key, flags) };
+    if id < 0 {
+        return Err(errno());
+    }
+    Ok(id)
+}
+
+/// `semget` with `flags` as given (the caller strips `IPC_DIPC`).
+pub fn semget(key: i32, nsems: u64, flags: i32) -> Result<i32, i32> {
+    let nsems = i32::try_from(nsems).map_err(|_| libc::EINVAL)?;
+    // SAFETY: semget takes plain integers.
+    let id = unsafe { libc::semget(key, nsems, flags) };
+    if id < 0 {
+        return Err(errno());
+    }
+    Ok(id)
+}
+
 /// `shmget` with `flags` as given (the caller strips `IPC_DIPC`, which is
 /// `SHM_NORESERVE` to the kernel).
 pub fn shmget(key: i32, size: u64, flags: i32) -> Result<i32, i32> {

@@ -296,6 +296,7 @@ kinds! {
     Resolve = 59,
     Session = 60,
     Connect = 61,
+    IpcGet = 62,
     MsgSnd = 70,
     MsgRcv = 71,
     MsgData = 72,
@@ -451,6 +452,18 @@ pub enum Message {
     /// `Done`, followed by the connected socket passed with SCM_RIGHTS.
     Connect {
         target: SocketAddr,
+    },
+    /// On a session: the plain `msgget`/`semget`/`shmget` of an existing
+    /// key on its owner, as the caller, with the caller's permission bits
+    /// (`flags`, without `IPC_CREAT`/`IPC_EXCL`) and `size` (`nsems` for a
+    /// set, bytes for a segment, unused for a queue), so that a get from
+    /// another host fails as the owner's kernel would (`EACCES`,
+    /// `EINVAL`). The reply is `Done { value: owner's id }` or the error.
+    IpcGet {
+        kind: IpcKind,
+        key: i32,
+        flags: i32,
+        size: u64,
     },
     // The calls below travel on a session connection (see `Connect`) to
     // the worker on the structure's owner; `id` is the owner's id.
@@ -664,6 +677,7 @@ impl Message {
             Message::Resolve { .. } => Kind::Resolve,
             Message::Session { .. } => Kind::Session,
             Message::Connect { .. } => Kind::Connect,
+            Message::IpcGet { .. } => Kind::IpcGet,
             Message::MsgSnd { .. } => Kind::MsgSnd,
             Message::MsgRcv { .. } => Kind::MsgRcv,
             Message::MsgData { .. } => Kind::MsgData,
@@ -736,6 +750,17 @@ impl Message {
                 }
             }
             Message::Connect { target } => w.addr(target),
+            Message::IpcGet {
+                kind,
+                key,
+                flags,
+                size,
+            } => {
+                w.u8(*kind as u8);
+                w.i32(*key);
+                w.i32(*flags);
+                w.u64(*size);
+            }
             Message::Error { errno, message } => {
                 w.i32(*errno);
                 w.string(message);
@@ -1088,6 +1113,12 @@ impl Message {
             Kind::Ping => Message::Ping,
             Kind::Connect => Message::Connect {
                 target: r.addr("target")?,
+            },
+            Kind::IpcGet => Message::IpcGet {
+                kind: r.kind()?,
+                key: r.i32("key")?,
+                flags: r.i32("flags")?,
+                size: r.u64("size")?,
             },
             Kind::Pong => Message::Pong,
             Kind::Error => Message::Error {
@@ -1724,6 +1755,12 @@ mod tests {
             },
             Message::Ping,
             Message::Connect { target: a6 },
+            Message::IpcGet {
+                kind: IpcKind::Sem,
+                key: 0x4242,
+                flags: 0o600,
+                size: 3,
+            },
             Message::Pong,
             Message::error(libc::EACCES, "permission denied ✓"),
             Message::Done { value: -3 },

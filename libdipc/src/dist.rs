@@ -90,6 +90,27 @@ pub fn get(ops: &KindOps, key: i32, flags: i32, size: u64) -> Result<i32, Errno>
                 Err(e) => return Err(e),
             }
         }
+        // Another host's: its kernel checks the permissions asked for (and
+        // a set's or segment's size) with this caller's credentials, as a
+        // local *get of the key would.
+        let check = Message::IpcGet {
+            kind,
+            key,
+            flags: flags & 0o777,
+            size,
+        };
+        match state::remote(owner, &check, false).map_err(client_errno) {
+            Ok(Message::Done { value }) if value == i64::from(id) => {}
+            // Removed on the owner without the referee being told (the
+            // key may since name another structure there): free the key
+            // and ask again.
+            Ok(Message::Done { .. }) | Err(libc::ENOENT) => {
+                let _ = state::control(&Message::KeyRemove { kind, key, id });
+                continue;
+            }
+            Ok(_) => return Err(libc::EPROTO),
+            Err(e) => return Err(e),
+        }
         state::set_route(kind, local_id, Route::Remote { owner, id, key });
         return Ok(local_id);
     }

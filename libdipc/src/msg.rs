@@ -17,13 +17,7 @@ use std::io;
 use std::mem::size_of;
 
 fn plain_get(key: i32, flags: i32, _size: u64) -> Result<i32, Errno> {
-    // SAFETY: msgget takes plain integers.
-    let id = unsafe { libc::msgget(key, flags) };
-    if id < 0 {
-        Err(sysv::errno())
-    } else {
-        Ok(id)
-    }
+    sysv::msgget(key, flags)
 }
 
 fn maybe_placeholder(id: i32) -> bool {

@@ -21,14 +21,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 fn plain_get(key: i32, flags: i32, nsems: u64) -> Result<i32, Errno> {
-    let nsems = i32::try_from(nsems).map_err(|_| libc::EINVAL)?;
-    // SAFETY: semget takes plain integers.
-    let id = unsafe { libc::semget(key, nsems, flags) };
-    if id < 0 {
-        Err(sysv::errno())
-    } else {
-        Ok(id)
-    }
+    sysv::semget(key, nsems, flags)
 }
 
 fn rmid(id: i32) -> Result<(), Errno> {

@@ -211,6 +211,15 @@ fn worker(mut ch: Channel<UnixStream>, seen: Arc<Mutex<Seen>>) {
             Message::ShmAttach { .. } => {
                 return manager_after(ch, rid, msg, REMOTE_ID, REMOTE_SIZE, seen, count)
             }
+            // The owner's shmget of the key, as its kernel answers it.
+            Message::IpcGet {
+                kind: IpcKind::Shm,
+                size,
+                ..
+            } if size <= REMOTE_SIZE => Message::Done {
+                value: REMOTE_ID.into(),
+            },
+            Message::IpcGet { .. } => Message::error(libc::EINVAL, "larger than the segment"),
             other => Message::error(libc::EINVAL, format!("fake worker: {other:?}")),
         };
         ch.send(rid, &reply).unwrap();

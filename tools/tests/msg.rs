@@ -336,6 +336,16 @@ fn permissions_are_checked_with_the_callers_credentials() {
     // Sanity: the unprivileged user can use dipc at all (config, socket).
     expect_ok(1, nobody(&[], &["dipc-msg", "get", "0x7777"]));
 
+    // A get asking for rights the caller lacks fails at once, from another
+    // host as on the owner (whose kernel answers both).
+    for host in [1, 2] {
+        expect_err(
+            host,
+            nobody(&[], &["dipc-msg", "get", "0x7777", "--mode", "0600"]),
+            "EACCES",
+        );
+    }
+
     // Mode 0600, owned by root: nobody may neither send nor receive.
     expect_err(
         1,
@@ -356,6 +366,15 @@ fn permissions_are_checked_with_the_callers_credentials() {
 
     // 0644: others may receive but not send.
     c.exec_ok(2, &["dipc-msg", "set", "0x7777", "--mode", "0644"]);
+    expect_ok(
+        1,
+        nobody(&[], &["dipc-msg", "get", "0x7777", "--mode", "0444"]),
+    );
+    expect_err(
+        1,
+        nobody(&[], &["dipc-msg", "get", "0x7777", "--mode", "0222"]),
+        "EACCES",
+    );
     expect_err(
         1,
         nobody(&[], &["dipc-msg", "send", "0x7777", "1", "hi"]),

@@ -21,7 +21,8 @@ mod shm;
 use dipc_common::auth::{server_handshake, Secret};
 use dipc_common::channel::{Channel, ChannelError};
 use dipc_common::config::Config;
-use dipc_common::wire::Message;
+use dipc_common::sysv;
+use dipc_common::wire::{IpcKind, Message};
 use log::{debug, info, warn};
 use std::net::{IpAddr, TcpStream};
 use std::os::fd::{AsFd, AsRawFd};
@@ -169,6 +170,12 @@ fn handle(req: &Message, sender: i64) -> Message {
             ..
         } => msg::rcv(*id, *size, *mtype, *flags),
         Message::MsgCtl { id, cmd, set, .. } => msg::ctl(*id, *cmd, *set),
+        Message::IpcGet {
+            kind,
+            key,
+            flags,
+            size,
+        } => get(*kind, *key, *flags, *size),
         Message::SemOp {
             id,
             ops,
@@ -182,6 +189,23 @@ fn handle(req: &Message, sender: i64) -> Message {
             libc::EPROTO,
             format!("a worker does not take {} messages", other.kind().name()),
         ),
+    }
+}
+
+/// The plain get of an existing key, as the caller: only the permission
+/// bits of `flags` are asked for, so the owner's kernel answers as it
+/// would a local `*get` of the key (`EACCES`, `EINVAL` for a set or
+/// segment smaller than asked, `ENOENT` if it has gone).
+fn get(kind: IpcKind, key: i32, flags: i32, size: u64) -> Message {
+    let flags = flags & 0o777;
+    let r = match kind {
+        IpcKind::Msg => sysv::msgget(key, flags),
+        IpcKind::Sem => sysv::semget(key, size, flags),
+        IpcKind::Shm => sysv::shmget(key, size, flags),
+    };
+    match r {
+        Ok(id) => Message::Done { value: id.into() },
+        Err(e) => Message::error(e, std::io::Error::from_raw_os_error(e).to_string()),
     }
 }
 

@@ -73,6 +73,11 @@ int main(int argc, char **argv)
     CHECK(dipc_semctl(s, 0, IPC_STAT, arg) == 0, "IPC_STAT");
     CHECK(ds.sem_nsems == 3, "sem_nsems %lu", (unsigned long)ds.sem_nsems);
     CHECK((ds.sem_perm.mode & 0777) == 0666, "mode %o", ds.sem_perm.mode & 0777);
+    /* A get asking for more semaphores than the set has fails at once, as
+     * the owner's kernel says; one asking for no more gets the same set. */
+    errno = 0;
+    CHECK(dipc_semget(key, 4, IPC_DIPC) < 0 && errno == EINVAL, "semget(4) of a set of 3: EINVAL");
+    CHECK(dipc_semget(key, 3, IPC_DIPC) == s, "semget(3) gives the same id");
     ds.sem_perm.mode = 0660;
     CHECK(dipc_semctl(s, 0, IPC_SET, arg) == 0, "IPC_SET");
     CHECK(dipc_semctl(s, 0, IPC_STAT, arg) == 0 && (ds.sem_perm.mode & 0777) == 0660,

@@ -133,22 +133,12 @@ fn remote_ctl(owner: SocketAddr, id: i32, cmd: i32, set: Option<IpcSet>) -> Resu
 /// `shmget`. With `IPC_DIPC` (and a key other than `IPC_PRIVATE`) the
 /// segment is distributed. As from the kernel, getting an existing segment
 /// with a `size` larger than it is `EINVAL`, also when it lives on another
-/// host (checked there with `IPC_STAT`; if the caller may not read the
-/// segment, that check is left to its first attach).
+/// host (whose kernel checks it, see `dist::get`).
 pub fn get(key: i32, size: usize, flags: i32) -> Result<i32, Errno> {
     if flags & IPC_DIPC == 0 || key == libc::IPC_PRIVATE {
         return plain_get(key, flags, size as u64);
     }
-    let id = dist::get(&OPS, key, flags, size as u64)?;
-    if let Route::Remote { owner, id: rid, .. } = route(id) {
-        match remote_ctl(owner, rid, libc::IPC_STAT, None) {
-            Ok(Message::ShmStat { info }) if size as u64 > info.segsz => return Err(libc::EINVAL),
-            Ok(Message::ShmStat { .. }) | Err(libc::EACCES) => {}
-            Ok(_) => return Err(libc::EPROTO),
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(id)
+    dist::get(&OPS, key, flags, size as u64)
 }
 
 /// `SHMLBA`: the alignment `SHM_RND` rounds to.
