@@ -21,7 +21,6 @@ mod shm;
 use dipc_common::auth::{server_handshake, Secret};
 use dipc_common::channel::{Channel, ChannelError};
 use dipc_common::config::Config;
-use dipc_common::sysv;
 use dipc_common::wire::{IpcKind, Message};
 use log::{debug, info, warn};
 use std::net::{IpAddr, TcpStream};
@@ -124,10 +123,11 @@ pub fn serve(stream: TcpStream, peer: IpAddr, config: &Config, secret: &Secret) 
                 let sender = sender.unwrap_or(0);
                 // First without waiting: most calls do not block, and those
                 // then need no SIGIO switched on and off around them.
-                let quick = without_waiting(&req);
-                let first = handle(quick.as_ref().unwrap_or(&req), sender);
-                if quick.is_some() && would_block(&req, &first) {
-                    match interruptible(&mut ch, sigio, || handle(&req, sender)) {
+                let waits = may_wait(&req);
+                let extra = if waits { libc::IPC_NOWAIT } else { 0 };
+                let first = handle(&req, sender, extra);
+                if waits && would_block(&req, &first) {
+                    match interruptible(&mut ch, sigio, || handle(&req, sender, 0)) {
                         Some(reply) => reply,
                         None => return 0,
                     }
@@ -143,7 +143,9 @@ pub fn serve(stream: TcpStream, peer: IpAddr, config: &Config, secret: &Secret) 
     }
 }
 
-fn handle(req: &Message, sender: i64) -> Message {
+/// Carries out a call; `extra` flags (`IPC_NOWAIT` or 0) are added to the
+/// call's own (to every operation of a `semop`).
+fn handle(req: &Message, sender: i64, extra: i32) -> Message {
     match req {
         Message::KillD {
             pid,
@@ -154,34 +156,41 @@ fn handle(req: &Message, sender: i64) -> Message {
             mailbox,
             data,
             flags,
-        } => pids::send(*mailbox, sender, data, *flags),
+        } => pids::send(*mailbox, sender, data, *flags | extra),
         Message::MsgSnd {
             id,
             mtype,
             text,
             flags,
             ..
-        } => msg::snd(*id, *mtype, text, *flags),
+        } => msg::snd(*id, *mtype, text, *flags | extra),
         Message::MsgRcv {
             id,
             size,
             mtype,
             flags,
             ..
-        } => msg::rcv(*id, *size, *mtype, *flags),
+        } => msg::rcv(*id, *size, *mtype, *flags | extra),
         Message::MsgCtl { id, cmd, set, .. } => msg::ctl(*id, *cmd, *set),
+        // The plain get of an existing key, as the caller, asking only for
+        // the permission bits of its flags: the owner's kernel answers as
+        // it would a local get (EACCES, EINVAL, ENOENT if it has gone).
         Message::IpcGet {
             kind,
             key,
             flags,
             size,
-        } => get(*kind, *key, *flags, *size),
+        } => match kind {
+            IpcKind::Msg => msg::get(*key, *flags & 0o777),
+            IpcKind::Sem => sem::get(*key, *size, *flags & 0o777),
+            IpcKind::Shm => shm::get(*key, *size, *flags & 0o777),
+        },
         Message::SemOp {
             id,
             ops,
             timeout_ns,
             ..
-        } => sem::op(*id, ops, *timeout_ns),
+        } => sem::op(*id, ops, *timeout_ns, extra as i16),
         Message::SemCtl {
             id, num, cmd, arg, ..
         } => sem::ctl(*id, *num, *cmd, arg),
@@ -192,48 +201,18 @@ fn handle(req: &Message, sender: i64) -> Message {
     }
 }
 
-/// The plain get of an existing key, as the caller: only the permission
-/// bits of `flags` are asked for, so the owner's kernel answers as it
-/// would a local `*get` of the key (`EACCES`, `EINVAL` for a set or
-/// segment smaller than asked, `ENOENT` if it has gone).
-fn get(kind: IpcKind, key: i32, flags: i32, size: u64) -> Message {
-    let flags = flags & 0o777;
-    let r = match kind {
-        IpcKind::Msg => sysv::msgget(key, flags),
-        IpcKind::Sem => sysv::semget(key, size, flags),
-        IpcKind::Shm => sysv::shmget(key, size, flags),
-    };
-    match r {
-        Ok(id) => Message::Done { value: id.into() },
-        Err(e) => Message::error(e, std::io::Error::from_raw_os_error(e).to_string()),
-    }
-}
-
-/// The call `req` with `IPC_NOWAIT` added, if `req` is one that may block
-/// (`None`: it cannot block, or has `IPC_NOWAIT` already).
-fn without_waiting(req: &Message) -> Option<Message> {
-    let nowait = |flags: i32| flags & libc::IPC_NOWAIT != 0;
-    let mut quick = req.clone();
-    match &mut quick {
+/// Whether `req` is a call that may wait (it has no `IPC_NOWAIT`): it is
+/// then first made with `IPC_NOWAIT`, and SIGIO is switched on only if it
+/// does have to wait.
+fn may_wait(req: &Message) -> bool {
+    let waits = |flags: i32| flags & libc::IPC_NOWAIT == 0;
+    match req {
         Message::MsgSnd { flags, .. }
         | Message::MsgRcv { flags, .. }
-        | Message::SendD { flags, .. } => {
-            if nowait(*flags) {
-                return None;
-            }
-            *flags |= libc::IPC_NOWAIT;
-        }
-        Message::SemOp { ops, .. } => {
-            if ops.iter().all(|o| nowait(i32::from(o.flg))) {
-                return None;
-            }
-            for o in ops.iter_mut() {
-                o.flg |= libc::IPC_NOWAIT as i16;
-            }
-        }
-        _ => return None,
+        | Message::SendD { flags, .. } => waits(*flags),
+        Message::SemOp { ops, .. } => ops.iter().any(|o| waits(i32::from(o.flg))),
+        _ => false,
     }
-    Some(quick)
 }
 
 /// Whether `first`, the answer to `req` made without waiting, says that

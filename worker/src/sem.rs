@@ -17,8 +17,24 @@ fn done(r: Result<i32, i32>) -> Message {
     }
 }
 
-pub fn op(id: i32, ops: &[SemBuf], timeout_ns: Option<u64>) -> Message {
-    done(sysv::semop(id, ops, timeout_ns).map(|()| 0))
+/// The plain `semget` of an existing key (see `IpcGet`).
+pub fn get(key: i32, nsems: u64, flags: i32) -> Message {
+    done(sysv::semget(key, nsems, flags))
+}
+
+/// `semop`; `extra` flags (`IPC_NOWAIT` or 0) are added to every operation.
+pub fn op(id: i32, ops: &[SemBuf], timeout_ns: Option<u64>, extra: i16) -> Message {
+    if extra == 0 {
+        return done(sysv::semop(id, ops, timeout_ns).map(|()| 0));
+    }
+    let ops: Vec<SemBuf> = ops
+        .iter()
+        .map(|o| SemBuf {
+            flg: o.flg | extra,
+            ..*o
+        })
+        .collect();
+    done(sysv::semop(id, &ops, timeout_ns).map(|()| 0))
 }
 
 pub fn ctl(id: i32, num: i32, cmd: i32, arg: &SemArg) -> Message {

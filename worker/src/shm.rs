@@ -76,6 +76,11 @@ pub fn hand_over(
     })
 }
 
+/// The plain `shmget` of an existing key (see `IpcGet`).
+pub fn get(key: i32, size: u64, flags: i32) -> Message {
+    sysv::shmget(key, size, flags).map_or_else(fail, |id| Message::Done { value: id.into() })
+}
+
 /// The manager's view of segment `id`, or an empty one when no manager
 /// runs (nobody is attached).
 pub fn query(config: &Config, id: i32) -> Message {
