@@ -37,6 +37,9 @@ const TIMEOUT_MS_MIN: i64 = 1;
 const TIMEOUT_MS_MAX: i64 = 3_600_000;
 const QUANTUM_MS_MIN: i64 = 0;
 const QUANTUM_MS_MAX: i64 = 60_000;
+/// Bounds of `library.spin_us`, also used for `$DIPC_SPIN_US`.
+pub const SPIN_US_MAX: i64 = 10_000;
+const SPIN_US_DEFAULT: u64 = 100;
 const PORT_MIN: i64 = 1;
 const PORT_MAX: i64 = 65_535;
 
@@ -59,6 +62,7 @@ pub struct Config {
     /// Group whose members may administer the referee through `dipcref`.
     pub admin_group: Option<String>,
     pub shm: ShmConfig,
+    pub library: LibraryConfig,
 }
 
 /// This host's identity in the cluster: where its front end listens.
@@ -97,6 +101,16 @@ pub struct ShmConfig {
     pub mode: ShmMode,
     /// Minimum time a host keeps a shared-memory right before losing it.
     pub quantum: Duration,
+}
+
+/// How the application library waits for a reply from another host.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LibraryConfig {
+    /// Longest time a call on another host's structure checks for the reply
+    /// without sleeping, before it sleeps until the reply comes (0: sleep
+    /// at once). The library adapts the time it actually spins below this
+    /// bound to how fast replies have been coming.
+    pub spin: Duration,
 }
 
 /// An address range such as `10.0.0.0/8` or `fd00::/8`.
@@ -292,6 +306,9 @@ impl Default for Config {
                 mode: ShmMode::Page,
                 quantum: Duration::from_millis(10),
             },
+            library: LibraryConfig {
+                spin: Duration::from_micros(SPIN_US_DEFAULT),
+            },
         }
     }
 }
@@ -379,7 +396,7 @@ impl Config {
 /// Known keys per table, used both to dispatch and to list the choices when
 /// a key is misspelt.
 const TOP_VALUES: &[&str] = &["runtime_dir", "secret_file", "max_frame", "admin_group"];
-const TOP_TABLES: &[&str] = &["host", "referee", "timeouts", "cluster", "shm"];
+const TOP_TABLES: &[&str] = &["host", "referee", "timeouts", "cluster", "shm", "library"];
 const HOST_KEYS: &[&str] = &["address", "port", "arbiter"];
 const REFEREE_KEYS: &[&str] = &["address", "port"];
 const TIMEOUT_KEYS: &[&str] = &[
@@ -390,6 +407,7 @@ const TIMEOUT_KEYS: &[&str] = &[
 ];
 const CLUSTER_KEYS: &[&str] = &["allowed_hosts"];
 const SHM_KEYS: &[&str] = &["mode", "quantum_ms"];
+const LIBRARY_KEYS: &[&str] = &["spin_us"];
 
 /// Carries the file path so that every error can name it.
 struct Checker<'a> {
@@ -440,6 +458,7 @@ impl Checker<'_> {
                 }
                 "cluster" => self.apply_cluster(self.table(name, value, CLUSTER_KEYS)?, config)?,
                 "shm" => self.apply_shm(self.table(name, value, SHM_KEYS)?, config)?,
+                "library" => self.apply_library(self.table(name, value, LIBRARY_KEYS)?, config)?,
                 _ => {
                     let tables: Vec<String> = TOP_TABLES.iter().map(|t| format!("[{t}]")).collect();
                     return Err(self.err(
@@ -527,6 +546,20 @@ impl Checker<'_> {
                     config.shm.quantum = self.millis(&key, value, QUANTUM_MS_MIN, QUANTUM_MS_MAX)?
                 }
                 _ => return Err(self.unknown(&key, "shm", SHM_KEYS)),
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_library(&self, t: &Table, config: &mut Config) -> Result<(), ConfigError> {
+        for (name, value) in t {
+            let key = format!("library.{name}");
+            match name.as_str() {
+                "spin_us" => {
+                    let us = self.int(&key, value, 0, SPIN_US_MAX)?;
+                    config.library.spin = Duration::from_micros(us.unsigned_abs());
+                }
+                _ => return Err(self.unknown(&key, "library", LIBRARY_KEYS)),
             }
         }
         Ok(())
@@ -844,6 +877,9 @@ mod tests {
             [shm]
             mode = "segment"
             quantum_ms = 0
+
+            [library]
+            spin_us = 0
             "#,
         )
         .unwrap();
@@ -872,6 +908,9 @@ mod tests {
             shm: ShmConfig {
                 mode: ShmMode::Segment,
                 quantum: Duration::from_millis(0),
+            },
+            library: LibraryConfig {
+                spin: Duration::ZERO,
             },
         };
         assert_eq!(c, expected);
@@ -939,6 +978,9 @@ mod tests {
         key_err("[shm]\nquantum_ms = -1\n", "shm.quantum_ms");
         key_err("[shm]\nmode = \"pages\"\n", "shm.mode");
         key_err("[shm]\nmode = 1\n", "shm.mode");
+        key_err("[library]\nspin_us = 10001\n", "library.spin_us");
+        key_err("[library]\nspin_us = -1\n", "library.spin_us");
+        key_err("[library]\nspin = 5\n", "library.spin");
         assert_eq!(
             parse("max_frame = 67108864\n").unwrap().max_frame,
             67_108_864

@@ -3,6 +3,8 @@
  *
  * Link with -ldipc. The library finds its host's daemon (dipcd) through the
  * configuration file named by $DIPC_CONFIG, else /etc/dipc/dipc.conf.
+ * $DIPC_SPIN_US (0 to 10000) overrides the file's library.spin_us: how long
+ * a call on another host's structure checks for its reply before sleeping.
  *
  * The dipc_* calls take the arguments of the System V calls of the same
  * name and return the same values with the same errno. Add IPC_DIPC to the

@@ -2,8 +2,10 @@
 //! to its worker on another host: one request at a time, each answered
 //! before the next is sent.
 
+use crate::spin::Spin;
 use dipc_common::channel::{Channel, ChannelError};
 use dipc_common::config::{Config, ConfigError};
+use dipc_common::net;
 use dipc_common::sys;
 use dipc_common::wire::Message;
 use std::fmt;
@@ -11,7 +13,7 @@ use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Why a request to the daemon failed.
 #[derive(Debug)]
@@ -78,6 +80,8 @@ pub struct Client<S = UnixStream> {
     /// For a session: the pid_d the worker types this session's mailbox
     /// sends with (0: the process was not registered when it opened).
     pid_d: i64,
+    /// For a session: how long a call checks for its reply before sleeping.
+    spin: Spin,
 }
 
 /// How often a cancel is repeated until the worker answers: a cancel that
@@ -103,6 +107,7 @@ impl Client<UnixStream> {
             ch: Channel::new(s, max_frame),
             next_id: 1,
             pid_d: 0,
+            spin: Spin::new(Duration::ZERO),
         })
     }
 
@@ -138,6 +143,7 @@ impl Client<TcpStream> {
             ch: Channel::new(s, config.max_frame),
             next_id: 1,
             pid_d,
+            spin: Spin::new(config.library.spin),
         })
     }
 
@@ -154,6 +160,12 @@ impl Client<TcpStream> {
     /// A signal that interrupts the wait makes this send `Cancel`,
     /// repeated until the worker answers: the reply is then either `EINTR`
     /// or, if the call completed first, its result, so nothing is lost.
+    ///
+    /// Before sleeping for the reply, the call checks for it without
+    /// sleeping for up to the session's spin (`library.spin_us`, adapted). A
+    /// signal handled during the spin interrupts no sleep, so it counts as
+    /// one that came just before the call (which then goes on waiting), as
+    /// a local call made just after the handler would.
     pub fn call_blocking(
         &mut self,
         msg: &Message,
@@ -161,7 +173,9 @@ impl Client<TcpStream> {
     ) -> Result<Message, ClientError> {
         let id = self.next_id;
         self.next_id += 1;
+        let sent = Instant::now();
         self.ch.send(id, msg)?;
+        net::spin_readable(self.ch.get_ref(), self.spin.window());
         let mut cancels = 0u32;
         let r = loop {
             let r = if cancels > 0 {
@@ -190,7 +204,9 @@ impl Client<TcpStream> {
                 Err(e) => return Err(e.into()),
             }
         };
-        if cancels > 0 {
+        if cancels == 0 {
+            self.spin.learn(sent.elapsed());
+        } else {
             // Back to the usual time-out for the next call on this socket.
             let t = crate::state::config()?.timeouts.request;
             self.ch
@@ -214,22 +230,7 @@ impl<S: std::os::fd::AsFd + std::io::Read + std::io::Write> Client<S> {
     /// must not carry a request, which would then fail although the
     /// daemon behind a fresh connection could serve it.
     pub fn is_idle_and_open(&self) -> bool {
-        use std::os::fd::AsRawFd;
-        let mut b = [0u8; 1];
-        // SAFETY: a one-byte peek into a valid buffer on a valid socket.
-        let n = unsafe {
-            libc::recv(
-                self.ch.get_ref().as_fd().as_raw_fd(),
-                b.as_mut_ptr().cast(),
-                1,
-                libc::MSG_PEEK | libc::MSG_DONTWAIT,
-            )
-        };
-        n < 0
-            && matches!(
-                std::io::Error::last_os_error().raw_os_error(),
-                Some(libc::EAGAIN)
-            )
+        net::peek(self.ch.get_ref()) == net::Peek::Empty
     }
 }
 

@@ -13,6 +13,7 @@ pub mod msg;
 pub mod pid;
 pub mod sem;
 pub mod shm;
+mod spin;
 mod state;
 
 pub use client::{Client, ClientError};

@@ -11,11 +11,12 @@
 //! connections rather than share their sockets.
 
 use crate::client::{Client, ClientError};
-use dipc_common::config::Config;
+use dipc_common::config::{Config, SPIN_US_MAX};
 use dipc_common::wire::{IpcKind, Message};
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::{Mutex, MutexGuard, OnceLock, RwLock};
+use std::time::Duration;
 
 /// Where the structure behind an id lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,14 +47,44 @@ static POOLS: Mutex<Option<Pools>> = Mutex::new(None);
 /// every call, so they live apart from the pools, behind a read-mostly lock.
 static ROUTES: RwLock<Option<HashMap<(IpcKind, i32), Route>>> = RwLock::new(None);
 
-/// The configuration ($DIPC_CONFIG or the default path), read once.
+/// The configuration ($DIPC_CONFIG or the default path), read once, with
+/// `$DIPC_SPIN_US` (if set and not empty) in place of `library.spin_us`.
 pub fn config() -> Result<&'static Config, ClientError> {
     CONFIG
-        .get_or_init(|| Config::load_default().map_err(|e| e.to_string()))
+        .get_or_init(|| {
+            let r = load_config();
+            if let Err(e) = &r {
+                // Every distributed call fails with EINVAL from now on; say
+                // why once, where a C program's user will see it.
+                eprintln!("dipc: {e}");
+            }
+            r
+        })
         .as_ref()
         .map_err(|e| ClientError::Remote {
             errno: libc::EINVAL,
             message: e.clone(),
+        })
+}
+
+fn load_config() -> Result<Config, String> {
+    let mut c = Config::load_default().map_err(|e| e.to_string())?;
+    if let Some(v) = std::env::var_os("DIPC_SPIN_US").filter(|v| !v.is_empty()) {
+        c.library.spin = spin_override(&v)?;
+    }
+    Ok(c)
+}
+
+fn spin_override(v: &std::ffi::OsStr) -> Result<Duration, String> {
+    v.to_str()
+        .and_then(|s| s.parse::<u64>().ok())
+        .filter(|&us| us <= SPIN_US_MAX.unsigned_abs())
+        .map(Duration::from_micros)
+        .ok_or_else(|| {
+            format!(
+                "$DIPC_SPIN_US: must be an integer between 0 and {SPIN_US_MAX} (microseconds), \
+                 got {v:?}"
+            )
         })
 }
 
@@ -173,4 +204,24 @@ pub fn remote_as(
         }
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn spin_override_is_checked() {
+        assert_eq!(spin_override(OsStr::new("0")), Ok(Duration::ZERO));
+        assert_eq!(
+            spin_override(OsStr::new("10000")),
+            Ok(Duration::from_micros(10_000))
+        );
+        for bad in ["10001", "-1", "fast", " 5", "1.5"] {
+            let e = spin_override(OsStr::new(bad)).unwrap_err();
+            assert!(e.starts_with("$DIPC_SPIN_US: must be"), "{e}");
+            assert!(e.contains(bad), "{e}");
+        }
+    }
 }

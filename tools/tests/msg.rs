@@ -730,6 +730,56 @@ fn signal_interrupts_a_remote_recv_with_eintr() {
     assert_eq!(s["qnum"], 0, "{s}");
 }
 
+/// `library.spin_us` only bounds how long a remote call checks for its
+/// reply before it sleeps: with no spin and with the longest, a blocked
+/// remote recv still waits for a send from another host and a signal still
+/// interrupts it. A bad `$DIPC_SPIN_US` fails the call with EINVAL and
+/// says why.
+#[test]
+fn remote_calls_behave_alike_with_any_spin_and_a_bad_spin_is_refused() {
+    let c = Cluster::up(3);
+    create(&c, 2, "0x5151", "0666");
+    let out = c.exec(
+        1,
+        &["env", "DIPC_SPIN_US=fast", "dipc-msg", "get", "0x5151"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && errno_name(&stderr).as_deref() == Some("EINVAL")
+            && stderr.contains("dipc: $DIPC_SPIN_US: must be an integer between 0 and 10000"),
+        "a bad DIPC_SPIN_US must fail with EINVAL and a reason:\n{}",
+        describe(&out)
+    );
+    let prog = c_example("msg_eintr");
+    let prog = prog.to_str().expect("utf-8 path");
+    for spin in ["0", "10000"] {
+        let env = format!("DIPC_SPIN_US={spin}");
+        let mut r = c.spawn(1, &["env", &env, "dipc-msg", "recv", "0x5151"]);
+        thread::sleep(Duration::from_secs(1));
+        assert!(
+            r.running(),
+            "spin {spin}: recv on an empty queue returned:\n{}",
+            r.describe()
+        );
+        let text = format!("spin {spin}");
+        send(&c, 3, "0x5151", "5", &text);
+        let st = r.wait(WAKE);
+        assert!(st.success(), "spin {spin}: {}", r.describe());
+        assert_eq!(r.stdout().trim(), format!("5 {text}"));
+
+        let mut p = c.spawn(1, &["env", &env, prog, "0x5151", "1"]);
+        let st = p.wait(WAKE);
+        assert!(
+            st.success() && p.stdout().contains("EINTR after"),
+            "spin {spin}: SIGALRM must interrupt a remote msgrcv with EINTR:\n{}",
+            p.describe()
+        );
+    }
+    let s = stat(&c, 2, "0x5151");
+    assert_eq!(s["qnum"], 0, "{s}");
+}
+
 #[test]
 fn lost_owner_fails_a_blocked_recv_in_time() {
     let c = Cluster::up(3);

@@ -37,6 +37,7 @@
 //! namespaces): other addresses are refused.
 
 use clap::{Parser, Subcommand};
+use dipc_common::net;
 use libc::{c_int, c_long, c_void};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -112,6 +113,12 @@ enum Cmd {
         /// Report row group of the result: msg (a row per size), sem or pid.
         #[arg(long, default_value = GROUP_MSG, value_parser = [GROUP_MSG, GROUP_SEM, GROUP_PID])]
         group: String,
+        /// Check for the echo without sleeping for up to this many µs
+        /// before sleeping in read, as dipc's library does for a remote
+        /// reply (library.spin_us): the like-for-like baseline of a
+        /// spinning dipc.
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+        spin_us: u64,
     },
     /// Raw System V message-queue ping-pong (libc) with a forked partner on
     /// a private queue.
@@ -448,6 +455,7 @@ fn tcp_client(
     limit: u32,
     label: &str,
     group: &str,
+    spin_us: u64,
 ) -> io::Result<()> {
     check_ip(addr.ip())?;
     check_counts(size, MAX_TCP, iterations)?;
@@ -456,10 +464,12 @@ fn tcp_client(
     s.set_nodelay(true)?;
     let out = vec![FILL; size];
     let mut back = vec![0u8; size];
+    let spin = Duration::from_micros(spin_us);
     let mut ns = Vec::with_capacity(iterations);
     for i in 0..warmup + iterations {
         let t = Instant::now();
         s.write_all(&out)?;
+        net::spin_readable(&s, spin);
         s.read_exact(&mut back)?;
         let dt = t.elapsed();
         if i >= warmup {
@@ -470,7 +480,13 @@ fn tcp_client(
         return Err(err("tcp: echo differs from what was sent"));
     }
     drop(s);
-    print_line(&summary(label, group, Some(size), ns, json!({})))
+    print_line(&summary(
+        label,
+        group,
+        Some(size),
+        ns,
+        json!({ "spin_us": spin_us }),
+    ))
 }
 
 // ---------------------------------------------------------------- message queues
@@ -1205,12 +1221,17 @@ fn mbox_ping(
 
 // ---------------------------------------------------------------- report
 
-/// Benches of the report, in column order: (name, heading).
-const BENCHES: [(&str, &str); 4] = [
+/// Benches of the report, in column order: (name, heading). The first
+/// four make the main table; the last two, when present, the like-for-like
+/// comparison of the spin (a remote call that sleeps at once, and a TCP
+/// client that spins as long as the library does).
+const BENCHES: [(&str, &str); 6] = [
     ("tcp", "raw TCP"),
     ("sysv", "raw SysV"),
     ("dipc_remote", "dipc remote"),
     ("dipc_local", "dipc owner-local"),
+    ("dipc_remote_nospin", "remote, spin 0"),
+    ("tcp_spin", "raw TCP spinning"),
 ];
 
 fn median_of(v: Option<&Value>) -> Option<f64> {
@@ -1303,6 +1324,7 @@ fn report(input: &str, as_json: bool) -> io::Result<()> {
                     "rounds",
                     "size",
                     "remote",
+                    "spin_us",
                 ] {
                     if let Some(x) = v.get(k) {
                         o.insert(k.into(), x.clone());
@@ -1320,6 +1342,14 @@ fn report(input: &str, as_json: bool) -> io::Result<()> {
             "ratio_local_sysv".into(),
             json!(ratio(m("dipc_local"), m("sysv"))),
         );
+        row.insert(
+            "ratio_remote_nospin_tcp".into(),
+            json!(ratio(m("dipc_remote_nospin"), m("tcp"))),
+        );
+        row.insert(
+            "ratio_remote_tcp_spin".into(),
+            json!(ratio(m("dipc_remote"), m("tcp_spin"))),
+        );
         rows.push(Value::Object(row));
     }
 
@@ -1334,6 +1364,9 @@ fn report(input: &str, as_json: bool) -> io::Result<()> {
                         tcp is a TCP ping-pong of the same size",
                 "sem": "semaphore ping-pong: V(0),P(1) against P(0),V(1) on a set of \
                         two; tcp is a TCP ping-pong of tcp.size bytes",
+                "spin": "dipc_remote spins up to tcp_spin.spin_us for each reply before \
+                         sleeping (library.spin_us); dipc_remote_nospin sleeps at once; \
+                         tcp_spin is the TCP ping-pong spinning as long",
             },
             "targets": { "ratio_remote_tcp": "<= 2.5", "ratio_local_sysv": "<= 1.1" },
             "results": rows,
@@ -1423,11 +1456,73 @@ fn report(input: &str, as_json: bool) -> io::Result<()> {
         for n in notes {
             writeln!(out, "{n}")?;
         }
+        if rows
+            .iter()
+            .any(|r| r.get("dipc_remote_nospin").is_some() || r.get("tcp_spin").is_some())
+        {
+            write_spin_report(&mut out, &rows, &cell, &rat)?;
+        }
     }
     if !pid_rows.is_empty() {
         write_pid_report(&mut out, &pid)?;
     }
     out.flush()
+}
+
+/// The like-for-like comparison of the library's spin: dipc remote sleeping
+/// at once against raw TCP (both sleep), and dipc remote spinning against
+/// a TCP client that spins as long (both spin).
+fn write_spin_report(
+    out: &mut impl Write,
+    rows: &[Value],
+    cell: &dyn Fn(&Value, &str) -> String,
+    rat: &dyn Fn(&Value, &str) -> String,
+) -> io::Result<()> {
+    let spin = rows
+        .iter()
+        .find_map(|r| r.get("tcp_spin")?.get("spin_us")?.as_u64())
+        .map_or("?".to_string(), |n| n.to_string());
+    writeln!(out)?;
+    writeln!(
+        out,
+        "dipc remote above spins up to {spin} µs for each reply before it sleeps \
+         (library.spin_us); like for like:"
+    )?;
+    writeln!(
+        out,
+        "{:>6}  {:>17}  {:>13}  {:>17}  {:>17}  {:>13}",
+        "size", "dipc remote", "vs raw TCP", "raw TCP", "dipc remote", "vs raw TCP"
+    )?;
+    writeln!(
+        out,
+        "{:>6}  {:>17}  {:>13}  {:>17}  {:>17}  {:>13}",
+        "",
+        "spin 0 (sleeps)",
+        "(both sleep)",
+        format!("spin {spin} µs"),
+        format!("spin {spin} µs"),
+        "(both spin)"
+    )?;
+    for row in rows {
+        let group = row.get("group").and_then(Value::as_str).unwrap_or("?");
+        let first = if group == GROUP_MSG {
+            let size = row.get("size").and_then(Value::as_u64).unwrap_or(0);
+            format!("{size} B")
+        } else {
+            group.to_string()
+        };
+        writeln!(
+            out,
+            "{:>6}  {:>17}  {:>13}  {:>17}  {:>17}  {:>13}",
+            first,
+            cell(row, "dipc_remote_nospin"),
+            rat(row, "ratio_remote_nospin_tcp"),
+            cell(row, "tcp_spin"),
+            cell(row, "dipc_remote"),
+            rat(row, "ratio_remote_tcp_spin")
+        )?;
+    }
+    Ok(())
 }
 
 /// The process-id results with their ratios: the kill_d call against the
@@ -1534,8 +1629,9 @@ fn run(cli: Cli) -> io::Result<()> {
             time_limit,
             label,
             group,
+            spin_us,
         } => tcp_client(
-            addr, size, iterations, warmup, wait, time_limit, &label, &group,
+            addr, size, iterations, warmup, wait, time_limit, &label, &group, spin_us,
         ),
         Cmd::SysvPingpong {
             size,
