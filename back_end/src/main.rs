@@ -37,7 +37,7 @@ use dipc_common::net::Stream;
 use dipc_common::procs;
 use dipc_common::sys::{self, PeerCred};
 use dipc_common::sysv;
-use dipc_common::wire::Message;
+use dipc_common::wire::{IpcKind, Message};
 use link::{Link, LinkEvent, Relayed, Then};
 use log::{debug, error, info, warn};
 use mio::net::UnixListener;
@@ -157,6 +157,7 @@ fn run(config: &Config) -> io::Result<u8> {
         placeholders: Placeholders::new(config.runtime_dir.join("placeholders")),
         managers: HashMap::new(),
         pids: Pids::new(config.runtime_dir.join("mailboxes")),
+        grants: HashMap::new(),
     };
     let mut listener = UnixListener::from_std(listener);
     d.poll.registry().register(
@@ -198,6 +199,9 @@ struct Daemon<'a> {
     /// The running shm managers, by segment id.
     managers: HashMap<i32, Pid>,
     pids: Pids,
+    /// Keys this host was granted to create, by the pid of the local
+    /// process the grant went to: only it may commit or abort the key.
+    grants: HashMap<(IpcKind, i32), i32>,
 }
 
 impl Daemon<'_> {
@@ -376,17 +380,41 @@ impl Daemon<'_> {
             Message::KeyCommit {
                 kind, key, id: sid, ..
             } => {
-                // The creator is who the kernel says is calling.
-                let msg = Message::KeyCommit {
-                    kind,
-                    key,
-                    id: sid,
-                    creator_uid: c.cred.uid,
-                };
-                self.relay(c, relay(None), &msg);
+                if self.take_grant(c, id, kind, key) {
+                    // The creator is who the kernel says is calling.
+                    let msg = Message::KeyCommit {
+                        kind,
+                        key,
+                        id: sid,
+                        creator_uid: c.cred.uid,
+                    };
+                    self.relay(c, relay(None), &msg);
+                }
             }
-            Message::KeyAbort { .. } | Message::KeyRemove { .. } => {
-                self.relay(c, relay(None), &msg);
+            Message::KeyAbort { kind, key } => {
+                if self.take_grant(c, id, kind, key) {
+                    self.relay(c, relay(None), &msg);
+                }
+            }
+            Message::KeyRemove { kind, key, id: sid } => {
+                // Any local user may send this; the referee takes it from
+                // the owner host only, and this dipcd (which sees every
+                // structure) relays it only once the kernel no longer has
+                // the structure under that key.
+                if sysv::key_may_name(kind, key, sid) {
+                    c.framed.queue(
+                        id,
+                        &Message::error(
+                            libc::EBUSY,
+                            format!(
+                                "{} key {key:#x} still names id {sid} on this host",
+                                kind.name()
+                            ),
+                        ),
+                    );
+                } else {
+                    self.relay(c, relay(None), &msg);
+                }
             }
             Message::ShmOpen { id: sid } => {
                 let reply = self.open_manager(sid);
@@ -434,6 +462,29 @@ impl Daemon<'_> {
             ),
         }
         Handled::Done
+    }
+
+    /// Whether the calling process is the one granted the creation of
+    /// `key` (the grant is then used up); otherwise answers `EPERM`. Any
+    /// local user can reach this socket: without the check, one could
+    /// commit another's key to a structure of its choosing.
+    fn take_grant(&mut self, c: &mut Client, id: u64, kind: IpcKind, key: i32) -> bool {
+        if self.grants.get(&(kind, key)) == Some(&c.cred.pid) {
+            self.grants.remove(&(kind, key));
+            return true;
+        }
+        c.framed.queue(
+            id,
+            &Message::error(
+                libc::EPERM,
+                format!(
+                    "process {} was not granted the creation of {} key {key:#x}",
+                    c.cred.pid,
+                    kind.name()
+                ),
+            ),
+        );
+        false
     }
 
     fn relay(&mut self, c: &mut Client, to: Relayed, msg: &Message) -> bool {
@@ -529,6 +580,13 @@ impl Daemon<'_> {
             }
         };
         let msg = match (to.key, msg) {
+            // This host is to create the key: note which process may.
+            (Some(k), msg @ Message::KeyOwner { id: -1, .. }) => {
+                if let Some(c) = self.clients.get(&to.client) {
+                    self.grants.insert(k, c.cred.pid);
+                }
+                msg
+            }
             (Some((kind, key)), Message::KeyOwner { owner, id, .. }) if id >= 0 => {
                 if owner == self.config.front_end_addr() {
                     Message::KeyOwner {

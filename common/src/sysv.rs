@@ -2,7 +2,7 @@
 //! makes them on a remote caller's behalf) and the library. Errors are the
 //! raw `errno` values, because those are what the caller must see.
 
-use crate::wire::{IpcPerm, IpcSet, MsqInfo, SemBuf, SemInfo, ShmInfo};
+use crate::wire::{IpcKind, IpcPerm, IpcSet, MsqInfo, SemBuf, SemInfo, ShmInfo};
 use std::io;
 use std::mem::size_of;
 
@@ -287,6 +287,22 @@ pub fn shm_into(info: &ShmInfo, ds: &mut libc::shmid_ds) {
 }
 
 /// `msgget` with `flags` as given (the caller strips `IPC_DIPC`).
+/// Whether `key` may still name structure `id` of `kind` in this IPC
+/// namespace. No only when the kernel says so: the key is unknown, or
+/// names another structure; a get refused for any other reason
+/// (permissions) cannot tell, so it counts as yes.
+pub fn key_may_name(kind: IpcKind, key: i32, id: i32) -> bool {
+    let r = match kind {
+        IpcKind::Msg => msgget(key, 0),
+        IpcKind::Sem => semget(key, 0, 0),
+        IpcKind::Shm => shmget(key, 0, 0),
+    };
+    match r {
+        Ok(have) => have == id,
+        Err(e) => e != libc::ENOENT,
+    }
+}
+
 pub fn msgget(key: i32, flags: i32) -> Result<i32, i32> {
     // SAFETY: msgget takes plain integers.
     let id = unsafe { libc::msgget(key, flags) };
@@ -362,5 +378,18 @@ mod tests {
             .parse()
             .unwrap();
         assert_eq!(msgmax(), proc);
+    }
+
+    #[test]
+    fn key_may_name_only_what_the_kernel_shows() {
+        // A key of its own for this test: the process id, in a range of
+        // its own.
+        let key = 0x5ee0_0000 | (std::process::id() as i32 & 0xffff);
+        let id = msgget(key, libc::IPC_CREAT | libc::IPC_EXCL | 0o600).unwrap();
+        assert!(key_may_name(IpcKind::Msg, key, id));
+        assert!(!key_may_name(IpcKind::Msg, key, id + 1));
+        assert!(!key_may_name(IpcKind::Sem, key, id));
+        msgctl_rmid(id).unwrap();
+        assert!(!key_may_name(IpcKind::Msg, key, id));
     }
 }

@@ -414,7 +414,9 @@ pub enum Message {
         kind: IpcKind,
         key: i32,
     },
-    /// The structure was removed (`IPC_RMID`): free the key.
+    /// The structure was removed (`IPC_RMID`): free the key. The referee
+    /// takes it only from the key's owner host, whose dipcd relays it only
+    /// once its kernel no longer has `id` under `key`.
     KeyRemove {
         kind: IpcKind,
         key: i32,
@@ -459,9 +461,13 @@ pub enum Message {
     /// set, bytes for a segment, unused for a queue), so that a get from
     /// another host fails as the owner's kernel would (`EACCES`,
     /// `EINVAL`). The reply is `Done { value: owner's id }` or the error.
+    /// `id` is the structure the referee has for the key: if the key no
+    /// longer names it there, the worker has the referee's entry freed
+    /// (only the owner host may) before it replies.
     IpcGet {
         kind: IpcKind,
         key: i32,
+        id: i32,
         flags: i32,
         size: u64,
     },
@@ -753,11 +759,13 @@ impl Message {
             Message::IpcGet {
                 kind,
                 key,
+                id,
                 flags,
                 size,
             } => {
                 w.u8(*kind as u8);
                 w.i32(*key);
+                w.i32(*id);
                 w.i32(*flags);
                 w.u64(*size);
             }
@@ -1117,6 +1125,7 @@ impl Message {
             Kind::IpcGet => Message::IpcGet {
                 kind: r.kind()?,
                 key: r.i32("key")?,
+                id: r.i32("id")?,
                 flags: r.i32("flags")?,
                 size: r.u64("size")?,
             },
@@ -1758,6 +1767,7 @@ mod tests {
             Message::IpcGet {
                 kind: IpcKind::Sem,
                 key: 0x4242,
+                id: 17,
                 flags: 0o600,
                 size: 3,
             },

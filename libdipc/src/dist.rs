@@ -96,18 +96,16 @@ pub fn get(ops: &KindOps, key: i32, flags: i32, size: u64) -> Result<i32, Errno>
         let check = Message::IpcGet {
             kind,
             key,
+            id,
             flags: flags & 0o777,
             size,
         };
         match state::remote(owner, &check, false).map_err(client_errno) {
             Ok(Message::Done { value }) if value == i64::from(id) => {}
             // Removed on the owner without the referee being told (the
-            // key may since name another structure there): free the key
-            // and ask again.
-            Ok(Message::Done { .. }) | Err(libc::ENOENT) => {
-                let _ = state::control(&Message::KeyRemove { kind, key, id });
-                continue;
-            }
+            // key may since name another structure there): the owner's
+            // worker has freed the key; ask again.
+            Ok(Message::Done { .. }) | Err(libc::ENOENT) => continue,
             Ok(_) => return Err(libc::EPROTO),
             Err(e) => return Err(e),
         }
@@ -154,16 +152,13 @@ pub fn remove(
         Route::Local => (ops.rmid)(id),
         Route::Owned { key } => {
             (ops.rmid)(id)?;
-            removed(ops.kind, id, key, id);
+            removed(ops.kind, id, key);
             Ok(())
         }
-        Route::Remote {
-            owner,
-            id: rid,
-            key,
-        } => match remote_rmid(owner, rid)? {
+        Route::Remote { owner, id: rid, .. } => match remote_rmid(owner, rid)? {
+            // The owner's worker has freed the key (only the owner may).
             Message::Done { .. } => {
-                removed(ops.kind, id, key, rid);
+                state::forget_route(ops.kind, id);
                 Ok(())
             }
             _ => Err(libc::EPROTO),
@@ -171,15 +166,12 @@ pub fn remove(
     }
 }
 
-/// After a successful `IPC_RMID` of a distributed structure: free the key
-/// cluster-wide (every host then drops its placeholder).
-pub fn removed(kind: IpcKind, local_id: i32, key: i32, owner_id: i32) {
-    state::forget_route(kind, local_id);
+/// After a successful `IPC_RMID` of a distributed structure owned by this
+/// host: free the key cluster-wide (every host then drops its
+/// placeholder). This host's dipcd checks with the kernel that it is gone.
+fn removed(kind: IpcKind, id: i32, key: i32) {
+    state::forget_route(kind, id);
     if key != libc::IPC_PRIVATE {
-        let _ = state::control(&Message::KeyRemove {
-            kind,
-            key,
-            id: owner_id,
-        });
+        let _ = state::control(&Message::KeyRemove { kind, key, id });
     }
 }

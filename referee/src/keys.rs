@@ -41,6 +41,16 @@ struct Entry {
     state: State,
 }
 
+/// What [`KeyTable::remove`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    Removed,
+    /// The key names another structure, or none (nothing to do).
+    NoSuchEntry,
+    /// Refused: the notice did not come from the owner, this host.
+    NotOwner(SocketAddr),
+}
+
 /// A reply to send: connection, request id, message.
 pub type Reply = (usize, u64, Message);
 
@@ -185,17 +195,24 @@ impl KeyTable {
         out
     }
 
-    /// Frees a key after `IPC_RMID`, if it still names that structure.
-    pub fn remove(&mut self, kind: IpcKind, key: i32, id: i32) -> bool {
+    /// Frees a key after `IPC_RMID`, if it still names that structure and
+    /// `from` is the host that owns it: only that host's dipcd can see, in
+    /// its kernel, that the structure is gone (it checks before it relays),
+    /// so a notice from any other host could free a live key.
+    pub fn remove(&mut self, kind: IpcKind, key: i32, id: i32, from: SocketAddr) -> Removal {
         match self.keys.get(&(kind, key)) {
             Some(Entry {
+                owner,
                 state: State::Ready { id: have, .. },
                 ..
             }) if *have == id => {
+                if *owner != from {
+                    return Removal::NotOwner(*owner);
+                }
                 self.keys.remove(&(kind, key));
-                true
+                Removal::Removed
             }
-            _ => false,
+            _ => Removal::NoSuchEntry,
         }
     }
 
@@ -335,8 +352,11 @@ mod tests {
             libc::ENOENT
         );
         assert_eq!(t.list(now).len(), 1);
-        assert!(!t.remove(IpcKind::Msg, 5, 41));
-        assert!(t.remove(IpcKind::Msg, 5, 42));
+        assert_eq!(t.remove(IpcKind::Msg, 5, 41, h1), Removal::NoSuchEntry);
+        // Only the owner's dipcd can tell that the queue is gone.
+        assert_eq!(t.remove(IpcKind::Msg, 5, 42, h2), Removal::NotOwner(h1));
+        assert_eq!(t.list(now).len(), 1);
+        assert_eq!(t.remove(IpcKind::Msg, 5, 42, h1), Removal::Removed);
         assert!(t.list(now).is_empty());
     }
 

@@ -29,7 +29,7 @@ use dipc_common::net::{tune_tcp, Stream};
 use dipc_common::sys;
 use dipc_common::wire::{IpcKind, Message, Role};
 use hosts::HostTable;
-use keys::{KeyTable, Reply};
+use keys::{KeyTable, Removal, Reply};
 use log::{debug, error, info, warn};
 use mio::net::{TcpListener, UnixListener};
 use mio::unix::SourceFd;
@@ -406,12 +406,30 @@ impl Referee<'_> {
                 self.deliver(t, c, replies);
                 c.framed.queue(id, &Message::Done { value: 0 });
             }
-            (State::Ready { host: Some(_), .. }, Message::KeyRemove { kind, key, id: sid }) => {
-                if self.keys.remove(kind, key, sid) {
-                    info!("{} key {key:#x} (id {sid}) removed", kind.name());
-                    self.push_gone(t, c, kind, key);
-                }
-                c.framed.queue(id, &Message::Done { value: 0 });
+            (State::Ready { host: Some(h), .. }, Message::KeyRemove { kind, key, id: sid }) => {
+                let reply = match self.keys.remove(kind, key, sid, *h) {
+                    Removal::Removed => {
+                        info!("{} key {key:#x} (id {sid}) removed", kind.name());
+                        self.push_gone(t, c, kind, key);
+                        Message::Done { value: 0 }
+                    }
+                    Removal::NoSuchEntry => Message::Done { value: 0 },
+                    Removal::NotOwner(owner) => {
+                        warn!(
+                            "refused to free {} key {key:#x} (id {sid}) at the request of {h}: \
+                             it is owned by {owner}",
+                            kind.name()
+                        );
+                        Message::error(
+                            libc::EPERM,
+                            format!(
+                                "{} key {key:#x} is owned by {owner}: only that host frees it",
+                                kind.name()
+                            ),
+                        )
+                    }
+                };
+                c.framed.queue(id, &reply);
             }
             (State::Ready { .. }, Message::ListKeys) => {
                 c.framed.queue(

@@ -780,6 +780,93 @@ fn remote_calls_behave_alike_with_any_spin_and_a_bad_spin_is_refused() {
     assert_eq!(s["qnum"], 0, "{s}");
 }
 
+/// Only the owner host frees a key, and only once its kernel no longer
+/// has the queue: a notice forged by any local user is refused, from
+/// another host (EPERM, by the referee) as on the owner (EBUSY, by its
+/// dipcd), and the key keeps working; only the process granted a key's
+/// creation may commit or abort it. A queue removed on the owner by a
+/// plain IPC_RMID, which tells no one, is found out at the next get from
+/// another host: the owner's worker frees the key, the get says ENOENT,
+/// and another host may create the key anew.
+#[test]
+fn only_the_owner_frees_a_key_and_only_once_it_is_gone() {
+    let c = Cluster::up(3);
+    let id = create(&c, 2, "0x5252", "0666").to_string();
+    let forged = |host: usize, want: &str| {
+        c.exec_err(
+            host,
+            &[
+                "setpriv",
+                "--reuid",
+                "65534",
+                "--regid",
+                "65534",
+                "--clear-groups",
+                "dipc-msg",
+                "key-notice",
+                "free",
+                "0x5252",
+                "--id",
+                &id,
+            ],
+            &[want],
+        );
+    };
+    forged(1, "EPERM");
+    forged(3, "EPERM");
+    forged(2, "EBUSY");
+    // Root is refused alike: the check is what the kernel shows, not who asks.
+    c.exec_err(
+        1,
+        &["dipc-msg", "key-notice", "free", "0x5252", "--id", &id],
+        &["EPERM"],
+    );
+    // Nor can a process that was not granted the creation of a key commit
+    // it (to a queue of its choosing) or abort it.
+    for host in [1, 2] {
+        c.exec_err(
+            host,
+            &["dipc-msg", "key-notice", "commit", "0x5252", "--id", &id],
+            &["EPERM"],
+        );
+        c.exec_err(
+            host,
+            &["dipc-msg", "key-notice", "commit", "0x5253", "--id", &id],
+            &["EPERM"],
+        );
+        c.exec_err(
+            host,
+            &["dipc-msg", "key-notice", "abort", "0x5253"],
+            &["EPERM"],
+        );
+    }
+    c.exec_err(1, &["dipc-msg", "get", "0x5253"], &["ENOENT"]);
+    let keys = c.dipcref_keys(1);
+    assert!(
+        keys.iter()
+            .any(|k| k.key == "0x5252" && k.id.to_string() == id && k.owner == owner_addr(2)),
+        "the referee lost 0x5252: {keys:#?}"
+    );
+    send(&c, 3, "0x5252", "1", "still here");
+    assert_eq!(recv_now(&c, 1, "0x5252", &[]), "1 still here");
+
+    // A plain IPC_RMID on the owner: the referee is not told...
+    c.exec_ok(2, &["dipc-msg", "rm", "0x5252", "--local"]);
+    assert!(c.dipcref_keys(1).iter().any(|k| k.key == "0x5252"));
+    // ...until a get from another host finds the key gone on the owner.
+    c.exec_err(1, &["dipc-msg", "get", "0x5252"], &["ENOENT"]);
+    assert_key_gone(&c, "0x5252");
+    let new = create(&c, 3, "0x5252", "0666");
+    let keys = c.dipcref_keys(1);
+    assert!(
+        keys.iter()
+            .any(|k| k.key == "0x5252" && k.id == i64::from(new) && k.owner == owner_addr(3)),
+        "0x5252 should now be host 3's: {keys:#?}"
+    );
+    send(&c, 1, "0x5252", "2", "new owner");
+    assert_eq!(recv_now(&c, 2, "0x5252", &[]), "2 new owner");
+}
+
 #[test]
 fn lost_owner_fails_a_blocked_recv_in_time() {
     let c = Cluster::up(3);

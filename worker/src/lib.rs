@@ -12,6 +12,7 @@
 //! of this host ([`pids`]), as the caller, so the kernel applies its
 //! permission rules to the caller's uid.
 
+mod keys;
 mod msg;
 mod pids;
 mod sem;
@@ -21,7 +22,7 @@ mod shm;
 use dipc_common::auth::{server_handshake, Secret};
 use dipc_common::channel::{Channel, ChannelError};
 use dipc_common::config::Config;
-use dipc_common::wire::{IpcKind, Message};
+use dipc_common::wire::Message;
 use log::{debug, info, warn};
 use std::net::{IpAddr, TcpStream};
 use std::os::fd::{AsFd, AsRawFd};
@@ -74,6 +75,7 @@ pub fn serve(stream: TcpStream, peer: IpAddr, config: &Config, secret: &Secret) 
                 return 1;
             }
         };
+        let removal = keys::Removal::of(&req);
         let reply = match req {
             // A cancel that crossed our reply: the call it meant is over.
             Message::Cancel => continue,
@@ -119,6 +121,13 @@ pub fn serve(stream: TcpStream, peer: IpAddr, config: &Config, secret: &Secret) 
             },
             Message::ShmCtl { id: sid, cmd, set } => shm::ctl(config, sid, cmd, set),
             Message::ShmQuery { id: sid } => shm::query(config, sid),
+            Message::IpcGet {
+                kind,
+                key,
+                id: sid,
+                flags,
+                size,
+            } => keys::get(config, kind, key, sid, flags, size),
             req => {
                 let sender = sender.unwrap_or(0);
                 // First without waiting: most calls do not block, and those
@@ -136,10 +145,33 @@ pub fn serve(stream: TcpStream, peer: IpAddr, config: &Config, secret: &Secret) 
                 }
             }
         };
+        if let Some(r) = removal {
+            r.done(config, &reply);
+        }
         if let Err(e) = ch.send(id, &reply) {
             info!("worker for {peer}: reply lost: {e}");
             return 1;
         }
+    }
+}
+
+/// A request to a local Unix socket, answered within the request time-out.
+fn local_call(config: &Config, path: &std::path::Path, msg: &Message) -> Result<Message, Message> {
+    let s = std::os::unix::net::UnixStream::connect(path).map_err(|e| {
+        Message::error(
+            e.raw_os_error().unwrap_or(libc::ECONNREFUSED),
+            format!("cannot reach {}: {e}", path.display()),
+        )
+    })?;
+    let _ = s.set_read_timeout(Some(config.timeouts.request));
+    let mut ch = Channel::new(s, config.max_frame);
+    match ch.call(1, msg) {
+        Ok(Message::Error { errno, message }) => Err(Message::Error { errno, message }),
+        Ok(reply) => Ok(reply),
+        Err(e) => Err(Message::error(
+            e.errno(),
+            format!("{}: {e}", path.display()),
+        )),
     }
 }
 
@@ -172,19 +204,6 @@ fn handle(req: &Message, sender: i64, extra: i32) -> Message {
             ..
         } => msg::rcv(*id, *size, *mtype, *flags | extra),
         Message::MsgCtl { id, cmd, set, .. } => msg::ctl(*id, *cmd, *set),
-        // The plain get of an existing key, as the caller, asking only for
-        // the permission bits of its flags: the owner's kernel answers as
-        // it would a local get (EACCES, EINVAL, ENOENT if it has gone).
-        Message::IpcGet {
-            kind,
-            key,
-            flags,
-            size,
-        } => match kind {
-            IpcKind::Msg => msg::get(*key, *flags & 0o777),
-            IpcKind::Sem => sem::get(*key, *size, *flags & 0o777),
-            IpcKind::Shm => shm::get(*key, *size, *flags & 0o777),
-        },
         Message::SemOp {
             id,
             ops,

@@ -8,7 +8,7 @@
 //! `IPC_RMID`) are plain calls here, except that `shm_nattch` is the
 //! manager's count of attaches on every host.
 
-use dipc_common::channel::Channel;
+use crate::local_call;
 use dipc_common::config::Config;
 use dipc_common::sys;
 use dipc_common::sysv;
@@ -18,26 +18,6 @@ use std::os::unix::net::UnixStream;
 
 fn fail(errno: i32) -> Message {
     Message::error(errno, std::io::Error::from_raw_os_error(errno).to_string())
-}
-
-/// A request to a local Unix socket, answered within the request time-out.
-fn local_call(config: &Config, path: &std::path::Path, msg: &Message) -> Result<Message, Message> {
-    let s = UnixStream::connect(path).map_err(|e| {
-        Message::error(
-            e.raw_os_error().unwrap_or(libc::ECONNREFUSED),
-            format!("cannot reach {}: {e}", path.display()),
-        )
-    })?;
-    let _ = s.set_read_timeout(Some(config.timeouts.request));
-    let mut ch = Channel::new(s, config.max_frame);
-    match ch.call(1, msg) {
-        Ok(Message::Error { errno, message }) => Err(Message::Error { errno, message }),
-        Ok(reply) => Ok(reply),
-        Err(e) => Err(Message::error(
-            e.errno(),
-            format!("{}: {e}", path.display()),
-        )),
-    }
 }
 
 /// Passes `caller` to the manager of segment `id` with the attach request

@@ -25,7 +25,7 @@
 
 use clap::{Args, Parser, Subcommand};
 use dipc::msg::{self, IPC_DIPC};
-use dipc_common::wire::{IpcSet, MsqInfo};
+use dipc_common::wire::{IpcKind, IpcSet, Message, MsqInfo};
 use nix::errno::Errno;
 use serde_json::json;
 use std::io::Write;
@@ -137,6 +137,22 @@ enum Command {
     Rm {
         #[command(flatten)]
         queue: Queue,
+    },
+    /// Send this host's dipcd one of the notices the library sends about a
+    /// distributed queue's key, as this process; for checking that forged
+    /// notices are refused. `free`: the queue was removed, free KEY (EBUSY
+    /// while KEY still names queue ID on this host, EPERM from a host that
+    /// does not own it). `commit`, `abort`: this process made (or failed to
+    /// make) the queue it was granted to create (EPERM: no such grant).
+    KeyNotice {
+        #[arg(value_parser = ["free", "commit", "abort"])]
+        notice: String,
+        /// Queue key (decimal, 0x hexadecimal or 0o octal)
+        #[arg(value_parser = parse_key)]
+        key: i32,
+        /// The queue's id on its owner (free, commit)
+        #[arg(long, default_value_t = 0)]
+        id: i32,
     },
     /// Many messages with checked contents (see the program's docs)
     Stress {
@@ -383,6 +399,27 @@ fn run(cmd: Command) -> Result<ExitCode, Failure> {
         Command::Rm { queue } => {
             let id = open(&queue, false)?;
             msg::remove(id).map_err(fail("msgctl(IPC_RMID)"))?;
+        }
+        Command::KeyNotice { notice, key, id } => {
+            let kind = IpcKind::Msg;
+            let notice = match notice.as_str() {
+                "free" => Message::KeyRemove { kind, key, id },
+                "commit" => Message::KeyCommit {
+                    kind,
+                    key,
+                    id,
+                    // dipcd puts the caller's uid here.
+                    creator_uid: 0,
+                },
+                _ => Message::KeyAbort { kind, key },
+            };
+            let r = dipc::client::load_config()
+                .and_then(|c| dipc::Client::for_config(&c))
+                .and_then(|mut c| c.call(&notice));
+            if let Err(e) = r {
+                eprintln!("dipc-msg: key notice for {key:#x}: {e}");
+                return Err(fail("key notice")(e.errno()));
+            }
         }
         Command::Stress {
             command:
