@@ -76,6 +76,10 @@ const FIRST_CLIENT: usize = 16;
 /// pidfds have tokens from `FIRST_CLIENT` up).
 const NO_CLIENT: usize = 0;
 const MAX_CLIENTS: usize = 4096;
+/// Creations in progress watched at once (each holds a pidfd); beyond
+/// this a grant is given up at once rather than let a process that asks
+/// for keys without creating them exhaust dipcd's descriptors.
+const MAX_GRANTS: usize = 1024;
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
@@ -158,6 +162,7 @@ fn run(config: &Config) -> io::Result<u8> {
         managers: HashMap::new(),
         pids: Pids::new(config.runtime_dir.join("mailboxes")),
         grants: HashMap::new(),
+        grant_tokens: HashMap::new(),
     };
     let mut listener = UnixListener::from_std(listener);
     d.poll.registry().register(
@@ -187,6 +192,16 @@ struct Client {
     cred: PeerCred,
 }
 
+/// The process granted the creation of a key, watched until it commits or
+/// aborts it.
+struct Grant {
+    pid: i32,
+    starttime: u64,
+    pidfd: std::os::fd::OwnedFd,
+    token: usize,
+    since: Instant,
+}
+
 struct Daemon<'a> {
     config: &'a Config,
     secret: Secret,
@@ -199,9 +214,12 @@ struct Daemon<'a> {
     /// The running shm managers, by segment id.
     managers: HashMap<i32, Pid>,
     pids: Pids,
-    /// Keys this host was granted to create, by the pid of the local
-    /// process the grant went to: only it may commit or abort the key.
-    grants: HashMap<(IpcKind, i32), i32>,
+    /// Keys this host was granted to create, with the local process the
+    /// grant went to: only it may commit or abort the key, and if it dies
+    /// first (its pidfd, in the poll, turns readable), dipcd aborts for it.
+    grants: HashMap<(IpcKind, i32), Grant>,
+    /// The key whose grant holder's pidfd is under each token.
+    grant_tokens: HashMap<usize, (IpcKind, i32)>,
 }
 
 impl Daemon<'_> {
@@ -259,10 +277,12 @@ impl Daemon<'_> {
                     ),
                     Token(t) => match self.pids.pid_of_token(t) {
                         Some(pid) => self.process_exited(pid),
+                        None if self.grant_tokens.contains_key(&t) => self.grant_holder_exited(t),
                         None => self.client_ready(t),
                     },
                 }
             }
+            self.expire_grants(Instant::now());
             self.link
                 .tick(self.poll.registry(), self.config, &mut link_events);
             for ev in link_events.drain(..) {
@@ -469,9 +489,11 @@ impl Daemon<'_> {
     /// local user can reach this socket: without the check, one could
     /// commit another's key to a structure of its choosing.
     fn take_grant(&mut self, c: &mut Client, id: u64, kind: IpcKind, key: i32) -> bool {
-        if self.grants.get(&(kind, key)) == Some(&c.cred.pid) {
-            self.grants.remove(&(kind, key));
-            return true;
+        if let Some(g) = self.grants.get(&(kind, key)) {
+            if g.pid == c.cred.pid && procs::starttime(g.pid) == Ok(g.starttime) {
+                self.end_grant((kind, key));
+                return true;
+            }
         }
         c.framed.queue(
             id,
@@ -485,6 +507,111 @@ impl Daemon<'_> {
             ),
         );
         false
+    }
+
+    /// Gives up the creation of `key` on the referee for a process that
+    /// can no longer make it, so that other hosts asking for the key need
+    /// not wait for the referee's time-out.
+    fn abort_creation(&mut self, (kind, key): (IpcKind, i32)) {
+        let nobody = Relayed {
+            client: NO_CLIENT,
+            id: 0,
+            key: None,
+            then: Then::Nothing,
+        };
+        self.link.relay(nobody, &Message::KeyAbort { kind, key });
+    }
+
+    /// Records that `pid` may create `key`, and watches it through a
+    /// pidfd; without a live process to create it, the creation is given
+    /// up at once.
+    fn grant(&mut self, key: (IpcKind, i32), pid: Option<i32>) {
+        self.end_grant(key);
+        let full = self.grants.len() >= MAX_GRANTS;
+        let watched = pid.ok_or(libc::ESRCH).and_then(|pid| {
+            if full {
+                return Err(libc::EMFILE);
+            }
+            let (pidfd, starttime) = procs::open_checked(pid, None)?;
+            let token = self.next_token;
+            self.poll
+                .registry()
+                .register(
+                    &mut SourceFd(&pidfd.as_raw_fd()),
+                    Token(token),
+                    Interest::READABLE,
+                )
+                .map_err(|e| e.raw_os_error().unwrap_or(libc::ENOMEM))?;
+            self.next_token += 1;
+            Ok(Grant {
+                pid,
+                starttime,
+                pidfd,
+                token,
+                since: Instant::now(),
+            })
+        });
+        match watched {
+            Ok(g) => {
+                self.grant_tokens.insert(g.token, key);
+                self.grants.insert(key, g);
+            }
+            Err(e) => {
+                info!(
+                    "{} key {:#x}: cannot watch the process granted its creation ({}); \
+                     creation given up",
+                    key.0.name(),
+                    key.1,
+                    io::Error::from_raw_os_error(e)
+                );
+                self.abort_creation(key);
+            }
+        }
+    }
+
+    fn end_grant(&mut self, key: (IpcKind, i32)) -> Option<Grant> {
+        let g = self.grants.remove(&key)?;
+        self.grant_tokens.remove(&g.token);
+        let _ = self
+            .poll
+            .registry()
+            .deregister(&mut SourceFd(&g.pidfd.as_raw_fd()));
+        Some(g)
+    }
+
+    /// Forgets grants older than the referee keeps a creation pending (it
+    /// has given them up by then, and may have granted the key again).
+    fn expire_grants(&mut self, now: Instant) {
+        if self.grants.is_empty() {
+            return;
+        }
+        let limit = self.config.timeouts.request * 2;
+        let old: Vec<(IpcKind, i32)> = self
+            .grants
+            .iter()
+            .filter(|(_, g)| now.duration_since(g.since) > limit)
+            .map(|(&k, _)| k)
+            .collect();
+        for k in old {
+            self.end_grant(k);
+        }
+    }
+
+    /// The process granted a key's creation exited before it committed or
+    /// aborted it.
+    fn grant_holder_exited(&mut self, token: usize) {
+        let Some(&key) = self.grant_tokens.get(&token) else {
+            return;
+        };
+        if let Some(g) = self.end_grant(key) {
+            info!(
+                "{} key {:#x}: pid {} died before creating it; creation given up",
+                key.0.name(),
+                key.1,
+                g.pid
+            );
+            self.abort_creation(key);
+        }
     }
 
     fn relay(&mut self, c: &mut Client, to: Relayed, msg: &Message) -> bool {
@@ -582,9 +709,8 @@ impl Daemon<'_> {
         let msg = match (to.key, msg) {
             // This host is to create the key: note which process may.
             (Some(k), msg @ Message::KeyOwner { id: -1, .. }) => {
-                if let Some(c) = self.clients.get(&to.client) {
-                    self.grants.insert(k, c.cred.pid);
-                }
+                let pid = self.clients.get(&to.client).map(|c| c.cred.pid);
+                self.grant(k, pid);
                 msg
             }
             (Some((kind, key)), Message::KeyOwner { owner, id, .. }) if id >= 0 => {

@@ -867,6 +867,40 @@ fn only_the_owner_frees_a_key_and_only_once_it_is_gone() {
     assert_eq!(recv_now(&c, 2, "0x5252", &[]), "2 new owner");
 }
 
+/// A process granted the creation of a key that dies before creating it
+/// (here one that asks and exits) gives the key up at once: its dipcd
+/// aborts the creation when the process's connection closes, rather than
+/// leaving other hosts to wait for the referee's time-out; then another
+/// host may create the key.
+#[test]
+fn a_creator_that_dies_gives_up_its_key() {
+    let c = Cluster::up(2);
+    let out = c.exec_ok(1, &["dipc-msg", "key-notice", "claim", "0x5353"]);
+    assert_eq!(
+        out.trim(),
+        format!("owner {} id -1", owner_addr(1)),
+        "host 1 should have been granted the creation"
+    );
+    let want = "msg key 0x5353: pid ";
+    assert!(
+        wait_for(Duration::from_secs(5), || {
+            let log = c.log(1);
+            log.contains(want) && log.contains("died before creating it")
+        })
+        .is_some(),
+        "host 1's dipcd did not give up the dead creator's key:\n{}",
+        c.log(1)
+    );
+    c.exec_err(2, &["dipc-msg", "get", "0x5353"], &["ENOENT"]);
+    let id = create(&c, 2, "0x5353", "0666");
+    let keys = c.dipcref_keys(1);
+    assert!(
+        keys.iter()
+            .any(|k| k.key == "0x5353" && k.id == i64::from(id) && k.owner == owner_addr(2)),
+        "0x5353 should be host 2's: {keys:#?}"
+    );
+}
+
 #[test]
 fn lost_owner_fails_a_blocked_recv_in_time() {
     let c = Cluster::up(3);

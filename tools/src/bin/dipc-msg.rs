@@ -144,8 +144,10 @@ enum Command {
     /// while KEY still names queue ID on this host, EPERM from a host that
     /// does not own it). `commit`, `abort`: this process made (or failed to
     /// make) the queue it was granted to create (EPERM: no such grant).
+    /// `claim`: ask to create KEY and exit without creating it, as a
+    /// creator that dies would (prints the reply).
     KeyNotice {
-        #[arg(value_parser = ["free", "commit", "abort"])]
+        #[arg(value_parser = ["free", "commit", "abort", "claim"])]
         notice: String,
         /// Queue key (decimal, 0x hexadecimal or 0o octal)
         #[arg(value_parser = parse_key)]
@@ -411,14 +413,23 @@ fn run(cmd: Command) -> Result<ExitCode, Failure> {
                     // dipcd puts the caller's uid here.
                     creator_uid: 0,
                 },
+                "claim" => Message::KeyGet {
+                    kind,
+                    key,
+                    flags: libc::IPC_CREAT | 0o666,
+                },
                 _ => Message::KeyAbort { kind, key },
             };
             let r = dipc::client::load_config()
                 .and_then(|c| dipc::Client::for_config(&c))
                 .and_then(|mut c| c.call(&notice));
-            if let Err(e) = r {
-                eprintln!("dipc-msg: key notice for {key:#x}: {e}");
-                return Err(fail("key notice")(e.errno()));
+            match r {
+                Ok(Message::KeyOwner { owner, id, .. }) => println!("owner {owner} id {id}"),
+                Ok(_) => {}
+                Err(e) => {
+                    eprintln!("dipc-msg: key notice for {key:#x}: {e}");
+                    return Err(fail("key notice")(e.errno()));
+                }
             }
         }
         Command::Stress {
