@@ -286,23 +286,28 @@ pub fn shm_into(info: &ShmInfo, ds: &mut libc::shmid_ds) {
     ds.shm_nattch = info.nattch;
 }
 
-/// `msgget` with `flags` as given (the caller strips `IPC_DIPC`).
+/// The get of `kind`: `size` is `nsems` for a semaphore set, the size for
+/// a segment, unused for a queue.
+pub fn get(kind: IpcKind, key: i32, size: u64, flags: i32) -> Result<i32, i32> {
+    match kind {
+        IpcKind::Msg => msgget(key, flags),
+        IpcKind::Sem => semget(key, size, flags),
+        IpcKind::Shm => shmget(key, size, flags),
+    }
+}
+
 /// Whether `key` may still name structure `id` of `kind` in this IPC
-/// namespace. No only when the kernel says so: the key is unknown, or
-/// names another structure; a get refused for any other reason
-/// (permissions) cannot tell, so it counts as yes.
+/// namespace. It does not only when the kernel says so: the key is
+/// unknown, or names another structure; a get refused for any other
+/// reason (permissions) cannot tell, so it counts as yes.
 pub fn key_may_name(kind: IpcKind, key: i32, id: i32) -> bool {
-    let r = match kind {
-        IpcKind::Msg => msgget(key, 0),
-        IpcKind::Sem => semget(key, 0, 0),
-        IpcKind::Shm => shmget(key, 0, 0),
-    };
-    match r {
+    match get(kind, key, 0, 0) {
         Ok(have) => have == id,
         Err(e) => e != libc::ENOENT,
     }
 }
 
+/// `msgget` with `flags` as given (the caller strips `IPC_DIPC`).
 pub fn msgget(key: i32, flags: i32) -> Result<i32, i32> {
     // SAFETY: msgget takes plain integers.
     let id = unsafe { libc::msgget(key, flags) };

@@ -5,8 +5,9 @@
 //! the reply means being woken when it comes, and waking a task on an idle
 //! CPU (all the more a virtual one, whose halt is a trip to the hypervisor)
 //! takes as long as the rest of the round trip together: a remote msgsnd +
-//! msgrcv ping-pong, two such round trips, measured 2.8× a raw TCP
-//! ping-pong sleeping, 1.1× spinning up to 50 µs (README, Benchmarks). So
+//! msgrcv ping-pong, two such round trips, measured 2.5–2.9× a raw TCP
+//! ping-pong when it sleeps, 0.9–1.2× when it spins up to 100 µs (README,
+//! Benchmarks). So
 //! the library first checks for the reply without sleeping, for at most
 //! `library.spin_us`.
 //!

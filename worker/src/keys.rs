@@ -10,7 +10,7 @@
 //! first. A caller on another host could not do it: its own dipcd cannot
 //! see the owner's kernel.
 
-use crate::{local_call, msg, sem, shm};
+use crate::{done, local_call};
 use dipc_common::config::Config;
 use dipc_common::sysv;
 use dipc_common::wire::{IpcKind, Message};
@@ -39,21 +39,15 @@ fn free(config: &Config, kind: IpcKind, key: i32, id: i32) {
 /// referee's entry is freed before the reply, so that the caller's next
 /// look-up of the key finds it free.
 pub fn get(config: &Config, kind: IpcKind, key: i32, id: i32, flags: i32, size: u64) -> Message {
-    let flags = flags & 0o777;
-    let reply = match kind {
-        IpcKind::Msg => msg::get(key, flags),
-        IpcKind::Sem => sem::get(key, size, flags),
-        IpcKind::Shm => shm::get(key, size, flags),
-    };
-    let stale = match &reply {
-        Message::Done { value } => *value != i64::from(id),
-        Message::Error { errno, .. } => *errno == libc::ENOENT,
-        _ => false,
+    let r = sysv::get(kind, key, size, flags & 0o777);
+    let stale = match r {
+        Ok(have) => have != id,
+        Err(e) => e == libc::ENOENT,
     };
     if stale {
         free(config, kind, key, id);
     }
-    reply
+    done(r)
 }
 
 /// A structure an `IPC_RMID` request is about to remove, with its key if

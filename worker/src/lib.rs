@@ -155,6 +155,16 @@ pub fn serve(stream: TcpStream, peer: IpAddr, config: &Config, secret: &Secret) 
     }
 }
 
+/// The error reply for `errno`, with the system's text for it.
+fn fail(errno: i32) -> Message {
+    Message::error(errno, std::io::Error::from_raw_os_error(errno).to_string())
+}
+
+/// `Done` with the call's value, or its error.
+fn done(r: Result<i32, i32>) -> Message {
+    r.map_or_else(fail, |v| Message::Done { value: v.into() })
+}
+
 /// A request to a local Unix socket, answered within the request time-out.
 fn local_call(config: &Config, path: &std::path::Path, msg: &Message) -> Result<Message, Message> {
     let s = std::os::unix::net::UnixStream::connect(path).map_err(|e| {

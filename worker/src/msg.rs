@@ -1,16 +1,8 @@
 //! Message queue calls made for a remote caller.
 
+use crate::fail;
 use dipc_common::sysv;
 use dipc_common::wire::Message;
-
-fn fail(errno: i32) -> Message {
-    Message::error(errno, std::io::Error::from_raw_os_error(errno).to_string())
-}
-
-/// The plain `msgget` of an existing key (see `IpcGet`).
-pub fn get(key: i32, flags: i32) -> Message {
-    sysv::msgget(key, flags).map_or_else(fail, |id| Message::Done { value: id.into() })
-}
 
 pub fn snd(id: i32, mtype: i64, text: &[u8], flags: i32) -> Message {
     match sysv::msgsnd(id, mtype, text, flags) {

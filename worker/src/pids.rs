@@ -2,14 +2,12 @@
 //! caller (the worker has its uid and groups), so the kernel checks the
 //! caller's permission: `EPERM` from `kill_d` is the kernel's own.
 
+use crate::done;
 use dipc_common::procs;
 use dipc_common::wire::Message;
 
 fn reply(r: Result<(), i32>) -> Message {
-    match r {
-        Ok(()) => Message::Done { value: 0 },
-        Err(e) => Message::error(e, std::io::Error::from_raw_os_error(e).to_string()),
-    }
+    done(r.map(|()| 0))
 }
 
 /// Signals the process `{pid, starttime}` of this host.

@@ -3,24 +3,9 @@
 //! and the kernel undoes them when it exits, which is when that process's
 //! connection closes (however the process ended).
 
+use crate::{done, fail};
 use dipc_common::sysv;
 use dipc_common::wire::{Message, SemArg, SemBuf};
-
-fn fail(errno: i32) -> Message {
-    Message::error(errno, std::io::Error::from_raw_os_error(errno).to_string())
-}
-
-fn done(r: Result<i32, i32>) -> Message {
-    match r {
-        Ok(v) => Message::Done { value: v as i64 },
-        Err(e) => fail(e),
-    }
-}
-
-/// The plain `semget` of an existing key (see `IpcGet`).
-pub fn get(key: i32, nsems: u64, flags: i32) -> Message {
-    done(sysv::semget(key, nsems, flags))
-}
 
 /// `semop`; `extra` flags (`IPC_NOWAIT` or 0) are added to every operation.
 pub fn op(id: i32, ops: &[SemBuf], timeout_ns: Option<u64>, extra: i16) -> Message {

@@ -8,17 +8,13 @@
 //! `IPC_RMID`) are plain calls here, except that `shm_nattch` is the
 //! manager's count of attaches on every host.
 
-use crate::local_call;
+use crate::{fail, local_call};
 use dipc_common::config::Config;
 use dipc_common::sys;
 use dipc_common::sysv;
 use dipc_common::wire::{self, IpcSet, Message};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
-
-fn fail(errno: i32) -> Message {
-    Message::error(errno, std::io::Error::from_raw_os_error(errno).to_string())
-}
 
 /// Passes `caller` to the manager of segment `id` with the attach request
 /// `rid`. On success the worker must end without touching `caller` again.
@@ -54,11 +50,6 @@ pub fn hand_over(
             format!("cannot pass the connection to the manager of segment {id}: {e}"),
         )
     })
-}
-
-/// The plain `shmget` of an existing key (see `IpcGet`).
-pub fn get(key: i32, size: u64, flags: i32) -> Message {
-    sysv::shmget(key, size, flags).map_or_else(fail, |id| Message::Done { value: id.into() })
 }
 
 /// The manager's view of segment `id`, or an empty one when no manager
