@@ -1,6 +1,8 @@
 //! This host's connection to the referee, driven by the back_end's event
-//! loop without ever blocking it: connect, authenticate, join, then a
-//! heartbeat every `heartbeat_interval_ms`. A link that goes quiet for
+//! loop without ever blocking it: connect, run the handshake on the
+//! cluster secret (after which every frame is sealed, see
+//! `dipc_common::secure`), join, then a heartbeat every
+//! `heartbeat_interval_ms`. A link that goes quiet for
 //! `heartbeat_timeout_ms` or breaks is dropped and re-opened with backoff,
 //! so a restarted referee sees every host again within moments. An explicit
 //! refusal (wrong secret, address not allowed) is fatal: retrying cannot
@@ -24,8 +26,7 @@ enum State {
     /// Not connected; try again at the given time.
     Idle(Instant),
     Connecting,
-    AwaitChallenge(ClientHandshake),
-    AwaitVerdict(ClientHandshake),
+    AwaitHandshake(Box<ClientHandshake>),
     AwaitJoined,
     Joined,
 }
@@ -241,16 +242,17 @@ impl Link {
                     return;
                 }
             }
-            let (hs, hello) = match ClientHandshake::start(Role::Host, config.front_end_addr()) {
-                Ok(x) => x,
-                Err(e) => {
-                    warn!("referee link: {e}");
-                    self.reset(registry, out);
-                    return;
-                }
-            };
+            let (hs, hello) =
+                match ClientHandshake::start(secret, Role::Host, config.front_end_addr()) {
+                    Ok(x) => x,
+                    Err(e) => {
+                        warn!("referee link: {e}");
+                        self.reset(registry, out);
+                        return;
+                    }
+                };
             conn.queue(0, &hello);
-            self.state = State::AwaitChallenge(hs);
+            self.state = State::AwaitHandshake(Box::new(hs));
         }
         let eof = match conn.fill() {
             Ok(Fill::Open) => false,
@@ -271,14 +273,14 @@ impl Link {
                 }
             };
             self.last_heard = Instant::now();
-            if let Err(fatal) = self.handle(frame.0, frame.1, config, secret, out) {
+            if let Err(fatal) = self.handle(frame.0, frame.1, config, out) {
                 out.push(LinkEvent::Fatal(fatal));
                 self.reset(registry, out);
                 return;
             }
         }
         let flushed = self.conn.as_mut().map(|c| c.flush());
-        if eof && matches!(self.state, State::AwaitChallenge(_)) {
+        if eof && matches!(self.state, State::AwaitHandshake(_)) {
             // The referee drops a peer it does not allow without a word.
             warn!(
                 "the referee at {} closed the connection before authentication; is {} in its cluster.allowed_hosts?",
@@ -296,7 +298,6 @@ impl Link {
         id: u64,
         msg: Message,
         config: &Config,
-        secret: &Secret,
         out: &mut Vec<LinkEvent>,
     ) -> Result<(), String> {
         let referee = config.referee_addr();
@@ -305,15 +306,9 @@ impl Link {
             return Ok(());
         };
         self.state = match state {
-            State::AwaitChallenge(mut hs) => match hs.on_challenge(secret, &msg) {
-                Ok(proof) => {
-                    conn.queue(0, &proof);
-                    State::AwaitVerdict(hs)
-                }
-                Err(e) => return Err(format!("referee {referee}: {e}")),
-            },
-            State::AwaitVerdict(hs) => match hs.on_verdict(&msg) {
-                Ok(()) => {
+            State::AwaitHandshake(hs) => match hs.on_reply(&msg) {
+                Ok(secure) => {
+                    conn.secure(secure);
                     conn.queue(
                         0,
                         &Message::Join {

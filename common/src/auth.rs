@@ -1,21 +1,22 @@
-//! The cluster secret and the challenge–response that every daemon-to-daemon
-//! connection passes before it carries work.
+//! The cluster secret and the handshake that opens every connection
+//! between hosts.
 //!
-//! Both sides prove they know the secret without sending it: the caller
-//! sends a fresh nonce in `Hello`; the callee answers `Challenge` with its own
-//! nonce and HMAC-SHA256(secret, "dipc-server" ‖ caller nonce ‖ callee nonce);
-//! the caller answers `Proof` with HMAC-SHA256(secret, "dipc-client" ‖ callee
-//! nonce ‖ caller nonce); the callee replies `Welcome` or `Refused`. The
-//! labels differ per direction so that one side's proof can never be
-//! reflected back as the other's. The caller always sends its proof, even
-//! when the callee's did not verify, so that the callee can log *why* it
-//! refused (a wrong secret), which is what an administrator needs to see.
-//!
-//! This authenticates peers; it does not encrypt. A cluster whose links can
-//! be tampered with needs a private network or a tunnel underneath.
+//! The handshake is Noise's `NNpsk0` pattern (see [`crate::secure`] for
+//! the channel it opens), run by the `snow` crate: the pre-shared key is
+//! HMAC-SHA256 of the cluster secret under a fixed label, so the secret
+//! itself never crosses the wire. The caller sends one message (its
+//! ephemeral key, and a [`Message::Hello`] naming its role and front_end
+//! address, encrypted under the secret); the callee answers with its own
+//! ephemeral key, or with a plain `Refused` naming why (a wrong secret, a
+//! role it does not serve). One round trip, after which both sides hold
+//! keys that only this connection has, and switch the connection to
+//! sealed records. Whoever did not take part in the handshake with the
+//! secret (a relay, a replay, a host without the secret) can neither read
+//! nor write on it.
 
 use crate::channel::{Channel, ChannelError};
-use crate::wire::{Message, Role, NONCE_LEN};
+use crate::secure::{Secure, NOISE_PARAMS};
+use crate::wire::{Kind, Message, Role, SessionKeys, MAX_HANDSHAKE};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::fmt;
@@ -32,8 +33,11 @@ pub const MIN_SECRET_LEN: usize = 16;
 /// Longest secret file read, in bytes.
 const MAX_SECRET_LEN: u64 = 4096;
 
-const SERVER_LABEL: &[u8] = b"dipc-server";
-const CLIENT_LABEL: &[u8] = b"dipc-client";
+/// The label under which the Noise pre-shared key is derived from the
+/// secret (a secret file may hold any number of bytes; Noise takes 32).
+const PSK_LABEL: &[u8] = b"dipc noise psk 1";
+/// Bound into every handshake: both sides must speak this protocol.
+const PROLOGUE: &[u8] = b"dipc secure channel 1";
 
 /// Why authentication or loading the secret failed.
 #[derive(Debug)]
@@ -49,6 +53,11 @@ pub enum AuthError {
     Refused(String),
     /// The peer sent a message that does not belong at this step.
     Unexpected(&'static str),
+    /// The peer authenticated but asked for something this side does not
+    /// serve (a role, an address).
+    NotAllowed(String),
+    /// The handshake failed for another reason (a malformed message).
+    Noise(String),
     Channel(ChannelError),
 }
 
@@ -61,6 +70,8 @@ impl fmt::Display for AuthError {
             AuthError::WrongSecret => f.write_str("authentication failed (wrong cluster secret)"),
             AuthError::Refused(r) => write!(f, "refused by peer: {r}"),
             AuthError::Unexpected(what) => write!(f, "unexpected {what} during authentication"),
+            AuthError::NotAllowed(why) => f.write_str(why),
+            AuthError::Noise(e) => write!(f, "handshake failed: {e}"),
             AuthError::Channel(e) => write!(f, "{e}"),
         }
     }
@@ -156,28 +167,39 @@ impl Secret {
         Ok((Secret::load(path)?, created))
     }
 
-    fn proof(&self, label: &[u8], first: &[u8], second: &[u8]) -> HmacSha256 {
+    /// The Noise pre-shared key of this secret.
+    fn psk(&self) -> [u8; 32] {
         // HMAC accepts keys of any length, so this cannot fail.
         let mut mac = match HmacSha256::new_from_slice(&self.0) {
             Ok(m) => m,
             Err(_) => unreachable!("HMAC takes keys of any length"),
         };
-        mac.update(label);
-        mac.update(first);
-        mac.update(second);
-        mac
+        mac.update(PSK_LABEL);
+        mac.finalize().into_bytes().into()
     }
 
-    fn sign(&self, label: &[u8], first: &[u8], second: &[u8]) -> [u8; NONCE_LEN] {
-        self.proof(label, first, second)
-            .finalize()
-            .into_bytes()
-            .into()
+    fn noise(&self) -> Result<snow::Builder<'static>, AuthError> {
+        let params = NOISE_PARAMS
+            .parse()
+            .map_err(|e: snow::Error| AuthError::Noise(e.to_string()))?;
+        snow::Builder::new(params)
+            .prologue(PROLOGUE)
+            .map_err(|e| AuthError::Noise(e.to_string()))
     }
 
-    fn verify(&self, label: &[u8], first: &[u8], second: &[u8], proof: &[u8]) -> bool {
-        // verify_slice compares in constant time.
-        self.proof(label, first, second).verify_slice(proof).is_ok()
+    /// A handshake state for one side of a new connection.
+    fn handshake(&self, initiator: bool) -> Result<snow::HandshakeState, AuthError> {
+        let psk = self.psk();
+        let b = self
+            .noise()?
+            .psk(0, &psk)
+            .map_err(|e| AuthError::Noise(e.to_string()))?;
+        let hs = if initiator {
+            b.build_initiator()
+        } else {
+            b.build_responder()
+        };
+        hs.map_err(|e| AuthError::Noise(e.to_string()))
     }
 }
 
@@ -199,56 +221,59 @@ pub fn fill_random(buf: &mut [u8]) -> io::Result<()> {
     Ok(())
 }
 
-fn nonce() -> io::Result<[u8; NONCE_LEN]> {
-    let mut n = [0u8; NONCE_LEN];
-    fill_random(&mut n)?;
-    Ok(n)
+/// The keys of a finished handshake, as this side uses them.
+fn split(hs: &mut snow::HandshakeState, initiator: bool) -> Secure {
+    // The first key carries the initiator's frames, the second the
+    // responder's.
+    let (i2r, r2i) = hs.dangerously_get_raw_split();
+    let (tx_key, rx_key) = if initiator { (i2r, r2i) } else { (r2i, i2r) };
+    Secure::from_keys(&SessionKeys {
+        tx_key,
+        tx_n: 0,
+        rx_key,
+        rx_n: 0,
+    })
 }
 
 /// The calling side of the handshake, as a state machine usable from an
 /// event loop.
 pub struct ClientHandshake {
-    nonce: [u8; NONCE_LEN],
-    peer_ok: bool,
+    hs: snow::HandshakeState,
 }
 
 impl ClientHandshake {
-    /// Returns the state and the `Hello` to send.
-    pub fn start(role: Role, me: SocketAddr) -> io::Result<(ClientHandshake, Message)> {
-        let nonce = nonce()?;
-        Ok((
-            ClientHandshake {
-                nonce,
-                peer_ok: false,
-            },
-            Message::Hello {
-                role,
-                host: me,
-                nonce,
-            },
-        ))
+    /// Returns the state and the first handshake message to send.
+    pub fn start(
+        secret: &Secret,
+        role: Role,
+        me: SocketAddr,
+    ) -> Result<(ClientHandshake, Message), AuthError> {
+        let mut hs = secret.handshake(true)?;
+        let mut hello = Vec::new();
+        Message::Hello { role, host: me }.encode_payload(&mut hello);
+        let mut data = vec![0u8; MAX_HANDSHAKE];
+        let n = hs
+            .write_message(&hello, &mut data)
+            .map_err(|e| AuthError::Noise(e.to_string()))?;
+        data.truncate(n);
+        Ok((ClientHandshake { hs }, Message::Handshake { data }))
     }
 
-    /// Takes the callee's `Challenge`; returns the `Proof` to send.
-    pub fn on_challenge(&mut self, secret: &Secret, msg: &Message) -> Result<Message, AuthError> {
-        match msg {
-            Message::Challenge { nonce, proof } => {
-                self.peer_ok = secret.verify(SERVER_LABEL, &self.nonce, nonce, proof);
-                Ok(Message::Proof {
-                    proof: secret.sign(CLIENT_LABEL, nonce, &self.nonce),
-                })
-            }
-            other => Err(refusal_or_unexpected(other)),
+    /// Takes the callee's answer; on success returns the channel's keys.
+    pub fn on_reply(mut self, msg: &Message) -> Result<Secure, AuthError> {
+        let Message::Handshake { data } = msg else {
+            return Err(refusal_or_unexpected(msg));
+        };
+        let mut payload = vec![0u8; MAX_HANDSHAKE];
+        // Only a callee holding the secret produces an answer that
+        // decrypts.
+        self.hs
+            .read_message(data, &mut payload)
+            .map_err(|_| AuthError::WrongSecret)?;
+        if !self.hs.is_handshake_finished() {
+            return Err(AuthError::Noise("handshake not finished".into()));
         }
-    }
-
-    /// Takes the callee's verdict.
-    pub fn on_verdict(&self, msg: &Message) -> Result<(), AuthError> {
-        match msg {
-            Message::Welcome if self.peer_ok => Ok(()),
-            Message::Welcome => Err(AuthError::WrongSecret),
-            other => Err(refusal_or_unexpected(other)),
-        }
+        Ok(split(&mut self.hs, true))
     }
 }
 
@@ -260,83 +285,89 @@ fn refusal_or_unexpected(msg: &Message) -> AuthError {
     }
 }
 
-/// The called side of the handshake.
+/// The called side's view of a finished handshake.
+#[derive(Debug)]
 pub struct ServerHandshake {
     pub role: Role,
-    /// The front_end address the caller claims (its source address is what
-    /// the allow-list checked).
+    /// The front_end address the caller states (inside the handshake, so
+    /// only a holder of the secret can state one; the allow-list checked
+    /// the connection's source address).
     pub host: SocketAddr,
-    client_nonce: [u8; NONCE_LEN],
-    server_nonce: [u8; NONCE_LEN],
 }
 
-impl ServerHandshake {
-    /// Takes the caller's `Hello`; returns the state and the `Challenge`.
-    pub fn on_hello(
-        secret: &Secret,
-        msg: &Message,
-    ) -> Result<(ServerHandshake, Message), AuthError> {
-        let Message::Hello { role, host, nonce } = msg else {
-            return Err(AuthError::Unexpected(msg.kind().name()));
-        };
-        let server_nonce = self::nonce().map_err(|e| AuthError::Channel(e.into()))?;
-        let proof = secret.sign(SERVER_LABEL, nonce, &server_nonce);
-        Ok((
-            ServerHandshake {
-                role: *role,
-                host: *host,
-                client_nonce: *nonce,
-                server_nonce,
-            },
-            Message::Challenge {
-                nonce: server_nonce,
-                proof,
-            },
-        ))
+/// Takes the caller's first handshake message. A caller of another role
+/// than `expect` is refused. On success returns what the caller stated,
+/// the channel's keys and the answer to send (in plain: it is the last
+/// handshake message); on failure the caller of this sends `Refused` with
+/// the error's text.
+pub fn accept(
+    secret: &Secret,
+    msg: &Message,
+    expect: Role,
+) -> Result<(ServerHandshake, Secure, Message), AuthError> {
+    let Message::Handshake { data } = msg else {
+        return Err(AuthError::Unexpected(msg.kind().name()));
+    };
+    let mut hs = secret.handshake(false)?;
+    let mut payload = vec![0u8; MAX_HANDSHAKE];
+    // The first message's payload is encrypted under the secret: a caller
+    // without it (or a corrupted message) fails here.
+    let n = hs
+        .read_message(data, &mut payload)
+        .map_err(|_| AuthError::WrongSecret)?;
+    let Message::Hello { role, host } = Message::decode(Kind::Hello, &payload[..n])
+        .map_err(|e| AuthError::Noise(format!("hello: {e}")))?
+    else {
+        return Err(AuthError::Unexpected("hello"));
+    };
+    if role != expect {
+        return Err(AuthError::NotAllowed(format!(
+            "a {role:?} connection is not served here (only {expect:?})"
+        )));
     }
-
-    /// Checks the caller's `Proof`. The caller of this sends `Welcome` on
-    /// success and `Refused` with the error's text on failure.
-    pub fn on_proof(&self, secret: &Secret, msg: &Message) -> Result<(), AuthError> {
-        let Message::Proof { proof } = msg else {
-            return Err(AuthError::Unexpected(msg.kind().name()));
-        };
-        if secret.verify(CLIENT_LABEL, &self.server_nonce, &self.client_nonce, proof) {
-            Ok(())
-        } else {
-            Err(AuthError::WrongSecret)
-        }
+    let mut reply = vec![0u8; MAX_HANDSHAKE];
+    let n = hs
+        .write_message(&[], &mut reply)
+        .map_err(|e| AuthError::Noise(e.to_string()))?;
+    reply.truncate(n);
+    if !hs.is_handshake_finished() {
+        return Err(AuthError::Noise("handshake not finished".into()));
     }
+    let secure = split(&mut hs, false);
+    Ok((
+        ServerHandshake { role, host },
+        secure,
+        Message::Handshake { data: reply },
+    ))
 }
 
-/// Runs the calling side over a blocking channel.
+/// Runs the calling side over a blocking channel; on success the channel
+/// is secured.
 pub fn client_handshake<S: Read + Write>(
     ch: &mut Channel<S>,
     secret: &Secret,
     role: Role,
     me: SocketAddr,
 ) -> Result<(), AuthError> {
-    let (mut hs, hello) = ClientHandshake::start(role, me).map_err(ChannelError::from)?;
+    let (hs, hello) = ClientHandshake::start(secret, role, me)?;
     ch.send(0, &hello)?;
-    let (_, challenge) = ch.recv()?;
-    let proof = hs.on_challenge(secret, &challenge)?;
-    ch.send(0, &proof)?;
-    let (_, verdict) = ch.recv()?;
-    hs.on_verdict(&verdict)
+    let (_, reply) = ch.recv()?;
+    ch.secure(hs.on_reply(&reply)?);
+    Ok(())
 }
 
-/// Runs the called side over a blocking channel, sending the verdict.
+/// Runs the called side over a blocking channel, answering the caller; on
+/// success the channel is secured.
 pub fn server_handshake<S: Read + Write>(
     ch: &mut Channel<S>,
     secret: &Secret,
+    expect: Role,
 ) -> Result<ServerHandshake, AuthError> {
     let (_, hello) = ch.recv()?;
-    let (hs, challenge) = ServerHandshake::on_hello(secret, &hello)?;
-    ch.send(0, &challenge)?;
-    let (_, proof) = ch.recv()?;
-    match hs.on_proof(secret, &proof) {
-        Ok(()) => {
-            ch.send(0, &Message::Welcome)?;
+    match accept(secret, &hello, expect) {
+        Ok((hs, secure, reply)) => {
+            ch.send(0, &reply)?;
+            ch.secure(secure);
             Ok(hs)
         }
         Err(e) => {
@@ -357,6 +388,8 @@ mod tests {
     use super::*;
     use std::os::unix::net::UnixStream;
 
+    const GOOD: &[u8] = b"0123456789abcdef0123";
+
     fn run(
         client_secret: &[u8],
         server_secret: &[u8],
@@ -366,29 +399,104 @@ mod tests {
         let ss = Secret::from_bytes(server_secret).unwrap();
         let server = std::thread::spawn(move || {
             let mut ch = Channel::new(b, 4096);
-            server_handshake(&mut ch, &ss).map(|_| ())
+            let r = server_handshake(&mut ch, &ss, Role::Host).map(|_| ());
+            if r.is_ok() {
+                // Echo one frame back, sealed both ways.
+                let (id, m) = ch.recv().unwrap();
+                ch.send(id, &m).unwrap();
+            }
+            r
         });
         let mut ch = Channel::new(a, 4096);
         let me: SocketAddr = "10.0.0.1:7100".parse().unwrap();
         let c = client_handshake(&mut ch, &cs, Role::Host, me);
+        if c.is_ok() {
+            assert_eq!(
+                ch.call(5, &Message::error(1, "x")).unwrap(),
+                Message::error(1, "x")
+            );
+        }
         (c, server.join().unwrap())
     }
 
     #[test]
     fn same_secret_authenticates() {
-        let (c, s) = run(b"0123456789abcdef0123", b"0123456789abcdef0123\n");
+        let (c, s) = run(GOOD, b"0123456789abcdef0123\n");
         assert!(c.is_ok(), "{c:?}");
         assert!(s.is_ok(), "{s:?}");
     }
 
     #[test]
     fn wrong_secret_is_refused_on_both_sides() {
-        let (c, s) = run(b"0123456789abcdef0123", b"0123456789abcdef0124");
+        let (c, s) = run(GOOD, b"0123456789abcdef0124");
         assert!(matches!(s, Err(AuthError::WrongSecret)), "{s:?}");
         match c {
             Err(AuthError::Refused(r)) => assert!(r.contains("wrong cluster secret"), "{r}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn another_role_is_refused() {
+        let secret = Secret::from_bytes(GOOD).unwrap();
+        let me: SocketAddr = "10.0.0.1:7100".parse().unwrap();
+        let (_, hello) = ClientHandshake::start(&secret, Role::Employer, me).unwrap();
+        match accept(&secret, &hello, Role::Host) {
+            Err(AuthError::NotAllowed(why)) => assert!(why.contains("Employer"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        let (hs, _, _) = accept(&secret, &hello, Role::Employer).unwrap();
+        assert_eq!((hs.role, hs.host), (Role::Employer, me));
+    }
+
+    /// A third party that relays a handshake between two holders of the
+    /// secret, then writes frames of its own, gets nothing: its frames
+    /// are refused, and it cannot read the real ones.
+    #[test]
+    fn a_relayed_handshake_gives_the_relay_nothing() {
+        let secret = Secret::from_bytes(GOOD).unwrap();
+        let me: SocketAddr = "10.0.0.3:7100".parse().unwrap();
+        let (client, hello) = ClientHandshake::start(&secret, Role::Employer, me).unwrap();
+        // The relay passes both handshake messages on unchanged.
+        let (_, mut server, reply) = accept(&secret, &hello, Role::Employer).unwrap();
+        let mut real = client.on_reply(&reply).unwrap();
+        // What the relay writes, in plain or as a record under keys of a
+        // handshake of its own (it can run one only with the secret, and
+        // even then the keys differ), is refused.
+        let mut plain = Vec::new();
+        crate::wire::encode_frame(1, &Message::Ping, &mut plain);
+        assert!(server.open(&mut plain, 4096).is_err());
+        let (own, own_hello) = ClientHandshake::start(&secret, Role::Employer, me).unwrap();
+        let (_, _, own_reply) = accept(&secret, &own_hello, Role::Employer).unwrap();
+        let mut forged = Vec::new();
+        own.on_reply(&own_reply)
+            .unwrap()
+            .seal(1, &Message::Ping, &mut forged)
+            .unwrap();
+        assert_eq!(
+            server.open(&mut forged, 4096),
+            Err(crate::wire::WireError::Unauthentic)
+        );
+        // The real frames carry no readable text.
+        let mut rec = Vec::new();
+        real.seal(2, &Message::error(1, "uid 0 session"), &mut rec)
+            .unwrap();
+        assert!(!rec.windows(13).any(|w| w == b"uid 0 session"));
+    }
+
+    /// A replayed first handshake message makes the callee answer, but
+    /// the keys it then holds are not the ones the original caller has.
+    #[test]
+    fn a_replayed_handshake_opens_nothing() {
+        let secret = Secret::from_bytes(GOOD).unwrap();
+        let me: SocketAddr = "10.0.0.3:7100".parse().unwrap();
+        let (client, hello) = ClientHandshake::start(&secret, Role::Employer, me).unwrap();
+        let (_, _, reply) = accept(&secret, &hello, Role::Employer).unwrap();
+        let mut real = client.on_reply(&reply).unwrap();
+        let (_, mut replayed, _) = accept(&secret, &hello, Role::Employer).unwrap();
+        let mut rec = Vec::new();
+        real.seal(1, &Message::Ping, &mut rec).unwrap();
+        assert!(replayed.open(&mut rec, 4096).is_err());
     }
 
     #[test]

@@ -1,10 +1,104 @@
 //! Moving frames over sockets: [`Channel`] for processes that block (the
 //! employer, the worker, the library, the tools) and [`Framed`] for the
 //! event loops of the long-lived daemons, which must never block.
+//!
+//! Both carry plain frames (on local Unix sockets, and during a
+//! handshake) or, once [`Channel::secure`] / [`Framed::secure`] is called,
+//! sealed records (see [`crate::secure`]); a [`Codec`] is that choice.
 
-use crate::wire::{self, Message, WireError, HEADER_LEN};
+use crate::secure::{Secure, PREFIX_LEN};
+use crate::wire::{self, Message, SessionKeys, WireError, HEADER_LEN};
 use std::fmt;
 use std::io::{self, Read, Write};
+
+/// How frames look on a connection: plain, or sealed by a secure channel.
+#[derive(Debug, Default)]
+pub enum Codec {
+    #[default]
+    Plain,
+    Secure(Box<Secure>),
+}
+
+impl Codec {
+    /// Bytes that tell how long the whole frame or record is.
+    fn prefix_len(&self) -> usize {
+        match self {
+            Codec::Plain => HEADER_LEN,
+            Codec::Secure(_) => PREFIX_LEN,
+        }
+    }
+
+    /// The whole length of the frame or record that `head` (at least
+    /// [`Codec::prefix_len`] bytes) begins, checked against `max`.
+    fn whole_len(&self, head: &[u8], max: u32) -> Result<usize, WireError> {
+        match self {
+            Codec::Plain => {
+                let h = head
+                    .first_chunk::<HEADER_LEN>()
+                    .ok_or(WireError::Truncated { field: "header" })?;
+                Ok(HEADER_LEN + wire::parse_header(h, max)?.len as usize)
+            }
+            Codec::Secure(_) => {
+                let p = head
+                    .first_chunk::<PREFIX_LEN>()
+                    .ok_or(WireError::Truncated { field: "record" })?;
+                crate::secure::Secure::record_len(p, max)
+            }
+        }
+    }
+
+    fn encode(
+        &mut self,
+        request_id: u64,
+        msg: &Message,
+        out: &mut Vec<u8>,
+    ) -> Result<(), WireError> {
+        match self {
+            Codec::Plain => {
+                wire::encode_frame(request_id, msg, out);
+                Ok(())
+            }
+            Codec::Secure(s) => s.seal(request_id, msg, out),
+        }
+    }
+
+    /// Decodes one whole frame or record (exactly `buf`).
+    fn decode(&mut self, buf: &mut [u8], max: u32) -> Result<(u64, Message), WireError> {
+        match self {
+            Codec::Plain => match wire::decode_frame(buf, max)? {
+                Some((used, id, msg)) if used == buf.len() => Ok((id, msg)),
+                _ => Err(WireError::Truncated { field: "frame" }),
+            },
+            Codec::Secure(s) => s.open(buf, max),
+        }
+    }
+
+    /// Decodes the first frame or record of `buf` if it is whole: the
+    /// bytes it took, its request id and message.
+    fn decode_first(
+        &mut self,
+        buf: &mut [u8],
+        max: u32,
+    ) -> Result<Option<(usize, u64, Message)>, WireError> {
+        if buf.len() < self.prefix_len() {
+            return Ok(None);
+        }
+        let whole = self.whole_len(buf, max)?;
+        if buf.len() < whole {
+            return Ok(None);
+        }
+        let (id, msg) = self.decode(&mut buf[..whole], max)?;
+        Ok(Some((whole, id, msg)))
+    }
+
+    /// The state of a secure channel, to hand it to another process.
+    pub fn keys(&self) -> Option<SessionKeys> {
+        match self {
+            Codec::Plain => None,
+            Codec::Secure(s) => Some(s.keys()),
+        }
+    }
+}
 
 /// Why a frame could not be received or sent.
 #[derive(Debug)]
@@ -79,6 +173,7 @@ impl ChannelError {
 pub struct Channel<S> {
     stream: S,
     max_frame: u32,
+    codec: Codec,
     out: Vec<u8>,
     /// Read-ahead buffer (empty for an exact channel); `rbuf[start..end]`
     /// holds bytes received and not yet taken as frames.
@@ -95,6 +190,7 @@ impl<S: Read + Write> Channel<S> {
         Channel {
             stream,
             max_frame,
+            codec: Codec::Plain,
             out: Vec::new(),
             rbuf: Vec::new(),
             start: 0,
@@ -128,9 +224,30 @@ impl<S: Read + Write> Channel<S> {
         self.stream
     }
 
+    /// The socket and the channel's codec, to carry on with both
+    /// elsewhere (see [`Channel::with_codec`]).
+    pub fn into_parts(self) -> (S, Codec) {
+        (self.stream, self.codec)
+    }
+
+    /// From here on every frame, both ways, is sealed by `secure`.
+    pub fn secure(&mut self, secure: Secure) {
+        self.codec = Codec::Secure(Box::new(secure));
+    }
+
+    /// Sets how frames look from here on.
+    pub fn with_codec(mut self, codec: Codec) -> Self {
+        self.codec = codec;
+        self
+    }
+
+    pub fn codec(&self) -> &Codec {
+        &self.codec
+    }
+
     pub fn send(&mut self, request_id: u64, msg: &Message) -> Result<(), ChannelError> {
         self.out.clear();
-        wire::encode_frame(request_id, msg, &mut self.out);
+        self.codec.encode(request_id, msg, &mut self.out)?;
         self.stream.write_all(&self.out)?;
         Ok(())
     }
@@ -151,12 +268,13 @@ impl<S: Read + Write> Channel<S> {
         if !self.rbuf.is_empty() {
             return self.recv_ahead(interruptible);
         }
-        let mut head = [0u8; HEADER_LEN];
+        let mut buf = [0u8; HEADER_LEN];
+        let head = &mut buf[..self.codec.prefix_len()];
         if interruptible {
             // A read that fails with EINTR has taken nothing, so the first
             // read may ask for the whole header: one system call in the
             // usual case, and still no lost sync after an interruption.
-            let got = match self.stream.read(&mut head) {
+            let got = match self.stream.read(head) {
                 Ok(0) => return Err(ChannelError::Closed),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {
@@ -164,24 +282,25 @@ impl<S: Read + Write> Channel<S> {
                 }
                 Err(e) => return Err(e.into()),
             };
-            self.read_full(&mut head[got..], false)?;
+            Self::read_full(&mut self.stream, &mut head[got..], false)?;
         } else {
-            self.read_full(&mut head, true)?;
+            Self::read_full(&mut self.stream, head, true)?;
         }
-        let h = wire::parse_header(&head, self.max_frame)?;
-        // The length was bounded by parse_header, so this allocation is too.
-        let mut payload = vec![0u8; h.len as usize];
-        self.read_full(&mut payload, false)?;
-        Ok((h.request_id, Message::decode(h.kind, &payload)?))
+        // The length is bounded by whole_len, so this allocation is too.
+        let whole = self.codec.whole_len(head, self.max_frame)?;
+        let mut frame = vec![0u8; whole];
+        frame[..head.len()].copy_from_slice(head);
+        Self::read_full(&mut self.stream, &mut frame[head.len()..], false)?;
+        Ok(self.codec.decode(&mut frame, self.max_frame)?)
     }
 
     fn recv_ahead(&mut self, interruptible: bool) -> Result<(u64, Message), ChannelError> {
         loop {
-            let avail = &self.rbuf[self.start..self.end];
-            // decode_frame checks the header's length against max_frame
+            let avail = &mut self.rbuf[self.start..self.end];
+            // decode_first checks the header's length against max_frame
             // before anything waits for the payload, so the buffer below
             // never grows past one maximal frame.
-            if let Some((used, id, msg)) = wire::decode_frame(avail, self.max_frame)? {
+            if let Some((used, id, msg)) = self.codec.decode_first(avail, self.max_frame)? {
                 self.start += used;
                 if self.start == self.end {
                     self.start = 0;
@@ -195,8 +314,10 @@ impl<S: Read + Write> Channel<S> {
                 self.end -= self.start;
                 self.start = 0;
             }
-            if let Some(head) = self.rbuf[..self.end].first_chunk::<HEADER_LEN>() {
-                let whole = HEADER_LEN + wire::parse_header(head, self.max_frame)?.len as usize;
+            if self.end >= self.codec.prefix_len() {
+                let whole = self
+                    .codec
+                    .whole_len(&self.rbuf[..self.end], self.max_frame)?;
                 if whole > self.rbuf.len() {
                     self.rbuf.resize(whole, 0);
                 }
@@ -231,10 +352,10 @@ impl<S: Read + Write> Channel<S> {
         }
     }
 
-    fn read_full(&mut self, buf: &mut [u8], at_boundary: bool) -> Result<(), ChannelError> {
+    fn read_full(stream: &mut S, buf: &mut [u8], at_boundary: bool) -> Result<(), ChannelError> {
         let mut got = 0;
         while got < buf.len() {
-            match self.stream.read(&mut buf[got..]) {
+            match stream.read(&mut buf[got..]) {
                 Ok(0) if got == 0 && at_boundary => return Err(ChannelError::Closed),
                 Ok(0) => {
                     return Err(ChannelError::Wire(WireError::Truncated {
@@ -256,8 +377,12 @@ impl<S: Read + Write> Channel<S> {
 pub struct Framed<S> {
     pub stream: S,
     max_frame: u32,
+    codec: Codec,
     rbuf: Vec<u8>,
     wbuf: Vec<u8>,
+    /// A frame could not be queued (a worn-out channel): the connection
+    /// must close, which the next [`Framed::flush`] reports.
+    broken: Option<WireError>,
 }
 
 /// What [`Framed::fill`] saw.
@@ -273,15 +398,29 @@ impl<S: Read + Write> Framed<S> {
         Framed {
             stream,
             max_frame,
+            codec: Codec::Plain,
             rbuf: Vec::new(),
             wbuf: Vec::new(),
+            broken: None,
         }
+    }
+
+    /// From here on every frame, both ways, is sealed by `secure`. Frames
+    /// queued before stay as they were.
+    pub fn secure(&mut self, secure: Secure) {
+        self.codec = Codec::Secure(Box::new(secure));
+    }
+
+    /// Sets how frames look from here on.
+    pub fn with_codec(mut self, codec: Codec) -> Self {
+        self.codec = codec;
+        self
     }
 
     /// Reads what the socket has. Stops reading once a whole maximal frame
     /// is buffered, so a peer cannot make us buffer without bound.
     pub fn fill(&mut self) -> io::Result<Fill> {
-        let limit = HEADER_LEN + self.max_frame as usize;
+        let limit = HEADER_LEN + self.max_frame as usize + crate::secure::TAG_LEN + PREFIX_LEN;
         let mut chunk = [0u8; 16 * 1024];
         while self.rbuf.len() < limit {
             match self.stream.read(&mut chunk) {
@@ -297,7 +436,7 @@ impl<S: Read + Write> Framed<S> {
 
     /// Takes the next whole frame out of the read buffer.
     pub fn next_frame(&mut self) -> Result<Option<(u64, Message)>, WireError> {
-        match wire::decode_frame(&self.rbuf, self.max_frame)? {
+        match self.codec.decode_first(&mut self.rbuf, self.max_frame)? {
             None => Ok(None),
             Some((used, id, msg)) => {
                 self.rbuf.drain(..used);
@@ -307,11 +446,18 @@ impl<S: Read + Write> Framed<S> {
     }
 
     pub fn queue(&mut self, request_id: u64, msg: &Message) {
-        wire::encode_frame(request_id, msg, &mut self.wbuf);
+        if self.broken.is_none() {
+            if let Err(e) = self.codec.encode(request_id, msg, &mut self.wbuf) {
+                self.broken = Some(e);
+            }
+        }
     }
 
     /// Writes queued bytes; returns true once everything is written.
     pub fn flush(&mut self) -> io::Result<bool> {
+        if let Some(e) = &self.broken {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string()));
+        }
         while !self.wbuf.is_empty() {
             match self.stream.write(&self.wbuf) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -466,5 +612,76 @@ mod tests {
         assert_eq!(cb.recv().unwrap(), (3, Message::Pong));
         drop(cb);
         assert_eq!(f.fill().unwrap(), Fill::Eof);
+    }
+
+    fn sealed_pair() -> (Codec, Codec) {
+        let k = SessionKeys {
+            tx_key: [9; crate::wire::KEY_LEN],
+            tx_n: 0,
+            rx_key: [8; crate::wire::KEY_LEN],
+            rx_n: 0,
+        };
+        let m = SessionKeys {
+            tx_key: k.rx_key,
+            tx_n: 0,
+            rx_key: k.tx_key,
+            rx_n: 0,
+        };
+        (
+            Codec::Secure(Box::new(Secure::from_keys(&k))),
+            Codec::Secure(Box::new(Secure::from_keys(&m))),
+        )
+    }
+
+    #[test]
+    fn sealed_channels_and_framed_carry_frames_both_ways() {
+        let (ka, kb) = sealed_pair();
+        let (a, b) = UnixStream::pair().unwrap();
+        let mut ca = Channel::new(a, 64 * 1024).with_codec(ka);
+        let mut cb = Channel::read_ahead(b, 64 * 1024).with_codec(kb);
+        let big = Message::error(7, "x".repeat(40_000));
+        ca.send(1, &Message::Ping).unwrap();
+        ca.send(2, &big).unwrap();
+        ca.send(3, &Message::Pong).unwrap();
+        assert_eq!(cb.recv().unwrap(), (1, Message::Ping));
+        assert_eq!(cb.recv().unwrap(), (2, big));
+        assert_eq!(cb.recv().unwrap(), (3, Message::Pong));
+        cb.send(4, &Message::Heartbeat).unwrap();
+        assert_eq!(ca.recv().unwrap(), (4, Message::Heartbeat));
+        // The exact channel's state moves to a Framed, which carries on.
+        let (a, codec) = ca.into_parts();
+        a.set_nonblocking(true).unwrap();
+        let mut fa = Framed::new(a, 64 * 1024).with_codec(codec);
+        cb.send(5, &Message::Joined).unwrap();
+        while fa.next_frame().unwrap().is_none() {
+            fa.fill().unwrap();
+        }
+        fa.queue(6, &Message::Cancel);
+        assert!(fa.flush().unwrap());
+        assert_eq!(cb.recv().unwrap(), (6, Message::Cancel));
+    }
+
+    #[test]
+    fn a_plain_or_altered_frame_on_a_sealed_channel_is_refused() {
+        let (ka, kb) = sealed_pair();
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let mut ca = Channel::new(a, 4096).with_codec(ka);
+        let mut plain = Vec::new();
+        wire::encode_frame(1, &Message::Ping, &mut plain);
+        b.write_all(&plain).unwrap();
+        assert!(matches!(ca.recv(), Err(ChannelError::Wire(_))));
+        // A sealed record with one bit flipped in flight.
+        let (mut kb, (a, mut b)) = (kb, UnixStream::pair().unwrap());
+        let (ka2, _) = sealed_pair();
+        let mut ca = Channel::new(a, 4096).with_codec(ka2);
+        let mut rec = Vec::new();
+        kb.encode(1, &Message::Ping, &mut rec).unwrap();
+        let last = rec.len() - 1;
+        rec[last] ^= 1;
+        b.write_all(&rec).unwrap();
+        assert!(matches!(
+            ca.recv(),
+            Err(ChannelError::Wire(WireError::Unauthentic))
+        ));
     }
 }

@@ -1,6 +1,7 @@
 //! Everything the dipc processes share: the wire format ([`wire`]), framed
-//! sockets ([`channel`]), the cluster secret and peer authentication
-//! ([`auth`]), `dipc.conf` ([`config`]) and the small pieces of process
+//! sockets ([`channel`]), the cluster secret and the handshake that opens
+//! every connection between hosts ([`auth`]), the secure channel it opens
+//! ([`secure`]), `dipc.conf` ([`config`]) and the small pieces of process
 //! plumbing the daemons have in common ([`sys`], [`procs`]).
 //!
 //! The wire format is defined here and only here, so a daemon and a library
@@ -11,6 +12,7 @@ pub mod channel;
 pub mod config;
 pub mod net;
 pub mod procs;
+pub mod secure;
 pub mod sys;
 pub mod sysv;
 pub mod wire;

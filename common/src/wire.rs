@@ -25,11 +25,13 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 /// "DIPC" in ASCII.
 pub const MAGIC: u32 = 0x4449_5043;
 /// The protocol version this build speaks. Peers must speak the same one.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 /// Bytes in a frame header.
 pub const HEADER_LEN: usize = 20;
-/// Bytes in an authentication nonce or proof.
-pub const NONCE_LEN: usize = 32;
+/// Bytes in a secure channel's key (AES-256-GCM).
+pub const KEY_LEN: usize = 32;
+/// Longest Noise handshake message (the Noise protocol's own limit).
+pub const MAX_HANDSHAKE: usize = 65535;
 /// Most supplementary groups a session may carry (Linux's NGROUPS_MAX).
 pub const MAX_GROUPS: usize = 65536;
 
@@ -39,10 +41,25 @@ pub enum WireError {
     BadMagic(u32),
     BadVersion(u16),
     UnknownType(u16),
-    TooLong { len: u32, max: u32 },
-    Truncated { field: &'static str },
-    Invalid { field: &'static str, reason: String },
-    TrailingBytes { kind: &'static str, extra: usize },
+    TooLong {
+        len: u32,
+        max: u32,
+    },
+    Truncated {
+        field: &'static str,
+    },
+    Invalid {
+        field: &'static str,
+        reason: String,
+    },
+    TrailingBytes {
+        kind: &'static str,
+        extra: usize,
+    },
+    /// A frame of a secure channel that does not verify under the
+    /// channel's key and next counter: forged, altered, replayed,
+    /// reordered or from another connection.
+    Unauthentic,
 }
 
 impl fmt::Display for WireError {
@@ -62,6 +79,9 @@ impl fmt::Display for WireError {
             WireError::TrailingBytes { kind, extra } => {
                 write!(f, "{extra} unexpected bytes after a {kind} message")
             }
+            WireError::Unauthentic => f.write_str(
+                "a frame failed authentication (forged, altered, replayed or out of order)",
+            ),
         }
     }
 }
@@ -74,6 +94,26 @@ pub struct Header {
     pub kind: Kind,
     pub request_id: u64,
     pub len: u32,
+}
+
+/// The key material of one established secure channel (see
+/// `crate::secure`): each direction's AES-256-GCM key and the counter of
+/// the next frame. It travels only over local Unix sockets, when a
+/// connection is handed from one local process to another with the
+/// socket itself (employer to application, worker to shm manager); its
+/// `Debug` never shows the keys.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SessionKeys {
+    pub tx_key: [u8; KEY_LEN],
+    pub tx_n: u64,
+    pub rx_key: [u8; KEY_LEN],
+    pub rx_n: u64,
+}
+
+impl fmt::Debug for SessionKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SessionKeys(tx #{}, rx #{})", self.tx_n, self.rx_n)
+    }
 }
 
 /// Who opened a daemon-to-daemon connection, stated in [`Message::Hello`].
@@ -269,9 +309,7 @@ macro_rules! kinds {
 
 kinds! {
     Hello = 1,
-    Challenge = 2,
-    Proof = 3,
-    Welcome = 4,
+    Handshake = 2,
     Refused = 5,
     Join = 10,
     Joined = 11,
@@ -297,6 +335,7 @@ kinds! {
     Session = 60,
     Connect = 61,
     IpcGet = 62,
+    SessionReady = 63,
     MsgSnd = 70,
     MsgRcv = 71,
     MsgData = 72,
@@ -336,24 +375,19 @@ kinds! {
 /// Every message of the protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
-    /// Opens a daemon-to-daemon connection: who is calling, from which
-    /// front_end address, and the caller's challenge to the callee.
+    /// Who opens a daemon-to-daemon connection and from which front_end
+    /// address. Never sent as a frame of its own: it is the payload of the
+    /// first handshake message, encrypted under the cluster secret.
     Hello {
         role: Role,
         host: SocketAddr,
-        nonce: [u8; NONCE_LEN],
     },
-    /// The callee proves it knows the cluster secret and challenges back.
-    Challenge {
-        nonce: [u8; NONCE_LEN],
-        proof: [u8; NONCE_LEN],
+    /// One message of the Noise handshake that opens every connection
+    /// between hosts (see `crate::secure`), at most [`MAX_HANDSHAKE`]
+    /// bytes.
+    Handshake {
+        data: Vec<u8>,
     },
-    /// The caller's answer to the callee's challenge.
-    Proof {
-        proof: [u8; NONCE_LEN],
-    },
-    /// Authentication succeeded.
-    Welcome,
     /// The connection is refused; the reason is for the peer's log.
     Refused {
         reason: String,
@@ -450,10 +484,20 @@ pub enum Message {
         groups: Vec<u32>,
     },
     /// An application asks its dipcd for a connection to the worker on
-    /// `target`, opened and authenticated on its behalf. The reply is
-    /// `Done`, followed by the connected socket passed with SCM_RIGHTS.
+    /// `target`, opened and authenticated on its behalf. `target` must be
+    /// an up host of the cluster (the referee's table). The reply is
+    /// `SessionReady`, with the connected socket passed with SCM_RIGHTS.
     Connect {
         target: SocketAddr,
+    },
+    /// The employer's answer to `Connect`: the session is open, its
+    /// credentials already stated to the worker inside the secure channel;
+    /// `pid_d` is the one the worker types the session's sends with (0:
+    /// none), `keys` the channel's state, so that the application carries
+    /// on the channel itself (see `crate::secure`).
+    SessionReady {
+        pid_d: i64,
+        keys: SessionKeys,
     },
     /// On a session: the plain `msgget`/`semget`/`shmget` of an existing
     /// key on its owner, as the caller, with the caller's permission bits
@@ -517,13 +561,14 @@ pub enum Message {
         id: i32,
     },
     /// Attach to the segment `id` (the owner's id); the reply is
-    /// `ShmAttached` or `Error`. `host` is the caller's host, filled in by
-    /// the worker that passes a remote caller's connection to the manager
-    /// (`None` from a process on the owner host).
+    /// `ShmAttached` or `Error`. `handover` is filled in by the worker that
+    /// passes a remote caller's connection to the manager: the caller's
+    /// host and the connection's secure channel state (`None` from a
+    /// process on the owner host).
     ShmAttach {
         id: i32,
         readonly: bool,
-        host: Option<SocketAddr>,
+        handover: Option<(SocketAddr, SessionKeys)>,
     },
     /// `unit` is the size of the unit of coherence: a page, or the whole
     /// segment (rounded up to pages) in segment mode.
@@ -656,9 +701,7 @@ impl Message {
     pub fn kind(&self) -> Kind {
         match self {
             Message::Hello { .. } => Kind::Hello,
-            Message::Challenge { .. } => Kind::Challenge,
-            Message::Proof { .. } => Kind::Proof,
-            Message::Welcome => Kind::Welcome,
+            Message::Handshake { .. } => Kind::Handshake,
             Message::Refused { .. } => Kind::Refused,
             Message::Join { .. } => Kind::Join,
             Message::Joined => Kind::Joined,
@@ -684,6 +727,7 @@ impl Message {
             Message::Session { .. } => Kind::Session,
             Message::Connect { .. } => Kind::Connect,
             Message::IpcGet { .. } => Kind::IpcGet,
+            Message::SessionReady { .. } => Kind::SessionReady,
             Message::MsgSnd { .. } => Kind::MsgSnd,
             Message::MsgRcv { .. } => Kind::MsgRcv,
             Message::MsgData { .. } => Kind::MsgData,
@@ -733,16 +777,15 @@ impl Message {
     pub fn encode_payload(&self, out: &mut Vec<u8>) {
         let mut w = Writer(out);
         match self {
-            Message::Hello { role, host, nonce } => {
+            Message::Hello { role, host } => {
                 w.u8(*role as u8);
                 w.addr(host);
-                w.bytes_fixed(nonce);
             }
-            Message::Challenge { nonce, proof } => {
-                w.bytes_fixed(nonce);
-                w.bytes_fixed(proof);
+            Message::Handshake { data } => w.bytes(data),
+            Message::SessionReady { pid_d, keys } => {
+                w.i64(*pid_d);
+                w.keys(keys);
             }
-            Message::Proof { proof } => w.bytes_fixed(proof),
             Message::Refused { reason } => w.string(reason),
             Message::Join { front_end } => w.addr(front_end),
             Message::Hosts { hosts } => {
@@ -891,14 +934,19 @@ impl Message {
                 w.i32(info.lrpid);
             }
             Message::ShmOpen { id } | Message::ShmQuery { id } => w.i32(*id),
-            Message::ShmAttach { id, readonly, host } => {
+            Message::ShmAttach {
+                id,
+                readonly,
+                handover,
+            } => {
                 w.i32(*id);
                 w.u8(*readonly as u8);
-                match host {
+                match handover {
                     None => w.u8(0),
-                    Some(h) => {
+                    Some((h, keys)) => {
                         w.u8(1);
                         w.addr(h);
+                        w.keys(keys);
                     }
                 }
             }
@@ -1054,8 +1102,7 @@ impl Message {
                 w.bytes(data);
                 w.i32(*flags);
             }
-            Message::Welcome
-            | Message::ListPids
+            Message::ListPids
             | Message::Cancel
             | Message::ListKeys
             | Message::Joined
@@ -1082,17 +1129,24 @@ impl Message {
                 Message::Hello {
                     role,
                     host: r.addr("host")?,
-                    nonce: r.bytes_fixed("nonce")?,
                 }
             }
-            Kind::Challenge => Message::Challenge {
-                nonce: r.bytes_fixed("nonce")?,
-                proof: r.bytes_fixed("proof")?,
+            Kind::Handshake => {
+                let data = r.bytes("data")?;
+                if data.len() > MAX_HANDSHAKE {
+                    return Err(invalid(
+                        "data",
+                        format!("handshake message of {} bytes", data.len()),
+                    ));
+                }
+                Message::Handshake {
+                    data: data.to_vec(),
+                }
+            }
+            Kind::SessionReady => Message::SessionReady {
+                pid_d: r.i64("pid_d")?,
+                keys: r.keys("keys")?,
             },
-            Kind::Proof => Message::Proof {
-                proof: r.bytes_fixed("proof")?,
-            },
-            Kind::Welcome => Message::Welcome,
             Kind::Refused => Message::Refused {
                 reason: r.string("reason")?,
             },
@@ -1254,8 +1308,8 @@ impl Message {
             Kind::ShmAttach => Message::ShmAttach {
                 id: r.i32("id")?,
                 readonly: r.bool("readonly")?,
-                host: if r.bool("host")? {
-                    Some(r.addr("host")?)
+                handover: if r.bool("handover")? {
+                    Some((r.addr("host")?, r.keys("keys")?))
                 } else {
                     None
                 },
@@ -1554,6 +1608,12 @@ impl Writer<'_> {
         self.u32(v.len() as u32);
         self.0.extend_from_slice(v);
     }
+    fn keys(&mut self, k: &SessionKeys) {
+        self.bytes_fixed(&k.tx_key);
+        self.u64(k.tx_n);
+        self.bytes_fixed(&k.rx_key);
+        self.u64(k.rx_n);
+    }
     fn string(&mut self, v: &str) {
         self.bytes(v.as_bytes());
     }
@@ -1696,6 +1756,14 @@ impl<'a> Reader<'a> {
         }
         Ok(n)
     }
+    fn keys(&mut self, field: &'static str) -> Result<SessionKeys, WireError> {
+        Ok(SessionKeys {
+            tx_key: self.bytes_fixed(field)?,
+            tx_n: self.u64(field)?,
+            rx_key: self.bytes_fixed(field)?,
+            rx_n: self.u64(field)?,
+        })
+    }
     fn addr(&mut self, field: &'static str) -> Result<SocketAddr, WireError> {
         let ip = match self.u8(field)? {
             4 => IpAddr::V4(Ipv4Addr::from(self.bytes_fixed::<4>(field)?)),
@@ -1720,21 +1788,22 @@ mod tests {
             Message::Hello {
                 role: Role::Host,
                 host: a4,
-                nonce: [7; NONCE_LEN],
             },
             Message::Hello {
                 role: Role::Employer,
                 host: a6,
-                nonce: [0; NONCE_LEN],
             },
-            Message::Challenge {
-                nonce: [1; NONCE_LEN],
-                proof: [2; NONCE_LEN],
+            Message::Handshake { data: vec![1; 48] },
+            Message::Handshake { data: vec![] },
+            Message::SessionReady {
+                pid_d: 42,
+                keys: SessionKeys {
+                    tx_key: [3; KEY_LEN],
+                    tx_n: 7,
+                    rx_key: [4; KEY_LEN],
+                    rx_n: u64::MAX,
+                },
             },
-            Message::Proof {
-                proof: [3; NONCE_LEN],
-            },
-            Message::Welcome,
             Message::Refused {
                 reason: "wrong cluster secret".into(),
             },
@@ -1885,12 +1954,20 @@ mod tests {
             Message::ShmAttach {
                 id: 32768,
                 readonly: true,
-                host: None,
+                handover: None,
             },
             Message::ShmAttach {
                 id: 0,
                 readonly: false,
-                host: Some(a6),
+                handover: Some((
+                    a6,
+                    SessionKeys {
+                        tx_key: [5; KEY_LEN],
+                        tx_n: 0,
+                        rx_key: [6; KEY_LEN],
+                        rx_n: 1,
+                    },
+                )),
             },
             Message::ShmAttached {
                 size: 1 << 24,
@@ -2164,9 +2241,15 @@ mod tests {
         assert!(Message::decode(Kind::Ping, &[2]).is_err());
         assert!(Message::decode(Kind::Connect, &[9]).is_err());
         assert!(Message::decode(Kind::Join, &[5, 0, 0]).is_err());
-        let mut p = vec![9u8, 4, 1, 2, 3, 4, 0, 1];
-        p.extend_from_slice(&[0; NONCE_LEN]);
+        let p = vec![9u8, 4, 1, 2, 3, 4, 0, 1];
         assert!(Message::decode(Kind::Hello, &p).is_err());
+        // A handshake message over the Noise limit.
+        let mut p = 65536u32.to_be_bytes().to_vec();
+        p.extend_from_slice(&[0; 65536]);
+        assert!(matches!(
+            Message::decode(Kind::Handshake, &p),
+            Err(WireError::Invalid { field: "data", .. })
+        ));
         // A pid count of four billion, and a SendD whose data length runs
         // past the payload: refused before anything is allocated.
         let r = Message::decode(Kind::Pids, &u32::MAX.to_be_bytes());
@@ -2211,15 +2294,14 @@ mod tests {
                 version,
             });
         prop_oneof![
-            (arb_addr(), any::<[u8; 32]>(), any::<bool>()).prop_map(|(host, nonce, e)| {
+            (arb_addr(), any::<bool>()).prop_map(|(host, e)| {
                 Message::Hello {
                     role: if e { Role::Employer } else { Role::Host },
                     host,
-                    nonce,
                 }
             }),
-            (any::<[u8; 32]>(), any::<[u8; 32]>())
-                .prop_map(|(nonce, proof)| Message::Challenge { nonce, proof }),
+            proptest::collection::vec(any::<u8>(), 0..256)
+                .prop_map(|data| Message::Handshake { data }),
             ".*".prop_map(|reason| Message::Refused { reason }),
             arb_addr().prop_map(|front_end| Message::Join { front_end }),
             proptest::collection::vec(host, 0..8).prop_map(|hosts| Message::Hosts { hosts }),

@@ -1,15 +1,24 @@
 //! The employer: forked by dipcd when a local application needs a
 //! connection to the worker on another host.
 //!
-//! It opens the TCP connection from this host's address, authenticates
-//! with the cluster secret (which applications cannot read), and tells the
-//! worker whose credentials to act with, taken from the kernel
-//! (SO_PEERCRED), not from the application. It then passes the connected
-//! socket to the application (SCM_RIGHTS) and exits. From then on the
-//! application talks to its worker directly: a remote call costs one TCP
-//! round trip plus the system call on the owner. Handing over the socket
-//! grants nothing new, because the worker already acts as the application
-//! and refuses a second `Session`.
+//! It opens the TCP connection from this host's address, runs the
+//! handshake on the cluster secret (which applications cannot read), and,
+//! inside the secure channel that opens, tells the worker whose
+//! credentials to act with, taken from the kernel (SO_PEERCRED), not from
+//! the application. It then passes the connected socket and the channel's
+//! state to the application (SCM_RIGHTS, `SessionReady`) and exits. From
+//! then on the application talks to its worker directly: a remote call
+//! costs one TCP round trip plus the system call on the owner.
+//!
+//! Handing over the channel grants nothing new: the credentials were
+//! stated before the application had the channel, and the worker refuses
+//! a second `Session` and a second `SenderPid`, so with the keys the
+//! application can only do what its own uid may. Every other party (a
+//! local user who relays the connection, anyone on the network) holds
+//! neither the keys nor the secret, so what it writes fails
+//! authentication and closes the connection. dipcd forks an employer only
+//! for a host in the referee's table, never for an address an application
+//! merely names.
 //!
 //! Right after `Session` it tells the worker the caller's pid_d
 //! (`SenderPid`, 0 if the caller is not registered), which dipcd knows
@@ -63,15 +72,28 @@ pub fn open_session(
         gid: cred.gid,
         groups: groups_of(cred.pid),
     };
-    for (id, msg) in [(1, session), (2, Message::SenderPid { pid_d })] {
-        match ch.call(id, &msg) {
-            Ok(Message::Done { .. }) => {}
-            Ok(Message::Error { errno, message }) => return Err(Message::Error { errno, message }),
-            Ok(other) => return Err(fail("session with", &other.kind().name(), libc::EPROTO)),
+    // Both at once: the worker answers them in order, and a session that
+    // opens takes one round trip after the handshake instead of two.
+    let send = |ch: &mut Channel<TcpStream>, id, msg: &Message| {
+        ch.send(id, msg)
+            .map_err(|e| fail("session with", &e, e.errno()))
+    };
+    send(&mut ch, 1, &session)?;
+    send(&mut ch, 2, &Message::SenderPid { pid_d })?;
+    let mut first_error = None;
+    for _ in 0..2 {
+        let reply = match ch.recv() {
+            Ok((_, Message::Done { .. })) => continue,
+            Ok((_, Message::Error { errno, message })) => Message::Error { errno, message },
+            Ok((_, other)) => fail("session with", &other.kind().name(), libc::EPROTO),
             Err(e) => return Err(fail("session with", &e, e.errno())),
-        }
+        };
+        first_error.get_or_insert(reply);
     }
-    Ok(ch)
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(ch),
+    }
 }
 
 /// Serves one `Connect` request from a local application: replies `Done`
@@ -94,7 +116,16 @@ pub fn serve(
         )),
     };
     let (reply, session) = match reply {
-        Ok(ch) => (Message::Done { value: pid_d }, Some(ch.into_inner())),
+        Ok(ch) => {
+            let (s, codec) = ch.into_parts();
+            match codec.keys() {
+                Some(keys) => (Message::SessionReady { pid_d, keys }, Some(s)),
+                None => (
+                    Message::error(libc::EPROTO, "the session is not secured"),
+                    None,
+                ),
+            }
+        }
         Err(e) => (e, None),
     };
     if let Err(e) = app.send(id, &reply) {

@@ -3,9 +3,10 @@
 //! before the next is sent.
 
 use crate::spin::Spin;
-use dipc_common::channel::{Channel, ChannelError};
+use dipc_common::channel::{Channel, ChannelError, Codec};
 use dipc_common::config::{Config, ConfigError};
 use dipc_common::net;
+use dipc_common::secure::Secure;
 use dipc_common::sys;
 use dipc_common::wire::Message;
 use std::fmt;
@@ -124,13 +125,14 @@ impl Client<UnixStream> {
 }
 
 impl Client<TcpStream> {
-    /// A session with the worker on `target`: this host's dipcd opens and
-    /// authenticates the connection, starts the session with this
-    /// process's credentials, and passes the socket here.
+    /// A session with the worker on `target`: this host's dipcd opens the
+    /// connection and its secure channel, starts the session with this
+    /// process's credentials, and passes the socket and the channel's
+    /// state here.
     pub fn session(config: &Config, target: SocketAddr) -> Result<Self, ClientError> {
         let mut daemon = Client::for_config(config)?;
-        let pid_d = match daemon.call(&Message::Connect { target })? {
-            Message::Done { value } => value,
+        let (pid_d, keys) = match daemon.call(&Message::Connect { target })? {
+            Message::SessionReady { pid_d, keys } => (pid_d, keys),
             other => return Err(ClientError::Unexpected(other.kind().name())),
         };
         let fd = sys::recv_fd(daemon.ch.get_ref()).map_err(|e| ClientError::Channel(e.into()))?;
@@ -140,7 +142,8 @@ impl Client<TcpStream> {
         s.set_read_timeout(Some(config.timeouts.request))
             .map_err(|e| ClientError::Channel(e.into()))?;
         Ok(Client {
-            ch: Channel::new(s, config.max_frame),
+            ch: Channel::new(s, config.max_frame)
+                .with_codec(Codec::Secure(Box::new(Secure::from_keys(&keys)))),
             next_id: 1,
             pid_d,
             spin: Spin::new(config.library.spin),
@@ -243,11 +246,11 @@ impl<S: std::io::Read + std::io::Write> Client<S> {
         unwrap_reply(self.ch.call(id, msg)?)
     }
 
-    /// The connection itself, for a protocol that continues on it outside
-    /// request and reply (a shared memory attach hands the session to the
-    /// segment's manager).
-    pub fn into_stream(self) -> S {
-        self.ch.into_inner()
+    /// The connection itself and how its frames look, for a protocol that
+    /// continues on it outside request and reply (a shared memory attach
+    /// hands the session to the segment's manager).
+    pub fn into_parts(self) -> (S, Codec) {
+        self.ch.into_parts()
     }
 }
 

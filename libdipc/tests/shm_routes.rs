@@ -7,9 +7,10 @@
 
 use dipc::capi::{dipc_shmat, dipc_shmctl, dipc_shmdt, dipc_shmget};
 use dipc::IPC_DIPC;
-use dipc_common::channel::Channel;
+use dipc_common::channel::{Channel, Codec};
+use dipc_common::secure::Secure;
 use dipc_common::sysv;
-use dipc_common::wire::{IpcKind, IpcPerm, Message, ShmInfo};
+use dipc_common::wire::{IpcKind, IpcPerm, Message, SessionKeys, ShmInfo, KEY_LEN};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -172,10 +173,27 @@ fn dipcd(conn: UnixStream, seen: Arc<Mutex<Seen>>, dir: PathBuf) {
             Message::Connect { target } => {
                 assert_eq!(target, other);
                 let (ours, theirs) = UnixStream::pair().unwrap();
-                ch.send(rid, &Message::Done { value: 0 }).unwrap();
+                // The session is sealed as a real one is: the application
+                // gets one side of the channel's keys, the worker the other.
+                let keys = SessionKeys {
+                    tx_key: [0x11; KEY_LEN],
+                    tx_n: 2,
+                    rx_key: [0x22; KEY_LEN],
+                    rx_n: 2,
+                };
+                let mirror = SessionKeys {
+                    tx_key: keys.rx_key,
+                    tx_n: keys.rx_n,
+                    rx_key: keys.tx_key,
+                    rx_n: keys.tx_n,
+                };
+                ch.send(rid, &Message::SessionReady { pid_d: 0, keys })
+                    .unwrap();
                 dipc_common::sys::send_fd(ch.get_ref(), &theirs).unwrap();
                 let s = seen.clone();
-                thread::spawn(move || worker(Channel::new(ours, MAX_FRAME), s));
+                let wch = Channel::new(ours, MAX_FRAME)
+                    .with_codec(Codec::Secure(Box::new(Secure::from_keys(&mirror))));
+                thread::spawn(move || worker(wch, s));
                 continue;
             }
             other => Message::error(libc::ENOSYS, format!("fake dipcd: {other:?}")),

@@ -7,22 +7,28 @@
 //! mio loop:
 //!
 //! - each host's back_end, over TCP: after the address allow-list and the
-//!   challenge–response (see `dipc_common::auth`), the host sends `Join` and
-//!   then a `Heartbeat` every `heartbeat_interval_ms`; a host silent for
-//!   `heartbeat_timeout_ms`, or whose connection closes, is marked down;
+//!   handshake on the cluster secret (see `dipc_common::auth`; only the
+//!   `Host` role is served here), every frame travels sealed by the
+//!   connection's secure channel. The host sends `Join` for the front_end
+//!   address it stated in the handshake, which must be the connection's
+//!   source address, and nothing else is taken before it: a link speaks
+//!   for its own host only. Then a `Heartbeat` every
+//!   `heartbeat_interval_ms`; a host silent for `heartbeat_timeout_ms`,
+//!   or whose connection closes, is marked down;
 //! - administrators, over the *back door*: a Unix socket in the runtime
 //!   directory (`referee.sock`), open to root and to the `admin_group`
 //!   (checked with SO_PEERCRED), which `dipcref` talks to.
 //!
 //! Back_ends also relay administrative requests from `dipcref` on their own
-//! host over their authenticated connection, after checking the caller's
-//! credentials themselves.
+//! host over their joined link, after checking the caller's credentials
+//! themselves (root and `admin_group`): a joined link vouches for them.
+//! An employer's connection (another role) is refused at the handshake.
 
 pub mod hosts;
 pub mod keys;
 pub mod pids;
 
-use dipc_common::auth::{Secret, ServerHandshake};
+use dipc_common::auth::{self, Secret};
 use dipc_common::channel::{Fill, Framed};
 use dipc_common::config::Config;
 use dipc_common::net::{tune_tcp, Stream};
@@ -59,10 +65,10 @@ enum Peer {
 
 enum State {
     AwaitHello,
-    AwaitProof(ServerHandshake),
-    /// Authenticated; `host` is set once it has joined.
+    /// Authenticated; `stated` is the front_end address the handshake
+    /// named (`None` on the back door), `host` is set once it has joined.
     Ready {
-        role: Role,
+        stated: Option<SocketAddr>,
         host: Option<SocketAddr>,
     },
 }
@@ -257,7 +263,7 @@ impl Referee<'_> {
                         framed.stream,
                         Peer::Admin,
                         State::Ready {
-                            role: Role::Host,
+                            stated: None,
                             host: None,
                         },
                         None,
@@ -317,35 +323,38 @@ impl Referee<'_> {
             Peer::Admin => None,
         };
         match (&c.state, msg) {
-            (State::AwaitHello, msg) => match ServerHandshake::on_hello(&self.secret, &msg) {
-                Ok((hs, challenge)) => {
-                    c.framed.queue(id, &challenge);
-                    c.state = State::AwaitProof(hs);
-                }
-                Err(e) => self.refuse(c, &e.to_string()),
-            },
-            (State::AwaitProof(hs), msg) => match hs.on_proof(&self.secret, &msg) {
-                Ok(()) => {
-                    c.framed.queue(id, &Message::Welcome);
+            (State::AwaitHello, msg) => match auth::accept(&self.secret, &msg, Role::Host) {
+                Ok((hs, secure, reply)) => {
+                    // The answer goes out in plain, everything after it
+                    // sealed.
+                    c.framed.queue(id, &reply);
+                    c.framed.secure(secure);
                     c.state = State::Ready {
-                        role: hs.role,
+                        stated: Some(hs.host),
                         host: None,
                     };
-                    c.deadline = None;
                 }
                 Err(e) => self.refuse(c, &e.to_string()),
             },
-            (State::Ready { role, host: None }, Message::Join { front_end }) if ip.is_some() => {
+            (
+                State::Ready {
+                    stated: Some(stated),
+                    host: None,
+                },
+                Message::Join { front_end },
+            ) if ip.is_some() => {
                 let ip = ip.unwrap_or(front_end.ip());
-                if *role != Role::Host || front_end.ip().to_canonical() != ip {
+                if front_end != *stated || front_end.ip().to_canonical() != ip {
                     self.refuse(
                         c,
                         &format!(
-                            "join as {front_end} does not match the connection's address {ip}"
+                            "join as {front_end} does not match the handshake's {stated} \
+                             or the connection's address {ip}"
                         ),
                     );
                     return;
                 }
+                c.deadline = None;
                 if let Some(old) = self
                     .hosts
                     .join(front_end, dipc_common::wire::VERSION, t, now)
@@ -358,10 +367,22 @@ impl Referee<'_> {
                 }
                 info!("host {front_end} joined");
                 c.state = State::Ready {
-                    role: Role::Host,
+                    stated: Some(front_end),
                     host: Some(front_end),
                 };
                 c.framed.queue(id, &Message::Joined);
+            }
+            // A host's link takes nothing but Join until it has joined: it
+            // speaks for its own host only.
+            (
+                State::Ready {
+                    stated: Some(_),
+                    host: None,
+                },
+                other,
+            ) => {
+                let why = format!("{} before Join", other.kind().name());
+                self.refuse(c, &why);
             }
             (State::Ready { host: Some(h), .. }, Message::Heartbeat) => {
                 self.hosts.heard(h, now);

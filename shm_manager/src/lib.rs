@@ -18,9 +18,10 @@
 
 pub mod units;
 
-use dipc_common::channel::{Fill, Framed};
+use dipc_common::channel::{Codec, Fill, Framed};
 use dipc_common::config::{Config, ShmMode};
 use dipc_common::net::Stream;
+use dipc_common::secure::Secure;
 use dipc_common::sys::{self, PeerCred};
 use dipc_common::sysv;
 use dipc_common::wire::{self, IpcPerm, Message, UnitRun};
@@ -319,9 +320,32 @@ impl<'a> Manager<'a> {
     fn first_frame(&mut self, t: usize, mut p: Pending, rid: u64, msg: Message) {
         let _ = self.poll.registry().deregister(&mut p.stream);
         let cred = sys::peer_cred(&p.stream);
+        // A TCP connection a worker passes comes with its secure channel's
+        // state, and only such a connection does: the manager carries on
+        // the caller's channel, sealed as before.
+        let passed = p.fds.pop();
+        let codec = match (&msg, &passed) {
+            (Message::ShmAttach { handover: None, .. }, None)
+            | (Message::ShmQuery { .. }, None) => Codec::Plain,
+            (
+                Message::ShmAttach {
+                    handover: Some((_, keys)),
+                    ..
+                },
+                Some(_),
+            ) => Codec::Secure(Box::new(Secure::from_keys(keys))),
+            _ => {
+                warn!(
+                    "shm manager {}: a connection was passed without its channel state, \
+                     or channel state without a connection",
+                    self.id
+                );
+                return;
+            }
+        };
         // The participant's stream: a TCP connection a worker passed, or
         // this Unix connection.
-        let stream = match p.fds.pop() {
+        let stream = match passed {
             Some(fd) => {
                 let s = std::net::TcpStream::from(fd);
                 if let Err(e) = s.set_nonblocking(true) {
@@ -333,7 +357,7 @@ impl<'a> Manager<'a> {
             None => Stream::Unix(p.stream),
         };
         let mut part = Participant {
-            framed: Framed::new(stream, self.config.max_frame),
+            framed: Framed::new(stream, self.config.max_frame).with_codec(codec),
             host: self.config.front_end_addr(),
             readonly: true,
             closing: true,
@@ -341,30 +365,35 @@ impl<'a> Manager<'a> {
         let reply = match (msg, cred) {
             (_, Err(e)) => Message::error(libc::EPERM, format!("no peer credentials: {e}")),
             (Message::ShmQuery { id }, Ok(cred)) if id == self.id => self.query(cred),
-            (Message::ShmAttach { id, readonly, host }, Ok(cred)) if id == self.id => {
-                match self.permitted(cred, readonly) {
-                    Ok(()) => {
-                        part.readonly = readonly;
-                        part.closing = false;
-                        if let Some(h) = host {
-                            part.host = h;
-                        }
-                        debug!(
-                            "shm manager {}: participant {t} attached from {} (pid {} uid {}){}",
-                            self.id,
-                            part.host,
-                            cred.pid,
-                            cred.uid,
-                            if readonly { ", read-only" } else { "" }
-                        );
-                        Message::ShmAttached {
-                            size: self.size,
-                            unit: self.unit as u64,
-                        }
+            (
+                Message::ShmAttach {
+                    id,
+                    readonly,
+                    handover,
+                },
+                Ok(cred),
+            ) if id == self.id => match self.permitted(cred, readonly) {
+                Ok(()) => {
+                    part.readonly = readonly;
+                    part.closing = false;
+                    if let Some((h, _)) = handover {
+                        part.host = h;
                     }
-                    Err(reply) => reply,
+                    debug!(
+                        "shm manager {}: participant {t} attached from {} (pid {} uid {}){}",
+                        self.id,
+                        part.host,
+                        cred.pid,
+                        cred.uid,
+                        if readonly { ", read-only" } else { "" }
+                    );
+                    Message::ShmAttached {
+                        size: self.size,
+                        unit: self.unit as u64,
+                    }
                 }
-            }
+                Err(reply) => reply,
+            },
             (Message::ShmAttach { .. } | Message::ShmQuery { .. }, Ok(_)) => {
                 Message::error(libc::EINVAL, "that segment has another manager")
             }

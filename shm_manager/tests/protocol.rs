@@ -62,7 +62,7 @@ fn attach(config: &Config, id: i32) -> (Channel<UnixStream>, u64) {
             &Message::ShmAttach {
                 id,
                 readonly: false,
-                host: None,
+                handover: None,
             },
         )
         .unwrap()

@@ -1,9 +1,12 @@
 //! The worker: forked by the front_end for each connection another host
 //! opens to this one.
 //!
-//! It authenticates the caller (challenge–response on the cluster secret),
-//! then carries out the caller's requests on this host, one after another,
-//! and replies. A worker serves one connection for its whole life, so an
+//! It runs the handshake on the cluster secret with the caller (only an
+//! employer may call: see `dipc_common::auth`), then carries out the
+//! caller's requests on this host, one after another, and replies, every
+//! frame sealed by the connection's secure channel. The first requests
+//! must be the employer's `Session` (whose credentials the worker takes
+//! on) and `SenderPid`; neither is taken twice. A worker serves one connection for its whole life, so an
 //! employer that keeps its connection open keeps the same worker as its
 //! proxy on this host: per-process kernel state (such as `SEM_UNDO`
 //! adjustments) then lives and dies with that worker.
@@ -22,7 +25,7 @@ mod shm;
 use dipc_common::auth::{server_handshake, Secret};
 use dipc_common::channel::{Channel, ChannelError};
 use dipc_common::config::Config;
-use dipc_common::wire::Message;
+use dipc_common::wire::{Message, Role};
 use log::{debug, info, warn};
 use std::net::{IpAddr, TcpStream};
 use std::os::fd::{AsFd, AsRawFd};
@@ -38,7 +41,7 @@ pub fn serve(stream: TcpStream, peer: IpAddr, config: &Config, secret: &Secret) 
     // The worker keeps its socket (but for a shared memory attach, checked
     // there), so it may read ahead.
     let mut ch = Channel::read_ahead(stream, config.max_frame);
-    let hs = match server_handshake(&mut ch, secret) {
+    let hs = match server_handshake(&mut ch, secret, Role::Employer) {
         Ok(hs) => hs,
         Err(e) => {
             warn!("refused connection from {peer}: {e}");
@@ -49,13 +52,6 @@ pub fn serve(stream: TcpStream, peer: IpAddr, config: &Config, secret: &Secret) 
         "worker: {peer} authenticated as {:?} of {}",
         hs.role, hs.host
     );
-    // After the handshake the employer may stay idle as long as its
-    // application lives; keep-alives (set by the front_end) detect a dead
-    // peer host instead of a read time-out.
-    if let Err(e) = ch.get_ref().set_read_timeout(None) {
-        warn!("worker for {peer}: {e}");
-        return 1;
-    }
     let sigio = match interrupt_on_input(ch.get_ref()) {
         Ok(s) => s,
         Err(e) => {
@@ -98,6 +94,16 @@ pub fn serve(stream: TcpStream, peer: IpAddr, config: &Config, secret: &Secret) 
             },
             Message::SenderPid { pid_d } if caller.is_some() && sender.is_none() => {
                 sender = Some(pid_d);
+                // The session is open: from now on the application may
+                // stay idle as long as it lives; keep-alives (set by the
+                // front_end) detect a dead peer host instead of a read
+                // time-out. Until now the time-out bounded how long a
+                // caller that says nothing (a replayed handshake) keeps
+                // a worker.
+                if let Err(e) = ch.get_ref().set_read_timeout(None) {
+                    warn!("worker for {peer}: {e}");
+                    return 1;
+                }
                 Message::Done { value: 0 }
             }
             req if caller.is_none() || sender.is_none() => Message::error(
@@ -112,7 +118,7 @@ pub fn serve(stream: TcpStream, peer: IpAddr, config: &Config, secret: &Secret) 
             ),
             Message::ShmAttach {
                 id: sid, readonly, ..
-            } => match shm::hand_over(config, ch.get_ref(), id, sid, readonly, hs.host) {
+            } => match shm::hand_over(config, &ch, id, sid, readonly, hs.host) {
                 Ok(()) => {
                     debug!("worker: {peer}'s connection handed to the manager of segment {sid}");
                     return 0;

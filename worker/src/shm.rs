@@ -2,13 +2,15 @@
 //!
 //! An attach is not carried out here: the worker asks this host's dipcd to
 //! make sure the segment's manager runs, then passes the caller's very
-//! connection to the manager (with the attach request riding on it), and
+//! connection to the manager (with the attach request riding on it, and
+//! the secure channel's state, so the manager carries on the channel), and
 //! ends. The manager checks the attach against the worker's credentials,
 //! which are the caller's. Control requests (`IPC_STAT`, `IPC_SET`,
 //! `IPC_RMID`) are plain calls here, except that `shm_nattch` is the
 //! manager's count of attaches on every host.
 
 use crate::{fail, local_call};
+use dipc_common::channel::Channel;
 use dipc_common::config::Config;
 use dipc_common::sys;
 use dipc_common::sysv;
@@ -20,12 +22,16 @@ use std::os::unix::net::UnixStream;
 /// `rid`. On success the worker must end without touching `caller` again.
 pub fn hand_over(
     config: &Config,
-    caller: &TcpStream,
+    caller: &Channel<TcpStream>,
     rid: u64,
     id: i32,
     readonly: bool,
     host: SocketAddr,
 ) -> Result<(), Message> {
+    let keys = caller
+        .codec()
+        .keys()
+        .ok_or_else(|| Message::error(libc::EPROTO, "the session is not secured"))?;
     local_call(config, &config.back_end_socket(), &Message::ShmOpen { id })?;
     let path = config.shm_socket(id);
     let manager = UnixStream::connect(&path).map_err(|e| {
@@ -40,11 +46,11 @@ pub fn hand_over(
         &Message::ShmAttach {
             id,
             readonly,
-            host: Some(host),
+            handover: Some((host, keys)),
         },
         &mut frame,
     );
-    sys::send_with_fd(&manager, &frame, caller).map_err(|e| {
+    sys::send_with_fd(&manager, &frame, caller.get_ref()).map_err(|e| {
         Message::error(
             e.raw_os_error().unwrap_or(libc::EIO),
             format!("cannot pass the connection to the manager of segment {id}: {e}"),

@@ -27,7 +27,7 @@ use super::table::{
     self, ACTIVE, DEAD, DETACHING, REPLY_FAIL, REPLY_RETRY, RIGHT_NONE, RIGHT_READ, RIGHT_WRITE,
 };
 use crate::dist::Errno;
-use dipc_common::channel::{Channel, ChannelError};
+use dipc_common::channel::{Channel, ChannelError, Codec};
 use dipc_common::wire::Message;
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -316,7 +316,7 @@ extern "C" fn at_exit() {
 
 /// Maps a new attachment and hands it to the agent. Returns the app view's
 /// address.
-pub fn attach(conn: Conn, p: Params) -> Result<usize, Errno> {
+pub fn attach(conn: Conn, codec: Codec, p: Params) -> Result<usize, Errno> {
     let page = page_size();
     if p.size == 0 || p.unit == 0 || p.unit & (page as u64 - 1) != 0 {
         log::warn!(
@@ -361,7 +361,7 @@ pub fn attach(conn: Conn, p: Params) -> Result<usize, Errno> {
         slot,
         gen: table::SLOTS[slot].gen.load(SeqCst),
         fd: conn.as_raw_fd(),
-        ch: Some(Channel::new(conn, p.max_frame)),
+        ch: Some(Channel::new(conn, p.max_frame).with_codec(codec)),
         app: maps.app,
         agent: maps.agent,
         len,

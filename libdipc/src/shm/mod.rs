@@ -75,7 +75,7 @@ pub use crate::dist::{Errno, IPC_DIPC};
 use crate::msg::io_err;
 use crate::state::{self, Route};
 use agent::{Conn, Params};
-use dipc_common::channel::Channel;
+use dipc_common::channel::{Channel, Codec};
 use dipc_common::config::Config;
 use dipc_common::sysv;
 use dipc_common::wire::{IpcKind, Message};
@@ -193,7 +193,7 @@ pub unsafe fn attach(
     let at = fixed_addr(addr, flags)?;
     let readonly = flags & libc::SHM_RDONLY != 0;
     let config = state::config().map_err(client_errno)?;
-    let (conn, size, unit) = match route {
+    let (conn, codec, size, unit) = match route {
         Route::Remote { owner, id: rid, .. } => open_remote(config, owner, rid, readonly)?,
         _ => open_owned(config, id, readonly)?,
     };
@@ -207,12 +207,12 @@ pub unsafe fn attach(
         timeout: config.timeouts.request,
         max_frame: config.max_frame,
     };
-    agent::attach(conn, params).map(|a| a as *mut libc::c_void)
+    agent::attach(conn, codec, params).map(|a| a as *mut libc::c_void)
 }
 
 /// Attaches on the owner host: dipcd makes sure the manager runs, then
 /// the manager's socket takes the attach.
-fn open_owned(config: &Config, id: i32, readonly: bool) -> Result<(Conn, u64, u64), Errno> {
+fn open_owned(config: &Config, id: i32, readonly: bool) -> Result<(Conn, Codec, u64, u64), Errno> {
     match state::control(&Message::ShmOpen { id }) {
         Ok(Message::Done { .. }) => {}
         Ok(_) => return Err(libc::EPROTO),
@@ -229,7 +229,8 @@ fn open_owned(config: &Config, id: i32, readonly: bool) -> Result<(Conn, u64, u6
         log::warn!("dipc: the manager of segment {id} reports a size of {size} bytes");
         return Err(libc::EPROTO);
     }
-    Ok((Conn::Unix(ch.into_inner()), size, unit))
+    let (s, codec) = ch.into_parts();
+    Ok((Conn::Unix(s), codec, size, unit))
 }
 
 /// Attaches from another host: a session to the owner's worker, which
@@ -239,17 +240,18 @@ fn open_remote(
     owner: SocketAddr,
     id: i32,
     readonly: bool,
-) -> Result<(Conn, u64, u64), Errno> {
-    let s = Client::session(config, owner)
+) -> Result<(Conn, Codec, u64, u64), Errno> {
+    let (s, codec) = Client::session(config, owner)
         .map_err(client_errno)?
-        .into_stream();
+        .into_parts();
     s.set_read_timeout(Some(config.timeouts.request))
         .map_err(io_errno)?;
     s.set_write_timeout(Some(config.timeouts.request))
         .map_err(io_errno)?;
-    let mut ch = Channel::new(s, config.max_frame);
+    let mut ch = Channel::new(s, config.max_frame).with_codec(codec);
     let (size, unit) = handshake(&mut ch, id, readonly)?;
-    Ok((Conn::Tcp(ch.into_inner()), size, unit))
+    let (s, codec) = ch.into_parts();
+    Ok((Conn::Tcp(s), codec, size, unit))
 }
 
 fn set_timeouts(s: &UnixStream, t: Duration) -> io::Result<()> {
@@ -272,7 +274,7 @@ fn handshake<S: Read + Write>(
         &Message::ShmAttach {
             id,
             readonly,
-            host: None,
+            handover: None,
         },
     ) {
         Ok(Message::ShmAttached { size, unit }) => Ok((size, unit)),
@@ -311,7 +313,7 @@ pub fn attach_with_connection(
         timeout,
         max_frame,
     };
-    agent::attach(Conn::Unix(stream), params).map(|a| a as *mut u8)
+    agent::attach(Conn::Unix(stream), Codec::Plain, params).map(|a| a as *mut u8)
 }
 
 /// `shmdt`. For a distributed segment, what this process wrote is written
