@@ -55,7 +55,8 @@ pub struct Relayed {
     pub then: Then,
 }
 
-/// The follow-up of a relayed request of the process table.
+/// The follow-up of a relayed request (of the process table, or of a
+/// `Connect`'s check).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Then {
     Nothing,
@@ -73,6 +74,11 @@ pub enum Then {
     Unregister {
         pid_d: i64,
         pid: i32,
+    },
+    /// The host table, asked for the client's `Connect` to `target`: the
+    /// client is handed to an employer only if `target` is an up host.
+    Connect {
+        target: std::net::SocketAddr,
     },
 }
 

@@ -37,7 +37,7 @@ use dipc_common::net::Stream;
 use dipc_common::procs;
 use dipc_common::sys::{self, PeerCred};
 use dipc_common::sysv;
-use dipc_common::wire::{IpcKind, Message};
+use dipc_common::wire::{HostInfo, IpcKind, Message};
 use link::{Link, LinkEvent, Relayed, Then};
 use log::{debug, error, info, warn};
 use mio::net::UnixListener;
@@ -50,6 +50,7 @@ use pids::Pids;
 use placeholders::Placeholders;
 use std::collections::HashMap;
 use std::io;
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
@@ -353,10 +354,7 @@ impl Daemon<'_> {
         let mut close = !matches!(c.framed.fill(), Ok(Fill::Open));
         loop {
             match c.framed.next_frame() {
-                Ok(Some((id, msg))) => match self.request(t, &mut c, id, msg) {
-                    Handled::Done => {}
-                    Handled::HandedOff => return,
-                },
+                Ok(Some((id, msg))) => self.request(t, &mut c, id, msg),
                 Ok(None) => break,
                 Err(e) => {
                     warn!("local client pid {}: protocol error: {e}", c.cred.pid);
@@ -372,7 +370,7 @@ impl Daemon<'_> {
         }
     }
 
-    fn request(&mut self, t: usize, c: &mut Client, id: u64, msg: Message) -> Handled {
+    fn request(&mut self, t: usize, c: &mut Client, id: u64, msg: Message) {
         let relay = |key| Relayed {
             client: t,
             id,
@@ -469,9 +467,17 @@ impl Daemon<'_> {
             Message::PidLookup { .. } | Message::ListPids => {
                 self.relay(c, relay(None), &msg);
             }
-            msg @ Message::Connect { .. } => {
-                self.hand_off(c, id, msg);
-                return Handled::HandedOff;
+            // Any local user may name any address here, and the employer
+            // authenticates there with the cluster secret: it may go only
+            // to a host the referee has as an up member, asked afresh each
+            // time so that a host that left is refused at once. The client
+            // stays here until the answer (see `connect_checked`).
+            Message::Connect { target } => {
+                let to = Relayed {
+                    then: Then::Connect { target },
+                    ..relay(None)
+                };
+                self.relay(c, to, &Message::ListHosts);
             }
             other => c.framed.queue(
                 id,
@@ -481,7 +487,6 @@ impl Daemon<'_> {
                 ),
             ),
         }
-        Handled::Done
     }
 
     /// Whether the calling process is the one granted the creation of
@@ -705,6 +710,10 @@ impl Daemon<'_> {
                 }
                 msg
             }
+            Then::Connect { target } => {
+                self.connect_checked(to.client, to.id, target, msg);
+                return;
+            }
         };
         let msg = match (to.key, msg) {
             // This host is to create the key: note which process may.
@@ -737,6 +746,50 @@ impl Daemon<'_> {
             (_, msg) => msg,
         };
         self.reply(to.client, to.id, &msg);
+    }
+
+    /// The referee's host table, asked for a client's `Connect` to
+    /// `target`: the client goes to an employer if `target` is an up host,
+    /// else it is refused.
+    fn connect_checked(&mut self, client: usize, id: u64, target: SocketAddr, msg: Message) {
+        let hosts = match msg {
+            Message::Hosts { hosts } => hosts,
+            // E.g. the link was lost meanwhile; the client learns why.
+            msg @ Message::Error { .. } => return self.reply(client, id, &msg),
+            other => {
+                let msg = Message::error(
+                    libc::EPROTO,
+                    format!(
+                        "the referee answered a host list with {}",
+                        other.kind().name()
+                    ),
+                );
+                return self.reply(client, id, &msg);
+            }
+        };
+        let Some(cred) = self.clients.get(&client).map(|c| c.cred) else {
+            debug!("a local client went away while its Connect to {target} was checked");
+            return;
+        };
+        match up_member(&hosts, target) {
+            Some(addr) => {
+                if let Some(mut c) = self.clients.remove(&client) {
+                    self.hand_off(&mut c, id, Message::Connect { target: addr });
+                }
+            }
+            None => {
+                warn!(
+                    "local pid {} (uid {}) asked for a connection to {target}, which is not \
+                     an up host of the cluster; refused",
+                    cred.pid, cred.uid
+                );
+                let msg = Message::error(
+                    libc::EHOSTUNREACH,
+                    format!("{target} is not an up host of the cluster (referee's table)"),
+                );
+                self.reply(client, id, &msg);
+            }
+        }
     }
 
     /// Forks an employer that opens the connection a `Connect` asks for and
@@ -969,9 +1022,15 @@ impl Daemon<'_> {
     }
 }
 
-enum Handled {
-    Done,
-    HandedOff,
+/// The address, as the referee's table has it, of the up host that
+/// `target` names. An IPv4-mapped IPv6 address names the IPv4 host: the
+/// employer connects from this host's address, so it gets the table's form.
+fn up_member(hosts: &[HostInfo], target: SocketAddr) -> Option<SocketAddr> {
+    let want = (target.ip().to_canonical(), target.port());
+    hosts
+        .iter()
+        .find(|h| h.up && (h.addr.ip().to_canonical(), h.addr.port()) == want)
+        .map(|h| h.addr)
 }
 
 /// Reaps exited children into `exited`. Returns a description if a
@@ -1013,5 +1072,67 @@ fn shutdown(children: &[Child]) {
                 _ => break,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(addr: &str, up: bool) -> HostInfo {
+        HostInfo {
+            addr: addr.parse().unwrap(),
+            up,
+            last_heard_ms: 0,
+            joined_ms: 0,
+            version: 1,
+        }
+    }
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn only_up_members_with_their_port_are_members() {
+        let hosts = [
+            host("10.66.0.1:7100", true),
+            host("10.66.0.2:7100", false),
+            host("[fd00::3]:7100", true),
+        ];
+        assert_eq!(
+            up_member(&hosts, addr("10.66.0.1:7100")),
+            Some(addr("10.66.0.1:7100"))
+        );
+        assert_eq!(
+            up_member(&hosts, addr("[fd00::3]:7100")),
+            Some(addr("[fd00::3]:7100"))
+        );
+        // Down, another port of a member, unknown.
+        assert_eq!(up_member(&hosts, addr("10.66.0.2:7100")), None);
+        assert_eq!(up_member(&hosts, addr("10.66.0.1:7101")), None);
+        assert_eq!(up_member(&hosts, addr("10.66.0.9:7100")), None);
+        assert_eq!(up_member(&hosts, addr("127.0.0.1:7100")), None);
+        assert_eq!(up_member(&[], addr("10.66.0.1:7100")), None);
+    }
+
+    #[test]
+    fn an_ipv4_mapped_address_names_the_ipv4_host() {
+        let hosts = [host("10.66.0.1:7100", true), host("10.66.0.2:7100", false)];
+        // The employer is given the table's form.
+        assert_eq!(
+            up_member(&hosts, addr("[::ffff:10.66.0.1]:7100")),
+            Some(addr("10.66.0.1:7100"))
+        );
+        assert_eq!(up_member(&hosts, addr("[::ffff:10.66.0.2]:7100")), None);
+        assert_eq!(up_member(&hosts, addr("[::ffff:10.66.0.1]:7101")), None);
+        // And the other way round, for a table that holds the mapped form.
+        let mapped = [host("[::ffff:10.66.0.1]:7100", true)];
+        assert_eq!(
+            up_member(&mapped, addr("10.66.0.1:7100")),
+            Some(addr("[::ffff:10.66.0.1]:7100"))
+        );
+        // An IPv4-compatible address (::a.b.c.d) is not the IPv4 host.
+        assert_eq!(up_member(&hosts, addr("[::10.66.0.1]:7100")), None);
     }
 }
