@@ -12,15 +12,16 @@
 //!   `listener ADDR`, then `listener: no connection within N ms` or
 //!   `listener: connection from PEER` (and the first frame it sent), then
 //!   `reply: error NAME: MESSAGE` or `reply: done VALUE`.
-//! - `dipc-attack connect TARGET`: a plain `Connect` to `TARGET`; on `Done`
-//!   receives the session's socket, pings the worker through it and
+//! - `dipc-attack connect TARGET`: a plain `Connect` to `TARGET`; on
+//!   `SessionReady` receives the session's socket, pings the worker through it and
 //!   prints `reply: done PID_D`, `fd: peer ADDR`, `session: pong`. An
 //!   error reply goes to stderr as `dipc-attack: connect: <strerror>
 //!   (errno NAME)` with exit code 1, as dipc's other tools report errors.
 
 use clap::{Parser, Subcommand};
-use dipc_common::channel::Channel;
+use dipc_common::channel::{Channel, Codec};
 use dipc_common::config::Config;
+use dipc_common::secure::Secure;
 use dipc_common::sys;
 use dipc_common::wire::{self, Message};
 use nix::errno::Errno;
@@ -148,8 +149,8 @@ fn connect_relay(config: &Config, listen: SocketAddr, wait: Duration) -> u8 {
             println!("reply: error {}: {message}", errno_name(errno));
             false
         }
-        Ok((_, Message::Done { value })) => {
-            println!("reply: done {value}");
+        Ok((_, Message::SessionReady { pid_d, .. })) => {
+            println!("reply: done {pid_d}");
             true
         }
         Ok((_, other)) => {
@@ -217,8 +218,8 @@ fn connect(config: &Config, target: SocketAddr) -> u8 {
         Ok(ch) => ch,
         Err(e) => return fail("dipcd", e.raw_os_error().unwrap_or(libc::EIO), &e),
     };
-    let pid_d = match ch.call(1, &Message::Connect { target }) {
-        Ok(Message::Done { value }) => value,
+    let (pid_d, keys) = match ch.call(1, &Message::Connect { target }) {
+        Ok(Message::SessionReady { pid_d, keys }) => (pid_d, keys),
         Ok(Message::Error { errno, message }) => return fail("connect", errno, &message),
         Ok(other) => return fail("connect", libc::EPROTO, &other.kind().name()),
         Err(e) => return fail("connect", e.errno(), &e),
@@ -242,7 +243,8 @@ fn connect(config: &Config, target: SocketAddr) -> u8 {
     if let Err(e) = s.set_read_timeout(Some(REPLY_TIMEOUT)) {
         return fail("session", e.raw_os_error().unwrap_or(libc::EIO), &e);
     }
-    let mut session = Channel::new(s, config.max_frame);
+    let mut session = Channel::new(s, config.max_frame)
+        .with_codec(Codec::Secure(Box::new(Secure::from_keys(&keys))));
     match session.call(1, &Message::Ping) {
         Ok(Message::Pong) => println!("session: pong"),
         Ok(other) => return fail("ping", libc::EPROTO, &other.kind().name()),
