@@ -59,6 +59,10 @@ pub struct Config {
     pub timeouts: Timeouts,
     /// Peers outside every range are refused before authentication.
     pub allowed_hosts: Vec<Cidr>,
+    /// Whether a remote caller's uid 0 (and any gid 0) is mapped to
+    /// `nobody` on this host, as NFS's `root_squash` does; read by the
+    /// worker, so it applies to calls arriving at this host.
+    pub root_squash: bool,
     /// Group whose members may administer the referee through `dipcref`.
     pub admin_group: Option<String>,
     pub shm: ShmConfig,
@@ -301,6 +305,7 @@ impl Default for Config {
                 network: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 0)),
                 prefix: 8,
             }],
+            root_squash: true,
             admin_group: None,
             shm: ShmConfig {
                 mode: ShmMode::Page,
@@ -405,7 +410,7 @@ const TIMEOUT_KEYS: &[&str] = &[
     "heartbeat_interval_ms",
     "heartbeat_timeout_ms",
 ];
-const CLUSTER_KEYS: &[&str] = &["allowed_hosts"];
+const CLUSTER_KEYS: &[&str] = &["allowed_hosts", "root_squash"];
 const SHM_KEYS: &[&str] = &["mode", "quantum_ms"];
 const LIBRARY_KEYS: &[&str] = &["spin_us"];
 
@@ -520,6 +525,7 @@ impl Checker<'_> {
             let key = format!("cluster.{name}");
             match name.as_str() {
                 "allowed_hosts" => config.allowed_hosts = self.cidr_list(&key, value)?,
+                "root_squash" => config.root_squash = self.boolean(&key, value)?,
                 _ => return Err(self.unknown(&key, "cluster", CLUSTER_KEYS)),
             }
         }
@@ -873,6 +879,7 @@ mod tests {
 
             [cluster]
             allowed_hosts = ["10.1.0.0/16", "::1", "fd00::/8"]
+            root_squash = false
 
             [shm]
             mode = "segment"
@@ -904,6 +911,7 @@ mod tests {
                 heartbeat_timeout: Duration::from_millis(251),
             },
             allowed_hosts: vec![cidr("10.1.0.0/16"), cidr("::1/128"), cidr("fd00::/8")],
+            root_squash: false,
             admin_group: Some("dipcadm".to_string()),
             shm: ShmConfig {
                 mode: ShmMode::Segment,
@@ -940,6 +948,11 @@ mod tests {
         key_err("[referee]\nhost = 1\n", "referee.host");
         key_err("[timeouts]\nconnect = 1\n", "timeouts.connect");
         key_err("[cluster]\nallowed = []\n", "cluster.allowed");
+        let r = key_err(
+            "[cluster]\nroot_squashing = true\n",
+            "cluster.root_squashing",
+        );
+        assert!(r.contains("root_squash"), "{r}");
         key_err("[shm]\nsize = 1\n", "shm.size");
         key_err("[nosuch]\n", "nosuch");
     }
@@ -1035,6 +1048,26 @@ mod tests {
             "[cluster]\nallowed_hosts = [\"nope\"]\n",
             "cluster.allowed_hosts",
         );
+    }
+
+    #[test]
+    fn root_squash() {
+        assert!(Config::default().root_squash);
+        assert!(parse("").unwrap().root_squash);
+        assert!(
+            parse("[cluster]\nroot_squash = true\n")
+                .unwrap()
+                .root_squash
+        );
+        let c = parse("[cluster]\nroot_squash = false\n").unwrap();
+        assert!(!c.root_squash);
+        assert_eq!(c.allowed_hosts, Config::default().allowed_hosts);
+        let r = key_err("[cluster]\nroot_squash = \"no\"\n", "cluster.root_squash");
+        assert_eq!(r, "must be true or false, got \"no\"");
+        key_err("[cluster]\nroot_squash = 0\n", "cluster.root_squash");
+        key_err("[cluster]\nroot_squash = []\n", "cluster.root_squash");
+        // A top-level key by mistake, outside [cluster], is unknown.
+        key_err("root_squash = false\n", "root_squash");
     }
 
     #[test]

@@ -81,17 +81,27 @@ pub fn serve(stream: TcpStream, peer: IpAddr, config: &Config, secret: &Secret) 
                 uid,
                 gid,
                 groups,
-            } if caller.is_none() => match session::become_caller(uid, gid, &groups) {
-                Ok(()) => {
-                    debug!("worker: acting for pid {pid} on {peer} as uid {uid} gid {gid}");
-                    caller = Some(pid);
-                    Message::Done { value: 0 }
+            } if caller.is_none() => {
+                let (s_uid, s_gid, s_groups) =
+                    session::squash(uid, gid, &groups, config.root_squash);
+                if (s_uid, s_gid, &s_groups) != (uid, gid, &groups) {
+                    debug!(
+                        "worker: root squash: pid {pid} on {peer} stated uid {uid} gid {gid} \
+                         groups {groups:?}, acts as uid {s_uid} gid {s_gid} groups {s_groups:?}"
+                    );
                 }
-                Err(e) => {
-                    warn!("worker for {peer}: {e}");
-                    Message::error(libc::EPERM, e)
+                match session::become_caller(s_uid, s_gid, &s_groups) {
+                    Ok(()) => {
+                        debug!("worker: acting for pid {pid} on {peer} as uid {s_uid} gid {s_gid}");
+                        caller = Some(pid);
+                        Message::Done { value: 0 }
+                    }
+                    Err(e) => {
+                        warn!("worker for {peer}: {e}");
+                        Message::error(libc::EPERM, e)
+                    }
                 }
-            },
+            }
             Message::SenderPid { pid_d } if caller.is_some() && sender.is_none() => {
                 sender = Some(pid_d);
                 // The session is open: from now on the application may

@@ -373,6 +373,8 @@ pub struct DaemonConfig {
     pub port: u16,
     pub arbiter: bool,
     pub shm_mode: String,
+    /// `cluster.root_squash`; false, as `tools/cluster` writes by default.
+    pub root_squash: bool,
 }
 
 impl DaemonConfig {
@@ -386,6 +388,7 @@ impl DaemonConfig {
             port,
             arbiter: false,
             shm_mode: "page".to_owned(),
+            root_squash: false,
         }
     }
 
@@ -413,6 +416,7 @@ heartbeat_timeout_ms = 1500
 
 [cluster]
 allowed_hosts = ["{subnet}.0/25"]
+root_squash = {root_squash}
 
 [shm]
 mode = "{shm_mode}"
@@ -426,6 +430,7 @@ quantum_ms = 10
             subnet = SUBNET,
             referee_port = REFEREE_PORT,
             shm_mode = self.shm_mode,
+            root_squash = self.root_squash,
         )
     }
 
