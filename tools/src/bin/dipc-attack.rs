@@ -17,15 +17,72 @@
 //!   prints `reply: done PID_D`, `fd: peer ADDR`, `session: pong`. An
 //!   error reply goes to stderr as `dipc-attack: connect: <strerror>
 //!   (errno NAME)` with exit code 1, as dipc's other tools report errors.
+//!
+//! The attacks below run on a session the attacker opened legitimately
+//! (`Connect`, then `SessionReady` and the socket): they hold the
+//! session's keys, as every application does, and try to get more out of
+//! the worker than their own credentials allow. A reply is printed as
+//! `error NAME: MESSAGE`, `done VALUE`, `data MTYPE TEXT` or its kind;
+//! what the worker did to the connection as `closed (HOW)`,
+//! `answered N bytes` or `still open after N ms`.
+//!
+//! - `session-inject TARGET --id ID`: on one session, a plain (unsealed)
+//!   `Session{uid 0, gid 0, groups [0]}` frame and a plain `MsgRcv` of
+//!   queue `ID` (`plain: ...`); on a second, the same `Session` sealed
+//!   (`sealed session: ...`), then a sealed `MsgRcv` of `ID`
+//!   (`sealed msgrcv: ...`); on a third a sealed `SenderPid`
+//!   (`sender pid: ...`). Withstood if the plain frames close the
+//!   connection unanswered, the sealed `Session` and `SenderPid` are
+//!   refused and the `MsgRcv` fails with `EACCES`.
+//! - `replay TARGET --id ID`: a sealed `MsgSnd` to queue `ID`
+//!   (`first: ...`), then the very same record bytes again
+//!   (`replay: ...`). Withstood if the replay closes the connection.
+//! - `reorder TARGET --id ID`: two sealed `MsgSnd` records, the second
+//!   sent first (`out of order: ...`). Withstood if that closes the
+//!   connection.
+//! - `flip TARGET --id ID [--bit N]`: a sealed `MsgSnd` with bit N of its
+//!   record flipped (`flipped bit N of M: ...`; a negative N counts from
+//!   the end). Withstood if that closes the connection. (A flip in the
+//!   length prefix that makes the record longer only makes the worker
+//!   wait for bytes that never come: not a closed connection.)
+//! - `kill-d PID_D [--sig N]`: looks `PID_D` up at dipcd and sends `KillD`
+//!   on a session to its host (`kill: ...`). Withstood if refused.
+//! - `shm-attach TARGET --id ID`: `ShmAttach` of segment `ID` read-write
+//!   (`attach: ...`), then, on a second session, read-only with a
+//!   `handover` naming the target itself (`attach with handover: ...`).
+//!   Withstood if both are refused.
+//! - `send-d PID_D --forge P [--register]`: registers first with
+//!   `--register` (`registered P`), looks `PID_D` up, opens a session to
+//!   its host (`session pid_d P`), states `SenderPid{P}` again
+//!   (`sender pid: ...`) and sends one `SendD` to the mailbox
+//!   (`send: ...`). Withstood if the second `SenderPid` is refused (what
+//!   the message was typed with is for the receiver to check).
+//!
+//! And attacks on connections between hosts, without dipcd's help:
+//!
+//! - `referee-role [--as ADDR]` (root: it reads the cluster secret):
+//!   to the referee, a handshake as `Employer` (`employer: ...`); one as
+//!   `Host` of this host followed by `DropKey` before `Join`
+//!   (`drop before join: ...`, with `--drop KIND:KEY`); one as `Host`
+//!   stating `ADDR` and a `Join` as `ADDR` (`join as ADDR: ...`); and
+//!   one as this host joining as `ADDR` (`join as ADDR from this
+//!   host: ...`). Withstood if all four are refused and closed.
+//! - `wrong-secret TARGET --role employer|host`: a handshake with a
+//!   random secret (`handshake: refused: REASON`). Withstood if refused.
+//! - `plain TARGET [--frame session|ping]`: speaks the old plain protocol
+//!   (no handshake): a plain `Session{uid 0}` and `MsgRcv`, or a `Ping`.
+//!   Prints each frame received (`reply: KIND[: REASON]`) and how it
+//!   ended. Withstood if the connection closes with at most a `Refused`.
 
 use clap::{Parser, Subcommand};
+use dipc_common::auth::{ClientHandshake, Secret};
 use dipc_common::channel::{Channel, Codec};
 use dipc_common::config::Config;
-use dipc_common::secure::Secure;
+use dipc_common::secure::{Secure, PREFIX_LEN};
 use dipc_common::sys;
-use dipc_common::wire::{self, Message};
+use dipc_common::wire::{self, IpcKind, Message, Role};
 use nix::errno::Errno;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
@@ -54,6 +111,92 @@ enum Command {
     },
     /// A plain Connect to TARGET, the session checked with a ping
     Connect { target: SocketAddr },
+    /// Plain and sealed Session/SenderPid frames on a session
+    SessionInject {
+        target: SocketAddr,
+        /// A root-only queue on TARGET (the owner's id)
+        #[arg(long)]
+        id: i32,
+    },
+    /// A sealed MsgSnd sent twice
+    Replay {
+        target: SocketAddr,
+        /// A queue on TARGET (the owner's id)
+        #[arg(long)]
+        id: i32,
+    },
+    /// Two sealed MsgSnd records, the second first
+    Reorder {
+        target: SocketAddr,
+        #[arg(long)]
+        id: i32,
+    },
+    /// A sealed MsgSnd with one bit flipped
+    Flip {
+        target: SocketAddr,
+        #[arg(long)]
+        id: i32,
+        /// Which bit of the record (prefix included) to flip; a negative
+        /// N counts from the end (-1: the tag's last bit)
+        #[arg(long, default_value_t = 8 * (PREFIX_LEN as i64 + 9) + 3, allow_negative_numbers = true)]
+        bit: i64,
+    },
+    /// KillD of PID_D on a session to its host
+    KillD {
+        pid_d: i64,
+        #[arg(long, default_value_t = libc::SIGKILL)]
+        sig: i32,
+    },
+    /// ShmAttach of a segment on TARGET
+    ShmAttach {
+        target: SocketAddr,
+        /// The segment (the owner's id)
+        #[arg(long)]
+        id: i32,
+    },
+    /// SendD to PID_D after stating another SenderPid
+    SendD {
+        pid_d: i64,
+        /// The sender pid_d to claim
+        #[arg(long)]
+        forge: i64,
+        /// Register first (regist), so that the session has a pid_d
+        #[arg(long)]
+        register: bool,
+    },
+    /// Handshakes with the referee as what this host is not
+    RefereeRole {
+        /// The host address to claim [default: 10.66.0.2:7100]
+        #[arg(long = "as", value_name = "ADDR")]
+        claim: Option<SocketAddr>,
+        /// A distributed key to drop before Join: KIND:KEY (msg:0x1234)
+        #[arg(long, value_name = "KIND:KEY")]
+        drop: Option<String>,
+    },
+    /// A handshake with a secret that is not the cluster's
+    WrongSecret {
+        target: SocketAddr,
+        #[arg(long, value_enum)]
+        role: RoleArg,
+    },
+    /// The old plain protocol: frames without a handshake
+    Plain {
+        target: SocketAddr,
+        #[arg(long, value_enum, default_value_t = FrameArg::Session)]
+        frame: FrameArg,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum RoleArg {
+    Employer,
+    Host,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum FrameArg {
+    Session,
+    Ping,
 }
 
 /// Exit codes (see the module docs).
@@ -81,6 +224,20 @@ fn main() -> ExitCode {
             Duration::from_millis(wait_ms),
         ),
         Command::Connect { target } => connect(&config, target),
+        Command::SessionInject { target, id } => session_inject(&config, target, id),
+        Command::Replay { target, id } => replay(&config, target, id),
+        Command::Reorder { target, id } => reorder(&config, target, id),
+        Command::Flip { target, id, bit } => flip(&config, target, id, bit),
+        Command::KillD { pid_d, sig } => kill_d(&config, pid_d, sig),
+        Command::ShmAttach { target, id } => shm_attach(&config, target, id),
+        Command::SendD {
+            pid_d,
+            forge,
+            register,
+        } => send_d(&config, pid_d, forge, register),
+        Command::RefereeRole { claim, drop } => referee_role(&config, claim, drop.as_deref()),
+        Command::WrongSecret { target, role } => wrong_secret(&config, target, role),
+        Command::Plain { target, frame } => plain(target, frame),
     };
     ExitCode::from(code)
 }
@@ -251,4 +408,639 @@ fn connect(config: &Config, target: SocketAddr) -> u8 {
         Err(e) => return fail("ping", e.errno(), &e),
     }
     WITHSTOOD
+}
+
+fn verdict(withstood: bool) -> u8 {
+    if withstood {
+        WITHSTOOD
+    } else {
+        WORKED
+    }
+}
+
+/// A reply as the attacks print it.
+fn show(m: &Message) -> String {
+    match m {
+        Message::Error { errno, message } => format!("error {}: {message}", errno_name(*errno)),
+        Message::Done { value } => format!("done {value}"),
+        Message::MsgData { mtype, text } => {
+            format!("data {mtype} {}", String::from_utf8_lossy(text))
+        }
+        Message::Refused { reason } => format!("refused: {reason}"),
+        other => other.kind().name().to_owned(),
+    }
+}
+
+fn shown(r: &Result<Message, String>) -> String {
+    match r {
+        Ok(m) => show(m),
+        Err(e) => format!("no reply ({e})"),
+    }
+}
+
+fn is_error(r: &Result<Message, String>, errno: Option<i32>) -> bool {
+    match r {
+        Ok(Message::Error { errno: e, .. }) => errno.is_none_or(|want| *e == want),
+        _ => false,
+    }
+}
+
+/// How long a peer is given to close the connection after an attack.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+/// What the peer did after an attack.
+enum After {
+    /// It closed the connection (how: end of file, reset, ...).
+    Closed(String),
+    /// It sent this many bytes.
+    Answered(usize),
+    /// Neither, within [`CLOSE_WAIT`].
+    Open,
+}
+
+impl After {
+    fn closed(&self) -> bool {
+        matches!(self, After::Closed(_))
+    }
+}
+
+impl std::fmt::Display for After {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            After::Closed(how) => write!(f, "closed ({how})"),
+            After::Answered(n) => write!(f, "answered {n} bytes"),
+            After::Open => write!(f, "still open after {} ms", CLOSE_WAIT.as_millis()),
+        }
+    }
+}
+
+/// Waits for the peer to close `s` (or to send something).
+fn after(s: &mut TcpStream) -> After {
+    if let Err(e) = s.set_read_timeout(Some(CLOSE_WAIT)) {
+        return After::Closed(format!("{e}"));
+    }
+    let mut buf = [0u8; 4096];
+    match s.read(&mut buf) {
+        Ok(0) => After::Closed("end of file".to_owned()),
+        Ok(n) => After::Answered(n),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => After::Closed("reset".to_owned()),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            After::Open
+        }
+        Err(e) => After::Closed(e.to_string()),
+    }
+}
+
+/// Writes `bytes` on `s` and waits for what the peer does.
+fn send_raw(s: &mut TcpStream, bytes: &[u8]) -> After {
+    match s.write_all(bytes) {
+        Ok(()) => after(s),
+        Err(e) => After::Closed(format!("write: {e}")),
+    }
+}
+
+/// A session opened the legitimate way (`Connect`): its socket, and the
+/// channel's state, which every application holds.
+struct Session {
+    s: TcpStream,
+    sec: Secure,
+    max: u32,
+    pid_d: i64,
+}
+
+fn open_session(config: &Config, target: SocketAddr) -> Result<Session, String> {
+    let mut ch = dipcd(config).map_err(|e| format!("dipcd: {e}"))?;
+    let (pid_d, keys) = match ch.call(1, &Message::Connect { target }) {
+        Ok(Message::SessionReady { pid_d, keys }) => (pid_d, keys),
+        Ok(other) => return Err(format!("connect to {target}: {}", show(&other))),
+        Err(e) => return Err(format!("connect to {target}: {e}")),
+    };
+    let fd = sys::recv_fd(ch.get_ref()).map_err(|e| format!("receive the session: {e}"))?;
+    let s = TcpStream::from(fd);
+    s.set_read_timeout(Some(REPLY_TIMEOUT))
+        .map_err(|e| format!("session: {e}"))?;
+    Ok(Session {
+        s,
+        sec: Secure::from_keys(&keys),
+        max: config.max_frame,
+        pid_d,
+    })
+}
+
+impl Session {
+    /// The record of one frame, sealed with the session's next counter.
+    fn seal(&mut self, id: u64, msg: &Message) -> Result<Vec<u8>, String> {
+        let mut out = Vec::new();
+        self.sec
+            .seal(id, msg, &mut out)
+            .map_err(|e| format!("seal: {e}"))?;
+        Ok(out)
+    }
+
+    fn recv(&mut self) -> Result<(u64, Message), String> {
+        self.s
+            .set_read_timeout(Some(REPLY_TIMEOUT))
+            .map_err(|e| e.to_string())?;
+        let mut prefix = [0u8; PREFIX_LEN];
+        self.s
+            .read_exact(&mut prefix)
+            .map_err(|e| format!("read: {e}"))?;
+        let len = Secure::record_len(&prefix, self.max).map_err(|e| e.to_string())?;
+        let mut rec = vec![0u8; len];
+        rec[..PREFIX_LEN].copy_from_slice(&prefix);
+        self.s
+            .read_exact(&mut rec[PREFIX_LEN..])
+            .map_err(|e| format!("read: {e}"))?;
+        self.sec.open(&mut rec, self.max).map_err(|e| e.to_string())
+    }
+
+    /// The reply to request `id`, skipping others.
+    fn reply_to(&mut self, id: u64) -> Result<Message, String> {
+        loop {
+            let (rid, m) = self.recv()?;
+            if rid == id {
+                return Ok(m);
+            }
+        }
+    }
+
+    /// Sends one sealed request and waits for its reply.
+    fn call(&mut self, id: u64, msg: &Message) -> Result<Message, String> {
+        let rec = self.seal(id, msg)?;
+        self.s.write_all(&rec).map_err(|e| format!("write: {e}"))?;
+        self.reply_to(id)
+    }
+}
+
+/// `Session` claiming root.
+fn root_session() -> Message {
+    Message::Session {
+        pid: std::process::id() as i32,
+        uid: 0,
+        gid: 0,
+        groups: vec![0],
+    }
+}
+
+fn msg_snd(id: i32, text: &str) -> Message {
+    Message::MsgSnd {
+        id,
+        mtype: 1,
+        text: text.as_bytes().to_vec(),
+        flags: libc::IPC_NOWAIT,
+    }
+}
+
+fn session_inject(config: &Config, target: SocketAddr, id: i32) -> u8 {
+    println!("uid {}", uid());
+    let msg_rcv = Message::MsgRcv {
+        id,
+        size: 8192,
+        mtype: 0,
+        flags: libc::IPC_NOWAIT,
+    };
+    // Plain frames where sealed records belong.
+    let mut a = match open_session(config, target) {
+        Ok(s) => s,
+        Err(e) => return not_tried("session", &e),
+    };
+    let mut plain = Vec::new();
+    wire::encode_frame(1, &root_session(), &mut plain);
+    wire::encode_frame(2, &msg_rcv, &mut plain);
+    let plain_after = send_raw(&mut a.s, &plain);
+    println!("plain: {plain_after}");
+    // The same, sealed with the session's own keys.
+    let mut b = match open_session(config, target) {
+        Ok(s) => s,
+        Err(e) => return not_tried("session", &e),
+    };
+    let session = b.call(1, &root_session());
+    println!("sealed session: {}", shown(&session));
+    let rcv = b.call(2, &msg_rcv);
+    println!("sealed msgrcv: {}", shown(&rcv));
+    // Another pid_d for the session's sends.
+    let mut c = match open_session(config, target) {
+        Ok(s) => s,
+        Err(e) => return not_tried("session", &e),
+    };
+    let sender = c.call(1, &Message::SenderPid { pid_d: 1 });
+    println!("sender pid: {}", shown(&sender));
+    verdict(
+        plain_after.closed()
+            && is_error(&session, None)
+            && is_error(&rcv, Some(libc::EACCES))
+            && is_error(&sender, None),
+    )
+}
+
+fn replay(config: &Config, target: SocketAddr, id: i32) -> u8 {
+    println!("uid {}", uid());
+    let mut s = match open_session(config, target) {
+        Ok(s) => s,
+        Err(e) => return not_tried("session", &e),
+    };
+    let rec = match s.seal(1, &msg_snd(id, "replayed")) {
+        Ok(r) => r,
+        Err(e) => return not_tried("seal", &e),
+    };
+    if let Err(e) = s.s.write_all(&rec) {
+        return not_tried("send", &e);
+    }
+    let first = s.reply_to(1);
+    println!("first: {}", shown(&first));
+    if !matches!(first, Ok(Message::Done { .. })) {
+        return not_tried("first send", &shown(&first));
+    }
+    let again = send_raw(&mut s.s, &rec);
+    println!("replay: {again}");
+    verdict(again.closed())
+}
+
+fn reorder(config: &Config, target: SocketAddr, id: i32) -> u8 {
+    println!("uid {}", uid());
+    let mut s = match open_session(config, target) {
+        Ok(s) => s,
+        Err(e) => return not_tried("session", &e),
+    };
+    let sealed = s
+        .seal(1, &msg_snd(id, "first"))
+        .and_then(|r1| Ok((r1, s.seal(2, &msg_snd(id, "second"))?)));
+    let (_first, second) = match sealed {
+        Ok(r) => r,
+        Err(e) => return not_tried("seal", &e),
+    };
+    let a = send_raw(&mut s.s, &second);
+    println!("out of order: {a}");
+    verdict(a.closed())
+}
+
+fn flip(config: &Config, target: SocketAddr, id: i32, bit: i64) -> u8 {
+    println!("uid {}", uid());
+    let mut s = match open_session(config, target) {
+        Ok(s) => s,
+        Err(e) => return not_tried("session", &e),
+    };
+    let mut rec = match s.seal(1, &msg_snd(id, "flipped")) {
+        Ok(r) => r,
+        Err(e) => return not_tried("seal", &e),
+    };
+    let bits = rec.len() as i64 * 8;
+    let from_start = if bit < 0 { bits + bit } else { bit };
+    if !(0..bits).contains(&from_start) {
+        return not_tried(
+            "flip",
+            &format!("bit {bit} is outside the record's {bits} bits"),
+        );
+    }
+    let bit = from_start as usize;
+    rec[bit / 8] ^= 1 << (bit % 8);
+    let a = send_raw(&mut s.s, &rec);
+    println!("flipped bit {bit} of {}: {a}", rec.len() * 8);
+    verdict(a.closed())
+}
+
+/// Where `pid_d` runs, as dipcd (the referee) says.
+fn lookup(config: &Config, pid_d: i64) -> Result<wire::PidRecord, String> {
+    let mut ch = dipcd(config).map_err(|e| format!("dipcd: {e}"))?;
+    match ch.call(1, &Message::PidLookup { pid_d }) {
+        Ok(Message::PidInfo { rec }) => Ok(rec),
+        Ok(other) => Err(format!("lookup {pid_d}: {}", show(&other))),
+        Err(e) => Err(format!("lookup {pid_d}: {e}")),
+    }
+}
+
+fn kill_d(config: &Config, pid_d: i64, sig: i32) -> u8 {
+    println!("uid {}", uid());
+    let rec = match lookup(config, pid_d) {
+        Ok(r) => r,
+        Err(e) => return not_tried("lookup", &e),
+    };
+    println!("target pid {} on {}", rec.pid, rec.host);
+    let mut s = match open_session(config, rec.host) {
+        Ok(s) => s,
+        Err(e) => return not_tried("session", &e),
+    };
+    let r = s.call(
+        1,
+        &Message::KillD {
+            pid: rec.pid,
+            starttime: rec.starttime,
+            sig,
+        },
+    );
+    println!("kill: {}", shown(&r));
+    verdict(is_error(&r, None))
+}
+
+fn shm_attach(config: &Config, target: SocketAddr, id: i32) -> u8 {
+    println!("uid {}", uid());
+    let mut s = match open_session(config, target) {
+        Ok(s) => s,
+        Err(e) => return not_tried("session", &e),
+    };
+    let rw = s.call(
+        1,
+        &Message::ShmAttach {
+            id,
+            readonly: false,
+            handover: None,
+        },
+    );
+    println!("attach: {}", shown(&rw));
+    let mut s = match open_session(config, target) {
+        Ok(s) => s,
+        Err(e) => return not_tried("session", &e),
+    };
+    // A handover the worker alone may state: here naming the owner host
+    // itself, with the session's own state.
+    let keys = s.sec.keys();
+    let ro = s.call(
+        1,
+        &Message::ShmAttach {
+            id,
+            readonly: true,
+            handover: Some((target, keys)),
+        },
+    );
+    println!("attach with handover: {}", shown(&ro));
+    verdict(is_error(&rw, None) && is_error(&ro, None))
+}
+
+fn send_d(config: &Config, pid_d: i64, forge: i64, register: bool) -> u8 {
+    println!("uid {}", uid());
+    if register {
+        match dipc::pid::regist() {
+            Ok(p) => println!("registered {p}"),
+            Err(e) => return not_tried("regist", &e),
+        }
+    }
+    let rec = match lookup(config, pid_d) {
+        Ok(r) => r,
+        Err(e) => return not_tried("lookup", &e),
+    };
+    let mut s = match open_session(config, rec.host) {
+        Ok(s) => s,
+        Err(e) => return not_tried("session", &e),
+    };
+    println!("session pid_d {}", s.pid_d);
+    let sender = s.call(1, &Message::SenderPid { pid_d: forge });
+    println!("sender pid: {}", shown(&sender));
+    let send = s.call(
+        2,
+        &Message::SendD {
+            mailbox: rec.mailbox,
+            data: format!("claims {forge}").into_bytes(),
+            flags: libc::IPC_NOWAIT,
+        },
+    );
+    println!("send: {}", shown(&send));
+    verdict(is_error(&sender, None))
+}
+
+/// A TCP connection to `to` (from this host's address, as the daemons
+/// connect) on which a handshake with `secret` ran as `role` stating `me`.
+fn handshake(
+    config: &Config,
+    secret: &Secret,
+    to: SocketAddr,
+    role: Role,
+    me: SocketAddr,
+) -> Result<Result<Channel<TcpStream>, (dipc_common::auth::AuthError, TcpStream)>, String> {
+    let s = TcpStream::connect_timeout(&to, REPLY_TIMEOUT).map_err(|e| format!("{to}: {e}"))?;
+    s.set_read_timeout(Some(REPLY_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    let raw = s.try_clone().map_err(|e| e.to_string())?;
+    let mut ch = Channel::new(s, config.max_frame);
+    let (hs, hello) = ClientHandshake::start(secret, role, me).map_err(|e| e.to_string())?;
+    ch.send(0, &hello).map_err(|e| format!("send: {e}"))?;
+    let reply = match ch.recv() {
+        Ok((_, m)) => m,
+        Err(e) => return Ok(Err((dipc_common::auth::AuthError::Channel(e), raw))),
+    };
+    match hs.on_reply(&reply) {
+        Ok(secure) => {
+            ch.secure(secure);
+            Ok(Ok(ch))
+        }
+        Err(e) => Ok(Err((e, raw))),
+    }
+}
+
+/// After a handshake that should have been refused: whether it was, and
+/// the connection then closed.
+fn refused_handshake(
+    what: &str,
+    r: Result<Result<Channel<TcpStream>, (dipc_common::auth::AuthError, TcpStream)>, String>,
+) -> Option<bool> {
+    match r {
+        Err(e) => {
+            eprintln!("dipc-attack: {what}: {e}");
+            None
+        }
+        Ok(Ok(_)) => {
+            println!("{what}: accepted");
+            Some(false)
+        }
+        Ok(Err((e, mut raw))) => {
+            let a = after(&mut raw);
+            println!("{what}: {e}; {a}");
+            Some(matches!(e, dipc_common::auth::AuthError::Refused(_)) && a.closed())
+        }
+    }
+}
+
+/// Sends `msg` on an authenticated link that should refuse it: whether it
+/// answered `Refused` and closed.
+fn refused_on_link(what: &str, ch: Channel<TcpStream>, msg: &Message) -> bool {
+    let mut ch = ch;
+    if let Err(e) = ch.send(1, msg) {
+        println!("{what}: closed before the frame ({e})");
+        return true;
+    }
+    let reply = ch.recv();
+    let mut raw = ch.into_inner();
+    let a = after(&mut raw);
+    match reply {
+        Ok((_, m)) => {
+            println!("{what}: {}; {a}", show(&m));
+            matches!(m, Message::Refused { .. }) && a.closed()
+        }
+        Err(e) => {
+            println!("{what}: no reply ({e}); {a}");
+            a.closed()
+        }
+    }
+}
+
+fn parse_drop(s: &str) -> Result<(IpcKind, i32), String> {
+    let (kind, key) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s:?} is not KIND:KEY"))?;
+    let kind = match kind {
+        "msg" => IpcKind::Msg,
+        "sem" => IpcKind::Sem,
+        "shm" => IpcKind::Shm,
+        other => return Err(format!("unknown kind {other:?}")),
+    };
+    let key = match key.strip_prefix("0x") {
+        Some(hex) => u32::from_str_radix(hex, 16).map(|k| k as i32),
+        None => key.parse::<i32>(),
+    }
+    .map_err(|e| format!("key {key:?}: {e}"))?;
+    Ok((kind, key))
+}
+
+fn referee_role(config: &Config, claim: Option<SocketAddr>, drop: Option<&str>) -> u8 {
+    println!("uid {}", uid());
+    let secret = match Secret::load(&config.secret_file) {
+        Ok(s) => s,
+        Err(e) => return not_tried("secret", &e),
+    };
+    let referee = config.referee_addr();
+    let me = config.front_end_addr();
+    let claim = claim.unwrap_or(SocketAddr::from(([10, 66, 0, 2], 7100)));
+    let mut all = true;
+    // An employer's handshake where only hosts are served.
+    let r = handshake(config, &secret, referee, Role::Employer, me);
+    match refused_handshake("employer", r) {
+        Some(ok) => all &= ok,
+        None => return NOT_TRIED,
+    }
+    // A host's link that asks for something before it joined.
+    if let Some(d) = drop {
+        let (kind, key) = match parse_drop(d) {
+            Ok(k) => k,
+            Err(e) => return not_tried("--drop", &e),
+        };
+        match handshake(config, &secret, referee, Role::Host, me) {
+            Ok(Ok(ch)) => {
+                all &= refused_on_link("drop before join", ch, &Message::DropKey { kind, key })
+            }
+            other => {
+                println!("drop before join: the handshake failed");
+                let _ = refused_handshake("drop before join", other);
+                return NOT_TRIED;
+            }
+        }
+    }
+    // Another host's address, stated in the handshake and in Join.
+    let what = format!("join as {claim}");
+    match handshake(config, &secret, referee, Role::Host, claim) {
+        Ok(Ok(ch)) => all &= refused_on_link(&what, ch, &Message::Join { front_end: claim }),
+        other => {
+            // Refused at the handshake already: withstood too.
+            match refused_handshake(&what, other) {
+                Some(ok) => all &= ok,
+                None => return NOT_TRIED,
+            }
+        }
+    }
+    // This host's handshake, another host's Join.
+    let what = format!("join as {claim} from this host");
+    match handshake(config, &secret, referee, Role::Host, me) {
+        Ok(Ok(ch)) => all &= refused_on_link(&what, ch, &Message::Join { front_end: claim }),
+        other => match refused_handshake(&what, other) {
+            Some(ok) => all &= ok,
+            None => return NOT_TRIED,
+        },
+    }
+    verdict(all)
+}
+
+fn wrong_secret(config: &Config, target: SocketAddr, role: RoleArg) -> u8 {
+    println!("uid {}", uid());
+    let mut raw = [0u8; 32];
+    if let Err(e) = dipc_common::auth::fill_random(&mut raw) {
+        return not_tried("random", &e);
+    }
+    let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    let secret = match Secret::from_bytes(hex.as_bytes()) {
+        Ok(s) => s,
+        Err(e) => return not_tried("secret", &e),
+    };
+    let role = match role {
+        RoleArg::Employer => Role::Employer,
+        RoleArg::Host => Role::Host,
+    };
+    let r = handshake(config, &secret, target, role, config.front_end_addr());
+    match refused_handshake("handshake", r) {
+        Some(ok) => verdict(ok),
+        None => NOT_TRIED,
+    }
+}
+
+fn plain(target: SocketAddr, frame: FrameArg) -> u8 {
+    println!("uid {}", uid());
+    let mut s = match TcpStream::connect_timeout(&target, REPLY_TIMEOUT) {
+        Ok(s) => s,
+        Err(e) => return not_tried(&format!("connect to {target}"), &e),
+    };
+    let mut out = Vec::new();
+    match frame {
+        FrameArg::Session => {
+            wire::encode_frame(1, &root_session(), &mut out);
+            wire::encode_frame(
+                2,
+                &Message::MsgRcv {
+                    id: 0,
+                    size: 8192,
+                    mtype: 0,
+                    flags: libc::IPC_NOWAIT,
+                },
+                &mut out,
+            );
+        }
+        FrameArg::Ping => wire::encode_frame(1, &Message::Ping, &mut out),
+    }
+    if let Err(e) = s.write_all(&out) {
+        println!("end: closed (write: {e})");
+        return WITHSTOOD;
+    }
+    // Everything it answers, until it closes.
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let end = loop {
+        if let Err(e) = s.set_read_timeout(Some(CLOSE_WAIT)) {
+            return not_tried("socket", &e);
+        }
+        match s.read(&mut buf) {
+            Ok(0) => break After::Closed("end of file".to_owned()),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+                break After::Closed("reset".to_owned())
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                break After::Open
+            }
+            Err(e) => break After::Closed(e.to_string()),
+        }
+    };
+    let mut only_refusals = true;
+    let mut rest = &got[..];
+    while !rest.is_empty() {
+        match wire::decode_frame(rest, u32::MAX) {
+            Ok(Some((used, _, m))) => {
+                println!("reply: {}", show(&m));
+                only_refusals &= matches!(m, Message::Refused { .. });
+                rest = &rest[used..];
+            }
+            _ => {
+                println!("reply: {} bytes that are no frame", rest.len());
+                only_refusals = false;
+                break;
+            }
+        }
+    }
+    println!("end: {end}");
+    verdict(end.closed() && only_refusals)
 }
