@@ -8,6 +8,7 @@
 
 use crate::secure::{Secure, PREFIX_LEN};
 use crate::wire::{self, Message, SessionKeys, WireError, HEADER_LEN};
+use byteorder::{BigEndian, ByteOrder};
 use std::fmt;
 use std::io::{self, Read, Write};
 
@@ -175,6 +176,9 @@ pub struct Channel<S> {
     max_frame: u32,
     codec: Codec,
     out: Vec<u8>,
+    /// An exact channel's frame being read, kept between frames so that a
+    /// run of large frames reuses one buffer.
+    inbuf: Vec<u8>,
     /// Read-ahead buffer (empty for an exact channel); `rbuf[start..end]`
     /// holds bytes received and not yet taken as frames.
     rbuf: Vec<u8>,
@@ -192,6 +196,7 @@ impl<S: Read + Write> Channel<S> {
             max_frame,
             codec: Codec::Plain,
             out: Vec::new(),
+            inbuf: Vec::new(),
             rbuf: Vec::new(),
             start: 0,
             end: 0,
@@ -288,10 +293,24 @@ impl<S: Read + Write> Channel<S> {
         }
         // The length is bounded by whole_len, so this allocation is too.
         let whole = self.codec.whole_len(head, self.max_frame)?;
-        let mut frame = vec![0u8; whole];
-        frame[..head.len()].copy_from_slice(head);
-        Self::read_full(&mut self.stream, &mut frame[head.len()..], false)?;
-        Ok(self.codec.decode(&mut frame, self.max_frame)?)
+        let mut frame = std::mem::take(&mut self.inbuf);
+        frame.clear();
+        frame.extend_from_slice(head);
+        // read_to_end fills the spare capacity without zeroing it first,
+        // and retries after EINTR as read_full does.
+        let want = (whole - head.len()) as u64;
+        match (&mut self.stream).take(want).read_to_end(&mut frame) {
+            Ok(_) if frame.len() == whole => {}
+            Ok(_) => {
+                return Err(ChannelError::Wire(WireError::Truncated {
+                    field: "frame (connection closed mid-frame)",
+                }))
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let r = self.codec.decode(&mut frame, self.max_frame);
+        self.inbuf = frame;
+        Ok(r?)
     }
 
     fn recv_ahead(&mut self, interruptible: bool) -> Result<(u64, Message), ChannelError> {
@@ -371,6 +390,11 @@ impl<S: Read + Write> Channel<S> {
     }
 }
 
+/// How many bytes of staged frames a secure [`Framed`] seals before it
+/// writes: small replies still leave in one system call, a long run of
+/// data is on the wire after its first batch is sealed.
+const SEAL_BATCH: usize = 64 * 1024;
+
 /// A non-blocking framed connection for a mio event loop: bytes are read
 /// into a buffer as they come and frames are taken out whole; replies are
 /// queued and written as the socket accepts them.
@@ -379,7 +403,17 @@ pub struct Framed<S> {
     max_frame: u32,
     codec: Codec,
     rbuf: Vec<u8>,
+    /// Bytes ready for the socket; `wbuf[wpos..]` is not written yet (an
+    /// offset, not a drain per write, so a large backlog is never moved
+    /// again and again).
     wbuf: Vec<u8>,
+    wpos: usize,
+    /// On a secure channel: frames queued, encoded but not sealed yet;
+    /// `staged[spos..]` is still to go. They are sealed a batch at a time
+    /// as the socket takes them, so that the first of a long run (a whole
+    /// segment's content) is on the wire while the rest are sealed.
+    staged: Vec<u8>,
+    spos: usize,
     /// A frame could not be queued (a worn-out channel): the connection
     /// must close, which the next [`Framed::flush`] reports.
     broken: Option<WireError>,
@@ -401,6 +435,9 @@ impl<S: Read + Write> Framed<S> {
             codec: Codec::Plain,
             rbuf: Vec::new(),
             wbuf: Vec::new(),
+            wpos: 0,
+            staged: Vec::new(),
+            spos: 0,
             broken: None,
         }
     }
@@ -446,34 +483,64 @@ impl<S: Read + Write> Framed<S> {
     }
 
     pub fn queue(&mut self, request_id: u64, msg: &Message) {
-        if self.broken.is_none() {
-            if let Err(e) = self.codec.encode(request_id, msg, &mut self.wbuf) {
+        match self.codec {
+            Codec::Plain => wire::encode_frame(request_id, msg, &mut self.wbuf),
+            Codec::Secure(_) => wire::encode_frame(request_id, msg, &mut self.staged),
+        }
+    }
+
+    /// Seals staged frames into the write buffer, up to about
+    /// [`SEAL_BATCH`] bytes (at least one frame).
+    fn seal_staged(&mut self) {
+        let Codec::Secure(secure) = &mut self.codec else {
+            return;
+        };
+        while self.spos < self.staged.len() && self.wbuf.len() < SEAL_BATCH {
+            // The frames were encoded here, so their headers are sound.
+            let rest = &self.staged[self.spos..];
+            let len = match rest.first_chunk::<HEADER_LEN>() {
+                Some(h) => HEADER_LEN + BigEndian::read_u32(&h[16..20]) as usize,
+                None => rest.len(),
+            };
+            let frame = &rest[..len.min(rest.len())];
+            if let Err(e) = secure.seal_encoded(frame, &mut self.wbuf) {
                 self.broken = Some(e);
+                return;
             }
+            self.spos += frame.len();
+        }
+        if self.spos == self.staged.len() {
+            self.staged.clear();
+            self.spos = 0;
         }
     }
 
     /// Writes queued bytes; returns true once everything is written.
     pub fn flush(&mut self) -> io::Result<bool> {
-        if let Some(e) = &self.broken {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string()));
-        }
-        while !self.wbuf.is_empty() {
-            match self.stream.write(&self.wbuf) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    self.wbuf.drain(..n);
+        loop {
+            if self.wpos == self.wbuf.len() {
+                self.wbuf.clear();
+                self.wpos = 0;
+                self.seal_staged();
+                if let Some(e) = &self.broken {
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string()));
                 }
+                if self.wbuf.is_empty() {
+                    return Ok(true);
+                }
+            }
+            match self.stream.write(&self.wbuf[self.wpos..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.wpos += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
         }
-        Ok(true)
     }
 
     pub fn has_pending_writes(&self) -> bool {
-        !self.wbuf.is_empty()
+        self.wpos < self.wbuf.len() || self.spos < self.staged.len()
     }
 }
 

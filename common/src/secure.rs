@@ -120,6 +120,19 @@ impl Secure {
         let start = out.len();
         out.extend_from_slice(&[0u8; PREFIX_LEN]);
         wire::encode_frame(request_id, msg, out);
+        self.seal_tail(start, out)
+    }
+
+    /// Appends the record of one already encoded frame to `out`.
+    pub fn seal_encoded(&mut self, frame: &[u8], out: &mut Vec<u8>) -> Result<(), WireError> {
+        let start = out.len();
+        out.extend_from_slice(&[0u8; PREFIX_LEN]);
+        out.extend_from_slice(frame);
+        self.seal_tail(start, out)
+    }
+
+    /// Seals `out[start..]`: a zeroed length prefix, then the frame.
+    fn seal_tail(&mut self, start: usize, out: &mut Vec<u8>) -> Result<(), WireError> {
         let sealed_len = out.len() - start - PREFIX_LEN + TAG_LEN;
         let Ok(len) = u32::try_from(sealed_len) else {
             out.truncate(start);

@@ -131,9 +131,9 @@ fn forged_frames_on_a_session_get_nothing() {
     let out = attack(&c, 3, &["session-inject", &front_end(2), "--id", &root_q]);
     let what = "session-inject";
     assert_has(&out, what, "plain: closed (");
-    assert_has(&out, what, "sealed session: error ");
+    assert_has(&out, what, "sealed session: error EPERM: ");
     assert_has(&out, what, "sealed msgrcv: error EACCES: ");
-    assert_has(&out, what, "sender pid: error ");
+    assert_has(&out, what, "sender pid: error EPERM: ");
     assert_eq!(qnum(&c, 2, "0x5e01"), 1, "root's queue lost its message");
     let log = c.log(2);
     assert!(
@@ -250,7 +250,7 @@ fn harmful_calls_on_a_session_fail_as_the_kernel_says() {
     let mbox = mailbox_of(&c, p).to_string();
     let out = attack(&c, 3, &["send-d", &ps, "--forge", &ps]);
     assert_has(&out, "send-d", "session pid_d 0\n");
-    assert_has(&out, "send-d", "sender pid: error ");
+    assert_has(&out, "send-d", "sender pid: error EPERM: ");
     assert_has(&out, "send-d", "send: error ENOTCONN: ");
     // Registered: the message carries the attacker's own pid_d.
     let out = attack(&c, 3, &["send-d", &ps, "--forge", "4242", "--register"]);
@@ -260,7 +260,7 @@ fn harmful_calls_on_a_session_fail_as_the_kernel_says() {
         registered,
         "the session's pid_d is not the one the attacker registered:\n{out}"
     );
-    assert_has(&out, "send-d", "sender pid: error ");
+    assert_has(&out, "send-d", "sender pid: error EPERM: ");
     assert_has(&out, "send-d", "send: done 0");
     assert_eq!(
         recv_now(&c, 2, &[&mbox, "--id", "--local"]),

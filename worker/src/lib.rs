@@ -116,6 +116,12 @@ pub fn serve(stream: TcpStream, peer: IpAddr, config: &Config, secret: &Secret) 
                 }
                 Message::Done { value: 0 }
             }
+            // Stated once, by the employer, before the application had the
+            // channel: a second statement is the application's own.
+            Message::Session { .. } | Message::SenderPid { .. } => Message::error(
+                libc::EPERM,
+                "the session's credentials and sender are stated once, by the employer",
+            ),
             req if caller.is_none() || sender.is_none() => Message::error(
                 libc::EPERM,
                 format!("{} before the session's credentials", req.kind().name()),
