@@ -390,7 +390,7 @@ impl<S: Read + Write> Channel<S> {
     }
 }
 
-/// How many bytes of staged frames a secure [`Framed`] seals before it
+/// How many bytes of laid-out records a secure [`Framed`] seals before it
 /// writes: small replies still leave in one system call, a long run of
 /// data is on the wire after its first batch is sealed.
 const SEAL_BATCH: usize = 64 * 1024;
@@ -403,17 +403,16 @@ pub struct Framed<S> {
     max_frame: u32,
     codec: Codec,
     rbuf: Vec<u8>,
-    /// Bytes ready for the socket; `wbuf[wpos..]` is not written yet (an
-    /// offset, not a drain per write, so a large backlog is never moved
-    /// again and again).
+    /// Bytes for the socket: `wbuf[wpos..sealed]` is ready and not
+    /// written yet (an offset, not a drain per write, so a large backlog is
+    /// never moved again and again). On a secure channel `wbuf[sealed..]`
+    /// holds records laid out but not sealed yet: they are sealed in place
+    /// a batch at a time as the socket takes them, so that the first of a
+    /// long run (a whole segment's content) is on the wire while the rest
+    /// wait, and no frame is copied to be sealed.
     wbuf: Vec<u8>,
     wpos: usize,
-    /// On a secure channel: frames queued, encoded but not sealed yet;
-    /// `staged[spos..]` is still to go. They are sealed a batch at a time
-    /// as the socket takes them, so that the first of a long run (a whole
-    /// segment's content) is on the wire while the rest are sealed.
-    staged: Vec<u8>,
-    spos: usize,
+    sealed: usize,
     /// A frame could not be queued (a worn-out channel): the connection
     /// must close, which the next [`Framed::flush`] reports.
     broken: Option<WireError>,
@@ -436,8 +435,7 @@ impl<S: Read + Write> Framed<S> {
             rbuf: Vec::new(),
             wbuf: Vec::new(),
             wpos: 0,
-            staged: Vec::new(),
-            spos: 0,
+            sealed: 0,
             broken: None,
         }
     }
@@ -445,11 +443,13 @@ impl<S: Read + Write> Framed<S> {
     /// From here on every frame, both ways, is sealed by `secure`. Frames
     /// queued before stay as they were.
     pub fn secure(&mut self, secure: Secure) {
+        self.sealed = self.wbuf.len();
         self.codec = Codec::Secure(Box::new(secure));
     }
 
     /// Sets how frames look from here on.
     pub fn with_codec(mut self, codec: Codec) -> Self {
+        self.sealed = self.wbuf.len();
         self.codec = codec;
         self
     }
@@ -483,53 +483,68 @@ impl<S: Read + Write> Framed<S> {
     }
 
     pub fn queue(&mut self, request_id: u64, msg: &Message) {
+        self.queue_encoded(|out| wire::encode_frame(request_id, msg, out));
+    }
+
+    /// Queues the one whole frame that `encode` appends (for a frame
+    /// encoded from borrowed data, see `wire::encode_shm_data`).
+    pub fn queue_encoded(&mut self, encode: impl FnOnce(&mut Vec<u8>)) {
         match self.codec {
-            Codec::Plain => wire::encode_frame(request_id, msg, &mut self.wbuf),
-            Codec::Secure(_) => wire::encode_frame(request_id, msg, &mut self.staged),
+            Codec::Plain => {
+                encode(&mut self.wbuf);
+                self.sealed = self.wbuf.len();
+            }
+            Codec::Secure(_) => crate::secure::reserve_record(&mut self.wbuf, encode),
         }
     }
 
-    /// Seals staged frames into the write buffer, up to about
-    /// [`SEAL_BATCH`] bytes (at least one frame).
-    fn seal_staged(&mut self) {
+    /// Seals laid-out records in place, about [`SEAL_BATCH`] bytes (at
+    /// least one record).
+    fn seal_batch(&mut self) {
         let Codec::Secure(secure) = &mut self.codec else {
+            self.sealed = self.wbuf.len();
             return;
         };
-        while self.spos < self.staged.len() && self.wbuf.len() < SEAL_BATCH {
-            // The frames were encoded here, so their headers are sound.
-            let rest = &self.staged[self.spos..];
-            let len = match rest.first_chunk::<HEADER_LEN>() {
-                Some(h) => HEADER_LEN + BigEndian::read_u32(&h[16..20]) as usize,
+        let first = self.sealed;
+        while self.sealed < self.wbuf.len() && self.sealed - first < SEAL_BATCH {
+            // The records were laid out here, so their frame headers are
+            // sound.
+            let rest = &self.wbuf[self.sealed..];
+            let whole = match rest.get(PREFIX_LEN..PREFIX_LEN + HEADER_LEN) {
+                Some(h) => {
+                    PREFIX_LEN
+                        + HEADER_LEN
+                        + BigEndian::read_u32(&h[16..20]) as usize
+                        + crate::secure::TAG_LEN
+                }
                 None => rest.len(),
             };
-            let frame = &rest[..len.min(rest.len())];
-            if let Err(e) = secure.seal_encoded(frame, &mut self.wbuf) {
+            let end = (self.sealed + whole).min(self.wbuf.len());
+            if let Err(e) = secure.seal_in_place(&mut self.wbuf[self.sealed..end]) {
                 self.broken = Some(e);
                 return;
             }
-            self.spos += frame.len();
-        }
-        if self.spos == self.staged.len() {
-            self.staged.clear();
-            self.spos = 0;
+            self.sealed = end;
         }
     }
 
     /// Writes queued bytes; returns true once everything is written.
     pub fn flush(&mut self) -> io::Result<bool> {
         loop {
-            if self.wpos == self.wbuf.len() {
-                self.wbuf.clear();
-                self.wpos = 0;
-                self.seal_staged();
-                if let Some(e) = &self.broken {
-                    return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string()));
-                }
-                if self.wbuf.is_empty() {
+            if let Some(e) = &self.broken {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string()));
+            }
+            if self.wpos == self.sealed {
+                if self.sealed == self.wbuf.len() {
+                    self.wbuf.clear();
+                    self.wpos = 0;
+                    self.sealed = 0;
                     return Ok(true);
                 }
+                self.seal_batch();
+                continue;
             }
-            match self.stream.write(&self.wbuf[self.wpos..]) {
+            match self.stream.write(&self.wbuf[self.wpos..self.sealed]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => self.wpos += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
@@ -540,7 +555,7 @@ impl<S: Read + Write> Framed<S> {
     }
 
     pub fn has_pending_writes(&self) -> bool {
-        self.wpos < self.wbuf.len() || self.spos < self.staged.len()
+        self.wpos < self.wbuf.len()
     }
 }
 

@@ -47,6 +47,15 @@ pub const PREFIX_LEN: usize = 4;
 /// Bytes of a record's authentication tag.
 pub const TAG_LEN: usize = 16;
 
+/// Appends the room of one record to `out`: a zeroed length prefix, the
+/// plain frame that `encode` appends, a zeroed tag. [`Secure::seal_in_place`]
+/// turns it into the record.
+pub fn reserve_record(out: &mut Vec<u8>, encode: impl FnOnce(&mut Vec<u8>)) {
+    out.extend_from_slice(&[0u8; PREFIX_LEN]);
+    encode(out);
+    out.extend_from_slice(&[0u8; TAG_LEN]);
+}
+
 /// One direction of a channel: its key and the counter of the next frame.
 struct Cipher {
     raw: [u8; KEY_LEN],
@@ -118,44 +127,42 @@ impl Secure {
         out: &mut Vec<u8>,
     ) -> Result<(), WireError> {
         let start = out.len();
-        out.extend_from_slice(&[0u8; PREFIX_LEN]);
-        wire::encode_frame(request_id, msg, out);
-        self.seal_tail(start, out)
-    }
-
-    /// Appends the record of one already encoded frame to `out`.
-    pub fn seal_encoded(&mut self, frame: &[u8], out: &mut Vec<u8>) -> Result<(), WireError> {
-        let start = out.len();
-        out.extend_from_slice(&[0u8; PREFIX_LEN]);
-        out.extend_from_slice(frame);
-        self.seal_tail(start, out)
-    }
-
-    /// Seals `out[start..]`: a zeroed length prefix, then the frame.
-    fn seal_tail(&mut self, start: usize, out: &mut Vec<u8>) -> Result<(), WireError> {
-        let sealed_len = out.len() - start - PREFIX_LEN + TAG_LEN;
-        let Ok(len) = u32::try_from(sealed_len) else {
+        reserve_record(out, |out| wire::encode_frame(request_id, msg, out));
+        let r = self.seal_in_place(&mut out[start..]);
+        if r.is_err() {
             out.truncate(start);
-            return Err(WireError::TooLong {
-                len: u32::MAX,
-                max: u32::MAX,
-            });
+        }
+        r
+    }
+
+    /// Seals one record laid out by [`reserve_record`] (a zeroed length
+    /// prefix, the plain frame, a zeroed tag), where it lies: no copy of
+    /// the frame is made, which counts for a segment's content.
+    pub fn seal_in_place(&mut self, record: &mut [u8]) -> Result<(), WireError> {
+        let Some(sealed_len) = record.len().checked_sub(PREFIX_LEN) else {
+            return Err(WireError::Truncated { field: "record" });
         };
-        BigEndian::write_u32(&mut out[start..start + PREFIX_LEN], len);
-        let nonce = match self.tx.next_nonce() {
-            Ok(n) => n,
-            Err(e) => {
-                out.truncate(start);
-                return Err(e);
-            }
+        let len = u32::try_from(sealed_len).map_err(|_| WireError::TooLong {
+            len: u32::MAX,
+            max: u32::MAX,
+        })?;
+        let Some(body_end) = record
+            .len()
+            .checked_sub(TAG_LEN)
+            .filter(|&e| e >= PREFIX_LEN)
+        else {
+            return Err(WireError::Truncated { field: "record" });
         };
-        let (prefix, body) = out[start..].split_at_mut(PREFIX_LEN);
+        let nonce = self.tx.next_nonce()?;
+        BigEndian::write_u32(&mut record[..PREFIX_LEN], len);
+        let (head, tag_space) = record.split_at_mut(body_end);
+        let (prefix, body) = head.split_at_mut(PREFIX_LEN);
         let tag = self
             .tx
             .key
             .seal_in_place_separate_tag(nonce, Aad::from(&*prefix), body)
             .map_err(|_| WireError::Unauthentic)?;
-        out.extend_from_slice(tag.as_ref());
+        tag_space.copy_from_slice(tag.as_ref());
         Ok(())
     }
 

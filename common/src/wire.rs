@@ -1553,13 +1553,30 @@ pub fn encode_frame(request_id: u64, msg: &Message, out: &mut Vec<u8>) {
     let start = out.len();
     out.extend_from_slice(&[0u8; HEADER_LEN]);
     msg.encode_payload(out);
+    finish_header(out, start, msg.kind(), request_id);
+}
+
+/// Fills in the header at `out[start..]` of the payload that follows it.
+fn finish_header(out: &mut [u8], start: usize, kind: Kind, request_id: u64) {
     let len = (out.len() - start - HEADER_LEN) as u32;
     let h = &mut out[start..start + HEADER_LEN];
     BigEndian::write_u32(&mut h[0..4], MAGIC);
     BigEndian::write_u16(&mut h[4..6], VERSION);
-    BigEndian::write_u16(&mut h[6..8], msg.kind() as u16);
+    BigEndian::write_u16(&mut h[6..8], kind as u16);
     BigEndian::write_u64(&mut h[8..16], request_id);
     BigEndian::write_u32(&mut h[16..20], len);
+}
+
+/// Appends a whole `ShmData` frame, encoded from borrowed `data` (a
+/// segment's content goes out without a copy into a message first).
+pub fn encode_shm_data(request_id: u64, unit: u32, offset: u64, data: &[u8], out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; HEADER_LEN]);
+    let mut w = Writer(out);
+    w.u32(unit);
+    w.u64(offset);
+    w.bytes(data);
+    finish_header(out, start, Kind::ShmData, request_id);
 }
 
 /// Decodes the first frame in `buf`, if it is complete.
@@ -2261,6 +2278,19 @@ mod tests {
             Message::decode(Kind::SendD, &p),
             Err(WireError::Truncated { field: "data" })
         );
+    }
+
+    #[test]
+    fn shm_data_from_borrowed_bytes_is_the_message_frame() {
+        let (mut a, mut b) = (vec![1u8], vec![1u8]);
+        encode_shm_data(9, 3, 4096, b"page", &mut a);
+        let msg = Message::ShmData {
+            unit: 3,
+            offset: 4096,
+            data: b"page".to_vec(),
+        };
+        encode_frame(9, &msg, &mut b);
+        assert_eq!(a, b);
     }
 
     #[test]

@@ -624,14 +624,9 @@ impl<'a> Manager<'a> {
                             let data = unsafe {
                                 std::slice::from_raw_parts(self.base.add(start + off), n)
                             };
-                            p.framed.queue(
-                                0,
-                                &Message::ShmData {
-                                    unit,
-                                    offset: off as u64,
-                                    data: data.to_vec(),
-                                },
-                            );
+                            p.framed.queue_encoded(|out| {
+                                wire::encode_shm_data(0, unit, off as u64, data, out)
+                            });
                             off += n;
                         }
                     }
