@@ -11,26 +11,6 @@ mod common;
 use common::*;
 use std::time::Duration;
 
-/// `setpriv` arguments that run the rest of a command as nobody.
-const NOBODY: [&str; 6] = [
-    "setpriv",
-    "--reuid",
-    "65534",
-    "--regid",
-    "65534",
-    "--clear-groups",
-];
-
-fn as_nobody<'a>(args: &[&'a str]) -> Vec<&'a str> {
-    let mut v = NOBODY.to_vec();
-    v.extend_from_slice(args);
-    v
-}
-
-fn front_end(i: usize) -> String {
-    format!("{}:{HOST_PORT}", host_addr(i))
-}
-
 /// A `Connect` to host `to`'s front_end, made from host `from` as nobody,
 /// opens a working session.
 fn connect_ok(c: &Cluster, from: usize, target: &str, to: usize) {

@@ -49,6 +49,28 @@ pub fn host_addr(i: usize) -> String {
     format!("{SUBNET}.{i}")
 }
 
+/// `setpriv` arguments that run the rest of a command as nobody.
+pub const NOBODY: [&str; 6] = [
+    "setpriv",
+    "--reuid",
+    "65534",
+    "--regid",
+    "65534",
+    "--clear-groups",
+];
+
+/// `args` run as nobody (see [`NOBODY`]).
+pub fn as_nobody<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    let mut v = NOBODY.to_vec();
+    v.extend_from_slice(args);
+    v
+}
+
+/// Host `i`'s front_end address, as `IP:PORT`.
+pub fn front_end(i: usize) -> String {
+    format!("{}:{HOST_PORT}", host_addr(i))
+}
+
 /// The workspace root (the parent of this package's manifest directory).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
