@@ -703,15 +703,9 @@ mod tests {
             rx_key: [8; crate::wire::KEY_LEN],
             rx_n: 0,
         };
-        let m = SessionKeys {
-            tx_key: k.rx_key,
-            tx_n: 0,
-            rx_key: k.tx_key,
-            rx_n: 0,
-        };
         (
             Codec::Secure(Box::new(Secure::from_keys(&k))),
-            Codec::Secure(Box::new(Secure::from_keys(&m))),
+            Codec::Secure(Box::new(Secure::from_keys(&k.peer()))),
         )
     }
 

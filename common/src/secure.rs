@@ -220,13 +220,7 @@ mod tests {
             rx_key: [2; KEY_LEN],
             rx_n: 0,
         };
-        let b = SessionKeys {
-            tx_key: a.rx_key,
-            tx_n: 0,
-            rx_key: a.tx_key,
-            rx_n: 0,
-        };
-        (Secure::from_keys(&a), Secure::from_keys(&b))
+        (Secure::from_keys(&a), Secure::from_keys(&a.peer()))
     }
 
     fn record(s: &mut Secure, id: u64, msg: &Message) -> Vec<u8> {

@@ -110,6 +110,18 @@ pub struct SessionKeys {
     pub rx_n: u64,
 }
 
+impl SessionKeys {
+    /// The same channel seen from its other end (for tests that play both).
+    pub fn peer(&self) -> SessionKeys {
+        SessionKeys {
+            tx_key: self.rx_key,
+            tx_n: self.rx_n,
+            rx_key: self.tx_key,
+            rx_n: self.tx_n,
+        }
+    }
+}
+
 impl fmt::Debug for SessionKeys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "SessionKeys(tx #{}, rx #{})", self.tx_n, self.rx_n)

@@ -181,12 +181,7 @@ fn dipcd(conn: UnixStream, seen: Arc<Mutex<Seen>>, dir: PathBuf) {
                     rx_key: [0x22; KEY_LEN],
                     rx_n: 2,
                 };
-                let mirror = SessionKeys {
-                    tx_key: keys.rx_key,
-                    tx_n: keys.rx_n,
-                    rx_key: keys.tx_key,
-                    rx_n: keys.tx_n,
-                };
+                let mirror = keys.peer();
                 ch.send(rid, &Message::SessionReady { pid_d: 0, keys })
                     .unwrap();
                 dipc_common::sys::send_fd(ch.get_ref(), &theirs).unwrap();

@@ -20,25 +20,6 @@ fn prog(name: &str) -> String {
     c_example(name).to_string_lossy().into_owned()
 }
 
-/// The `pid_d N` line a registering program prints first.
-fn pid_d_of(b: &mut Background) -> i64 {
-    b.wait_for_stdout("pid_d ", WAKE);
-    // The number may still be on its way: wait for the end of the line.
-    for _ in 0..500 {
-        let out = b.stdout();
-        if let Some(line) = out.lines().find(|l| l.starts_with("pid_d ")) {
-            if out.contains(&format!("{line}\n")) {
-                return line["pid_d ".len()..]
-                    .trim()
-                    .parse()
-                    .unwrap_or_else(|e| panic!("bad pid_d line {line:?}: {e}"));
-            }
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("no complete pid_d line:\n{}", b.describe())
-}
-
 /// One row of `dipcref pids --json`.
 #[derive(Debug)]
 struct PidRow {
@@ -123,7 +104,7 @@ fn hundred_realtime_signals_between_hosts() {
     let target = prog("sig_target");
     let pidctl = prog("pidctl");
     let mut t = c.spawn(2, &[&target, "100", "1", "60"]);
-    let p = pid_d_of(&mut t);
+    let p = t.pid_d();
     assert!(p >= 1);
 
     // dipcref pids shows it, from every host, with its host, pid and uid.
@@ -167,7 +148,7 @@ fn a_killed_process_leaves_the_table() {
     let mailbox = prog("mailbox");
     let pidctl = prog("pidctl");
     let mut t = c.spawn(3, &[&mailbox, "sleep"]);
-    let p = pid_d_of(&mut t);
+    let p = t.pid_d();
     let ps = p.to_string();
     c.exec_ok(1, &[&pidctl, "kill-anon", &ps, "0"]);
     t.kill();
@@ -200,7 +181,7 @@ fn uregist_needs_the_whole_triple() {
     let pidctl = prog("pidctl");
     let go = go_file(&c, "uregist-go");
     let mut t = c.spawn(2, &[&pidctl, "wait", path_str(&go)]);
-    let p = pid_d_of(&mut t);
+    let p = t.pid_d();
     let ps = p.to_string();
 
     c.exec_err(3, &[&pidctl, "uregist", &ps], &["EPERM"]);
@@ -234,7 +215,7 @@ fn kill_d_follows_kill_permission_rules() {
     let target = prog("sig_target");
     let pidctl = prog("pidctl");
     let mut t = c.spawn(2, &[&target, "1", "1", "60", "500"]);
-    let p = pid_d_of(&mut t);
+    let p = t.pid_d();
     let ps = p.to_string();
     let nobody = [
         "setpriv",
@@ -274,12 +255,12 @@ fn send_receive_order_and_sender_filter_from_three_hosts() {
     let mailbox = prog("mailbox");
     let go = go_file(&c, "order-go");
     let mut r = c.spawn(1, &[&mailbox, "check-order", "100", path_str(&go)]);
-    let rp = pid_d_of(&mut r).to_string();
+    let rp = r.pid_d().to_string();
     let mut senders: Vec<Background> = [(1, "one"), (2, "two"), (3, "three")]
         .iter()
         .map(|(h, tag)| c.spawn(*h, &[&mailbox, "send", &rp, "100", tag]))
         .collect();
-    let ids: Vec<i64> = senders.iter_mut().map(pid_d_of).collect();
+    let ids: Vec<i64> = senders.iter_mut().map(Background::pid_d).collect();
     for s in senders.iter_mut() {
         let st = s.wait(Duration::from_secs(60));
         assert!(st.success(), "{}", s.describe());
@@ -309,7 +290,7 @@ fn non_blocking_paths_and_poll() {
     let mailbox = prog("mailbox");
     let go = go_file(&c, "hold-go");
     let mut h = c.spawn(2, &[&mailbox, "hold", path_str(&go)]);
-    let hp = pid_d_of(&mut h).to_string();
+    let hp = h.pid_d().to_string();
     h.wait_for_stdout("empty ok", WAKE);
 
     let filled = c.exec_ok(3, &[&mailbox, "fill", &hp, "1024"]);
@@ -331,7 +312,7 @@ fn non_blocking_paths_and_poll() {
     fs::write(&go, "").expect("write go file");
     h.wait_for_stdout(&format!("drained {k}\n"), WAKE);
     let mut s = c.spawn(1, &[&mailbox, "send", &hp, "1", "late"]);
-    let sp = pid_d_of(&mut s);
+    let sp = s.pid_d();
     let st = s.wait(WAKE);
     assert!(st.success(), "{}", s.describe());
     let st = h.wait(WAKE);
@@ -350,7 +331,7 @@ fn blocked_send_to_an_exiting_process_fails() {
     let c = Cluster::up(2);
     let mailbox = prog("mailbox");
     let mut h = c.spawn(2, &[&mailbox, "sleep"]);
-    let hp = pid_d_of(&mut h).to_string();
+    let hp = h.pid_d().to_string();
     c.exec_ok(1, &[&mailbox, "fill", &hp, "1024"]);
     let mut blocked = [
         c.spawn(1, &[&mailbox, "send-one", &hp, "10"]),
@@ -384,7 +365,7 @@ fn pop_up_threads_with_a_bound() {
     let c = Cluster::up(3);
     let mailbox = prog("mailbox");
     let mut srv = c.spawn(1, &["dipc-pid", "serve", "--max", "3", "--count", "40"]);
-    let p = pid_d_of(&mut srv).to_string();
+    let p = srv.pid_d().to_string();
     let mut senders = [
         c.spawn(2, &[&mailbox, "send", &p, "20", "two"]),
         c.spawn(3, &[&mailbox, "send", &p, "20", "three"]),
@@ -412,7 +393,7 @@ fn registrations_survive_a_referee_restart() {
     let mailbox = prog("mailbox");
     let pidctl = prog("pidctl");
     let mut t = c.spawn(2, &[&mailbox, "sleep"]);
-    let p = pid_d_of(&mut t);
+    let p = t.pid_d();
     let ps = p.to_string();
     let pid = registered_pid(&c, p);
     c.stop(1);
@@ -450,7 +431,7 @@ fn a_restarted_dipcd_removes_mailboxes_left_by_a_crash() {
     let c = Cluster::up(2);
     let mailbox = prog("mailbox");
     let mut t = c.spawn(2, &[&mailbox, "sleep"]);
-    let p = pid_d_of(&mut t);
+    let p = t.pid_d();
     let queues = |c: &Cluster| -> Vec<String> {
         c.exec_ok(2, &["ipcs", "-q"])
             .lines()
@@ -478,7 +459,7 @@ fn regist_after_a_dipcd_restart_registers_anew() {
     let pidctl = prog("pidctl");
     let go = go_file(&c, "reregist-go");
     let mut t = c.spawn(2, &[&pidctl, "reregist", path_str(&go)]);
-    let p = pid_d_of(&mut t);
+    let p = t.pid_d();
     let pid_file = state_dir().join("h2").join("dipcd.pid");
     let dipcd: i32 = fs::read_to_string(&pid_file)
         .unwrap_or_else(|e| panic!("{}: {e}", pid_file.display()))

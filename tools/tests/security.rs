@@ -164,24 +164,6 @@ fn forged_frames_on_a_session_get_nothing() {
     still_served(&c, "0x5e02");
 }
 
-/// The first line `pid_d N` of a registering program.
-fn pid_d_of(b: &mut Background) -> i64 {
-    b.wait_for_stdout("pid_d ", Duration::from_secs(20));
-    for _ in 0..500 {
-        let out = b.stdout();
-        if let Some(line) = out.lines().find(|l| l.starts_with("pid_d ")) {
-            if out.contains(&format!("{line}\n")) {
-                return line["pid_d ".len()..]
-                    .trim()
-                    .parse()
-                    .unwrap_or_else(|e| panic!("bad pid_d line {line:?}: {e}"));
-            }
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("no complete pid_d line:\n{}", b.describe())
-}
-
 /// The mailbox queue of `pid_d` (the id on its host).
 fn mailbox_of(c: &Cluster, pid_d: i64) -> i64 {
     let out = c.exec_ok(1, &["dipcref", "pids", "--json"]);
@@ -214,7 +196,7 @@ fn harmful_calls_on_a_session_fail_as_the_kernel_says() {
     // kill_d of root's registered process on host 2.
     let mailbox = c_example("mailbox").to_string_lossy().into_owned();
     let mut target = c.spawn(2, &[&mailbox, "sleep"]);
-    let p = pid_d_of(&mut target);
+    let p = target.pid_d();
     let ps = p.to_string();
     let out = attack(&c, 3, &["kill-d", &ps, "--sig", "9"]);
     assert_has(&out, "kill-d", "kill: error EPERM: ");

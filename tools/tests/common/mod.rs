@@ -748,6 +748,25 @@ pub struct Background {
 }
 
 impl Background {
+    /// The `pid_d N` line a registering program prints first (within 20 s).
+    pub fn pid_d(&mut self) -> i64 {
+        self.wait_for_stdout("pid_d ", Duration::from_secs(20));
+        // The number may still be on its way: wait for the end of the line.
+        for _ in 0..500 {
+            let out = self.stdout();
+            if let Some(line) = out.lines().find(|l| l.starts_with("pid_d ")) {
+                if out.contains(&format!("{line}\n")) {
+                    return line["pid_d ".len()..]
+                        .trim()
+                        .parse()
+                        .unwrap_or_else(|e| panic!("bad pid_d line {line:?}: {e}"));
+                }
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        panic!("no complete pid_d line:\n{}", self.describe())
+    }
+
     /// Its stdout so far.
     pub fn stdout(&self) -> String {
         fs::read_to_string(&self.out).unwrap_or_default()
