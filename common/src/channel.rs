@@ -7,7 +7,7 @@
 //! sealed records (see [`crate::secure`]); a [`Codec`] is that choice.
 
 use crate::secure::{Secure, PREFIX_LEN};
-use crate::wire::{self, Message, SessionKeys, WireError, HEADER_LEN};
+use crate::wire::{self, Message, RawFrame, SessionKeys, WireError, HEADER_LEN};
 use byteorder::{BigEndian, ByteOrder};
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -48,29 +48,34 @@ impl Codec {
         }
     }
 
-    fn encode(
+    /// Appends the one whole frame that `encode` appends, sealed if the
+    /// channel is secure.
+    fn encode_with(
         &mut self,
-        request_id: u64,
-        msg: &Message,
         out: &mut Vec<u8>,
+        encode: impl FnOnce(&mut Vec<u8>),
     ) -> Result<(), WireError> {
         match self {
             Codec::Plain => {
-                wire::encode_frame(request_id, msg, out);
+                encode(out);
                 Ok(())
             }
-            Codec::Secure(s) => s.seal(request_id, msg, out),
+            Codec::Secure(s) => s.seal_with(out, encode),
         }
     }
 
-    /// Decodes one whole frame or record (exactly `buf`).
-    fn decode(&mut self, buf: &mut [u8], max: u32) -> Result<(u64, Message), WireError> {
+    /// Opens one whole frame or record (exactly `buf`), leaving the frame
+    /// in `buf`.
+    fn decode_raw<'a>(&mut self, buf: &'a mut [u8], max: u32) -> Result<RawFrame<'a>, WireError> {
         match self {
-            Codec::Plain => match wire::decode_frame(buf, max)? {
-                Some((used, id, msg)) if used == buf.len() => Ok((id, msg)),
-                _ => Err(WireError::Truncated { field: "frame" }),
-            },
-            Codec::Secure(s) => s.open(buf, max),
+            Codec::Plain => {
+                let buf: &'a [u8] = buf;
+                match wire::split_frame(buf, max)? {
+                    Some((used, f)) if used == buf.len() => Ok(f),
+                    _ => Err(WireError::Truncated { field: "frame" }),
+                }
+            }
+            Codec::Secure(s) => s.open_raw(buf, max),
         }
     }
 
@@ -88,8 +93,8 @@ impl Codec {
         if buf.len() < whole {
             return Ok(None);
         }
-        let (id, msg) = self.decode(&mut buf[..whole], max)?;
-        Ok(Some((whole, id, msg)))
+        let f = self.decode_raw(&mut buf[..whole], max)?;
+        Ok(Some((whole, f.request_id, f.decode()?)))
     }
 
     /// The state of a secure channel, to hand it to another process.
@@ -251,14 +256,28 @@ impl<S: Read + Write> Channel<S> {
     }
 
     pub fn send(&mut self, request_id: u64, msg: &Message) -> Result<(), ChannelError> {
+        self.send_encoded(|out| wire::encode_frame(request_id, msg, out))
+    }
+
+    /// Sends the one whole frame that `encode` appends (for a frame
+    /// encoded from borrowed data, see `wire::encode_shm_data`).
+    pub fn send_encoded(&mut self, encode: impl FnOnce(&mut Vec<u8>)) -> Result<(), ChannelError> {
         self.out.clear();
-        self.codec.encode(request_id, msg, &mut self.out)?;
+        self.codec.encode_with(&mut self.out, encode)?;
         self.stream.write_all(&self.out)?;
         Ok(())
     }
 
     pub fn recv(&mut self) -> Result<(u64, Message), ChannelError> {
-        self.recv_inner(false)
+        let f = self.recv_raw_inner(false)?;
+        Ok((f.request_id, f.decode()?))
+    }
+
+    /// Like [`Channel::recv`], but leaves the frame in the channel's
+    /// buffer until the next call: a large payload (a segment's content)
+    /// goes from there to where it belongs with one copy.
+    pub fn recv_raw(&mut self) -> Result<RawFrame<'_>, ChannelError> {
+        self.recv_raw_inner(false)
     }
 
     /// Like [`Channel::recv`], but a signal that arrives before any byte of
@@ -266,10 +285,11 @@ impl<S: Read + Write> Channel<S> {
     /// a read time-out for the kernel to report it, see signal(7)). Once a
     /// frame has begun it is read whole, so the stream never loses sync.
     pub fn recv_interruptible(&mut self) -> Result<(u64, Message), ChannelError> {
-        self.recv_inner(true)
+        let f = self.recv_raw_inner(true)?;
+        Ok((f.request_id, f.decode()?))
     }
 
-    fn recv_inner(&mut self, interruptible: bool) -> Result<(u64, Message), ChannelError> {
+    fn recv_raw_inner(&mut self, interruptible: bool) -> Result<RawFrame<'_>, ChannelError> {
         if !self.rbuf.is_empty() {
             return self.recv_ahead(interruptible);
         }
@@ -293,13 +313,13 @@ impl<S: Read + Write> Channel<S> {
         }
         // The length is bounded by whole_len, so this allocation is too.
         let whole = self.codec.whole_len(head, self.max_frame)?;
-        let mut frame = std::mem::take(&mut self.inbuf);
+        let frame = &mut self.inbuf;
         frame.clear();
         frame.extend_from_slice(head);
         // read_to_end fills the spare capacity without zeroing it first,
         // and retries after EINTR as read_full does.
         let want = (whole - head.len()) as u64;
-        match (&mut self.stream).take(want).read_to_end(&mut frame) {
+        match (&mut self.stream).take(want).read_to_end(frame) {
             Ok(_) if frame.len() == whole => {}
             Ok(_) => {
                 return Err(ChannelError::Wire(WireError::Truncated {
@@ -308,24 +328,32 @@ impl<S: Read + Write> Channel<S> {
             }
             Err(e) => return Err(e.into()),
         }
-        let r = self.codec.decode(&mut frame, self.max_frame);
-        self.inbuf = frame;
-        Ok(r?)
+        Ok(self.codec.decode_raw(frame, self.max_frame)?)
     }
 
-    fn recv_ahead(&mut self, interruptible: bool) -> Result<(u64, Message), ChannelError> {
+    fn recv_ahead(&mut self, interruptible: bool) -> Result<RawFrame<'_>, ChannelError> {
         loop {
-            let avail = &mut self.rbuf[self.start..self.end];
-            // decode_first checks the header's length against max_frame
+            // whole_len checks the header's length against max_frame
             // before anything waits for the payload, so the buffer below
             // never grows past one maximal frame.
-            if let Some((used, id, msg)) = self.codec.decode_first(avail, self.max_frame)? {
-                self.start += used;
-                if self.start == self.end {
-                    self.start = 0;
-                    self.end = 0;
+            let avail = self.end - self.start;
+            if avail >= self.codec.prefix_len() {
+                let whole = self
+                    .codec
+                    .whole_len(&self.rbuf[self.start..self.end], self.max_frame)?;
+                if avail >= whole {
+                    let at = self.start;
+                    self.start += whole;
+                    if self.start == self.end {
+                        // The frame's bytes stay where they are until the
+                        // next read.
+                        self.start = 0;
+                        self.end = 0;
+                    }
+                    return Ok(self
+                        .codec
+                        .decode_raw(&mut self.rbuf[at..at + whole], self.max_frame)?);
                 }
-                return Ok((id, msg));
             }
             let begun = self.start < self.end;
             if self.start > 0 {
@@ -738,6 +766,65 @@ mod tests {
     }
 
     #[test]
+    fn segment_content_travels_borrowed_both_codecs_both_modes() {
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        for sealed in [false, true] {
+            for ahead in [false, true] {
+                let (ka, kb) = if sealed {
+                    sealed_pair()
+                } else {
+                    (Codec::Plain, Codec::Plain)
+                };
+                let (a, b) = UnixStream::pair().unwrap();
+                let mut ca = Channel::new(a, 256 * 1024).with_codec(ka);
+                let mut cb = if ahead {
+                    Channel::read_ahead(b, 256 * 1024)
+                } else {
+                    Channel::new(b, 256 * 1024)
+                }
+                .with_codec(kb);
+                ca.send_encoded(|o| wire::encode_shm_data(9, 3, 4096, &data, o))
+                    .unwrap();
+                ca.send(10, &Message::ShmRevoked { unit: 3 }).unwrap();
+                let f = cb.recv_raw().unwrap();
+                assert_eq!(f.request_id, 9);
+                let c = f.shm_data().unwrap().unwrap();
+                assert_eq!((c.unit, c.offset), (3, 4096));
+                assert_eq!(c.data, &data[..], "sealed {sealed} read-ahead {ahead}");
+                // The same frame decodes into the same message.
+                assert_eq!(
+                    f.decode().unwrap(),
+                    Message::ShmData {
+                        unit: 3,
+                        offset: 4096,
+                        data: data.clone()
+                    }
+                );
+                let f = cb.recv_raw().unwrap();
+                assert!(f.shm_data().is_none());
+                assert_eq!(f.decode().unwrap(), Message::ShmRevoked { unit: 3 });
+            }
+        }
+    }
+
+    #[test]
+    fn a_short_shm_data_payload_is_an_error_not_a_panic() {
+        let mut out = Vec::new();
+        wire::encode_shm_data(1, 0, 0, b"abcdef", &mut out);
+        // Claim 6 bytes of data, carry 5: the data field is truncated.
+        let payload = &out[HEADER_LEN..out.len() - 1];
+        let f = RawFrame {
+            kind: wire::Kind::ShmData,
+            request_id: 1,
+            payload,
+        };
+        assert!(matches!(
+            f.shm_data(),
+            Some(Err(WireError::Truncated { .. }))
+        ));
+    }
+
+    #[test]
     fn a_plain_or_altered_frame_on_a_sealed_channel_is_refused() {
         let (ka, kb) = sealed_pair();
         let (a, mut b) = UnixStream::pair().unwrap();
@@ -751,7 +838,8 @@ mod tests {
         let (ka2, _) = sealed_pair();
         let mut ca = Channel::new(a, 4096).with_codec(ka2);
         let mut rec = Vec::new();
-        kb.encode(1, &Message::Ping, &mut rec).unwrap();
+        kb.encode_with(&mut rec, |o| wire::encode_frame(1, &Message::Ping, o))
+            .unwrap();
         let last = rec.len() - 1;
         rec[last] ^= 1;
         b.write_all(&rec).unwrap();

@@ -35,7 +35,7 @@
 //! CipherState (same AEAD, same nonce rule) over longer messages, with
 //! ring's AES-GCM, which runs at several GB/s with AES-NI.
 
-use crate::wire::{self, Message, SessionKeys, WireError, HEADER_LEN, KEY_LEN};
+use crate::wire::{self, Message, RawFrame, SessionKeys, WireError, HEADER_LEN, KEY_LEN};
 use byteorder::{BigEndian, ByteOrder};
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use std::fmt;
@@ -126,8 +126,19 @@ impl Secure {
         msg: &Message,
         out: &mut Vec<u8>,
     ) -> Result<(), WireError> {
+        self.seal_with(out, |out| wire::encode_frame(request_id, msg, out))
+    }
+
+    /// Appends one sealed record of the whole frame that `encode` appends
+    /// (for a frame encoded from borrowed data, see
+    /// `wire::encode_shm_data`).
+    pub fn seal_with(
+        &mut self,
+        out: &mut Vec<u8>,
+        encode: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<(), WireError> {
         let start = out.len();
-        reserve_record(out, |out| wire::encode_frame(request_id, msg, out));
+        reserve_record(out, encode);
         let r = self.seal_in_place(&mut out[start..]);
         if r.is_err() {
             out.truncate(start);
@@ -184,6 +195,17 @@ impl Secure {
     /// Opens one whole record (prefix included), in place, and decodes
     /// the frame inside it.
     pub fn open(&mut self, record: &mut [u8], max: u32) -> Result<(u64, Message), WireError> {
+        let f = self.open_raw(record, max)?;
+        Ok((f.request_id, f.decode()?))
+    }
+
+    /// Like [`Secure::open`], but leaves the frame where it was decrypted,
+    /// in `record`.
+    pub fn open_raw<'a>(
+        &mut self,
+        record: &'a mut [u8],
+        max: u32,
+    ) -> Result<RawFrame<'a>, WireError> {
         let Some((prefix, body)) = record.split_first_chunk_mut::<PREFIX_LEN>() else {
             return Err(WireError::Truncated { field: "record" });
         };
@@ -191,14 +213,14 @@ impl Secure {
             return Err(WireError::Truncated { field: "record" });
         }
         let nonce = self.rx.next_nonce()?;
-        let frame = self
+        let frame: &'a [u8] = self
             .rx
             .key
             .open_in_place(nonce, Aad::from(&*prefix), body)
             .map_err(|_| WireError::Unauthentic)?;
-        match wire::decode_frame(frame, max)? {
-            Some((used, id, msg)) if used == frame.len() => Ok((id, msg)),
-            Some((used, ..)) => Err(WireError::TrailingBytes {
+        match wire::split_frame(frame, max)? {
+            Some((used, f)) if used == frame.len() => Ok(f),
+            Some((used, _)) => Err(WireError::TrailingBytes {
                 kind: "sealed frame",
                 extra: frame.len() - used,
             }),

@@ -1591,22 +1591,82 @@ pub fn encode_shm_data(request_id: u64, unit: u32, offset: u64, data: &[u8], out
     finish_header(out, start, Kind::ShmData, request_id);
 }
 
-/// Decodes the first frame in `buf`, if it is complete.
+/// One received frame, its payload still in the receive buffer: a reader
+/// that wants a large payload somewhere else (a segment's content, into
+/// the mapping) takes it from there, without a message in between.
+#[derive(Debug, Clone, Copy)]
+pub struct RawFrame<'a> {
+    pub kind: Kind,
+    pub request_id: u64,
+    pub payload: &'a [u8],
+}
+
+impl RawFrame<'_> {
+    pub fn decode(&self) -> Result<Message, WireError> {
+        Message::decode(self.kind, self.payload)
+    }
+
+    /// A `ShmData` frame's content, borrowed; `None` for any other kind.
+    pub fn shm_data(&self) -> Option<Result<ShmChunk<'_>, WireError>> {
+        if self.kind != Kind::ShmData {
+            return None;
+        }
+        let mut r = Reader { buf: self.payload };
+        let fields = (|| {
+            Ok(ShmChunk {
+                unit: r.u32("unit")?,
+                offset: r.u64("offset")?,
+                data: r.bytes("data")?,
+            })
+        })();
+        Some(fields.and_then(|f| match r.buf.len() {
+            0 => Ok(f),
+            extra => Err(WireError::TrailingBytes {
+                kind: Kind::ShmData.name(),
+                extra,
+            }),
+        }))
+    }
+}
+
+/// The fields of a `ShmData` frame, its content borrowed from the frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShmChunk<'a> {
+    pub unit: u32,
+    pub offset: u64,
+    pub data: &'a [u8],
+}
+
+/// Splits the first frame off `buf`, if it is complete.
 ///
 /// Returns `Ok(None)` while more bytes are needed (a bad header is reported
-/// as soon as its 20 bytes are in), else the bytes consumed, the request id
-/// and the message.
-pub fn decode_frame(buf: &[u8], max: u32) -> Result<Option<(usize, u64, Message)>, WireError> {
+/// as soon as its 20 bytes are in), else the bytes consumed and the frame.
+pub fn split_frame(buf: &[u8], max: u32) -> Result<Option<(usize, RawFrame<'_>)>, WireError> {
     let Some(head) = buf.first_chunk::<HEADER_LEN>() else {
         return Ok(None);
     };
     let h = parse_header(head, max)?;
     let total = HEADER_LEN + h.len as usize;
-    if buf.len() < total {
+    let Some(payload) = buf.get(HEADER_LEN..total) else {
         return Ok(None);
+    };
+    Ok(Some((
+        total,
+        RawFrame {
+            kind: h.kind,
+            request_id: h.request_id,
+            payload,
+        },
+    )))
+}
+
+/// Decodes the first frame in `buf`, if it is complete (see
+/// [`split_frame`]): the bytes consumed, the request id and the message.
+pub fn decode_frame(buf: &[u8], max: u32) -> Result<Option<(usize, u64, Message)>, WireError> {
+    match split_frame(buf, max)? {
+        Some((used, f)) => Ok(Some((used, f.request_id, f.decode()?))),
+        None => Ok(None),
     }
-    let msg = Message::decode(h.kind, &buf[HEADER_LEN..total])?;
-    Ok(Some((total, h.request_id, msg)))
 }
 
 struct Writer<'a>(&'a mut Vec<u8>);

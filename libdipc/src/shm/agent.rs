@@ -28,7 +28,7 @@ use super::table::{
 };
 use crate::dist::Errno;
 use dipc_common::channel::{Channel, ChannelError, Codec};
-use dipc_common::wire::Message;
+use dipc_common::wire::{self, Message, ShmChunk};
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
@@ -569,12 +569,7 @@ impl Seg {
 
     /// Offset and length of a unit in the views (the last may be short).
     fn span(&self, unit: u32) -> Option<(usize, usize)> {
-        let u = unit as usize;
-        if u >= self.nunits {
-            return None;
-        }
-        let off = u * self.unit;
-        Some((off, self.unit.min(self.len - off)))
+        unit_span(self.len, self.unit, self.nunits, unit)
     }
 
     fn prot(&self, right: u8) -> i32 {
@@ -633,20 +628,54 @@ impl Seg {
             // SAFETY: [off+done, off+done+n) lies inside the agent view,
             // which stays mapped read-write while the segment is served.
             let data =
-                unsafe { std::slice::from_raw_parts((self.agent + off + done) as *const u8, n) }
-                    .to_vec();
-            self.send(
-                0,
-                &Message::ShmData {
-                    unit,
-                    offset: done as u64,
-                    data,
-                },
-            )?;
+                unsafe { std::slice::from_raw_parts((self.agent + off + done) as *const u8, n) };
+            let ch = self.ch.as_mut().ok_or("connection closed")?;
+            ch.send_encoded(|out| wire::encode_shm_data(0, unit, done as u64, data, out))
+                .map_err(|e| format!("sending ShmData: {e}"))?;
             done += n;
         }
         Ok(())
     }
+}
+
+fn unit_span(len: usize, unit_len: usize, nunits: usize, unit: u32) -> Option<(usize, usize)> {
+    let u = unit as usize;
+    if u >= nunits {
+        return None;
+    }
+    let off = u * unit_len;
+    Some((off, unit_len.min(len - off)))
+}
+
+/// Copies a `ShmData` frame's content into the agent view of `seg`
+/// (described by its fields, as the frame still borrows the segment's
+/// channel).
+fn store_data(
+    (agent, len, unit_len, nunits): (usize, usize, usize, usize),
+    ShmChunk { unit, offset, data }: ShmChunk<'_>,
+) -> Result<(), String> {
+    let (off, ulen) = unit_span(len, unit_len, nunits, unit)
+        .ok_or_else(|| format!("ShmData for unit {unit} of {nunits}"))?;
+    let inside = offset
+        .checked_add(data.len() as u64)
+        .is_some_and(|end| end <= ulen as u64);
+    if !inside {
+        return Err(format!(
+            "ShmData of {} bytes at {offset} past unit {unit} ({ulen} bytes)",
+            data.len()
+        ));
+    }
+    // SAFETY: [off+offset, off+offset+data.len()) lies inside the unit
+    // (checked above), inside the agent view, which stays mapped
+    // read-write while the segment is served.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            data.as_ptr(),
+            (agent + off + offset as usize) as *mut u8,
+            data.len(),
+        )
+    };
+    Ok(())
 }
 
 struct Agent {
@@ -898,11 +927,24 @@ impl Agent {
         let Some(seg) = self.segs.get_mut(&slot) else {
             return;
         };
+        let view = (seg.agent, seg.len, seg.unit, seg.nunits);
         let Some(ch) = seg.ch.as_mut() else {
             return;
         };
-        let r = match ch.recv() {
-            Ok((id, msg)) => self.frame(slot, id, msg),
+        // A segment's content goes from the receive buffer straight into
+        // the view; every other frame is decoded into a message.
+        let r = match ch.recv_raw() {
+            Ok(f) => match f.shm_data() {
+                Some(Ok(c)) => store_data(view, c),
+                Some(Err(e)) => Err(format!("receiving from the manager: {e}")),
+                None => match f.decode() {
+                    Ok(msg) => {
+                        let id = f.request_id;
+                        self.frame(slot, id, msg)
+                    }
+                    Err(e) => Err(format!("receiving from the manager: {e}")),
+                },
+            },
             Err(ChannelError::Closed) => Err("the manager closed the connection".into()),
             Err(e) => Err(format!("receiving from the manager: {e}")),
         };
@@ -916,29 +958,6 @@ impl Agent {
             return Ok(());
         };
         match msg {
-            Message::ShmData { unit, offset, data } => {
-                let (off, len) = seg
-                    .span(unit)
-                    .ok_or_else(|| format!("ShmData for unit {unit} of {}", seg.nunits))?;
-                let inside = offset
-                    .checked_add(data.len() as u64)
-                    .is_some_and(|end| end <= len as u64);
-                if !inside {
-                    return Err(format!(
-                        "ShmData of {} bytes at {offset} past unit {unit} ({len} bytes)",
-                        data.len()
-                    ));
-                }
-                // SAFETY: [off+offset, off+offset+data.len()) lies inside
-                // the unit (checked above), inside the agent view.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(
-                        data.as_ptr(),
-                        (seg.agent + off + offset as usize) as *mut u8,
-                        data.len(),
-                    )
-                };
-            }
             Message::ShmGrant { unit, write } => {
                 if seg.span(unit).is_none() {
                     return Err(format!("ShmGrant for unit {unit} of {}", seg.nunits));
