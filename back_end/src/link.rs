@@ -10,7 +10,7 @@
 //! cluster is worse than one that stops and says why.
 
 use dipc_common::auth::{AuthError, ClientHandshake, Secret};
-use dipc_common::channel::{Fill, Framed};
+use dipc_common::channel::{ChannelError, Framed};
 use dipc_common::config::Config;
 use dipc_common::net::{connect_from, tune_tcp, Stream};
 use dipc_common::wire::{Message, Role};
@@ -260,18 +260,20 @@ impl Link {
             conn.queue(0, &hello);
             self.state = State::AwaitHandshake(Box::new(hs));
         }
-        let eof = match conn.fill() {
-            Ok(Fill::Open) => false,
-            Ok(Fill::Eof) => true,
-            Err(e) => {
-                debug!("referee link: {e}");
-                true
-            }
-        };
+        let mut eof = false;
         loop {
-            let frame = match self.conn.as_mut().map(|c| c.next_frame()) {
+            let frame = match self.conn.as_mut().map(|c| c.read_frame()) {
                 Some(Ok(Some(f))) => f,
                 Some(Ok(None)) | None => break,
+                Some(Err(ChannelError::Closed)) => {
+                    eof = true;
+                    break;
+                }
+                Some(Err(ChannelError::Io(e))) => {
+                    debug!("referee link: {e}");
+                    eof = true;
+                    break;
+                }
                 Some(Err(e)) => {
                     warn!("referee link: protocol error: {e}");
                     self.reset(registry, out);

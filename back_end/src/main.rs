@@ -31,7 +31,7 @@ mod placeholders;
 
 use clap::Parser;
 use dipc_common::auth::Secret;
-use dipc_common::channel::{Fill, Framed};
+use dipc_common::channel::{ChannelError, Framed};
 use dipc_common::config::Config;
 use dipc_common::net::Stream;
 use dipc_common::procs;
@@ -333,7 +333,7 @@ impl Daemon<'_> {
                     self.clients.insert(
                         t,
                         Client {
-                            framed: Framed::new(Stream::Unix(s), self.config.max_frame),
+                            framed: Framed::server(Stream::Unix(s), self.config.max_frame, 2),
                             cred,
                         },
                     );
@@ -351,13 +351,17 @@ impl Daemon<'_> {
         let Some(mut c) = self.clients.remove(&t) else {
             return;
         };
-        let mut close = !matches!(c.framed.fill(), Ok(Fill::Open));
+        let mut close = false;
         loop {
-            match c.framed.next_frame() {
+            match c.framed.read_frame() {
                 Ok(Some((id, msg))) => self.request(t, &mut c, id, msg),
                 Ok(None) => break,
+                Err(ChannelError::Closed) => {
+                    close = true;
+                    break;
+                }
                 Err(e) => {
-                    warn!("local client pid {}: protocol error: {e}", c.cred.pid);
+                    warn!("local client pid {}: {e}", c.cred.pid);
                     close = true;
                     break;
                 }

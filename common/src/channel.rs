@@ -424,13 +424,33 @@ impl<S: Read + Write> Channel<S> {
 const SEAL_BATCH: usize = 64 * 1024;
 
 /// A non-blocking framed connection for a mio event loop: bytes are read
-/// into a buffer as they come and frames are taken out whole; replies are
-/// queued and written as the socket accepts them.
+/// into a buffer as they come and frames are taken out whole
+/// ([`Framed::read_frame`]); replies are queued and written as the socket
+/// accepts them.
+///
+/// Both buffers are bounded. The read buffer holds at most one maximal
+/// record (`max_frame` and its overhead). The write buffer: a server sets
+/// [`Framed::pause_reading_at`] so that a peer that sends requests and
+/// does not read the replies stops being read (its requests wait in its
+/// socket and TCP's window pushes back on it), and
+/// [`Framed::close_writing_at`] so that a peer that does not read what is
+/// pushed to it unasked is dropped instead of costing memory without end.
+/// A client loop does not pause (two loops that both paused reading each
+/// other would wait for ever).
 pub struct Framed<S> {
     pub stream: S,
     max_frame: u32,
     codec: Codec,
+    /// `rbuf[rpos..rend]` holds bytes received and not yet taken as
+    /// frames; `rbuf` is initialised up to its length, so reads go
+    /// straight into it.
     rbuf: Vec<u8>,
+    rpos: usize,
+    rend: usize,
+    /// The peer closed its side.
+    eof: bool,
+    pause_at: Option<usize>,
+    close_at: Option<usize>,
     /// Bytes for the socket: `wbuf[wpos..sealed]` is ready and not
     /// written yet (an offset, not a drain per write, so a large backlog is
     /// never moved again and again). On a secure channel `wbuf[sealed..]`
@@ -441,18 +461,21 @@ pub struct Framed<S> {
     wbuf: Vec<u8>,
     wpos: usize,
     sealed: usize,
-    /// A frame could not be queued (a worn-out channel): the connection
-    /// must close, which the next [`Framed::flush`] reports.
-    broken: Option<WireError>,
+    /// A frame could not be queued (a worn-out channel, or a peer that
+    /// reads too slowly): the connection must close, which the next
+    /// [`Framed::flush`] reports.
+    broken: Option<String>,
 }
 
-/// What [`Framed::fill`] saw.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Fill {
-    Open,
-    /// The peer closed its side.
-    Eof,
-}
+/// Bytes of replies a server lets wait for a client before it stops
+/// reading the client's requests: requests are small and so are most
+/// replies, so this is many replies, and a client that reads them is never
+/// paused.
+pub const SERVER_PAUSE: usize = 64 * 1024;
+
+/// The read buffer's usual size; it grows to hold a longer record and
+/// shrinks back once that record is taken.
+const FRAMED_READ: usize = 16 * 1024;
 
 impl<S: Read + Write> Framed<S> {
     pub fn new(stream: S, max_frame: u32) -> Self {
@@ -461,11 +484,46 @@ impl<S: Read + Write> Framed<S> {
             max_frame,
             codec: Codec::Plain,
             rbuf: Vec::new(),
+            rpos: 0,
+            rend: 0,
+            eof: false,
+            pause_at: None,
+            close_at: None,
             wbuf: Vec::new(),
             wpos: 0,
             sealed: 0,
             broken: None,
         }
+    }
+
+    /// The longest record this connection takes or sends.
+    pub fn max_record(&self) -> usize {
+        PREFIX_LEN + HEADER_LEN + self.max_frame as usize + crate::secure::TAG_LEN
+    }
+
+    /// The bounds of a server's connection to a client: reading pauses
+    /// once [`SERVER_PAUSE`] bytes of replies wait, and the connection
+    /// closes once `records` maximal records wait. Its memory stays under
+    /// `(records + 2)` maximal records: the read buffer's one, the write
+    /// buffer's bound and the one reply queued past it.
+    pub fn server(stream: S, max_frame: u32, records: usize) -> Self {
+        let f = Framed::new(stream, max_frame);
+        let close = f.max_record() * records;
+        f.pause_reading_at(SERVER_PAUSE).close_writing_at(close)
+    }
+
+    /// Stops reading frames while more than `bytes` of ours are waiting
+    /// for the peer to read them (see the type's documentation).
+    pub fn pause_reading_at(mut self, bytes: usize) -> Self {
+        self.pause_at = Some(bytes);
+        self
+    }
+
+    /// Drops the connection once more than `bytes` of ours are waiting for
+    /// the peer to read them (see the type's documentation).
+    pub fn close_writing_at(mut self, bytes: usize) -> Self {
+        self.close_at = Some(bytes);
+        self
     }
 
     /// From here on every frame, both ways, is sealed by `secure`. Frames
@@ -482,30 +540,86 @@ impl<S: Read + Write> Framed<S> {
         self
     }
 
-    /// Reads what the socket has. Stops reading once a whole maximal frame
-    /// is buffered, so a peer cannot make us buffer without bound.
-    pub fn fill(&mut self) -> io::Result<Fill> {
-        let limit = HEADER_LEN + self.max_frame as usize + crate::secure::TAG_LEN + PREFIX_LEN;
-        let mut chunk = [0u8; 16 * 1024];
-        while self.rbuf.len() < limit {
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return Ok(Fill::Eof),
-                Ok(n) => self.rbuf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
+    /// The next whole frame, reading the socket as needed: `Ok(None)` once
+    /// the socket has nothing more (it would block) and no whole frame is
+    /// buffered, or while reading is paused (see
+    /// [`Framed::pause_reading_at`]; the loop calls again when the socket
+    /// turns writable). An edge-triggered loop calls this until `Ok(None)`,
+    /// so no byte is left unread behind a frame. Frames buffered before the
+    /// peer closed its side are taken first; then `Err(Closed)`, or a
+    /// truncation error if the peer stopped mid-frame.
+    pub fn read_frame(&mut self) -> Result<Option<(u64, Message)>, ChannelError> {
+        loop {
+            if let Some(limit) = self.pause_at {
+                if self.pending_writes() > limit {
+                    self.flush()?;
+                    if self.pending_writes() > limit {
+                        return Ok(None);
+                    }
+                }
+            }
+            let avail = &mut self.rbuf[self.rpos..self.rend];
+            if let Some((used, id, msg)) = self.codec.decode_first(avail, self.max_frame)? {
+                self.rpos += used;
+                if self.rpos == self.rend {
+                    self.rpos = 0;
+                    self.rend = 0;
+                    if self.rbuf.len() > FRAMED_READ {
+                        // A long record is taken: give its memory back.
+                        self.rbuf.truncate(FRAMED_READ);
+                        self.rbuf.shrink_to_fit();
+                    }
+                }
+                return Ok(Some((id, msg)));
+            }
+            if self.eof {
+                return Err(if self.rpos < self.rend {
+                    ChannelError::Wire(WireError::Truncated {
+                        field: "frame (connection closed mid-frame)",
+                    })
+                } else {
+                    ChannelError::Closed
+                });
+            }
+            if !self.read_some()? {
+                return Ok(None);
             }
         }
-        Ok(Fill::Open)
     }
 
-    /// Takes the next whole frame out of the read buffer.
-    pub fn next_frame(&mut self) -> Result<Option<(u64, Message)>, WireError> {
-        match self.codec.decode_first(&mut self.rbuf, self.max_frame)? {
-            None => Ok(None),
-            Some((used, id, msg)) => {
-                self.rbuf.drain(..used);
-                Ok(Some((id, msg)))
+    /// One read into the buffer, made room for first; false if the socket
+    /// would block.
+    fn read_some(&mut self) -> io::Result<bool> {
+        if self.rpos > 0 {
+            self.rbuf.copy_within(self.rpos..self.rend, 0);
+            self.rend -= self.rpos;
+            self.rpos = 0;
+        }
+        // Room for the record begun, known once its length is in (checked
+        // against max_frame by whole_len), else a usual read's worth.
+        let want = match self
+            .codec
+            .whole_len(&self.rbuf[..self.rend], self.max_frame)
+        {
+            Ok(whole) if self.rend >= self.codec.prefix_len() => whole.max(FRAMED_READ),
+            _ => FRAMED_READ,
+        };
+        if self.rbuf.len() < want {
+            self.rbuf.resize(want, 0);
+        }
+        loop {
+            match self.stream.read(&mut self.rbuf[self.rend..]) {
+                Ok(0) => {
+                    self.eof = true;
+                    return Ok(true);
+                }
+                Ok(n) => {
+                    self.rend += n;
+                    return Ok(true);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
             }
         }
     }
@@ -517,6 +631,17 @@ impl<S: Read + Write> Framed<S> {
     /// Queues the one whole frame that `encode` appends (for a frame
     /// encoded from borrowed data, see `wire::encode_shm_data`).
     pub fn queue_encoded(&mut self, encode: impl FnOnce(&mut Vec<u8>)) {
+        if let Some(limit) = self.close_at {
+            if self.pending_writes() > limit && self.broken.is_none() {
+                self.broken = Some(format!(
+                    "the peer does not read: {} bytes wait for it",
+                    self.pending_writes()
+                ));
+            }
+        }
+        if self.broken.is_some() {
+            return;
+        }
         match self.codec {
             Codec::Plain => {
                 encode(&mut self.wbuf);
@@ -549,7 +674,7 @@ impl<S: Read + Write> Framed<S> {
             };
             let end = (self.sealed + whole).min(self.wbuf.len());
             if let Err(e) = secure.seal_in_place(&mut self.wbuf[self.sealed..end]) {
-                self.broken = Some(e);
+                self.broken = Some(e.to_string());
                 return;
             }
             self.sealed = end;
@@ -584,6 +709,11 @@ impl<S: Read + Write> Framed<S> {
 
     pub fn has_pending_writes(&self) -> bool {
         self.wpos < self.wbuf.len()
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn pending_writes(&self) -> usize {
+        self.wbuf.len() - self.wpos
     }
 }
 
@@ -709,19 +839,95 @@ mod tests {
         wire::encode_frame(1, &Message::Heartbeat, &mut bytes);
         wire::encode_frame(2, &Message::error(5, "x"), &mut bytes);
         b.write_all(&bytes[..7]).unwrap();
-        assert_eq!(f.fill().unwrap(), Fill::Open);
-        assert_eq!(f.next_frame().unwrap(), None);
+        assert_eq!(f.read_frame().unwrap(), None);
         b.write_all(&bytes[7..]).unwrap();
-        f.fill().unwrap();
-        assert_eq!(f.next_frame().unwrap(), Some((1, Message::Heartbeat)));
-        assert_eq!(f.next_frame().unwrap(), Some((2, Message::error(5, "x"))));
-        assert_eq!(f.next_frame().unwrap(), None);
+        assert_eq!(f.read_frame().unwrap(), Some((1, Message::Heartbeat)));
+        assert_eq!(f.read_frame().unwrap(), Some((2, Message::error(5, "x"))));
+        assert_eq!(f.read_frame().unwrap(), None);
         f.queue(3, &Message::Pong);
         assert!(f.flush().unwrap());
         let mut cb = Channel::new(b, 4096);
         assert_eq!(cb.recv().unwrap(), (3, Message::Pong));
+        // A frame sent just before the peer closes is still taken.
+        cb.send(4, &Message::Ping).unwrap();
         drop(cb);
-        assert_eq!(f.fill().unwrap(), Fill::Eof);
+        assert_eq!(f.read_frame().unwrap(), Some((4, Message::Ping)));
+        assert!(matches!(f.read_frame(), Err(ChannelError::Closed)));
+    }
+
+    #[test]
+    fn framed_reads_until_the_socket_is_empty() {
+        // More than one maximal record arrives at once: every frame is
+        // taken in one wake-up (an edge-triggered loop gets no second).
+        let (a, mut b) = UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        let mut f = Framed::new(a, 4096);
+        let mut bytes = Vec::new();
+        for i in 0..100 {
+            wire::encode_frame(i, &Message::error(5, "y".repeat(3996)), &mut bytes);
+        }
+        // Twenty frames fill the socket's buffer well past one record.
+        b.write_all(&bytes[..bytes.len() / 5]).unwrap();
+        let mut n = 0;
+        while let Some((id, _)) = f.read_frame().unwrap() {
+            assert_eq!(id, n);
+            n += 1;
+        }
+        assert_eq!(n, 20);
+    }
+
+    #[test]
+    fn framed_truncated_at_close_is_an_error() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        let mut f = Framed::new(a, 4096);
+        let mut bytes = Vec::new();
+        wire::encode_frame(1, &Message::error(5, "z".repeat(100)), &mut bytes);
+        b.write_all(&bytes[..50]).unwrap();
+        drop(b);
+        assert!(matches!(
+            f.read_frame(),
+            Err(ChannelError::Wire(WireError::Truncated { .. }))
+        ));
+    }
+
+    #[test]
+    fn framed_pauses_a_peer_that_does_not_read_and_drops_one_that_never_does() {
+        let (a, b) = UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        let mut f = Framed::new(a, 64 * 1024)
+            .pause_reading_at(100_000)
+            .close_writing_at(1_000_000);
+        let mut cb = Channel::new(b, 64 * 1024);
+        // The peer pipelines requests and reads nothing back.
+        let reply = Message::error(5, "r".repeat(60_000));
+        let mut answered = 0;
+        for i in 0..200 {
+            cb.send(i, &Message::Ping).unwrap();
+        }
+        while let Some((id, _)) = f.read_frame().unwrap() {
+            f.queue(id, &reply);
+            answered += 1;
+        }
+        // Reading stopped once the socket and ~100 kB of replies were
+        // full, long before the 200 requests.
+        assert!(answered < 200, "answered {answered}");
+        let paused_at = f.pending_writes();
+        assert!(paused_at <= 100_000 + 60_100, "{paused_at} bytes queued");
+        // The peer reads: the requests are served again.
+        let mut got = 0;
+        while got < answered {
+            cb.recv().unwrap();
+            got += 1;
+            if f.read_frame().unwrap().is_some() {
+                break;
+            }
+        }
+        // Frames pushed unasked past close_writing_at break the channel.
+        for _ in 0..40 {
+            f.queue(0, &reply);
+        }
+        assert!(f.flush().is_err());
     }
 
     fn sealed_pair() -> (Codec, Codec) {
@@ -757,9 +963,7 @@ mod tests {
         a.set_nonblocking(true).unwrap();
         let mut fa = Framed::new(a, 64 * 1024).with_codec(codec);
         cb.send(5, &Message::Joined).unwrap();
-        while fa.next_frame().unwrap().is_none() {
-            fa.fill().unwrap();
-        }
+        while fa.read_frame().unwrap().is_none() {}
         fa.queue(6, &Message::Cancel);
         assert!(fa.flush().unwrap());
         assert_eq!(cb.recv().unwrap(), (6, Message::Cancel));

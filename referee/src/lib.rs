@@ -29,7 +29,7 @@ pub mod keys;
 pub mod pids;
 
 use dipc_common::auth::{self, Secret};
-use dipc_common::channel::{Fill, Framed};
+use dipc_common::channel::{ChannelError, Framed};
 use dipc_common::config::Config;
 use dipc_common::net::{tune_tcp, Stream};
 use dipc_common::sys;
@@ -194,7 +194,10 @@ impl Referee<'_> {
         self.conns.insert(
             t,
             Conn {
-                framed: Framed::new(stream, self.config.max_frame),
+                // A host's link also takes what other hosts' changes
+                // push to it; one that reads none of it is dropped after
+                // a few maximal records.
+                framed: Framed::server(stream, self.config.max_frame, 4),
                 peer,
                 state,
                 deadline,
@@ -282,16 +285,9 @@ impl Referee<'_> {
         let Some(mut c) = self.conns.remove(&t) else {
             return;
         };
-        let eof = match c.framed.fill() {
-            Ok(Fill::Open) => false,
-            Ok(Fill::Eof) => true,
-            Err(e) => {
-                debug!("referee: connection {t}: {e}");
-                true
-            }
-        };
+        let mut eof = false;
         loop {
-            match c.framed.next_frame() {
+            match c.framed.read_frame() {
                 Ok(Some((id, msg))) => {
                     self.handle(t, &mut c, id, msg);
                     if c.close {
@@ -299,6 +295,15 @@ impl Referee<'_> {
                     }
                 }
                 Ok(None) => break,
+                Err(ChannelError::Closed) => {
+                    eof = true;
+                    break;
+                }
+                Err(ChannelError::Io(e)) => {
+                    debug!("referee: connection {t}: {e}");
+                    eof = true;
+                    break;
+                }
                 Err(e) => {
                     warn!("referee: {}: protocol error: {e}", describe(&c));
                     c.framed

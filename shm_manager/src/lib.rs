@@ -18,7 +18,7 @@
 
 pub mod units;
 
-use dipc_common::channel::{Codec, Fill, Framed};
+use dipc_common::channel::{ChannelError, Codec, Framed};
 use dipc_common::config::{Config, ShmMode};
 use dipc_common::net::Stream;
 use dipc_common::secure::Secure;
@@ -357,6 +357,11 @@ impl<'a> Manager<'a> {
             None => Stream::Unix(p.stream),
         };
         let mut part = Participant {
+            // Never paused: a participant's agent writes a unit's content
+            // with blocking writes while it may have content of ours to
+            // read, so a manager that stopped reading it could wait on it
+            // for ever. What waits for a participant is bounded by the
+            // units it asked for.
             framed: Framed::new(stream, self.config.max_frame).with_codec(codec),
             host: self.config.front_end_addr(),
             readonly: true,
@@ -504,29 +509,25 @@ impl<'a> Manager<'a> {
 
     fn participant_ready(&mut self, t: usize) {
         let mut gone = false;
-        let mut msgs = Vec::new();
-        if let Some(Conn::Open(p)) = self.conns.get_mut(&t) {
-            match p.framed.fill() {
-                Ok(Fill::Open) => {}
-                Ok(Fill::Eof) | Err(_) => gone = true,
-            }
-            loop {
-                match p.framed.next_frame() {
-                    Ok(Some(m)) => msgs.push(m),
-                    Ok(None) => break,
-                    Err(e) => {
-                        warn!("shm manager {}: participant {t}: {e}", self.id);
+        while let Some(Conn::Open(p)) = self.conns.get_mut(&t) {
+            match p.framed.read_frame() {
+                Ok(Some((rid, msg))) => {
+                    if let Err(why) = self.handle(t, rid, msg) {
+                        warn!("shm manager {}: participant {t}: {why}", self.id);
                         gone = true;
                         break;
                     }
                 }
-            }
-        }
-        for (rid, msg) in msgs {
-            if let Err(why) = self.handle(t, rid, msg) {
-                warn!("shm manager {}: participant {t}: {why}", self.id);
-                gone = true;
-                break;
+                Ok(None) => break,
+                Err(ChannelError::Closed | ChannelError::Io(_)) => {
+                    gone = true;
+                    break;
+                }
+                Err(e) => {
+                    warn!("shm manager {}: participant {t}: {e}", self.id);
+                    gone = true;
+                    break;
+                }
             }
         }
         if gone {
