@@ -919,6 +919,13 @@ impl Daemon<'_> {
     /// the client that asked.
     fn registered(&mut self, pid: i32, serial: u64, msg: Message) -> Message {
         let current = self.pids.get(pid).is_some_and(|r| r.serial == serial);
+        let msg = match msg {
+            // The referee's counter starts at 1 and never wraps.
+            Message::Registered { pid_d, .. } if pid_d <= 0 => {
+                Message::error(libc::EPROTO, format!("the referee answered pid_d {pid_d}"))
+            }
+            msg => msg,
+        };
         match (&msg, current) {
             (Message::Registered { pid_d, .. }, true) => {
                 let pid_d = *pid_d;
