@@ -392,6 +392,12 @@ impl Daemon<'_> {
                     );
                 }
             }
+            // Every get of IPC_PRIVATE makes a new structure: there is
+            // nothing to share under it (the library keeps it local).
+            Message::KeyGet { key, .. } if key == libc::IPC_PRIVATE => c.framed.queue(
+                id,
+                &Message::error(libc::EINVAL, "IPC_PRIVATE is not a distributed key"),
+            ),
             Message::KeyGet { kind, key, .. } => {
                 self.relay(c, relay(Some((kind, key))), &msg);
             }
