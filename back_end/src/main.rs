@@ -456,6 +456,21 @@ impl Daemon<'_> {
                 c.framed.queue(id, &reply);
             }
             Message::Register { mailbox } => self.register(t, c, id, mailbox),
+            // From this host's workers, before a kill_d: it reaches
+            // registered processes only. Any local user may ask; the
+            // answer is in `dipcref pids` too.
+            Message::PidCheck { pid, starttime } => {
+                let reply = match self.pids.get(pid) {
+                    Some(r) if r.pid_d > 0 && r.starttime == starttime && !r.exited() => {
+                        Message::Done { value: r.pid_d }
+                    }
+                    _ => Message::error(
+                        libc::ESRCH,
+                        format!("pid {pid} is not a registered process of this host"),
+                    ),
+                };
+                c.framed.queue(id, &reply);
+            }
             Message::Unregister { pid_d, .. } => {
                 // The referee checks the triple: pid_d, this host, and the
                 // pid the kernel says is calling.
