@@ -25,6 +25,7 @@
 //! sockets. Logs go to stderr through `env_logger` (`RUST_LOG`, default
 //! `info`).
 
+mod grants;
 mod link;
 mod pids;
 mod placeholders;
@@ -194,9 +195,12 @@ struct Client {
 }
 
 /// The process granted the creation of a key, watched until it commits or
-/// aborts it.
+/// aborts it, on the connection it was granted on.
 struct Grant {
     pid: i32,
+    /// The client connection the grant went to: the commit must come on
+    /// it, and if it closes first the creation is given up.
+    client: usize,
     starttime: u64,
     pidfd: std::os::fd::OwnedFd,
     token: usize,
@@ -365,6 +369,7 @@ impl Daemon<'_> {
         }
         if c.framed.flush().is_err() || close {
             let _ = self.poll.registry().deregister(&mut c.framed.stream);
+            self.client_gone(t);
         } else {
             self.clients.insert(t, c);
         }
@@ -404,7 +409,21 @@ impl Daemon<'_> {
             Message::KeyCommit {
                 kind, key, id: sid, ..
             } => {
-                if self.take_grant(c, id, kind, key) {
+                if self.take_grant(t, c, id, kind, key) {
+                    // The id must name the structure this very process made
+                    // for the key: what the referee records, every host
+                    // uses (see `grants`).
+                    if let Err((errno, why)) =
+                        grants::verify(kind, key, sid, c.cred.pid, c.cred.uid)
+                    {
+                        warn!(
+                            "pid {} (uid {}) committed {why}; creation given up",
+                            c.cred.pid, c.cred.uid
+                        );
+                        self.abort_creation((kind, key));
+                        c.framed.queue(id, &Message::error(errno, why));
+                        return;
+                    }
                     // The creator is who the kernel says is calling.
                     let msg = Message::KeyCommit {
                         kind,
@@ -416,7 +435,7 @@ impl Daemon<'_> {
                 }
             }
             Message::KeyAbort { kind, key } => {
-                if self.take_grant(c, id, kind, key) {
+                if self.take_grant(t, c, id, kind, key) {
                     self.relay(c, relay(None), &msg);
                 }
             }
@@ -511,12 +530,13 @@ impl Daemon<'_> {
     }
 
     /// Whether the calling process is the one granted the creation of
-    /// `key` (the grant is then used up); otherwise answers `EPERM`. Any
-    /// local user can reach this socket: without the check, one could
-    /// commit another's key to a structure of its choosing.
-    fn take_grant(&mut self, c: &mut Client, id: u64, kind: IpcKind, key: i32) -> bool {
+    /// `key`, on the connection it was granted on (the grant is then used
+    /// up); otherwise answers `EPERM`. Any local user can reach this
+    /// socket: without the check, one could commit another's key to a
+    /// structure of its choosing.
+    fn take_grant(&mut self, t: usize, c: &mut Client, id: u64, kind: IpcKind, key: i32) -> bool {
         if let Some(g) = self.grants.get(&(kind, key)) {
-            if g.pid == c.cred.pid && procs::starttime(g.pid) == Ok(g.starttime) {
+            if g.pid == c.cred.pid && g.client == t && procs::starttime(g.pid) == Ok(g.starttime) {
                 self.end_grant((kind, key));
                 return true;
             }
@@ -548,10 +568,10 @@ impl Daemon<'_> {
         self.link.relay(nobody, &Message::KeyAbort { kind, key });
     }
 
-    /// Records that `pid` may create `key`, and watches it through a
-    /// pidfd; without a live process to create it, the creation is given
-    /// up at once.
-    fn grant(&mut self, key: (IpcKind, i32), pid: Option<i32>) {
+    /// Records that `pid`, on client connection `client`, may create `key`,
+    /// and watches it through a pidfd; without a live process to create
+    /// it, the creation is given up at once.
+    fn grant(&mut self, key: (IpcKind, i32), client: usize, pid: Option<i32>) {
         self.end_grant(key);
         let full = self.grants.len() >= MAX_GRANTS;
         let watched = pid.ok_or(libc::ESRCH).and_then(|pid| {
@@ -571,6 +591,7 @@ impl Daemon<'_> {
             self.next_token += 1;
             Ok(Grant {
                 pid,
+                client,
                 starttime,
                 pidfd,
                 token,
@@ -605,21 +626,31 @@ impl Daemon<'_> {
         Some(g)
     }
 
-    /// Forgets grants older than the referee keeps a creation pending (it
-    /// has given them up by then, and may have granted the key again).
+    /// Gives up the creations not committed within `request_ms`, as the
+    /// referee does: a creator that neither commits nor aborts, nor exits,
+    /// frees the key at the deadline (and a late commit is refused).
     fn expire_grants(&mut self, now: Instant) {
         if self.grants.is_empty() {
             return;
         }
-        let limit = self.config.timeouts.request * 2;
+        let limit = self.config.timeouts.request;
         let old: Vec<(IpcKind, i32)> = self
             .grants
             .iter()
             .filter(|(_, g)| now.duration_since(g.since) > limit)
             .map(|(&k, _)| k)
             .collect();
-        for k in old {
-            self.end_grant(k);
+        for key in old {
+            if let Some(g) = self.end_grant(key) {
+                info!(
+                    "{} key {:#x}: pid {} did not create it within {} ms; creation given up",
+                    key.0.name(),
+                    key.1,
+                    g.pid,
+                    limit.as_millis()
+                );
+                self.abort_creation(key);
+            }
         }
     }
 
@@ -637,6 +668,31 @@ impl Daemon<'_> {
                 g.pid
             );
             self.abort_creation(key);
+        }
+    }
+
+    /// Client connection `t` is gone (closed, or handed to an employer):
+    /// the creations granted on it can no longer be committed, so they are
+    /// given up now. Its process may well live on; a process that exits
+    /// closes its connections too, which may be seen first.
+    fn client_gone(&mut self, t: usize) {
+        let keys: Vec<(IpcKind, i32)> = self
+            .grants
+            .iter()
+            .filter(|(_, g)| g.client == t)
+            .map(|(&k, _)| k)
+            .collect();
+        for key in keys {
+            if let Some(g) = self.end_grant(key) {
+                info!(
+                    "{} key {:#x}: pid {} died before creating it, or closed the connection it \
+                     was granted on; creation given up",
+                    key.0.name(),
+                    key.1,
+                    g.pid
+                );
+                self.abort_creation(key);
+            }
         }
     }
 
@@ -740,7 +796,7 @@ impl Daemon<'_> {
             // This host is to create the key: note which process may.
             (Some(k), msg @ Message::KeyOwner { id: -1, .. }) => {
                 let pid = self.clients.get(&to.client).map(|c| c.cred.pid);
-                self.grant(k, pid);
+                self.grant(k, to.client, pid);
                 msg
             }
             (Some((kind, key)), Message::KeyOwner { owner, id, .. }) if id >= 0 => {
@@ -795,6 +851,7 @@ impl Daemon<'_> {
         match up_member(&hosts, target) {
             Some(addr) => {
                 if let Some(mut c) = self.clients.remove(&client) {
+                    self.client_gone(client);
                     self.hand_off(&mut c, id, Message::Connect { target: addr });
                 }
             }
@@ -857,6 +914,7 @@ impl Daemon<'_> {
             if c.framed.flush().is_err() {
                 if let Some(mut c) = self.clients.remove(&client) {
                     let _ = self.poll.registry().deregister(&mut c.framed.stream);
+                    self.client_gone(client);
                 }
             }
         }
