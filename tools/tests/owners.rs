@@ -185,6 +185,51 @@ fn an_abandoned_grant_frees_its_key_at_once() {
     holder.kill();
 }
 
+/// A process granted a key's creation that keeps its connection but does
+/// not commit within `request_ms` (5 s here) loses the grant: its dipcd
+/// gives the creation up at the deadline, another host may then create
+/// the key, and the late commit is refused.
+#[test]
+fn a_grant_expires_after_request_ms() {
+    let c = Cluster::up(3);
+    let mut holder = c.spawn(
+        2,
+        &as_nobody(&[
+            "dipc-attack",
+            "claim-hold",
+            "msg",
+            "0x7a79",
+            "--keep",
+            "--hold-ms",
+            "6500",
+        ]),
+    );
+    holder.wait_for_stdout("holding", Duration::from_secs(20));
+    let want = "msg key 0x7a79: pid ";
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            let log = c.log(2);
+            log.contains(want) && log.contains("did not create it within 5000 ms")
+        })
+        .is_some(),
+        "host 2's dipcd did not give the creation up at its deadline:\n{}",
+        c.log(2)
+    );
+    let id = create_queue(&c, 3, "0x7a79", "0666");
+    let status = holder.wait(Duration::from_secs(20));
+    assert!(
+        status.success() && holder.stdout().contains("late commit: error EPERM: "),
+        "the late commit must be refused:\n{}",
+        holder.describe()
+    );
+    let row = key_row(&c, "0x7a79").expect("0x7a79 recorded");
+    assert_eq!(
+        (row.id, row.owner.as_str()),
+        (i64::from(id), &*front_end(3))
+    );
+    queue_works(&c, "0x7a79");
+}
+
 /// The structures owned by uid 65534 (nobody) on `host`, as `ipcs` lists
 /// them: lines of `ipcs -a` whose owner is nobody.
 fn nobodys_structures(c: &Cluster, host: usize) -> Vec<String> {

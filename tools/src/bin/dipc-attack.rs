@@ -65,10 +65,13 @@
 //!   create `KEY` (`grant: owner ADDR id -1`, or the reply) and commits
 //!   it with `ID`, which is not the structure it made (`commit: ...`).
 //!   Withstood if the commit is refused.
-//! - `claim-hold KIND KEY [--hold-ms N]`: asks to create `KEY` (`grant:
-//!   ...`), then closes its connection to dipcd without committing and
-//!   lives on for N ms (`holding`). What it shows is how soon other hosts
-//!   may create the key; exits 0 once it has held.
+//! - `claim-hold KIND KEY [--hold-ms N] [--keep]`: asks to create `KEY`
+//!   (`grant: ...`), then closes its connection to dipcd without
+//!   committing and lives on for N ms (`holding`). What it shows is how
+//!   soon other hosts may create the key; exits 0 once it has held. With
+//!   `--keep` it keeps the connection instead, and after N ms makes the
+//!   structure and commits it there (`late commit: ...`), then removes
+//!   it; withstood if a commit later than `request_ms` is refused.
 //! - `remote-private TARGET [--kind KIND]`: an `IpcGet` of `IPC_PRIVATE`
 //!   on a session to `TARGET` (`remote get: ...`), and a `KeyGet` of it at
 //!   dipcd (`dipcd get: ...`). Withstood if both are refused.
@@ -213,6 +216,9 @@ enum Command {
         /// How long to live on after closing the connection
         #[arg(long, default_value_t = 8000)]
         hold_ms: u64,
+        /// Keep the connection, and commit after N ms
+        #[arg(long)]
+        keep: bool,
     },
     /// A get of IPC_PRIVATE sent to a worker on TARGET, and to dipcd
     RemotePrivate {
@@ -342,9 +348,18 @@ fn main() -> ExitCode {
             register,
         } => send_d(&config, pid_d, forge, register),
         Command::CommitBogus { kind, key, id } => commit_bogus(&config, kind.kind(), key, id),
-        Command::ClaimHold { kind, key, hold_ms } => {
-            claim_hold(&config, kind.kind(), key, Duration::from_millis(hold_ms))
-        }
+        Command::ClaimHold {
+            kind,
+            key,
+            hold_ms,
+            keep,
+        } => claim_hold(
+            &config,
+            kind.kind(),
+            key,
+            Duration::from_millis(hold_ms),
+            keep,
+        ),
         Command::RemotePrivate { target, kind } => remote_private(&config, target, kind.kind()),
         Command::RestorePidD { pid_d, port } => restore_pid_d(&config, pid_d, port),
         Command::KillPid { target, pid, sig } => kill_pid(&config, target, pid, sig),
@@ -1211,7 +1226,7 @@ fn commit_bogus(config: &Config, kind: IpcKind, key: i32, id: i32) -> u8 {
     verdict(is_error(&r, None))
 }
 
-fn claim_hold(config: &Config, kind: IpcKind, key: i32, hold: Duration) -> u8 {
+fn claim_hold(config: &Config, kind: IpcKind, key: i32, hold: Duration, keep: bool) -> u8 {
     println!("uid {}", uid());
     let mut ch = match dipcd(config) {
         Ok(ch) => ch,
@@ -1222,10 +1237,45 @@ fn claim_hold(config: &Config, kind: IpcKind, key: i32, hold: Duration) -> u8 {
         Ok(false) => return not_tried("claim", &"this process was not granted the creation"),
         Err(e) => return not_tried("claim", &e),
     }
-    drop(ch);
+    if !keep {
+        drop(ch);
+        println!("holding");
+        std::thread::sleep(hold);
+        return WITHSTOOD;
+    }
     println!("holding");
     std::thread::sleep(hold);
-    WITHSTOOD
+    let size = match kind {
+        IpcKind::Msg => 0,
+        IpcKind::Sem => 1,
+        IpcKind::Shm => 4096,
+    };
+    let id = match dipc_common::sysv::get(kind, key, size, libc::IPC_CREAT | libc::IPC_EXCL | 0o600)
+    {
+        Ok(id) => id,
+        Err(e) => return not_tried("create", &Errno::from_raw(e)),
+    };
+    let commit = Message::KeyCommit {
+        kind,
+        key,
+        id,
+        creator_uid: 0,
+    };
+    let r = ch.call(2, &commit).map_err(|e| e.to_string());
+    println!("late commit: {}", shown(&r));
+    let removed = match kind {
+        IpcKind::Msg => dipc_common::sysv::msgctl_rmid(id),
+        IpcKind::Sem => dipc_common::sysv::semctl_int(id, 0, libc::IPC_RMID, 0).map(|_| ()),
+        IpcKind::Shm => dipc_common::sysv::shmctl_rmid(id),
+    };
+    if let Err(e) = removed {
+        eprintln!(
+            "dipc-attack: remove {} {id}: {}",
+            kind.name(),
+            Errno::from_raw(e)
+        );
+    }
+    verdict(is_error(&r, None))
 }
 
 fn remote_private(config: &Config, target: SocketAddr, kind: IpcKind) -> u8 {
