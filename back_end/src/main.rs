@@ -25,6 +25,7 @@
 //! sockets. Logs go to stderr through `env_logger` (`RUST_LOG`, default
 //! `info`).
 
+mod grants;
 mod link;
 mod pids;
 mod placeholders;
@@ -194,9 +195,12 @@ struct Client {
 }
 
 /// The process granted the creation of a key, watched until it commits or
-/// aborts it.
+/// aborts it, on the connection it was granted on.
 struct Grant {
     pid: i32,
+    /// The client connection the grant went to: the commit must come on
+    /// it, and if it closes first the creation is given up.
+    client: usize,
     starttime: u64,
     pidfd: std::os::fd::OwnedFd,
     token: usize,
@@ -369,6 +373,7 @@ impl Daemon<'_> {
         }
         if c.framed.flush().is_err() || close {
             let _ = self.poll.registry().deregister(&mut c.framed.stream);
+            self.client_gone(t);
         } else {
             self.clients.insert(t, c);
         }
@@ -396,13 +401,33 @@ impl Daemon<'_> {
                     );
                 }
             }
+            // Every get of IPC_PRIVATE makes a new structure: there is
+            // nothing to share under it (the library keeps it local).
+            Message::KeyGet { key, .. } if key == libc::IPC_PRIVATE => c.framed.queue(
+                id,
+                &Message::error(libc::EINVAL, "IPC_PRIVATE is not a distributed key"),
+            ),
             Message::KeyGet { kind, key, .. } => {
                 self.relay(c, relay(Some((kind, key))), &msg);
             }
             Message::KeyCommit {
                 kind, key, id: sid, ..
             } => {
-                if self.take_grant(c, id, kind, key) {
+                if self.take_grant(t, c, id, kind, key) {
+                    // The id must name the structure this very process made
+                    // for the key: what the referee records, every host
+                    // uses (see `grants`).
+                    if let Err((errno, why)) =
+                        grants::verify(kind, key, sid, c.cred.pid, c.cred.uid)
+                    {
+                        warn!(
+                            "pid {} (uid {}) committed {why}; creation given up",
+                            c.cred.pid, c.cred.uid
+                        );
+                        self.abort_creation((kind, key));
+                        c.framed.queue(id, &Message::error(errno, why));
+                        return;
+                    }
                     // The creator is who the kernel says is calling.
                     let msg = Message::KeyCommit {
                         kind,
@@ -414,7 +439,7 @@ impl Daemon<'_> {
                 }
             }
             Message::KeyAbort { kind, key } => {
-                if self.take_grant(c, id, kind, key) {
+                if self.take_grant(t, c, id, kind, key) {
                     self.relay(c, relay(None), &msg);
                 }
             }
@@ -454,6 +479,21 @@ impl Daemon<'_> {
                 c.framed.queue(id, &reply);
             }
             Message::Register { mailbox } => self.register(t, c, id, mailbox),
+            // From this host's workers, before a kill_d: it reaches
+            // registered processes only. Any local user may ask; the
+            // answer is in `dipcref pids` too.
+            Message::PidCheck { pid, starttime } => {
+                let reply = match self.pids.get(pid) {
+                    Some(r) if r.pid_d > 0 && r.starttime == starttime && !r.exited() => {
+                        Message::Done { value: r.pid_d }
+                    }
+                    _ => Message::error(
+                        libc::ESRCH,
+                        format!("pid {pid} is not a registered process of this host"),
+                    ),
+                };
+                c.framed.queue(id, &reply);
+            }
             Message::Unregister { pid_d, .. } => {
                 // The referee checks the triple: pid_d, this host, and the
                 // pid the kernel says is calling.
@@ -494,12 +534,13 @@ impl Daemon<'_> {
     }
 
     /// Whether the calling process is the one granted the creation of
-    /// `key` (the grant is then used up); otherwise answers `EPERM`. Any
-    /// local user can reach this socket: without the check, one could
-    /// commit another's key to a structure of its choosing.
-    fn take_grant(&mut self, c: &mut Client, id: u64, kind: IpcKind, key: i32) -> bool {
+    /// `key`, on the connection it was granted on (the grant is then used
+    /// up); otherwise answers `EPERM`. Any local user can reach this
+    /// socket: without the check, one could commit another's key to a
+    /// structure of its choosing.
+    fn take_grant(&mut self, t: usize, c: &mut Client, id: u64, kind: IpcKind, key: i32) -> bool {
         if let Some(g) = self.grants.get(&(kind, key)) {
-            if g.pid == c.cred.pid && procs::starttime(g.pid) == Ok(g.starttime) {
+            if g.pid == c.cred.pid && g.client == t && procs::starttime(g.pid) == Ok(g.starttime) {
                 self.end_grant((kind, key));
                 return true;
             }
@@ -531,10 +572,10 @@ impl Daemon<'_> {
         self.link.relay(nobody, &Message::KeyAbort { kind, key });
     }
 
-    /// Records that `pid` may create `key`, and watches it through a
-    /// pidfd; without a live process to create it, the creation is given
-    /// up at once.
-    fn grant(&mut self, key: (IpcKind, i32), pid: Option<i32>) {
+    /// Records that `pid`, on client connection `client`, may create `key`,
+    /// and watches it through a pidfd; without a live process to create
+    /// it, the creation is given up at once.
+    fn grant(&mut self, key: (IpcKind, i32), client: usize, pid: Option<i32>) {
         self.end_grant(key);
         let full = self.grants.len() >= MAX_GRANTS;
         let watched = pid.ok_or(libc::ESRCH).and_then(|pid| {
@@ -554,6 +595,7 @@ impl Daemon<'_> {
             self.next_token += 1;
             Ok(Grant {
                 pid,
+                client,
                 starttime,
                 pidfd,
                 token,
@@ -588,21 +630,31 @@ impl Daemon<'_> {
         Some(g)
     }
 
-    /// Forgets grants older than the referee keeps a creation pending (it
-    /// has given them up by then, and may have granted the key again).
+    /// Gives up the creations not committed within `request_ms`, as the
+    /// referee does: a creator that neither commits nor aborts, nor exits,
+    /// frees the key at the deadline (and a late commit is refused).
     fn expire_grants(&mut self, now: Instant) {
         if self.grants.is_empty() {
             return;
         }
-        let limit = self.config.timeouts.request * 2;
+        let limit = self.config.timeouts.request;
         let old: Vec<(IpcKind, i32)> = self
             .grants
             .iter()
             .filter(|(_, g)| now.duration_since(g.since) > limit)
             .map(|(&k, _)| k)
             .collect();
-        for k in old {
-            self.end_grant(k);
+        for key in old {
+            if let Some(g) = self.end_grant(key) {
+                info!(
+                    "{} key {:#x}: pid {} did not create it within {} ms; creation given up",
+                    key.0.name(),
+                    key.1,
+                    g.pid,
+                    limit.as_millis()
+                );
+                self.abort_creation(key);
+            }
         }
     }
 
@@ -620,6 +672,31 @@ impl Daemon<'_> {
                 g.pid
             );
             self.abort_creation(key);
+        }
+    }
+
+    /// Client connection `t` is gone (closed, or handed to an employer):
+    /// the creations granted on it can no longer be committed, so they are
+    /// given up now. Its process may well live on; a process that exits
+    /// closes its connections too, which may be seen first.
+    fn client_gone(&mut self, t: usize) {
+        let keys: Vec<(IpcKind, i32)> = self
+            .grants
+            .iter()
+            .filter(|(_, g)| g.client == t)
+            .map(|(&k, _)| k)
+            .collect();
+        for key in keys {
+            if let Some(g) = self.end_grant(key) {
+                info!(
+                    "{} key {:#x}: pid {} died before creating it, or closed the connection it \
+                     was granted on; creation given up",
+                    key.0.name(),
+                    key.1,
+                    g.pid
+                );
+                self.abort_creation(key);
+            }
         }
     }
 
@@ -723,7 +800,7 @@ impl Daemon<'_> {
             // This host is to create the key: note which process may.
             (Some(k), msg @ Message::KeyOwner { id: -1, .. }) => {
                 let pid = self.clients.get(&to.client).map(|c| c.cred.pid);
-                self.grant(k, pid);
+                self.grant(k, to.client, pid);
                 msg
             }
             (Some((kind, key)), Message::KeyOwner { owner, id, .. }) if id >= 0 => {
@@ -778,6 +855,7 @@ impl Daemon<'_> {
         match up_member(&hosts, target) {
             Some(addr) => {
                 if let Some(mut c) = self.clients.remove(&client) {
+                    self.client_gone(client);
                     self.hand_off(&mut c, id, Message::Connect { target: addr });
                 }
             }
@@ -840,6 +918,7 @@ impl Daemon<'_> {
             if c.framed.flush().is_err() {
                 if let Some(mut c) = self.clients.remove(&client) {
                     let _ = self.poll.registry().deregister(&mut c.framed.stream);
+                    self.client_gone(client);
                 }
             }
         }
@@ -923,6 +1002,13 @@ impl Daemon<'_> {
     /// the client that asked.
     fn registered(&mut self, pid: i32, serial: u64, msg: Message) -> Message {
         let current = self.pids.get(pid).is_some_and(|r| r.serial == serial);
+        let msg = match msg {
+            // The referee's counter starts at 1 and never wraps.
+            Message::Registered { pid_d, .. } if pid_d <= 0 => {
+                Message::error(libc::EPROTO, format!("the referee answered pid_d {pid_d}"))
+            }
+            msg => msg,
+        };
         match (&msg, current) {
             (Message::Registered { pid_d, .. }, true) => {
                 let pid_d = *pid_d;

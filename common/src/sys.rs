@@ -110,21 +110,54 @@ pub fn peer_cred<F: AsFd>(sock: &F) -> io::Result<PeerCred> {
     })
 }
 
-/// The supplementary groups of a process, from /proc.
-pub fn groups_of(pid: i32) -> Vec<u32> {
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-        return Vec::new();
-    };
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Groups:"))
-        .map(|g| {
-            g.split_whitespace()
-                .filter_map(|x| x.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
+/// The most supplementary groups a Linux process can have
+/// (`NGROUPS_MAX`): the bound on what [`peer_groups`] allocates.
+const NGROUPS_MAX: usize = 65536;
+
+/// The supplementary groups of the process at the other end of a Unix
+/// socket, as the kernel recorded them when it connected
+/// (`SO_PEERGROUPS`), like SO_PEERCRED's uid and gid. Not read from
+/// `/proc/PID/status` later: by then the pid may name another process,
+/// or the process may have changed its groups since it connected.
+pub fn peer_groups<F: AsFd>(sock: &F) -> io::Result<Vec<u32>> {
+    // Most processes have few groups; the kernel says how many there are
+    // when the buffer is too small (ERANGE), and there are at most
+    // NGROUPS_MAX.
+    let mut want = 64usize;
+    loop {
+        let mut buf = vec![0u32; want];
+        let mut len = (want * std::mem::size_of::<u32>()) as libc::socklen_t;
+        // SAFETY: buf has room for `len` bytes, and the kernel writes at
+        // most that many and the size it used into `len`.
+        let r = unsafe {
+            libc::getsockopt(
+                sock.as_fd().as_raw_fd(),
+                libc::SOL_SOCKET,
+                SO_PEERGROUPS,
+                buf.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        let n = len as usize / std::mem::size_of::<u32>();
+        if r == 0 {
+            buf.truncate(n.min(want));
+            return Ok(buf);
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ERANGE) && n > want && n <= NGROUPS_MAX {
+            want = n;
+            continue;
+        }
+        return Err(e);
+    }
 }
+
+/// `SO_PEERGROUPS` (Linux 4.13; the kernel's `asm/socket.h`, which the
+/// libc crate does not export for every target): 59, but on SPARC.
+#[cfg(not(target_arch = "sparc64"))]
+const SO_PEERGROUPS: libc::c_int = 59;
+#[cfg(target_arch = "sparc64")]
+const SO_PEERGROUPS: libc::c_int = 0x003d;
 
 /// Whether a peer may use an administrative socket: root, or a member of
 /// the configured admin group (by primary group, as SO_PEERCRED reports).
@@ -304,6 +337,20 @@ mod tests {
             },
             Some(6)
         ));
+    }
+
+    #[test]
+    fn peer_groups_are_the_connecting_processs() {
+        let (a, _b) = UnixStream::pair().unwrap();
+        let mut got = peer_groups(&a).unwrap();
+        let mut have: Vec<u32> = nix::unistd::getgroups()
+            .unwrap()
+            .into_iter()
+            .map(|g| g.as_raw())
+            .collect();
+        got.sort_unstable();
+        have.sort_unstable();
+        assert_eq!(got, have);
     }
 
     #[test]

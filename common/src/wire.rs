@@ -382,6 +382,7 @@ kinds! {
     KillD = 98,
     SendD = 99,
     SenderPid = 100,
+    PidCheck = 101,
 }
 
 /// Every message of the protocol.
@@ -686,7 +687,8 @@ pub enum Message {
         pids: Vec<PidRecord>,
     },
     /// `kill_d` on a session with the worker on the target's host: signal
-    /// the process `pid` if its start time is still `starttime`.
+    /// the process `pid` if its start time is still `starttime` and it is
+    /// registered there (the worker asks its dipcd, `PidCheck`).
     KillD {
         pid: i32,
         starttime: u64,
@@ -706,6 +708,13 @@ pub enum Message {
     /// claim another's pid_d.
     SenderPid {
         pid_d: i64,
+    },
+    /// A worker asks its host's dipcd whether the process `{pid,
+    /// starttime}` is registered (`kill_d` reaches registered processes
+    /// only). The reply is `Done { value: pid_d }`, or `ESRCH`.
+    PidCheck {
+        pid: i32,
+        starttime: u64,
     },
 }
 
@@ -774,6 +783,7 @@ impl Message {
             Message::KillD { .. } => Kind::KillD,
             Message::SendD { .. } => Kind::SendD,
             Message::SenderPid { .. } => Kind::SenderPid,
+            Message::PidCheck { .. } => Kind::PidCheck,
         }
     }
 
@@ -1104,6 +1114,10 @@ impl Message {
                 w.i32(*pid);
                 w.u64(*starttime);
                 w.i32(*sig);
+            }
+            Message::PidCheck { pid, starttime } => {
+                w.i32(*pid);
+                w.u64(*starttime);
             }
             Message::SendD {
                 mailbox,
@@ -1516,6 +1530,10 @@ impl Message {
             },
             Kind::SenderPid => Message::SenderPid {
                 pid_d: r.i64("pid_d")?,
+            },
+            Kind::PidCheck => Message::PidCheck {
+                pid: r.i32("pid")?,
+                starttime: r.u64("starttime")?,
             },
         };
         if !r.buf.is_empty() {
@@ -2217,6 +2235,10 @@ mod tests {
                 flags: 0,
             },
             Message::SenderPid { pid_d: 3 },
+            Message::PidCheck {
+                pid: 99,
+                starttime: 7,
+            },
         ]
     }
 
@@ -2435,6 +2457,8 @@ mod tests {
             any::<i32>().prop_map(|mailbox| Message::Register { mailbox }),
             any::<i64>().prop_map(|pid_d| Message::PidLookup { pid_d }),
             any::<i64>().prop_map(|pid_d| Message::SenderPid { pid_d }),
+            (any::<i32>(), any::<u64>())
+                .prop_map(|(pid, starttime)| Message::PidCheck { pid, starttime }),
             Just(Message::ListPids),
             (any::<i32>(), any::<u64>(), any::<i32>()).prop_map(|(pid, starttime, sig)| {
                 Message::KillD {

@@ -32,7 +32,7 @@ use dipc_common::auth::{client_handshake, Secret};
 use dipc_common::channel::Channel;
 use dipc_common::config::Config;
 use dipc_common::net::{connect_from, tune_tcp};
-use dipc_common::sys::{groups_of, send_fd, PeerCred};
+use dipc_common::sys::{peer_groups, send_fd, PeerCred};
 use dipc_common::wire::{Message, Role};
 use log::{debug, info};
 use std::net::{SocketAddr, TcpStream};
@@ -43,7 +43,7 @@ use std::os::unix::net::UnixStream;
 pub fn open_session(
     config: &Config,
     secret: &Secret,
-    cred: PeerCred,
+    (cred, groups): (PeerCred, Vec<u32>),
     pid_d: i64,
     host: SocketAddr,
 ) -> Result<Channel<TcpStream>, Message> {
@@ -70,7 +70,7 @@ pub fn open_session(
         pid: cred.pid,
         uid: cred.uid,
         gid: cred.gid,
-        groups: groups_of(cred.pid),
+        groups,
     };
     // Both at once: the worker answers them in order, and a session that
     // opens takes one round trip after the handshake instead of two.
@@ -107,10 +107,20 @@ pub fn serve(
     config: &Config,
     secret: &Secret,
 ) -> i32 {
+    // The groups the kernel recorded when the application connected, with
+    // its uid and gid (SO_PEERCRED): what /proc shows for its pid now may
+    // be another process's, or groups it took on since.
+    let groups = peer_groups(&client);
     let mut app = Channel::new(client, config.max_frame);
-    let reply = match req {
-        Message::Connect { target } => open_session(config, secret, cred, pid_d, target),
-        other => Err(Message::error(
+    let reply = match (req, groups) {
+        (_, Err(e)) => Err(Message::error(
+            e.raw_os_error().unwrap_or(libc::EIO),
+            format!("the application's groups (SO_PEERGROUPS): {e}"),
+        )),
+        (Message::Connect { target }, Ok(groups)) => {
+            open_session(config, secret, (cred, groups), pid_d, target)
+        }
+        (other, Ok(_)) => Err(Message::error(
             libc::EINVAL,
             format!("an employer does not take {} messages", other.kind().name()),
         )),

@@ -43,7 +43,12 @@ pub fn get(ops: &KindOps, key: i32, flags: i32, size: u64) -> Result<i32, Errno>
     let me = state::config().map_err(client_errno)?.front_end_addr();
     // A second round only after clearing a stale entry (below).
     for _ in 0..2 {
-        let reply = state::control(&Message::KeyGet { kind, key, flags }).map_err(client_errno)?;
+        // The grant, if this host wins the creation, belongs to this
+        // connection: the commit or abort must go on it.
+        let mut ctl = state::control_conn().map_err(client_errno)?;
+        let reply = ctl
+            .call(&Message::KeyGet { kind, key, flags })
+            .map_err(client_errno)?;
         let Message::KeyOwner {
             owner,
             id,
@@ -53,27 +58,9 @@ pub fn get(ops: &KindOps, key: i32, flags: i32, size: u64) -> Result<i32, Errno>
             return Err(libc::EPROTO);
         };
         if id == -1 {
-            // This host won the creation: make the real structure here.
-            let id = match (ops.get)(key, flags | libc::IPC_CREAT, size) {
-                Ok(id) => id,
-                Err(e) => {
-                    let _ = state::control(&Message::KeyAbort { kind, key });
-                    return Err(e);
-                }
-            };
-            let commit = Message::KeyCommit {
-                kind,
-                key,
-                id,
-                creator_uid: 0, // dipcd fills in the caller's uid
-            };
-            if let Err(e) = state::control(&commit) {
-                let _ = (ops.rmid)(id);
-                return Err(client_errno(e));
-            }
-            state::set_route(kind, id, Route::Owned { key });
-            return Ok(id);
+            return create(ops, &mut ctl, key, flags, size);
         }
+        drop(ctl);
         if owner == me {
             // Ours: the kernel checks permissions as for any *get.
             match (ops.get)(key, flags & !(libc::IPC_CREAT | libc::IPC_EXCL), size) {
@@ -113,6 +100,51 @@ pub fn get(ops: &KindOps, key: i32, flags: i32, size: u64) -> Result<i32, Errno>
         return Ok(local_id);
     }
     Err(libc::ENOENT)
+}
+
+/// This host won the creation of `key`: makes the real structure here and
+/// commits it on `ctl`, the connection the grant came on. dipcd takes the
+/// commit only for a structure of that key that this process made (see
+/// the back_end's `grants`), so the structure is made with `IPC_EXCL`
+/// first: one that already carries the key on this host (made without
+/// dipc) is used as a get without `IPC_EXCL` would, but never removed if
+/// its commit is refused.
+fn create(
+    ops: &KindOps,
+    ctl: &mut state::ControlConn,
+    key: i32,
+    flags: i32,
+    size: u64,
+) -> Result<i32, Errno> {
+    let kind = ops.kind;
+    let made = match (ops.get)(key, flags | libc::IPC_CREAT | libc::IPC_EXCL, size) {
+        Ok(id) => Ok((id, true)),
+        Err(libc::EEXIST) if flags & libc::IPC_EXCL == 0 => {
+            (ops.get)(key, flags & !libc::IPC_CREAT, size).map(|id| (id, false))
+        }
+        Err(e) => Err(e),
+    };
+    let (id, ours) = match made {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = ctl.call(&Message::KeyAbort { kind, key });
+            return Err(e);
+        }
+    };
+    let commit = Message::KeyCommit {
+        kind,
+        key,
+        id,
+        creator_uid: 0, // dipcd fills in the caller's uid
+    };
+    if let Err(e) = ctl.call(&commit) {
+        if ours {
+            let _ = (ops.rmid)(id);
+        }
+        return Err(client_errno(e));
+    }
+    state::set_route(kind, id, Route::Owned { key });
+    Ok(id)
 }
 
 /// Where `id` lives. An id this process has not had from [`get`] is looked

@@ -134,7 +134,9 @@ pub fn regist() -> io::Result<PidD> {
         return Err(io::Error::last_os_error());
     }
     match state::control(&Message::Register { mailbox }) {
-        Ok(Message::Registered { pid_d, mailbox: m }) => {
+        // A pid_d is positive (the referee's counter starts at 1 and never
+        // wraps); anything else is not one to hand to the program.
+        Ok(Message::Registered { pid_d, mailbox: m }) if pid_d > 0 => {
             if m != mailbox {
                 // dipcd knew this process already (with that mailbox).
                 let _ = sysv::msgctl_rmid(mailbox);

@@ -134,6 +134,45 @@ pub fn forget_route(kind: IpcKind, id: i32) {
 
 /// A key look-up or other short request to this host's dipcd.
 pub fn control(msg: &Message) -> Result<Message, ClientError> {
+    control_conn()?.call(msg)
+}
+
+/// A connection to this host's dipcd held for requests that must travel
+/// on one connection: a key's creation is granted to the connection that
+/// asked, and only its commit or abort on that connection counts (if it
+/// closes first, dipcd gives the creation up). Back to the pool when
+/// dropped, unless it failed.
+pub struct ControlConn {
+    c: Option<Client>,
+}
+
+impl ControlConn {
+    pub fn call(&mut self, msg: &Message) -> Result<Message, ClientError> {
+        let Some(c) = self.c.as_mut() else {
+            return Err(ClientError::Unexpected("control connection lost"));
+        };
+        let r = c.call(msg);
+        // A connection that failed is dropped; one that carried an error
+        // reply is fine.
+        if matches!(r, Err(ClientError::Channel(_))) {
+            self.c = None;
+        }
+        r
+    }
+}
+
+impl Drop for ControlConn {
+    fn drop(&mut self) {
+        if let Some(c) = self.c.take() {
+            if let Some(p) = pools().as_mut() {
+                p.control.push(c);
+            }
+        }
+    }
+}
+
+/// A control connection of this process's pool, or a new one.
+pub fn control_conn() -> Result<ControlConn, ClientError> {
     let pooled = pools().as_mut().and_then(|p| {
         // Connections to a dipcd that has since restarted are dropped.
         while let Some(c) = p.control.pop() {
@@ -143,19 +182,11 @@ pub fn control(msg: &Message) -> Result<Message, ClientError> {
         }
         None
     });
-    let mut c = match pooled {
+    let c = match pooled {
         Some(c) => c,
         None => Client::for_config(config()?)?,
     };
-    let r = c.call(msg);
-    // A connection that failed is dropped; one that carried an error reply
-    // is fine.
-    if !matches!(r, Err(ClientError::Channel(_))) {
-        if let Some(p) = pools().as_mut() {
-            p.control.push(c);
-        }
-    }
-    r
+    Ok(ControlConn { c: Some(c) })
 }
 
 /// A call on a structure owned by `owner`. `may_block` calls wait as long

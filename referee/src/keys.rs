@@ -73,6 +73,14 @@ impl KeyTable {
     ) -> Vec<Reply> {
         let creat = flags & libc::IPC_CREAT != 0;
         let excl = flags & libc::IPC_EXCL != 0;
+        if key == libc::IPC_PRIVATE {
+            // Every get of it makes a new structure: it names none to share.
+            return vec![(
+                conn,
+                req,
+                Message::error(libc::EINVAL, "IPC_PRIVATE is not a distributed key"),
+            )];
+        }
         match self.keys.get_mut(&(kind, key)) {
             None if creat => {
                 self.keys.insert(
@@ -140,6 +148,16 @@ impl KeyTable {
         conn: usize,
         req: u64,
     ) -> Vec<Reply> {
+        if id < 0 {
+            // -1 is what a grant says ("create it"), never a structure's id;
+            // recorded, it would make every later get a grant that no one
+            // can commit.
+            return vec![(
+                conn,
+                req,
+                Message::error(libc::EINVAL, format!("{id} is not a structure's id")),
+            )];
+        }
         let Some(e) = self.keys.get_mut(&(kind, key)) else {
             return vec![(
                 conn,
@@ -358,6 +376,30 @@ mod tests {
         assert_eq!(t.list(now).len(), 1);
         assert_eq!(t.remove(IpcKind::Msg, 5, 42, h1), Removal::Removed);
         assert!(t.list(now).is_empty());
+    }
+
+    #[test]
+    fn ipc_private_and_negative_ids_are_refused() {
+        let h1 = "10.0.0.1:7100".parse().unwrap();
+        let now = Instant::now();
+        let mut t = KeyTable::default();
+        for flags in [0, CREAT, EXCL] {
+            let r = t.get(IpcKind::Shm, libc::IPC_PRIVATE, flags, h1, (1, 1), now);
+            assert_eq!(errno(&r[0].2), libc::EINVAL);
+        }
+        assert!(t.list(now).is_empty());
+        // A grant committed with -1 (or any negative id) stays pending:
+        // it is never recorded as the key's structure.
+        t.get(IpcKind::Msg, 0x7a7a, CREAT, h1, (1, 2), now);
+        for bad in [-1, i32::MIN] {
+            let r = t.commit(IpcKind::Msg, 0x7a7a, bad, 1000, 1, 3);
+            assert_eq!(errno(&r[0].2), libc::EINVAL);
+        }
+        assert!(t.list(now).is_empty());
+        // Its creator may still commit the real one.
+        let r = t.commit(IpcKind::Msg, 0x7a7a, 7, 1000, 1, 4);
+        assert!(matches!(r[0].2, Message::Done { .. }));
+        assert_eq!(t.list(now).len(), 1);
     }
 
     #[test]

@@ -11,6 +11,17 @@
 //! records go too (a dipcd that only lost its link restores them when it
 //! joins again, with their pid_d).
 //!
+//! pid_d values come from the counter only, and it never wraps: it stops
+//! at [`MAX_PID_D`] (2^53 - 1, exact wherever a pid_d is read as a JSON
+//! number, and more registrations than any cluster makes) and refuses new
+//! registrations from then on (`EAGAIN`). A restore names a pid_d the
+//! host had from a referee: it must be in `1..=MAX_PID_D`, and above the
+//! counter only during [`RESTORE_WINDOW`] after this referee started (a
+//! restarted referee's counter starts afresh, and the hosts restore their
+//! processes as soon as their links are back); later, only ids this
+//! counter gave out can come back. So no host can make the counter jump
+//! to the end of its range, and no pid_d is negative.
+//!
 //! The table is not secret: any process may look any pid_d up (it must,
 //! to send it a signal or a message), so listing it reveals nothing more,
 //! much like `ps`.
@@ -18,7 +29,16 @@
 use dipc_common::wire::PidRecord;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// The largest pid_d: 2^53 - 1.
+pub const MAX_PID_D: i64 = (1 << 53) - 1;
+
+/// How long after the referee starts a restore may name a pid_d its
+/// counter has not reached: hosts whose link broke when the previous
+/// referee stopped reconnect within their backoff (at most 5 s) plus a
+/// handshake; this leaves them ample time.
+pub const RESTORE_WINDOW: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
 struct Entry {
@@ -47,7 +67,10 @@ pub type Refusal = (i32, String);
 
 #[derive(Debug)]
 pub struct PidTable {
+    /// The next pid_d to give; at most `MAX_PID_D + 1`.
     next: i64,
+    /// When this referee started (see [`RESTORE_WINDOW`]).
+    started: Instant,
     pids: BTreeMap<i64, Entry>,
     /// pid_d by host and pid, so one process has one record.
     by_proc: HashMap<(SocketAddr, i32), i64>,
@@ -55,15 +78,20 @@ pub struct PidTable {
 
 impl Default for PidTable {
     fn default() -> Self {
-        PidTable {
-            next: 1,
-            pids: BTreeMap::new(),
-            by_proc: HashMap::new(),
-        }
+        PidTable::new(Instant::now())
     }
 }
 
 impl PidTable {
+    pub fn new(started: Instant) -> PidTable {
+        PidTable {
+            next: 1,
+            started,
+            pids: BTreeMap::new(),
+            by_proc: HashMap::new(),
+        }
+    }
+
     /// Records a process of `host` (registered over connection `conn`);
     /// returns its pid_d.
     ///
@@ -81,6 +109,21 @@ impl PidTable {
         if r.pid <= 0 || r.pid_d < 0 {
             return Err((libc::EINVAL, format!("bad registration {r:?}")));
         }
+        if r.pid_d > MAX_PID_D {
+            return Err((
+                libc::EINVAL,
+                format!("pid_d {} is beyond the largest, {MAX_PID_D}", r.pid_d),
+            ));
+        }
+        if r.pid_d >= self.next && now.duration_since(self.started) > RESTORE_WINDOW {
+            return Err((
+                libc::EINVAL,
+                format!(
+                    "pid_d {} was never given out by this referee (its counter is at {})",
+                    r.pid_d, self.next
+                ),
+            ));
+        }
         if let Some(&old) = self.by_proc.get(&(host, r.pid)) {
             match self.pids.get_mut(&old) {
                 Some(e) if e.starttime == r.starttime && (r.pid_d == 0 || r.pid_d == old) => {
@@ -94,7 +137,13 @@ impl PidTable {
         }
         let pid_d = if r.pid_d == 0 {
             let p = self.next;
-            self.next += 1;
+            if p > MAX_PID_D {
+                return Err((
+                    libc::EAGAIN,
+                    format!("every pid_d up to {MAX_PID_D} has been given out"),
+                ));
+            }
+            self.next = p + 1;
             p
         } else {
             // A restore: the pid_d must still be free (a referee that
@@ -105,7 +154,8 @@ impl PidTable {
                     format!("pid_d {} belongs to another process now", r.pid_d),
                 ));
             }
-            self.next = self.next.max(r.pid_d.saturating_add(1));
+            // r.pid_d <= MAX_PID_D, so this cannot overflow.
+            self.next = self.next.max(r.pid_d + 1);
             r.pid_d
         };
         self.pids.insert(
@@ -235,6 +285,46 @@ mod tests {
         assert!(t.lookup(p, now).is_some(), "a refused uregist removed it");
         t.unregister(p, h1, 100).unwrap();
         assert_eq!(t.unregister(p, h1, 100).unwrap_err().0, libc::ESRCH);
+    }
+
+    #[test]
+    fn pid_ds_never_wrap_and_restores_stay_in_range() {
+        let h: SocketAddr = "10.0.0.1:7100".parse().unwrap();
+        let start = Instant::now();
+        let mut t = PidTable::new(start);
+        let restore = |pid, pid_d| Registration {
+            pid_d,
+            ..reg(pid, 1)
+        };
+        for bad in [i64::MAX, MAX_PID_D + 1, -1, i64::MIN] {
+            assert_eq!(
+                t.register(h, 1, restore(100, bad), start).unwrap_err().0,
+                libc::EINVAL,
+                "restore of {bad}"
+            );
+        }
+        // The largest id is taken; then the counter is exhausted, never
+        // wrapped.
+        assert_eq!(
+            t.register(h, 1, restore(100, MAX_PID_D), start),
+            Ok(MAX_PID_D)
+        );
+        assert_eq!(
+            t.register(h, 1, reg(101, 1), start).unwrap_err().0,
+            libc::EAGAIN
+        );
+        assert!(t.list(start).iter().all(|r| r.pid_d > 0));
+        // After the restore window only ids the counter gave out return.
+        let later = start + RESTORE_WINDOW + Duration::from_secs(1);
+        let mut t = PidTable::new(start);
+        let a = t.register(h, 1, reg(100, 1), start).unwrap();
+        assert_eq!(t.conn_closed(1), 1);
+        assert_eq!(t.register(h, 2, restore(100, a), later), Ok(a));
+        assert_eq!(
+            t.register(h, 2, restore(101, a + 1), later).unwrap_err().0,
+            libc::EINVAL
+        );
+        assert_eq!(t.register(h, 2, reg(102, 1), later), Ok(a + 1));
     }
 
     #[test]

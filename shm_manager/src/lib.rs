@@ -319,7 +319,14 @@ impl<'a> Manager<'a> {
 
     fn first_frame(&mut self, t: usize, mut p: Pending, rid: u64, msg: Message) {
         let _ = self.poll.registry().deregister(&mut p.stream);
-        let cred = sys::peer_cred(&p.stream);
+        // The peer's groups as the kernel recorded them when it connected
+        // (not /proc/PID later, when the pid may be another process's).
+        let cred = sys::peer_cred(&p.stream).and_then(|c| {
+            Ok(Caller {
+                cred: c,
+                groups: sys::peer_groups(&p.stream)?,
+            })
+        });
         // A TCP connection a worker passes comes with its secure channel's
         // state, and only such a connection does: the manager carries on
         // the caller's channel, sealed as before.
@@ -369,7 +376,7 @@ impl<'a> Manager<'a> {
         };
         let reply = match (msg, cred) {
             (_, Err(e)) => Message::error(libc::EPERM, format!("no peer credentials: {e}")),
-            (Message::ShmQuery { id }, Ok(cred)) if id == self.id => self.query(cred),
+            (Message::ShmQuery { id }, Ok(cred)) if id == self.id => self.query(&cred),
             (
                 Message::ShmAttach {
                     id,
@@ -377,7 +384,7 @@ impl<'a> Manager<'a> {
                     handover,
                 },
                 Ok(cred),
-            ) if id == self.id => match self.permitted(cred, readonly) {
+            ) if id == self.id => match self.permitted(&cred, readonly) {
                 Ok(()) => {
                     part.readonly = readonly;
                     part.closing = false;
@@ -388,8 +395,8 @@ impl<'a> Manager<'a> {
                         "shm manager {}: participant {t} attached from {} (pid {} uid {}){}",
                         self.id,
                         part.host,
-                        cred.pid,
-                        cred.uid,
+                        cred.cred.pid,
+                        cred.cred.uid,
                         if readonly { ", read-only" } else { "" }
                     );
                     Message::ShmAttached {
@@ -423,19 +430,19 @@ impl<'a> Manager<'a> {
     /// The kernel's rule for attaching (ipcperms): read, and write unless
     /// read-only, for the caller's class (owner, group, other); root may
     /// do anything.
-    fn permitted(&self, cred: PeerCred, readonly: bool) -> Result<(), Message> {
+    fn permitted(&self, caller: &Caller, readonly: bool) -> Result<(), Message> {
         let perm = sysv::shmctl_stat(self.id)
             .map_err(|e| Message::error(e, format!("IPC_STAT of segment {}", self.id)))?
             .perm;
         let want = if readonly { 4 } else { 6 };
-        if cred.uid == 0 || allowed(&perm, cred, want) {
+        if caller.cred.uid == 0 || allowed(&perm, caller, want) {
             Ok(())
         } else {
             Err(Message::error(
                 libc::EACCES,
                 format!(
                     "uid {} may not attach segment {}{}",
-                    cred.uid,
+                    caller.cred.uid,
                     self.id,
                     if readonly { " read-only" } else { "" }
                 ),
@@ -443,8 +450,8 @@ impl<'a> Manager<'a> {
         }
     }
 
-    fn query(&self, cred: PeerCred) -> Message {
-        if let Err(reply) = self.permitted(cred, true) {
+    fn query(&self, caller: &Caller) -> Message {
+        if let Err(reply) = self.permitted(caller, true) {
             return reply;
         }
         let mut hosts: Vec<SocketAddr> = Vec::new();
@@ -700,14 +707,22 @@ fn page_size() -> usize {
     }
 }
 
+/// Who is at the other end of a local connection: SO_PEERCRED and
+/// SO_PEERGROUPS, both as of its `connect`.
+struct Caller {
+    cred: PeerCred,
+    groups: Vec<u32>,
+}
+
 /// ipcperms for a non-root caller: the permission bits of the caller's
 /// class must include all of `want` (4 read, 2 write).
-fn allowed(perm: &IpcPerm, cred: PeerCred, want: u32) -> bool {
+fn allowed(perm: &IpcPerm, caller: &Caller, want: u32) -> bool {
+    let cred = caller.cred;
     let bits = if cred.uid == perm.uid || cred.uid == perm.cuid {
         perm.mode >> 6
     } else if [perm.gid, perm.cgid]
         .iter()
-        .any(|g| *g == cred.gid || sys::groups_of(cred.pid).contains(g))
+        .any(|g| *g == cred.gid || caller.groups.contains(g))
     {
         perm.mode >> 3
     } else {
@@ -731,14 +746,20 @@ mod tests {
             mode: 0o640,
             seq: 0,
         };
-        let cred = |uid, gid| PeerCred {
-            pid: std::process::id() as i32,
-            uid,
-            gid,
+        let cred = |uid, gid, groups: &[u32]| Caller {
+            cred: PeerCred {
+                pid: std::process::id() as i32,
+                uid,
+                gid,
+            },
+            groups: groups.to_vec(),
         };
-        assert!(allowed(&perm, cred(1000, 5), 6));
-        assert!(allowed(&perm, cred(2000, 1000), 4));
-        assert!(!allowed(&perm, cred(2000, 1000), 6));
-        assert!(!allowed(&perm, cred(2000, 2000), 4));
+        assert!(allowed(&perm, &cred(1000, 5, &[]), 6));
+        assert!(allowed(&perm, &cred(2000, 1000, &[]), 4));
+        assert!(!allowed(&perm, &cred(2000, 1000, &[]), 6));
+        assert!(!allowed(&perm, &cred(2000, 2000, &[]), 4));
+        // A supplementary group counts as the group.
+        assert!(allowed(&perm, &cred(2000, 2000, &[7, 1000]), 4));
+        assert!(!allowed(&perm, &cred(2000, 2000, &[7]), 4));
     }
 }

@@ -38,7 +38,22 @@ fn free(config: &Config, kind: IpcKind, key: i32, id: i32) {
 /// gone, or names another structure than the referee's `id`, the
 /// referee's entry is freed before the reply, so that the caller's next
 /// look-up of the key finds it free.
+///
+/// `IPC_PRIVATE` is refused (`EINVAL`): it names no existing structure, a
+/// get of it always creates a fresh private one, and no distributed key is
+/// private (the library makes `IPC_PRIVATE` a plain local get). Taken
+/// here, it would let a caller on another host create structures on this
+/// one, without limit and outside the referee's table.
 pub fn get(config: &Config, kind: IpcKind, key: i32, id: i32, flags: i32, size: u64) -> Message {
+    if key == libc::IPC_PRIVATE {
+        return Message::error(
+            libc::EINVAL,
+            format!(
+                "IPC_PRIVATE is not a distributed key: a {} get of it from another host is refused",
+                kind.name()
+            ),
+        );
+    }
     let r = sysv::get(kind, key, size, flags & 0o777);
     let stale = match r {
         Ok(have) => have != id,

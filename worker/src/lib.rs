@@ -13,7 +13,8 @@
 //!
 //! It also delivers `kill_d` signals and `dipc_send` messages to processes
 //! of this host ([`pids`]), as the caller, so the kernel applies its
-//! permission rules to the caller's uid.
+//! permission rules to the caller's uid; a signal goes only to a process
+//! this host's dipcd has registered.
 
 mod keys;
 mod msg;
@@ -60,6 +61,7 @@ pub fn serve(stream: TcpStream, peer: IpAddr, config: &Config, secret: &Secret) 
         }
     };
     let mut caller: Option<i32> = None;
+    let mut dipcd = pids::Dipcd::default();
     // The caller's pid_d, as its dipcd vouched for it (0: not registered).
     let mut sender: Option<i64> = None;
     loop {
@@ -142,6 +144,11 @@ pub fn serve(stream: TcpStream, peer: IpAddr, config: &Config, secret: &Secret) 
                 Err(reply) => reply,
             },
             Message::ShmCtl { id: sid, cmd, set } => shm::ctl(config, sid, cmd, set),
+            Message::KillD {
+                pid,
+                starttime,
+                sig,
+            } => pids::kill(config, &mut dipcd, pid, starttime, sig),
             Message::ShmQuery { id: sid } => shm::query(config, sid),
             Message::IpcGet {
                 kind,
@@ -211,11 +218,6 @@ fn local_call(config: &Config, path: &std::path::Path, msg: &Message) -> Result<
 /// call's own (to every operation of a `semop`).
 fn handle(req: &Message, sender: i64, extra: i32) -> Message {
     match req {
-        Message::KillD {
-            pid,
-            starttime,
-            sig,
-        } => pids::kill(*pid, *starttime, *sig),
         Message::SendD {
             mailbox,
             data,

@@ -58,6 +58,39 @@
 //!   (`send: ...`). Withstood if the second `SenderPid` is refused (what
 //!   the message was typed with is for the receiver to check).
 //!
+//! Attacks on the tables only their owners may change (keys, pids, whom a
+//! worker may reach):
+//!
+//! - `commit-bogus KIND KEY --id ID`: on one connection to dipcd, asks to
+//!   create `KEY` (`grant: owner ADDR id -1`, or the reply) and commits
+//!   it with `ID`, which is not the structure it made (`commit: ...`).
+//!   Withstood if the commit is refused.
+//! - `claim-hold KIND KEY [--hold-ms N] [--keep]`: asks to create `KEY`
+//!   (`grant: ...`), then closes its connection to dipcd without
+//!   committing and lives on for N ms (`holding`). What it shows is how
+//!   soon other hosts may create the key; exits 0 once it has held. With
+//!   `--keep` it keeps the connection instead, and after N ms makes the
+//!   structure and commits it there (`late commit: ...`), then removes
+//!   it; withstood if a commit later than `request_ms` is refused.
+//! - `remote-private TARGET [--kind KIND]`: an `IpcGet` of `IPC_PRIVATE`
+//!   on a session to `TARGET` (`remote get: ...`), and a `KeyGet` of it at
+//!   dipcd (`dipcd get: ...`). Withstood if both are refused.
+//! - `restore-pid-d PID_D [--port P]` (root: it reads the cluster
+//!   secret): joins the referee as this host's address with port P (a
+//!   host of its own), restores a registration with `PID_D`
+//!   (`restore: ...`), then registers two new processes (`new: ...`).
+//!   Withstood if the restore is refused and both new pid_d are positive
+//!   and distinct.
+//! - `kill-pid TARGET PID [--sig N]`: `KillD` of the process `PID` on
+//!   `TARGET` (its start time read from /proc: the simulated hosts share
+//!   one), registered or not (`kill: ...`). Withstood if refused.
+//! - `peer-groups TARGET --id ID --gid G` (root): connects to dipcd as
+//!   uid/gid 65534 with no supplementary groups, then takes group `G`
+//!   before it asks for a session to `TARGET`, and asks `IPC_STAT` of
+//!   queue `ID` there (`stat: ...`). Withstood if the session has only
+//!   the groups the process had when it connected (`EACCES` for a 0660
+//!   queue of group G).
+//!
 //! And attacks on connections between hosts, without dipcd's help:
 //!
 //! - `referee-role [--as ADDR]` (root: it reads the cluster secret):
@@ -164,6 +197,59 @@ enum Command {
         #[arg(long)]
         register: bool,
     },
+    /// Commit a key's creation with an id that is not the structure made
+    CommitBogus {
+        #[arg(value_enum)]
+        kind: KindArg,
+        #[arg(value_parser = parse_key)]
+        key: i32,
+        /// The id to commit
+        #[arg(long, allow_negative_numbers = true)]
+        id: i32,
+    },
+    /// Ask to create a key, then close the connection without committing
+    ClaimHold {
+        #[arg(value_enum)]
+        kind: KindArg,
+        #[arg(value_parser = parse_key)]
+        key: i32,
+        /// How long to live on after closing the connection
+        #[arg(long, default_value_t = 8000)]
+        hold_ms: u64,
+        /// Keep the connection, and commit after N ms
+        #[arg(long)]
+        keep: bool,
+    },
+    /// A get of IPC_PRIVATE sent to a worker on TARGET, and to dipcd
+    RemotePrivate {
+        target: SocketAddr,
+        #[arg(long, value_enum, default_value_t = KindArg::Msg)]
+        kind: KindArg,
+    },
+    /// Restore a registration with PID_D at the referee, then register anew
+    RestorePidD {
+        #[arg(allow_negative_numbers = true)]
+        pid_d: i64,
+        /// The port of the host this joins as (this host's address)
+        #[arg(long, default_value_t = 7999)]
+        port: u16,
+    },
+    /// KillD of any process PID on TARGET
+    KillPid {
+        target: SocketAddr,
+        pid: i32,
+        #[arg(long, default_value_t = libc::SIGKILL)]
+        sig: i32,
+    },
+    /// Take a group after connecting to dipcd, then open a session
+    PeerGroups {
+        target: SocketAddr,
+        /// A queue on TARGET (the owner's id), mode 0660, group G
+        #[arg(long)]
+        id: i32,
+        #[arg(long)]
+        gid: u32,
+    },
     /// Handshakes with the referee as what this host is not
     RefereeRole {
         /// The host address to claim [default: 10.66.0.2:7100]
@@ -191,6 +277,32 @@ enum Command {
 enum RoleArg {
     Employer,
     Host,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum KindArg {
+    Msg,
+    Sem,
+    Shm,
+}
+
+impl KindArg {
+    fn kind(self) -> IpcKind {
+        match self {
+            KindArg::Msg => IpcKind::Msg,
+            KindArg::Sem => IpcKind::Sem,
+            KindArg::Shm => IpcKind::Shm,
+        }
+    }
+}
+
+/// A key: decimal, or hexadecimal with 0x.
+fn parse_key(s: &str) -> Result<i32, String> {
+    match s.strip_prefix("0x") {
+        Some(hex) => u32::from_str_radix(hex, 16).map(|k| k as i32),
+        None => s.parse::<i32>(),
+    }
+    .map_err(|e| format!("key {s:?}: {e}"))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -235,6 +347,23 @@ fn main() -> ExitCode {
             forge,
             register,
         } => send_d(&config, pid_d, forge, register),
+        Command::CommitBogus { kind, key, id } => commit_bogus(&config, kind.kind(), key, id),
+        Command::ClaimHold {
+            kind,
+            key,
+            hold_ms,
+            keep,
+        } => claim_hold(
+            &config,
+            kind.kind(),
+            key,
+            Duration::from_millis(hold_ms),
+            keep,
+        ),
+        Command::RemotePrivate { target, kind } => remote_private(&config, target, kind.kind()),
+        Command::RestorePidD { pid_d, port } => restore_pid_d(&config, pid_d, port),
+        Command::KillPid { target, pid, sig } => kill_pid(&config, target, pid, sig),
+        Command::PeerGroups { target, id, gid } => peer_groups(&config, target, id, gid),
         Command::RefereeRole { claim, drop } => referee_role(&config, claim, drop.as_deref()),
         Command::WrongSecret { target, role } => wrong_secret(&config, target, role),
         Command::Plain { target, frame } => plain(target, frame),
@@ -514,7 +643,16 @@ struct Session {
 }
 
 fn open_session(config: &Config, target: SocketAddr) -> Result<Session, String> {
-    let mut ch = dipcd(config).map_err(|e| format!("dipcd: {e}"))?;
+    let ch = dipcd(config).map_err(|e| format!("dipcd: {e}"))?;
+    session_over(config, ch, target)
+}
+
+/// A session opened with `Connect` on `ch`, a connection to dipcd.
+fn session_over(
+    config: &Config,
+    mut ch: Channel<UnixStream>,
+    target: SocketAddr,
+) -> Result<Session, String> {
     let (pid_d, keys) = match ch.call(1, &Message::Connect { target }) {
         Ok(Message::SessionReady { pid_d, keys }) => (pid_d, keys),
         Ok(other) => return Err(format!("connect to {target}: {}", show(&other))),
@@ -1043,4 +1181,256 @@ fn plain(target: SocketAddr, frame: FrameArg) -> u8 {
     }
     println!("end: {end}");
     verdict(end.closed() && only_refusals)
+}
+
+/// Asks dipcd, on `ch`, to create `key` of `kind`; prints the answer as
+/// `grant: ...`. Whether this process was granted the creation.
+fn claim(ch: &mut Channel<UnixStream>, kind: IpcKind, key: i32) -> Result<bool, String> {
+    let get = Message::KeyGet {
+        kind,
+        key,
+        flags: libc::IPC_CREAT | 0o666,
+    };
+    match ch.call(1, &get) {
+        Ok(Message::KeyOwner { owner, id, .. }) => {
+            println!("grant: owner {owner} id {id}");
+            Ok(id == -1)
+        }
+        Ok(other) => {
+            println!("grant: {}", show(&other));
+            Ok(false)
+        }
+        Err(e) => Err(format!("KeyGet: {e}")),
+    }
+}
+
+fn commit_bogus(config: &Config, kind: IpcKind, key: i32, id: i32) -> u8 {
+    println!("uid {}", uid());
+    let mut ch = match dipcd(config) {
+        Ok(ch) => ch,
+        Err(e) => return not_tried("dipcd", &e),
+    };
+    match claim(&mut ch, kind, key) {
+        Ok(true) => {}
+        Ok(false) => return not_tried("claim", &"this process was not granted the creation"),
+        Err(e) => return not_tried("claim", &e),
+    }
+    let commit = Message::KeyCommit {
+        kind,
+        key,
+        id,
+        creator_uid: 0,
+    };
+    let r = ch.call(2, &commit).map_err(|e| e.to_string());
+    println!("commit: {}", shown(&r));
+    verdict(is_error(&r, None))
+}
+
+fn claim_hold(config: &Config, kind: IpcKind, key: i32, hold: Duration, keep: bool) -> u8 {
+    println!("uid {}", uid());
+    let mut ch = match dipcd(config) {
+        Ok(ch) => ch,
+        Err(e) => return not_tried("dipcd", &e),
+    };
+    match claim(&mut ch, kind, key) {
+        Ok(true) => {}
+        Ok(false) => return not_tried("claim", &"this process was not granted the creation"),
+        Err(e) => return not_tried("claim", &e),
+    }
+    if !keep {
+        drop(ch);
+        println!("holding");
+        std::thread::sleep(hold);
+        return WITHSTOOD;
+    }
+    println!("holding");
+    std::thread::sleep(hold);
+    let size = match kind {
+        IpcKind::Msg => 0,
+        IpcKind::Sem => 1,
+        IpcKind::Shm => 4096,
+    };
+    let id = match dipc_common::sysv::get(kind, key, size, libc::IPC_CREAT | libc::IPC_EXCL | 0o600)
+    {
+        Ok(id) => id,
+        Err(e) => return not_tried("create", &Errno::from_raw(e)),
+    };
+    let commit = Message::KeyCommit {
+        kind,
+        key,
+        id,
+        creator_uid: 0,
+    };
+    let r = ch.call(2, &commit).map_err(|e| e.to_string());
+    println!("late commit: {}", shown(&r));
+    let removed = match kind {
+        IpcKind::Msg => dipc_common::sysv::msgctl_rmid(id),
+        IpcKind::Sem => dipc_common::sysv::semctl_int(id, 0, libc::IPC_RMID, 0).map(|_| ()),
+        IpcKind::Shm => dipc_common::sysv::shmctl_rmid(id),
+    };
+    if let Err(e) = removed {
+        eprintln!(
+            "dipc-attack: remove {} {id}: {}",
+            kind.name(),
+            Errno::from_raw(e)
+        );
+    }
+    verdict(is_error(&r, None))
+}
+
+fn remote_private(config: &Config, target: SocketAddr, kind: IpcKind) -> u8 {
+    println!("uid {}", uid());
+    let mut s = match open_session(config, target) {
+        Ok(s) => s,
+        Err(e) => return not_tried("session", &e),
+    };
+    let size = match kind {
+        IpcKind::Msg => 0,
+        IpcKind::Sem => 1,
+        IpcKind::Shm => 4096,
+    };
+    let remote = s.call(
+        1,
+        &Message::IpcGet {
+            kind,
+            key: libc::IPC_PRIVATE,
+            id: 0,
+            flags: 0o600,
+            size,
+        },
+    );
+    println!("remote get: {}", shown(&remote));
+    let mut ch = match dipcd(config) {
+        Ok(ch) => ch,
+        Err(e) => return not_tried("dipcd", &e),
+    };
+    let get = Message::KeyGet {
+        kind,
+        key: libc::IPC_PRIVATE,
+        flags: libc::IPC_CREAT | 0o600,
+    };
+    let local = ch.call(1, &get).map_err(|e| e.to_string());
+    match &local {
+        Ok(Message::KeyOwner { owner, id, .. }) => println!("dipcd get: owner {owner} id {id}"),
+        other => println!("dipcd get: {}", shown(other)),
+    }
+    verdict(is_error(&remote, None) && is_error(&local, None))
+}
+
+fn restore_pid_d(config: &Config, pid_d: i64, port: u16) -> u8 {
+    println!("uid {}", uid());
+    let secret = match Secret::load(&config.secret_file) {
+        Ok(s) => s,
+        Err(e) => return not_tried("secret", &e),
+    };
+    let me = SocketAddr::new(config.host.address, port);
+    let mut ch = match handshake(config, &secret, config.referee_addr(), Role::Host, me) {
+        Ok(Ok(ch)) => ch,
+        Ok(Err((e, _))) => return not_tried("handshake", &e),
+        Err(e) => return not_tried("handshake", &e),
+    };
+    match ch.call(1, &Message::Join { front_end: me }) {
+        Ok(Message::Joined) => println!("joined as {me}"),
+        Ok(other) => return not_tried("join", &show(&other)),
+        Err(e) => return not_tried("join", &e),
+    }
+    // Pids of no process of this host: the referee takes them as stated.
+    let reg = |pid_d, pid| Message::PidRegister {
+        pid_d,
+        pid,
+        uid: 65534,
+        starttime: 1,
+        mailbox: 0,
+    };
+    let restore = ch
+        .call(2, &reg(pid_d, 4_000_001))
+        .map_err(|e| e.to_string());
+    println!("restore: {}", shown_reg(&restore));
+    let mut fresh = Vec::new();
+    for (i, pid) in [4_000_002, 4_000_003].into_iter().enumerate() {
+        let r = ch
+            .call(3 + i as u64, &reg(0, pid))
+            .map_err(|e| e.to_string());
+        println!("new: {}", shown_reg(&r));
+        fresh.push(r);
+    }
+    let ids: Vec<i64> = fresh
+        .iter()
+        .filter_map(|r| match r {
+            Ok(Message::Registered { pid_d, .. }) => Some(*pid_d),
+            _ => None,
+        })
+        .collect();
+    let good_new = ids.len() == 2 && ids.iter().all(|p| *p > 0) && ids[0] != ids[1];
+    verdict(is_error(&restore, None) && good_new)
+}
+
+fn shown_reg(r: &Result<Message, String>) -> String {
+    match r {
+        Ok(Message::Registered { pid_d, .. }) => format!("registered {pid_d}"),
+        other => shown(other),
+    }
+}
+
+fn kill_pid(config: &Config, target: SocketAddr, pid: i32, sig: i32) -> u8 {
+    println!("uid {}", uid());
+    let starttime = match dipc_common::procs::starttime(pid) {
+        Ok(t) => t,
+        Err(e) => return not_tried("start time", &Errno::from_raw(e)),
+    };
+    let mut s = match open_session(config, target) {
+        Ok(s) => s,
+        Err(e) => return not_tried("session", &e),
+    };
+    let r = s.call(
+        1,
+        &Message::KillD {
+            pid,
+            starttime,
+            sig,
+        },
+    );
+    println!("kill: {}", shown(&r));
+    verdict(is_error(&r, None))
+}
+
+fn peer_groups(config: &Config, target: SocketAddr, id: i32, gid: u32) -> u8 {
+    use nix::unistd::{setegid, seteuid, setgroups, Gid, Uid};
+    println!("uid {}", uid());
+    let nobody = (Uid::from_raw(65534), Gid::from_raw(65534));
+    // Connect as nobody with no groups; the real uid stays root, so the
+    // effective one can come back.
+    if let Err(e) = setgroups(&[])
+        .and_then(|()| setegid(nobody.1))
+        .and_then(|()| seteuid(nobody.0))
+    {
+        return not_tried("become nobody", &e);
+    }
+    let ch = match dipcd(config) {
+        Ok(ch) => ch,
+        Err(e) => return not_tried("dipcd", &e),
+    };
+    // Then take group G, as a process that the connection's pid later
+    // names could have (a recycled pid, or this one after a setgroups).
+    if let Err(e) = seteuid(Uid::from_raw(0))
+        .and_then(|()| setgroups(&[Gid::from_raw(gid)]))
+        .and_then(|()| seteuid(nobody.0))
+    {
+        return not_tried("take the group", &e);
+    }
+    println!("groups now [{gid}]");
+    let mut s = match session_over(config, ch, target) {
+        Ok(s) => s,
+        Err(e) => return not_tried("session", &e),
+    };
+    let r = s.call(
+        1,
+        &Message::MsgCtl {
+            id,
+            cmd: libc::IPC_STAT,
+            set: None,
+        },
+    );
+    println!("stat: {}", shown(&r));
+    verdict(is_error(&r, Some(libc::EACCES)))
 }
