@@ -78,6 +78,13 @@ const FIRST_CLIENT: usize = 16;
 /// pidfds have tokens from `FIRST_CLIENT` up).
 const NO_CLIENT: usize = 0;
 const MAX_CLIENTS: usize = 4096;
+/// Longest request a local client sends: requests name keys, ids, pids
+/// and addresses (the data of a message goes to the kernel or to a worker,
+/// never through dipcd), so a small bound keeps what a client can make
+/// dipcd hold small: its read buffer stays under this, its replies under
+/// two records of it plus the one reply queued past that bound (see
+/// `Framed::server`).
+const LOCAL_REQUEST_MAX: u32 = 64 * 1024;
 /// Creations in progress watched at once (each holds a pidfd); beyond
 /// this a grant is given up at once rather than let a process that asks
 /// for keys without creating them exhaust dipcd's descriptors.
@@ -324,6 +331,35 @@ impl Daemon<'_> {
                             continue;
                         }
                     };
+                    let limit = self.config.limits.clients_per_uid;
+                    if cred.uid != 0
+                        && self
+                            .clients
+                            .values()
+                            .filter(|c| c.cred.uid == cred.uid)
+                            .count()
+                            >= limit
+                    {
+                        warn!(
+                            "refused a local client of uid {} (pid {}): it has {limit} connections (limits.clients_per_uid)",
+                            cred.uid, cred.pid
+                        );
+                        // Said on a fresh socket that has room for it; the
+                        // client's first call gets it as its answer.
+                        let mut f = Framed::new(Stream::Unix(s), self.config.max_frame);
+                        f.queue(
+                            0,
+                            &Message::error(
+                                libc::EAGAIN,
+                                format!(
+                                    "uid {} holds {limit} connections to dipcd (limits.clients_per_uid in dipc.conf)",
+                                    cred.uid
+                                ),
+                            ),
+                        );
+                        let _ = f.flush();
+                        continue;
+                    }
                     let t = self.next_token;
                     self.next_token += 1;
                     if let Err(e) = self.poll.registry().register(
@@ -337,7 +373,7 @@ impl Daemon<'_> {
                     self.clients.insert(
                         t,
                         Client {
-                            framed: Framed::server(Stream::Unix(s), self.config.max_frame, 2),
+                            framed: Framed::server(Stream::Unix(s), LOCAL_REQUEST_MAX, 2),
                             cred,
                         },
                     );
@@ -388,7 +424,7 @@ impl Daemon<'_> {
         };
         match msg {
             Message::Ping => c.framed.queue(id, &Message::Pong),
-            Message::ListHosts | Message::ListKeys | Message::DropKey { .. } => {
+            Message::ListHosts | Message::ListKeys { .. } | Message::DropKey { .. } => {
                 if sys::is_admin(&c.cred, self.admin_gid) {
                     self.relay(c, relay(None), &msg);
                 } else {
@@ -508,7 +544,7 @@ impl Daemon<'_> {
             }
             // Open to every user: a pid_d must be looked up to be signalled
             // or sent to, so the list tells nothing more (see referee::pids).
-            Message::PidLookup { .. } | Message::ListPids => {
+            Message::PidLookup { .. } | Message::ListPids { .. } => {
                 self.relay(c, relay(None), &msg);
             }
             // Any local user may name any address here, and the employer

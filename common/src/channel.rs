@@ -392,7 +392,10 @@ impl<S: Read + Write> Channel<S> {
         self.send(request_id, msg)?;
         loop {
             let (id, reply) = self.recv()?;
-            if id == request_id {
+            // Id 0 is no request's: an error with it is about the whole
+            // connection (a daemon that refuses a client over its limits
+            // says why, then closes).
+            if id == request_id || (id == 0 && matches!(reply, Message::Error { .. })) {
                 return Ok(reply);
             }
             log::debug!("dropping stale reply {id} while waiting for {request_id}");
@@ -596,12 +599,16 @@ impl<S: Read + Write> Framed<S> {
             self.rpos = 0;
         }
         // Room for the record begun, known once its length is in (checked
-        // against max_frame by whole_len), else a usual read's worth.
+        // against max_frame by whole_len), else a usual read's worth. The
+        // room doubles as bytes come rather than all at once, so a peer
+        // that announces a long record and sends little costs little.
         let want = match self
             .codec
             .whole_len(&self.rbuf[..self.rend], self.max_frame)
         {
-            Ok(whole) if self.rend >= self.codec.prefix_len() => whole.max(FRAMED_READ),
+            Ok(whole) if self.rend >= self.codec.prefix_len() => {
+                whole.min(self.rend.saturating_mul(2)).max(FRAMED_READ)
+            }
             _ => FRAMED_READ,
         };
         if self.rbuf.len() < want {

@@ -67,6 +67,16 @@ pub struct Config {
     pub admin_group: Option<String>,
     pub shm: ShmConfig,
     pub library: LibraryConfig,
+    pub limits: Limits,
+}
+
+/// What one user may hold of a host's daemons, so that no user can take
+/// the service away from the others (root is not limited).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections one uid may hold open to this host's dipcd
+    /// (`dipcd.sock`): an application process holds one or two.
+    pub clients_per_uid: usize,
 }
 
 /// This host's identity in the cluster: where its front end listens.
@@ -314,6 +324,9 @@ impl Default for Config {
             library: LibraryConfig {
                 spin: Duration::from_micros(SPIN_US_DEFAULT),
             },
+            limits: Limits {
+                clients_per_uid: 256,
+            },
         }
     }
 }
@@ -401,7 +414,9 @@ impl Config {
 /// Known keys per table, used both to dispatch and to list the choices when
 /// a key is misspelt.
 const TOP_VALUES: &[&str] = &["runtime_dir", "secret_file", "max_frame", "admin_group"];
-const TOP_TABLES: &[&str] = &["host", "referee", "timeouts", "cluster", "shm", "library"];
+const TOP_TABLES: &[&str] = &[
+    "host", "referee", "timeouts", "cluster", "shm", "library", "limits",
+];
 const HOST_KEYS: &[&str] = &["address", "port", "arbiter"];
 const REFEREE_KEYS: &[&str] = &["address", "port"];
 const TIMEOUT_KEYS: &[&str] = &[
@@ -413,6 +428,10 @@ const TIMEOUT_KEYS: &[&str] = &[
 const CLUSTER_KEYS: &[&str] = &["allowed_hosts", "root_squash"];
 const SHM_KEYS: &[&str] = &["mode", "quantum_ms"];
 const LIBRARY_KEYS: &[&str] = &["spin_us"];
+const LIMITS_KEYS: &[&str] = &["clients_per_uid"];
+/// Bound of every `limits` count (dipcd's own table of local clients holds
+/// 4096).
+const LIMIT_MAX: i64 = 65_536;
 
 /// Carries the file path so that every error can name it.
 struct Checker<'a> {
@@ -464,6 +483,7 @@ impl Checker<'_> {
                 "cluster" => self.apply_cluster(self.table(name, value, CLUSTER_KEYS)?, config)?,
                 "shm" => self.apply_shm(self.table(name, value, SHM_KEYS)?, config)?,
                 "library" => self.apply_library(self.table(name, value, LIBRARY_KEYS)?, config)?,
+                "limits" => self.apply_limits(self.table(name, value, LIMITS_KEYS)?, config)?,
                 _ => {
                     let tables: Vec<String> = TOP_TABLES.iter().map(|t| format!("[{t}]")).collect();
                     return Err(self.err(
@@ -566,6 +586,20 @@ impl Checker<'_> {
                     config.library.spin = Duration::from_micros(us.unsigned_abs());
                 }
                 _ => return Err(self.unknown(&key, "library", LIBRARY_KEYS)),
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_limits(&self, t: &Table, config: &mut Config) -> Result<(), ConfigError> {
+        for (name, value) in t {
+            let key = format!("limits.{name}");
+            match name.as_str() {
+                "clients_per_uid" => {
+                    let n = self.int(&key, value, 1, LIMIT_MAX)?;
+                    config.limits.clients_per_uid = self.narrow(&key, n)?;
+                }
+                _ => return Err(self.unknown(&key, "limits", LIMITS_KEYS)),
             }
         }
         Ok(())
@@ -887,6 +921,9 @@ mod tests {
 
             [library]
             spin_us = 0
+
+            [limits]
+            clients_per_uid = 7
             "#,
         )
         .unwrap();
@@ -920,6 +957,7 @@ mod tests {
             library: LibraryConfig {
                 spin: Duration::ZERO,
             },
+            limits: Limits { clients_per_uid: 7 },
         };
         assert_eq!(c, expected);
         assert!(c.is_allowed(ip("10.1.200.3")));
@@ -992,6 +1030,12 @@ mod tests {
         key_err("[shm]\nmode = \"pages\"\n", "shm.mode");
         key_err("[shm]\nmode = 1\n", "shm.mode");
         key_err("[library]\nspin_us = 10001\n", "library.spin_us");
+        key_err("[limits]\nclients_per_uid = 0\n", "limits.clients_per_uid");
+        key_err(
+            "[limits]\nclients_per_uid = 65537\n",
+            "limits.clients_per_uid",
+        );
+        key_err("[limits]\nsessions = 1\n", "limits.sessions");
         key_err("[library]\nspin_us = -1\n", "library.spin_us");
         key_err("[library]\nspin = 5\n", "library.spin");
         assert_eq!(

@@ -475,9 +475,16 @@ pub enum Message {
         kind: IpcKind,
         key: i32,
     },
-    ListKeys,
+    /// One page of the key table: the keys after `after` in (kind, key)
+    /// order (`None`: from the first). A table of any length reaches the
+    /// asker a page at a time, each well inside a frame.
+    ListKeys {
+        after: Option<(IpcKind, i32)>,
+    },
+    /// A page of keys; `more` if keys follow the last one.
     Keys {
         keys: Vec<KeyInfo>,
+        more: bool,
     },
     /// Administrative: forget a (stale) key.
     DropKey {
@@ -682,9 +689,15 @@ pub enum Message {
     PidInfo {
         rec: PidRecord,
     },
-    ListPids,
+    /// One page of the registrations: the pid_d above `after` in order
+    /// (0: from the first).
+    ListPids {
+        after: i64,
+    },
+    /// A page of registrations; `more` if some follow the last one.
     Pids {
         pids: Vec<PidRecord>,
+        more: bool,
     },
     /// `kill_d` on a session with the worker on the target's host: signal
     /// the process `pid` if its start time is still `starttime` and it is
@@ -741,7 +754,7 @@ impl Message {
             Message::KeyAbort { .. } => Kind::KeyAbort,
             Message::KeyRemove { .. } => Kind::KeyRemove,
             Message::KeyGone { .. } => Kind::KeyGone,
-            Message::ListKeys => Kind::ListKeys,
+            Message::ListKeys { .. } => Kind::ListKeys,
             Message::Keys { .. } => Kind::Keys,
             Message::DropKey { .. } => Kind::DropKey,
             Message::Resolve { .. } => Kind::Resolve,
@@ -778,7 +791,7 @@ impl Message {
             Message::Unregister { .. } => Kind::Unregister,
             Message::PidLookup { .. } => Kind::PidLookup,
             Message::PidInfo { .. } => Kind::PidInfo,
-            Message::ListPids => Kind::ListPids,
+            Message::ListPids { .. } => Kind::ListPids,
             Message::Pids { .. } => Kind::Pids,
             Message::KillD { .. } => Kind::KillD,
             Message::SendD { .. } => Kind::SendD,
@@ -875,7 +888,19 @@ impl Message {
                 w.i32(*key);
                 w.i32(*id);
             }
-            Message::Keys { keys } => {
+            Message::ListKeys { after } => match after {
+                Some((kind, key)) => {
+                    w.u8(*kind as u8);
+                    w.i32(*key);
+                }
+                None => {
+                    w.u8(0);
+                    w.i32(0);
+                }
+            },
+            Message::ListPids { after } => w.i64(*after),
+            Message::Keys { keys, more } => {
+                w.u8(u8::from(*more));
                 w.u32(keys.len() as u32);
                 for k in keys {
                     w.u8(k.kind as u8);
@@ -1100,7 +1125,8 @@ impl Message {
             }
             Message::PidLookup { pid_d } | Message::SenderPid { pid_d } => w.i64(*pid_d),
             Message::PidInfo { rec } => w.pid_record(rec),
-            Message::Pids { pids } => {
+            Message::Pids { pids, more } => {
+                w.u8(u8::from(*more));
                 w.u32(pids.len() as u32);
                 for p in pids {
                     w.pid_record(p);
@@ -1128,9 +1154,7 @@ impl Message {
                 w.bytes(data);
                 w.i32(*flags);
             }
-            Message::ListPids
-            | Message::Cancel
-            | Message::ListKeys
+            Message::Cancel
             | Message::Joined
             | Message::Heartbeat
             | Message::HeartbeatAck
@@ -1247,8 +1271,19 @@ impl Message {
                 kind: r.kind()?,
                 key: r.i32("key")?,
             },
-            Kind::ListKeys => Message::ListKeys,
+            Kind::ListKeys => {
+                // Kind code 0: from the first key (the key is ignored).
+                let code = r.u8("after.kind")?;
+                let key = r.i32("after.key")?;
+                Message::ListKeys {
+                    after: match code {
+                        0 => None,
+                        v => Some((kind_code(v)?, key)),
+                    },
+                }
+            }
             Kind::Keys => {
+                let more = r.bool("more")?;
                 // The smallest encoded key is 1 + 4 + 7 + 4 + 4 + 8 bytes.
                 let n = r.count("keys", 28)?;
                 let mut keys = Vec::with_capacity(n);
@@ -1262,7 +1297,7 @@ impl Message {
                         age_ms: r.u64("keys.age_ms")?,
                     });
                 }
-                Message::Keys { keys }
+                Message::Keys { keys, more }
             }
             Kind::DropKey => Message::DropKey {
                 kind: r.kind()?,
@@ -1509,14 +1544,17 @@ impl Message {
             Kind::PidInfo => Message::PidInfo {
                 rec: r.pid_record()?,
             },
-            Kind::ListPids => Message::ListPids,
+            Kind::ListPids => Message::ListPids {
+                after: r.i64("after")?,
+            },
             Kind::Pids => {
+                let more = r.bool("more")?;
                 let n = r.count("pids", PID_RECORD_MIN)?;
                 let mut pids = Vec::with_capacity(n);
                 for _ in 0..n {
                     pids.push(r.pid_record()?);
                 }
-                Message::Pids { pids }
+                Message::Pids { pids, more }
             }
             Kind::KillD => Message::KillD {
                 pid: r.i32("pid")?,
@@ -1543,6 +1581,15 @@ impl Message {
             });
         }
         Ok(msg)
+    }
+}
+
+fn kind_code(v: u8) -> Result<IpcKind, WireError> {
+    match v {
+        1 => Ok(IpcKind::Msg),
+        2 => Ok(IpcKind::Sem),
+        3 => Ok(IpcKind::Shm),
+        v => Err(invalid("kind", format!("unknown IPC kind {v}"))),
     }
 }
 
@@ -1832,12 +1879,7 @@ impl<'a> Reader<'a> {
         })
     }
     fn kind(&mut self) -> Result<IpcKind, WireError> {
-        match self.u8("kind")? {
-            1 => Ok(IpcKind::Msg),
-            2 => Ok(IpcKind::Sem),
-            3 => Ok(IpcKind::Shm),
-            v => Err(invalid("kind", format!("unknown IPC kind {v}"))),
-        }
+        kind_code(self.u8("kind")?)
     }
     fn bytes_fixed<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], WireError> {
         let mut out = [0u8; N];
@@ -1980,7 +2022,10 @@ mod tests {
                 kind: IpcKind::Msg,
                 key: 1,
             },
-            Message::ListKeys,
+            Message::ListKeys { after: None },
+            Message::ListKeys {
+                after: Some((IpcKind::Shm, -5)),
+            },
             Message::Keys {
                 keys: vec![KeyInfo {
                     kind: IpcKind::Msg,
@@ -1990,6 +2035,7 @@ mod tests {
                     creator_uid: 0,
                     age_ms: 99,
                 }],
+                more: true,
             },
             Message::DropKey {
                 kind: IpcKind::Sem,
@@ -2214,9 +2260,14 @@ mod tests {
             Message::Unregister { pid_d: 17, pid: 0 },
             Message::PidLookup { pid_d: i64::MAX },
             Message::PidInfo { rec: pid_rec(a4) },
-            Message::ListPids,
-            Message::Pids { pids: vec![] },
+            Message::ListPids { after: 0 },
+            Message::ListPids { after: 77 },
             Message::Pids {
+                pids: vec![],
+                more: false,
+            },
+            Message::Pids {
+                more: true,
                 pids: vec![pid_rec(a4), pid_rec(a6)],
             },
             Message::KillD {
@@ -2363,7 +2414,9 @@ mod tests {
         ));
         // A pid count of four billion, and a SendD whose data length runs
         // past the payload: refused before anything is allocated.
-        let r = Message::decode(Kind::Pids, &u32::MAX.to_be_bytes());
+        let mut p = vec![0u8];
+        p.extend_from_slice(&u32::MAX.to_be_bytes());
+        let r = Message::decode(Kind::Pids, &p);
         assert_eq!(r, Err(WireError::Truncated { field: "pids" }));
         let mut p = 5i32.to_be_bytes().to_vec();
         p.extend_from_slice(&u32::MAX.to_be_bytes());
@@ -2432,7 +2485,7 @@ mod tests {
             arb_addr().prop_map(|target| Message::Connect { target }),
             (any::<i32>(), ".*").prop_map(|(errno, message)| Message::Error { errno, message }),
             proptest::collection::vec(arb_pid_record(), 0..8)
-                .prop_map(|pids| Message::Pids { pids }),
+                .prop_map(|pids| Message::Pids { pids, more: true }),
             arb_pid_record().prop_map(|rec| Message::PidInfo { rec }),
             (
                 any::<i64>(),
@@ -2459,7 +2512,7 @@ mod tests {
             any::<i64>().prop_map(|pid_d| Message::SenderPid { pid_d }),
             (any::<i32>(), any::<u64>())
                 .prop_map(|(pid, starttime)| Message::PidCheck { pid, starttime }),
-            Just(Message::ListPids),
+            any::<i64>().prop_map(|after| Message::ListPids { after }),
             (any::<i32>(), any::<u64>(), any::<i32>()).prop_map(|(pid, starttime, sig)| {
                 Message::KillD {
                     pid,

@@ -40,6 +40,7 @@
 
 use crate::dist::client_errno;
 use crate::state;
+use crate::ClientError;
 use dipc_common::procs;
 use dipc_common::sysv;
 use dipc_common::wire::{Message, PidRecord};
@@ -191,10 +192,29 @@ pub fn lookup(pid_d: PidD) -> io::Result<PidRecord> {
 
 /// Every registered process of the cluster.
 pub fn list() -> io::Result<Vec<PidRecord>> {
-    match state::control(&Message::ListPids) {
-        Ok(Message::Pids { pids }) => Ok(pids),
-        Ok(_) => Err(errno_err(libc::EPROTO)),
-        Err(e) => Err(client_err(e)),
+    let mut c = state::control_conn().map_err(client_err)?;
+    list_with(|m| c.call(m)).map_err(client_err)
+}
+
+/// Every registered process of the cluster, asked through `call` a page at
+/// a time (the referee answers in pages that fit a frame, so a list of any
+/// length arrives).
+pub fn list_with(
+    mut call: impl FnMut(&Message) -> Result<Message, ClientError>,
+) -> Result<Vec<PidRecord>, ClientError> {
+    let mut all: Vec<PidRecord> = Vec::new();
+    loop {
+        let after = all.last().map_or(0, |r| r.pid_d);
+        match call(&Message::ListPids { after })? {
+            Message::Pids { pids, more } => {
+                let progressed = !pids.is_empty();
+                all.extend(pids);
+                if !more || !progressed {
+                    return Ok(all);
+                }
+            }
+            other => return Err(ClientError::Unexpected(other.kind().name())),
+        }
     }
 }
 

@@ -292,9 +292,27 @@ impl KeyTable {
         out
     }
 
+    #[cfg(test)]
     pub fn list(&self, now: Instant) -> Vec<KeyInfo> {
-        self.keys
-            .iter()
+        self.page(None, usize::MAX, now).0
+    }
+
+    /// Up to `limit` keys after `after` in (kind, key) order, and whether
+    /// more follow.
+    pub fn page(
+        &self,
+        after: Option<(IpcKind, i32)>,
+        limit: usize,
+        now: Instant,
+    ) -> (Vec<KeyInfo>, bool) {
+        use std::ops::Bound;
+        let from = match after {
+            Some(k) => Bound::Excluded(k),
+            None => Bound::Unbounded,
+        };
+        let mut ready = self
+            .keys
+            .range((from, Bound::Unbounded))
             .filter_map(|((kind, key), e)| match e.state {
                 State::Ready { id, creator_uid } => Some(KeyInfo {
                     kind: *kind,
@@ -305,8 +323,10 @@ impl KeyTable {
                     age_ms: now.duration_since(e.created).as_millis() as u64,
                 }),
                 State::Creating { .. } => None,
-            })
-            .collect()
+            });
+        let page: Vec<KeyInfo> = ready.by_ref().take(limit).collect();
+        let more = ready.next().is_some();
+        (page, more)
     }
 }
 
@@ -376,6 +396,33 @@ mod tests {
         assert_eq!(t.list(now).len(), 1);
         assert_eq!(t.remove(IpcKind::Msg, 5, 42, h1), Removal::Removed);
         assert!(t.list(now).is_empty());
+    }
+
+    #[test]
+    fn pages_cover_every_key_once_in_order() {
+        let h1: SocketAddr = "10.0.0.1:7100".parse().unwrap();
+        let now = Instant::now();
+        let mut t = KeyTable::default();
+        let mut want = Vec::new();
+        for kind in [IpcKind::Msg, IpcKind::Shm] {
+            for key in [-3, 1, 7, 9, 100] {
+                t.get(kind, key, CREAT, h1, (1, (key + 10) as u64), now);
+                t.commit(kind, key, 1, 0, 1, (key + 10) as u64);
+                want.push((kind, key));
+            }
+        }
+        // One creation not yet committed is not listed.
+        t.get(IpcKind::Sem, 4, CREAT, h1, (1, 99), now);
+        let (mut seen, mut after) = (Vec::new(), None);
+        loop {
+            let (page, more) = t.page(after, 3, now);
+            seen.extend(page.iter().map(|k| (k.kind, k.key)));
+            match page.last() {
+                Some(k) if more => after = Some((k.kind, k.key)),
+                _ => break,
+            }
+        }
+        assert_eq!(seen, want);
     }
 
     #[test]

@@ -321,6 +321,14 @@ impl Referee<'_> {
         }
     }
 
+    /// Records in one page of a list: every record is at most 64 bytes
+    /// encoded, so a page fills at most half a frame, and a list of any
+    /// length reaches a host (and its relayed `dipcref`) without a frame
+    /// over `max_frame`, which would break the host's link.
+    fn page_len(&self) -> usize {
+        (self.config.max_frame as usize / 2 / 64).clamp(1, 8192)
+    }
+
     fn handle(&mut self, t: usize, c: &mut Conn, id: u64, msg: Message) {
         let now = Instant::now();
         let ip = match c.peer {
@@ -457,13 +465,9 @@ impl Referee<'_> {
                 };
                 c.framed.queue(id, &reply);
             }
-            (State::Ready { .. }, Message::ListKeys) => {
-                c.framed.queue(
-                    id,
-                    &Message::Keys {
-                        keys: self.keys.list(now),
-                    },
-                );
+            (State::Ready { .. }, Message::ListKeys { after }) => {
+                let (keys, more) = self.keys.page(after, self.page_len(), now);
+                c.framed.queue(id, &Message::Keys { keys, more });
             }
             (State::Ready { .. }, Message::DropKey { kind, key }) => {
                 match self.keys.drop_key(kind, key) {
@@ -526,13 +530,9 @@ impl Referee<'_> {
                 };
                 c.framed.queue(id, &reply);
             }
-            (State::Ready { .. }, Message::ListPids) => {
-                c.framed.queue(
-                    id,
-                    &Message::Pids {
-                        pids: self.pids.list(now),
-                    },
-                );
+            (State::Ready { .. }, Message::ListPids { after }) => {
+                let (pids, more) = self.pids.page(after, self.page_len(), now);
+                c.framed.queue(id, &Message::Pids { pids, more });
             }
             (State::Ready { .. }, Message::Ping) => c.framed.queue(id, &Message::Pong),
             (_, other) => {

@@ -206,8 +206,22 @@ impl PidTable {
         self.pids.get(&pid_d).map(|e| record(pid_d, e, now))
     }
 
+    #[cfg(test)]
     pub fn list(&self, now: Instant) -> Vec<PidRecord> {
-        self.pids.iter().map(|(p, e)| record(*p, e, now)).collect()
+        self.page(0, usize::MAX, now).0
+    }
+
+    /// Up to `limit` registrations above `after` in pid_d order, and
+    /// whether more follow.
+    pub fn page(&self, after: i64, limit: usize, now: Instant) -> (Vec<PidRecord>, bool) {
+        use std::ops::Bound;
+        let mut rest = self
+            .pids
+            .range((Bound::Excluded(after), Bound::Unbounded))
+            .map(|(p, e)| record(*p, e, now));
+        let page: Vec<PidRecord> = rest.by_ref().take(limit).collect();
+        let more = rest.next().is_some();
+        (page, more)
     }
 
     /// The connection of a host closed: its records go. Returns how many.
@@ -268,6 +282,30 @@ mod tests {
         let r = t.lookup(4, now).unwrap();
         assert_eq!((r.host, r.pid, r.starttime, r.mailbox), (h, 101, 9, 5));
         assert_eq!(t.list(now).len(), 2);
+    }
+
+    #[test]
+    fn pages_cover_every_registration_once() {
+        let h: SocketAddr = "10.0.0.1:7100".parse().unwrap();
+        let now = Instant::now();
+        let mut t = PidTable::default();
+        for pid in 0..25 {
+            t.register(h, 1, reg(100 + pid, 1), now).unwrap();
+        }
+        let (mut seen, mut after) = (Vec::new(), 0);
+        loop {
+            let (page, more) = t.page(after, 10, now);
+            assert!(page.len() <= 10);
+            seen.extend(page.iter().map(|r| r.pid_d));
+            match page.last() {
+                Some(r) if more => after = r.pid_d,
+                _ => break,
+            }
+        }
+        assert_eq!(seen, (1..=25).collect::<Vec<i64>>());
+        // Exactly full pages: the last says no more.
+        assert!(!t.page(20, 5, now).1);
+        assert!(t.page(19, 5, now).1);
     }
 
     #[test]

@@ -106,6 +106,20 @@
 //!   (no handshake): a plain `Session{uid 0}` and `MsgRcv`, or a `Ping`.
 //!   Prints each frame received (`reply: KIND[: REASON]`) and how it
 //!   ended. Withstood if the connection closes with at most a `Refused`.
+//!
+//! Exhaustion attacks on dipcd (exit 0 once done; the test judges by what
+//! other users can still do and by dipcd's memory):
+//!
+//! - `clients --count N --hold-ms MS`: opens up to N connections to
+//!   dipcd.sock, one `Ping` on each, and holds them MS ms. Prints
+//!   `clients: OPENED opened, REFUSED refused` and, for the first refusal,
+//!   `refused: ERRNO: MESSAGE`.
+//! - `pipeline --requests N --hold-ms MS`: one connection that writes N
+//!   `Ping`s and reads no reply; stops writing once dipcd has taken
+//!   nothing for 1 s. Prints `pipeline: sent S of N` then holds MS ms.
+//! - `half-frames --count N --hold-ms MS`: N connections, each sending
+//!   half of a frame that announces 60 KiB, held MS ms. Prints
+//!   `half-frames: N sent`.
 
 use clap::{Parser, Subcommand};
 use dipc_common::auth::{ClientHandshake, Secret};
@@ -271,6 +285,27 @@ enum Command {
         #[arg(long, value_enum, default_value_t = FrameArg::Session)]
         frame: FrameArg,
     },
+    /// Hold many connections to dipcd (see the module docs).
+    Clients {
+        #[arg(long)]
+        count: usize,
+        #[arg(long, default_value_t = 0)]
+        hold_ms: u64,
+    },
+    /// Pipeline requests without reading replies.
+    Pipeline {
+        #[arg(long)]
+        requests: usize,
+        #[arg(long, default_value_t = 0)]
+        hold_ms: u64,
+    },
+    /// Connections that send half a frame and stall.
+    HalfFrames {
+        #[arg(long)]
+        count: usize,
+        #[arg(long, default_value_t = 0)]
+        hold_ms: u64,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -367,6 +402,9 @@ fn main() -> ExitCode {
         Command::RefereeRole { claim, drop } => referee_role(&config, claim, drop.as_deref()),
         Command::WrongSecret { target, role } => wrong_secret(&config, target, role),
         Command::Plain { target, frame } => plain(target, frame),
+        Command::Clients { count, hold_ms } => clients(&config, count, hold_ms),
+        Command::Pipeline { requests, hold_ms } => pipeline(&config, requests, hold_ms),
+        Command::HalfFrames { count, hold_ms } => half_frames(&config, count, hold_ms),
     };
     ExitCode::from(code)
 }
@@ -1433,4 +1471,104 @@ fn peer_groups(config: &Config, target: SocketAddr, id: i32, gid: u32) -> u8 {
     );
     println!("stat: {}", shown(&r));
     verdict(is_error(&r, Some(libc::EACCES)))
+}
+
+fn hold(ms: u64) {
+    std::thread::sleep(Duration::from_millis(ms));
+}
+
+fn clients(config: &Config, count: usize, hold_ms: u64) -> u8 {
+    let mut open = Vec::new();
+    let mut refused = 0;
+    let mut first = None;
+    for _ in 0..count {
+        let reply = dipcd(config).and_then(|mut ch| {
+            ch.call(1, &Message::Ping)
+                .map(|r| (ch, r))
+                .map_err(|e| io::Error::other(e.to_string()))
+        });
+        match reply {
+            Ok((ch, Message::Pong)) => open.push(ch),
+            Ok((_, Message::Error { errno, message })) => {
+                refused += 1;
+                first.get_or_insert(format!("{}: {message}", errno_name(errno)));
+            }
+            Ok((_, other)) => {
+                refused += 1;
+                first.get_or_insert(format!("unexpected {}", other.kind().name()));
+            }
+            Err(e) => {
+                refused += 1;
+                first.get_or_insert(e.to_string());
+            }
+        }
+    }
+    println!("clients: {} opened, {refused} refused", open.len());
+    if let Some(f) = first {
+        println!("refused: {f}");
+    }
+    let _ = io::stdout().flush();
+    hold(hold_ms);
+    WITHSTOOD
+}
+
+fn pipeline(config: &Config, requests: usize, hold_ms: u64) -> u8 {
+    let s = match UnixStream::connect(config.back_end_socket()) {
+        Ok(s) => s,
+        Err(e) => return not_tried("connect to dipcd", &e),
+    };
+    if let Err(e) = s.set_write_timeout(Some(Duration::from_secs(1))) {
+        return not_tried("socket option", &e);
+    }
+    let mut frame = Vec::new();
+    wire::encode_frame(1, &Message::Ping, &mut frame);
+    let mut sent = 0;
+    let mut w = &s;
+    while sent < requests {
+        match w.write_all(&frame) {
+            Ok(()) => sent += 1,
+            // dipcd took nothing for a second: it stopped reading us.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                break
+            }
+            Err(e) => {
+                println!("pipeline: sent {sent} of {requests}, then {e}");
+                return WITHSTOOD;
+            }
+        }
+    }
+    println!("pipeline: sent {sent} of {requests}");
+    let _ = io::stdout().flush();
+    hold(hold_ms);
+    WITHSTOOD
+}
+
+fn half_frames(config: &Config, count: usize, hold_ms: u64) -> u8 {
+    let mut frame = Vec::new();
+    wire::encode_frame(
+        1,
+        &Message::error(libc::EIO, "h".repeat(60 * 1024)),
+        &mut frame,
+    );
+    let half = &frame[..frame.len() / 2];
+    let mut open = Vec::new();
+    for _ in 0..count {
+        match UnixStream::connect(config.back_end_socket()) {
+            Ok(mut s) => {
+                if s.write_all(half).is_ok() {
+                    open.push(s);
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    println!("half-frames: {} sent", open.len());
+    let _ = io::stdout().flush();
+    hold(hold_ms);
+    WITHSTOOD
 }

@@ -129,12 +129,26 @@ fn hosts(config: &Config, as_json: bool) -> Result<(), ClientError> {
     Ok(())
 }
 
+/// The whole key table, a page at a time.
+fn all_keys(c: &mut Client) -> Result<Vec<KeyInfo>, ClientError> {
+    let mut all: Vec<KeyInfo> = Vec::new();
+    loop {
+        let after = all.last().map(|k| (k.kind, k.key));
+        match c.call(&Message::ListKeys { after })? {
+            Message::Keys { keys, more } => {
+                let progressed = !keys.is_empty();
+                all.extend(keys);
+                if !more || !progressed {
+                    return Ok(all);
+                }
+            }
+            other => return Err(ClientError::Unexpected(other.kind().name())),
+        }
+    }
+}
+
 fn keys(config: &Config, as_json: bool) -> Result<(), ClientError> {
-    let mut c = admin_client(config)?;
-    let keys = match c.call(&Message::ListKeys)? {
-        Message::Keys { keys } => keys,
-        other => return Err(ClientError::Unexpected(other.kind().name())),
-    };
+    let keys = all_keys(&mut admin_client(config)?)?;
     if as_json {
         let rows: Vec<_> = keys.iter().map(key_json).collect();
         println!("{}", json!({ "keys": rows }));
@@ -161,11 +175,7 @@ fn keys(config: &Config, as_json: bool) -> Result<(), ClientError> {
 /// Asks each distributed segment's manager (through the worker on its
 /// owner host, as the caller) who holds which units.
 fn shm(config: &Config, as_json: bool) -> Result<(), ClientError> {
-    let mut c = admin_client(config)?;
-    let keys = match c.call(&Message::ListKeys)? {
-        Message::Keys { keys } => keys,
-        other => return Err(ClientError::Unexpected(other.kind().name())),
-    };
+    let keys = all_keys(&mut admin_client(config)?)?;
     let mut rows = Vec::new();
     for k in keys.iter().filter(|k| k.kind == IpcKind::Shm) {
         let state = Client::session(config, k.owner)
@@ -260,10 +270,7 @@ fn shm(config: &Config, as_json: bool) -> Result<(), ClientError> {
 
 fn pids(config: &Config, as_json: bool) -> Result<(), ClientError> {
     let mut c = Client::for_config(config)?;
-    let pids = match c.call(&Message::ListPids)? {
-        Message::Pids { pids } => pids,
-        other => return Err(ClientError::Unexpected(other.kind().name())),
-    };
+    let pids = dipc::pid::list_with(|m| c.call(m))?;
     if as_json {
         let rows: Vec<_> = pids.iter().map(pid_json).collect();
         println!("{}", json!({ "pids": rows }));

@@ -1,0 +1,202 @@
+//! One user cannot take a host's dipcd away from the others: it holds at
+//! most `limits.clients_per_uid` connections (the one over gets `EAGAIN`
+//! with the limit's name), and a client that pipelines requests without
+//! reading the replies, or sends half frames, costs dipcd bounded memory.
+//! Real `dipcd` daemons on simulated hosts, attacked by `dipc-attack` as
+//! an unprivileged user while other users call.
+//!
+//! They need root and `ip netns`; where those are missing they fail, never
+//! skip.
+
+mod common;
+
+use common::*;
+use std::fs;
+use std::time::Duration;
+
+/// Another unprivileged user than the attacker (nobody).
+const OTHER_UID: &str = "65533";
+
+fn as_uid<'a>(uid: &'a str, args: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec![
+        "setpriv",
+        "--reuid",
+        uid,
+        "--regid",
+        uid,
+        "--clear-groups",
+        "--",
+    ];
+    v.extend_from_slice(args);
+    v
+}
+
+/// dipcd's resident memory on host `i`, in KiB.
+fn dipcd_rss_kib(i: usize) -> u64 {
+    let pid_file = state_dir().join(format!("h{i}")).join("dipcd.pid");
+    let pid =
+        fs::read_to_string(&pid_file).unwrap_or_else(|e| panic!("{}: {e}", pid_file.display()));
+    let status = fs::read_to_string(format!("/proc/{}/status", pid.trim()))
+        .unwrap_or_else(|e| panic!("dipcd {}: {e}", pid.trim()));
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in dipcd's status:\n{status}"))
+}
+
+/// Every other user is still served: another uid opens connections, root
+/// lists the hosts.
+fn others_are_served(c: &Cluster) {
+    let out = c.exec_ok(
+        1,
+        &as_uid(OTHER_UID, &["dipc-attack", "clients", "--count", "3"]),
+    );
+    assert!(
+        out.contains("clients: 3 opened, 0 refused"),
+        "another user must still be served:\n{out}"
+    );
+    let hosts = c.dipcref_hosts(1);
+    assert!(hosts.iter().all(|h| h.is_up()), "root's dipcref: {hosts:?}");
+}
+
+#[test]
+fn a_user_over_its_client_limit_gets_eagain_and_others_are_served() {
+    let c = Cluster::up(1);
+    let mut attack = c.spawn(
+        1,
+        &as_nobody(&[
+            "dipc-attack",
+            "clients",
+            "--count",
+            "300",
+            "--hold-ms",
+            "20000",
+        ]),
+    );
+    attack.wait_for_stdout("clients: ", Duration::from_secs(30));
+    let out = attack.stdout();
+    assert!(
+        out.contains("clients: 256 opened, 44 refused"),
+        "nobody must get exactly limits.clients_per_uid (256) connections:\n{out}"
+    );
+    assert!(
+        out.contains(
+            "refused: EAGAIN: uid 65534 holds 256 connections to dipcd (limits.clients_per_uid"
+        ),
+        "the one over its limit must get EAGAIN naming the limit:\n{out}"
+    );
+    // While nobody holds its 256, the others are served.
+    others_are_served(&c);
+    assert!(
+        attack.running(),
+        "the attack must still hold its connections"
+    );
+    assert!(
+        c.log(1)
+            .contains("refused a local client of uid 65534 (pid "),
+        "dipcd must log the refusal:\n{}",
+        c.log(1)
+    );
+}
+
+#[test]
+fn a_client_that_reads_no_replies_costs_dipcd_bounded_memory() {
+    let c = Cluster::up(1);
+    let before = dipcd_rss_kib(1);
+    // Two million requests: 40 MB of them, whose replies would take as
+    // much again if dipcd read them all.
+    let mut attack = c.spawn(
+        1,
+        &as_nobody(&[
+            "dipc-attack",
+            "pipeline",
+            "--requests",
+            "2000000",
+            "--hold-ms",
+            "20000",
+        ]),
+    );
+    attack.wait_for_stdout("pipeline: ", Duration::from_secs(60));
+    let out = attack.stdout();
+    let sent: u64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("pipeline: sent "))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {out:?}"));
+    assert!(
+        sent < 2_000_000,
+        "dipcd must stop reading a client whose replies wait unread:\n{out}"
+    );
+    let grown = dipcd_rss_kib(1).saturating_sub(before);
+    eprintln!("pipeline: {sent} requests taken, dipcd grew {grown} KiB");
+    // The bound: 64 KiB of replies before reading pauses, the read
+    // buffer's 64 KiB, and the allocator's slack.
+    assert!(
+        grown < 4 * 1024,
+        "dipcd grew {grown} KiB for one pipelining client (sent {sent})"
+    );
+    others_are_served(&c);
+
+    // Half frames: each costs at most the bytes it sent.
+    let before = dipcd_rss_kib(1);
+    let mut half = c.spawn(
+        1,
+        &as_nobody(&[
+            "dipc-attack",
+            "half-frames",
+            "--count",
+            "200",
+            "--hold-ms",
+            "20000",
+        ]),
+    );
+    half.wait_for_stdout("half-frames: ", Duration::from_secs(30));
+    assert!(
+        half.stdout().contains("half-frames: 200 sent"),
+        "{}",
+        half.stdout()
+    );
+    // dipcd reads them as it gets to them.
+    std::thread::sleep(Duration::from_millis(500));
+    let grown = dipcd_rss_kib(1).saturating_sub(before);
+    eprintln!("half-frames: 200 connections with 30 KiB each, dipcd grew {grown} KiB");
+    assert!(
+        grown < 200 * 64 + 4 * 1024,
+        "dipcd grew {grown} KiB for 200 half frames of 30 KiB"
+    );
+    others_are_served(&c);
+}
+
+/// A key table longer than a frame reaches `dipcref` whole, a page at a
+/// time, on the arbiter and through another host's link, and the link
+/// stays up (a reply over `max_frame` used to fail `dipcref` and drop the
+/// host it was relayed to).
+#[test]
+fn a_key_table_longer_than_a_frame_is_listed_whole() {
+    // 4096-byte frames: 300 keys are some 10 kB of list.
+    let c = Cluster::up_with(2, &["--max-frame", "4096"]);
+    let script =
+        "for k in $(seq 4096 4395); do dipc-msg get --create $k >/dev/null || exit 1; done";
+    c.exec_ok(2, &["sh", "-c", script]);
+    for host in [1, 2] {
+        let out = c.exec_ok(host, &["dipcref", "keys", "--json"]);
+        let listed = out.matches("\"kind\":\"msg\"").count();
+        assert_eq!(
+            listed, 300,
+            "dipcref keys on host {host} must list all 300 keys:\n{out}"
+        );
+        for k in 4096..4396 {
+            assert!(
+                out.contains(&format!("\"key\":\"{k:#x}\"")),
+                "key {k:#x} missing on host {host}:\n{out}"
+            );
+        }
+    }
+    let hosts = c.dipcref_hosts(2);
+    assert!(
+        hosts.iter().all(|h| h.is_up()),
+        "listing must not break a host's link: {hosts:?}"
+    );
+}
