@@ -847,12 +847,25 @@ impl Daemon<'_> {
                         local_id: id,
                     }
                 } else {
-                    match self.placeholders.ensure(kind, key, owner, id) {
+                    // A client gone meanwhile is charged as nobody.
+                    let uid = self.clients.get(&to.client).map_or(65534, |c| c.cred.uid);
+                    let limit = self.config.limits.placeholders_per_uid;
+                    match self
+                        .placeholders
+                        .ensure(kind, key, (owner, id), (uid, limit))
+                    {
                         Ok(local_id) => Message::KeyOwner {
                             owner,
                             id,
                             local_id,
                         },
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            warn!(
+                                "refused a placeholder for {} key {key:#x}: {e}",
+                                kind.name()
+                            );
+                            Message::error(libc::EAGAIN, e.to_string())
+                        }
                         Err(e) => Message::error(
                             e.raw_os_error().unwrap_or(libc::ENOSPC),
                             format!("cannot create a local placeholder: {e}"),

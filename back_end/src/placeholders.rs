@@ -24,6 +24,10 @@ struct Placeholder {
     local_id: i32,
     owner: SocketAddr,
     remote_id: i32,
+    /// The uid whose get made it: each uid may make only so many (see
+    /// `limits.placeholders_per_uid`), so that no user can empty this
+    /// host's kernel tables for everyone.
+    uid: u32,
 }
 
 pub struct Placeholders {
@@ -106,18 +110,30 @@ impl Placeholders {
     }
 
     /// The local id standing for `(kind, key)` owned by `owner` as
-    /// `remote_id`, creating the placeholder if needed.
+    /// `remote_id`, creating the placeholder if needed, for a get by
+    /// `uid`; `EAGAIN` if that would give `uid` more than `limit` (root is
+    /// not limited).
     pub fn ensure(
         &mut self,
         kind: IpcKind,
         key: i32,
-        owner: SocketAddr,
-        remote_id: i32,
+        (owner, remote_id): (SocketAddr, i32),
+        (uid, limit): (u32, usize),
     ) -> io::Result<i32> {
         if let Some(p) = self.by_key.get(&(kind, key)) {
             if p.owner == owner && p.remote_id == remote_id {
                 return Ok(p.local_id);
             }
+        }
+        if uid != 0 && self.made_by(uid) >= limit {
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!(
+                    "uid {uid} made {limit} placeholders on this host (limits.placeholders_per_uid in dipc.conf)"
+                ),
+            ));
+        }
+        if let Some(p) = self.by_key.remove(&(kind, key)) {
             // The key now names another structure: replace the stale one.
             destroy(kind, p.local_id);
         }
@@ -128,10 +144,16 @@ impl Placeholders {
                 local_id,
                 owner,
                 remote_id,
+                uid,
             },
         );
         self.persist();
         Ok(local_id)
+    }
+
+    /// Placeholders made by gets of `uid`.
+    fn made_by(&self, uid: u32) -> usize {
+        self.by_key.values().filter(|p| p.uid == uid).count()
     }
 
     /// What a local id stands for, if it is a placeholder.

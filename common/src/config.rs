@@ -77,6 +77,10 @@ pub struct Limits {
     /// Connections one uid may hold open to this host's dipcd
     /// (`dipcd.sock`): an application process holds one or two.
     pub clients_per_uid: usize,
+    /// Placeholders (local structures standing for other hosts') the gets
+    /// of one uid may make on this host: each takes a slot of the host's
+    /// `msgmni`, `semmni` or `shmmni`.
+    pub placeholders_per_uid: usize,
 }
 
 /// This host's identity in the cluster: where its front end listens.
@@ -326,6 +330,7 @@ impl Default for Config {
             },
             limits: Limits {
                 clients_per_uid: 256,
+                placeholders_per_uid: 1024,
             },
         }
     }
@@ -428,7 +433,7 @@ const TIMEOUT_KEYS: &[&str] = &[
 const CLUSTER_KEYS: &[&str] = &["allowed_hosts", "root_squash"];
 const SHM_KEYS: &[&str] = &["mode", "quantum_ms"];
 const LIBRARY_KEYS: &[&str] = &["spin_us"];
-const LIMITS_KEYS: &[&str] = &["clients_per_uid"];
+const LIMITS_KEYS: &[&str] = &["clients_per_uid", "placeholders_per_uid"];
 /// Bound of every `limits` count (dipcd's own table of local clients holds
 /// 4096).
 const LIMIT_MAX: i64 = 65_536;
@@ -598,6 +603,10 @@ impl Checker<'_> {
                 "clients_per_uid" => {
                     let n = self.int(&key, value, 1, LIMIT_MAX)?;
                     config.limits.clients_per_uid = self.narrow(&key, n)?;
+                }
+                "placeholders_per_uid" => {
+                    let n = self.int(&key, value, 1, LIMIT_MAX)?;
+                    config.limits.placeholders_per_uid = self.narrow(&key, n)?;
                 }
                 _ => return Err(self.unknown(&key, "limits", LIMITS_KEYS)),
             }
@@ -924,6 +933,7 @@ mod tests {
 
             [limits]
             clients_per_uid = 7
+            placeholders_per_uid = 8
             "#,
         )
         .unwrap();
@@ -957,7 +967,10 @@ mod tests {
             library: LibraryConfig {
                 spin: Duration::ZERO,
             },
-            limits: Limits { clients_per_uid: 7 },
+            limits: Limits {
+                clients_per_uid: 7,
+                placeholders_per_uid: 8,
+            },
         };
         assert_eq!(c, expected);
         assert!(c.is_allowed(ip("10.1.200.3")));

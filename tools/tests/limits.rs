@@ -200,3 +200,39 @@ fn a_key_table_longer_than_a_frame_is_listed_whole() {
         "listing must not break a host's link: {hosts:?}"
     );
 }
+
+/// Placeholders are charged to the uid whose get made them: one user
+/// cannot fill this host's `msgmni` with them (each is a real queue), the
+/// get over `limits.placeholders_per_uid` (1024) gets `EAGAIN`, and other
+/// users' gets still make theirs.
+#[test]
+fn a_user_cannot_make_more_than_its_placeholders() {
+    let c = Cluster::up(2);
+    // 1030 queues on host 1 that everyone may use.
+    let make = "for k in $(seq 20000 21029); do dipc-msg get --create --mode 0666 $k >/dev/null || exit 1; done";
+    c.exec_ok(1, &["sh", "-c", make]);
+    // nobody gets them all from host 2: each needs a placeholder there.
+    let get = "n=0; for k in $(seq 20000 21029); do \
+               if dipc-msg get $k >/dev/null; then n=$((n+1)); fi; \
+               done; echo got $n";
+    let out = c.exec(2, &as_nobody(&["sh", "-c", get]));
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("got 1024"),
+        "nobody must get exactly 1024 placeholders on host 2:\n{text}"
+    );
+    assert!(
+        text.contains("EAGAIN") || text.contains("Resource temporarily unavailable"),
+        "the gets over the limit must fail with EAGAIN:\n{text}"
+    );
+    // Another user's get still makes its placeholder, and one nobody
+    // already has serves it too.
+    c.exec_ok(2, &as_uid(OTHER_UID, &["dipc-msg", "get", "21029"]));
+    c.exec_ok(2, &as_uid(OTHER_UID, &["dipc-msg", "get", "20000"]));
+    let log = c.log(2);
+    assert!(
+        log.contains("uid 65534 made 1024 placeholders on this host (limits.placeholders_per_uid"),
+        "host 2's dipcd must log the refusal:\n{log}"
+    );
+}
