@@ -1098,7 +1098,15 @@ impl Agent {
         }
         if seg.is_trap(r.unit) {
             // A fault from before the trap was mapped: the retry hits it.
-            return wake(r.word, REPLY_RETRY);
+            // (Where faults do not say what access they were, this may be
+            // a write the trap refuses, which would come back here for
+            // ever: the handler raises SIGBUS instead.)
+            let reply = if fault::ACCESS_KNOWN {
+                REPLY_RETRY
+            } else {
+                REPLY_FAIL
+            };
+            return wake(r.word, reply);
         }
         let have = seg.right(r.unit);
         if have == RIGHT_WRITE || (have == RIGHT_READ && !write) {

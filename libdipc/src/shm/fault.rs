@@ -138,12 +138,19 @@ unsafe fn handle(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c
 
 /// A fault on a segment that nobody serves any more (dead, or the agent
 /// is gone): return onto the trap if the agent mapped one, else raise
-/// SIGBUS here.
+/// SIGBUS here. A fault that reaches us on a trap can only be one from
+/// before the trap was mapped: any access the trap's protection refuses
+/// (a write to a read-only attachment) was found foreign already, where
+/// the fault says what access it was. Where it does not, such a write
+/// would fault here again and again: raise SIGBUS instead.
 fn no_agent(slot: usize, addr: usize) {
-    if !SLOTS[slot].trapped.load(SeqCst) {
+    if !SLOTS[slot].trapped.load(SeqCst) || !ACCESS_KNOWN {
         raise_sigbus(addr);
     }
 }
+
+/// Whether a fault tells read, write and fetch apart (see [`access`]).
+pub const ACCESS_KNOWN: bool = cfg!(target_arch = "x86_64");
 
 /// Finds the slot and unit of `addr` and what kind of access faulted.
 fn lookup(addr: usize, ctx: *mut libc::c_void) -> Hit {
