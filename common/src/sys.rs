@@ -76,8 +76,10 @@ pub fn die_with_parent(sig: Signal) -> io::Result<()> {
 ///   whatever the parent opened, so a descriptor added to a daemon later
 ///   cannot leak by being forgotten here. The parent's objects that owned
 ///   them stay in the child's copy of memory, never used or dropped: the
-///   child only runs `body` and leaves with `_exit`. A child that cannot
-///   close them exits at once (status 1) rather than run with them.
+///   child only runs `body` and leaves with `_exit`. So `body` must own
+///   (and drop) no descriptor outside `keep`: that number may be another
+///   file's by then. A child that cannot close them exits at once
+///   (status 1) rather than run with them.
 /// - the daemon signal mask is lifted (so a plain SIGTERM ends it) and
 ///   `death_signal` is delivered if the parent dies.
 /// - a panic in `body` aborts the child (SIGABRT) at once: it never
