@@ -92,6 +92,9 @@ const MAX_GRANTS: usize = 1024;
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    // panic = "abort" for dipcd and every role forked from it (see
+    // sys::abort_on_panic for why it is not a profile setting).
+    sys::abort_on_panic();
     let args = Args::parse();
     let path = args.config.unwrap_or_else(Config::default_path);
     let config = match Config::load(&path) {
@@ -117,7 +120,7 @@ struct Child {
 }
 
 fn run(config: &Config) -> io::Result<u8> {
-    let _lock = sys::lock_runtime_dir(&config.runtime_dir)?;
+    let lock = sys::lock_runtime_dir(&config.runtime_dir)?;
     let (secret, created) = Secret::load_or_create(&config.secret_file)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
     if created {
@@ -141,16 +144,27 @@ fn run(config: &Config) -> io::Result<u8> {
         }
     );
 
+    // The front_end and the referee keep the runtime lock (and nothing
+    // else of ours): they live as long as the host's daemons, and the
+    // directory stays locked until the last of them is gone. The
+    // short-lived roles (employers, shm managers, workers) do not keep it:
+    // a worker runs as a remote user, who must not be able to keep the
+    // directory locked.
+    let keep = [lock.as_raw_fd()];
     let mut children = Vec::new();
     if config.host.arbiter {
         let s = secret.clone();
-        let pid = sys::fork_child(Signal::SIGTERM, move || dipc_referee::run(config, s))?;
+        let pid = sys::fork_child("dipc-referee", Signal::SIGTERM, &keep, move || {
+            dipc_referee::run(config, s)
+        })?;
         children.push(Child {
             name: "referee",
             pid,
         });
     }
-    let pid = sys::fork_child(Signal::SIGTERM, || dipc_front_end::run(config, &secret))?;
+    let pid = sys::fork_child("dipc-front-end", Signal::SIGTERM, &keep, || {
+        dipc_front_end::run(config, &secret)
+    })?;
     children.push(Child {
         name: "front_end",
         pid,
@@ -776,7 +790,8 @@ impl Daemon<'_> {
             }
         };
         let config = self.config;
-        match sys::fork_child(Signal::SIGTERM, move || {
+        let keep = [listener.as_raw_fd()];
+        match sys::fork_child("dipc-shm-mgr", Signal::SIGTERM, &keep, move || {
             dipc_shm_manager::run(listener, sid, config)
         }) {
             Ok(pid) => {
@@ -953,7 +968,8 @@ impl Daemon<'_> {
             _ => 0,
         };
         let (config, secret, cred) = (self.config, &self.secret, c.cred);
-        match sys::fork_child(Signal::SIGTERM, move || {
+        let keep = [session.as_raw_fd()];
+        match sys::fork_child("dipc-employer", Signal::SIGTERM, &keep, move || {
             dipc_employer::serve(session, cred, pid_d, (id, msg), config, secret)
         }) {
             Ok(pid) => debug!("employer {pid} for local pid {}", c.cred.pid),

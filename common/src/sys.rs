@@ -10,7 +10,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::unistd::{ForkResult, Pid};
 use std::fs;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener as StdUnixListener;
 use std::path::Path;
@@ -59,30 +59,149 @@ pub fn die_with_parent(sig: Signal) -> io::Result<()> {
 
 /// Forks a child that runs `body` and exits with its return value.
 ///
-/// In the child the daemon signal mask is lifted (so a plain SIGTERM ends
-/// it), `death_signal` is delivered if the parent dies, and the process
-/// exits with `_exit` so that nothing of the parent's state (buffered logs,
-/// destructors of the parent's sockets) runs twice. Call only from a
-/// single-threaded process.
-pub fn fork_child<F: FnOnce() -> i32>(death_signal: Signal, body: F) -> io::Result<Pid> {
+/// The child is one of the roles of the suite (front_end, referee, worker,
+/// employer, shm manager), named `name` for `ps` (the kernel's `comm`, at
+/// most 15 bytes). In it:
+///
+/// - every descriptor but stdin, stdout, stderr and those in `keep` is
+///   closed before `body` runs. The daemons never `exec` their children
+///   (a `fork` costs a fraction of an `exec` of the whole binary and the
+///   child needs the parent's parsed configuration and secret), so without
+///   this a child would inherit whatever its parent had open: a worker,
+///   which runs as a remote user, would hold dipcd's `dipcd.sock`
+///   listener, the front_end's TCP listener, their epoll and signal
+///   descriptors and the runtime lock; a shm manager or an employer every
+///   local client's socket and the link to the referee. `close_range`
+///   (Linux 5.9; `/proc/self/fd` before it) closes them all at once,
+///   whatever the parent opened, so a descriptor added to a daemon later
+///   cannot leak by being forgotten here. The parent's objects that owned
+///   them stay in the child's copy of memory, never used or dropped: the
+///   child only runs `body` and leaves with `_exit`. So `body` must own
+///   (and drop) no descriptor outside `keep`: that number may be another
+///   file's by then. A child that cannot close them exits at once
+///   (status 1) rather than run with them.
+/// - the daemon signal mask is lifted (so a plain SIGTERM ends it) and
+///   `death_signal` is delivered if the parent dies.
+/// - a panic in `body` aborts the child (SIGABRT) at once: it never
+///   unwinds into the frames of the parent's copied stack, whose
+///   destructors would act on the parent's behalf (remove its sockets,
+///   stop its children, write its buffers). dipcd also aborts on any
+///   panic before unwinding begins ([`abort_on_panic`]); this catch keeps
+///   the promise for any other process that forks a role.
+/// - the process exits with `_exit`, so that nothing of the parent's state
+///   (buffered logs, atexit handlers, destructors) runs twice.
+///
+/// Call only from a single-threaded process.
+pub fn fork_child<F: FnOnce() -> i32>(
+    name: &str,
+    death_signal: Signal,
+    keep: &[RawFd],
+    body: F,
+) -> io::Result<Pid> {
     let parent = nix::unistd::getpid();
     // SAFETY: the dipc daemons that fork are single-threaded.
     match unsafe { nix::unistd::fork() }.map_err(io::Error::from)? {
         ForkResult::Parent { child } => Ok(child),
         ForkResult::Child => {
-            let _ = daemon_signals().thread_unblock();
-            let _ = die_with_parent(death_signal);
-            // The parent may have died between fork and prctl.
-            let code = if nix::unistd::getppid() != parent {
-                1
-            } else {
-                body()
+            let code = match close_all_but(keep) {
+                Err(e) => {
+                    log::error!("{name}: cannot close the descriptors it inherited: {e}");
+                    1
+                }
+                Ok(()) => {
+                    set_name(name);
+                    let _ = daemon_signals().thread_unblock();
+                    let _ = die_with_parent(death_signal);
+                    // The parent may have died between fork and prctl.
+                    if nix::unistd::getppid() != parent {
+                        1
+                    } else {
+                        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
+                            Ok(code) => code,
+                            // The panic was reported by the hook already.
+                            Err(_) => std::process::abort(),
+                        }
+                    }
+                }
             };
             // SAFETY: _exit ends the process without running the parent's
             // atexit handlers or destructors.
             unsafe { libc::_exit(code) }
         }
     }
+}
+
+/// Closes every descriptor of this process from 3 up, except `keep`.
+fn close_all_but(keep: &[RawFd]) -> io::Result<()> {
+    let mut keep: Vec<u32> = keep
+        .iter()
+        .filter_map(|&fd| u32::try_from(fd).ok())
+        .filter(|&fd| fd > 2)
+        .collect();
+    keep.sort_unstable();
+    keep.dedup();
+    let mut from = 3u32;
+    for k in keep {
+        if k > from {
+            close_range(from, k - 1)?;
+        }
+        from = k + 1;
+    }
+    close_range(from, u32::MAX)
+}
+
+/// Closes the descriptors `first..=last` that are open.
+fn close_range(first: u32, last: u32) -> io::Result<()> {
+    // SAFETY: close_range takes two descriptor numbers and flags; it only
+    // closes descriptors, which the caller gave up.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0u32) };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() != Some(libc::ENOSYS) {
+        return Err(e);
+    }
+    // Before Linux 5.9: the open ones, as /proc lists them (read whole
+    // first: the listing's own descriptor is among them).
+    let open: Vec<u32> = fs::read_dir("/proc/self/fd")?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    for fd in open.into_iter().filter(|fd| (first..=last).contains(fd)) {
+        // SAFETY: as above; EBADF (the listing's own, now closed) is fine.
+        unsafe { libc::close(fd as RawFd) };
+    }
+    Ok(())
+}
+
+/// Names this process (its `comm`, as `ps` and /proc show it).
+fn set_name(name: &str) {
+    let mut buf = [0u8; 16];
+    let n = name.len().min(15);
+    buf[..n].copy_from_slice(&name.as_bytes()[..n]);
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+    unsafe { libc::prctl(libc::PR_SET_NAME, buf.as_ptr() as libc::c_ulong, 0, 0, 0) };
+}
+
+/// Makes any panic in this process abort it (SIGABRT) right after the
+/// panic is reported, before anything unwinds: what `panic = "abort"`
+/// does, for one program. dipcd calls it first thing; every role runs in a
+/// fork of it, so none ever unwinds. A profile setting cannot do this: Cargo
+/// takes `panic` only for a whole profile, where it would also hold for
+/// the tools and for libdipc, which lives in applications' processes and
+/// must not decide how they end, and the test harness needs unwinding.
+pub fn abort_on_panic() {
+    std::panic::set_hook(Box::new(|info| {
+        // Through the log, like every other message of the daemons; with a
+        // backtrace when RUST_BACKTRACE asks for one.
+        let trace = std::backtrace::Backtrace::capture();
+        if trace.status() == std::backtrace::BacktraceStatus::Captured {
+            log::error!("{info}\n{trace}");
+        } else {
+            log::error!("{info}");
+        }
+        std::process::abort();
+    }));
 }
 
 /// Restores default handling of the daemon signals, for a process that is
@@ -198,8 +317,9 @@ pub fn bind_unix(path: &Path, mode: u32, gid: Option<u32>) -> io::Result<StdUnix
 
 /// Takes an exclusive lock on `dir/dipcd.lock`, creating the directory, so
 /// that two dipcd never share a runtime directory. The lock lasts as long as
-/// the returned file is open (children inherit it, which is intended: the
-/// directory stays locked until the whole suite is gone).
+/// the returned file is open here or in a child that keeps it (dipcd's
+/// front_end and referee do: the directory stays locked until the host's
+/// long-lived daemons are all gone).
 pub fn lock_runtime_dir(dir: &Path) -> io::Result<fs::File> {
     fs::create_dir_all(dir)?;
     let path = dir.join("dipcd.lock");
@@ -385,5 +505,142 @@ mod tests {
         // A peer that sends no descriptor is an error, not a hang.
         drop(a);
         assert!(recv_fd(&b).is_err());
+    }
+
+    /// Waits for `pid` and returns its raw wait status.
+    fn wait_status(pid: Pid) -> i32 {
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        let r = unsafe { libc::waitpid(pid.as_raw(), &mut status, 0) };
+        assert_eq!(r, pid.as_raw());
+        status
+    }
+
+    /// Runs the test `name` alone in a new process of this test binary
+    /// (where it finds `DIPC_FORK_TEST` set to its name and does its
+    /// work), and fails if that process fails. A test that forks must not
+    /// share its process with other tests' threads: a lock one of them
+    /// holds at the fork (the output capture, the allocator's, stderr's)
+    /// stays held forever in the child.
+    fn isolated(name: &str) -> bool {
+        if std::env::var("DIPC_FORK_TEST").is_ok_and(|n| n == name) {
+            return true;
+        }
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([name, "--exact", "--nocapture", "--test-threads=1"])
+            .env("DIPC_FORK_TEST", name)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{name} failed:\n{text}");
+        // It ran (a filter that matched nothing would pass vacuously).
+        assert!(text.contains("1 passed"), "{name} did not run:\n{text}");
+        false
+    }
+
+    #[test]
+    fn a_forked_child_keeps_only_the_descriptors_it_is_given() {
+        const NAME: &str = "sys::tests::a_forked_child_keeps_only_the_descriptors_it_is_given";
+        if !isolated(NAME) {
+            return;
+        }
+        let (kept, _kept_peer) = UnixStream::pair().unwrap();
+        let (dropped, _dropped_peer) = UnixStream::pair().unwrap();
+        let file = fs::File::open("/proc/self/status").unwrap();
+        let keep = [kept.as_raw_fd()];
+        let (kept_fd, dropped_fd, file_fd) =
+            (kept.as_raw_fd(), dropped.as_raw_fd(), file.as_raw_fd());
+        // The child owns what it keeps only: dropping an owner of a
+        // descriptor that fork_child closed would close it twice.
+        let pid = fork_child("dipc-fd-test", Signal::SIGTERM, &keep, move || {
+            let _kept = kept;
+            let me = format!("/proc/{}/fd", std::process::id());
+            let mut open = Vec::new();
+            for e in fs::read_dir("/proc/self/fd").unwrap().flatten() {
+                let fd: RawFd = e.file_name().to_str().unwrap().parse().unwrap();
+                // The listing's own descriptor.
+                if fs::read_link(e.path()).is_ok_and(|l| l.to_str() == Some(me.as_str())) {
+                    continue;
+                }
+                open.push(fd);
+            }
+            open.sort_unstable();
+            let name = fs::read_to_string("/proc/self/comm").unwrap_or_default();
+            if open != [0, 1, 2, kept_fd] {
+                eprintln!("open in the child: {open:?} (kept {kept_fd})");
+                return 3;
+            }
+            if name.trim() != "dipc-fd-test" {
+                eprintln!("the child is named {name:?}");
+                return 4;
+            }
+            0
+        })
+        .unwrap();
+        let status = wait_status(pid);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "child status {status:#x} (3: a descriptor other than the kept one was open, \
+             4: not named)"
+        );
+        // Nothing was closed in the parent (but what the closure owned,
+        // dropped here unused).
+        for fd in [dropped_fd, file_fd] {
+            assert!(nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).is_ok());
+        }
+        drop((dropped, file));
+    }
+
+    /// Writes to a pipe when dropped: if a child's panic unwound into the
+    /// frames it shares with its parent, the parent's destructors would
+    /// run in the child.
+    struct Unwound(RawFd);
+
+    impl Drop for Unwound {
+        fn drop(&mut self) {
+            // SAFETY: writing one byte to a pipe this test made.
+            unsafe { libc::write(self.0, b"u".as_ptr() as *const libc::c_void, 1) };
+        }
+    }
+
+    #[test]
+    fn a_panic_in_a_forked_child_aborts_it_without_unwinding_into_the_parent() {
+        const NAME: &str =
+            "sys::tests::a_panic_in_a_forked_child_aborts_it_without_unwinding_into_the_parent";
+        if !isolated(NAME) {
+            return;
+        }
+        let (rd, wr) = nix::unistd::pipe().unwrap();
+        let guard = Unwound(wr.as_raw_fd());
+        let pid = fork_child(
+            "dipc-panic-test",
+            Signal::SIGTERM,
+            &[wr.as_raw_fd()],
+            || {
+                // No core file for this deliberate abort.
+                let none = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                // SAFETY: setrlimit with a valid struct.
+                unsafe { libc::setrlimit(libc::RLIMIT_CORE, &none) };
+                panic!("deliberate panic in a forked child");
+            },
+        )
+        .unwrap();
+        let status = wait_status(pid);
+        std::mem::forget(guard);
+        drop(wr);
+        let mut buf = [0u8; 8];
+        let n = nix::unistd::read(rd.as_raw_fd(), &mut buf).unwrap();
+        assert_eq!(n, 0, "the child ran a destructor of the parent's frames");
+        assert!(
+            libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGABRT,
+            "child status {status:#x}, expected SIGABRT"
+        );
     }
 }

@@ -102,9 +102,11 @@ fn serve(config: &Config, secret: &Secret) -> io::Result<()> {
                     warn!("front_end: {e}");
                     continue;
                 }
-                // The parent's copy of the socket is closed when the unused
-                // closure is dropped.
-                match sys::fork_child(Signal::SIGTERM, move || {
+                // The worker keeps this socket only (see sys::fork_child);
+                // the parent's copy is closed when the unused closure is
+                // dropped.
+                let keep = [std_stream.as_raw_fd()];
+                match sys::fork_child("dipc-worker", Signal::SIGTERM, &keep, move || {
                     dipc_worker::serve(std_stream, ip, config, secret)
                 }) {
                     Ok(pid) => {

@@ -10,17 +10,27 @@
 //! the *agent view* (a second mapping of the same memfd, always
 //! read-write), `ShmGrant` opens the *app view* of the unit with
 //! `mprotect` and wakes its waiters (who retry the access, and ask again if
-//! they wanted more than was granted), `ShmLost` wakes them with failure
-//! (SIGBUS). `ShmRevoke` is served at once: the app view goes down first,
-//! then the content is sent if asked for, then `ShmRevoked`.
+//! they wanted more than was granted), `ShmLost` maps the unit as a *trap*
+//! (see below) and wakes them, so that they fault into a real SIGBUS.
+//! `ShmRevoke` is served at once: the app view goes down first, then the
+//! content is sent if asked for, then `ShmRevoked`.
+//!
+//! A *trap* is a range of the app view mapped to an empty memfd
+//! (`MAP_SHARED`, past the file's end): the kernel raises SIGBUS for any
+//! access the protection allows, from the program's own context (see
+//! `fault.rs` for why the handler does not raise it). A lost unit, a unit
+//! whose fault got no answer in time, and the whole view of a dead segment
+//! are traps; a grant (or any other change of a unit's right) maps the
+//! unit back from the agent view, so a late answer still opens it. Only
+//! the agent maps and unmaps, so the app view never changes under it.
 //!
 //! The agent takes no lock the handler could need (the handler takes
 //! none), and the handler never waits for anything but the agent, so a
 //! fault can never deadlock with the agent. Every wait on a manager is
 //! bounded by the request time-out: a fault without a grant in time fails
 //! (SIGBUS), a connection that closes or breaks the protocol kills its
-//! segment: waiters fail, the app view goes `PROT_NONE` and every later
-//! touch raises SIGBUS until `shmdt`.
+//! segment: the whole app view becomes a trap, waiters fail, and every
+//! later touch raises SIGBUS until `shmdt`.
 
 use super::fault;
 use super::table::{
@@ -29,7 +39,7 @@ use super::table::{
 use crate::dist::Errno;
 use dipc_common::channel::{Channel, ChannelError, Codec};
 use dipc_common::wire::{self, Message, ShmChunk};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::os::fd::{AsRawFd, RawFd};
@@ -157,6 +167,9 @@ static REGISTERED: AtomicBool = AtomicBool::new(false);
 static REQUEST_RD: AtomicI32 = AtomicI32::new(-1);
 static WAKE_RD: AtomicI32 = AtomicI32::new(-1);
 static WAKE_WR: AtomicI32 = AtomicI32::new(-1);
+/// The empty, sealed memfd that traps map (see the module docs); one for
+/// the process, so that mapping a trap never needs a new descriptor.
+static TRAP_FD: AtomicI32 = AtomicI32::new(-1);
 
 struct InitGuard;
 
@@ -194,6 +207,98 @@ fn close(fd: RawFd) {
     }
 }
 
+/// A new empty memfd for traps, sealed so that it stays empty (a trap
+/// must never turn into memory).
+fn trap_memfd() -> Result<RawFd, Errno> {
+    // SAFETY: a NUL-terminated name and valid flags.
+    let fd = unsafe {
+        libc::memfd_create(
+            c"dipc-shm-lost".as_ptr(),
+            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+        )
+    };
+    if fd < 0 {
+        return Err(last_errno());
+    }
+    let seals = libc::F_SEAL_GROW | libc::F_SEAL_SHRINK | libc::F_SEAL_SEAL;
+    // SAFETY: fcntl on the memfd we just made.
+    if unsafe { libc::fcntl(fd, libc::F_ADD_SEALS, seals) } != 0 {
+        let e = last_errno();
+        close(fd);
+        return Err(e);
+    }
+    Ok(fd)
+}
+
+/// Maps `[addr, addr + len)` of an app view as a trap: accesses that
+/// `prot` allows raise SIGBUS (`BUS_ADRERR`, at the address touched),
+/// others SIGSEGV as before. The range is replaced at once, so no thread
+/// sees it unmapped.
+///
+/// # Safety
+/// The range must lie inside an app view of this process.
+unsafe fn map_trap(trap_fd: RawFd, addr: usize, len: usize, prot: i32) -> Result<(), Errno> {
+    // SAFETY: MAP_FIXED replaces part of our own app view (the caller's
+    // contract) with a mapping of our own memfd.
+    let p = unsafe {
+        libc::mmap(
+            addr as *mut libc::c_void,
+            len,
+            prot,
+            libc::MAP_SHARED | libc::MAP_FIXED,
+            trap_fd,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(last_errno());
+    }
+    // As the views: a fork child does not inherit it.
+    // SAFETY: the range was just mapped.
+    unsafe { libc::madvise(p, len, libc::MADV_DONTFORK) };
+    Ok(())
+}
+
+/// Maps `[agent, agent + len)` of the agent view (the same pages of the
+/// memfd) at `app`, with `prot`, in place of a trap. The new mapping is
+/// made elsewhere (`mremap` with an old size of 0 maps the same shared
+/// pages again), given its protection there, and only then moved over the
+/// trap in one step: at no moment can another thread reach the memory
+/// with more rights than `prot`.
+///
+/// # Safety
+/// `agent` must lie in an agent view and `app` be the same range of its
+/// app view.
+unsafe fn map_back(agent: usize, app: usize, len: usize, prot: i32) -> Result<(), Errno> {
+    // SAFETY: the agent view is a MAP_SHARED mapping of ours; the copy and
+    // the move only touch mappings this function makes and the trap.
+    unsafe {
+        let tmp = libc::mremap(agent as *mut libc::c_void, 0, len, libc::MREMAP_MAYMOVE);
+        if tmp == libc::MAP_FAILED {
+            return Err(last_errno());
+        }
+        libc::madvise(tmp, len, libc::MADV_DONTFORK);
+        if libc::mprotect(tmp, len, prot) != 0 {
+            let e = last_errno();
+            libc::munmap(tmp, len);
+            return Err(e);
+        }
+        let moved = libc::mremap(
+            tmp,
+            len,
+            len,
+            libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+            app as *mut libc::c_void,
+        );
+        if moved == libc::MAP_FAILED {
+            let e = last_errno();
+            libc::munmap(tmp, len);
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
 /// The agent of this process, started (with the fault handler, and the
 /// atexit and atfork handlers) at the first distributed attach.
 fn handle() -> Result<&'static Handle, Errno> {
@@ -217,12 +322,20 @@ fn handle() -> Result<&'static Handle, Errno> {
             libc::pthread_atfork(None, None, Some(at_fork_child));
         }
     }
-    let (req_rd, req_wr) = pipe(libc::O_CLOEXEC)?;
+    let trap_fd = trap_memfd()?;
+    let (req_rd, req_wr) = match pipe(libc::O_CLOEXEC) {
+        Ok(p) => p,
+        Err(e) => {
+            close(trap_fd);
+            return Err(e);
+        }
+    };
     let (wake_rd, wake_wr) = match pipe(libc::O_CLOEXEC | libc::O_NONBLOCK) {
         Ok(p) => p,
         Err(e) => {
-            close(req_rd);
-            close(req_wr);
+            for fd in [trap_fd, req_rd, req_wr] {
+                close(fd);
+            }
             return Err(e);
         }
     };
@@ -262,13 +375,14 @@ fn handle() -> Result<&'static Handle, Errno> {
     // SAFETY: restoring the mask saved above.
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
     if let Err(e) = spawned {
-        for fd in [req_rd, req_wr, wake_rd, wake_wr] {
+        for fd in [trap_fd, req_rd, req_wr, wake_rd, wake_wr] {
             close(fd);
         }
         log::warn!("dipc: cannot start the shared memory agent: {e}");
         return Err(e.raw_os_error().unwrap_or(libc::EAGAIN));
     }
     REQUEST_RD.store(req_rd, SeqCst);
+    TRAP_FD.store(trap_fd, SeqCst);
     WAKE_RD.store(wake_rd, SeqCst);
     WAKE_WR.store(wake_wr, SeqCst);
     table::REQUEST_FD.store(req_wr, SeqCst);
@@ -292,7 +406,13 @@ impl Handle {
 fn at_fork_child_locked() {
     HANDLE.store(std::ptr::null_mut(), SeqCst);
     // The parent's agent keeps its own copies of these descriptors.
-    for fd in [&table::REQUEST_FD, &REQUEST_RD, &WAKE_RD, &WAKE_WR] {
+    for fd in [
+        &table::REQUEST_FD,
+        &REQUEST_RD,
+        &WAKE_RD,
+        &WAKE_WR,
+        &TRAP_FD,
+    ] {
         close(fd.swap(-1, SeqCst));
     }
     table::reset_in_child();
@@ -375,6 +495,8 @@ pub fn attach(conn: Conn, codec: Codec, p: Params) -> Result<usize, Errno> {
             .max(1),
         pending: HashMap::new(),
         detach: None,
+        trap_fd: TRAP_FD.load(SeqCst),
+        trapped: HashSet::new(),
     };
     // Published before shmat returns, so any fault on it finds it; the
     // agent takes the command before it handles such a fault (see
@@ -552,6 +674,11 @@ struct Seg {
     chunk: usize,
     pending: HashMap<u32, Pending>,
     detach: Option<Detach>,
+    /// The process's trap memfd (see the module docs).
+    trap_fd: RawFd,
+    /// Units mapped as traps one by one (the whole view is one when the
+    /// slot's `trapped` is set).
+    trapped: HashSet<u32>,
 }
 
 impl Seg {
@@ -581,31 +708,122 @@ impl Seg {
         }
     }
 
-    /// Sets the app view of a unit to `right`: the protection first, the
-    /// recorded right after, so a handler that reads the right (where the
-    /// fault does not say read or write) never sees a right the page does
-    /// not have yet.
-    fn set_right(&self, unit: u32, right: u8) -> Result<(), String> {
+    /// What a trap of this attachment lets through to its SIGBUS: every
+    /// access the attachment allows. A write to a read-only attachment or
+    /// an instruction fetch without `SHM_EXEC` stays a SIGSEGV (the
+    /// program's fault, not a lost unit).
+    fn trap_prot(&self) -> i32 {
+        let write = if self.readonly { 0 } else { libc::PROT_WRITE };
+        let exec = if self.exec { libc::PROT_EXEC } else { 0 };
+        libc::PROT_READ | write | exec
+    }
+
+    /// Sets the app view of a unit to `right`: the protection first (a
+    /// trap is mapped back to the memory), the recorded right after, so a
+    /// handler that reads the right (where the fault does not say read or
+    /// write) never sees a right the page does not have yet.
+    fn set_right(&mut self, unit: u32, right: u8) -> Result<(), String> {
         let (off, len) = self
             .span(unit)
             .ok_or_else(|| format!("unit {unit} out of range"))?;
         let prot = if self.detach.is_some() {
-            // A detaching view stays closed (see Agent::start_detach).
+            // A detaching view stays closed (see Agent::start_detach); a
+            // trap with no access is as closed as the memory.
             libc::PROT_NONE
         } else {
             self.prot(right)
         };
-        // SAFETY: the range lies inside the app view, which we mapped.
-        if unsafe { libc::mprotect((self.app + off) as *mut libc::c_void, len, prot) } != 0 {
-            return Err(format!(
-                "mprotect of unit {unit} failed: {}",
-                io::Error::last_os_error()
-            ));
+        if self.detach.is_none() && self.trapped.contains(&unit) {
+            // SAFETY: the unit's range of both views, which we mapped.
+            unsafe { map_back(self.agent + off, self.app + off, len, prot) }.map_err(|e| {
+                format!(
+                    "mapping unit {unit} back failed: {}",
+                    io::Error::from_raw_os_error(e)
+                )
+            })?;
+            self.trapped.remove(&unit);
+        } else {
+            // SAFETY: the range lies inside the app view, which we mapped.
+            let r = unsafe { libc::mprotect((self.app + off) as *mut libc::c_void, len, prot) };
+            if r != 0 {
+                return Err(format!(
+                    "mprotect of unit {unit} failed: {}",
+                    io::Error::last_os_error()
+                ));
+            }
         }
+        self.store_right(unit, right);
+        Ok(())
+    }
+
+    fn store_right(&self, unit: u32, right: u8) {
         if let Some(r) = self.rights().get(unit as usize) {
             r.store(right, SeqCst);
         }
-        Ok(())
+    }
+
+    /// Whether every touch of `unit` raises SIGBUS without a fault to us.
+    fn is_trap(&self, unit: u32) -> bool {
+        table::SLOTS[self.slot].trapped.load(SeqCst) || self.trapped.contains(&unit)
+    }
+
+    /// `unit` cannot be had (lost, or no answer in time): maps it as a
+    /// trap and returns the answer for its waiters: *retry*, and the
+    /// access raises SIGBUS; *fail* only if the trap cannot be mapped (the
+    /// handler raises SIGBUS itself). A grant that comes later still maps
+    /// it back (see `set_right`). While detaching, the view is closed
+    /// already and a retried access faults as after `shmdt`.
+    fn fail_unit(&mut self, unit: u32) -> u32 {
+        let Some((off, len)) = self.span(unit) else {
+            return REPLY_FAIL;
+        };
+        if self.detach.is_some() {
+            self.store_right(unit, RIGHT_NONE);
+            return REPLY_RETRY;
+        }
+        if self.is_trap(unit) {
+            return REPLY_RETRY;
+        }
+        // SAFETY: the unit's range of the app view, which we mapped.
+        match unsafe { map_trap(self.trap_fd, self.app + off, len, self.trap_prot()) } {
+            Ok(()) => {
+                self.store_right(unit, RIGHT_NONE);
+                self.trapped.insert(unit);
+                REPLY_RETRY
+            }
+            Err(e) => {
+                log::warn!(
+                    "dipc: cannot map lost unit {unit} as a trap ({}); SIGBUS is raised \
+                     from the fault handler",
+                    io::Error::from_raw_os_error(e)
+                );
+                // SAFETY: as above.
+                unsafe {
+                    libc::mprotect((self.app + off) as *mut libc::c_void, len, libc::PROT_NONE)
+                };
+                self.store_right(unit, RIGHT_NONE);
+                REPLY_FAIL
+            }
+        }
+    }
+
+    /// Maps the whole app view as a trap, for a segment that cannot be
+    /// served any more; false if that failed (the view is then closed, and
+    /// the handler raises SIGBUS itself).
+    fn trap_all(&mut self) -> bool {
+        // SAFETY: the whole app view, which we mapped.
+        let trapped = unsafe { map_trap(self.trap_fd, self.app, self.len, self.trap_prot()) };
+        if let Err(e) = trapped {
+            log::warn!(
+                "dipc: cannot map a lost segment as a trap ({}); SIGBUS is raised from \
+                 the fault handler",
+                io::Error::from_raw_os_error(e)
+            );
+            // SAFETY: as above.
+            unsafe { libc::mprotect(self.app as *mut libc::c_void, self.len, libc::PROT_NONE) };
+        }
+        self.trapped.clear();
+        trapped.is_ok()
     }
 
     fn send(&mut self, id: u64, msg: &Message) -> Result<(), String> {
@@ -708,28 +926,37 @@ impl Agent {
             // every later touch SIGBUS, rather than leave threads blocked.
             log::error!("dipc: the shared memory agent failed; distributed segments are lost");
             h.alive.store(false, SeqCst);
-            table::REQUEST_FD.store(-1, SeqCst);
             for seg in self.segs.values_mut() {
+                let trapped = seg.detach.is_none() && seg.trap_all();
+                table::SLOTS[seg.slot].trapped.store(trapped, SeqCst);
                 table::set_state(seg.slot, DEAD);
+                let reply = if trapped { REPLY_RETRY } else { REPLY_FAIL };
                 for (_, p) in seg.pending.drain() {
-                    p.waiters.into_iter().for_each(|w| wake(w, REPLY_FAIL));
+                    p.waiters.into_iter().for_each(|w| wake(w, reply));
                 }
                 if let Some(d) = seg.detach.take() {
                     let _ = d.reply.send(());
                 }
             }
+            // Withdrawn once the traps are in place: a handler that finds
+            // no agent returns onto its segment's trap.
+            table::REQUEST_FD.store(-1, SeqCst);
             self.fail_requests_forever();
         }
     }
 
-    /// After a failure: every request from now on is answered with
-    /// failure, so no handler is ever left waiting (one may have taken the
-    /// pipe's descriptor just before it was withdrawn).
+    /// After a failure: every request from now on is answered (retry onto
+    /// the segment's trap, or fail), so no handler is ever left waiting
+    /// (one may have taken the pipe's descriptor just before it was
+    /// withdrawn).
     fn fail_requests_forever(&mut self) -> ! {
         loop {
             for r in self.take_requests() {
                 if r.pid == self.pid {
-                    wake(r.word, REPLY_FAIL);
+                    let trapped = table::SLOTS
+                        .get(r.slot as usize)
+                        .is_some_and(|s| s.trapped.load(SeqCst));
+                    wake(r.word, if trapped { REPLY_RETRY } else { REPLY_FAIL });
                 }
             }
             let mut pfd = libc::pollfd {
@@ -890,11 +1117,25 @@ impl Agent {
             return wake(r.word, REPLY_RETRY);
         }
         if seg.ch.is_none() {
-            return wake(r.word, REPLY_FAIL);
+            // Dead: the retry raises SIGBUS on the trap, if there is one.
+            let trapped = table::SLOTS[slot].trapped.load(SeqCst);
+            return wake(r.word, if trapped { REPLY_RETRY } else { REPLY_FAIL });
         }
         let write = r.write != 0;
         if seg.span(r.unit).is_none() || (write && seg.readonly) {
             return wake(r.word, REPLY_FAIL);
+        }
+        if seg.is_trap(r.unit) {
+            // A fault from before the trap was mapped: the retry hits it.
+            // (Where faults do not say what access they were, this may be
+            // a write the trap refuses, which would come back here for
+            // ever: the handler raises SIGBUS instead.)
+            let reply = if fault::ACCESS_KNOWN {
+                REPLY_RETRY
+            } else {
+                REPLY_FAIL
+            };
+            return wake(r.word, reply);
         }
         let have = seg.right(r.unit);
         if have == RIGHT_WRITE || (have == RIGHT_READ && !write) {
@@ -979,9 +1220,9 @@ impl Agent {
                 if seg.span(unit).is_none() {
                     return Err(format!("ShmLost for unit {unit} of {}", seg.nunits));
                 }
-                seg.set_right(unit, RIGHT_NONE)?;
+                let reply = seg.fail_unit(unit);
                 if let Some(p) = seg.pending.remove(&unit) {
-                    p.waiters.into_iter().for_each(|w| wake(w, REPLY_FAIL));
+                    p.waiters.into_iter().for_each(|w| wake(w, reply));
                 }
                 self.maybe_send_detach(slot)?;
             }
@@ -1038,19 +1279,28 @@ impl Agent {
             return;
         }
         log::warn!("dipc: distributed segment lost: {why}");
-        // The view closes and the slot turns DEAD before the connection
-        // does, so whoever sees the connection end (the manager, or a test
-        // playing it) knows every later touch raises SIGBUS.
-        // SAFETY: the app view is ours, mapped with this length.
-        unsafe { libc::mprotect(seg.app as *mut libc::c_void, seg.len, libc::PROT_NONE) };
+        // The view becomes a trap and the slot turns DEAD before the
+        // connection closes, so whoever sees the connection end (the
+        // manager, or a test playing it) knows every later touch raises
+        // SIGBUS. A detaching view stays closed instead: touches fault as
+        // after shmdt.
+        let reply = if seg.detach.is_none() {
+            let trapped = seg.trap_all();
+            table::SLOTS[slot].trapped.store(trapped, SeqCst);
+            table::set_state(slot, DEAD);
+            if trapped {
+                REPLY_RETRY
+            } else {
+                REPLY_FAIL
+            }
+        } else {
+            REPLY_RETRY
+        };
         for r in seg.rights() {
             r.store(RIGHT_NONE, SeqCst);
         }
-        if seg.detach.is_none() {
-            table::set_state(slot, DEAD);
-        }
         for (_, p) in seg.pending.drain() {
-            p.waiters.into_iter().for_each(|w| wake(w, REPLY_FAIL));
+            p.waiters.into_iter().for_each(|w| wake(w, reply));
         }
         table::SLOTS[slot].conn_fd.store(-1, SeqCst);
         seg.ch = None;
@@ -1152,16 +1402,20 @@ impl Agent {
         let mut expired_detach = Vec::new();
         let mut drained = Vec::new();
         for (slot, seg) in self.segs.iter_mut() {
-            let before = seg.pending.len();
-            seg.pending.retain(|unit, p| {
-                if p.deadline > now {
-                    return true;
-                }
+            let late: Vec<u32> = seg
+                .pending
+                .iter()
+                .filter(|(_, p)| p.deadline <= now)
+                .map(|(&unit, _)| unit)
+                .collect();
+            for unit in &late {
                 log::warn!("dipc: no answer from the manager for unit {unit} in time");
-                p.waiters.drain(..).for_each(|w| wake(w, REPLY_FAIL));
-                false
-            });
-            if seg.pending.len() != before {
+                let reply = seg.fail_unit(*unit);
+                if let Some(p) = seg.pending.remove(unit) {
+                    p.waiters.into_iter().for_each(|w| wake(w, reply));
+                }
+            }
+            if !late.is_empty() {
                 drained.push(*slot);
             }
             if let Some(Detach {

@@ -5,8 +5,28 @@
 //! address up in the static slot table ([`super::table`]); if it is ours, it
 //! sends a request record to the agent thread with one `write()` on the
 //! request pipe and sleeps on a futex word on its own stack until the agent
-//! answers: *retry* (the unit is now accessible, or the segment is gone, and
-//! the access repeats) or *fail* (the unit is lost: SIGBUS).
+//! answers *retry*, and the access repeats: the unit is now accessible, or
+//! the segment is gone (the access is not ours any more), or the unit is
+//! lost and the agent has mapped it as a *trap*.
+//!
+//! **SIGBUS.** A lost unit (`ShmLost`, no answer in time, a dead
+//! connection) must raise SIGBUS. The handler does not raise it: a signal
+//! raised inside a handler is delivered on top of the handler's frame, and
+//! with `SA_ONSTACK` both frames sit on the thread's alternate signal
+//! stack. Rust gives each thread an 8 KiB one; a signal frame with AVX-512
+//! state takes 3.6 KB, so two frames and the handlers' own stack overflow
+//! it and the process dies of SIGSEGV instead. Instead the agent maps the
+//! unit's range of the app view to an empty memfd (`MAP_SHARED`, beyond
+//! the file's end) before it answers, and the handler returns: the access
+//! repeats, and the kernel raises a real SIGBUS (`BUS_ADRERR`, `si_addr`
+//! the address touched) from the program's own context, with nothing of
+//! ours on any stack, delivered by the program's own SIGBUS disposition
+//! and by the kernel's rules for a fault (a blocked or ignored SIGBUS
+//! kills the process). Every later touch of the unit raises SIGBUS the
+//! same way, without a fault to us, until the agent maps the unit back
+//! (a late grant). Only if the agent cannot map the trap (out of memory or
+//! mappings) does it answer *fail*, and the handler raises SIGBUS itself,
+//! the old way.
 //!
 //! Everything here is async-signal-safe: raw system calls (`write`,
 //! `futex`, `sigaction`, `pthread_sigmask`, `tgkill`), atomics, no
@@ -71,8 +91,9 @@ enum Hit {
     Foreign,
     /// Ask the agent for this right.
     Ask(Request),
-    /// The segment's connection is gone.
-    Dead,
+    /// The segment's connection is gone (the whole view is a trap if
+    /// `trapped`: then a fault here came before the trap was mapped).
+    Dead { slot: usize },
 }
 
 extern "C" fn on_fault(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
@@ -98,21 +119,38 @@ unsafe fn handle(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c
     }
     match lookup(addr, ctx) {
         Hit::Foreign => chain(sig, info, ctx),
-        Hit::Dead => raise_sigbus(addr),
+        Hit::Dead { slot } => no_agent(slot, addr),
         Hit::Ask(mut req) => {
             let word = AtomicU32::new(0);
             req.word = &word as *const AtomicU32 as u64;
             if !send(&req) {
-                return raise_sigbus(addr);
+                return no_agent(req.slot as usize, addr);
             }
             wait(&word);
             if word.load(Acquire) == REPLY_FAIL {
                 raise_sigbus(addr);
             }
-            // Retry: return, and the access repeats.
+            // Retry: return, and the access repeats (and completes, or
+            // raises SIGBUS on the trap, or faults as not ours).
         }
     }
 }
+
+/// A fault on a segment that nobody serves any more (dead, or the agent
+/// is gone): return onto the trap if the agent mapped one, else raise
+/// SIGBUS here. A fault that reaches us on a trap can only be one from
+/// before the trap was mapped: any access the trap's protection refuses
+/// (a write to a read-only attachment) was found foreign already, where
+/// the fault says what access it was. Where it does not, such a write
+/// would fault here again and again: raise SIGBUS instead.
+fn no_agent(slot: usize, addr: usize) {
+    if !SLOTS[slot].trapped.load(SeqCst) || !ACCESS_KNOWN {
+        raise_sigbus(addr);
+    }
+}
+
+/// Whether a fault tells read, write and fetch apart (see [`access`]).
+pub const ACCESS_KNOWN: bool = cfg!(target_arch = "x86_64");
 
 /// Finds the slot and unit of `addr` and what kind of access faulted.
 fn lookup(addr: usize, ctx: *mut libc::c_void) -> Hit {
@@ -159,7 +197,7 @@ fn lookup_counted(addr: usize, ctx: *mut libc::c_void) -> Hit {
             return Hit::Foreign;
         }
         if state == DEAD {
-            return Hit::Dead;
+            return Hit::Dead { slot: i };
         }
         return Hit::Ask(Request {
             pid: 0,
@@ -294,6 +332,10 @@ const _: () = assert!(std::mem::size_of::<BusInfo>() == std::mem::size_of::<libc
 /// blocked one is unblocked for the delivery (else the access would repeat
 /// forever). A handler that returns makes the access fault again, and it
 /// gets SIGBUS again: a SIGBUS handler must not return.
+///
+/// Only the last resort, when the agent could not map the trap (see the
+/// module docs): the SIGBUS is delivered on top of this handler's frame,
+/// which a small alternate signal stack may not hold.
 fn raise_sigbus(addr: usize) {
     // SAFETY: all of these are async-signal-safe system calls on local,
     // initialised structures.

@@ -37,8 +37,14 @@
 //!   `si_addr` the address touched) within the request time-out, never a
 //!   hang. A segment whose manager connection closes or breaks the protocol
 //!   is *dead*: its whole mapping stays inaccessible and every later touch
-//!   raises SIGBUS, until `shmdt`. A SIGBUS handler must not return (the
-//!   access would repeat and fault again).
+//!   raises SIGBUS, until `shmdt`. A lost unit, or one whose fault got no
+//!   answer in time, raises SIGBUS at every touch until the manager grants
+//!   it after all. The SIGBUS is a real fault of the access (the unit is
+//!   mapped to an empty memfd, see `fault.rs`), delivered by the program's
+//!   own disposition and the kernel's rules for faults (blocked or ignored,
+//!   it kills), never raised inside dipc's SIGSEGV handler, so a small
+//!   alternate signal stack holds it. A SIGBUS handler must not return
+//!   (the access would repeat and fault again).
 //! - A **fork** child does not inherit distributed attachments: touching
 //!   their addresses in the child gives SIGSEGV (System V children inherit
 //!   attachments). The child may attach again.

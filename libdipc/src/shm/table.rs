@@ -29,7 +29,8 @@ pub const FREE: u8 = 0;
 pub const RESERVED: u8 = 1;
 /// Attached and served by the agent.
 pub const ACTIVE: u8 = 2;
-/// The connection to the manager is gone: every touch raises SIGBUS.
+/// The connection to the manager is gone: every touch raises SIGBUS (the
+/// agent maps the whole view as a trap first, see [`Slot::trapped`]).
 pub const DEAD: u8 = 3;
 /// Being detached: touches are not ours any more (SIGSEGV, as after
 /// `shmdt`).
@@ -40,7 +41,11 @@ pub const RIGHT_NONE: u8 = 0;
 pub const RIGHT_READ: u8 = 1;
 pub const RIGHT_WRITE: u8 = 2;
 
-/// Replies the agent writes into a waiting handler's word.
+/// Replies the agent writes into a waiting handler's word. *Retry*: the
+/// access repeats; it completes if the unit is now open, raises a real
+/// SIGBUS if the agent mapped the unit as a trap (lost, or no answer in
+/// time), and is not ours any more if the segment was detached. *Fail*:
+/// the agent could not map the trap, the handler must raise SIGBUS itself.
 pub const REPLY_RETRY: u32 = 1;
 pub const REPLY_FAIL: u32 = 2;
 
@@ -62,6 +67,11 @@ pub struct Slot {
     pub rights: AtomicPtr<AtomicU8>,
     /// The connection to the manager, for the fork child to close.
     pub conn_fd: AtomicI32,
+    /// The whole app view is mapped as a trap (a touch raises SIGBUS
+    /// without a SIGSEGV first): set by the agent before the slot turns
+    /// [`DEAD`]. A handler that still faults on a dead slot whose view is
+    /// not a trap (the agent could not map it) raises SIGBUS itself.
+    pub trapped: AtomicBool,
 }
 
 impl Slot {
@@ -77,6 +87,7 @@ impl Slot {
             nunits: AtomicUsize::new(0),
             rights: AtomicPtr::new(std::ptr::null_mut()),
             conn_fd: AtomicI32::new(-1),
+            trapped: AtomicBool::new(false),
         }
     }
 }
@@ -177,6 +188,7 @@ pub fn fill(
     s.readonly.store(readonly, Relaxed);
     s.exec.store(exec, Relaxed);
     s.conn_fd.store(conn_fd, Relaxed);
+    s.trapped.store(false, Relaxed);
     let old = s
         .rights
         .swap(Box::into_raw(rights) as *mut AtomicU8, SeqCst);
@@ -210,6 +222,7 @@ pub fn try_free(i: usize) -> bool {
     s.start.store(0, Relaxed);
     s.len.store(0, Relaxed);
     s.conn_fd.store(-1, Relaxed);
+    s.trapped.store(false, Relaxed);
     s.state.store(FREE, SeqCst);
     true
 }
@@ -269,6 +282,7 @@ pub fn reset_in_child() {
             s.nunits.store(0, Relaxed);
             s.start.store(0, Relaxed);
             s.len.store(0, Relaxed);
+            s.trapped.store(false, Relaxed);
             s.state.store(FREE, SeqCst);
         }
     }
