@@ -216,6 +216,18 @@ impl<S: Read + Write> Channel<S> {
         }
     }
 
+    /// A read-ahead channel that carries on a connection whose first
+    /// bytes `unread` were already received (see [`Framed::into_parts`]).
+    pub fn read_ahead_with(stream: S, max_frame: u32, unread: &[u8]) -> Self {
+        let mut rbuf = vec![0; READ_AHEAD.max(unread.len())];
+        rbuf[..unread.len()].copy_from_slice(unread);
+        Channel {
+            rbuf,
+            end: unread.len(),
+            ..Channel::new(stream, max_frame)
+        }
+    }
+
     /// Bytes received beyond the frames taken so far (always 0 for an
     /// exact channel).
     pub fn buffered(&self) -> usize {
@@ -389,7 +401,16 @@ impl<S: Read + Write> Channel<S> {
 
     /// Sends a request and waits for the reply carrying the same id.
     pub fn call(&mut self, request_id: u64, msg: &Message) -> Result<Message, ChannelError> {
-        self.send(request_id, msg)?;
+        if let Err(e) = self.send(request_id, msg) {
+            // A daemon that refused the connection said why before it
+            // closed: that reason, not the broken pipe, is the answer.
+            if matches!(e, ChannelError::Closed) {
+                if let Ok((0, reply @ Message::Error { .. })) = self.recv() {
+                    return Ok(reply);
+                }
+            }
+            return Err(e);
+        }
         loop {
             let (id, reply) = self.recv()?;
             // Id 0 is no request's: an error with it is about the whole
@@ -475,6 +496,14 @@ pub struct Framed<S> {
 /// replies, so this is many replies, and a client that reads them is never
 /// paused.
 pub const SERVER_PAUSE: usize = 64 * 1024;
+
+/// A [`Framed`] taken apart (see [`Framed::into_parts`]).
+pub struct FramedParts<S> {
+    pub stream: S,
+    pub codec: Codec,
+    pub unread: Vec<u8>,
+    pub unwritten: Vec<u8>,
+}
 
 /// The read buffer's usual size; it grows to hold a longer record and
 /// shrinks back once that record is taken.
@@ -716,6 +745,21 @@ impl<S: Read + Write> Framed<S> {
 
     pub fn has_pending_writes(&self) -> bool {
         self.wpos < self.wbuf.len()
+    }
+
+    /// Takes the connection apart to carry on with it elsewhere (a
+    /// forked process): the socket, the codec, the bytes received and not
+    /// taken as frames, and the bytes queued and not yet written (sealed).
+    pub fn into_parts(mut self) -> FramedParts<S> {
+        while self.sealed < self.wbuf.len() && self.broken.is_none() {
+            self.seal_batch();
+        }
+        FramedParts {
+            unread: self.rbuf[self.rpos..self.rend].to_vec(),
+            unwritten: self.wbuf[self.wpos..self.sealed].to_vec(),
+            stream: self.stream,
+            codec: self.codec,
+        }
     }
 
     /// Bytes queued and not yet written.

@@ -81,6 +81,11 @@ pub struct Limits {
     /// of one uid may make on this host: each takes a slot of the host's
     /// `msgmni`, `semmni` or `shmmni`.
     pub placeholders_per_uid: usize,
+    /// Sessions (workers) one uid may hold open on this host, from all
+    /// hosts together.
+    pub sessions_per_uid: usize,
+    /// Sessions (workers) one peer host may hold open on this host.
+    pub workers_per_host: usize,
 }
 
 /// This host's identity in the cluster: where its front end listens.
@@ -331,6 +336,8 @@ impl Default for Config {
             limits: Limits {
                 clients_per_uid: 256,
                 placeholders_per_uid: 1024,
+                sessions_per_uid: 256,
+                workers_per_host: 512,
             },
         }
     }
@@ -433,7 +440,12 @@ const TIMEOUT_KEYS: &[&str] = &[
 const CLUSTER_KEYS: &[&str] = &["allowed_hosts", "root_squash"];
 const SHM_KEYS: &[&str] = &["mode", "quantum_ms"];
 const LIBRARY_KEYS: &[&str] = &["spin_us"];
-const LIMITS_KEYS: &[&str] = &["clients_per_uid", "placeholders_per_uid"];
+const LIMITS_KEYS: &[&str] = &[
+    "clients_per_uid",
+    "placeholders_per_uid",
+    "sessions_per_uid",
+    "workers_per_host",
+];
 /// Bound of every `limits` count (dipcd's own table of local clients holds
 /// 4096).
 const LIMIT_MAX: i64 = 65_536;
@@ -607,6 +619,14 @@ impl Checker<'_> {
                 "placeholders_per_uid" => {
                     let n = self.int(&key, value, 1, LIMIT_MAX)?;
                     config.limits.placeholders_per_uid = self.narrow(&key, n)?;
+                }
+                "sessions_per_uid" => {
+                    let n = self.int(&key, value, 1, LIMIT_MAX)?;
+                    config.limits.sessions_per_uid = self.narrow(&key, n)?;
+                }
+                "workers_per_host" => {
+                    let n = self.int(&key, value, 1, LIMIT_MAX)?;
+                    config.limits.workers_per_host = self.narrow(&key, n)?;
                 }
                 _ => return Err(self.unknown(&key, "limits", LIMITS_KEYS)),
             }
@@ -934,6 +954,8 @@ mod tests {
             [limits]
             clients_per_uid = 7
             placeholders_per_uid = 8
+            sessions_per_uid = 9
+            workers_per_host = 10
             "#,
         )
         .unwrap();
@@ -970,6 +992,8 @@ mod tests {
             limits: Limits {
                 clients_per_uid: 7,
                 placeholders_per_uid: 8,
+                sessions_per_uid: 9,
+                workers_per_host: 10,
             },
         };
         assert_eq!(c, expected);

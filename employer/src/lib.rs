@@ -86,7 +86,11 @@ pub fn open_session(
             Ok((_, Message::Done { .. })) => continue,
             Ok((_, Message::Error { errno, message })) => Message::Error { errno, message },
             Ok((_, other)) => fail("session with", &other.kind().name(), libc::EPROTO),
-            Err(e) => return Err(fail("session with", &e, e.errno())),
+            // A refused session is closed after its reason: the reason
+            // is the answer.
+            Err(e) => {
+                return Err(first_error.unwrap_or_else(|| fail("session with", &e, e.errno())))
+            }
         };
         first_error.get_or_insert(reply);
     }

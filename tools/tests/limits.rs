@@ -236,3 +236,109 @@ fn a_user_cannot_make_more_than_its_placeholders() {
         "host 2's dipcd must log the refusal:\n{log}"
     );
 }
+
+/// Processes named `dipc-worker` (a worker names itself so).
+fn workers() -> usize {
+    fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == "dipc-worker")
+        })
+        .count()
+}
+
+/// One user cannot open more than `limits.sessions_per_uid` (256)
+/// sessions on a host: the one over gets `EAGAIN` naming the limit, and
+/// other users, from the same host and from others, still open theirs.
+#[test]
+fn a_user_over_its_session_limit_gets_eagain_and_others_are_served() {
+    let c = Cluster::up(3);
+    let target = front_end(2);
+    let mut attack = c.spawn(
+        3,
+        &as_nobody(&[
+            "dipc-attack",
+            "sessions",
+            &target,
+            "--count",
+            "300",
+            "--hold-ms",
+            "30000",
+        ]),
+    );
+    attack.wait_for_stdout("sessions: ", Duration::from_secs(120));
+    let out = attack.stdout();
+    assert!(
+        out.contains("sessions: 256 opened, 44 refused"),
+        "nobody must get exactly limits.sessions_per_uid (256) sessions on host 2:\n{out}"
+    );
+    assert!(
+        out.contains("error EAGAIN: uid 65534 holds 256 sessions here (limits.sessions_per_uid"),
+        "the session over the limit must get EAGAIN naming it:\n{out}"
+    );
+    // Another user of the attacker's host, and root of another host.
+    let other = as_uid(OTHER_UID, &["dipc-attack", "connect", &target]);
+    for (host, args) in [(3, other), (1, vec!["dipc-attack", "connect", &target])] {
+        let out = c.exec_ok(host, &args);
+        assert!(
+            out.contains("session: pong"),
+            "{args:?} on host {host} must still open a session:\n{out}"
+        );
+    }
+    assert!(attack.running(), "the attack must still hold its sessions");
+    let log = c.log(2);
+    assert!(
+        log.contains("uid 65534 holds 256 sessions here"),
+        "host 2 must log the refusal:\n{log}"
+    );
+}
+
+/// Connections that never finish their handshake cost no worker process,
+/// leave room for real sessions, and are closed after `request_ms`.
+#[test]
+fn connections_that_never_authenticate_cost_no_worker() {
+    let c = Cluster::up(3);
+    let target = front_end(2);
+    let before = workers();
+    let mut stall = c.spawn(
+        3,
+        &as_nobody(&[
+            "dipc-attack",
+            "stall",
+            &target,
+            "--count",
+            "200",
+            "--hold-ms",
+            "8000",
+        ]),
+    );
+    stall.wait_for_stdout("stall: 200 connected", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(500));
+    let during = workers();
+    assert!(
+        during <= before,
+        "200 unauthenticated connections made {} workers",
+        during - before
+    );
+    let out = c.exec_ok(3, &as_uid(OTHER_UID, &["dipc-attack", "connect", &target]));
+    assert!(
+        out.contains("session: pong"),
+        "a real session must open:\n{out}"
+    );
+    // request_ms is 5 s on the simulated hosts.
+    stall.wait_for_stdout("closed by the peer", Duration::from_secs(30));
+    assert!(
+        stall.stdout().contains("stall: 200 closed by the peer"),
+        "the front_end must close connections that say nothing:\n{}",
+        stall.stdout()
+    );
+    assert!(
+        c.log(2).contains(&format!(
+            "refused connection from {}: no handshake within 5000 ms",
+            host_addr(3)
+        )),
+        "host 2 must log the silent connections:\n{}",
+        c.log(2)
+    );
+}

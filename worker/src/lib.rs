@@ -1,12 +1,14 @@
-//! The worker: forked by the front_end for each connection another host
+//! The worker: forked by the front_end for each session another host
 //! opens to this one.
 //!
-//! It runs the handshake on the cluster secret with the caller (only an
-//! employer may call: see `dipc_common::auth`), then carries out the
-//! caller's requests on this host, one after another, and replies, every
-//! frame sealed by the connection's secure channel. The first requests
-//! must be the employer's `Session` (whose credentials the worker takes
-//! on) and `SenderPid`; neither is taken twice. A worker serves one connection for its whole life, so an
+//! The front_end has run the handshake on the cluster secret with the
+//! caller (only an employer may call: see `dipc_common::auth`) and read
+//! the session's first frame; the worker takes the connection from there
+//! ([`Handed`]) and carries out the caller's requests on this host, one
+//! after another, and replies, every frame sealed by the connection's
+//! secure channel. The first requests must be the employer's `Session`
+//! (whose credentials the worker takes on) and `SenderPid`; neither is
+//! taken twice. A worker serves one connection for its whole life, so an
 //! employer that keeps its connection open keeps the same worker as its
 //! proxy on this host: per-process kernel state (such as `SEM_UNDO`
 //! adjustments) then lives and dies with that worker.
@@ -23,36 +25,58 @@ mod sem;
 mod session;
 mod shm;
 
-use dipc_common::auth::{server_handshake, Secret};
-use dipc_common::channel::{Channel, ChannelError};
+use dipc_common::auth::{Secret, ServerHandshake};
+use dipc_common::channel::{Channel, ChannelError, Codec};
 use dipc_common::config::Config;
-use dipc_common::wire::{Message, Role};
+use dipc_common::wire::Message;
 use log::{debug, info, warn};
 use std::net::{IpAddr, TcpStream};
 use std::os::fd::{AsFd, AsRawFd};
 
-/// Serves one connection; returns the process exit code.
-pub fn serve(stream: TcpStream, peer: IpAddr, config: &Config, secret: &Secret) -> i32 {
-    // The handshake must finish within the request time-out; a caller that
-    // opens a connection and says nothing does not keep a worker.
+/// A connection as the front_end hands it over: authenticated, its
+/// session's first frame read.
+pub struct Handed {
+    /// What the caller stated in the handshake.
+    pub hs: ServerHandshake,
+    /// The secure channel's state.
+    pub codec: Codec,
+    /// Bytes received after the first frame.
+    pub unread: Vec<u8>,
+    /// Bytes of ours not yet written (sealed).
+    pub unwritten: Vec<u8>,
+    /// The session's first frame.
+    pub first: (u64, Message),
+}
+
+/// Serves one session; returns the process exit code.
+pub fn serve(
+    mut stream: TcpStream,
+    peer: IpAddr,
+    handed: Handed,
+    config: &Config,
+    _secret: &Secret,
+) -> i32 {
+    // Until the session is open (SenderPid), a caller that says nothing
+    // does not keep a worker.
     if let Err(e) = stream.set_read_timeout(Some(config.timeouts.request)) {
         warn!("worker for {peer}: {e}");
         return 1;
     }
+    let Handed {
+        hs,
+        codec,
+        unread,
+        unwritten,
+        first,
+    } = handed;
+    if let Err(e) = std::io::Write::write_all(&mut stream, &unwritten) {
+        info!("worker for {peer}: {e}");
+        return 1;
+    }
     // The worker keeps its socket (but for a shared memory attach, checked
     // there), so it may read ahead.
-    let mut ch = Channel::read_ahead(stream, config.max_frame);
-    let hs = match server_handshake(&mut ch, secret, Role::Employer) {
-        Ok(hs) => hs,
-        Err(e) => {
-            warn!("refused connection from {peer}: {e}");
-            return 1;
-        }
-    };
-    debug!(
-        "worker: {peer} authenticated as {:?} of {}",
-        hs.role, hs.host
-    );
+    let mut ch = Channel::read_ahead_with(stream, config.max_frame, &unread).with_codec(codec);
+    let mut first = Some(first);
     let sigio = match interrupt_on_input(ch.get_ref()) {
         Ok(s) => s,
         Err(e) => {
@@ -65,7 +89,11 @@ pub fn serve(stream: TcpStream, peer: IpAddr, config: &Config, secret: &Secret) 
     // The caller's pid_d, as its dipcd vouched for it (0: not registered).
     let mut sender: Option<i64> = None;
     loop {
-        let (id, req) = match ch.recv() {
+        let next = match first.take() {
+            Some(f) => Ok(f),
+            None => ch.recv(),
+        };
+        let (id, req) = match next {
             Ok(r) => r,
             Err(ChannelError::Closed) => return 0,
             Err(e) => {

@@ -120,6 +120,14 @@
 //! - `half-frames --count N --hold-ms MS`: N connections, each sending
 //!   half of a frame that announces 60 KiB, held MS ms. Prints
 //!   `half-frames: N sent`.
+//! - `sessions TARGET --count N --hold-ms MS`: opens up to N sessions to
+//!   TARGET's workers through dipcd (`Connect`), holds them MS ms. Prints
+//!   `sessions: OPENED opened, REFUSED refused` and the first refusal as
+//!   `refused: ERRNO: MESSAGE`.
+//! - `stall TARGET --count N --hold-ms MS`: N TCP connections to TARGET
+//!   that send one byte of a handshake and nothing more. Prints
+//!   `stall: N connected`, then after MS ms `stall: C closed by the
+//!   peer`.
 
 use clap::{Parser, Subcommand};
 use dipc_common::auth::{ClientHandshake, Secret};
@@ -299,6 +307,22 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         hold_ms: u64,
     },
+    /// Open many sessions to one host.
+    Sessions {
+        target: SocketAddr,
+        #[arg(long)]
+        count: usize,
+        #[arg(long, default_value_t = 0)]
+        hold_ms: u64,
+    },
+    /// Connections to a front_end that never finish their handshake.
+    Stall {
+        target: SocketAddr,
+        #[arg(long)]
+        count: usize,
+        #[arg(long, default_value_t = 0)]
+        hold_ms: u64,
+    },
     /// Connections that send half a frame and stall.
     HalfFrames {
         #[arg(long)]
@@ -405,6 +429,16 @@ fn main() -> ExitCode {
         Command::Clients { count, hold_ms } => clients(&config, count, hold_ms),
         Command::Pipeline { requests, hold_ms } => pipeline(&config, requests, hold_ms),
         Command::HalfFrames { count, hold_ms } => half_frames(&config, count, hold_ms),
+        Command::Sessions {
+            target,
+            count,
+            hold_ms,
+        } => sessions(&config, target, count, hold_ms),
+        Command::Stall {
+            target,
+            count,
+            hold_ms,
+        } => stall(target, count, hold_ms),
     };
     ExitCode::from(code)
 }
@@ -1570,5 +1604,62 @@ fn half_frames(config: &Config, count: usize, hold_ms: u64) -> u8 {
     println!("half-frames: {} sent", open.len());
     let _ = io::stdout().flush();
     hold(hold_ms);
+    WITHSTOOD
+}
+
+fn sessions(config: &Config, target: SocketAddr, count: usize, hold_ms: u64) -> u8 {
+    let mut open = Vec::new();
+    let mut refused = 0;
+    let mut first = None;
+    for _ in 0..count {
+        match open_session(config, target) {
+            Ok(s) => open.push(s),
+            Err(e) => {
+                refused += 1;
+                first.get_or_insert(e);
+            }
+        }
+    }
+    println!("sessions: {} opened, {refused} refused", open.len());
+    if let Some(f) = first {
+        println!("refused: {f}");
+    }
+    let _ = io::stdout().flush();
+    hold(hold_ms);
+    WITHSTOOD
+}
+
+fn stall(target: SocketAddr, count: usize, hold_ms: u64) -> u8 {
+    let mut open = Vec::new();
+    for _ in 0..count {
+        match TcpStream::connect_timeout(&target, Duration::from_secs(2)) {
+            // The first byte of a frame header, and nothing more.
+            Ok(mut s) => {
+                if s.write_all(&wire::MAGIC.to_be_bytes()[..1]).is_ok() {
+                    open.push(s);
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    println!("stall: {} connected", open.len());
+    let _ = io::stdout().flush();
+    hold(hold_ms);
+    let mut closed = 0;
+    for s in &mut open {
+        let _ = s.set_read_timeout(Some(Duration::from_millis(50)));
+        let mut b = [0u8; 64];
+        // A closed connection reads end of file (or a reset).
+        match s.read(&mut b) {
+            Ok(0) => closed += 1,
+            Err(e)
+                if e.kind() != io::ErrorKind::WouldBlock && e.kind() != io::ErrorKind::TimedOut =>
+            {
+                closed += 1
+            }
+            _ => {}
+        }
+    }
+    println!("stall: {closed} closed by the peer");
     WITHSTOOD
 }
