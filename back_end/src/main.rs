@@ -514,7 +514,7 @@ impl Daemon<'_> {
                 }
             }
             Message::ShmOpen { id: sid } => {
-                let reply = self.open_manager(sid);
+                let reply = self.open_manager(sid, c);
                 c.framed.queue(id, &reply);
             }
             Message::Resolve { kind, local_id } => {
@@ -771,12 +771,46 @@ impl Daemon<'_> {
     /// binds its socket, so that a connection made after the reply cannot
     /// miss it, and forks it. Any local process may ask; the manager checks
     /// each attach against the segment's permissions.
-    fn open_manager(&mut self, sid: i32) -> Message {
+    /// Starts the manager of segment `sid` for a client that may attach
+    /// it (read permission, as the kernel's shmat checks) and if it is a
+    /// distributed segment (a key of its own, not IPC_PRIVATE): no user
+    /// can make root processes for segments it cannot use, nor one per
+    /// private segment of its own. A client's attach itself is checked
+    /// again by the manager.
+    fn open_manager(&mut self, sid: i32, c: &Client) -> Message {
         if self.managers.contains_key(&sid) {
             return Message::Done { value: 0 };
         }
-        if let Err(e) = sysv::shmctl_stat(sid) {
-            return Message::error(e, format!("no shared memory segment {sid} on this host"));
+        let perm = match sysv::shmctl_stat(sid) {
+            Ok(info) => info.perm,
+            Err(e) => {
+                return Message::error(e, format!("no shared memory segment {sid} on this host"))
+            }
+        };
+        if perm.key == libc::IPC_PRIVATE {
+            return Message::error(
+                libc::EINVAL,
+                format!("segment {sid} is private (IPC_PRIVATE): it is not distributed"),
+            );
+        }
+        if c.cred.uid != 0 {
+            // SAFETY: the client's socket stays open for this call.
+            let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(c.framed.stream.as_raw_fd()) };
+            let groups = match sys::peer_groups(&fd) {
+                Ok(g) => g,
+                Err(e) => {
+                    return Message::error(
+                        e.raw_os_error().unwrap_or(libc::EIO),
+                        format!("the client's groups (SO_PEERGROUPS): {e}"),
+                    )
+                }
+            };
+            if !sysv::permits(&perm, (c.cred.uid, c.cred.gid, &groups), 4) {
+                return Message::error(
+                    libc::EACCES,
+                    format!("uid {} may not attach segment {sid}", c.cred.uid),
+                );
+            }
         }
         let path = self.config.shm_socket(sid);
         let _ = std::fs::remove_file(&path);

@@ -7,6 +7,23 @@ use std::io;
 use std::mem::size_of;
 
 /// The calling thread's last `errno`.
+/// The kernel's ipcperms for a caller that is not root: the permission
+/// bits of the caller's class (owner or creator, group, other) must
+/// include all of `want` (4 read, 2 write).
+pub fn permits(perm: &IpcPerm, (uid, gid, groups): (u32, u32, &[u32]), want: u32) -> bool {
+    let bits = if uid == perm.uid || uid == perm.cuid {
+        perm.mode >> 6
+    } else if [perm.gid, perm.cgid]
+        .iter()
+        .any(|g| *g == gid || groups.contains(g))
+    {
+        perm.mode >> 3
+    } else {
+        perm.mode
+    };
+    bits & want == want
+}
+
 pub fn errno() -> i32 {
     io::Error::last_os_error()
         .raw_os_error()

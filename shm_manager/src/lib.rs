@@ -714,21 +714,13 @@ struct Caller {
     groups: Vec<u32>,
 }
 
-/// ipcperms for a non-root caller: the permission bits of the caller's
-/// class must include all of `want` (4 read, 2 write).
+/// ipcperms for a non-root caller (see `sysv::permits`).
 fn allowed(perm: &IpcPerm, caller: &Caller, want: u32) -> bool {
-    let cred = caller.cred;
-    let bits = if cred.uid == perm.uid || cred.uid == perm.cuid {
-        perm.mode >> 6
-    } else if [perm.gid, perm.cgid]
-        .iter()
-        .any(|g| *g == cred.gid || caller.groups.contains(g))
-    {
-        perm.mode >> 3
-    } else {
-        perm.mode
-    };
-    bits & want == want
+    sysv::permits(
+        perm,
+        (caller.cred.uid, caller.cred.gid, &caller.groups),
+        want,
+    )
 }
 
 #[cfg(test)]

@@ -321,11 +321,25 @@ fn connections_that_never_authenticate_cost_no_worker() {
         "200 unauthenticated connections made {} workers",
         during - before
     );
-    let out = c.exec_ok(3, &as_uid(OTHER_UID, &["dipc-attack", "connect", &target]));
-    assert!(
-        out.contains("session: pong"),
-        "a real session must open:\n{out}"
+    // A real session opens meanwhile, and has its worker (which also
+    // shows that workers() sees workers).
+    let mut real = c.spawn(
+        3,
+        &as_uid(
+            OTHER_UID,
+            &[
+                "dipc-attack",
+                "sessions",
+                &target,
+                "--count",
+                "1",
+                "--hold-ms",
+                "3000",
+            ],
+        ),
     );
+    real.wait_for_stdout("sessions: 1 opened, 0 refused", Duration::from_secs(30));
+    assert_eq!(workers(), during + 1, "the real session's worker");
     // request_ms is 5 s on the simulated hosts.
     stall.wait_for_stdout("closed by the peer", Duration::from_secs(30));
     assert!(
@@ -341,4 +355,42 @@ fn connections_that_never_authenticate_cost_no_worker() {
         "host 2 must log the silent connections:\n{}",
         c.log(2)
     );
+}
+
+/// dipcd starts a segment's manager (a root process) only for a
+/// distributed segment the asker may attach: not for a private segment
+/// of its own, not for one it may not read.
+#[test]
+fn no_shm_manager_for_a_segment_the_asker_may_not_use() {
+    let c = Cluster::up(1);
+    let out = c.exec_ok(1, &as_nobody(&["dipc-attack", "shm-open", "--private"]));
+    assert!(
+        out.contains("shm-open: error EINVAL: ") && out.contains("is private (IPC_PRIVATE)"),
+        "a private segment must get no manager:\n{out}"
+    );
+    let made = c.exec_ok(
+        1,
+        &[
+            "dipc-attack",
+            "shm-open",
+            "--key",
+            "0x5a5b",
+            "--mode",
+            "600",
+        ],
+    );
+    let sid = made
+        .lines()
+        .find_map(|l| l.strip_prefix("segment "))
+        .unwrap_or_else(|| panic!("no segment id in {made:?}"))
+        .trim()
+        .to_owned();
+    let out = c.exec_ok(1, &as_nobody(&["dipc-attack", "shm-open", "--id", &sid]));
+    assert!(
+        out.contains("shm-open: error EACCES: uid 65534 may not attach segment"),
+        "root's 0600 segment must get no manager for nobody:\n{out}"
+    );
+    // Root, who may, gets it.
+    let out = c.exec_ok(1, &["dipc-attack", "shm-open", "--id", &sid]);
+    assert!(out.contains("shm-open: done 0"), "{out}");
 }

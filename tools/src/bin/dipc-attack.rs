@@ -124,6 +124,10 @@
 //!   TARGET's workers through dipcd (`Connect`), holds them MS ms. Prints
 //!   `sessions: OPENED opened, REFUSED refused` and the first refusal as
 //!   `refused: ERRNO: MESSAGE`.
+//! - `shm-open [--private | --key K --mode M] [--id ID]`: makes a local
+//!   segment (IPC_PRIVATE, or key K with mode M; prints `segment ID`) or
+//!   takes segment ID, and asks dipcd to start its manager (`ShmOpen`).
+//!   Prints `shm-open: done` or `shm-open: error ERRNO: MESSAGE`.
 //! - `stall TARGET --count N --hold-ms MS`: N TCP connections to TARGET
 //!   that send one byte of a handshake and nothing more. Prints
 //!   `stall: N connected`, then after MS ms `stall: C closed by the
@@ -315,6 +319,17 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         hold_ms: u64,
     },
+    /// Ask dipcd for a segment's manager.
+    ShmOpen {
+        #[arg(long)]
+        private: bool,
+        #[arg(long, value_parser = parse_key)]
+        key: Option<i32>,
+        #[arg(long, default_value = "600")]
+        mode: String,
+        #[arg(long)]
+        id: Option<i32>,
+    },
     /// Connections to a front_end that never finish their handshake.
     Stall {
         target: SocketAddr,
@@ -439,6 +454,12 @@ fn main() -> ExitCode {
             count,
             hold_ms,
         } => stall(target, count, hold_ms),
+        Command::ShmOpen {
+            private,
+            key,
+            mode,
+            id,
+        } => shm_open(&config, private, key, &mode, id),
     };
     ExitCode::from(code)
 }
@@ -1661,5 +1682,42 @@ fn stall(target: SocketAddr, count: usize, hold_ms: u64) -> u8 {
         }
     }
     println!("stall: {closed} closed by the peer");
+    WITHSTOOD
+}
+
+fn shm_open(config: &Config, private: bool, key: Option<i32>, mode: &str, id: Option<i32>) -> u8 {
+    let Ok(mode) = i32::from_str_radix(mode, 8) else {
+        return not_tried("mode", &"not octal");
+    };
+    let made = match (private, key) {
+        (true, _) => Some(libc::IPC_PRIVATE),
+        (false, Some(k)) => Some(k),
+        (false, None) => None,
+    };
+    let sid = match (made, id) {
+        (Some(k), _) => {
+            // SAFETY: a plain System V call.
+            let sid = unsafe { libc::shmget(k, 4096, libc::IPC_CREAT | mode) };
+            if sid < 0 {
+                return not_tried("shmget", &io::Error::last_os_error());
+            }
+            println!("segment {sid}");
+            sid
+        }
+        (None, Some(i)) => i,
+        (None, None) => return not_tried("shm-open", &"--private, --key or --id"),
+    };
+    if id.is_none() && key.is_some() && !private {
+        // Only made: another user asks.
+        return WITHSTOOD;
+    }
+    let mut ch = match dipcd(config) {
+        Ok(ch) => ch,
+        Err(e) => return not_tried("dipcd", &e),
+    };
+    match ch.call(1, &Message::ShmOpen { id: sid }) {
+        Ok(m) => println!("shm-open: {}", show(&m)),
+        Err(e) => println!("shm-open: {e}"),
+    }
     WITHSTOOD
 }
