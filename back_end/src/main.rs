@@ -183,6 +183,7 @@ fn run(config: &Config) -> io::Result<u8> {
         },
         placeholders: Placeholders::new(config.runtime_dir.join("placeholders")),
         managers: HashMap::new(),
+        employers: HashMap::new(),
         pids: Pids::new(config.runtime_dir.join("mailboxes")),
         grants: HashMap::new(),
         grant_tokens: HashMap::new(),
@@ -239,6 +240,8 @@ struct Daemon<'a> {
     placeholders: Placeholders,
     /// The running shm managers, by segment id.
     managers: HashMap<i32, Pid>,
+    /// Employers opening sessions, and the uid each works for.
+    employers: HashMap<Pid, u32>,
     pids: Pids,
     /// Keys this host was granted to create, with the local process the
     /// grant went to: only it may commit or abort the key, and if it dies
@@ -284,6 +287,7 @@ impl Daemon<'_> {
                                     let dead = reap(children, &mut exited);
                                     for pid in exited {
                                         self.manager_exited(pid);
+                                        self.employers.remove(&pid);
                                     }
                                     if let Some(dead) = dead {
                                         error!("{dead}; stopping this host");
@@ -950,7 +954,23 @@ impl Daemon<'_> {
             debug!("a local client went away while its Connect to {target} was checked");
             return;
         };
+        let limit = self.config.limits.employers_per_uid;
+        let busy = self.employers.values().filter(|u| **u == cred.uid).count();
         match up_member(&hosts, target) {
+            Some(_) if cred.uid != 0 && busy >= limit => {
+                warn!(
+                    "refused a connection for local pid {} (uid {}): {busy} of its sessions are being opened (limits.employers_per_uid)",
+                    cred.pid, cred.uid
+                );
+                let msg = Message::error(
+                    libc::EAGAIN,
+                    format!(
+                        "uid {} has {busy} sessions being opened (limits.employers_per_uid in dipc.conf)",
+                        cred.uid
+                    ),
+                );
+                self.reply(client, id, &msg);
+            }
             Some(addr) => {
                 if let Some(mut c) = self.clients.remove(&client) {
                     self.client_gone(client);
@@ -1006,7 +1026,10 @@ impl Daemon<'_> {
         match sys::fork_child("dipc-employer", Signal::SIGTERM, &keep, move || {
             dipc_employer::serve(session, cred, pid_d, (id, msg), config, secret)
         }) {
-            Ok(pid) => debug!("employer {pid} for local pid {}", c.cred.pid),
+            Ok(pid) => {
+                debug!("employer {pid} for local pid {}", c.cred.pid);
+                self.employers.insert(pid, c.cred.uid);
+            }
             Err(e) => warn!("cannot fork an employer: {e}"),
         }
     }

@@ -86,6 +86,9 @@ pub struct Limits {
     pub sessions_per_uid: usize,
     /// Sessions (workers) one peer host may hold open on this host.
     pub workers_per_host: usize,
+    /// Sessions one uid may have being opened from this host at once
+    /// (each is an employer process until it is open).
+    pub employers_per_uid: usize,
 }
 
 /// This host's identity in the cluster: where its front end listens.
@@ -338,6 +341,7 @@ impl Default for Config {
                 placeholders_per_uid: 1024,
                 sessions_per_uid: 256,
                 workers_per_host: 512,
+                employers_per_uid: 64,
             },
         }
     }
@@ -445,6 +449,7 @@ const LIMITS_KEYS: &[&str] = &[
     "placeholders_per_uid",
     "sessions_per_uid",
     "workers_per_host",
+    "employers_per_uid",
 ];
 /// Bound of every `limits` count (dipcd's own table of local clients holds
 /// 4096).
@@ -627,6 +632,10 @@ impl Checker<'_> {
                 "workers_per_host" => {
                     let n = self.int(&key, value, 1, LIMIT_MAX)?;
                     config.limits.workers_per_host = self.narrow(&key, n)?;
+                }
+                "employers_per_uid" => {
+                    let n = self.int(&key, value, 1, LIMIT_MAX)?;
+                    config.limits.employers_per_uid = self.narrow(&key, n)?;
                 }
                 _ => return Err(self.unknown(&key, "limits", LIMITS_KEYS)),
             }
@@ -956,6 +965,7 @@ mod tests {
             placeholders_per_uid = 8
             sessions_per_uid = 9
             workers_per_host = 10
+            employers_per_uid = 11
             "#,
         )
         .unwrap();
@@ -994,6 +1004,7 @@ mod tests {
                 placeholders_per_uid: 8,
                 sessions_per_uid: 9,
                 workers_per_host: 10,
+                employers_per_uid: 11,
             },
         };
         assert_eq!(c, expected);

@@ -394,3 +394,84 @@ fn no_shm_manager_for_a_segment_the_asker_may_not_use() {
     let out = c.exec_ok(1, &["dipc-attack", "shm-open", "--id", &sid]);
     assert!(out.contains("shm-open: done 0"), "{out}");
 }
+
+/// The child of `parent` whose name is `comm`.
+fn child_named(parent: &str, comm: &str) -> Option<String> {
+    fs::read_dir("/proc")
+        .ok()?
+        .filter_map(|e| e.ok())
+        .find_map(|e| {
+            let stat = fs::read_to_string(e.path().join("stat")).ok()?;
+            // pid (comm) state ppid ...
+            let (head, rest) = stat.rsplit_once(") ")?;
+            let name = head.split_once(" (")?.1;
+            let ppid = rest.split(' ').nth(1)?;
+            (name == comm && ppid == parent).then(|| e.file_name().to_string_lossy().into_owned())
+        })
+}
+
+/// Resumes a stopped process however the test ends.
+struct Resume(String);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-CONT", &self.0])
+            .status();
+    }
+}
+
+/// One user cannot have more than `limits.employers_per_uid` (64)
+/// sessions being opened at once: against a host that does not answer,
+/// each would keep an employer process for the connect and request
+/// time-outs. The ones past it get `EAGAIN` at once; other users still
+/// open sessions meanwhile.
+#[test]
+fn a_user_cannot_have_more_than_its_employers_at_once() {
+    let c = Cluster::up(3);
+    let pid_file = state_dir().join("h2").join("dipcd.pid");
+    let dipcd2 = fs::read_to_string(&pid_file).expect("host 2's dipcd.pid");
+    let fe = child_named(dipcd2.trim(), "dipc-front-end").expect("host 2's front_end");
+    // Host 2 stays up (its dipcd's link beats) but its front_end answers
+    // nothing: every session to it waits.
+    let stopped = std::process::Command::new("kill")
+        .args(["-STOP", &fe])
+        .status()
+        .expect("kill -STOP");
+    assert!(stopped.success());
+    let _resume = Resume(fe);
+    let target = front_end(2);
+    let mut attack = c.spawn(
+        3,
+        &as_nobody(&[
+            "dipc-attack",
+            "sessions",
+            &target,
+            "--count",
+            "100",
+            "--parallel",
+        ]),
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let out = c.exec_ok(
+        3,
+        &as_uid(OTHER_UID, &["dipc-attack", "connect", &front_end(1)]),
+    );
+    assert!(
+        out.contains("session: pong"),
+        "another user must still open a session:\n{out}"
+    );
+    attack.wait_for_stdout("sessions: ", Duration::from_secs(60));
+    assert!(
+        attack.wait_timeout(Duration::from_secs(30)).is_some(),
+        "the attack must end"
+    );
+    let out = attack.stdout();
+    assert!(
+        out.contains("sessions: 0 opened")
+            && out.contains(
+                "refused EAGAIN: 36: uid 65534 has 64 sessions being opened (limits.employers_per_uid"
+            ),
+        "64 employers at once for nobody, EAGAIN for the other 36:\n{out}"
+    );
+}

@@ -123,7 +123,9 @@
 //! - `sessions TARGET --count N --hold-ms MS`: opens up to N sessions to
 //!   TARGET's workers through dipcd (`Connect`), holds them MS ms. Prints
 //!   `sessions: OPENED opened, REFUSED refused` and the first refusal as
-//!   `refused: ERRNO: MESSAGE`.
+//!   `refused: ERRNO: MESSAGE`. With `--parallel`, all N `Connect`s are
+//!   sent first and the answers read after: prints `sessions: OPENED
+//!   opened` and a line `refused ERRNO: COUNT: FIRST MESSAGE` per errno.
 //! - `shm-open [--private | --key K --mode M] [--id ID]`: makes a local
 //!   segment (IPC_PRIVATE, or key K with mode M; prints `segment ID`) or
 //!   takes segment ID, and asks dipcd to start its manager (`ShmOpen`).
@@ -318,6 +320,9 @@ enum Command {
         count: usize,
         #[arg(long, default_value_t = 0)]
         hold_ms: u64,
+        /// Ask for all of them at once, then read the answers.
+        #[arg(long)]
+        parallel: bool,
     },
     /// Ask dipcd for a segment's manager.
     ShmOpen {
@@ -448,7 +453,14 @@ fn main() -> ExitCode {
             target,
             count,
             hold_ms,
-        } => sessions(&config, target, count, hold_ms),
+            parallel,
+        } => {
+            if parallel {
+                sessions_at_once(&config, target, count)
+            } else {
+                sessions(&config, target, count, hold_ms)
+            }
+        }
         Command::Stall {
             target,
             count,
@@ -1718,6 +1730,40 @@ fn shm_open(config: &Config, private: bool, key: Option<i32>, mode: &str, id: Op
     match ch.call(1, &Message::ShmOpen { id: sid }) {
         Ok(m) => println!("shm-open: {}", show(&m)),
         Err(e) => println!("shm-open: {e}"),
+    }
+    WITHSTOOD
+}
+
+fn sessions_at_once(config: &Config, target: SocketAddr, count: usize) -> u8 {
+    let mut asked = Vec::new();
+    for _ in 0..count {
+        match dipcd(config) {
+            Ok(mut ch) => {
+                if ch.send(1, &Message::Connect { target }).is_ok() {
+                    asked.push(ch);
+                }
+            }
+            Err(e) => return not_tried("dipcd", &e),
+        }
+    }
+    let mut opened = 0;
+    let mut refused: std::collections::BTreeMap<String, (usize, String)> = Default::default();
+    for mut ch in asked {
+        let (name, message) = match ch.recv() {
+            Ok((_, Message::SessionReady { .. })) => {
+                opened += 1;
+                continue;
+            }
+            Ok((_, Message::Error { errno, message })) => (errno_name(errno), message),
+            Ok((_, other)) => ("unexpected".to_owned(), other.kind().name().to_owned()),
+            Err(e) => ("channel".to_owned(), e.to_string()),
+        };
+        let e = refused.entry(name).or_insert((0, message));
+        e.0 += 1;
+    }
+    println!("sessions: {opened} opened");
+    for (name, (n, first)) in refused {
+        println!("refused {name}: {n}: {first}");
     }
     WITHSTOOD
 }
