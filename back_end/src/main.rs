@@ -313,6 +313,7 @@ impl Daemon<'_> {
                 }
             }
             self.expire_grants(Instant::now());
+            self.expire_stalled_clients(Instant::now());
             self.link
                 .tick(self.poll.registry(), self.config, &mut link_events);
             for ev in link_events.drain(..) {
@@ -687,6 +688,34 @@ impl Daemon<'_> {
     /// Gives up the creations not committed within `request_ms`, as the
     /// referee does: a creator that neither commits nor aborts, nor exits,
     /// frees the key at the deadline (and a late commit is refused).
+    /// Closes local clients that began a request and did not finish it
+    /// within `request_ms` (a request is one small frame, sent at once).
+    fn expire_stalled_clients(&mut self, now: Instant) {
+        let limit = self.config.timeouts.request;
+        let stalled: Vec<usize> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| {
+                c.framed
+                    .partial_since()
+                    .is_some_and(|t| now.duration_since(t) >= limit)
+            })
+            .map(|(t, _)| *t)
+            .collect();
+        for t in stalled {
+            if let Some(mut c) = self.clients.remove(&t) {
+                warn!(
+                    "local client pid {} (uid {}): a request begun {} ms ago is not finished; closed",
+                    c.cred.pid,
+                    c.cred.uid,
+                    limit.as_millis()
+                );
+                let _ = self.poll.registry().deregister(&mut c.framed.stream);
+                self.client_gone(t);
+            }
+        }
+    }
+
     fn expire_grants(&mut self, now: Instant) {
         if self.grants.is_empty() {
             return;

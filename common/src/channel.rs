@@ -473,6 +473,8 @@ pub struct Framed<S> {
     rend: usize,
     /// The peer closed its side.
     eof: bool,
+    /// Since when part of a frame has waited for the rest.
+    partial_since: Option<std::time::Instant>,
     pause_at: Option<usize>,
     close_at: Option<usize>,
     /// Bytes for the socket: `wbuf[wpos..sealed]` is ready and not
@@ -519,6 +521,7 @@ impl<S: Read + Write> Framed<S> {
             rpos: 0,
             rend: 0,
             eof: false,
+            partial_since: None,
             pause_at: None,
             close_at: None,
             wbuf: Vec::new(),
@@ -592,6 +595,7 @@ impl<S: Read + Write> Framed<S> {
             }
             let avail = &mut self.rbuf[self.rpos..self.rend];
             if let Some((used, id, msg)) = self.codec.decode_first(avail, self.max_frame)? {
+                self.partial_since = None;
                 self.rpos += used;
                 if self.rpos == self.rend {
                     self.rpos = 0;
@@ -614,6 +618,10 @@ impl<S: Read + Write> Framed<S> {
                 });
             }
             if !self.read_some()? {
+                if self.rpos < self.rend {
+                    self.partial_since
+                        .get_or_insert_with(std::time::Instant::now);
+                }
                 return Ok(None);
             }
         }
@@ -760,6 +768,12 @@ impl<S: Read + Write> Framed<S> {
             stream: self.stream,
             codec: self.codec,
         }
+    }
+
+    /// Since when part of a frame has waited for the rest (a peer that
+    /// sends a frame a byte at a time, or stops halfway, is seen here).
+    pub fn partial_since(&self) -> Option<std::time::Instant> {
+        self.partial_since
     }
 
     /// Bytes queued and not yet written.

@@ -149,7 +149,7 @@ fn a_client_that_reads_no_replies_costs_dipcd_bounded_memory() {
             "--count",
             "200",
             "--hold-ms",
-            "20000",
+            "8000",
         ]),
     );
     half.wait_for_stdout("half-frames: ", Duration::from_secs(30));
@@ -167,6 +167,19 @@ fn a_client_that_reads_no_replies_costs_dipcd_bounded_memory() {
         "dipcd grew {grown} KiB for 200 half frames of 30 KiB"
     );
     others_are_served(&c);
+    // A request begun and not finished within request_ms (5 s here) is
+    // closed; the attack held them 8 s.
+    half.wait_for_stdout("closed by dipcd", Duration::from_secs(60));
+    assert!(
+        half.stdout().contains("half-frames: 200 closed by dipcd"),
+        "dipcd must close requests left half sent:\n{}",
+        half.stdout()
+    );
+    assert!(
+        c.log(1)
+            .contains("a request begun 5000 ms ago is not finished; closed"),
+        "dipcd must log the stalled clients"
+    );
 }
 
 /// A key table longer than a frame reaches `dipcref` whole, a page at a

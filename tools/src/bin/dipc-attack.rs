@@ -119,7 +119,8 @@
 //!   nothing for 1 s. Prints `pipeline: sent S of N` then holds MS ms.
 //! - `half-frames --count N --hold-ms MS`: N connections, each sending
 //!   half of a frame that announces 60 KiB, held MS ms. Prints
-//!   `half-frames: N sent`.
+//!   `half-frames: N sent`, and after MS ms `half-frames: C closed by
+//!   dipcd`.
 //! - `sessions TARGET --count N --hold-ms MS`: opens up to N sessions to
 //!   TARGET's workers through dipcd (`Connect`), holds them MS ms. Prints
 //!   `sessions: OPENED opened, REFUSED refused` and the first refusal as
@@ -1637,6 +1638,24 @@ fn half_frames(config: &Config, count: usize, hold_ms: u64) -> u8 {
     println!("half-frames: {} sent", open.len());
     let _ = io::stdout().flush();
     hold(hold_ms);
+    let mut closed = 0;
+    for s in &mut open {
+        let _ = s.set_read_timeout(Some(Duration::from_millis(50)));
+        let mut b = [0u8; 64];
+        match s.read(&mut b) {
+            Ok(0) => closed += 1,
+            Err(e)
+                if !matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                closed += 1
+            }
+            _ => {}
+        }
+    }
+    println!("half-frames: {closed} closed by dipcd");
     WITHSTOOD
 }
 
