@@ -11,7 +11,7 @@
 //! their ids are kept in the runtime directory so that a dipcd killed
 //! without cleaning up removes them on its next start.
 
-use dipc_common::wire::IpcKind;
+use dipc_common::wire::{IpcKind, Origin};
 use log::{debug, warn};
 use std::collections::HashMap;
 use std::fs;
@@ -28,6 +28,9 @@ struct Placeholder {
     /// `limits.placeholders_per_uid`), so that no user can empty this
     /// host's kernel tables for everyone.
     uid: u32,
+    /// The owner's incarnation: the same remote id in another one is
+    /// another structure, and gets another placeholder.
+    incarnation: u64,
 }
 
 pub struct Placeholders {
@@ -110,18 +113,18 @@ impl Placeholders {
     }
 
     /// The local id standing for `(kind, key)` owned by `owner` as
-    /// `remote_id`, creating the placeholder if needed, for a get by
-    /// `uid`; `EAGAIN` if that would give `uid` more than `limit` (root is
-    /// not limited).
+    /// `remote_id` in its `incarnation`, creating the placeholder if
+    /// needed, for a get by `uid`; `EAGAIN` if that would give `uid` more
+    /// than `limit` (root is not limited).
     pub fn ensure(
         &mut self,
         kind: IpcKind,
         key: i32,
-        (owner, remote_id): (SocketAddr, i32),
+        (owner, remote_id, incarnation): (SocketAddr, i32, u64),
         (uid, limit): (u32, usize),
     ) -> io::Result<i32> {
         if let Some(p) = self.by_key.get(&(kind, key)) {
-            if p.owner == owner && p.remote_id == remote_id {
+            if p.owner == owner && p.remote_id == remote_id && p.incarnation == incarnation {
                 return Ok(p.local_id);
             }
         }
@@ -145,6 +148,7 @@ impl Placeholders {
                 owner,
                 remote_id,
                 uid,
+                incarnation,
             },
         );
         self.persist();
@@ -156,12 +160,19 @@ impl Placeholders {
         self.by_key.values().filter(|p| p.uid == uid).count()
     }
 
-    /// What a local id stands for, if it is a placeholder.
-    pub fn resolve(&self, kind: IpcKind, local_id: i32) -> Option<(SocketAddr, i32)> {
+    /// What a local id stands for, if it is a placeholder: the owner, its
+    /// id there, and what that id was resolved from.
+    pub fn resolve(&self, kind: IpcKind, local_id: i32) -> Option<(SocketAddr, i32, Origin)> {
         self.by_key
             .iter()
             .find(|((k, _), p)| *k == kind && p.local_id == local_id)
-            .map(|(_, p)| (p.owner, p.remote_id))
+            .map(|((_, key), p)| {
+                let origin = Origin {
+                    key: *key,
+                    incarnation: p.incarnation,
+                };
+                (p.owner, p.remote_id, origin)
+            })
     }
 
     /// The key was freed cluster-wide.

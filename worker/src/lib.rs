@@ -13,6 +13,10 @@
 //! proxy on this host: per-process kernel state (such as `SEM_UNDO`
 //! adjustments) then lives and dies with that worker.
 //!
+//! Every call on a System V structure carries what the caller's get
+//! resolved its id from, and is refused (`EIDRM`) if the id no longer
+//! names that structure ([`origin`]).
+//!
 //! It also delivers `kill_d` signals and `dipc_send` messages to processes
 //! of this host ([`pids`]), as the caller, so the kernel applies its
 //! permission rules to the caller's uid; a signal goes only to a process
@@ -20,6 +24,7 @@
 
 mod keys;
 mod msg;
+mod origin;
 mod pids;
 mod sem;
 mod session;
@@ -48,13 +53,15 @@ pub struct Handed {
     pub first: (u64, Message),
 }
 
-/// Serves one session; returns the process exit code.
+/// Serves one session; returns the process exit code. `incarnation` is
+/// this host's (see `dipc_common::incarnation`).
 pub fn serve(
     mut stream: TcpStream,
     peer: IpAddr,
     handed: Handed,
     config: &Config,
     _secret: &Secret,
+    incarnation: u64,
 ) -> i32 {
     // Until the session is open (SenderPid), a caller that says nothing
     // does not keep a worker.
@@ -88,6 +95,7 @@ pub fn serve(
     let mut dipcd = pids::Dipcd::default();
     // The caller's pid_d, as its dipcd vouched for it (0: not registered).
     let mut sender: Option<i64> = None;
+    let mut origins = origin::Origins::new(incarnation, config.front_end_addr());
     loop {
         let next = match first.take() {
             Some(f) => Ok(f),
@@ -101,8 +109,20 @@ pub fn serve(
                 return 1;
             }
         };
-        let removal = keys::Removal::of(&req);
+        // A call on a stale id goes no further (only once the session is
+        // open: before, the request is refused below anyway).
+        let refused = match origin::target(&req) {
+            Some((kind, sid, o)) if caller.is_some() && sender.is_some() => {
+                origins.check(config, kind, sid, o).err()
+            }
+            _ => None,
+        };
+        let removal = match refused {
+            None => keys::Removal::of(&req),
+            Some(_) => None,
+        };
         let reply = match req {
+            _ if refused.is_some() => refused.unwrap_or_else(|| fail(libc::EIDRM)),
             // A cancel that crossed our reply: the call it meant is over.
             Message::Cancel => continue,
             Message::Ping => Message::Pong,
@@ -163,28 +183,41 @@ pub fn serve(
                 "a request sent behind ShmAttach, before its answer",
             ),
             Message::ShmAttach {
-                id: sid, readonly, ..
-            } => match shm::hand_over(config, &ch, id, sid, readonly, hs.host) {
+                id: sid,
+                origin,
+                readonly,
+                ..
+            } => match shm::hand_over(config, &ch, id, (sid, origin), readonly, hs.host) {
                 Ok(()) => {
                     debug!("worker: {peer}'s connection handed to the manager of segment {sid}");
                     return 0;
                 }
                 Err(reply) => reply,
             },
-            Message::ShmCtl { id: sid, cmd, set } => shm::ctl(config, sid, cmd, set),
+            Message::ShmCtl {
+                id: sid, cmd, set, ..
+            } => shm::ctl(config, sid, cmd, set),
             Message::KillD {
                 pid,
                 starttime,
                 sig,
             } => pids::kill(config, &mut dipcd, pid, starttime, sig),
-            Message::ShmQuery { id: sid } => shm::query(config, sid),
+            Message::ShmQuery { id: sid, .. } => shm::query(config, sid),
             Message::IpcGet {
                 kind,
                 key,
                 id: sid,
+                incarnation,
                 flags,
                 size,
-            } => keys::get(config, kind, key, sid, flags, size),
+            } => keys::get(
+                config,
+                &mut origins,
+                kind,
+                (key, sid, incarnation),
+                flags,
+                size,
+            ),
             req => {
                 let sender = sender.unwrap_or(0);
                 // First without waiting: most calls do not block, and those
@@ -203,7 +236,7 @@ pub fn serve(
             }
         };
         if let Some(r) = removal {
-            r.done(config, &reply);
+            r.done(config, &mut origins, &reply);
         }
         if let Err(e) = ch.send(id, &reply) {
             info!("worker for {peer}: reply lost: {e}");
