@@ -37,6 +37,10 @@ pub struct KindOps {
 /// `IPC_PRIVATE`), else through the referee.
 pub fn get(ops: &KindOps, key: i32, flags: i32, size: u64) -> Result<i32, Errno> {
     let flags = flags & !IPC_DIPC;
+    // The referee answers an existing key with its owner even to
+    // IPC_EXCL (it cannot tell whether the structure still exists): the
+    // check below finds out, and only a live one is EEXIST.
+    let excl = flags & libc::IPC_CREAT != 0 && flags & libc::IPC_EXCL != 0;
     let kind = ops.kind;
     let me = state::config().map_err(client_errno)?.front_end_addr();
     // A second round only after clearing a stale entry (below).
@@ -72,8 +76,16 @@ pub fn get(ops: &KindOps, key: i32, flags: i32, size: u64) -> Result<i32, Errno>
         };
         if owner == me {
             // Ours: the kernel checks permissions as for any *get.
-            match (ops.get)(key, flags & !(libc::IPC_CREAT | libc::IPC_EXCL), size) {
+            let plain = match excl {
+                // Only whether it exists: EEXIST comes before permissions.
+                true => (ops.get)(key, 0, 0),
+                false => (ops.get)(key, flags & !(libc::IPC_CREAT | libc::IPC_EXCL), size),
+            };
+            match plain {
                 Ok(lid) if lid == id => {
+                    if excl {
+                        return Err(libc::EEXIST);
+                    }
                     state::set_route(kind, lid, Route::Owned { key });
                     return Ok(lid);
                 }
@@ -89,16 +101,20 @@ pub fn get(ops: &KindOps, key: i32, flags: i32, size: u64) -> Result<i32, Errno>
         }
         // Another host's: its kernel checks the permissions asked for (and
         // a set's or segment's size) with this caller's credentials, as a
-        // local *get of the key would.
+        // local *get of the key would (which checks neither for IPC_EXCL
+        // of an existing key: EEXIST comes first).
         let check = Message::IpcGet {
             kind,
             key,
             id,
             incarnation: origin.incarnation,
-            flags: flags & 0o777,
-            size,
+            flags: if excl { 0 } else { flags & 0o777 },
+            size: if excl { 0 } else { size },
         };
         match state::remote(owner, &check, false).map_err(client_errno) {
+            Ok(Message::Done { value }) if value == i64::from(id) && excl => {
+                return Err(libc::EEXIST)
+            }
             Ok(Message::Done { value }) if value == i64::from(id) => {}
             // Removed on the owner without the referee being told (the
             // key may since name another structure there): the owner's

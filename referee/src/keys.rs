@@ -5,7 +5,13 @@
 //! told to create the structure (`KeyOwner` with `id == -1`) and must answer
 //! `KeyCommit` (or `KeyAbort`). Until then every other request for the same
 //! key waits here, so all racers end with the same structure, and with
-//! `IPC_EXCL` exactly one succeeds cluster-wide.
+//! `IPC_EXCL` exactly one succeeds cluster-wide: the waiters get `EEXIST`
+//! when the creator commits. A key already made is answered with its
+//! owner even to `IPC_EXCL`: the structure may be gone without the referee
+//! knowing (removed by a plain `IPC_RMID`, or lost with its owner's IPC
+//! namespace), which only the owner can tell; the asker's library checks
+//! there and fails with `EEXIST` itself, or has the stale entry freed and
+//! asks again.
 
 use dipc_common::wire::{IpcKind, KeyInfo, Message, Origin};
 use std::collections::BTreeMap;
@@ -76,7 +82,6 @@ impl KeyTable {
         now: Instant,
     ) -> Vec<Reply> {
         let creat = flags & libc::IPC_CREAT != 0;
-        let excl = flags & libc::IPC_EXCL != 0;
         if key == libc::IPC_PRIVATE {
             // Every get of it makes a new structure: it names none to share.
             return vec![(
@@ -142,7 +147,7 @@ impl KeyTable {
             }) => vec![(
                 conn,
                 req,
-                ready_reply(kind, key, *owner, (*id, *incarnation), creat && excl),
+                ready_reply(kind, key, *owner, (*id, *incarnation), false),
             )],
         }
     }
@@ -443,6 +448,12 @@ mod tests {
         );
         assert_eq!(t.list(now).len(), 1);
         assert_eq!(t.list(now)[0].incarnation, 7);
+        // IPC_EXCL on a key already made gets its owner: the asker checks
+        // there that the queue still exists (then EEXIST) or had it freed.
+        assert!(matches!(
+            t.get(IpcKind::Msg, 5, EXCL, h3, (3, 2), now)[0].2,
+            Message::KeyOwner { id: 42, .. }
+        ));
         assert_eq!(t.remove(IpcKind::Msg, 5, (42, 7), h1), Removal::Removed);
         assert!(t.list(now).is_empty());
     }

@@ -121,117 +121,121 @@ pub fn serve(
             None => keys::Removal::of(&req),
             Some(_) => None,
         };
-        let reply = match req {
-            _ if refused.is_some() => refused.unwrap_or_else(|| fail(libc::EIDRM)),
-            // A cancel that crossed our reply: the call it meant is over.
-            Message::Cancel => continue,
-            Message::Ping => Message::Pong,
-            Message::Session {
-                pid,
-                uid,
-                gid,
-                groups,
-            } if caller.is_none() => {
-                let (s_uid, s_gid, s_groups) =
-                    session::squash(uid, gid, &groups, config.root_squash);
-                if (s_uid, s_gid, &s_groups) != (uid, gid, &groups) {
-                    debug!(
+        let reply = match refused {
+            Some(reply) => reply,
+            None => {
+                match req {
+                    // A cancel that crossed our reply: the call it meant is over.
+                    Message::Cancel => continue,
+                    Message::Ping => Message::Pong,
+                    Message::Session {
+                        pid,
+                        uid,
+                        gid,
+                        groups,
+                    } if caller.is_none() => {
+                        let (s_uid, s_gid, s_groups) =
+                            session::squash(uid, gid, &groups, config.root_squash);
+                        if (s_uid, s_gid, &s_groups) != (uid, gid, &groups) {
+                            debug!(
                         "worker: root squash: pid {pid} on {peer} stated uid {uid} gid {gid} \
                          groups {groups:?}, acts as uid {s_uid} gid {s_gid} groups {s_groups:?}"
                     );
-                }
-                match session::become_caller(s_uid, s_gid, &s_groups) {
-                    Ok(()) => {
-                        debug!("worker: acting for pid {pid} on {peer} as uid {s_uid} gid {s_gid}");
-                        caller = Some(pid);
+                        }
+                        match session::become_caller(s_uid, s_gid, &s_groups) {
+                            Ok(()) => {
+                                debug!("worker: acting for pid {pid} on {peer} as uid {s_uid} gid {s_gid}");
+                                caller = Some(pid);
+                                Message::Done { value: 0 }
+                            }
+                            Err(e) => {
+                                warn!("worker for {peer}: {e}");
+                                Message::error(libc::EPERM, e)
+                            }
+                        }
+                    }
+                    Message::SenderPid { pid_d } if caller.is_some() && sender.is_none() => {
+                        sender = Some(pid_d);
+                        // The session is open: from now on the application may
+                        // stay idle as long as it lives; keep-alives (set by the
+                        // front_end) detect a dead peer host instead of a read
+                        // time-out. Until now the time-out bounded how long a
+                        // caller that says nothing (a replayed handshake) keeps
+                        // a worker.
+                        if let Err(e) = ch.get_ref().set_read_timeout(None) {
+                            warn!("worker for {peer}: {e}");
+                            return 1;
+                        }
                         Message::Done { value: 0 }
                     }
-                    Err(e) => {
-                        warn!("worker for {peer}: {e}");
-                        Message::error(libc::EPERM, e)
+                    // Stated once, by the employer, before the application had the
+                    // channel: a second statement is the application's own.
+                    Message::Session { .. } | Message::SenderPid { .. } => Message::error(
+                        libc::EPERM,
+                        "the session's credentials and sender are stated once, by the employer",
+                    ),
+                    req if caller.is_none() || sender.is_none() => Message::error(
+                        libc::EPERM,
+                        format!("{} before the session's credentials", req.kind().name()),
+                    ),
+                    // The attach hands the socket over: the caller waits for the
+                    // manager's answer, so nothing may follow the attach yet.
+                    Message::ShmAttach { .. } if ch.buffered() > 0 => Message::error(
+                        libc::EPROTO,
+                        "a request sent behind ShmAttach, before its answer",
+                    ),
+                    Message::ShmAttach {
+                        id: sid,
+                        origin,
+                        readonly,
+                        ..
+                    } => match shm::hand_over(config, &ch, id, (sid, origin), readonly, hs.host) {
+                        Ok(()) => {
+                            debug!("worker: {peer}'s connection handed to the manager of segment {sid}");
+                            return 0;
+                        }
+                        Err(reply) => reply,
+                    },
+                    Message::ShmCtl {
+                        id: sid, cmd, set, ..
+                    } => shm::ctl(config, sid, cmd, set),
+                    Message::KillD {
+                        pid,
+                        starttime,
+                        sig,
+                    } => pids::kill(config, &mut dipcd, pid, starttime, sig),
+                    Message::ShmQuery { id: sid, .. } => shm::query(config, sid),
+                    Message::IpcGet {
+                        kind,
+                        key,
+                        id: sid,
+                        incarnation,
+                        flags,
+                        size,
+                    } => keys::get(
+                        config,
+                        &mut origins,
+                        kind,
+                        (key, sid, incarnation),
+                        flags,
+                        size,
+                    ),
+                    req => {
+                        let sender = sender.unwrap_or(0);
+                        // First without waiting: most calls do not block, and those
+                        // then need no SIGIO switched on and off around them.
+                        let waits = may_wait(&req);
+                        let extra = if waits { libc::IPC_NOWAIT } else { 0 };
+                        let first = handle(&req, sender, extra);
+                        if waits && would_block(&req, &first) {
+                            match interruptible(&mut ch, sigio, || handle(&req, sender, 0)) {
+                                Some(reply) => reply,
+                                None => return 0,
+                            }
+                        } else {
+                            first
+                        }
                     }
-                }
-            }
-            Message::SenderPid { pid_d } if caller.is_some() && sender.is_none() => {
-                sender = Some(pid_d);
-                // The session is open: from now on the application may
-                // stay idle as long as it lives; keep-alives (set by the
-                // front_end) detect a dead peer host instead of a read
-                // time-out. Until now the time-out bounded how long a
-                // caller that says nothing (a replayed handshake) keeps
-                // a worker.
-                if let Err(e) = ch.get_ref().set_read_timeout(None) {
-                    warn!("worker for {peer}: {e}");
-                    return 1;
-                }
-                Message::Done { value: 0 }
-            }
-            // Stated once, by the employer, before the application had the
-            // channel: a second statement is the application's own.
-            Message::Session { .. } | Message::SenderPid { .. } => Message::error(
-                libc::EPERM,
-                "the session's credentials and sender are stated once, by the employer",
-            ),
-            req if caller.is_none() || sender.is_none() => Message::error(
-                libc::EPERM,
-                format!("{} before the session's credentials", req.kind().name()),
-            ),
-            // The attach hands the socket over: the caller waits for the
-            // manager's answer, so nothing may follow the attach yet.
-            Message::ShmAttach { .. } if ch.buffered() > 0 => Message::error(
-                libc::EPROTO,
-                "a request sent behind ShmAttach, before its answer",
-            ),
-            Message::ShmAttach {
-                id: sid,
-                origin,
-                readonly,
-                ..
-            } => match shm::hand_over(config, &ch, id, (sid, origin), readonly, hs.host) {
-                Ok(()) => {
-                    debug!("worker: {peer}'s connection handed to the manager of segment {sid}");
-                    return 0;
-                }
-                Err(reply) => reply,
-            },
-            Message::ShmCtl {
-                id: sid, cmd, set, ..
-            } => shm::ctl(config, sid, cmd, set),
-            Message::KillD {
-                pid,
-                starttime,
-                sig,
-            } => pids::kill(config, &mut dipcd, pid, starttime, sig),
-            Message::ShmQuery { id: sid, .. } => shm::query(config, sid),
-            Message::IpcGet {
-                kind,
-                key,
-                id: sid,
-                incarnation,
-                flags,
-                size,
-            } => keys::get(
-                config,
-                &mut origins,
-                kind,
-                (key, sid, incarnation),
-                flags,
-                size,
-            ),
-            req => {
-                let sender = sender.unwrap_or(0);
-                // First without waiting: most calls do not block, and those
-                // then need no SIGIO switched on and off around them.
-                let waits = may_wait(&req);
-                let extra = if waits { libc::IPC_NOWAIT } else { 0 };
-                let first = handle(&req, sender, extra);
-                if waits && would_block(&req, &first) {
-                    match interruptible(&mut ch, sigio, || handle(&req, sender, 0)) {
-                        Some(reply) => reply,
-                        None => return 0,
-                    }
-                } else {
-                    first
                 }
             }
         };

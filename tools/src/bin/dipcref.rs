@@ -320,6 +320,7 @@ fn key_json(k: &KeyInfo) -> serde_json::Value {
         "id": k.id,
         "creator_uid": k.creator_uid,
         "age_ms": k.age_ms,
+        "incarnation": format!("{:#018x}", k.incarnation),
     })
 }
 
