@@ -214,6 +214,17 @@ fn dipcd(conn: UnixStream, seen: Arc<Mutex<Seen>>, dir: PathBuf) {
 fn worker(mut ch: Channel<UnixStream>, seen: Arc<Mutex<Seen>>) {
     let count = Arc::new(Mutex::new(1u64)); // someone on OTHER attached
     while let Ok((rid, msg)) = ch.recv() {
+        // Every call names what the get resolved the id from: the key and
+        // the owner's incarnation the fake dipcd gave (1).
+        let origin = match &msg {
+            Message::ShmCtl { origin, .. } | Message::ShmAttach { origin, .. } => Some(*origin),
+            _ => None,
+        };
+        if let Some(o) = origin.filter(|o| o.incarnation != 1 || o.key == libc::IPC_PRIVATE) {
+            let reply = Message::error(libc::EIDRM, format!("fake worker: origin {o:?}"));
+            ch.send(rid, &reply).unwrap();
+            continue;
+        }
         let reply = match msg {
             Message::ShmCtl {
                 id: REMOTE_ID,
