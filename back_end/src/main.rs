@@ -187,7 +187,7 @@ fn run(config: &Config) -> io::Result<u8> {
             Some(g) => Some(sys::group_gid(g)?),
             None => None,
         },
-        placeholders: Placeholders::new(config.runtime_dir.join("placeholders")),
+        placeholders: Placeholders::new(config.runtime_dir.join("placeholders"), incarnation),
         incarnation,
         managers: HashMap::new(),
         pids: Pids::new(config.runtime_dir.join("mailboxes")),

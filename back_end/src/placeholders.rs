@@ -9,10 +9,12 @@
 //! DIPC did). Placeholders are shared by every process on the host, are
 //! removed when the referee reports the key freed and when dipcd stops, and
 //! their ids are kept in the runtime directory so that a dipcd killed
-//! without cleaning up removes them on its next start.
+//! without cleaning up removes them on its next start, if the host still
+//! has the same IPC namespace (incarnation): after a reboot those numbers
+//! name nothing of dipcd's, maybe an application's structure.
 
 use dipc_common::wire::{IpcKind, Origin};
-use log::{debug, warn};
+use log::{debug, info, warn};
 use std::collections::HashMap;
 use std::fs;
 use std::io;
@@ -36,6 +38,8 @@ struct Placeholder {
 pub struct Placeholders {
     by_key: HashMap<(IpcKind, i32), Placeholder>,
     file: PathBuf,
+    /// This host's incarnation, recorded with the ids.
+    incarnation: u64,
 }
 
 fn create(kind: IpcKind) -> io::Result<i32> {
@@ -81,10 +85,22 @@ fn kind_from_name(s: &str) -> Option<IpcKind> {
 }
 
 impl Placeholders {
-    /// Opens the table, removing placeholders a previous dipcd left behind.
-    pub fn new(file: PathBuf) -> Placeholders {
-        if let Ok(text) = fs::read_to_string(&file) {
-            for line in text.lines() {
+    /// Opens the table, removing placeholders a previous dipcd of this
+    /// `incarnation` left behind.
+    pub fn new(file: PathBuf, incarnation: u64) -> Placeholders {
+        let text = fs::read_to_string(&file).unwrap_or_default();
+        let mut lines = text.lines();
+        let theirs = lines
+            .next()
+            .and_then(|l| l.strip_prefix("incarnation "))
+            .and_then(|n| n.trim().parse::<u64>().ok());
+        if theirs != Some(incarnation) && !text.is_empty() {
+            info!(
+                "placeholders in {} are from another IPC namespace: left alone",
+                file.display()
+            );
+        } else {
+            for line in lines {
                 let mut it = line.split_whitespace();
                 if let (Some(k), Some(id)) = (it.next().and_then(kind_from_name), it.next()) {
                     if let Ok(id) = id.parse() {
@@ -96,17 +112,17 @@ impl Placeholders {
         let p = Placeholders {
             by_key: HashMap::new(),
             file,
+            incarnation,
         };
         p.persist();
         p
     }
 
     fn persist(&self) {
-        let text: String = self
-            .by_key
-            .iter()
-            .map(|((k, _), p)| format!("{} {}\n", k.name(), p.local_id))
-            .collect();
+        let mut text = format!("incarnation {}\n", self.incarnation);
+        for ((k, _), p) in &self.by_key {
+            text.push_str(&format!("{} {}\n", k.name(), p.local_id));
+        }
         if let Err(e) = fs::write(&self.file, text) {
             warn!("cannot record placeholders in {}: {e}", self.file.display());
         }

@@ -255,9 +255,15 @@ impl KeyTable {
                         ..
                     },
                 ..
-            }) if (*have, *have_inc) == (id, incarnation) => {
+            }) if *have == id => {
+                // Another host has no say, whatever incarnation it names
+                // (its dipcd fills in its own when a local user leaves it
+                // out).
                 if *owner != from {
                     return Removal::NotOwner(*owner);
+                }
+                if *have_inc != incarnation {
+                    return Removal::NoSuchEntry;
                 }
                 self.keys.remove(&(kind, key));
                 Removal::Removed
@@ -442,6 +448,10 @@ mod tests {
         // The same id in another incarnation of the owner is another queue.
         assert_eq!(t.remove(IpcKind::Msg, 5, (42, 8), h1), Removal::NoSuchEntry);
         // Only the owner's dipcd can tell that the queue is gone.
+        assert_eq!(
+            t.remove(IpcKind::Msg, 5, (42, 8), h2),
+            Removal::NotOwner(h1)
+        );
         assert_eq!(
             t.remove(IpcKind::Msg, 5, (42, 7), h2),
             Removal::NotOwner(h1)

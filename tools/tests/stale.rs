@@ -225,3 +225,29 @@ fn removing_an_unreadable_structure_frees_its_key() {
         c.exec_ok(1, &["dipc-msg", "get", key, "--create", "--excl"]);
     }
 }
+
+/// Host 2 holds a placeholder for host 1's queue when it reboots. In its
+/// fresh namespace an application makes a queue before dipcd starts, and
+/// gets the placeholder's old id (asserted). The starting dipcd must
+/// leave that queue alone: the placeholders it remembers were in the old
+/// namespace.
+#[test]
+fn a_rebooted_host_keeps_what_its_applications_made_before_dipcd() {
+    let c = Cluster::up(2);
+    create(&c, 1, "msg", "0xe1");
+    let placeholder = c.exec_ok(2, &["dipc-msg", "get", "0xe1"]);
+    c.reboot_with(2, || {
+        let id = c.exec_ok(2, &["dipc-msg", "get", "0xe2", "--create", "--local"]);
+        assert_eq!(
+            id.trim(),
+            placeholder.trim(),
+            "the new queue must get the old placeholder's id"
+        );
+        c.exec_ok(2, &["dipc-msg", "send", "0xe2", "1", "mine", "--local"]);
+    });
+    let st = c.exec_ok(2, &["dipc-msg", "stat", "0xe2", "--local", "--json"]);
+    assert!(st.contains("\"qnum\":1"), "0xe2 lost its message: {st}");
+    // And host 1's queue is reachable again, through a new placeholder.
+    c.exec_ok(2, &["dipc-msg", "send", "0xe1", "1", "again"]);
+    assert_eq!(count(&c, 1, "msg", "0xe1"), 1);
+}

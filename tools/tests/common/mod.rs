@@ -1065,6 +1065,13 @@ impl Cluster {
     /// from the start again, as after a real reboot; its runtime directory
     /// stays, as a disk would) and starts its dipcd again (`start`).
     pub fn reboot(&self, i: usize) {
+        self.reboot_with(i, || {});
+    }
+
+    /// As [`Cluster::reboot`], running `before_start` once the host has
+    /// its fresh namespace and before its dipcd starts (as applications
+    /// that start before dipcd do).
+    pub fn reboot_with(&self, i: usize, before_start: impl FnOnce()) {
         self.stop(i);
         let ipc = state_dir().join(format!("h{i}")).join("ipc");
         let out = run_with_timeout(Command::new("umount").arg(&ipc), Duration::from_secs(30));
@@ -1083,6 +1090,7 @@ impl Cluster {
             ipc.display(),
             describe(&out)
         );
+        before_start();
         self.start(i);
     }
 }
