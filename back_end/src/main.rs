@@ -34,6 +34,7 @@ use clap::Parser;
 use dipc_common::auth::Secret;
 use dipc_common::channel::{ChannelError, Framed};
 use dipc_common::config::Config;
+use dipc_common::incarnation;
 use dipc_common::net::Stream;
 use dipc_common::procs;
 use dipc_common::sys::{self, PeerCred};
@@ -162,8 +163,13 @@ fn run(config: &Config) -> io::Result<u8> {
             pid,
         });
     }
+    // Before the front_end is forked: its workers check every remote call
+    // against it.
+    let incarnation = incarnation::load_or_create(&config.runtime_dir.join("incarnation"))
+        .map_err(|e| io::Error::new(e.kind(), format!("this host's IPC incarnation: {e}")))?;
+    info!("IPC namespace incarnation {incarnation:#x}");
     let pid = sys::fork_child("dipc-front-end", Signal::SIGTERM, &keep, || {
-        dipc_front_end::run(config, &secret)
+        dipc_front_end::run(config, &secret, incarnation)
     })?;
     children.push(Child {
         name: "front_end",
@@ -181,7 +187,8 @@ fn run(config: &Config) -> io::Result<u8> {
             Some(g) => Some(sys::group_gid(g)?),
             None => None,
         },
-        placeholders: Placeholders::new(config.runtime_dir.join("placeholders")),
+        placeholders: Placeholders::new(config.runtime_dir.join("placeholders"), incarnation),
+        incarnation,
         managers: HashMap::new(),
         employers: HashMap::new(),
         pids: Pids::new(config.runtime_dir.join("mailboxes")),
@@ -238,6 +245,8 @@ struct Daemon<'a> {
     link: Link,
     admin_gid: Option<u32>,
     placeholders: Placeholders,
+    /// This host's IPC namespace incarnation (see `dipc_common::incarnation`).
+    incarnation: u64,
     /// The running shm managers, by segment id.
     managers: HashMap<i32, Pid>,
     /// Employers opening sessions, and the uid each works for.
@@ -483,12 +492,14 @@ impl Daemon<'_> {
                         c.framed.queue(id, &Message::error(errno, why));
                         return;
                     }
-                    // The creator is who the kernel says is calling.
+                    // The creator is who the kernel says is calling; the
+                    // structure lives in this host's incarnation.
                     let msg = Message::KeyCommit {
                         kind,
                         key,
                         id: sid,
                         creator_uid: c.cred.uid,
+                        incarnation: self.incarnation,
                     };
                     self.relay(c, relay(None), &msg);
                 }
@@ -498,12 +509,30 @@ impl Daemon<'_> {
                     self.relay(c, relay(None), &msg);
                 }
             }
-            Message::KeyRemove { kind, key, id: sid } => {
+            Message::KeyRemove {
+                kind,
+                key,
+                id: sid,
+                incarnation,
+            } => {
                 // Any local user may send this; the referee takes it from
-                // the owner host only, and this dipcd (which sees every
-                // structure) relays it only once the kernel no longer has
-                // the structure under that key.
-                if sysv::key_may_name(kind, key, sid) {
+                // the owner host only, and frees the key only if it still
+                // names that id in that incarnation. This dipcd (which sees
+                // every structure) relays a notice about its own
+                // incarnation only once the kernel no longer has the
+                // structure under that key; one about another incarnation
+                // at once: that IPC namespace, and all in it, is gone.
+                let incarnation = match incarnation {
+                    0 => self.incarnation,
+                    i => i,
+                };
+                let msg = Message::KeyRemove {
+                    kind,
+                    key,
+                    id: sid,
+                    incarnation,
+                };
+                if incarnation == self.incarnation && sysv::key_may_name(kind, key, sid) {
                     c.framed.queue(
                         id,
                         &Message::error(
@@ -518,16 +547,31 @@ impl Daemon<'_> {
                     self.relay(c, relay(None), &msg);
                 }
             }
+            // A worker checks that an id still names its key's structure:
+            // the referee's entry as it is, without a placeholder (this is
+            // the owner host, or the key has moved to another).
+            Message::KeyCheck { kind, key } => {
+                self.relay(
+                    c,
+                    relay(None),
+                    &Message::KeyGet {
+                        kind,
+                        key,
+                        flags: 0,
+                    },
+                );
+            }
             Message::ShmOpen { id: sid } => {
                 let reply = self.open_manager(sid, c);
                 c.framed.queue(id, &reply);
             }
             Message::Resolve { kind, local_id } => {
                 let reply = match self.placeholders.resolve(kind, local_id) {
-                    Some((owner, remote)) => Message::KeyOwner {
+                    Some((owner, remote, origin)) => Message::KeyOwner {
                         owner,
                         id: remote,
                         local_id,
+                        origin,
                     },
                     None => Message::error(libc::ENOENT, "not a placeholder"),
                 };
@@ -921,25 +965,34 @@ impl Daemon<'_> {
                 self.grant(k, to.client, pid);
                 msg
             }
-            (Some((kind, key)), Message::KeyOwner { owner, id, .. }) if id >= 0 => {
+            (
+                Some((kind, key)),
+                Message::KeyOwner {
+                    owner, id, origin, ..
+                },
+            ) if id >= 0 => {
                 if owner == self.config.front_end_addr() {
                     Message::KeyOwner {
                         owner,
                         id,
                         local_id: id,
+                        origin,
                     }
                 } else {
                     // A client gone meanwhile is charged as nobody.
                     let uid = self.clients.get(&to.client).map_or(65534, |c| c.cred.uid);
                     let limit = self.config.limits.placeholders_per_uid;
-                    match self
-                        .placeholders
-                        .ensure(kind, key, (owner, id), (uid, limit))
-                    {
+                    match self.placeholders.ensure(
+                        kind,
+                        key,
+                        (owner, id, origin.incarnation),
+                        (uid, limit),
+                    ) {
                         Ok(local_id) => Message::KeyOwner {
                             owner,
                             id,
                             local_id,
+                            origin,
                         },
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                             warn!(

@@ -9,10 +9,12 @@
 //! DIPC did). Placeholders are shared by every process on the host, are
 //! removed when the referee reports the key freed and when dipcd stops, and
 //! their ids are kept in the runtime directory so that a dipcd killed
-//! without cleaning up removes them on its next start.
+//! without cleaning up removes them on its next start, if the host still
+//! has the same IPC namespace (incarnation): after a reboot those numbers
+//! name nothing of dipcd's, maybe an application's structure.
 
-use dipc_common::wire::IpcKind;
-use log::{debug, warn};
+use dipc_common::wire::{IpcKind, Origin};
+use log::{debug, info, warn};
 use std::collections::HashMap;
 use std::fs;
 use std::io;
@@ -28,11 +30,16 @@ struct Placeholder {
     /// `limits.placeholders_per_uid`), so that no user can empty this
     /// host's kernel tables for everyone.
     uid: u32,
+    /// The owner's incarnation: the same remote id in another one is
+    /// another structure, and gets another placeholder.
+    incarnation: u64,
 }
 
 pub struct Placeholders {
     by_key: HashMap<(IpcKind, i32), Placeholder>,
     file: PathBuf,
+    /// This host's incarnation, recorded with the ids.
+    incarnation: u64,
 }
 
 fn create(kind: IpcKind) -> io::Result<i32> {
@@ -78,10 +85,22 @@ fn kind_from_name(s: &str) -> Option<IpcKind> {
 }
 
 impl Placeholders {
-    /// Opens the table, removing placeholders a previous dipcd left behind.
-    pub fn new(file: PathBuf) -> Placeholders {
-        if let Ok(text) = fs::read_to_string(&file) {
-            for line in text.lines() {
+    /// Opens the table, removing placeholders a previous dipcd of this
+    /// `incarnation` left behind.
+    pub fn new(file: PathBuf, incarnation: u64) -> Placeholders {
+        let text = fs::read_to_string(&file).unwrap_or_default();
+        let mut lines = text.lines();
+        let theirs = lines
+            .next()
+            .and_then(|l| l.strip_prefix("incarnation "))
+            .and_then(|n| n.trim().parse::<u64>().ok());
+        if theirs != Some(incarnation) && !text.is_empty() {
+            info!(
+                "placeholders in {} are from another IPC namespace: left alone",
+                file.display()
+            );
+        } else {
+            for line in lines {
                 let mut it = line.split_whitespace();
                 if let (Some(k), Some(id)) = (it.next().and_then(kind_from_name), it.next()) {
                     if let Ok(id) = id.parse() {
@@ -93,35 +112,35 @@ impl Placeholders {
         let p = Placeholders {
             by_key: HashMap::new(),
             file,
+            incarnation,
         };
         p.persist();
         p
     }
 
     fn persist(&self) {
-        let text: String = self
-            .by_key
-            .iter()
-            .map(|((k, _), p)| format!("{} {}\n", k.name(), p.local_id))
-            .collect();
+        let mut text = format!("incarnation {}\n", self.incarnation);
+        for ((k, _), p) in &self.by_key {
+            text.push_str(&format!("{} {}\n", k.name(), p.local_id));
+        }
         if let Err(e) = fs::write(&self.file, text) {
             warn!("cannot record placeholders in {}: {e}", self.file.display());
         }
     }
 
     /// The local id standing for `(kind, key)` owned by `owner` as
-    /// `remote_id`, creating the placeholder if needed, for a get by
-    /// `uid`; `EAGAIN` if that would give `uid` more than `limit` (root is
-    /// not limited).
+    /// `remote_id` in its `incarnation`, creating the placeholder if
+    /// needed, for a get by `uid`; `EAGAIN` if that would give `uid` more
+    /// than `limit` (root is not limited).
     pub fn ensure(
         &mut self,
         kind: IpcKind,
         key: i32,
-        (owner, remote_id): (SocketAddr, i32),
+        (owner, remote_id, incarnation): (SocketAddr, i32, u64),
         (uid, limit): (u32, usize),
     ) -> io::Result<i32> {
         if let Some(p) = self.by_key.get(&(kind, key)) {
-            if p.owner == owner && p.remote_id == remote_id {
+            if p.owner == owner && p.remote_id == remote_id && p.incarnation == incarnation {
                 return Ok(p.local_id);
             }
         }
@@ -145,6 +164,7 @@ impl Placeholders {
                 owner,
                 remote_id,
                 uid,
+                incarnation,
             },
         );
         self.persist();
@@ -156,12 +176,19 @@ impl Placeholders {
         self.by_key.values().filter(|p| p.uid == uid).count()
     }
 
-    /// What a local id stands for, if it is a placeholder.
-    pub fn resolve(&self, kind: IpcKind, local_id: i32) -> Option<(SocketAddr, i32)> {
+    /// What a local id stands for, if it is a placeholder: the owner, its
+    /// id there, and what that id was resolved from.
+    pub fn resolve(&self, kind: IpcKind, local_id: i32) -> Option<(SocketAddr, i32, Origin)> {
         self.by_key
             .iter()
             .find(|((k, _), p)| *k == kind && p.local_id == local_id)
-            .map(|(_, p)| (p.owner, p.remote_id))
+            .map(|((_, key), p)| {
+                let origin = Origin {
+                    key: *key,
+                    incarnation: p.incarnation,
+                };
+                (p.owner, p.remote_id, origin)
+            })
     }
 
     /// The key was freed cluster-wide.

@@ -10,6 +10,7 @@
 pub mod auth;
 pub mod channel;
 pub mod config;
+pub mod incarnation;
 pub mod net;
 pub mod procs;
 pub mod secure;

@@ -324,6 +324,32 @@ pub fn key_may_name(kind: IpcKind, key: i32, id: i32) -> bool {
     }
 }
 
+/// The key of structure `id` of this host, read from `/proc/sysvipc`
+/// (world-readable, so it needs no permission on the structure, unlike
+/// `IPC_STAT`); `None` if there is no such structure. Reads the whole
+/// list, so it is for first uses, not for every call.
+pub fn key_of(kind: IpcKind, id: i32) -> Option<i32> {
+    let name = match kind {
+        IpcKind::Msg => "msg",
+        IpcKind::Sem => "sem",
+        IpcKind::Shm => "shm",
+    };
+    let text = std::fs::read_to_string(format!("/proc/sysvipc/{name}")).ok()?;
+    key_in_table(&text, id)
+}
+
+/// The key of `id` in the text of a `/proc/sysvipc` table: a header line,
+/// then one line per structure whose first two columns are its key and id
+/// (decimal).
+fn key_in_table(text: &str, id: i32) -> Option<i32> {
+    text.lines().skip(1).find_map(|line| {
+        let mut cols = line.split_whitespace();
+        let key: i32 = cols.next()?.parse().ok()?;
+        let have: i32 = cols.next()?.parse().ok()?;
+        (have == id).then_some(key)
+    })
+}
+
 /// `msgget` with `flags` as given (the caller strips `IPC_DIPC`).
 pub fn msgget(key: i32, flags: i32) -> Result<i32, i32> {
     // SAFETY: msgget takes plain integers.
@@ -400,6 +426,19 @@ mod tests {
             .parse()
             .unwrap();
         assert_eq!(msgmax(), proc);
+    }
+
+    #[test]
+    fn key_of_reads_the_kernels_table_without_permission() {
+        let t = "       key      msqid perms\n        -5          0   600\n  11259375      32769     0\n";
+        assert_eq!(key_in_table(t, 0), Some(-5));
+        assert_eq!(key_in_table(t, 32769), Some(0xabcdef));
+        assert_eq!(key_in_table(t, 1), None);
+        let key = 0x5ef0_0000 | (std::process::id() as i32 & 0xffff);
+        let id = msgget(key, libc::IPC_CREAT | libc::IPC_EXCL).unwrap();
+        assert_eq!(key_of(IpcKind::Msg, id), Some(key));
+        msgctl_rmid(id).unwrap();
+        assert_eq!(key_of(IpcKind::Msg, id), None);
     }
 
     #[test]

@@ -181,6 +181,21 @@ pub struct KeyInfo {
     pub creator_uid: u32,
     /// Milliseconds since it was created.
     pub age_ms: u64,
+    /// The owner's incarnation when it was created (see [`Origin`]).
+    pub incarnation: u64,
+}
+
+/// What a caller's get resolved a distributed structure's id from: the
+/// key, and the *incarnation* of the owner host's IPC namespace (a random
+/// token that the owner's dipcd keeps while that namespace lives, see
+/// `crate::incarnation`). Every call on a structure owned elsewhere
+/// carries it beside the owner's id, so that the worker can refuse a stale
+/// id (`EIDRM`): after the owner's reboot, or once the key has been freed
+/// or names another structure, the same id may name something else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub struct Origin {
+    pub key: i32,
+    pub incarnation: u64,
 }
 
 /// Ownership and permissions of a System V structure (`struct ipc_perm`).
@@ -348,6 +363,7 @@ kinds! {
     Connect = 61,
     IpcGet = 62,
     SessionReady = 63,
+    KeyCheck = 64,
     MsgSnd = 70,
     MsgRcv = 71,
     MsgData = 72,
@@ -448,13 +464,18 @@ pub enum Message {
         owner: SocketAddr,
         id: i32,
         local_id: i32,
+        /// What the id was resolved from (`incarnation` is 0 while the
+        /// key is being created).
+        origin: Origin,
     },
-    /// The creator made the structure: record its id.
+    /// The creator made the structure: record its id. `incarnation` is
+    /// the owner's: the creator's dipcd fills it in (as `creator_uid`).
     KeyCommit {
         kind: IpcKind,
         key: i32,
         id: i32,
         creator_uid: u32,
+        incarnation: u64,
     },
     /// The creator failed to make the structure: free the key.
     KeyAbort {
@@ -463,11 +484,14 @@ pub enum Message {
     },
     /// The structure was removed (`IPC_RMID`): free the key. The referee
     /// takes it only from the key's owner host, whose dipcd relays it only
-    /// once its kernel no longer has `id` under `key`.
+    /// once its kernel no longer has `id` under `key`, or at once if
+    /// `incarnation` is not its own (the structure lived in an IPC
+    /// namespace the host no longer has). 0 stands for the host's own.
     KeyRemove {
         kind: IpcKind,
         key: i32,
         id: i32,
+        incarnation: u64,
     },
     /// Pushed by the referee to every host when a key is freed, so hosts
     /// drop their placeholders.
@@ -488,6 +512,14 @@ pub enum Message {
     },
     /// Administrative: forget a (stale) key.
     DropKey {
+        kind: IpcKind,
+        key: i32,
+    },
+    /// A worker asks its dipcd what the referee has for a key (relayed as
+    /// a `KeyGet` without flags; the reply is the referee's `KeyOwner`, or
+    /// `ENOENT`), to check that an id it was given still names that key's
+    /// structure. No placeholder is made.
+    KeyCheck {
         kind: IpcKind,
         key: i32,
     },
@@ -532,19 +564,25 @@ pub enum Message {
         kind: IpcKind,
         key: i32,
         id: i32,
+        /// The owner's incarnation as the referee has it for the key.
+        incarnation: u64,
         flags: i32,
         size: u64,
     },
     // The calls below travel on a session connection (see `Connect`) to
-    // the worker on the structure's owner; `id` is the owner's id.
+    // the worker on the structure's owner; `id` is the owner's id and
+    // `origin` what the caller's get resolved it from: the worker refuses
+    // a call whose id no longer names that structure (`EIDRM`).
     MsgSnd {
         id: i32,
+        origin: Origin,
         mtype: i64,
         text: Vec<u8>,
         flags: i32,
     },
     MsgRcv {
         id: i32,
+        origin: Origin,
         size: u64,
         mtype: i64,
         flags: i32,
@@ -555,6 +593,7 @@ pub enum Message {
     },
     MsgCtl {
         id: i32,
+        origin: Origin,
         cmd: i32,
         set: Option<IpcSet>,
     },
@@ -564,11 +603,13 @@ pub enum Message {
     /// `semop`, or `semtimedop` with a time-out in nanoseconds.
     SemOp {
         id: i32,
+        origin: Origin,
         ops: Vec<SemBuf>,
         timeout_ns: Option<u64>,
     },
     SemCtl {
         id: i32,
+        origin: Origin,
         num: i32,
         cmd: i32,
         arg: SemArg,
@@ -587,8 +628,10 @@ pub enum Message {
     /// process on the owner host).
     ShmAttach {
         id: i32,
+        origin: Origin,
         readonly: bool,
-        handover: Option<(SocketAddr, SessionKeys)>,
+        // Boxed: the largest field of any message, and rare.
+        handover: Option<(SocketAddr, Box<SessionKeys>)>,
     },
     /// `unit` is the size of the unit of coherence: a page, or the whole
     /// segment (rounded up to pages) in segment mode.
@@ -631,6 +674,7 @@ pub enum Message {
     ShmDetach,
     ShmCtl {
         id: i32,
+        origin: Origin,
         cmd: i32,
         set: Option<IpcSet>,
     },
@@ -640,6 +684,7 @@ pub enum Message {
     /// Who holds which units of segment `id`; reply `ShmState`.
     ShmQuery {
         id: i32,
+        origin: Origin,
     },
     ShmState {
         nattch: u64,
@@ -758,6 +803,7 @@ impl Message {
             Message::Keys { .. } => Kind::Keys,
             Message::DropKey { .. } => Kind::DropKey,
             Message::Resolve { .. } => Kind::Resolve,
+            Message::KeyCheck { .. } => Kind::KeyCheck,
             Message::Session { .. } => Kind::Session,
             Message::Connect { .. } => Kind::Connect,
             Message::IpcGet { .. } => Kind::IpcGet,
@@ -838,12 +884,14 @@ impl Message {
                 kind,
                 key,
                 id,
+                incarnation,
                 flags,
                 size,
             } => {
                 w.u8(*kind as u8);
                 w.i32(*key);
                 w.i32(*id);
+                w.u64(*incarnation);
                 w.i32(*flags);
                 w.u64(*size);
             }
@@ -861,32 +909,43 @@ impl Message {
                 owner,
                 id,
                 local_id,
+                origin,
             } => {
                 w.addr(owner);
                 w.i32(*id);
                 w.i32(*local_id);
+                w.origin(origin);
             }
             Message::KeyCommit {
                 kind,
                 key,
                 id,
                 creator_uid,
+                incarnation,
             } => {
                 w.u8(*kind as u8);
                 w.i32(*key);
                 w.i32(*id);
                 w.u32(*creator_uid);
+                w.u64(*incarnation);
             }
             Message::KeyAbort { kind, key }
             | Message::KeyGone { kind, key }
+            | Message::KeyCheck { kind, key }
             | Message::DropKey { kind, key } => {
                 w.u8(*kind as u8);
                 w.i32(*key);
             }
-            Message::KeyRemove { kind, key, id } => {
+            Message::KeyRemove {
+                kind,
+                key,
+                id,
+                incarnation,
+            } => {
                 w.u8(*kind as u8);
                 w.i32(*key);
                 w.i32(*id);
+                w.u64(*incarnation);
             }
             Message::ListKeys { after } => match after {
                 Some((kind, key)) => {
@@ -909,6 +968,7 @@ impl Message {
                     w.i32(k.id);
                     w.u32(k.creator_uid);
                     w.u64(k.age_ms);
+                    w.u64(k.incarnation);
                 }
             }
             Message::Resolve { kind, local_id } => {
@@ -931,22 +991,26 @@ impl Message {
             }
             Message::MsgSnd {
                 id,
+                origin,
                 mtype,
                 text,
                 flags,
             } => {
                 w.i32(*id);
+                w.origin(origin);
                 w.i64(*mtype);
                 w.bytes(text);
                 w.i32(*flags);
             }
             Message::MsgRcv {
                 id,
+                origin,
                 size,
                 mtype,
                 flags,
             } => {
                 w.i32(*id);
+                w.origin(origin);
                 w.u64(*size);
                 w.i64(*mtype);
                 w.i32(*flags);
@@ -955,8 +1019,20 @@ impl Message {
                 w.i64(*mtype);
                 w.bytes(text);
             }
-            Message::MsgCtl { id, cmd, set } | Message::ShmCtl { id, cmd, set } => {
+            Message::MsgCtl {
+                id,
+                origin,
+                cmd,
+                set,
+            }
+            | Message::ShmCtl {
+                id,
+                origin,
+                cmd,
+                set,
+            } => {
                 w.i32(*id);
+                w.origin(origin);
                 w.i32(*cmd);
                 match set {
                     None => w.u8(0),
@@ -980,13 +1056,19 @@ impl Message {
                 w.i32(info.lspid);
                 w.i32(info.lrpid);
             }
-            Message::ShmOpen { id } | Message::ShmQuery { id } => w.i32(*id),
+            Message::ShmOpen { id } => w.i32(*id),
+            Message::ShmQuery { id, origin } => {
+                w.i32(*id);
+                w.origin(origin);
+            }
             Message::ShmAttach {
                 id,
+                origin,
                 readonly,
                 handover,
             } => {
                 w.i32(*id);
+                w.origin(origin);
                 w.u8(*readonly as u8);
                 match handover {
                     None => w.u8(0),
@@ -1053,10 +1135,12 @@ impl Message {
             }
             Message::SemOp {
                 id,
+                origin,
                 ops,
                 timeout_ns,
             } => {
                 w.i32(*id);
+                w.origin(origin);
                 w.u32(ops.len() as u32);
                 for o in ops {
                     w.u16(o.num);
@@ -1071,8 +1155,15 @@ impl Message {
                     }
                 }
             }
-            Message::SemCtl { id, num, cmd, arg } => {
+            Message::SemCtl {
+                id,
+                origin,
+                num,
+                cmd,
+                arg,
+            } => {
                 w.i32(*id);
+                w.origin(origin);
                 w.i32(*num);
                 w.i32(*cmd);
                 match arg {
@@ -1230,6 +1321,7 @@ impl Message {
                 kind: r.kind()?,
                 key: r.i32("key")?,
                 id: r.i32("id")?,
+                incarnation: r.u64("incarnation")?,
                 flags: r.i32("flags")?,
                 size: r.u64("size")?,
             },
@@ -1251,12 +1343,14 @@ impl Message {
                 owner: r.addr("owner")?,
                 id: r.i32("id")?,
                 local_id: r.i32("local_id")?,
+                origin: r.origin()?,
             },
             Kind::KeyCommit => Message::KeyCommit {
                 kind: r.kind()?,
                 key: r.i32("key")?,
                 id: r.i32("id")?,
                 creator_uid: r.u32("creator_uid")?,
+                incarnation: r.u64("incarnation")?,
             },
             Kind::KeyAbort => Message::KeyAbort {
                 kind: r.kind()?,
@@ -1266,6 +1360,11 @@ impl Message {
                 kind: r.kind()?,
                 key: r.i32("key")?,
                 id: r.i32("id")?,
+                incarnation: r.u64("incarnation")?,
+            },
+            Kind::KeyCheck => Message::KeyCheck {
+                kind: r.kind()?,
+                key: r.i32("key")?,
             },
             Kind::KeyGone => Message::KeyGone {
                 kind: r.kind()?,
@@ -1284,8 +1383,8 @@ impl Message {
             }
             Kind::Keys => {
                 let more = r.bool("more")?;
-                // The smallest encoded key is 1 + 4 + 7 + 4 + 4 + 8 bytes.
-                let n = r.count("keys", 28)?;
+                // The smallest encoded key is 1 + 4 + 7 + 4 + 4 + 8 + 8 bytes.
+                let n = r.count("keys", 36)?;
                 let mut keys = Vec::with_capacity(n);
                 for _ in 0..n {
                     keys.push(KeyInfo {
@@ -1295,6 +1394,7 @@ impl Message {
                         id: r.i32("keys.id")?,
                         creator_uid: r.u32("keys.creator_uid")?,
                         age_ms: r.u64("keys.age_ms")?,
+                        incarnation: r.u64("keys.incarnation")?,
                     });
                 }
                 Message::Keys { keys, more }
@@ -1331,12 +1431,14 @@ impl Message {
             }
             Kind::MsgSnd => Message::MsgSnd {
                 id: r.i32("id")?,
+                origin: r.origin()?,
                 mtype: r.i64("mtype")?,
                 text: r.bytes("text")?.to_vec(),
                 flags: r.i32("flags")?,
             },
             Kind::MsgRcv => Message::MsgRcv {
                 id: r.i32("id")?,
+                origin: r.origin()?,
                 size: r.u64("size")?,
                 mtype: r.i64("mtype")?,
                 flags: r.i32("flags")?,
@@ -1347,6 +1449,7 @@ impl Message {
             },
             Kind::MsgCtl | Kind::ShmCtl => {
                 let id = r.i32("id")?;
+                let origin = r.origin()?;
                 let cmd = r.i32("cmd")?;
                 let set = if r.bool("set")? {
                     Some(IpcSet {
@@ -1359,18 +1462,32 @@ impl Message {
                     None
                 };
                 if kind == Kind::MsgCtl {
-                    Message::MsgCtl { id, cmd, set }
+                    Message::MsgCtl {
+                        id,
+                        origin,
+                        cmd,
+                        set,
+                    }
                 } else {
-                    Message::ShmCtl { id, cmd, set }
+                    Message::ShmCtl {
+                        id,
+                        origin,
+                        cmd,
+                        set,
+                    }
                 }
             }
             Kind::ShmOpen => Message::ShmOpen { id: r.i32("id")? },
-            Kind::ShmQuery => Message::ShmQuery { id: r.i32("id")? },
+            Kind::ShmQuery => Message::ShmQuery {
+                id: r.i32("id")?,
+                origin: r.origin()?,
+            },
             Kind::ShmAttach => Message::ShmAttach {
                 id: r.i32("id")?,
+                origin: r.origin()?,
                 readonly: r.bool("readonly")?,
                 handover: if r.bool("handover")? {
-                    Some((r.addr("host")?, r.keys("keys")?))
+                    Some((r.addr("host")?, Box::new(r.keys("keys")?)))
                 } else {
                     None
                 },
@@ -1472,6 +1589,7 @@ impl Message {
             }
             Kind::SemOp => {
                 let id = r.i32("id")?;
+                let origin = r.origin()?;
                 let n = r.count("ops", 6)?;
                 let mut ops = Vec::with_capacity(n);
                 for _ in 0..n {
@@ -1488,12 +1606,14 @@ impl Message {
                 };
                 Message::SemOp {
                     id,
+                    origin,
                     ops,
                     timeout_ns,
                 }
             }
             Kind::SemCtl => Message::SemCtl {
                 id: r.i32("id")?,
+                origin: r.origin()?,
                 num: r.i32("num")?,
                 cmd: r.i32("cmd")?,
                 arg: match r.u8("arg")? {
@@ -1762,6 +1882,10 @@ impl Writer<'_> {
         self.u32(v.len() as u32);
         self.0.extend_from_slice(v);
     }
+    fn origin(&mut self, o: &Origin) {
+        self.i32(o.key);
+        self.u64(o.incarnation);
+    }
     fn keys(&mut self, k: &SessionKeys) {
         self.bytes_fixed(&k.tx_key);
         self.u64(k.tx_n);
@@ -1905,6 +2029,12 @@ impl<'a> Reader<'a> {
         }
         Ok(n)
     }
+    fn origin(&mut self) -> Result<Origin, WireError> {
+        Ok(Origin {
+            key: self.i32("origin.key")?,
+            incarnation: self.u64("origin.incarnation")?,
+        })
+    }
     fn keys(&mut self, field: &'static str) -> Result<SessionKeys, WireError> {
         Ok(SessionKeys {
             tx_key: self.bytes_fixed(field)?,
@@ -1986,6 +2116,7 @@ mod tests {
                 kind: IpcKind::Sem,
                 key: 0x4242,
                 id: 17,
+                incarnation: u64::MAX,
                 flags: 0o600,
                 size: 3,
             },
@@ -2002,12 +2133,17 @@ mod tests {
                 owner: a4,
                 id: 32768,
                 local_id: 5,
+                origin: Origin {
+                    key: 0x1234,
+                    incarnation: 77,
+                },
             },
             Message::KeyCommit {
                 kind: IpcKind::Sem,
                 key: -7,
                 id: 3,
                 creator_uid: 1000,
+                incarnation: 1 << 63,
             },
             Message::KeyAbort {
                 kind: IpcKind::Shm,
@@ -2017,6 +2153,11 @@ mod tests {
                 kind: IpcKind::Msg,
                 key: 1,
                 id: 2,
+                incarnation: 3,
+            },
+            Message::KeyCheck {
+                kind: IpcKind::Shm,
+                key: -1,
             },
             Message::KeyGone {
                 kind: IpcKind::Msg,
@@ -2034,6 +2175,7 @@ mod tests {
                     id: 0,
                     creator_uid: 0,
                     age_ms: 99,
+                    incarnation: 12345,
                 }],
                 more: true,
             },
@@ -2053,12 +2195,20 @@ mod tests {
             },
             Message::MsgSnd {
                 id: 1,
+                origin: Origin {
+                    key: 0x5eed,
+                    incarnation: 0xfeed_0001,
+                },
                 mtype: 5,
                 text: b"Hello, Distributed Programming".to_vec(),
                 flags: libc::IPC_NOWAIT,
             },
             Message::MsgRcv {
                 id: 1,
+                origin: Origin {
+                    key: 0x5eed,
+                    incarnation: 0xfeed_0001,
+                },
                 size: 8192,
                 mtype: -3,
                 flags: 0,
@@ -2069,6 +2219,10 @@ mod tests {
             },
             Message::MsgCtl {
                 id: 1,
+                origin: Origin {
+                    key: 0x5eed,
+                    incarnation: 0xfeed_0001,
+                },
                 cmd: libc::IPC_SET,
                 set: Some(IpcSet {
                     uid: 1,
@@ -2079,6 +2233,10 @@ mod tests {
             },
             Message::MsgCtl {
                 id: 1,
+                origin: Origin {
+                    key: 0x5eed,
+                    incarnation: 0xfeed_0001,
+                },
                 cmd: libc::IPC_RMID,
                 set: None,
             },
@@ -2106,20 +2264,28 @@ mod tests {
             Message::ShmOpen { id: 3 },
             Message::ShmAttach {
                 id: 32768,
+                origin: Origin {
+                    key: 0x5eed,
+                    incarnation: 0xfeed_0001,
+                },
                 readonly: true,
                 handover: None,
             },
             Message::ShmAttach {
                 id: 0,
+                origin: Origin {
+                    key: 0x5eed,
+                    incarnation: 0xfeed_0001,
+                },
                 readonly: false,
                 handover: Some((
                     a6,
-                    SessionKeys {
+                    Box::new(SessionKeys {
                         tx_key: [5; KEY_LEN],
                         tx_n: 0,
                         rx_key: [6; KEY_LEN],
                         rx_n: 1,
-                    },
+                    }),
                 )),
             },
             Message::ShmAttached {
@@ -2149,6 +2315,10 @@ mod tests {
             Message::ShmDetach,
             Message::ShmCtl {
                 id: 1,
+                origin: Origin {
+                    key: 0x5eed,
+                    incarnation: 0xfeed_0001,
+                },
                 cmd: libc::IPC_SET,
                 set: Some(IpcSet {
                     uid: 1,
@@ -2169,7 +2339,10 @@ mod tests {
                     nattch: 3,
                 },
             },
-            Message::ShmQuery { id: 65536 },
+            Message::ShmQuery {
+                id: 65536,
+                origin: Origin::default(),
+            },
             Message::ShmState {
                 nattch: 2,
                 unit: 4096,
@@ -2193,6 +2366,10 @@ mod tests {
             },
             Message::SemOp {
                 id: 3,
+                origin: Origin {
+                    key: 0x5eed,
+                    incarnation: 0xfeed_0001,
+                },
                 ops: vec![
                     SemBuf {
                         num: 0,
@@ -2209,29 +2386,49 @@ mod tests {
             },
             Message::SemOp {
                 id: 3,
+                origin: Origin {
+                    key: 0x5eed,
+                    incarnation: 0xfeed_0001,
+                },
                 ops: vec![],
                 timeout_ns: None,
             },
             Message::SemCtl {
                 id: 3,
+                origin: Origin {
+                    key: 0x5eed,
+                    incarnation: 0xfeed_0001,
+                },
                 num: 1,
                 cmd: libc::SETVAL,
                 arg: SemArg::Val(7),
             },
             Message::SemCtl {
                 id: 3,
+                origin: Origin {
+                    key: 0x5eed,
+                    incarnation: 0xfeed_0001,
+                },
                 num: 0,
                 cmd: libc::SETALL,
                 arg: SemArg::All(vec![1, 2, 65535]),
             },
             Message::SemCtl {
                 id: 3,
+                origin: Origin {
+                    key: 0x5eed,
+                    incarnation: 0xfeed_0001,
+                },
                 num: 0,
                 cmd: libc::IPC_SET,
                 arg: SemArg::Set(IpcSet::default()),
             },
             Message::SemCtl {
                 id: 3,
+                origin: Origin {
+                    key: 0x5eed,
+                    incarnation: 0xfeed_0001,
+                },
                 num: 0,
                 cmd: libc::IPC_RMID,
                 arg: SemArg::None,

@@ -50,8 +50,10 @@ const MAX_PENDING_PER_HOST: usize = 256;
 const PENDING_FRAME_MAX: u32 = 66 * 1024;
 
 /// Runs the front_end until SIGTERM or SIGINT; returns the exit code.
-pub fn run(config: &Config, secret: &Secret) -> i32 {
-    match serve(config, secret) {
+/// `incarnation` is this host's (see `dipc_common::incarnation`), which
+/// its workers check remote calls against.
+pub fn run(config: &Config, secret: &Secret, incarnation: u64) -> i32 {
+    match serve(config, secret, incarnation) {
         Ok(()) => 0,
         Err(e) => {
             error!("front_end: {e}");
@@ -83,9 +85,11 @@ struct FrontEnd<'a> {
     pending: HashMap<usize, Pending>,
     next_token: usize,
     workers: HashMap<i32, Worker>,
+    /// This host's incarnation, which workers check calls against.
+    incarnation: u64,
 }
 
-fn serve(config: &Config, secret: &Secret) -> io::Result<()> {
+fn serve(config: &Config, secret: &Secret, incarnation: u64) -> io::Result<()> {
     let mut signals = sys::signal_fd()?;
     let addr = config.front_end_addr();
     let mut listener = TcpListener::bind(addr)
@@ -106,6 +110,7 @@ fn serve(config: &Config, secret: &Secret) -> io::Result<()> {
         pending: HashMap::new(),
         next_token: 2,
         workers: HashMap::new(),
+        incarnation,
     };
     let mut events = Events::with_capacity(64);
     loop {
@@ -310,12 +315,12 @@ impl FrontEnd<'_> {
             unwritten: parts.unwritten,
             first: (id, msg),
         };
-        let (config, secret) = (self.config, self.secret);
+        let (config, secret, incarnation) = (self.config, self.secret, self.incarnation);
         // The worker keeps this socket only (see sys::fork_child); the
         // parent's copy is closed when the unused closure is dropped.
         let keep = [stream.as_raw_fd()];
         match sys::fork_child("dipc-worker", Signal::SIGTERM, &keep, move || {
-            dipc_worker::serve(stream, ip, handed, config, secret)
+            dipc_worker::serve(stream, ip, handed, config, secret, incarnation)
         }) {
             Ok(child) => {
                 debug!("front_end: worker {child} for uid {uid} on {ip}");

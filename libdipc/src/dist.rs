@@ -5,7 +5,7 @@
 
 use crate::state::{self, Route};
 use crate::ClientError;
-use dipc_common::wire::{IpcKind, Message};
+use dipc_common::wire::{IpcKind, Message, Origin};
 
 /// Errors are raw `errno` values, as the System V calls give them.
 pub type Errno = i32;
@@ -31,14 +31,16 @@ pub struct KindOps {
     /// Whether a local id could be a placeholder: `IPC_STAT` shows a
     /// private key, mode 0 and creator root, or is refused to us.
     pub maybe_placeholder: fn(i32) -> bool,
-    /// The key of a structure on its owner (an `IPC_STAT` there).
-    pub remote_key: fn(std::net::SocketAddr, i32) -> Option<i32>,
 }
 
 /// `*get` with `IPC_DIPC` handling: plain without it (or for
 /// `IPC_PRIVATE`), else through the referee.
 pub fn get(ops: &KindOps, key: i32, flags: i32, size: u64) -> Result<i32, Errno> {
     let flags = flags & !IPC_DIPC;
+    // The referee answers an existing key with its owner even to
+    // IPC_EXCL (it cannot tell whether the structure still exists): the
+    // check below finds out, and only a live one is EEXIST.
+    let excl = flags & libc::IPC_CREAT != 0 && flags & libc::IPC_EXCL != 0;
     let kind = ops.kind;
     let me = state::config().map_err(client_errno)?.front_end_addr();
     // A second round only after clearing a stale entry (below).
@@ -53,6 +55,7 @@ pub fn get(ops: &KindOps, key: i32, flags: i32, size: u64) -> Result<i32, Errno>
             owner,
             id,
             local_id,
+            origin,
         } = reply
         else {
             return Err(libc::EPROTO);
@@ -61,17 +64,36 @@ pub fn get(ops: &KindOps, key: i32, flags: i32, size: u64) -> Result<i32, Errno>
             return create(ops, &mut ctl, key, flags, size);
         }
         drop(ctl);
+        // Frees the referee's entry for the key (the structure it names is
+        // gone; this host's dipcd checks) before asking again.
+        let free = || {
+            let _ = state::control(&Message::KeyRemove {
+                kind,
+                key,
+                id,
+                incarnation: origin.incarnation,
+            });
+        };
         if owner == me {
             // Ours: the kernel checks permissions as for any *get.
-            match (ops.get)(key, flags & !(libc::IPC_CREAT | libc::IPC_EXCL), size) {
-                Ok(lid) => {
+            let plain = match excl {
+                // Only whether it exists: EEXIST comes before permissions.
+                true => (ops.get)(key, 0, 0),
+                false => (ops.get)(key, flags & !(libc::IPC_CREAT | libc::IPC_EXCL), size),
+            };
+            match plain {
+                Ok(lid) if lid == id => {
+                    if excl {
+                        return Err(libc::EEXIST);
+                    }
                     state::set_route(kind, lid, Route::Owned { key });
                     return Ok(lid);
                 }
-                Err(libc::ENOENT) => {
-                    // Removed without the referee being told (a plain
-                    // IPC_RMID): free the key and ask again.
-                    let _ = state::control(&Message::KeyRemove { kind, key, id });
+                // Removed without the referee being told (a plain
+                // IPC_RMID), and maybe made again by a plain get: free the
+                // key and ask again.
+                Ok(_) | Err(libc::ENOENT) => {
+                    free();
                     continue;
                 }
                 Err(e) => return Err(e),
@@ -79,15 +101,20 @@ pub fn get(ops: &KindOps, key: i32, flags: i32, size: u64) -> Result<i32, Errno>
         }
         // Another host's: its kernel checks the permissions asked for (and
         // a set's or segment's size) with this caller's credentials, as a
-        // local *get of the key would.
+        // local *get of the key would (which checks neither for IPC_EXCL
+        // of an existing key: EEXIST comes first).
         let check = Message::IpcGet {
             kind,
             key,
             id,
-            flags: flags & 0o777,
-            size,
+            incarnation: origin.incarnation,
+            flags: if excl { 0 } else { flags & 0o777 },
+            size: if excl { 0 } else { size },
         };
         match state::remote(owner, &check, false).map_err(client_errno) {
+            Ok(Message::Done { value }) if value == i64::from(id) && excl => {
+                return Err(libc::EEXIST)
+            }
             Ok(Message::Done { value }) if value == i64::from(id) => {}
             // Removed on the owner without the referee being told (the
             // key may since name another structure there): the owner's
@@ -96,7 +123,7 @@ pub fn get(ops: &KindOps, key: i32, flags: i32, size: u64) -> Result<i32, Errno>
             Ok(_) => return Err(libc::EPROTO),
             Err(e) => return Err(e),
         }
-        state::set_route(kind, local_id, Route::Remote { owner, id, key });
+        state::set_route(kind, local_id, Route::Remote { owner, id, origin });
         return Ok(local_id);
     }
     Err(libc::ENOENT)
@@ -135,7 +162,9 @@ fn create(
         kind,
         key,
         id,
-        creator_uid: 0, // dipcd fills in the caller's uid
+        // dipcd fills in the caller's uid and its incarnation
+        creator_uid: 0,
+        incarnation: 0,
     };
     if let Err(e) = ctl.call(&commit) {
         if ours {
@@ -147,6 +176,16 @@ fn create(
     Ok(id)
 }
 
+/// A plain (not distributed) get returned `id`: it is a structure of this
+/// host, whatever this process knew the number as before (the placeholder
+/// of a key that has since been freed, whose number the kernel gave to
+/// another structure).
+pub fn plain(kind: IpcKind, id: i32) {
+    if state::route(kind, id).is_some_and(|r| r != Route::Local) {
+        state::set_route(kind, id, Route::Local);
+    }
+}
+
 /// Where `id` lives. An id this process has not had from [`get`] is looked
 /// at once: a possible placeholder is resolved through dipcd, anything else
 /// is local.
@@ -156,14 +195,19 @@ pub fn route(ops: &KindOps, id: i32) -> Route {
     }
     let mut r = Route::Local;
     if (ops.maybe_placeholder)(id) {
-        if let Ok(Message::KeyOwner { owner, id: rid, .. }) = state::control(&Message::Resolve {
+        if let Ok(Message::KeyOwner {
+            owner,
+            id: rid,
+            origin,
+            ..
+        }) = state::control(&Message::Resolve {
             kind: ops.kind,
             local_id: id,
         }) {
             r = Route::Remote {
                 owner,
                 id: rid,
-                key: (ops.remote_key)(owner, rid).unwrap_or(libc::IPC_PRIVATE),
+                origin,
             };
         }
     }
@@ -172,13 +216,13 @@ pub fn route(ops: &KindOps, id: i32) -> Route {
 }
 
 /// `IPC_RMID` of any kind: the plain call for a structure of this host,
-/// `remote_rmid(owner, owner_id)` (the call made by the worker on the
-/// owner) for one owned elsewhere; a distributed structure's key is then
+/// `remote_rmid(owner, owner_id, origin)` (the call made by the worker on
+/// the owner) for one owned elsewhere; a distributed structure's key is then
 /// freed cluster-wide.
 pub fn remove(
     ops: &KindOps,
     id: i32,
-    remote_rmid: impl FnOnce(std::net::SocketAddr, i32) -> Result<Message, Errno>,
+    remote_rmid: impl FnOnce(std::net::SocketAddr, i32, Origin) -> Result<Message, Errno>,
 ) -> Result<(), Errno> {
     match route(ops, id) {
         Route::Local => (ops.rmid)(id),
@@ -187,7 +231,11 @@ pub fn remove(
             removed(ops.kind, id, key);
             Ok(())
         }
-        Route::Remote { owner, id: rid, .. } => match remote_rmid(owner, rid)? {
+        Route::Remote {
+            owner,
+            id: rid,
+            origin,
+        } => match remote_rmid(owner, rid, origin)? {
             // The owner's worker has freed the key (only the owner may).
             Message::Done { .. } => {
                 state::forget_route(ops.kind, id);
@@ -204,6 +252,12 @@ pub fn remove(
 fn removed(kind: IpcKind, id: i32, key: i32) {
     state::forget_route(kind, id);
     if key != libc::IPC_PRIVATE {
-        let _ = state::control(&Message::KeyRemove { kind, key, id });
+        // incarnation 0: this host's own (dipcd fills it in).
+        let _ = state::control(&Message::KeyRemove {
+            kind,
+            key,
+            id,
+            incarnation: 0,
+        });
     }
 }

@@ -12,7 +12,7 @@ use crate::dist::{self, client_errno, KindOps};
 pub use crate::dist::{Errno, IPC_DIPC};
 use crate::state::{self, Route};
 use dipc_common::sysv;
-use dipc_common::wire::{IpcKind, IpcSet, Message, MsqInfo};
+use dipc_common::wire::{IpcKind, IpcSet, Message, MsqInfo, Origin};
 use std::io;
 use std::mem::size_of;
 
@@ -27,26 +27,18 @@ fn maybe_placeholder(id: i32) -> bool {
     }
 }
 
-fn remote_key(owner: std::net::SocketAddr, id: i32) -> Option<i32> {
-    match remote_ctl(owner, id, libc::IPC_STAT, None) {
-        Ok(Message::MsqStat { info }) => Some(info.perm.key),
-        _ => None,
-    }
-}
-
 static OPS: KindOps = KindOps {
     kind: IpcKind::Msg,
     get: plain_get,
     rmid: sysv::msgctl_rmid,
     maybe_placeholder,
-    remote_key,
 };
 
 /// `msgget`. With `IPC_DIPC` (and a key other than `IPC_PRIVATE`) the queue
 /// is distributed: the referee decides which host owns it.
 pub fn get(key: i32, flags: i32) -> Result<i32, Errno> {
     if flags & IPC_DIPC == 0 || key == libc::IPC_PRIVATE {
-        return plain_get(key, flags & !IPC_DIPC, 0);
+        return plain_get(key, flags & !IPC_DIPC, 0).inspect(|&id| dist::plain(IpcKind::Msg, id));
     }
     dist::get(&OPS, key, flags, 0)
 }
@@ -57,18 +49,24 @@ fn route(id: i32) -> Route {
 
 fn remote_ctl(
     owner: std::net::SocketAddr,
-    id: i32,
+    (id, origin): (i32, Origin),
     cmd: i32,
     set: Option<IpcSet>,
 ) -> Result<Message, Errno> {
-    state::remote(owner, &Message::MsgCtl { id, cmd, set }, false).map_err(client_errno)
+    let req = Message::MsgCtl {
+        id,
+        origin,
+        cmd,
+        set,
+    };
+    state::remote(owner, &req, false).map_err(client_errno)
 }
 
 /// `msgsnd` of a message whose type is `mtype` and text `text`.
 pub fn send(id: i32, mtype: i64, text: &[u8], flags: i32) -> Result<(), Errno> {
     match route(id) {
         Route::Local | Route::Owned { .. } => sysv::msgsnd(id, mtype, text, flags),
-        Route::Remote { owner, id, .. } => {
+        Route::Remote { owner, id, origin } => {
             let max = state::config().map_err(client_errno)?.max_frame as usize;
             if text.len() > max.saturating_sub(256) {
                 // Longer than any kernel's msgmax can be here.
@@ -76,6 +74,7 @@ pub fn send(id: i32, mtype: i64, text: &[u8], flags: i32) -> Result<(), Errno> {
             }
             let req = Message::MsgSnd {
                 id,
+                origin,
                 mtype,
                 text: text.to_vec(),
                 flags,
@@ -96,9 +95,10 @@ pub fn recv(id: i32, size: usize, mtype: i64, flags: i32) -> Result<(i64, Vec<u8
     }
     match route(id) {
         Route::Local | Route::Owned { .. } => sysv::msgrcv(id, size as u64, mtype, flags),
-        Route::Remote { owner, id, .. } => {
+        Route::Remote { owner, id, origin } => {
             let req = Message::MsgRcv {
                 id,
+                origin,
                 size: size as u64,
                 mtype,
                 flags,
@@ -116,10 +116,12 @@ pub fn recv(id: i32, size: usize, mtype: i64, flags: i32) -> Result<(i64, Vec<u8
 pub fn stat(id: i32) -> Result<MsqInfo, Errno> {
     match route(id) {
         Route::Local | Route::Owned { .. } => sysv::msgctl_stat(id),
-        Route::Remote { owner, id, .. } => match remote_ctl(owner, id, libc::IPC_STAT, None)? {
-            Message::MsqStat { info } => Ok(info),
-            _ => Err(libc::EPROTO),
-        },
+        Route::Remote { owner, id, origin } => {
+            match remote_ctl(owner, (id, origin), libc::IPC_STAT, None)? {
+                Message::MsqStat { info } => Ok(info),
+                _ => Err(libc::EPROTO),
+            }
+        }
     }
 }
 
@@ -127,8 +129,8 @@ pub fn stat(id: i32) -> Result<MsqInfo, Errno> {
 pub fn set(id: i32, set: &IpcSet) -> Result<(), Errno> {
     match route(id) {
         Route::Local | Route::Owned { .. } => sysv::msgctl_set(id, set),
-        Route::Remote { owner, id, .. } => {
-            match remote_ctl(owner, id, libc::IPC_SET, Some(*set))? {
+        Route::Remote { owner, id, origin } => {
+            match remote_ctl(owner, (id, origin), libc::IPC_SET, Some(*set))? {
                 Message::Done { .. } => Ok(()),
                 _ => Err(libc::EPROTO),
             }
@@ -138,8 +140,8 @@ pub fn set(id: i32, set: &IpcSet) -> Result<(), Errno> {
 
 /// `msgctl` with `IPC_RMID`: removes the queue, everywhere.
 pub fn remove(id: i32) -> Result<(), Errno> {
-    dist::remove(&OPS, id, |owner, rid| {
-        remote_ctl(owner, rid, libc::IPC_RMID, None)
+    dist::remove(&OPS, id, |owner, rid, origin| {
+        remote_ctl(owner, (rid, origin), libc::IPC_RMID, None)
     })
 }
 

@@ -14,7 +14,7 @@ pub use crate::dist::{Errno, IPC_DIPC};
 use crate::msg::io_err;
 use crate::state::{self, Route};
 use dipc_common::sysv;
-use dipc_common::wire::{IpcKind, Message, SemArg};
+use dipc_common::wire::{IpcKind, Message, Origin, SemArg};
 pub use dipc_common::wire::{IpcSet, SemBuf, SemInfo};
 use std::io;
 use std::net::SocketAddr;
@@ -35,19 +35,11 @@ fn maybe_placeholder(id: i32) -> bool {
     }
 }
 
-fn remote_key(owner: SocketAddr, id: i32) -> Option<i32> {
-    match remote_ctl(owner, id, 0, libc::IPC_STAT, SemArg::None) {
-        Ok(Message::SemStat { info }) => Some(info.perm.key),
-        _ => None,
-    }
-}
-
 static OPS: KindOps = KindOps {
     kind: IpcKind::Sem,
     get: plain_get,
     rmid,
     maybe_placeholder,
-    remote_key,
 };
 
 /// `semget`. With `IPC_DIPC` (and a key other than `IPC_PRIVATE`) the set
@@ -57,7 +49,8 @@ pub fn get(key: i32, nsems: i32, flags: i32) -> Result<i32, Errno> {
         return Err(libc::EINVAL);
     }
     if flags & IPC_DIPC == 0 || key == libc::IPC_PRIVATE {
-        return plain_get(key, flags & !IPC_DIPC, nsems as u64);
+        return plain_get(key, flags & !IPC_DIPC, nsems as u64)
+            .inspect(|&id| dist::plain(IpcKind::Sem, id));
     }
     dist::get(&OPS, key, flags, nsems as u64)
 }
@@ -68,12 +61,19 @@ pub(crate) fn route(id: i32) -> Route {
 
 fn remote_ctl(
     owner: SocketAddr,
-    id: i32,
+    (id, origin): (i32, Origin),
     num: i32,
     cmd: i32,
     arg: SemArg,
 ) -> Result<Message, Errno> {
-    state::remote(owner, &Message::SemCtl { id, num, cmd, arg }, false).map_err(client_errno)
+    let req = Message::SemCtl {
+        id,
+        origin,
+        num,
+        cmd,
+        arg,
+    };
+    state::remote(owner, &req, false).map_err(client_errno)
 }
 
 /// `semop`, or `semtimedop` with a time-out.
@@ -81,10 +81,11 @@ pub fn op(id: i32, ops: &[SemBuf], timeout: Option<Duration>) -> Result<(), Errn
     let timeout_ns = timeout.map(|t| t.as_nanos().min(u64::MAX as u128) as u64);
     match route(id) {
         Route::Local | Route::Owned { .. } => sysv::semop(id, ops, timeout_ns),
-        Route::Remote { owner, id, .. } => {
+        Route::Remote { owner, id, origin } => {
             let may_block = ops.iter().any(|o| o.flg as i32 & libc::IPC_NOWAIT == 0);
             let req = Message::SemOp {
                 id,
+                origin,
                 ops: ops.to_vec(),
                 timeout_ns,
             };
@@ -102,13 +103,13 @@ pub fn op(id: i32, ops: &[SemBuf], timeout: Option<Duration>) -> Result<(), Errn
 pub fn ctl_int(id: i32, num: i32, cmd: i32, val: i32) -> Result<i32, Errno> {
     match route(id) {
         Route::Local | Route::Owned { .. } => sysv::semctl_int(id, num, cmd, val),
-        Route::Remote { owner, id, .. } => {
+        Route::Remote { owner, id, origin } => {
             let arg = if cmd == libc::SETVAL {
                 SemArg::Val(val)
             } else {
                 SemArg::None
             };
-            match remote_ctl(owner, id, num, cmd, arg)? {
+            match remote_ctl(owner, (id, origin), num, cmd, arg)? {
                 Message::Done { value } => Ok(value as i32),
                 _ => Err(libc::EPROTO),
             }
@@ -119,8 +120,8 @@ pub fn ctl_int(id: i32, num: i32, cmd: i32, val: i32) -> Result<i32, Errno> {
 pub fn getall(id: i32) -> Result<Vec<u16>, Errno> {
     match route(id) {
         Route::Local | Route::Owned { .. } => sysv::semctl_getall(id),
-        Route::Remote { owner, id, .. } => {
-            match remote_ctl(owner, id, 0, libc::GETALL, SemArg::None)? {
+        Route::Remote { owner, id, origin } => {
+            match remote_ctl(owner, (id, origin), 0, libc::GETALL, SemArg::None)? {
                 Message::SemVals { vals } => Ok(vals),
                 _ => Err(libc::EPROTO),
             }
@@ -131,8 +132,14 @@ pub fn getall(id: i32) -> Result<Vec<u16>, Errno> {
 pub fn setall(id: i32, vals: &[u16]) -> Result<(), Errno> {
     match route(id) {
         Route::Local | Route::Owned { .. } => sysv::semctl_setall(id, vals),
-        Route::Remote { owner, id, .. } => {
-            match remote_ctl(owner, id, 0, libc::SETALL, SemArg::All(vals.to_vec()))? {
+        Route::Remote { owner, id, origin } => {
+            match remote_ctl(
+                owner,
+                (id, origin),
+                0,
+                libc::SETALL,
+                SemArg::All(vals.to_vec()),
+            )? {
                 Message::Done { .. } => Ok(()),
                 _ => Err(libc::EPROTO),
             }
@@ -143,8 +150,8 @@ pub fn setall(id: i32, vals: &[u16]) -> Result<(), Errno> {
 pub fn stat(id: i32) -> Result<SemInfo, Errno> {
     match route(id) {
         Route::Local | Route::Owned { .. } => sysv::semctl_stat(id),
-        Route::Remote { owner, id, .. } => {
-            match remote_ctl(owner, id, 0, libc::IPC_STAT, SemArg::None)? {
+        Route::Remote { owner, id, origin } => {
+            match remote_ctl(owner, (id, origin), 0, libc::IPC_STAT, SemArg::None)? {
                 Message::SemStat { info } => Ok(info),
                 _ => Err(libc::EPROTO),
             }
@@ -155,8 +162,8 @@ pub fn stat(id: i32) -> Result<SemInfo, Errno> {
 pub fn set(id: i32, s: &IpcSet) -> Result<(), Errno> {
     match route(id) {
         Route::Local | Route::Owned { .. } => sysv::semctl_set(id, s),
-        Route::Remote { owner, id, .. } => {
-            match remote_ctl(owner, id, 0, libc::IPC_SET, SemArg::Set(*s))? {
+        Route::Remote { owner, id, origin } => {
+            match remote_ctl(owner, (id, origin), 0, libc::IPC_SET, SemArg::Set(*s))? {
                 Message::Done { .. } => Ok(()),
                 _ => Err(libc::EPROTO),
             }
@@ -166,8 +173,8 @@ pub fn set(id: i32, s: &IpcSet) -> Result<(), Errno> {
 
 /// `IPC_RMID`: removes the set everywhere; blocked callers get `EIDRM`.
 pub fn remove(id: i32) -> Result<(), Errno> {
-    dist::remove(&OPS, id, |owner, rid| {
-        remote_ctl(owner, rid, 0, libc::IPC_RMID, SemArg::None)
+    dist::remove(&OPS, id, |owner, rid, origin| {
+        remote_ctl(owner, (rid, origin), 0, libc::IPC_RMID, SemArg::None)
     })
 }
 

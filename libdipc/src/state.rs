@@ -12,7 +12,7 @@
 
 use crate::client::{Client, ClientError};
 use dipc_common::config::{Config, SPIN_US_MAX};
-use dipc_common::wire::{IpcKind, Message};
+use dipc_common::wire::{IpcKind, Message, Origin};
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::{Mutex, MutexGuard, OnceLock, RwLock};
@@ -26,11 +26,14 @@ pub enum Route {
     /// A distributed structure owned by this host: plain system calls, and
     /// the referee is told when it is removed.
     Owned { key: i32 },
-    /// A distributed structure owned by another host.
+    /// A distributed structure owned by another host, as `id` there;
+    /// every call carries `origin` (what the get resolved the id from), so
+    /// that the owner refuses it with `EIDRM` once the id no longer names
+    /// that structure (see the worker's `origin` module).
     Remote {
         owner: SocketAddr,
         id: i32,
-        key: i32,
+        origin: Origin,
     },
 }
 

@@ -10,7 +10,7 @@ use dipc::IPC_DIPC;
 use dipc_common::channel::{Channel, Codec};
 use dipc_common::secure::Secure;
 use dipc_common::sysv;
-use dipc_common::wire::{IpcKind, IpcPerm, Message, SessionKeys, ShmInfo, KEY_LEN};
+use dipc_common::wire::{IpcKind, IpcPerm, Message, Origin, SessionKeys, ShmInfo, KEY_LEN};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -121,6 +121,10 @@ fn dipcd(conn: UnixStream, seen: Arc<Mutex<Seen>>, dir: PathBuf) {
                         owner: other,
                         id: REMOTE_ID,
                         local_id: local,
+                        origin: Origin {
+                            key,
+                            incarnation: 1,
+                        },
                     }
                 } else {
                     match s.keys.get(&key) {
@@ -128,11 +132,19 @@ fn dipcd(conn: UnixStream, seen: Arc<Mutex<Seen>>, dir: PathBuf) {
                             owner: me,
                             id,
                             local_id: id,
+                            origin: Origin {
+                                key,
+                                incarnation: 2,
+                            },
                         },
                         None => Message::KeyOwner {
                             owner: me,
                             id: -1,
                             local_id: -1,
+                            origin: Origin {
+                                key,
+                                incarnation: 0,
+                            },
                         },
                     }
                 }
@@ -202,6 +214,17 @@ fn dipcd(conn: UnixStream, seen: Arc<Mutex<Seen>>, dir: PathBuf) {
 fn worker(mut ch: Channel<UnixStream>, seen: Arc<Mutex<Seen>>) {
     let count = Arc::new(Mutex::new(1u64)); // someone on OTHER attached
     while let Ok((rid, msg)) = ch.recv() {
+        // Every call names what the get resolved the id from: the key and
+        // the owner's incarnation the fake dipcd gave (1).
+        let origin = match &msg {
+            Message::ShmCtl { origin, .. } | Message::ShmAttach { origin, .. } => Some(*origin),
+            _ => None,
+        };
+        if let Some(o) = origin.filter(|o| o.incarnation != 1 || o.key == libc::IPC_PRIVATE) {
+            let reply = Message::error(libc::EIDRM, format!("fake worker: origin {o:?}"));
+            ch.send(rid, &reply).unwrap();
+            continue;
+        }
         let reply = match msg {
             Message::ShmCtl {
                 id: REMOTE_ID,
@@ -254,7 +277,7 @@ fn manager(
     count: Arc<Mutex<u64>>,
 ) {
     let Ok((rid, msg)) = ch.recv() else { return };
-    if let Message::ShmQuery { id: q } = msg {
+    if let Message::ShmQuery { id: q, .. } = msg {
         assert_eq!(q, id);
         let nattch = *count.lock().unwrap();
         let _ = ch.send(

@@ -5,9 +5,15 @@
 //! told to create the structure (`KeyOwner` with `id == -1`) and must answer
 //! `KeyCommit` (or `KeyAbort`). Until then every other request for the same
 //! key waits here, so all racers end with the same structure, and with
-//! `IPC_EXCL` exactly one succeeds cluster-wide.
+//! `IPC_EXCL` exactly one succeeds cluster-wide: the waiters get `EEXIST`
+//! when the creator commits. A key already made is answered with its
+//! owner even to `IPC_EXCL`: the structure may be gone without the referee
+//! knowing (removed by a plain `IPC_RMID`, or lost with its owner's IPC
+//! namespace), which only the owner can tell; the asker's library checks
+//! there and fails with `EEXIST` itself, or has the stale entry freed and
+//! asks again.
 
-use dipc_common::wire::{IpcKind, KeyInfo, Message};
+use dipc_common::wire::{IpcKind, KeyInfo, Message, Origin};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -30,6 +36,9 @@ enum State {
     },
     Ready {
         id: i32,
+        /// The owner's incarnation when it made the structure: the same
+        /// id in another incarnation is another structure.
+        incarnation: u64,
         creator_uid: u32,
     },
 }
@@ -45,7 +54,8 @@ struct Entry {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Removal {
     Removed,
-    /// The key names another structure, or none (nothing to do).
+    /// The key names another structure (another id, or the same id in
+    /// another incarnation of the owner), or none (nothing to do).
     NoSuchEntry,
     /// Refused: the notice did not come from the owner, this host.
     NotOwner(SocketAddr),
@@ -72,7 +82,6 @@ impl KeyTable {
         now: Instant,
     ) -> Vec<Reply> {
         let creat = flags & libc::IPC_CREAT != 0;
-        let excl = flags & libc::IPC_EXCL != 0;
         if key == libc::IPC_PRIVATE {
             // Every get of it makes a new structure: it names none to share.
             return vec![(
@@ -102,6 +111,10 @@ impl KeyTable {
                         owner: asker,
                         id: -1,
                         local_id: -1,
+                        origin: Origin {
+                            key,
+                            incarnation: 0,
+                        },
                     },
                 )]
             }
@@ -127,23 +140,25 @@ impl KeyTable {
             }
             Some(Entry {
                 owner,
-                state: State::Ready { id, .. },
+                state: State::Ready {
+                    id, incarnation, ..
+                },
                 ..
             }) => vec![(
                 conn,
                 req,
-                ready_reply(kind, key, *owner, *id, creat && excl),
+                ready_reply(kind, key, *owner, (*id, *incarnation), false),
             )],
         }
     }
 
-    /// The creator made the structure. Returns the replies for the waiters
-    /// and for the creator.
+    /// The creator made the structure `(id, incarnation)`. Returns the
+    /// replies for the waiters and for the creator.
     pub fn commit(
         &mut self,
         kind: IpcKind,
         key: i32,
-        id: i32,
+        (id, incarnation): (i32, u64),
         creator_uid: u32,
         conn: usize,
         req: u64,
@@ -177,13 +192,18 @@ impl KeyTable {
                 )]
             }
         };
-        e.state = State::Ready { id, creator_uid };
+        e.state = State::Ready {
+            id,
+            incarnation,
+            creator_uid,
+        };
         let owner = e.owner;
         let mut out: Vec<Reply> = waiters
             .into_iter()
             .map(|w| {
                 let excl = w.flags & libc::IPC_CREAT != 0 && w.flags & libc::IPC_EXCL != 0;
-                (w.conn, w.req, ready_reply(kind, key, owner, id, excl))
+                let reply = ready_reply(kind, key, owner, (id, incarnation), excl);
+                (w.conn, w.req, reply)
             })
             .collect();
         out.push((conn, req, Message::Done { value: 0 }));
@@ -213,19 +233,37 @@ impl KeyTable {
         out
     }
 
-    /// Frees a key after `IPC_RMID`, if it still names that structure and
-    /// `from` is the host that owns it: only that host's dipcd can see, in
-    /// its kernel, that the structure is gone (it checks before it relays),
-    /// so a notice from any other host could free a live key.
-    pub fn remove(&mut self, kind: IpcKind, key: i32, id: i32, from: SocketAddr) -> Removal {
+    /// Frees a key after `IPC_RMID`, if it still names that structure (id
+    /// and incarnation) and `from` is the host that owns it: only that
+    /// host's dipcd can see, in its kernel, that the structure is gone (it
+    /// checks before it relays), so a notice from any other host could
+    /// free a live key.
+    pub fn remove(
+        &mut self,
+        kind: IpcKind,
+        key: i32,
+        (id, incarnation): (i32, u64),
+        from: SocketAddr,
+    ) -> Removal {
         match self.keys.get(&(kind, key)) {
             Some(Entry {
                 owner,
-                state: State::Ready { id: have, .. },
+                state:
+                    State::Ready {
+                        id: have,
+                        incarnation: have_inc,
+                        ..
+                    },
                 ..
             }) if *have == id => {
+                // Another host has no say, whatever incarnation it names
+                // (its dipcd fills in its own when a local user leaves it
+                // out).
                 if *owner != from {
                     return Removal::NotOwner(*owner);
+                }
+                if *have_inc != incarnation {
+                    return Removal::NoSuchEntry;
                 }
                 self.keys.remove(&(kind, key));
                 Removal::Removed
@@ -314,13 +352,18 @@ impl KeyTable {
             .keys
             .range((from, Bound::Unbounded))
             .filter_map(|((kind, key), e)| match e.state {
-                State::Ready { id, creator_uid } => Some(KeyInfo {
+                State::Ready {
+                    id,
+                    incarnation,
+                    creator_uid,
+                } => Some(KeyInfo {
                     kind: *kind,
                     key: *key,
                     owner: e.owner,
                     id,
                     creator_uid,
                     age_ms: now.duration_since(e.created).as_millis() as u64,
+                    incarnation,
                 }),
                 State::Creating { .. } => None,
             });
@@ -330,7 +373,13 @@ impl KeyTable {
     }
 }
 
-fn ready_reply(kind: IpcKind, key: i32, owner: SocketAddr, id: i32, excl: bool) -> Message {
+fn ready_reply(
+    kind: IpcKind,
+    key: i32,
+    owner: SocketAddr,
+    (id, incarnation): (i32, u64),
+    excl: bool,
+) -> Message {
     if excl {
         Message::error(
             libc::EEXIST,
@@ -344,6 +393,7 @@ fn ready_reply(kind: IpcKind, key: i32, owner: SocketAddr, id: i32, excl: bool) 
             owner,
             id,
             local_id: id,
+            origin: Origin { key, incarnation },
         }
     }
 }
@@ -379,10 +429,14 @@ mod tests {
         assert!(matches!(r[0].2, Message::KeyOwner { id: -1, .. }));
         assert!(t.get(IpcKind::Msg, 5, EXCL, h2, (2, 1), now).is_empty());
         assert!(t.get(IpcKind::Msg, 5, CREAT, h3, (3, 1), now).is_empty());
-        let r = t.commit(IpcKind::Msg, 5, 42, 1000, 1, 3);
+        let r = t.commit(IpcKind::Msg, 5, (42, 7), 1000, 1, 3);
         assert_eq!(r.len(), 3);
         assert_eq!(errno(&r[0].2), libc::EEXIST);
-        assert!(matches!(r[1].2, Message::KeyOwner { id: 42, owner, .. } if owner == h1));
+        assert!(matches!(
+            r[1].2,
+            Message::KeyOwner { id: 42, owner, origin: Origin { key: 5, incarnation: 7 }, .. }
+                if owner == h1
+        ));
         assert!(matches!(r[2].2, Message::Done { .. }));
         // Another kind with the same key is another structure.
         assert_eq!(
@@ -390,11 +444,27 @@ mod tests {
             libc::ENOENT
         );
         assert_eq!(t.list(now).len(), 1);
-        assert_eq!(t.remove(IpcKind::Msg, 5, 41, h1), Removal::NoSuchEntry);
+        assert_eq!(t.remove(IpcKind::Msg, 5, (41, 7), h1), Removal::NoSuchEntry);
+        // The same id in another incarnation of the owner is another queue.
+        assert_eq!(t.remove(IpcKind::Msg, 5, (42, 8), h1), Removal::NoSuchEntry);
         // Only the owner's dipcd can tell that the queue is gone.
-        assert_eq!(t.remove(IpcKind::Msg, 5, 42, h2), Removal::NotOwner(h1));
+        assert_eq!(
+            t.remove(IpcKind::Msg, 5, (42, 8), h2),
+            Removal::NotOwner(h1)
+        );
+        assert_eq!(
+            t.remove(IpcKind::Msg, 5, (42, 7), h2),
+            Removal::NotOwner(h1)
+        );
         assert_eq!(t.list(now).len(), 1);
-        assert_eq!(t.remove(IpcKind::Msg, 5, 42, h1), Removal::Removed);
+        assert_eq!(t.list(now)[0].incarnation, 7);
+        // IPC_EXCL on a key already made gets its owner: the asker checks
+        // there that the queue still exists (then EEXIST) or had it freed.
+        assert!(matches!(
+            t.get(IpcKind::Msg, 5, EXCL, h3, (3, 2), now)[0].2,
+            Message::KeyOwner { id: 42, .. }
+        ));
+        assert_eq!(t.remove(IpcKind::Msg, 5, (42, 7), h1), Removal::Removed);
         assert!(t.list(now).is_empty());
     }
 
@@ -407,7 +477,7 @@ mod tests {
         for kind in [IpcKind::Msg, IpcKind::Shm] {
             for key in [-3, 1, 7, 9, 100] {
                 t.get(kind, key, CREAT, h1, (1, (key + 10) as u64), now);
-                t.commit(kind, key, 1, 0, 1, (key + 10) as u64);
+                t.commit(kind, key, (1, 1), 0, 1, (key + 10) as u64);
                 want.push((kind, key));
             }
         }
@@ -439,12 +509,12 @@ mod tests {
         // it is never recorded as the key's structure.
         t.get(IpcKind::Msg, 0x7a7a, CREAT, h1, (1, 2), now);
         for bad in [-1, i32::MIN] {
-            let r = t.commit(IpcKind::Msg, 0x7a7a, bad, 1000, 1, 3);
+            let r = t.commit(IpcKind::Msg, 0x7a7a, (bad, 1), 1000, 1, 3);
             assert_eq!(errno(&r[0].2), libc::EINVAL);
         }
         assert!(t.list(now).is_empty());
         // Its creator may still commit the real one.
-        let r = t.commit(IpcKind::Msg, 0x7a7a, 7, 1000, 1, 4);
+        let r = t.commit(IpcKind::Msg, 0x7a7a, (7, 1), 1000, 1, 4);
         assert!(matches!(r[0].2, Message::Done { .. }));
         assert_eq!(t.list(now).len(), 1);
     }

@@ -429,10 +429,16 @@ impl Referee<'_> {
                     key,
                     id: sid,
                     creator_uid,
+                    incarnation,
                 },
             ) => {
-                info!("{} key {key:#x} created on {h} as id {sid}", kind.name());
-                let replies = self.keys.commit(kind, key, sid, creator_uid, t, id);
+                info!(
+                    "{} key {key:#x} created on {h} as id {sid} (incarnation {incarnation:#x})",
+                    kind.name()
+                );
+                let replies = self
+                    .keys
+                    .commit(kind, key, (sid, incarnation), creator_uid, t, id);
                 self.deliver(t, c, replies);
             }
             (State::Ready { host: Some(_), .. }, Message::KeyAbort { kind, key }) => {
@@ -440,8 +446,16 @@ impl Referee<'_> {
                 self.deliver(t, c, replies);
                 c.framed.queue(id, &Message::Done { value: 0 });
             }
-            (State::Ready { host: Some(h), .. }, Message::KeyRemove { kind, key, id: sid }) => {
-                let reply = match self.keys.remove(kind, key, sid, *h) {
+            (
+                State::Ready { host: Some(h), .. },
+                Message::KeyRemove {
+                    kind,
+                    key,
+                    id: sid,
+                    incarnation,
+                },
+            ) => {
+                let reply = match self.keys.remove(kind, key, (sid, incarnation), *h) {
                     Removal::Removed => {
                         info!("{} key {key:#x} (id {sid}) removed", kind.name());
                         self.push_gone(t, c, kind, key);

@@ -376,12 +376,13 @@ impl<'a> Manager<'a> {
         };
         let reply = match (msg, cred) {
             (_, Err(e)) => Message::error(libc::EPERM, format!("no peer credentials: {e}")),
-            (Message::ShmQuery { id }, Ok(cred)) if id == self.id => self.query(&cred),
+            (Message::ShmQuery { id, .. }, Ok(cred)) if id == self.id => self.query(&cred),
             (
                 Message::ShmAttach {
                     id,
                     readonly,
                     handover,
+                    ..
                 },
                 Ok(cred),
             ) if id == self.id => match self.permitted(&cred, readonly) {

@@ -5,7 +5,7 @@
 
 use dipc_common::channel::Channel;
 use dipc_common::config::Config;
-use dipc_common::wire::Message;
+use dipc_common::wire::{Message, Origin};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -61,6 +61,7 @@ fn attach(config: &Config, id: i32) -> (Channel<UnixStream>, u64) {
             7,
             &Message::ShmAttach {
                 id,
+                origin: Origin::default(),
                 readonly: false,
                 handover: None,
             },
@@ -261,7 +262,16 @@ fn read_write_revoke_and_write_back() {
     // The query: one attached, unit 0 read by this host, unit 1 lost.
     let q = UnixStream::connect(config.shm_socket(seg.0)).unwrap();
     let mut q = Channel::new(q, config.max_frame);
-    match q.call(1, &Message::ShmQuery { id: seg.0 }).unwrap() {
+    match q
+        .call(
+            1,
+            &Message::ShmQuery {
+                id: seg.0,
+                origin: Origin::default(),
+            },
+        )
+        .unwrap()
+    {
         Message::ShmState {
             nattch,
             unit,

@@ -329,7 +329,16 @@ fn a_sessions_groups_are_those_of_the_connection() {
         &c,
         3,
         true,
-        &["peer-groups", &front_end(2), "--id", &id, "--gid", "4242"],
+        &[
+            "peer-groups",
+            &front_end(2),
+            "--id",
+            &id,
+            "--gid",
+            "4242",
+            "--key",
+            "0x7a7e",
+        ],
     );
     assert_has(&out, "peer-groups", "stat: error EACCES: ");
     // With the group from the start, nobody reads it.

@@ -108,7 +108,18 @@ fn forged_frames_on_a_session_get_nothing() {
     let open_q = create_queue(&c, 2, "0x5e02", "0666").to_string();
 
     // Plain and sealed credentials.
-    let out = attack(&c, 3, &["session-inject", &front_end(2), "--id", &root_q]);
+    let out = attack(
+        &c,
+        3,
+        &[
+            "session-inject",
+            &front_end(2),
+            "--id",
+            &root_q,
+            "--key",
+            "0x5e01",
+        ],
+    );
     let what = "session-inject";
     assert_has(&out, what, "plain: closed (");
     assert_has(&out, what, "sealed session: error EPERM: ");
@@ -122,7 +133,11 @@ fn forged_frames_on_a_session_get_nothing() {
     );
 
     // A replayed record: the first copy is sent, the second closes.
-    let out = attack(&c, 3, &["replay", &front_end(2), "--id", &open_q]);
+    let out = attack(
+        &c,
+        3,
+        &["replay", &front_end(2), "--id", &open_q, "--key", "0x5e02"],
+    );
     assert_has(&out, "replay", "first: done 0");
     assert_has(&out, "replay", "replay: closed (");
     assert_eq!(
@@ -133,9 +148,17 @@ fn forged_frames_on_a_session_get_nothing() {
     assert_eq!(recv_now(&c, 2, &["0x5e02"]), "1 replayed");
 
     // Out of order, and one bit flipped: nothing is sent.
-    let out = attack(&c, 3, &["reorder", &front_end(2), "--id", &open_q]);
+    let out = attack(
+        &c,
+        3,
+        &["reorder", &front_end(2), "--id", &open_q, "--key", "0x5e02"],
+    );
     assert_has(&out, "reorder", "out of order: closed (");
-    let out = attack(&c, 3, &["flip", &front_end(2), "--id", &open_q]);
+    let out = attack(
+        &c,
+        3,
+        &["flip", &front_end(2), "--id", &open_q, "--key", "0x5e02"],
+    );
     assert_has(&out, "flip", "flipped bit ");
     assert_has(&out, "flip", ": closed (");
     // The tag's last bit, and the length prefix's top bit (a record
@@ -144,7 +167,16 @@ fn forged_frames_on_a_session_get_nothing() {
         let out = attack(
             &c,
             3,
-            &["flip", &front_end(2), "--id", &open_q, "--bit", bit],
+            &[
+                "flip",
+                &front_end(2),
+                "--id",
+                &open_q,
+                "--key",
+                "0x5e02",
+                "--bit",
+                bit,
+            ],
         );
         assert_has(&out, "flip", ": closed (");
     }
@@ -245,7 +277,11 @@ fn harmful_calls_on_a_session_fail_as_the_kernel_says() {
         .unwrap_or_else(|| panic!("segment 0x5e07 not listed"))
         .id
         .to_string();
-    let out = attack(&c, 3, &["shm-attach", &front_end(2), "--id", &seg]);
+    let out = attack(
+        &c,
+        3,
+        &["shm-attach", &front_end(2), "--id", &seg, "--key", "0x5e07"],
+    );
     assert_has(&out, "shm-attach", "attach: error EACCES: ");
     assert_has(&out, "shm-attach", "attach with handover: error EACCES: ");
     // Root still may, and nothing was written.

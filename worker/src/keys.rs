@@ -10,19 +10,23 @@
 //! first. A caller on another host could not do it: its own dipcd cannot
 //! see the owner's kernel.
 
-use crate::{done, local_call};
+use crate::origin::Origins;
+use crate::{done, fail, local_call};
 use dipc_common::config::Config;
 use dipc_common::sysv;
-use dipc_common::wire::{IpcKind, Message};
+use dipc_common::wire::{IpcKind, Message, Origin};
 use log::debug;
 
-/// Asks this host's dipcd to free `key` (naming `id`) on the referee.
-fn free(config: &Config, kind: IpcKind, key: i32, id: i32) {
-    match local_call(
-        config,
-        &config.back_end_socket(),
-        &Message::KeyRemove { kind, key, id },
-    ) {
+/// Asks this host's dipcd to free `key` (naming `id` in `incarnation`) on
+/// the referee.
+fn free(config: &Config, kind: IpcKind, key: i32, id: i32, incarnation: u64) {
+    let msg = Message::KeyRemove {
+        kind,
+        key,
+        id,
+        incarnation,
+    };
+    match local_call(config, &config.back_end_socket(), &msg) {
         Ok(_) => debug!("worker: {} key {key:#x} (id {id}) freed", kind.name()),
         // The next get of the key tries again.
         Err(e) => debug!(
@@ -35,16 +39,25 @@ fn free(config: &Config, kind: IpcKind, key: i32, id: i32) {
 /// The plain get of an existing key, as the caller, asking only for the
 /// permission bits of `flags`: the owner's kernel answers as it would a
 /// local get (`EACCES`, `EINVAL`, `ENOENT` if it has gone). If the key has
-/// gone, or names another structure than the referee's `id`, the
-/// referee's entry is freed before the reply, so that the caller's next
-/// look-up of the key finds it free.
+/// gone, or names another structure than the referee's `id`, or the
+/// referee's entry is from another incarnation of this host (before a
+/// reboot), the entry is freed before the reply (`ENOENT` for the last),
+/// so that the caller's next look-up of the key finds it free. A get that
+/// finds the referee's structure tells `origins` (see `Origins::got`).
 ///
 /// `IPC_PRIVATE` is refused (`EINVAL`): it names no existing structure, a
 /// get of it always creates a fresh private one, and no distributed key is
 /// private (the library makes `IPC_PRIVATE` a plain local get). Taken
 /// here, it would let a caller on another host create structures on this
 /// one, without limit and outside the referee's table.
-pub fn get(config: &Config, kind: IpcKind, key: i32, id: i32, flags: i32, size: u64) -> Message {
+pub fn get(
+    config: &Config,
+    origins: &mut Origins,
+    kind: IpcKind,
+    (key, id, incarnation): (i32, i32, u64),
+    flags: i32,
+    size: u64,
+) -> Message {
     if key == libc::IPC_PRIVATE {
         return Message::error(
             libc::EINVAL,
@@ -54,58 +67,67 @@ pub fn get(config: &Config, kind: IpcKind, key: i32, id: i32, flags: i32, size: 
             ),
         );
     }
+    if incarnation != origins.incarnation() {
+        free(config, kind, key, id, incarnation);
+        return fail(libc::ENOENT);
+    }
     let r = sysv::get(kind, key, size, flags & 0o777);
     let stale = match r {
         Ok(have) => have != id,
         Err(e) => e == libc::ENOENT,
     };
     if stale {
-        free(config, kind, key, id);
+        free(config, kind, key, id, incarnation);
+    } else if r.is_ok() {
+        origins.got(kind, id, Origin { key, incarnation });
     }
     done(r)
 }
 
-/// A structure an `IPC_RMID` request is about to remove, with its key if
-/// the caller may see it (`IPC_STAT` needs read permission, `IPC_RMID`
-/// ownership: a key the caller cannot read is freed at its next get).
+/// A structure an `IPC_RMID` request is about to remove, with its key.
+/// The key is the one the call carries, which `Origins::check` has found
+/// the kernel to have for the id: `IPC_RMID` needs only ownership, so a
+/// structure may be removed by a caller who may not read it (`IPC_STAT`
+/// would fail), and its key must be freed all the same.
 pub struct Removal {
     kind: IpcKind,
     id: i32,
-    key: i32,
+    origin: Origin,
 }
 
 impl Removal {
+    /// For a request that passed `Origins::check`.
     pub fn of(req: &Message) -> Option<Removal> {
-        let (kind, id) = match req {
+        let (kind, id, origin) = match req {
             Message::MsgCtl {
                 id,
+                origin,
                 cmd: libc::IPC_RMID,
                 ..
-            } => (IpcKind::Msg, *id),
+            } => (IpcKind::Msg, *id, *origin),
             Message::SemCtl {
                 id,
+                origin,
                 cmd: libc::IPC_RMID,
                 ..
-            } => (IpcKind::Sem, *id),
+            } => (IpcKind::Sem, *id, *origin),
             Message::ShmCtl {
                 id,
+                origin,
                 cmd: libc::IPC_RMID,
                 ..
-            } => (IpcKind::Shm, *id),
+            } => (IpcKind::Shm, *id, *origin),
             _ => return None,
         };
-        let key = match kind {
-            IpcKind::Msg => sysv::msgctl_stat(id).ok()?.perm.key,
-            IpcKind::Sem => sysv::semctl_stat(id).ok()?.perm.key,
-            IpcKind::Shm => sysv::shmctl_stat(id).ok()?.perm.key,
-        };
-        (key != libc::IPC_PRIVATE).then_some(Removal { kind, id, key })
+        (origin.key != libc::IPC_PRIVATE).then_some(Removal { kind, id, origin })
     }
 
     /// After the request was answered with `reply`.
-    pub fn done(self, config: &Config, reply: &Message) {
+    pub fn done(self, config: &Config, origins: &mut Origins, reply: &Message) {
         if matches!(reply, Message::Done { .. }) {
-            free(config, self.kind, self.key, self.id);
+            origins.forget(self.kind, self.id);
+            let o = self.origin;
+            free(config, self.kind, o.key, self.id, o.incarnation);
         }
     }
 }

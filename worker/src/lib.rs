@@ -13,6 +13,10 @@
 //! proxy on this host: per-process kernel state (such as `SEM_UNDO`
 //! adjustments) then lives and dies with that worker.
 //!
+//! Every call on a System V structure carries what the caller's get
+//! resolved its id from, and is refused (`EIDRM`) if the id no longer
+//! names that structure ([`origin`]).
+//!
 //! It also delivers `kill_d` signals and `dipc_send` messages to processes
 //! of this host ([`pids`]), as the caller, so the kernel applies its
 //! permission rules to the caller's uid; a signal goes only to a process
@@ -20,6 +24,7 @@
 
 mod keys;
 mod msg;
+mod origin;
 mod pids;
 mod sem;
 mod session;
@@ -48,13 +53,15 @@ pub struct Handed {
     pub first: (u64, Message),
 }
 
-/// Serves one session; returns the process exit code.
+/// Serves one session; returns the process exit code. `incarnation` is
+/// this host's (see `dipc_common::incarnation`).
 pub fn serve(
     mut stream: TcpStream,
     peer: IpAddr,
     handed: Handed,
     config: &Config,
     _secret: &Secret,
+    incarnation: u64,
 ) -> i32 {
     // Until the session is open (SenderPid), a caller that says nothing
     // does not keep a worker.
@@ -88,6 +95,7 @@ pub fn serve(
     let mut dipcd = pids::Dipcd::default();
     // The caller's pid_d, as its dipcd vouched for it (0: not registered).
     let mut sender: Option<i64> = None;
+    let mut origins = origin::Origins::new(incarnation, config.front_end_addr());
     loop {
         let next = match first.take() {
             Some(f) => Ok(f),
@@ -101,109 +109,138 @@ pub fn serve(
                 return 1;
             }
         };
-        let removal = keys::Removal::of(&req);
-        let reply = match req {
-            // A cancel that crossed our reply: the call it meant is over.
-            Message::Cancel => continue,
-            Message::Ping => Message::Pong,
-            Message::Session {
-                pid,
-                uid,
-                gid,
-                groups,
-            } if caller.is_none() => {
-                let (s_uid, s_gid, s_groups) =
-                    session::squash(uid, gid, &groups, config.root_squash);
-                if (s_uid, s_gid, &s_groups) != (uid, gid, &groups) {
-                    debug!(
+        // A call on a stale id goes no further (only once the session is
+        // open: before, the request is refused below anyway).
+        let refused = match origin::target(&req) {
+            Some((kind, sid, o)) if caller.is_some() && sender.is_some() => {
+                origins.check(config, kind, sid, o).err()
+            }
+            _ => None,
+        };
+        let removal = match refused {
+            None => keys::Removal::of(&req),
+            Some(_) => None,
+        };
+        let reply = match refused {
+            Some(reply) => reply,
+            None => {
+                match req {
+                    // A cancel that crossed our reply: the call it meant is over.
+                    Message::Cancel => continue,
+                    Message::Ping => Message::Pong,
+                    Message::Session {
+                        pid,
+                        uid,
+                        gid,
+                        groups,
+                    } if caller.is_none() => {
+                        let (s_uid, s_gid, s_groups) =
+                            session::squash(uid, gid, &groups, config.root_squash);
+                        if (s_uid, s_gid, &s_groups) != (uid, gid, &groups) {
+                            debug!(
                         "worker: root squash: pid {pid} on {peer} stated uid {uid} gid {gid} \
                          groups {groups:?}, acts as uid {s_uid} gid {s_gid} groups {s_groups:?}"
                     );
-                }
-                match session::become_caller(s_uid, s_gid, &s_groups) {
-                    Ok(()) => {
-                        debug!("worker: acting for pid {pid} on {peer} as uid {s_uid} gid {s_gid}");
-                        caller = Some(pid);
+                        }
+                        match session::become_caller(s_uid, s_gid, &s_groups) {
+                            Ok(()) => {
+                                debug!("worker: acting for pid {pid} on {peer} as uid {s_uid} gid {s_gid}");
+                                caller = Some(pid);
+                                Message::Done { value: 0 }
+                            }
+                            Err(e) => {
+                                warn!("worker for {peer}: {e}");
+                                Message::error(libc::EPERM, e)
+                            }
+                        }
+                    }
+                    Message::SenderPid { pid_d } if caller.is_some() && sender.is_none() => {
+                        sender = Some(pid_d);
+                        // The session is open: from now on the application may
+                        // stay idle as long as it lives; keep-alives (set by the
+                        // front_end) detect a dead peer host instead of a read
+                        // time-out. Until now the time-out bounded how long a
+                        // caller that says nothing (a replayed handshake) keeps
+                        // a worker.
+                        if let Err(e) = ch.get_ref().set_read_timeout(None) {
+                            warn!("worker for {peer}: {e}");
+                            return 1;
+                        }
                         Message::Done { value: 0 }
                     }
-                    Err(e) => {
-                        warn!("worker for {peer}: {e}");
-                        Message::error(libc::EPERM, e)
+                    // Stated once, by the employer, before the application had the
+                    // channel: a second statement is the application's own.
+                    Message::Session { .. } | Message::SenderPid { .. } => Message::error(
+                        libc::EPERM,
+                        "the session's credentials and sender are stated once, by the employer",
+                    ),
+                    req if caller.is_none() || sender.is_none() => Message::error(
+                        libc::EPERM,
+                        format!("{} before the session's credentials", req.kind().name()),
+                    ),
+                    // The attach hands the socket over: the caller waits for the
+                    // manager's answer, so nothing may follow the attach yet.
+                    Message::ShmAttach { .. } if ch.buffered() > 0 => Message::error(
+                        libc::EPROTO,
+                        "a request sent behind ShmAttach, before its answer",
+                    ),
+                    Message::ShmAttach {
+                        id: sid,
+                        origin,
+                        readonly,
+                        ..
+                    } => match shm::hand_over(config, &ch, id, (sid, origin), readonly, hs.host) {
+                        Ok(()) => {
+                            debug!("worker: {peer}'s connection handed to the manager of segment {sid}");
+                            return 0;
+                        }
+                        Err(reply) => reply,
+                    },
+                    Message::ShmCtl {
+                        id: sid, cmd, set, ..
+                    } => shm::ctl(config, sid, cmd, set),
+                    Message::KillD {
+                        pid,
+                        starttime,
+                        sig,
+                    } => pids::kill(config, &mut dipcd, pid, starttime, sig),
+                    Message::ShmQuery { id: sid, .. } => shm::query(config, sid),
+                    Message::IpcGet {
+                        kind,
+                        key,
+                        id: sid,
+                        incarnation,
+                        flags,
+                        size,
+                    } => keys::get(
+                        config,
+                        &mut origins,
+                        kind,
+                        (key, sid, incarnation),
+                        flags,
+                        size,
+                    ),
+                    req => {
+                        let sender = sender.unwrap_or(0);
+                        // First without waiting: most calls do not block, and those
+                        // then need no SIGIO switched on and off around them.
+                        let waits = may_wait(&req);
+                        let extra = if waits { libc::IPC_NOWAIT } else { 0 };
+                        let first = handle(&req, sender, extra);
+                        if waits && would_block(&req, &first) {
+                            match interruptible(&mut ch, sigio, || handle(&req, sender, 0)) {
+                                Some(reply) => reply,
+                                None => return 0,
+                            }
+                        } else {
+                            first
+                        }
                     }
-                }
-            }
-            Message::SenderPid { pid_d } if caller.is_some() && sender.is_none() => {
-                sender = Some(pid_d);
-                // The session is open: from now on the application may
-                // stay idle as long as it lives; keep-alives (set by the
-                // front_end) detect a dead peer host instead of a read
-                // time-out. Until now the time-out bounded how long a
-                // caller that says nothing (a replayed handshake) keeps
-                // a worker.
-                if let Err(e) = ch.get_ref().set_read_timeout(None) {
-                    warn!("worker for {peer}: {e}");
-                    return 1;
-                }
-                Message::Done { value: 0 }
-            }
-            // Stated once, by the employer, before the application had the
-            // channel: a second statement is the application's own.
-            Message::Session { .. } | Message::SenderPid { .. } => Message::error(
-                libc::EPERM,
-                "the session's credentials and sender are stated once, by the employer",
-            ),
-            req if caller.is_none() || sender.is_none() => Message::error(
-                libc::EPERM,
-                format!("{} before the session's credentials", req.kind().name()),
-            ),
-            // The attach hands the socket over: the caller waits for the
-            // manager's answer, so nothing may follow the attach yet.
-            Message::ShmAttach { .. } if ch.buffered() > 0 => Message::error(
-                libc::EPROTO,
-                "a request sent behind ShmAttach, before its answer",
-            ),
-            Message::ShmAttach {
-                id: sid, readonly, ..
-            } => match shm::hand_over(config, &ch, id, sid, readonly, hs.host) {
-                Ok(()) => {
-                    debug!("worker: {peer}'s connection handed to the manager of segment {sid}");
-                    return 0;
-                }
-                Err(reply) => reply,
-            },
-            Message::ShmCtl { id: sid, cmd, set } => shm::ctl(config, sid, cmd, set),
-            Message::KillD {
-                pid,
-                starttime,
-                sig,
-            } => pids::kill(config, &mut dipcd, pid, starttime, sig),
-            Message::ShmQuery { id: sid } => shm::query(config, sid),
-            Message::IpcGet {
-                kind,
-                key,
-                id: sid,
-                flags,
-                size,
-            } => keys::get(config, kind, key, sid, flags, size),
-            req => {
-                let sender = sender.unwrap_or(0);
-                // First without waiting: most calls do not block, and those
-                // then need no SIGIO switched on and off around them.
-                let waits = may_wait(&req);
-                let extra = if waits { libc::IPC_NOWAIT } else { 0 };
-                let first = handle(&req, sender, extra);
-                if waits && would_block(&req, &first) {
-                    match interruptible(&mut ch, sigio, || handle(&req, sender, 0)) {
-                        Some(reply) => reply,
-                        None => return 0,
-                    }
-                } else {
-                    first
                 }
             }
         };
         if let Some(r) = removal {
-            r.done(config, &reply);
+            r.done(config, &mut origins, &reply);
         }
         if let Err(e) = ch.send(id, &reply) {
             info!("worker for {peer}: reply lost: {e}");

@@ -14,7 +14,7 @@ use dipc_common::channel::Channel;
 use dipc_common::config::Config;
 use dipc_common::sys;
 use dipc_common::sysv;
-use dipc_common::wire::{self, IpcSet, Message};
+use dipc_common::wire::{self, IpcSet, Message, Origin};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
 
@@ -24,7 +24,7 @@ pub fn hand_over(
     config: &Config,
     caller: &Channel<TcpStream>,
     rid: u64,
-    id: i32,
+    (id, origin): (i32, Origin),
     readonly: bool,
     host: SocketAddr,
 ) -> Result<(), Message> {
@@ -45,8 +45,9 @@ pub fn hand_over(
         rid,
         &Message::ShmAttach {
             id,
+            origin,
             readonly,
-            handover: Some((host, keys)),
+            handover: Some((host, Box::new(keys))),
         },
         &mut frame,
     );
@@ -73,7 +74,11 @@ pub fn query(config: &Config, id: i32) -> Message {
             runs: Vec::new(),
         };
     }
-    local_call(config, &path, &Message::ShmQuery { id }).unwrap_or_else(|e| e)
+    let q = Message::ShmQuery {
+        id,
+        origin: Origin::default(),
+    };
+    local_call(config, &path, &q).unwrap_or_else(|e| e)
 }
 
 pub fn ctl(config: &Config, id: i32, cmd: i32, set: Option<IpcSet>) -> Message {

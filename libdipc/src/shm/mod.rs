@@ -84,7 +84,7 @@ use agent::{Conn, Params};
 use dipc_common::channel::{Channel, Codec};
 use dipc_common::config::Config;
 use dipc_common::sysv;
-use dipc_common::wire::{IpcKind, Message};
+use dipc_common::wire::{IpcKind, Message, Origin};
 pub use dipc_common::wire::{IpcSet, ShmInfo};
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
@@ -113,27 +113,30 @@ fn maybe_placeholder(id: i32) -> bool {
     }
 }
 
-fn remote_key(owner: SocketAddr, id: i32) -> Option<i32> {
-    match remote_ctl(owner, id, libc::IPC_STAT, None) {
-        Ok(Message::ShmStat { info }) => Some(info.perm.key),
-        _ => None,
-    }
-}
-
 static OPS: KindOps = KindOps {
     kind: IpcKind::Shm,
     get: plain_get,
     rmid: sysv::shmctl_rmid,
     maybe_placeholder,
-    remote_key,
 };
 
 pub(crate) fn route(id: i32) -> Route {
     dist::route(&OPS, id)
 }
 
-fn remote_ctl(owner: SocketAddr, id: i32, cmd: i32, set: Option<IpcSet>) -> Result<Message, Errno> {
-    state::remote(owner, &Message::ShmCtl { id, cmd, set }, false).map_err(client_errno)
+fn remote_ctl(
+    owner: SocketAddr,
+    (id, origin): (i32, Origin),
+    cmd: i32,
+    set: Option<IpcSet>,
+) -> Result<Message, Errno> {
+    let req = Message::ShmCtl {
+        id,
+        origin,
+        cmd,
+        set,
+    };
+    state::remote(owner, &req, false).map_err(client_errno)
 }
 
 /// `shmget`. With `IPC_DIPC` (and a key other than `IPC_PRIVATE`) the
@@ -142,7 +145,7 @@ fn remote_ctl(owner: SocketAddr, id: i32, cmd: i32, set: Option<IpcSet>) -> Resu
 /// host (whose kernel checks it, see `dist::get`).
 pub fn get(key: i32, size: usize, flags: i32) -> Result<i32, Errno> {
     if flags & IPC_DIPC == 0 || key == libc::IPC_PRIVATE {
-        return plain_get(key, flags, size as u64);
+        return plain_get(key, flags, size as u64).inspect(|&id| dist::plain(IpcKind::Shm, id));
     }
     dist::get(&OPS, key, flags, size as u64)
 }
@@ -200,7 +203,11 @@ pub unsafe fn attach(
     let readonly = flags & libc::SHM_RDONLY != 0;
     let config = state::config().map_err(client_errno)?;
     let (conn, codec, size, unit) = match route {
-        Route::Remote { owner, id: rid, .. } => open_remote(config, owner, rid, readonly)?,
+        Route::Remote {
+            owner,
+            id: rid,
+            origin,
+        } => open_remote(config, owner, (rid, origin), readonly)?,
         _ => open_owned(config, id, readonly)?,
     };
     let params = Params {
@@ -227,7 +234,7 @@ fn open_owned(config: &Config, id: i32, readonly: bool) -> Result<(Conn, Codec, 
     let s = UnixStream::connect(config.shm_socket(id)).map_err(io_errno)?;
     set_timeouts(&s, config.timeouts.request).map_err(io_errno)?;
     let mut ch = Channel::new(s, config.max_frame);
-    let (size, unit) = handshake(&mut ch, id, readonly)?;
+    let (size, unit) = handshake(&mut ch, (id, Origin::default()), readonly)?;
     // The manager speaks for the segment in this host's kernel (its size,
     // or that rounded up to pages).
     let page = agent::page_size() as u64;
@@ -244,7 +251,7 @@ fn open_owned(config: &Config, id: i32, readonly: bool) -> Result<(Conn, Codec, 
 fn open_remote(
     config: &Config,
     owner: SocketAddr,
-    id: i32,
+    target: (i32, Origin),
     readonly: bool,
 ) -> Result<(Conn, Codec, u64, u64), Errno> {
     let (s, codec) = Client::session(config, owner)
@@ -255,7 +262,7 @@ fn open_remote(
     s.set_write_timeout(Some(config.timeouts.request))
         .map_err(io_errno)?;
     let mut ch = Channel::new(s, config.max_frame).with_codec(codec);
-    let (size, unit) = handshake(&mut ch, id, readonly)?;
+    let (size, unit) = handshake(&mut ch, target, readonly)?;
     let (s, codec) = ch.into_parts();
     Ok((Conn::Tcp(s), codec, size, unit))
 }
@@ -269,16 +276,19 @@ fn io_errno(e: io::Error) -> Errno {
     e.raw_os_error().unwrap_or(libc::EIO)
 }
 
-/// `ShmAttach`, answered `ShmAttached { size, unit }` or `Error`.
+/// `ShmAttach`, answered `ShmAttached { size, unit }` or `Error`. The
+/// origin matters to a remote owner's worker only (the manager of a
+/// segment of this host is asked directly).
 fn handshake<S: Read + Write>(
     ch: &mut Channel<S>,
-    id: i32,
+    (id, origin): (i32, Origin),
     readonly: bool,
 ) -> Result<(u64, u64), Errno> {
     match ch.call(
         1,
         &Message::ShmAttach {
             id,
+            origin,
             readonly,
             handover: None,
         },
@@ -346,7 +356,11 @@ pub(crate) fn manager_nattch(id: i32) -> Option<u64> {
     let s = UnixStream::connect(config.shm_socket(id)).ok()?;
     set_timeouts(&s, config.timeouts.request).ok()?;
     let mut ch = Channel::new(s, config.max_frame);
-    match ch.call(1, &Message::ShmQuery { id }) {
+    let q = Message::ShmQuery {
+        id,
+        origin: Origin::default(),
+    };
+    match ch.call(1, &q) {
         Ok(Message::ShmState { nattch, .. }) => Some(nattch),
         _ => None,
     }
@@ -363,10 +377,12 @@ pub fn stat(id: i32) -> Result<ShmInfo, Errno> {
             }
             Ok(info)
         }
-        Route::Remote { owner, id, .. } => match remote_ctl(owner, id, libc::IPC_STAT, None)? {
-            Message::ShmStat { info } => Ok(info),
-            _ => Err(libc::EPROTO),
-        },
+        Route::Remote { owner, id, origin } => {
+            match remote_ctl(owner, (id, origin), libc::IPC_STAT, None)? {
+                Message::ShmStat { info } => Ok(info),
+                _ => Err(libc::EPROTO),
+            }
+        }
     }
 }
 
@@ -374,8 +390,8 @@ pub fn stat(id: i32) -> Result<ShmInfo, Errno> {
 pub fn set(id: i32, set: &IpcSet) -> Result<(), Errno> {
     match route(id) {
         Route::Local | Route::Owned { .. } => sysv::shmctl_set(id, set),
-        Route::Remote { owner, id, .. } => {
-            match remote_ctl(owner, id, libc::IPC_SET, Some(*set))? {
+        Route::Remote { owner, id, origin } => {
+            match remote_ctl(owner, (id, origin), libc::IPC_SET, Some(*set))? {
                 Message::Done { .. } => Ok(()),
                 _ => Err(libc::EPROTO),
             }
@@ -386,8 +402,8 @@ pub fn set(id: i32, set: &IpcSet) -> Result<(), Errno> {
 /// `shmctl` with `IPC_RMID`: marks the segment for removal, everywhere; it
 /// goes when the last attach anywhere ends, and its key is free at once.
 pub fn remove(id: i32) -> Result<(), Errno> {
-    dist::remove(&OPS, id, |owner, rid| {
-        remote_ctl(owner, rid, libc::IPC_RMID, None)
+    dist::remove(&OPS, id, |owner, rid, origin| {
+        remote_ctl(owner, (rid, origin), libc::IPC_RMID, None)
     })
 }
 

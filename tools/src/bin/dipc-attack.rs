@@ -26,7 +26,7 @@
 //! what the worker did to the connection as `closed (HOW)`,
 //! `answered N bytes` or `still open after N ms`.
 //!
-//! - `session-inject TARGET --id ID`: on one session, a plain (unsealed)
+//! - `session-inject TARGET --id ID [--key KEY]`: on one session, a plain (unsealed)
 //!   `Session{uid 0, gid 0, groups [0]}` frame and a plain `MsgRcv` of
 //!   queue `ID` (`plain: ...`); on a second, the same `Session` sealed
 //!   (`sealed session: ...`), then a sealed `MsgRcv` of `ID`
@@ -34,20 +34,20 @@
 //!   (`sender pid: ...`). Withstood if the plain frames close the
 //!   connection unanswered, the sealed `Session` and `SenderPid` are
 //!   refused and the `MsgRcv` fails with `EACCES`.
-//! - `replay TARGET --id ID`: a sealed `MsgSnd` to queue `ID`
+//! - `replay TARGET --id ID [--key KEY]`: a sealed `MsgSnd` to queue `ID`
 //!   (`first: ...`), then the very same record bytes again
 //!   (`replay: ...`). Withstood if the replay closes the connection.
-//! - `reorder TARGET --id ID`: two sealed `MsgSnd` records, the second
+//! - `reorder TARGET --id ID [--key KEY]`: two sealed `MsgSnd` records, the second
 //!   sent first (`out of order: ...`). Withstood if that closes the
 //!   connection.
-//! - `flip TARGET --id ID [--bit N]`: a sealed `MsgSnd` with bit N of its
+//! - `flip TARGET --id ID [--key KEY] [--bit N]`: a sealed `MsgSnd` with bit N of its
 //!   record flipped (`flipped bit N of M: ...`; a negative N counts from
 //!   the end). Withstood if that closes the connection. (A flip in the
 //!   length prefix that makes the record longer only makes the worker
 //!   wait for bytes that never come: not a closed connection.)
 //! - `kill-d PID_D [--sig N]`: looks `PID_D` up at dipcd and sends `KillD`
 //!   on a session to its host (`kill: ...`). Withstood if refused.
-//! - `shm-attach TARGET --id ID`: `ShmAttach` of segment `ID` read-write
+//! - `shm-attach TARGET --id ID [--key KEY]`: `ShmAttach` of segment `ID` read-write
 //!   (`attach: ...`), then, on a second session, read-only with a
 //!   `handover` naming the target itself (`attach with handover: ...`).
 //!   Withstood if both are refused.
@@ -142,7 +142,7 @@ use dipc_common::channel::{Channel, Codec};
 use dipc_common::config::Config;
 use dipc_common::secure::{Secure, PREFIX_LEN};
 use dipc_common::sys;
-use dipc_common::wire::{self, IpcKind, Message, Role};
+use dipc_common::wire::{self, IpcKind, Message, Origin, Role};
 use nix::errno::Errno;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -179,6 +179,12 @@ enum Command {
         /// A root-only queue on TARGET (the owner's id)
         #[arg(long)]
         id: i32,
+        /// The structure's key: its origin (key and the owner's
+        /// incarnation, looked up as an application does) goes with each
+        /// call, so that the worker gets to the check under attack; without
+        /// it the calls carry none and are refused as stale (EIDRM)
+        #[arg(long, value_parser = parse_key)]
+        key: Option<i32>,
     },
     /// A sealed MsgSnd sent twice
     Replay {
@@ -186,18 +192,36 @@ enum Command {
         /// A queue on TARGET (the owner's id)
         #[arg(long)]
         id: i32,
+        /// The structure's key: its origin (key and the owner's
+        /// incarnation, looked up as an application does) goes with each
+        /// call, so that the worker gets to the check under attack; without
+        /// it the calls carry none and are refused as stale (EIDRM)
+        #[arg(long, value_parser = parse_key)]
+        key: Option<i32>,
     },
     /// Two sealed MsgSnd records, the second first
     Reorder {
         target: SocketAddr,
         #[arg(long)]
         id: i32,
+        /// The structure's key: its origin (key and the owner's
+        /// incarnation, looked up as an application does) goes with each
+        /// call, so that the worker gets to the check under attack; without
+        /// it the calls carry none and are refused as stale (EIDRM)
+        #[arg(long, value_parser = parse_key)]
+        key: Option<i32>,
     },
     /// A sealed MsgSnd with one bit flipped
     Flip {
         target: SocketAddr,
         #[arg(long)]
         id: i32,
+        /// The structure's key: its origin (key and the owner's
+        /// incarnation, looked up as an application does) goes with each
+        /// call, so that the worker gets to the check under attack; without
+        /// it the calls carry none and are refused as stale (EIDRM)
+        #[arg(long, value_parser = parse_key)]
+        key: Option<i32>,
         /// Which bit of the record (prefix included) to flip; a negative
         /// N counts from the end (-1: the tag's last bit)
         #[arg(long, default_value_t = 8 * (PREFIX_LEN as i64 + 9) + 3, allow_negative_numbers = true)]
@@ -215,6 +239,12 @@ enum Command {
         /// The segment (the owner's id)
         #[arg(long)]
         id: i32,
+        /// The structure's key: its origin (key and the owner's
+        /// incarnation, looked up as an application does) goes with each
+        /// call, so that the worker gets to the check under attack; without
+        /// it the calls carry none and are refused as stale (EIDRM)
+        #[arg(long, value_parser = parse_key)]
+        key: Option<i32>,
     },
     /// SendD to PID_D after stating another SenderPid
     SendD {
@@ -278,6 +308,9 @@ enum Command {
         id: i32,
         #[arg(long)]
         gid: u32,
+        /// The queue's key (see session-inject)
+        #[arg(long, value_parser = parse_key)]
+        key: Option<i32>,
     },
     /// Handshakes with the referee as what this host is not
     RefereeRole {
@@ -416,12 +449,30 @@ fn main() -> ExitCode {
             Duration::from_millis(wait_ms),
         ),
         Command::Connect { target } => connect(&config, target),
-        Command::SessionInject { target, id } => session_inject(&config, target, id),
-        Command::Replay { target, id } => replay(&config, target, id),
-        Command::Reorder { target, id } => reorder(&config, target, id),
-        Command::Flip { target, id, bit } => flip(&config, target, id, bit),
+        Command::SessionInject { target, id, key } => {
+            session_inject(&config, target, (id, origin(&config, IpcKind::Msg, key)))
+        }
+        Command::Replay { target, id, key } => {
+            replay(&config, target, (id, origin(&config, IpcKind::Msg, key)))
+        }
+        Command::Reorder { target, id, key } => {
+            reorder(&config, target, (id, origin(&config, IpcKind::Msg, key)))
+        }
+        Command::Flip {
+            target,
+            id,
+            key,
+            bit,
+        } => flip(
+            &config,
+            target,
+            (id, origin(&config, IpcKind::Msg, key)),
+            bit,
+        ),
         Command::KillD { pid_d, sig } => kill_d(&config, pid_d, sig),
-        Command::ShmAttach { target, id } => shm_attach(&config, target, id),
+        Command::ShmAttach { target, id, key } => {
+            shm_attach(&config, target, (id, origin(&config, IpcKind::Shm, key)))
+        }
         Command::SendD {
             pid_d,
             forge,
@@ -443,7 +494,15 @@ fn main() -> ExitCode {
         Command::RemotePrivate { target, kind } => remote_private(&config, target, kind.kind()),
         Command::RestorePidD { pid_d, port } => restore_pid_d(&config, pid_d, port),
         Command::KillPid { target, pid, sig } => kill_pid(&config, target, pid, sig),
-        Command::PeerGroups { target, id, gid } => peer_groups(&config, target, id, gid),
+        Command::PeerGroups {
+            target,
+            id,
+            gid,
+            key,
+        } => {
+            let origin = origin(&config, IpcKind::Msg, key);
+            peer_groups(&config, target, (id, origin), gid)
+        }
         Command::RefereeRole { claim, drop } => referee_role(&config, claim, drop.as_deref()),
         Command::WrongSecret { target, role } => wrong_secret(&config, target, role),
         Command::Plain { target, frame } => plain(target, frame),
@@ -493,6 +552,37 @@ fn not_tried(what: &str, e: &dyn std::fmt::Display) -> u8 {
 
 /// A connection to this host's dipcd that reads exactly one frame at a
 /// time, so that a descriptor passed after a reply is not read past.
+/// What an application's get of `key` resolves (the referee's entry, as
+/// dipcd relays it to any local user); none without a key, or if the
+/// look-up fails (printed).
+fn origin(config: &Config, kind: IpcKind, key: Option<i32>) -> Origin {
+    let Some(key) = key else {
+        return Origin::default();
+    };
+    let r = dipcd(config).map_err(|e| e.to_string()).and_then(|mut ch| {
+        ch.call(
+            1,
+            &Message::KeyGet {
+                kind,
+                key,
+                flags: 0,
+            },
+        )
+        .map_err(|e| e.to_string())
+    });
+    match r {
+        Ok(Message::KeyOwner { origin, .. }) => origin,
+        Ok(other) => {
+            println!("origin of {key:#x}: {}", show(&other));
+            Origin::default()
+        }
+        Err(e) => {
+            println!("origin of {key:#x}: {e}");
+            Origin::default()
+        }
+    }
+}
+
 fn dipcd(config: &Config) -> io::Result<Channel<UnixStream>> {
     let s = UnixStream::connect(config.back_end_socket())?;
     s.set_read_timeout(Some(REPLY_TIMEOUT))?;
@@ -831,19 +921,21 @@ fn root_session() -> Message {
     }
 }
 
-fn msg_snd(id: i32, text: &str) -> Message {
+fn msg_snd((id, origin): (i32, Origin), text: &str) -> Message {
     Message::MsgSnd {
         id,
+        origin,
         mtype: 1,
         text: text.as_bytes().to_vec(),
         flags: libc::IPC_NOWAIT,
     }
 }
 
-fn session_inject(config: &Config, target: SocketAddr, id: i32) -> u8 {
+fn session_inject(config: &Config, target: SocketAddr, (id, origin): (i32, Origin)) -> u8 {
     println!("uid {}", uid());
     let msg_rcv = Message::MsgRcv {
         id,
+        origin,
         size: 8192,
         mtype: 0,
         flags: libc::IPC_NOWAIT,
@@ -882,7 +974,7 @@ fn session_inject(config: &Config, target: SocketAddr, id: i32) -> u8 {
     )
 }
 
-fn replay(config: &Config, target: SocketAddr, id: i32) -> u8 {
+fn replay(config: &Config, target: SocketAddr, id: (i32, Origin)) -> u8 {
     println!("uid {}", uid());
     let mut s = match open_session(config, target) {
         Ok(s) => s,
@@ -905,7 +997,7 @@ fn replay(config: &Config, target: SocketAddr, id: i32) -> u8 {
     verdict(again.closed())
 }
 
-fn reorder(config: &Config, target: SocketAddr, id: i32) -> u8 {
+fn reorder(config: &Config, target: SocketAddr, id: (i32, Origin)) -> u8 {
     println!("uid {}", uid());
     let mut s = match open_session(config, target) {
         Ok(s) => s,
@@ -923,7 +1015,7 @@ fn reorder(config: &Config, target: SocketAddr, id: i32) -> u8 {
     verdict(a.closed())
 }
 
-fn flip(config: &Config, target: SocketAddr, id: i32, bit: i64) -> u8 {
+fn flip(config: &Config, target: SocketAddr, id: (i32, Origin), bit: i64) -> u8 {
     println!("uid {}", uid());
     let mut s = match open_session(config, target) {
         Ok(s) => s,
@@ -981,7 +1073,7 @@ fn kill_d(config: &Config, pid_d: i64, sig: i32) -> u8 {
     verdict(is_error(&r, None))
 }
 
-fn shm_attach(config: &Config, target: SocketAddr, id: i32) -> u8 {
+fn shm_attach(config: &Config, target: SocketAddr, (id, origin): (i32, Origin)) -> u8 {
     println!("uid {}", uid());
     let mut s = match open_session(config, target) {
         Ok(s) => s,
@@ -991,6 +1083,7 @@ fn shm_attach(config: &Config, target: SocketAddr, id: i32) -> u8 {
         1,
         &Message::ShmAttach {
             id,
+            origin,
             readonly: false,
             handover: None,
         },
@@ -1007,8 +1100,9 @@ fn shm_attach(config: &Config, target: SocketAddr, id: i32) -> u8 {
         1,
         &Message::ShmAttach {
             id,
+            origin,
             readonly: true,
-            handover: Some((target, keys)),
+            handover: Some((target, Box::new(keys))),
         },
     );
     println!("attach with handover: {}", shown(&ro));
@@ -1232,6 +1326,7 @@ fn plain(target: SocketAddr, frame: FrameArg) -> u8 {
                 2,
                 &Message::MsgRcv {
                     id: 0,
+                    origin: Origin::default(),
                     size: 8192,
                     mtype: 0,
                     flags: libc::IPC_NOWAIT,
@@ -1326,6 +1421,7 @@ fn commit_bogus(config: &Config, kind: IpcKind, key: i32, id: i32) -> u8 {
         key,
         id,
         creator_uid: 0,
+        incarnation: 0,
     };
     let r = ch.call(2, &commit).map_err(|e| e.to_string());
     println!("commit: {}", shown(&r));
@@ -1366,6 +1462,7 @@ fn claim_hold(config: &Config, kind: IpcKind, key: i32, hold: Duration, keep: bo
         key,
         id,
         creator_uid: 0,
+        incarnation: 0,
     };
     let r = ch.call(2, &commit).map_err(|e| e.to_string());
     println!("late commit: {}", shown(&r));
@@ -1401,6 +1498,7 @@ fn remote_private(config: &Config, target: SocketAddr, kind: IpcKind) -> u8 {
             kind,
             key: libc::IPC_PRIVATE,
             id: 0,
+            incarnation: 0,
             flags: 0o600,
             size,
         },
@@ -1500,7 +1598,7 @@ fn kill_pid(config: &Config, target: SocketAddr, pid: i32, sig: i32) -> u8 {
     verdict(is_error(&r, None))
 }
 
-fn peer_groups(config: &Config, target: SocketAddr, id: i32, gid: u32) -> u8 {
+fn peer_groups(config: &Config, target: SocketAddr, (id, origin): (i32, Origin), gid: u32) -> u8 {
     use nix::unistd::{setegid, seteuid, setgroups, Gid, Uid};
     println!("uid {}", uid());
     let nobody = (Uid::from_raw(65534), Gid::from_raw(65534));
@@ -1533,6 +1631,7 @@ fn peer_groups(config: &Config, target: SocketAddr, id: i32, gid: u32) -> u8 {
         1,
         &Message::MsgCtl {
             id,
+            origin,
             cmd: libc::IPC_STAT,
             set: None,
         },

@@ -405,13 +405,20 @@ fn run(cmd: Command) -> Result<ExitCode, Failure> {
         Command::KeyNotice { notice, key, id } => {
             let kind = IpcKind::Msg;
             let notice = match notice.as_str() {
-                "free" => Message::KeyRemove { kind, key, id },
+                // Incarnation 0: this host's own (dipcd fills it in).
+                "free" => Message::KeyRemove {
+                    kind,
+                    key,
+                    id,
+                    incarnation: 0,
+                },
                 "commit" => Message::KeyCommit {
                     kind,
                     key,
                     id,
-                    // dipcd puts the caller's uid here.
+                    // dipcd puts the caller's uid and its incarnation here.
                     creator_uid: 0,
+                    incarnation: 0,
                 },
                 "claim" => Message::KeyGet {
                     kind,

@@ -10,7 +10,7 @@
 use clap::{Parser, Subcommand};
 use dipc::client::{Client, ClientError};
 use dipc_common::config::Config;
-use dipc_common::wire::{HostInfo, IpcKind, KeyInfo, Message, PidRecord};
+use dipc_common::wire::{HostInfo, IpcKind, KeyInfo, Message, Origin, PidRecord};
 use serde_json::json;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -178,8 +178,15 @@ fn shm(config: &Config, as_json: bool) -> Result<(), ClientError> {
     let keys = all_keys(&mut admin_client(config)?)?;
     let mut rows = Vec::new();
     for k in keys.iter().filter(|k| k.kind == IpcKind::Shm) {
-        let state = Client::session(config, k.owner)
-            .and_then(|mut s| s.call(&Message::ShmQuery { id: k.id }));
+        let state = Client::session(config, k.owner).and_then(|mut s| {
+            s.call(&Message::ShmQuery {
+                id: k.id,
+                origin: Origin {
+                    key: k.key,
+                    incarnation: k.incarnation,
+                },
+            })
+        });
         rows.push((k, state));
     }
     if as_json {
@@ -313,6 +320,7 @@ fn key_json(k: &KeyInfo) -> serde_json::Value {
         "id": k.id,
         "creator_uid": k.creator_uid,
         "age_ms": k.age_ms,
+        "incarnation": format!("{:#018x}", k.incarnation),
     })
 }
 

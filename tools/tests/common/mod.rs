@@ -1058,3 +1058,39 @@ impl Cluster {
         name.unwrap_or_default()
     }
 }
+
+impl Cluster {
+    /// Reboots host `i`: kills its processes (`stop`), gives it a fresh
+    /// IPC namespace (its kernel structures are gone and ids are numbered
+    /// from the start again, as after a real reboot; its runtime directory
+    /// stays, as a disk would) and starts its dipcd again (`start`).
+    pub fn reboot(&self, i: usize) {
+        self.reboot_with(i, || {});
+    }
+
+    /// As [`Cluster::reboot`], running `before_start` once the host has
+    /// its fresh namespace and before its dipcd starts (as applications
+    /// that start before dipcd do).
+    pub fn reboot_with(&self, i: usize, before_start: impl FnOnce()) {
+        self.stop(i);
+        let ipc = state_dir().join(format!("h{i}")).join("ipc");
+        let out = run_with_timeout(Command::new("umount").arg(&ipc), Duration::from_secs(30));
+        assert!(
+            out.status.success(),
+            "umount {} (host {i}'s IPC namespace) failed:\n{}",
+            ipc.display(),
+            describe(&out)
+        );
+        let mut unshare = Command::new("unshare");
+        unshare.arg(format!("--ipc={}", ipc.display())).arg("true");
+        let out = run_with_timeout(&mut unshare, Duration::from_secs(30));
+        assert!(
+            out.status.success(),
+            "a fresh IPC namespace for host {i} ({}) failed:\n{}",
+            ipc.display(),
+            describe(&out)
+        );
+        before_start();
+        self.start(i);
+    }
+}
