@@ -16,52 +16,6 @@ mod common;
 use common::*;
 use std::time::{Duration, Instant};
 
-/// Runs `dipc-attack ARGS` on `host` (as nobody unless `root`); panics
-/// unless it reports the attack withstood (exit 0) and ran with the uid
-/// asked for. Returns its stdout.
-fn attack_on(c: &Cluster, host: usize, root: bool, args: &[&str]) -> String {
-    let mut cmd = vec!["dipc-attack"];
-    cmd.extend_from_slice(args);
-    let cmd = if root { cmd } else { as_nobody(&cmd) };
-    let out = c.exec(host, &cmd);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let want_uid = if root { "uid 0" } else { "uid 65534" };
-    assert!(
-        stdout.lines().next() == Some(want_uid),
-        "dipc-attack {} must run as {want_uid}:\n{}",
-        args.join(" "),
-        describe(&out)
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "dipc-attack {} reports the attack worked (3) or was not tried (1):\n{}",
-        args.join(" "),
-        describe(&out)
-    );
-    eprintln!("dipc-attack {} on host {host}:\n{stdout}", args.join(" "));
-    stdout
-}
-
-fn attack(c: &Cluster, host: usize, args: &[&str]) -> String {
-    attack_on(c, host, false, args)
-}
-
-fn assert_has(out: &str, what: &str, needle: &str) {
-    assert!(
-        out.contains(needle),
-        "{what}: expected {needle:?} in:\n{out}"
-    );
-}
-
-/// `dipc-msg get KEY --create --mode MODE` as root on `host`: the id.
-fn create_queue(c: &Cluster, host: usize, key: &str, mode: &str) -> i32 {
-    let out = c.exec_ok(host, &["dipc-msg", "get", key, "--create", "--mode", mode]);
-    out.trim()
-        .parse()
-        .unwrap_or_else(|e| panic!("dipc-msg get printed {out:?}: {e}"))
-}
-
 /// The referee's entry for msg key `key`, if any.
 fn key_row(c: &Cluster, key: &str) -> Option<KeyRow> {
     c.dipcref_keys(1)

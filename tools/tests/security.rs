@@ -17,52 +17,6 @@ fn referee() -> String {
     format!("{}:{REFEREE_PORT}", host_addr(1))
 }
 
-/// Runs `dipc-attack ARGS` on `host` (as nobody unless `root`); panics
-/// unless it reports the attack withstood (exit 0) and, for nobody, that it
-/// ran unprivileged. Returns its stdout.
-fn attack_on(c: &Cluster, host: usize, root: bool, args: &[&str]) -> String {
-    let mut cmd = vec!["dipc-attack"];
-    cmd.extend_from_slice(args);
-    let cmd = if root { cmd } else { as_nobody(&cmd) };
-    let out = c.exec(host, &cmd);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let want_uid = if root { "uid 0" } else { "uid 65534" };
-    assert!(
-        stdout.lines().next() == Some(want_uid),
-        "dipc-attack {} must run as {want_uid}:\n{}",
-        args.join(" "),
-        describe(&out)
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "dipc-attack {} reports the attack worked (3) or was not tried (1):\n{}",
-        args.join(" "),
-        describe(&out)
-    );
-    eprintln!("dipc-attack {} on host {host}:\n{stdout}", args.join(" "));
-    stdout
-}
-
-fn attack(c: &Cluster, host: usize, args: &[&str]) -> String {
-    attack_on(c, host, false, args)
-}
-
-fn assert_has(out: &str, what: &str, needle: &str) {
-    assert!(
-        out.contains(needle),
-        "{what}: expected {needle:?} in:\n{out}"
-    );
-}
-
-/// Creates a distributed queue on `host` (mode `mode`), returns its id there.
-fn create_queue(c: &Cluster, host: usize, key: &str, mode: &str) -> i32 {
-    let out = c.exec_ok(host, &["dipc-msg", "get", key, "--create", "--mode", mode]);
-    out.trim()
-        .parse()
-        .unwrap_or_else(|e| panic!("dipc-msg get printed {out:?}: {e}"))
-}
-
 /// The number of messages in queue `key`, as root on `host`.
 fn qnum(c: &Cluster, host: usize, key: &str) -> u64 {
     let out = c.exec_ok(host, &["dipc-msg", "stat", key, "--json"]);

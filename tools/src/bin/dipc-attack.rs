@@ -120,7 +120,7 @@
 //! - `half-frames --count N --hold-ms MS`: N connections, each sending
 //!   half of a frame that announces 60 KiB, held MS ms. Prints
 //!   `half-frames: N sent`, and after MS ms `half-frames: C closed by
-//!   dipcd`.
+//!   the peer`.
 //! - `sessions TARGET --count N --hold-ms MS`: opens up to N sessions to
 //!   TARGET's workers through dipcd (`Connect`), holds them MS ms. Prints
 //!   `sessions: OPENED opened, REFUSED refused` and the first refusal as
@@ -133,8 +133,7 @@
 //!   Prints `shm-open: done` or `shm-open: error ERRNO: MESSAGE`.
 //! - `stall TARGET --count N --hold-ms MS`: N TCP connections to TARGET
 //!   that send one byte of a handshake and nothing more. Prints
-//!   `stall: N connected`, then after MS ms `stall: C closed by the
-//!   peer`.
+//!   `stall: N sent`, then after MS ms `stall: C closed by the peer`.
 
 use clap::{Parser, Subcommand};
 use dipc_common::auth::{ClientHandshake, Secret};
@@ -1723,39 +1722,53 @@ fn half_frames(config: &Config, count: usize, hold_ms: u64) -> u8 {
         &mut frame,
     );
     let half = &frame[..frame.len() / 2];
+    let path = config.back_end_socket();
+    hold_partial(
+        "half-frames",
+        count,
+        || UnixStream::connect(&path),
+        half,
+        hold_ms,
+        |s| s.set_read_timeout(Some(Duration::from_millis(50))),
+    );
+    WITHSTOOD
+}
+
+/// Opens up to `count` connections with `connect`, writes `bytes` on each
+/// and says how many (`WHAT: N sent`), holds them `hold_ms`, then says
+/// how many the peer closed meanwhile (`WHAT: C closed by the peer`).
+fn hold_partial<S>(
+    what: &str,
+    count: usize,
+    connect: impl Fn() -> io::Result<S>,
+    bytes: &[u8],
+    hold_ms: u64,
+    quick_reads: impl Fn(&S) -> io::Result<()>,
+) where
+    for<'a> &'a S: Read + Write,
+{
     let mut open = Vec::new();
     for _ in 0..count {
-        match UnixStream::connect(config.back_end_socket()) {
-            Ok(mut s) => {
-                if s.write_all(half).is_ok() {
+        match connect() {
+            Ok(s) => {
+                if (&s).write_all(bytes).is_ok() {
                     open.push(s);
                 }
             }
             Err(_) => break,
         }
     }
-    println!("half-frames: {} sent", open.len());
+    println!("{what}: {} sent", open.len());
     let _ = io::stdout().flush();
     hold(hold_ms);
-    let mut closed = 0;
-    for s in &mut open {
-        let _ = s.set_read_timeout(Some(Duration::from_millis(50)));
-        let mut b = [0u8; 64];
-        match s.read(&mut b) {
-            Ok(0) => closed += 1,
-            Err(e)
-                if !matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                closed += 1
-            }
-            _ => {}
-        }
-    }
-    println!("half-frames: {closed} closed by dipcd");
-    WITHSTOOD
+    let closed = open
+        .iter()
+        .filter(|s| {
+            let _ = quick_reads(s);
+            read_shows_closed(*s)
+        })
+        .count();
+    println!("{what}: {closed} closed by the peer");
 }
 
 fn sessions(config: &Config, target: SocketAddr, count: usize, hold_ms: u64) -> u8 {
@@ -1781,37 +1794,15 @@ fn sessions(config: &Config, target: SocketAddr, count: usize, hold_ms: u64) -> 
 }
 
 fn stall(target: SocketAddr, count: usize, hold_ms: u64) -> u8 {
-    let mut open = Vec::new();
-    for _ in 0..count {
-        match TcpStream::connect_timeout(&target, Duration::from_secs(2)) {
-            // The first byte of a frame header, and nothing more.
-            Ok(mut s) => {
-                if s.write_all(&wire::MAGIC.to_be_bytes()[..1]).is_ok() {
-                    open.push(s);
-                }
-            }
-            Err(_) => break,
-        }
-    }
-    println!("stall: {} connected", open.len());
-    let _ = io::stdout().flush();
-    hold(hold_ms);
-    let mut closed = 0;
-    for s in &mut open {
-        let _ = s.set_read_timeout(Some(Duration::from_millis(50)));
-        let mut b = [0u8; 64];
-        // A closed connection reads end of file (or a reset).
-        match s.read(&mut b) {
-            Ok(0) => closed += 1,
-            Err(e)
-                if e.kind() != io::ErrorKind::WouldBlock && e.kind() != io::ErrorKind::TimedOut =>
-            {
-                closed += 1
-            }
-            _ => {}
-        }
-    }
-    println!("stall: {closed} closed by the peer");
+    // The first byte of a frame header, and nothing more.
+    hold_partial(
+        "stall",
+        count,
+        || TcpStream::connect_timeout(&target, Duration::from_secs(2)),
+        &wire::MAGIC.to_be_bytes()[..1],
+        hold_ms,
+        |s| s.set_read_timeout(Some(Duration::from_millis(50))),
+    );
     WITHSTOOD
 }
 
@@ -1884,4 +1875,18 @@ fn sessions_at_once(config: &Config, target: SocketAddr, count: usize) -> u8 {
         println!("refused {name}: {n}: {first}");
     }
     WITHSTOOD
+}
+
+/// Whether a read on a socket with a short time-out shows it closed by the
+/// peer (end of file, or a reset), not merely quiet.
+fn read_shows_closed(mut s: impl Read) -> bool {
+    let mut b = [0u8; 64];
+    match s.read(&mut b) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(
+            e.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+        ),
+    }
 }
