@@ -83,6 +83,33 @@ pub struct Client<S = UnixStream> {
     pid_d: i64,
     /// For a session: how long a call checks for its reply before sleeping.
     spin: Spin,
+    /// The credentials the process had when the connection was opened:
+    /// dipcd and the worker act with them (SO_PEERCRED and SO_PEERGROUPS
+    /// are taken at connect), so a process that changed its credentials
+    /// since must not use the connection any more.
+    creds: Creds,
+}
+
+/// A process's effective uid and gid and its supplementary groups.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Creds {
+    uid: u32,
+    gid: u32,
+    groups: Vec<u32>,
+}
+
+impl Creds {
+    /// The calling process's, now.
+    pub fn current() -> Creds {
+        // SAFETY: geteuid and getegid cannot fail.
+        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        // An error here only makes a comparison fail, so a connection is
+        // not reused: never a wrong identity.
+        let groups = nix::unistd::getgroups()
+            .map(|g| g.into_iter().map(|g| g.as_raw()).collect())
+            .unwrap_or_default();
+        Creds { uid, gid, groups }
+    }
 }
 
 /// How often a cancel is repeated until the worker answers: a cancel that
@@ -109,6 +136,7 @@ impl Client<UnixStream> {
             next_id: 1,
             pid_d: 0,
             spin: Spin::new(Duration::ZERO),
+            creds: Creds::current(),
         })
     }
 
@@ -147,6 +175,7 @@ impl Client<TcpStream> {
             next_id: 1,
             pid_d,
             spin: Spin::new(config.library.spin),
+            creds: daemon.creds.clone(),
         })
     }
 
@@ -234,6 +263,11 @@ impl<S: std::os::fd::AsFd + std::io::Read + std::io::Write> Client<S> {
     /// daemon behind a fresh connection could serve it.
     pub fn is_idle_and_open(&self) -> bool {
         net::peek(self.ch.get_ref()) == net::Peek::Empty
+    }
+
+    /// Whether the connection acts with `creds` (see the field).
+    pub fn acts_as(&self, creds: &Creds) -> bool {
+        &self.creds == creds
     }
 }
 

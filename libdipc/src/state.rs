@@ -10,7 +10,7 @@
 //! returned after, and after a `fork` the child drops the parent's
 //! connections rather than share their sockets.
 
-use crate::client::{Client, ClientError};
+use crate::client::{Client, ClientError, Creds};
 use dipc_common::config::{Config, SPIN_US_MAX};
 use dipc_common::wire::{IpcKind, Message, Origin};
 use std::collections::HashMap;
@@ -176,10 +176,13 @@ impl Drop for ControlConn {
 
 /// A control connection of this process's pool, or a new one.
 pub fn control_conn() -> Result<ControlConn, ClientError> {
+    let creds = Creds::current();
     let pooled = pools().as_mut().and_then(|p| {
-        // Connections to a dipcd that has since restarted are dropped.
+        // Connections to a dipcd that has since restarted are dropped, and
+        // so are those opened with credentials the process no longer has
+        // (dipcd acts with those of the connect).
         while let Some(c) = p.control.pop() {
-            if c.is_idle_and_open() {
+            if c.is_idle_and_open() && c.acts_as(&creds) {
                 return Some(c);
             }
         }
@@ -208,10 +211,13 @@ pub fn remote_as(
     may_block: bool,
     pid_d: Option<i64>,
 ) -> Result<Message, ClientError> {
+    let creds = Creds::current();
     let pooled = pools().as_mut().and_then(|p| {
         let v = p.sessions.get_mut(&owner)?;
-        // Sessions whose worker has gone (its host restarted) are dropped.
-        v.retain(|c| c.is_idle_and_open());
+        // Sessions whose worker has gone (its host restarted) are dropped,
+        // and so are those opened with credentials the process no longer
+        // has: calls act with its credentials of now.
+        v.retain(|c| c.is_idle_and_open() && c.acts_as(&creds));
         let i = match pid_d {
             None => v.len().checked_sub(1)?,
             Some(want) => v.iter().rposition(|c| c.pid_d() == want)?,
