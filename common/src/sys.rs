@@ -385,12 +385,20 @@ pub fn recv_with_fds<S: AsFd>(
     use std::os::fd::FromRawFd;
     let mut iov = [io::IoSliceMut::new(buf)];
     let mut space = nix::cmsg_space!([std::os::fd::RawFd; 4]);
-    let msg = recvmsg::<()>(
-        sock.as_fd().as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )?;
+    // A signal that interrupts the wait is the caller's business, not a
+    // failure of the transfer (a socket with a read time-out reports EINTR
+    // even for a handler installed with SA_RESTART): wait again.
+    let msg = loop {
+        match recvmsg::<()>(
+            sock.as_fd().as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            r => break r?,
+        }
+    };
     let mut fds = Vec::new();
     for c in msg.cmsgs()? {
         if let ControlMessageOwned::ScmRights(raw) = c {
@@ -426,6 +434,36 @@ pub fn recv_fd<S: AsFd>(sock: &S) -> io::Result<std::os::fd::OwnedFd> {
 mod tests {
     use super::*;
     use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn a_signal_does_not_fail_the_wait_for_a_descriptor() {
+        let (a, b) = UnixStream::pair().unwrap();
+        // With a read time-out the kernel reports EINTR however the
+        // handler was installed.
+        a.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        extern "C" fn nothing(_: libc::c_int) {}
+        // SAFETY: a handler that does nothing.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = nothing as extern "C" fn(libc::c_int) as usize;
+            libc::sigaction(libc::SIGUSR2, &sa, std::ptr::null_mut());
+        }
+        // SAFETY: pthread_self is always valid.
+        let me = unsafe { libc::pthread_self() } as usize;
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            // SAFETY: the receiving thread is alive and waiting.
+            unsafe { libc::pthread_kill(me as libc::pthread_t, libc::SIGUSR2) };
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            let (x, _y) = UnixStream::pair().unwrap();
+            send_fd(&b, &x).unwrap();
+            b
+        });
+        let fd = recv_fd(&a).expect("the descriptor, after the signal");
+        assert!(fd.as_raw_fd() > 2);
+        drop(t.join().unwrap());
+    }
 
     #[test]
     fn peer_cred_is_ours() {
