@@ -856,13 +856,7 @@ mod tests {
         let (a, mut b) = UnixStream::pair().unwrap();
         // No read time-out: a signal restarts nothing, read returns EINTR.
         let mut ca = Channel::read_ahead(a, 4096);
-        extern "C" fn nothing(_: libc::c_int) {}
-        // SAFETY: a handler that does nothing, installed without SA_RESTART.
-        unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = nothing as extern "C" fn(libc::c_int) as usize;
-            libc::sigaction(libc::SIGUSR2, &sa, std::ptr::null_mut());
-        }
+        crate::sys::tests::catch_sigusr2();
         // SAFETY: pthread_self is always valid.
         let me = unsafe { libc::pthread_self() } as usize;
         let t = std::thread::spawn(move || {

@@ -431,9 +431,22 @@ pub fn recv_fd<S: AsFd>(sock: &S) -> io::Result<std::os::fd::OwnedFd> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::os::unix::net::UnixStream;
+
+    /// Makes SIGUSR2 interrupt a blocked call of the thread it is sent to
+    /// (a handler that does nothing, without SA_RESTART) instead of ending
+    /// the test process.
+    pub(crate) fn catch_sigusr2() {
+        extern "C" fn nothing(_: libc::c_int) {}
+        // SAFETY: a handler that does nothing, installed without SA_RESTART.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = nothing as extern "C" fn(libc::c_int) as usize;
+            libc::sigaction(libc::SIGUSR2, &sa, std::ptr::null_mut());
+        }
+    }
 
     #[test]
     fn a_signal_does_not_fail_the_wait_for_a_descriptor() {
@@ -442,13 +455,7 @@ mod tests {
         // handler was installed.
         a.set_read_timeout(Some(std::time::Duration::from_secs(5)))
             .unwrap();
-        extern "C" fn nothing(_: libc::c_int) {}
-        // SAFETY: a handler that does nothing.
-        unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = nothing as extern "C" fn(libc::c_int) as usize;
-            libc::sigaction(libc::SIGUSR2, &sa, std::ptr::null_mut());
-        }
+        catch_sigusr2();
         // SAFETY: pthread_self is always valid.
         let me = unsafe { libc::pthread_self() } as usize;
         let t = std::thread::spawn(move || {

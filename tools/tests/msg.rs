@@ -585,19 +585,7 @@ fn stat_and_set_from_other_hosts() {
     // qbytes beyond msgmnb).
     let out = c.exec(
         1,
-        &[
-            "setpriv",
-            "--reuid",
-            "65534",
-            "--regid",
-            "65534",
-            "--clear-groups",
-            "dipc-msg",
-            "set",
-            "0x4444",
-            "--qbytes",
-            "1000000",
-        ],
+        &as_nobody(&["dipc-msg", "set", "0x4444", "--qbytes", "1000000"]),
     );
     let name = errno_name(&String::from_utf8_lossy(&out.stderr));
     assert!(
@@ -795,20 +783,7 @@ fn only_the_owner_frees_a_key_and_only_once_it_is_gone() {
     let forged = |host: usize, want: &str| {
         c.exec_err(
             host,
-            &[
-                "setpriv",
-                "--reuid",
-                "65534",
-                "--regid",
-                "65534",
-                "--clear-groups",
-                "dipc-msg",
-                "key-notice",
-                "free",
-                "0x5252",
-                "--id",
-                &id,
-            ],
+            &as_nobody(&["dipc-msg", "key-notice", "free", "0x5252", "--id", &id]),
             &[want],
         );
     };

@@ -217,22 +217,12 @@ fn kill_d_follows_kill_permission_rules() {
     let mut t = c.spawn(2, &[&target, "1", "1", "60", "500"]);
     let p = t.pid_d();
     let ps = p.to_string();
-    let nobody = [
-        "setpriv",
-        "--reuid",
-        "65534",
-        "--regid",
-        "65534",
-        "--clear-groups",
-    ];
     for (h, how) in [(1, "kill-anon"), (1, "kill"), (2, "kill-anon"), (2, "kill")] {
-        let mut args = nobody.to_vec();
-        args.extend_from_slice(&[&pidctl, how, &ps, "rt1"]);
+        let args = as_nobody(&[&pidctl, how, &ps, "rt1"]);
         c.exec_err(h, &args, &["EPERM"]);
     }
     // Not secret: any user may list the table.
-    let mut args = nobody.to_vec();
-    args.extend_from_slice(&["dipcref", "pids"]);
+    let args = as_nobody(&["dipcref", "pids"]);
     assert!(c.exec_ok(1, &args).contains(&format!("{p} ")));
     c.exec_err(1, &[&pidctl, "kill-anon", &ps, "65"], &["EINVAL"]);
     c.exec_err(1, &[&pidctl, "kill-anon", &ps, "-1"], &["EINVAL"]);

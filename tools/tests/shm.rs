@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{c_example, describe, require_namespaces, wait_for, Cluster};
+use common::{as_nobody, c_example, describe, require_namespaces, wait_for, Cluster};
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 use std::time::Duration;
@@ -195,25 +195,10 @@ fn attach_checks_the_callers_permissions() {
     let c = Cluster::up(3);
     let touch = prog("shm_touch");
     c.exec_ok(2, &[&touch, "0x5d07", SIZE, "-", "create-private"]);
-    let nobody = |args: &[&str]| -> Vec<String> {
-        [
-            "setpriv",
-            "--reuid",
-            "65534",
-            "--regid",
-            "65534",
-            "--clear-groups",
-        ]
-        .iter()
-        .chain(args.iter())
-        .map(|s| s.to_string())
-        .collect()
-    };
     // On another host the manager refuses the attach; on the owner the
     // kernel already refuses the get.
     for host in [1, 2] {
-        let args = nobody(&[&touch, "0x5d07", SIZE, "0", "read"]);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let args = as_nobody(&[&touch, "0x5d07", SIZE, "0", "read"]);
         let out = c.exec(host, &args);
         assert!(
             !out.status.success()
