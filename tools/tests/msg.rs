@@ -937,27 +937,6 @@ fn lost_owner_fails_a_blocked_recv_in_time() {
     assert_eq!(recv_now(&c, 3, "0x8889", &[]), "1 still working");
 }
 
-/// Cuts host `i`'s cable (its veth on the switch goes down, or up again).
-fn set_link(i: usize, up: bool) {
-    let state = if up { "up" } else { "down" };
-    let out = run_with_timeout(
-        std::process::Command::new("ip").args([
-            "-n",
-            "dipc-sw",
-            "link",
-            "set",
-            &format!("h{i}"),
-            state,
-        ]),
-        Duration::from_secs(10),
-    );
-    assert!(
-        out.status.success(),
-        "ip link set h{i} {state}:\n{}",
-        describe(&out)
-    );
-}
-
 #[test]
 fn partitioned_owner_fails_a_blocked_recv_in_time() {
     let c = Cluster::up(3);
@@ -968,11 +947,11 @@ fn partitioned_owner_fails_a_blocked_recv_in_time() {
 
     // No RST, no FIN: only time-outs and heartbeats can tell.
     let cut = Instant::now();
-    set_link(2, false);
+    c.set_link(2, false);
     let limit = Duration::from_secs(15);
     let Some(st) = r.wait_timeout(limit) else {
         r.kill();
-        set_link(2, true);
+        c.set_link(2, true);
         panic!(
             "recv on host 1 still blocked {:?} after its queue's owner (host 2) was cut \
              off:\n{}",
@@ -995,13 +974,8 @@ fn partitioned_owner_fails_a_blocked_recv_in_time() {
 
     // Healed: the queue works again, and the abandoned remote msgrcv on
     // the owner did not stay behind to eat a message.
-    set_link(2, true);
-    let mut last = None;
-    let healed = wait_for(Duration::from_secs(15), || {
-        last = Some(c.try_dipcref_hosts(1));
-        matches!(&last, Some(Ok(rows)) if rows.len() == 3 && rows.iter().all(HostRow::is_up))
-    });
-    assert!(healed.is_some(), "host 2 did not come back: {last:#?}");
+    c.set_link(2, true);
+    c.wait_all_up(1, Duration::from_secs(15));
     send(&c, 3, "0x8a8a", "1", "after the partition");
     thread::sleep(Duration::from_millis(300));
     assert_eq!(recv_now(&c, 2, "0x8a8a", &[]), "1 after the partition");

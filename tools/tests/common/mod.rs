@@ -1154,4 +1154,34 @@ impl Cluster {
         before_start();
         self.start(i);
     }
+
+    /// Cuts host `i`'s cable (its veth on the switch goes down) or mends
+    /// it: no RST, no FIN, so only time-outs and heartbeats can tell.
+    pub fn set_link(&self, i: usize, up: bool) {
+        let state = if up { "up" } else { "down" };
+        let out = run_with_timeout(
+            Command::new("ip").args(["-n", "dipc-sw", "link", "set", &format!("h{i}"), state]),
+            Duration::from_secs(10),
+        );
+        assert!(
+            out.status.success(),
+            "ip link set h{i} {state}:\n{}",
+            describe(&out)
+        );
+    }
+
+    /// Waits until host `from` sees every host of the cluster up, and
+    /// fails the test if that takes longer than `limit`.
+    pub fn wait_all_up(&self, from: usize, limit: Duration) {
+        let n = self.size();
+        let mut last = None;
+        let up = wait_for(limit, || {
+            last = Some(self.try_dipcref_hosts(from));
+            matches!(&last, Some(Ok(rows)) if rows.len() == n && rows.iter().all(HostRow::is_up))
+        });
+        assert!(
+            up.is_some(),
+            "host {from} did not see all {n} hosts up within {limit:?}: {last:#?}"
+        );
+    }
 }
