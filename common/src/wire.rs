@@ -399,6 +399,8 @@ kinds! {
     SendD = 99,
     SenderPid = 100,
     PidCheck = 101,
+    Vouched = 140,
+    Placeholder = 141,
 }
 
 /// Every message of the protocol.
@@ -522,6 +524,24 @@ pub enum Message {
     KeyCheck {
         kind: IpcKind,
         key: i32,
+    },
+    /// A worker's answer to a successful `IpcGet`: the owner's id, and
+    /// its proof ([`crate::auth::Vouch`]) that the caller may use it, for
+    /// the caller's dipcd to make the local placeholder against.
+    Vouched {
+        id: i32,
+        vouch: [u8; 32],
+    },
+    /// The library asks its dipcd for the local placeholder of a key owned
+    /// elsewhere, once the owner's worker vouched that this caller may use
+    /// it (`KeyGet` makes none). The reply is `KeyOwner` with `local_id`.
+    Placeholder {
+        kind: IpcKind,
+        key: i32,
+        owner: SocketAddr,
+        id: i32,
+        origin: Origin,
+        vouch: [u8; 32],
     },
     /// Is this local id a placeholder for a structure owned elsewhere?
     Resolve {
@@ -843,6 +863,8 @@ impl Message {
             Message::SendD { .. } => Kind::SendD,
             Message::SenderPid { .. } => Kind::SenderPid,
             Message::PidCheck { .. } => Kind::PidCheck,
+            Message::Vouched { .. } => Kind::Vouched,
+            Message::Placeholder { .. } => Kind::Placeholder,
         }
     }
 
@@ -900,6 +922,25 @@ impl Message {
                 w.string(message);
             }
             Message::Done { value } => w.i64(*value),
+            Message::Vouched { id, vouch } => {
+                w.i32(*id);
+                w.bytes_fixed(vouch);
+            }
+            Message::Placeholder {
+                kind,
+                key,
+                owner,
+                id,
+                origin,
+                vouch,
+            } => {
+                w.u8(*kind as u8);
+                w.i32(*key);
+                w.addr(owner);
+                w.i32(*id);
+                w.origin(origin);
+                w.bytes_fixed(vouch);
+            }
             Message::KeyGet { kind, key, flags } => {
                 w.u8(*kind as u8);
                 w.i32(*key);
@@ -1365,6 +1406,18 @@ impl Message {
             Kind::KeyCheck => Message::KeyCheck {
                 kind: r.kind()?,
                 key: r.i32("key")?,
+            },
+            Kind::Vouched => Message::Vouched {
+                id: r.i32("id")?,
+                vouch: r.bytes_fixed("vouch")?,
+            },
+            Kind::Placeholder => Message::Placeholder {
+                kind: r.kind()?,
+                key: r.i32("key")?,
+                owner: r.addr("owner")?,
+                id: r.i32("id")?,
+                origin: r.origin()?,
+                vouch: r.bytes_fixed("vouch")?,
             },
             Kind::KeyGone => Message::KeyGone {
                 kind: r.kind()?,
@@ -2158,6 +2211,21 @@ mod tests {
             Message::KeyCheck {
                 kind: IpcKind::Shm,
                 key: -1,
+            },
+            Message::Vouched {
+                id: 7,
+                vouch: [0xa5; 32],
+            },
+            Message::Placeholder {
+                kind: IpcKind::Sem,
+                key: 0x5a5a,
+                owner: "[fd00::2]:7100".parse().unwrap(),
+                id: 9,
+                origin: Origin {
+                    key: 0x5a5a,
+                    incarnation: u64::MAX,
+                },
+                vouch: [0x3c; 32],
             },
             Message::KeyGone {
                 kind: IpcKind::Msg,
