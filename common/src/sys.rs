@@ -430,6 +430,78 @@ pub fn recv_fd<S: AsFd>(sock: &S) -> io::Result<std::os::fd::OwnedFd> {
     })
 }
 
+/// Signals held back (blocked) for a short step of a call that, seen
+/// from the application, is already waiting (opening a session for it,
+/// sending it, checking for its reply without sleeping): a signal handled
+/// during such a step interrupts no system call, and would be lost to a
+/// call that then sleeps. [`HeldSignals::release`] tells whether one came
+/// that the process handles, and lets it be handled.
+pub struct HeldSignals {
+    /// The thread's mask before, restored on release (or drop).
+    old: Option<libc::sigset_t>,
+}
+
+impl HeldSignals {
+    /// Blocks every signal that can be blocked, in this thread.
+    pub fn hold() -> HeldSignals {
+        // SAFETY: sigset_t is plain data, initialised by sigfillset and
+        // sigemptyset before use; pthread_sigmask only reads `all` and
+        // writes `old`.
+        unsafe {
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            libc::sigemptyset(&mut old);
+            if libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old) != 0 {
+                // Cannot fail with valid arguments; hold nothing then.
+                return HeldSignals { old: None };
+            }
+            HeldSignals { old: Some(old) }
+        }
+    }
+
+    /// Whether a signal came while held that was not blocked before and
+    /// that the process catches (a handler, not the default or ignore);
+    /// the mask is back as it was, so such a signal is handled now.
+    pub fn release(mut self) -> bool {
+        let Some(old) = self.old.take() else {
+            return false;
+        };
+        // SAFETY: as in `hold`; sigaction with a null new action only
+        // reads the disposition.
+        unsafe {
+            let mut pending: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut pending);
+            let mut caught = false;
+            if libc::sigpending(&mut pending) == 0 {
+                for sig in 1..=libc::SIGRTMAX() {
+                    if libc::sigismember(&pending, sig) != 1 || libc::sigismember(&old, sig) == 1 {
+                        continue;
+                    }
+                    let mut sa: libc::sigaction = std::mem::zeroed();
+                    if libc::sigaction(sig, std::ptr::null(), &mut sa) == 0
+                        && sa.sa_sigaction != libc::SIG_DFL
+                        && sa.sa_sigaction != libc::SIG_IGN
+                    {
+                        caught = true;
+                    }
+                }
+            }
+            libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+            caught
+        }
+    }
+}
+
+impl Drop for HeldSignals {
+    fn drop(&mut self) {
+        if let Some(old) = self.old.take() {
+            // SAFETY: restores the mask `hold` saved.
+            unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+        }
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -470,6 +542,24 @@ pub(crate) mod tests {
         let fd = recv_fd(&a).expect("the descriptor, after the signal");
         assert!(fd.as_raw_fd() > 2);
         drop(t.join().unwrap());
+    }
+
+    #[test]
+    fn held_signals_tell_whether_a_caught_one_came() {
+        catch_sigusr2();
+        // SAFETY: pthread_self and pthread_kill on this live thread.
+        let me = unsafe { libc::pthread_self() };
+        let held = HeldSignals::hold();
+        assert!(!HeldSignals::hold().release(), "none came");
+        // SAFETY: as above.
+        unsafe { libc::pthread_kill(me, libc::SIGUSR2) };
+        assert!(held.release(), "SIGUSR2 has a handler and came while held");
+        // An ignored one does not count.
+        let held = HeldSignals::hold();
+        // SAFETY: SIGWINCH is ignored by default; sending it to this
+        // thread changes nothing.
+        unsafe { libc::pthread_kill(me, libc::SIGWINCH) };
+        assert!(!held.release(), "SIGWINCH is not caught");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use dipc_common::channel::{Channel, ChannelError, Codec};
 use dipc_common::config::{Config, ConfigError};
 use dipc_common::net;
 use dipc_common::secure::Secure;
-use dipc_common::sys;
+use dipc_common::sys::{self, HeldSignals};
 use dipc_common::wire::Message;
 use std::fmt;
 use std::io;
@@ -194,24 +194,30 @@ impl Client<TcpStream> {
     /// or, if the call completed first, its result, so nothing is lost.
     ///
     /// Before sleeping for the reply, the call checks for it without
-    /// sleeping for up to the session's spin (`library.spin_us`, adapted). A
-    /// signal handled during the spin interrupts no sleep, so it counts as
-    /// one that came just before the call (which then goes on waiting), as
-    /// a local call made just after the handler would.
+    /// sleeping for up to the session's spin (`library.spin_us`, adapted).
+    /// Signals are `held` from the start of a call that may block until it
+    /// sleeps (through the session's opening, the send and the spin): one
+    /// the process handles that came meanwhile interrupts the call as one
+    /// that comes while it sleeps does, instead of being handled where no
+    /// system call could report it (and the call then sleeping on).
     pub fn call_blocking(
         &mut self,
         msg: &Message,
         may_block: bool,
+        held: Option<HeldSignals>,
     ) -> Result<Message, ClientError> {
         let id = self.next_id;
         self.next_id += 1;
         let sent = Instant::now();
         self.ch.send(id, msg)?;
         net::spin_readable(self.ch.get_ref(), self.spin.window());
+        let mut signalled = held.is_some_and(HeldSignals::release);
         let mut cancels = 0u32;
         let r = loop {
             let r = if cancels > 0 {
                 self.ch.recv()
+            } else if std::mem::take(&mut signalled) {
+                Err(ChannelError::Interrupted)
             } else {
                 self.ch.recv_interruptible()
             };

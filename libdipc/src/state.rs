@@ -12,6 +12,7 @@
 
 use crate::client::{Client, ClientError, Creds};
 use dipc_common::config::{Config, SPIN_US_MAX};
+use dipc_common::sys::HeldSignals;
 use dipc_common::wire::{IpcKind, Message, Origin};
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpStream};
@@ -211,6 +212,10 @@ pub fn remote_as(
     may_block: bool,
     pid_d: Option<i64>,
 ) -> Result<Message, ClientError> {
+    // From here the application is waiting in its call: a signal must
+    // interrupt one that may block even while its session opens (see
+    // `Client::call_blocking`).
+    let held = may_block.then(HeldSignals::hold);
     let creds = Creds::current();
     let pooled = pools().as_mut().and_then(|p| {
         let v = p.sessions.get_mut(&owner)?;
@@ -237,7 +242,7 @@ pub fn remote_as(
             message: "this host's dipcd does not know this process as registered".into(),
         });
     }
-    let r = c.call_blocking(msg, may_block);
+    let r = c.call_blocking(msg, may_block, held);
     if !matches!(r, Err(ClientError::Channel(_))) {
         if let Some(p) = pools().as_mut() {
             p.sessions.entry(owner).or_default().push(c);
