@@ -90,6 +90,30 @@ fn threads_block_and_release_each_other_with_sem_undo() {
     c.exec_ok(1, &[&split, "rm", key]);
 }
 
+/// A forked child inherits no SEM_UNDO adjustments: its V is undone at
+/// its own exit, the parent's P at the parent's.
+#[test]
+fn a_forked_child_has_its_own_sem_undo_adjustments() {
+    require_namespaces();
+    let c = Cluster::up(2);
+    let split = prog("undo_split");
+    let key = "0x5d04";
+    c.exec_ok(1, &[&split, "init", key]);
+    let mut p = c.spawn(2, &[&split, "fork", key]);
+    let st = p.wait(Duration::from_secs(30));
+    assert!(
+        st.success() && p.stdout().contains("parent holds"),
+        "{}",
+        p.describe()
+    );
+    // The parent's exit undoes its P.
+    let back = wait_for(Duration::from_secs(10), || {
+        get(&c, &split, key, "0") == "1 0"
+    });
+    assert!(back.is_some(), "{}", get(&c, &split, key, "0"));
+    c.exec_ok(1, &[&split, "rm", key]);
+}
+
 /// Item 3: the holder's host is cut off long enough for the owner to give
 /// its sessions up, so the owner's kernel undoes its P and a waiter gets
 /// the lock. After the link is mended, the holder's V must fail with
@@ -142,6 +166,7 @@ fn sem_undo_lost_to_a_partition_is_reported_as_enolink() {
         "the holder's V after its P was undone should fail with ENOLINK:\n{}",
         a.describe()
     );
+    eprintln!("the holder's V after healing:\n{}", a.stderr());
     // B still holds the lock.
     assert_eq!(get(&c, &split, key, "0"), "0 0");
     b.kill();

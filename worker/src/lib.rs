@@ -10,8 +10,11 @@
 //! (whose credentials the worker takes on) and `SenderPid`; neither is
 //! taken twice. A worker serves one connection for its whole life, so an
 //! employer that keeps its connection open keeps the same worker as its
-//! proxy on this host: per-process kernel state (such as `SEM_UNDO`
-//! adjustments) then lives and dies with that worker.
+//! proxy on this host. A session that joins its process's `SEM_UNDO`
+//! context (`SemJoin`) goes to the one worker of that context, which serves
+//! each of the process's joined sessions in a thread ([`undo`]): `SEM_UNDO`
+//! adjustments then live and die with that worker, which ends with the
+//! process's last session.
 //!
 //! Every call on a System V structure carries what the caller's get
 //! resolved its id from, and is refused (`EIDRM`) if the id no longer
@@ -266,7 +269,11 @@ fn serve_session(s: Session, mut first: Option<(u64, Message)>) -> i32 {
                         };
                         match undo::join(&ch, id, nonce, &who, serve_handed) {
                             Ok(undo::Joined::Here(ctx)) => Message::Done { value: ctx },
-                            Ok(undo::Joined::HandedOver) => return 0,
+                            Ok(undo::Joined::HandedOver(link)) => {
+                                drop(ch);
+                                undo::stand_in(link);
+                                return 0;
+                            }
                             Err(reply) => reply,
                         }
                     }

@@ -16,7 +16,9 @@
 //! abstract Unix socket named after the caller (host, pid, credentials and
 //! the nonce the library drew for the process), and every later worker of
 //! the same process hands its connection there (socket, secure channel
-//! state, the pid_d its mailbox sends carry) and ends. The context lives
+//! state, the pid_d its mailbox sends carry) and then only waits for the
+//! session's end ([`stand_in`]), so that the front_end's limits, which
+//! count workers, still count every session. The context lives
 //! until its last session ends; the kernel then undoes the adjustments, as
 //! at the exit of a local process. A context is numbered at random when
 //! it starts, and the number answers every `SemJoin`: a library that sees
@@ -77,14 +79,17 @@ pub enum Joined {
     /// This worker serves the context numbered so: answer the join.
     Here(i64),
     /// The session went to the context's worker, which answers the join:
-    /// this worker must end without touching the session again.
-    HandedOver,
+    /// this worker must close its copy of the session's socket without
+    /// touching it again, and [`stand_in`] for the session.
+    HandedOver(UnixStream),
 }
 
 /// How long a handed-over session may take to arrive.
 const HANDOVER_TIMEOUT: Duration = Duration::from_secs(2);
 /// A handover frame: a header, the sender and the channel's keys.
 const HANDOVER_MAX: usize = 256;
+/// How long the context waits after a failed accept.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Tries at binding or reaching the context, which may end meanwhile.
 const JOIN_TRIES: usize = 4;
 
@@ -156,7 +161,7 @@ pub fn join(
                     "worker: session of pid {} handed to its undo context",
                     caller.pid
                 );
-                return Ok(Joined::HandedOver);
+                return Ok(Joined::HandedOver(s));
             }
             // The context ended before it took the session: start anew.
             Err(e) if matches!(e.raw_os_error(), Some(libc::EPIPE | libc::ECONNRESET)) => {}
@@ -167,6 +172,25 @@ pub fn join(
         libc::EAGAIN,
         "the undo context kept ending while this session joined it",
     ))
+}
+
+/// Waits, in the worker that handed a session over, until the context no
+/// longer serves it. The front_end counts sessions as the workers it forked
+/// (`limits.sessions_per_uid`, `limits.workers_per_host`), so the worker
+/// that a session was forked for lives as long as the session.
+pub fn stand_in(mut link: UnixStream) {
+    use std::io::Read;
+    let mut buf = [0u8; 16];
+    // The context writes nothing: its end closes when the session ends, or
+    // when the context does.
+    loop {
+        match link.read(&mut buf) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
 }
 
 /// Ends the serving of one session of this worker. The worker's first
@@ -224,6 +248,8 @@ fn accept(
             Ok((s, _)) => s,
             Err(e) => {
                 warn!("worker: undo context: accept: {e}");
+                // Out of descriptors, say: not in a hot loop.
+                std::thread::sleep(ACCEPT_BACKOFF);
                 continue;
             }
         };
@@ -256,6 +282,8 @@ fn accept(
                 sender,
             };
             serve_handed(sock, caller, keys, rid, id);
+            // Lets the worker that stands in for the session end.
+            drop(s);
             session_ended(false);
         });
     }

@@ -16,6 +16,10 @@
  *                                times: one P(1)s (blocking) until the other
  *                                V(1)s, then V(0)s for the other's P(0), all
  *                                with SEM_UNDO; print "done N"
+ *   undo_split fork KEY          P(0) with SEM_UNDO; a forked child V(0)s
+ *                                with SEM_UNDO and exits, which undoes its V
+ *                                only; once it has, print "parent holds"
+ *                                and exit
  *   undo_split get KEY NUM       print GETVAL and GETNCNT of semaphore NUM
  *   undo_split rm KEY            remove the set
  *
@@ -27,7 +31,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 union semun {
     int val;
@@ -177,6 +183,34 @@ int main(int argc, char **argv)
             die("pthread_join");
         op(0, 1, "V(0)");
         printf("done %ld\n", rounds);
+        return 0;
+    }
+    if (strcmp(cmd, "fork") == 0) {
+        op(0, -1, "P(0)");
+        pid_t child = fork();
+        if (child < 0)
+            die("fork");
+        if (child == 0) {
+            op(0, 1, "V(0) in the child");
+            _exit(0);
+        }
+        int st;
+        if (waitpid(child, &st, 0) < 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+            fprintf(stderr, "undo_split: the child failed\n");
+            return 1;
+        }
+        /* The child's exit undoes its V (the owner ends its sessions a
+         * little later): the value goes back to 0, the parent's hold. */
+        struct timespec pause = {.tv_sec = 0, .tv_nsec = 10 * 1000 * 1000};
+        for (;;) {
+            int v = dipc_semctl(sem, 0, GETVAL);
+            if (v < 0)
+                die("dipc_semctl(GETVAL)");
+            if (v == 0)
+                break;
+            nanosleep(&pause, NULL);
+        }
+        printf("parent holds\n");
         return 0;
     }
     if (strcmp(cmd, "get") == 0 && argc > 3) {
