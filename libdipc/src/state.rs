@@ -25,6 +25,7 @@
 
 use crate::client::{Client, ClientError, Creds};
 use dipc_common::config::{Config, SPIN_US_MAX};
+use dipc_common::sys;
 use dipc_common::wire::{IpcKind, Message, Origin};
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpStream};
@@ -125,7 +126,7 @@ fn pools() -> MutexGuard<'static, Option<Pools>> {
             p.pid = pid;
             p.control.clear();
             p.sessions.clear();
-            p.nonce = nonce();
+            p.nonce = sys::random_u64();
             p.undo.clear();
         }
         None => {
@@ -133,29 +134,12 @@ fn pools() -> MutexGuard<'static, Option<Pools>> {
                 pid,
                 control: Vec::new(),
                 sessions: HashMap::new(),
-                nonce: nonce(),
+                nonce: sys::random_u64(),
                 undo: HashMap::new(),
             })
         }
     }
     g
-}
-
-/// A number no other process of this host draws (short of a 2^-64 chance).
-fn nonce() -> u64 {
-    let mut b = [0u8; 8];
-    // SAFETY: getrandom writes at most b.len() bytes into b.
-    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
-    if n == b.len() as isize {
-        u64::from_ne_bytes(b)
-    } else {
-        // The pid alone already tells the processes of a host apart; the
-        // clock tells this one from an earlier one with the same pid.
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        t ^ u64::from(std::process::id()).rotate_left(40)
-    }
 }
 
 /// Whether `msg` is a `semop` with `SEM_UNDO` on one of its operations.

@@ -329,21 +329,8 @@ fn name(caller: &Caller, nonce: u64, me: &Creds) -> String {
 }
 
 fn context_number() -> i64 {
-    let mut b = [0u8; 8];
-    // SAFETY: getrandom writes at most b.len() bytes into b.
-    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
-    let r = if n == b.len() as isize {
-        u64::from_ne_bytes(b)
-    } else {
-        // Without randomness, a number that still differs between two
-        // contexts of one process on this host.
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        t ^ (u64::from(std::process::id()) << 32)
-    };
     // Positive and not 0, so that it reads as a plain `Done` value.
-    (r >> 1).max(1) as i64
+    (sys::random_u64() >> 1).max(1) as i64
 }
 
 /// A process's uid, gid and groups.
