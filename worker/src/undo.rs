@@ -29,7 +29,11 @@
 //! over (the context checks `SO_PEERCRED` and `SO_PEERGROUPS`, and the
 //! joiner checks the context's): it could do no more with the session than
 //! it may do already. The name holds the nonce, which only the process and
-//! its workers know, so nobody can take it before the context does.
+//! its workers know, so nobody can take it before the context does. (Once
+//! bound, the name shows in /proc/net/unix: after the context ended, a
+//! local process with the same credentials could bind it and so receive
+//! that remote process's later sessions; it gets no right it lacks, but it
+//! could answer them.)
 
 use dipc_common::channel::Channel;
 use dipc_common::sys;
@@ -86,7 +90,8 @@ pub enum Joined {
 
 /// How long a handed-over session may take to arrive.
 const HANDOVER_TIMEOUT: Duration = Duration::from_secs(2);
-/// A handover frame: a header, the sender and the channel's keys.
+/// A handover frame: a header, the stated uid, the sender and the
+/// channel's keys.
 const HANDOVER_MAX: usize = 256;
 /// How long the context waits after a failed accept.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
