@@ -285,6 +285,22 @@ pub fn is_admin(cred: &PeerCred, admin_gid: Option<u32>) -> bool {
 }
 
 /// Looks a group name up to its gid.
+/// 64 random bits (getrandom); where the kernel gives none, the clock
+/// mixed with the pid, which still differs between two calls of two
+/// processes of a host.
+pub fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    // SAFETY: getrandom writes at most b.len() bytes into b.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n == b.len() as isize {
+        return u64::from_ne_bytes(b);
+    }
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    t ^ u64::from(std::process::id()).rotate_left(40)
+}
+
 pub fn group_gid(name: &str) -> io::Result<u32> {
     match nix::unistd::Group::from_name(name) {
         Ok(Some(g)) => Ok(g.gid.as_raw()),

@@ -401,6 +401,8 @@ kinds! {
     PidCheck = 101,
     Vouched = 140,
     Placeholder = 141,
+    SemJoin = 102,
+    SemHandover = 103,
 }
 
 /// Every message of the protocol.
@@ -794,6 +796,25 @@ pub enum Message {
         pid: i32,
         starttime: u64,
     },
+    /// An application asks the worker of its session to serve the session
+    /// in its `SEM_UNDO` context on this host, named by `nonce` (random,
+    /// drawn once per process): every session of one process that joined
+    /// is served by one worker process, so the owner's kernel keeps one
+    /// undo list for all of them. The reply is `Done { value: context }`,
+    /// a number that changes whenever the context is new (see the worker's
+    /// `undo` module).
+    SemJoin {
+        nonce: u64,
+    },
+    /// A worker hands the session it serves to the worker of the session's
+    /// undo context (over a local Unix socket, with the socket itself):
+    /// the frame's request id is that of the `SemJoin` to answer. `uid` is
+    /// the uid the caller's host stated in `Session`, `sender` its pid_d.
+    SemHandover {
+        uid: u32,
+        sender: i64,
+        keys: Box<SessionKeys>,
+    },
 }
 
 impl Message {
@@ -865,6 +886,8 @@ impl Message {
             Message::PidCheck { .. } => Kind::PidCheck,
             Message::Vouched { .. } => Kind::Vouched,
             Message::Placeholder { .. } => Kind::Placeholder,
+            Message::SemJoin { .. } => Kind::SemJoin,
+            Message::SemHandover { .. } => Kind::SemHandover,
         }
     }
 
@@ -1276,6 +1299,12 @@ impl Message {
             Message::PidCheck { pid, starttime } => {
                 w.i32(*pid);
                 w.u64(*starttime);
+            }
+            Message::SemJoin { nonce } => w.u64(*nonce),
+            Message::SemHandover { uid, sender, keys } => {
+                w.u32(*uid);
+                w.i64(*sender);
+                w.keys(keys);
             }
             Message::SendD {
                 mailbox,
@@ -1745,6 +1774,14 @@ impl Message {
             Kind::PidCheck => Message::PidCheck {
                 pid: r.i32("pid")?,
                 starttime: r.u64("starttime")?,
+            },
+            Kind::SemJoin => Message::SemJoin {
+                nonce: r.u64("nonce")?,
+            },
+            Kind::SemHandover => Message::SemHandover {
+                uid: r.u32("uid")?,
+                sender: r.i64("sender")?,
+                keys: Box::new(r.keys("keys")?),
             },
         };
         if !r.buf.is_empty() {
@@ -2555,6 +2592,17 @@ mod tests {
                 pid: 99,
                 starttime: 7,
             },
+            Message::SemJoin { nonce: u64::MAX },
+            Message::SemHandover {
+                uid: 65534,
+                sender: -1,
+                keys: Box::new(SessionKeys {
+                    tx_key: [1; KEY_LEN],
+                    tx_n: 2,
+                    rx_key: [3; KEY_LEN],
+                    rx_n: u64::MAX,
+                }),
+            },
         ]
     }
 
@@ -2775,6 +2823,7 @@ mod tests {
             any::<i32>().prop_map(|mailbox| Message::Register { mailbox }),
             any::<i64>().prop_map(|pid_d| Message::PidLookup { pid_d }),
             any::<i64>().prop_map(|pid_d| Message::SenderPid { pid_d }),
+            any::<u64>().prop_map(|nonce| Message::SemJoin { nonce }),
             (any::<i32>(), any::<u64>())
                 .prop_map(|(pid, starttime)| Message::PidCheck { pid, starttime }),
             any::<i64>().prop_map(|after| Message::ListPids { after }),

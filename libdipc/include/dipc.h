@@ -47,9 +47,11 @@ int dipc_msgctl(int msqid, int cmd, struct msqid_ds *buf);
 
 /* Semaphore sets. As for semctl(2), the caller defines union semun for the
  * fourth argument of dipc_semctl. SEM_UNDO adjustments of a remote process
- * are undone by the owner's kernel when that process exits, however it
- * exits. GETPID reads a remote process's operations as the pid of its
- * worker on the owner host. */
+ * (all its threads) are undone by the owner's kernel when that process
+ * exits, however it exits. If they were undone before (the process's
+ * sessions with the owner were lost, e.g. to a network partition), its
+ * next call on that owner fails with ENOLINK, once. GETPID reads a remote
+ * process's operations as the pid of its worker on the owner host. */
 int dipc_semget(key_t key, int nsems, int semflg);
 int dipc_semop(int semid, struct sembuf *sops, size_t nsops);
 int dipc_semtimedop(int semid, struct sembuf *sops, size_t nsops, const struct timespec *timeout);

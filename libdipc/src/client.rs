@@ -83,6 +83,9 @@ pub struct Client<S = UnixStream> {
     pid_d: i64,
     /// For a session: how long a call checks for its reply before sleeping.
     spin: Spin,
+    /// For a session that joined the process's `SEM_UNDO` context on its
+    /// owner (`SemJoin`): that context's number.
+    undo_ctx: Option<i64>,
     /// The credentials the process had when the connection was opened:
     /// dipcd and the worker act with them (SO_PEERCRED and SO_PEERGROUPS
     /// are taken at connect), so a process that changed its credentials
@@ -136,6 +139,7 @@ impl Client<UnixStream> {
             next_id: 1,
             pid_d: 0,
             spin: Spin::new(Duration::ZERO),
+            undo_ctx: None,
             creds: Creds::current(),
         })
     }
@@ -175,6 +179,7 @@ impl Client<TcpStream> {
             next_id: 1,
             pid_d,
             spin: Spin::new(config.library.spin),
+            undo_ctx: None,
             creds: daemon.creds.clone(),
         })
     }
@@ -182,6 +187,28 @@ impl Client<TcpStream> {
     /// The pid_d this session's mailbox sends are typed with (0: none).
     pub fn pid_d(&self) -> i64 {
         self.pid_d
+    }
+
+    /// The number of the `SEM_UNDO` context the session serves in on its
+    /// owner, once it joined one.
+    pub fn undo_ctx(&self) -> Option<i64> {
+        self.undo_ctx
+    }
+
+    /// Has the session served in the process's `SEM_UNDO` context named
+    /// `nonce` on its owner (see the worker's `undo` module); returns the
+    /// context's number. Joins once.
+    pub fn join_undo(&mut self, nonce: u64) -> Result<i64, ClientError> {
+        if let Some(ctx) = self.undo_ctx {
+            return Ok(ctx);
+        }
+        match self.call(&Message::SemJoin { nonce })? {
+            Message::Done { value } => {
+                self.undo_ctx = Some(value);
+                Ok(value)
+            }
+            other => Err(ClientError::Unexpected(other.kind().name())),
+        }
     }
 
     /// Sends a call to the worker and waits for its reply.

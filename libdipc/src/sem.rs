@@ -3,9 +3,13 @@
 //! As for queues (see [`crate::msg`]): the set lives on the host that
 //! created it first; there calls are plain system calls; elsewhere each call
 //! is made on the owner by a worker acting with the caller's credentials.
-//! That worker serves the calling process for as long as it lives, so
-//! `SEM_UNDO` adjustments are undone by the owner's kernel when the process
-//! exits (its connection closes, however it died) and not before.
+//! Every `SEM_UNDO` operation of a process on one owner is made by one
+//! worker there, its undo context, whichever thread and session it comes
+//! from (see [`crate::state`]), so `SEM_UNDO` adjustments are undone by the
+//! owner's kernel when the process exits (its sessions close, however it
+//! died) and not before. If the context is lost while the process lives
+//! (its sessions were cut), the next call on that owner fails with
+//! `ENOLINK`.
 //! `GETPID` for a set last operated on by a remote process reads as the pid
 //! of that process's worker on the owner host.
 

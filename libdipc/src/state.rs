@@ -9,10 +9,23 @@
 //! for each other. A connection is taken from its pool for one call and
 //! returned after, and after a `fork` the child drops the parent's
 //! connections rather than share their sockets.
+//!
+//! `SEM_UNDO`: the sessions of a process on one owner that carry (or
+//! carried) `SEM_UNDO` operations join the process's one undo context
+//! there (`SemJoin`, see the worker's `undo` module), whatever thread uses
+//! them, so the owner's kernel keeps one undo list for the process. The
+//! library remembers, per owner, the number of the context its `SEM_UNDO`
+//! operations went to. If a session then finds another context there (the
+//! old one ended: its sessions were all lost, to a cut link, a worker or
+//! host that died), the adjustments were undone by the owner's kernel
+//! while the process lives: that call fails with `ENOLINK` instead of
+//! going on as if nothing happened. The error is given once per lost
+//! context; the process then starts afresh there (a lock it believed it
+//! held is not held any more).
 
 use crate::client::{Client, ClientError, Creds};
 use dipc_common::config::{Config, SPIN_US_MAX};
-use dipc_common::sys::HeldSignals;
+use dipc_common::sys::{self, HeldSignals};
 use dipc_common::wire::{IpcKind, Message, Origin};
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpStream};
@@ -43,6 +56,12 @@ struct Pools {
     pid: u32,
     control: Vec<Client>,
     sessions: HashMap<SocketAddr, Vec<Client<TcpStream>>>,
+    /// Names this process's `SEM_UNDO` contexts (drawn anew in a forked
+    /// child, which inherits no adjustments).
+    nonce: u64,
+    /// Per owner, the `SEM_UNDO` context this process's operations with
+    /// `SEM_UNDO` went to.
+    undo: HashMap<SocketAddr, i64>,
 }
 
 static CONFIG: OnceLock<Result<Config, String>> = OnceLock::new();
@@ -107,16 +126,73 @@ fn pools() -> MutexGuard<'static, Option<Pools>> {
             p.pid = pid;
             p.control.clear();
             p.sessions.clear();
+            p.nonce = sys::random_u64();
+            p.undo.clear();
         }
         None => {
             *g = Some(Pools {
                 pid,
                 control: Vec::new(),
                 sessions: HashMap::new(),
+                nonce: sys::random_u64(),
+                undo: HashMap::new(),
             })
         }
     }
     g
+}
+
+/// Whether `msg` is a `semop` with `SEM_UNDO` on one of its operations.
+fn uses_undo(msg: &Message) -> bool {
+    match msg {
+        Message::SemOp { ops, .. } => ops.iter().any(|o| i32::from(o.flg) & libc::SEM_UNDO != 0),
+        _ => false,
+    }
+}
+
+/// This process's nonce and its `SEM_UNDO` context on `owner`, if any.
+fn undo_state(p: &Pools, owner: SocketAddr) -> (u64, Option<i64>) {
+    (p.nonce, p.undo.get(&owner).copied())
+}
+
+/// Keeps this process's `SEM_UNDO` operations on `owner` in one context
+/// there, and fails a call with `ENOLINK` (once) when that context was
+/// lost (see the module's docs). `c` is the session about to carry `msg`.
+/// `undo` is what [`undo_state`] said before `c` was taken.
+fn undo_check(
+    owner: SocketAddr,
+    msg: &Message,
+    c: &mut Client<TcpStream>,
+    (nonce, recorded): (u64, Option<i64>),
+) -> Result<(), ClientError> {
+    if recorded.is_none() && !uses_undo(msg) {
+        return Ok(());
+    }
+    let ctx = c.join_undo(nonce)?;
+    let mut g = pools();
+    let Some(p) = g.as_mut() else { return Ok(()) };
+    match p.undo.get(&owner).copied() {
+        Some(old) if old != ctx => {
+            p.undo.remove(&owner);
+            // Sessions of the lost context must not carry on, not even
+            // one that still looks open: the process starts afresh.
+            if let Some(v) = p.sessions.get_mut(&owner) {
+                v.retain(|s| s.undo_ctx().is_none_or(|x| x == ctx));
+            }
+            Err(ClientError::Remote {
+                errno: libc::ENOLINK,
+                message: format!(
+                    "the SEM_UNDO adjustments of this process on {owner} were undone: \
+                     its sessions there were lost"
+                ),
+            })
+        }
+        None if uses_undo(msg) => {
+            p.undo.insert(owner, ctx);
+            Ok(())
+        }
+        _ => Ok(()),
+    }
 }
 
 pub fn route(kind: IpcKind, id: i32) -> Option<Route> {
@@ -217,7 +293,9 @@ pub fn remote_as(
     // `Client::call_blocking`).
     let held = may_block.then(HeldSignals::hold);
     let creds = Creds::current();
+    let mut undo = (0, None);
     let pooled = pools().as_mut().and_then(|p| {
+        undo = undo_state(p, owner);
         let v = p.sessions.get_mut(&owner)?;
         // Sessions whose worker has gone (its host restarted) are dropped,
         // and so are those opened with credentials the process no longer
@@ -242,7 +320,10 @@ pub fn remote_as(
             message: "this host's dipcd does not know this process as registered".into(),
         });
     }
-    let r = c.call_blocking(msg, may_block, held);
+    let r = match undo_check(owner, msg, &mut c, undo) {
+        Ok(()) => c.call_blocking(msg, may_block, held),
+        Err(e) => Err(e),
+    };
     if !matches!(r, Err(ClientError::Channel(_))) {
         if let Some(p) = pools().as_mut() {
             p.sessions.entry(owner).or_default().push(c);

@@ -10,8 +10,11 @@
 //! (whose credentials the worker takes on) and `SenderPid`; neither is
 //! taken twice. A worker serves one connection for its whole life, so an
 //! employer that keeps its connection open keeps the same worker as its
-//! proxy on this host: per-process kernel state (such as `SEM_UNDO`
-//! adjustments) then lives and dies with that worker.
+//! proxy on this host. A session that joins its process's `SEM_UNDO`
+//! context (`SemJoin`) goes to the one worker of that context, which serves
+//! each of the process's joined sessions in a thread ([`undo`]): `SEM_UNDO`
+//! adjustments then live and die with that worker, which ends with the
+//! process's last session.
 //!
 //! Every call on a System V structure carries what the caller's get
 //! resolved its id from, and is refused (`EIDRM`) if the id no longer
@@ -29,8 +32,9 @@ mod pids;
 mod sem;
 mod session;
 mod shm;
+mod undo;
 
-use dipc_common::auth::{Secret, ServerHandshake};
+use dipc_common::auth::{Secret, ServerHandshake, VouchKey};
 use dipc_common::channel::{Channel, ChannelError, Codec};
 use dipc_common::config::Config;
 use dipc_common::wire::Message;
@@ -82,8 +86,88 @@ pub fn serve(
     }
     // The worker keeps its socket (but for a shared memory attach, checked
     // there), so it may read ahead.
-    let mut ch = Channel::read_ahead_with(stream, config.max_frame, &unread).with_codec(codec);
-    let mut first = Some(first);
+    let ch = Channel::read_ahead_with(stream, config.max_frame, &unread).with_codec(codec);
+    let _ = SERVED.set((config.clone(), incarnation, secret.vouch_key()));
+    let s = Session {
+        ch,
+        peer,
+        host: hs.host,
+        caller: None,
+        stated_uid: 0,
+        sender: None,
+    };
+    let code = serve_session(s, Some(first));
+    undo::session_ended(true);
+    code
+}
+
+/// What every session of this worker (see [`undo`]) is served with: its
+/// configuration, its host's incarnation and the key that vouches for
+/// gets.
+static SERVED: std::sync::OnceLock<(Config, u64, VouchKey)> = std::sync::OnceLock::new();
+
+/// One session's state.
+struct Session {
+    ch: Channel<TcpStream>,
+    peer: IpAddr,
+    /// The front_end address the caller's host stated.
+    host: std::net::SocketAddr,
+    /// The caller's pid, once `Session` came.
+    caller: Option<i32>,
+    /// The uid the caller's host stated for it (before any root squash):
+    /// what a get vouches for (see `keys::get`).
+    stated_uid: u32,
+    /// The caller's pid_d, as its dipcd vouched for it (0: not
+    /// registered), once `SenderPid` came.
+    sender: Option<i64>,
+}
+
+/// Serves a session handed over to this worker's undo context, in a
+/// thread of its own: answers its `SemJoin` (request `rid`) with the
+/// context's number `ctx`, then its requests.
+fn serve_handed(
+    sock: TcpStream,
+    caller: undo::Caller,
+    keys: dipc_common::wire::SessionKeys,
+    rid: u64,
+    ctx: i64,
+) {
+    let Some((config, ..)) = SERVED.get() else {
+        return;
+    };
+    let peer = caller.host.ip();
+    let codec = Codec::Secure(Box::new(dipc_common::secure::Secure::from_keys(&keys)));
+    let mut ch = Channel::read_ahead(sock, config.max_frame).with_codec(codec);
+    if let Err(e) = ch.send(rid, &Message::Done { value: ctx }) {
+        info!("worker for {peer}: reply lost: {e}");
+        return;
+    }
+    let s = Session {
+        ch,
+        peer,
+        host: caller.host,
+        caller: Some(caller.pid),
+        stated_uid: caller.stated_uid,
+        sender: Some(caller.sender),
+    };
+    serve_session(s, None);
+}
+
+/// Serves a session's requests (`first` first) until it ends; returns
+/// the worker's exit code.
+fn serve_session(s: Session, mut first: Option<(u64, Message)>) -> i32 {
+    let Some((config, incarnation, vouch_key)) = SERVED.get() else {
+        return 1;
+    };
+    let incarnation = *incarnation;
+    let Session {
+        mut ch,
+        peer,
+        host,
+        mut caller,
+        mut stated_uid,
+        mut sender,
+    } = s;
     let sigio = match interrupt_on_input(ch.get_ref()) {
         Ok(s) => s,
         Err(e) => {
@@ -91,14 +175,7 @@ pub fn serve(
             return 1;
         }
     };
-    let mut caller: Option<i32> = None;
-    // The uid the caller's host stated for it (before any root squash):
-    // what a get vouches for (see `keys::get`).
-    let mut stated_uid = 0;
-    let vouch_key = secret.vouch_key();
     let mut dipcd = pids::Dipcd::default();
-    // The caller's pid_d, as its dipcd vouched for it (0: not registered).
-    let mut sender: Option<i64> = None;
     let mut origins = origin::Origins::new(incarnation, config.front_end_addr());
     loop {
         let next = match first.take() {
@@ -183,6 +260,23 @@ pub fn serve(
                         libc::EPERM,
                         format!("{} before the session's credentials", req.kind().name()),
                     ),
+                    Message::SemJoin { nonce } => {
+                        let who = undo::Caller {
+                            host,
+                            pid: caller.unwrap_or(0),
+                            stated_uid,
+                            sender: sender.unwrap_or(0),
+                        };
+                        match undo::join(&ch, id, nonce, &who, serve_handed) {
+                            Ok(undo::Joined::Here(ctx)) => Message::Done { value: ctx },
+                            Ok(undo::Joined::HandedOver(link)) => {
+                                drop(ch);
+                                undo::stand_in(link);
+                                return 0;
+                            }
+                            Err(reply) => reply,
+                        }
+                    }
                     // The attach hands the socket over: the caller waits for the
                     // manager's answer, so nothing may follow the attach yet.
                     Message::ShmAttach { .. } if ch.buffered() > 0 => Message::error(
@@ -194,7 +288,7 @@ pub fn serve(
                         origin,
                         readonly,
                         ..
-                    } => match shm::hand_over(config, &ch, id, (sid, origin), readonly, hs.host) {
+                    } => match shm::hand_over(config, &ch, id, (sid, origin), readonly, host) {
                         Ok(()) => {
                             debug!("worker: {peer}'s connection handed to the manager of segment {sid}");
                             return 0;
@@ -224,7 +318,7 @@ pub fn serve(
                         (key, sid, incarnation),
                         flags,
                         size,
-                        (&vouch_key, stated_uid),
+                        (vouch_key, stated_uid),
                     ),
                     req => {
                         let sender = sender.unwrap_or(0);
@@ -357,6 +451,16 @@ fn would_block(req: &Message, first: &Message) -> bool {
 
 extern "C" fn on_sigio(_: libc::c_int) {}
 
+/// `fcntl(F_SETOWN_EX)` and its argument (linux/fcntl.h; the libc crate
+/// has them for some targets only).
+const F_SETOWN_EX: libc::c_int = 15;
+const F_OWNER_TID: libc::c_int = 0;
+#[repr(C)]
+struct FOwnerEx {
+    kind: libc::c_int,
+    pid: libc::pid_t,
+}
+
 /// The socket's file status flags without `O_ASYNC`, read once: toggling
 /// SIGIO on and off around a call then takes one `fcntl` each way.
 #[derive(Clone, Copy)]
@@ -364,7 +468,7 @@ struct Sigio {
     flags: libc::c_int,
 }
 
-/// Arranges for SIGIO to interrupt a blocking call whenever the caller
+/// Arranges for SIGIO to interrupt this thread's blocking call whenever the caller
 /// sends something (a `Cancel`) or hangs up, while [`set_async`] has it
 /// on. The handler does nothing and is installed without SA_RESTART, so
 /// the System V call returns `EINTR`.
@@ -378,8 +482,15 @@ fn interrupt_on_input(sock: &TcpStream) -> Result<Sigio, String> {
         if libc::sigaction(libc::SIGIO, &sa, std::ptr::null_mut()) != 0 {
             return Err(format!("sigaction: {}", std::io::Error::last_os_error()));
         }
-        if libc::fcntl(sock.as_raw_fd(), libc::F_SETOWN, libc::getpid()) != 0 {
-            return Err(format!("F_SETOWN: {}", std::io::Error::last_os_error()));
+        // To this thread: the sessions of an undo context are served by
+        // threads of one process, and a cancel must interrupt the call of
+        // its own session.
+        let owner = FOwnerEx {
+            kind: F_OWNER_TID,
+            pid: libc::gettid(),
+        };
+        if libc::fcntl(sock.as_raw_fd(), F_SETOWN_EX, &owner as *const FOwnerEx) != 0 {
+            return Err(format!("F_SETOWN_EX: {}", std::io::Error::last_os_error()));
         }
         let flags = libc::fcntl(sock.as_raw_fd(), libc::F_GETFL);
         if flags < 0 {

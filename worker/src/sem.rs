@@ -1,7 +1,8 @@
-//! Semaphore calls made for a remote caller. A worker serves one remote
-//! process for its whole life, so `SEM_UNDO` adjustments are the worker's
-//! and the kernel undoes them when it exits, which is when that process's
-//! connection closes (however the process ended).
+//! Semaphore calls made for a remote caller. `SEM_UNDO` operations arrive
+//! on sessions that joined the caller's undo context (see [`crate::undo`]),
+//! so their adjustments are those of the context's worker, and the kernel
+//! undoes them when it exits, which is when the last of that process's
+//! sessions closes (however the process ended).
 
 use crate::{done, fail};
 use dipc_common::sysv;
