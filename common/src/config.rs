@@ -107,6 +107,11 @@ pub struct RefereeConfig {
     pub port: u16,
 }
 
+/// Longest pause between two attempts of a host to reach the referee: a
+/// restarted referee must see every host again within its settle period
+/// ([`Config::referee_settle`]).
+pub const REFEREE_RETRY_MAX: Duration = Duration::from_secs(1);
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Timeouts {
     pub connect: Duration,
@@ -408,6 +413,19 @@ impl Config {
     /// The TCP address of the cluster's referee.
     pub fn referee_addr(&self) -> SocketAddr {
         SocketAddr::new(self.referee.address, self.referee.port)
+    }
+
+    /// How long a newly started referee waits for the hosts to rejoin and
+    /// claim their keys before it answers "no such key" or grants a
+    /// creation (see `dipc_referee::keys`). A host whose link broke with
+    /// the previous referee learns it at once (the connection closes) or
+    /// within a heartbeat (a rebooted arbiter answers the next one with a
+    /// reset), and retries at most [`REFEREE_RETRY_MAX`] apart, each try
+    /// taking up to `connect_ms`. Bounded by half of `request_ms`, so that
+    /// the gets held meanwhile are answered before their askers give up.
+    pub fn referee_settle(&self) -> Duration {
+        let t = &self.timeouts;
+        (REFEREE_RETRY_MAX + t.connect + 2 * t.heartbeat_interval).min(t.request / 2)
     }
 
     /// Unix socket on which the local daemon serves applications and `dipcref`.

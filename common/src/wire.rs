@@ -401,6 +401,7 @@ kinds! {
     PidCheck = 101,
     Vouched = 140,
     Placeholder = 141,
+    KeyClaim = 142,
 }
 
 /// Every message of the protocol.
@@ -794,6 +795,18 @@ pub enum Message {
         pid: i32,
         starttime: u64,
     },
+    /// A host that (re)joined the referee states a key it owns: `id` in
+    /// its IPC namespace `incarnation`, still under `key` in its kernel.
+    /// A restarted referee rebuilds its key table from these; the reply
+    /// is `Done`, or an error if the key is another's or was freed while
+    /// the host was away (the host then stops claiming it).
+    KeyClaim {
+        kind: IpcKind,
+        key: i32,
+        id: i32,
+        creator_uid: u32,
+        incarnation: u64,
+    },
 }
 
 impl Message {
@@ -865,6 +878,7 @@ impl Message {
             Message::PidCheck { .. } => Kind::PidCheck,
             Message::Vouched { .. } => Kind::Vouched,
             Message::Placeholder { .. } => Kind::Placeholder,
+            Message::KeyClaim { .. } => Kind::KeyClaim,
         }
     }
 
@@ -958,6 +972,13 @@ impl Message {
                 w.origin(origin);
             }
             Message::KeyCommit {
+                kind,
+                key,
+                id,
+                creator_uid,
+                incarnation,
+            }
+            | Message::KeyClaim {
                 kind,
                 key,
                 id,
@@ -1745,6 +1766,13 @@ impl Message {
             Kind::PidCheck => Message::PidCheck {
                 pid: r.i32("pid")?,
                 starttime: r.u64("starttime")?,
+            },
+            Kind::KeyClaim => Message::KeyClaim {
+                kind: r.kind()?,
+                key: r.i32("key")?,
+                id: r.i32("id")?,
+                creator_uid: r.u32("creator_uid")?,
+                incarnation: r.u64("incarnation")?,
             },
         };
         if !r.buf.is_empty() {
@@ -2555,6 +2583,13 @@ mod tests {
                 pid: 99,
                 starttime: 7,
             },
+            Message::KeyClaim {
+                kind: IpcKind::Shm,
+                key: -9,
+                id: 32769,
+                creator_uid: 1000,
+                incarnation: u64::MAX,
+            },
         ]
     }
 
@@ -2777,6 +2812,15 @@ mod tests {
             any::<i64>().prop_map(|pid_d| Message::SenderPid { pid_d }),
             (any::<i32>(), any::<u64>())
                 .prop_map(|(pid, starttime)| Message::PidCheck { pid, starttime }),
+            (any::<i32>(), any::<i32>(), any::<u32>(), any::<u64>()).prop_map(
+                |(key, id, creator_uid, incarnation)| Message::KeyClaim {
+                    kind: IpcKind::Msg,
+                    key,
+                    id,
+                    creator_uid,
+                    incarnation,
+                }
+            ),
             any::<i64>().prop_map(|after| Message::ListPids { after }),
             (any::<i32>(), any::<u64>(), any::<i32>()).prop_map(|(pid, starttime, sig)| {
                 Message::KillD {
