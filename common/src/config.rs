@@ -915,6 +915,19 @@ mod tests {
     }
 
     #[test]
+    fn the_referee_settles_while_hosts_can_rejoin_and_askers_still_wait() {
+        assert_eq!(Config::default().referee_settle(), Duration::from_secs(5));
+        let test = parse(
+            "[timeouts]\nconnect_ms = 1000\nrequest_ms = 5000\n\
+             heartbeat_interval_ms = 250\nheartbeat_timeout_ms = 1500\n",
+        )
+        .unwrap();
+        assert_eq!(test.referee_settle(), Duration::from_millis(2500));
+        let hasty = parse("[timeouts]\nrequest_ms = 1000\n").unwrap();
+        assert_eq!(hasty.referee_settle(), Duration::from_millis(500));
+    }
+
+    #[test]
     fn defaults_pass_validation() {
         let d = Config::default();
         Checker {

@@ -372,7 +372,8 @@ impl Referee<'_> {
         };
         let msg = match (&c.state, msg) {
             (State::Ready { host: Some(h), .. }, msg) if now < self.settle_until => {
-                match self.park(t, id, *h, msg) {
+                let h = *h;
+                match self.park(c, (t, id), h, msg) {
                     Some(msg) => msg,
                     None => return,
                 }
@@ -665,7 +666,13 @@ impl Referee<'_> {
     /// grant to create it) and a new pid_d (the counter restarted; hosts
     /// restore the pid_d they have first). Returns the message if it is
     /// to be handled now.
-    fn park(&mut self, t: usize, id: u64, host: SocketAddr, msg: Message) -> Option<Message> {
+    fn park(
+        &mut self,
+        c: &mut Conn,
+        (t, id): (usize, u64),
+        host: SocketAddr,
+        msg: Message,
+    ) -> Option<Message> {
         let hold = match &msg {
             Message::KeyGet { kind, key, .. } => {
                 *key != libc::IPC_PRIVATE && !self.keys.knows(*kind, *key)
@@ -673,8 +680,18 @@ impl Referee<'_> {
             Message::PidRegister { pid_d: 0, .. } => true,
             _ => false,
         };
-        if !hold || self.parked.len() >= MAX_PARKED {
+        if !hold {
             return Some(msg);
+        }
+        if self.parked.len() >= MAX_PARKED {
+            c.framed.queue(
+                id,
+                &Message::error(
+                    libc::EAGAIN,
+                    "the referee has just started and waits for the hosts to rejoin; try again",
+                ),
+            );
+            return None;
         }
         debug!("{host}: {} parked until hosts rejoin", msg.kind().name());
         self.parked.push(Parked {

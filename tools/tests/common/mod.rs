@@ -1213,6 +1213,14 @@ impl Cluster {
         );
     }
 
+    /// Returns once the referee has settled after its start (see "Referee
+    /// restart" in README.md): a get of a key nobody made is answered
+    /// (`ENOENT`) only then. For tests that talk to the referee as a host
+    /// of their own, which sends no heartbeats while a request waits.
+    pub fn wait_referee_settled(&self) {
+        self.exec_err(1, &["dipc-msg", "get", "0x5e771ed"], &["ENOENT"]);
+    }
+
     /// Host `host`'s structures of `kind` (`msg`, `sem`, `shm`) as
     /// `(key, id)`, from `ipcs`.
     pub fn ipcs(&self, host: usize, kind: &str) -> Vec<(i32, i32)> {
