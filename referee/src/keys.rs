@@ -170,6 +170,20 @@ impl KeyTable {
         }
     }
 
+    /// The structure a key names, if it is made: owner, id, incarnation.
+    fn ready(&self, kind: IpcKind, key: i32) -> Option<(SocketAddr, i32, u64)> {
+        match self.keys.get(&(kind, key))? {
+            Entry {
+                owner,
+                state: State::Ready {
+                    id, incarnation, ..
+                },
+                ..
+            } => Some((*owner, *id, *incarnation)),
+            _ => None,
+        }
+    }
+
     /// Whether the table has an entry (ready or being created) for a key.
     pub fn knows(&self, kind: IpcKind, key: i32) -> bool {
         self.keys.contains_key(&(kind, key))
@@ -192,17 +206,10 @@ impl KeyTable {
         (from, adopt): (SocketAddr, bool),
         now: Instant,
     ) -> Result<(), ClaimRefused> {
+        if self.ready(kind, key) == Some((from, id, incarnation)) {
+            return Ok(());
+        }
         match self.keys.get(&(kind, key)) {
-            Some(Entry {
-                owner,
-                state:
-                    State::Ready {
-                        id: have,
-                        incarnation: have_inc,
-                        ..
-                    },
-                ..
-            }) if *owner == from && *have == id && *have_inc == incarnation => Ok(()),
             Some(e) => Err(ClaimRefused::Taken(match e.state {
                 State::Ready { id, .. } => format!("owned by {} as id {id}", e.owner),
                 State::Creating { .. } => format!("being created by {}", e.owner),
@@ -322,24 +329,15 @@ impl KeyTable {
         (id, incarnation): (i32, u64),
         from: SocketAddr,
     ) -> Removal {
-        match self.keys.get(&(kind, key)) {
-            Some(Entry {
-                owner,
-                state:
-                    State::Ready {
-                        id: have,
-                        incarnation: have_inc,
-                        ..
-                    },
-                ..
-            }) if *have == id => {
+        match self.ready(kind, key) {
+            Some((owner, have, have_inc)) if have == id => {
                 // Another host has no say, whatever incarnation it names
                 // (its dipcd fills in its own when a local user leaves it
                 // out).
-                if *owner != from {
-                    return Removal::NotOwner(*owner);
+                if owner != from {
+                    return Removal::NotOwner(owner);
                 }
-                if *have_inc != incarnation {
+                if have_inc != incarnation {
                     return Removal::NoSuchEntry;
                 }
                 self.keys.remove(&(kind, key));

@@ -44,6 +44,19 @@ fn wait_down(c: &Cluster, i: usize) {
     );
 }
 
+/// Mends host `i`'s cable and waits until the host is up again and has
+/// logged that the referee refused its claim of a key.
+fn mend_and_see_claim_refused(c: &Cluster, i: usize) {
+    c.set_link(i, true);
+    c.wait_all_up(1, REJOIN);
+    let refused = wait_for(REJOIN, || c.log(i).contains("is no longer this host's"));
+    assert!(
+        refused.is_some(),
+        "host {i} did not report its refused claim:\n{}",
+        c.log(i)
+    );
+}
+
 /// Host 2 owns queues, semaphore sets and segments. Right after the
 /// referee restarts (its settle period included), host 3 finds the first
 /// of each kind with a get without IPC_CREAT (ENOENT before), a get with
@@ -240,14 +253,7 @@ fn a_host_cut_off_through_a_referee_restart_loses_a_key_made_again_meanwhile() {
     c.restart_referee(&[2]);
     // The get waits out the settle period, then creates the key.
     create(&c, 3, "msg", "0x4f1");
-    c.set_link(2, true);
-    c.wait_all_up(1, REJOIN);
-    let refused = wait_for(REJOIN, || c.log(2).contains("is no longer this host's"));
-    assert!(
-        refused.is_some(),
-        "host 2 did not report its refused claim:\n{}",
-        c.log(2)
-    );
+    mend_and_see_claim_refused(&c, 2);
     let keys = c.dipcref_keys(1);
     let k = keys
         .iter()
@@ -274,14 +280,7 @@ fn a_key_dropped_while_its_owner_was_away_stays_free() {
     c.set_link(2, false);
     wait_down(&c, 2);
     c.exec_ok(1, &["dipcref", "rm-key", "msg", "0x4f2"]);
-    c.set_link(2, true);
-    c.wait_all_up(1, REJOIN);
-    let refused = wait_for(REJOIN, || c.log(2).contains("is no longer this host's"));
-    assert!(
-        refused.is_some(),
-        "host 2 did not report its refused claim:\n{}",
-        c.log(2)
-    );
+    mend_and_see_claim_refused(&c, 2);
     let keys = c.dipcref_keys(1);
     assert!(keys.iter().all(|k| k.key != "0x4f2"), "{keys:#?}");
     c.exec_err(3, &["dipc-msg", "get", "0x4f2"], &["ENOENT"]);
