@@ -1001,7 +1001,8 @@ impl Daemon<'_> {
             Then::Claim { kind, key, id } => {
                 if let Message::Error { message, .. } = &msg {
                     warn!(
-                        "{} key {key:#x} (id {id} here) is no longer this host's: {message};                          the structure stays as a local one",
+                        "{} key {key:#x} (id {id} here) is no longer this host's: {message}; \
+                         the structure stays as a local one",
                         kind.name()
                     );
                     self.owned.remove(kind, key, Some(id));
