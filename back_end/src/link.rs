@@ -11,16 +11,18 @@
 
 use dipc_common::auth::{AuthError, ClientHandshake, Secret};
 use dipc_common::channel::{ChannelError, Framed};
-use dipc_common::config::Config;
+use dipc_common::config::{Config, REFEREE_RETRY_MAX};
 use dipc_common::net::{connect_from, tune_tcp, Stream};
-use dipc_common::wire::{Message, Role};
+use dipc_common::wire::{IpcKind, Message, Role};
 use log::{debug, info, warn};
 use mio::{Interest, Registry, Token};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Short: a restarted referee holds back "no such key" answers until every
+/// host had time to come back and claim its keys (`Config::referee_settle`).
+const MAX_BACKOFF: Duration = REFEREE_RETRY_MAX;
 
 enum State {
     /// Not connected; try again at the given time.
@@ -50,7 +52,7 @@ pub struct Relayed {
     pub client: usize,
     pub id: u64,
     /// The key asked for, for a `KeyGet`.
-    pub key: Option<(dipc_common::wire::IpcKind, i32)>,
+    pub key: Option<(IpcKind, i32)>,
     /// What the back_end must do with the reply besides passing it on.
     pub then: Then,
 }
@@ -69,6 +71,27 @@ pub enum Then {
     Restore {
         pid: i32,
         serial: u64,
+    },
+    /// A commit of a key this host created: recorded as owned once the
+    /// referee takes it.
+    Committed {
+        kind: IpcKind,
+        key: i32,
+        id: i32,
+        creator_uid: u32,
+    },
+    /// A claim of an owned key after a join: forgotten if refused.
+    Claim {
+        kind: IpcKind,
+        key: i32,
+        id: i32,
+    },
+    /// A placeholder checked after a join: removed unless the referee
+    /// still has its key as that structure (owner, id, incarnation).
+    Verify {
+        kind: IpcKind,
+        key: i32,
+        what: (std::net::SocketAddr, i32, u64),
     },
     /// `uregist` of `pid_d` by `pid`.
     Unregister {

@@ -27,6 +27,7 @@
 
 mod grants;
 mod link;
+mod owned;
 mod pids;
 mod placeholders;
 
@@ -48,6 +49,7 @@ use mio::{Events, Interest, Poll, Token};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
+use owned::{Owned, OwnedKeys};
 use pids::Pids;
 use placeholders::Placeholders;
 use std::collections::HashMap;
@@ -188,6 +190,7 @@ fn run(config: &Config) -> io::Result<u8> {
             None => None,
         },
         placeholders: Placeholders::new(config.runtime_dir.join("placeholders"), incarnation),
+        owned: OwnedKeys::new(config.runtime_dir.join("owned"), incarnation),
         incarnation,
         managers: HashMap::new(),
         employers: HashMap::new(),
@@ -245,6 +248,8 @@ struct Daemon<'a> {
     link: Link,
     admin_gid: Option<u32>,
     placeholders: Placeholders,
+    /// The distributed keys this host owns, claimed again at each join.
+    owned: OwnedKeys,
     /// This host's IPC namespace incarnation (see `dipc_common::incarnation`).
     incarnation: u64,
     /// The running shm managers, by segment id.
@@ -329,12 +334,17 @@ impl Daemon<'_> {
                 match ev {
                     LinkEvent::Reply { to, msg } => self.relayed_reply(to, msg),
                     LinkEvent::Push(Message::KeyGone { kind, key }) => {
-                        self.placeholders.gone(kind, key)
+                        self.placeholders.gone(kind, key);
+                        self.owned.remove(kind, key, None);
                     }
                     LinkEvent::Push(other) => {
                         debug!("referee sent an unexpected {}", other.kind().name())
                     }
-                    LinkEvent::Joined => self.restore_pids(),
+                    LinkEvent::Joined => {
+                        self.claim_keys();
+                        self.verify_placeholders();
+                        self.restore_pids();
+                    }
                     LinkEvent::Fatal(why) => {
                         error!("{why}; stopping this host");
                         return 1;
@@ -501,7 +511,16 @@ impl Daemon<'_> {
                         creator_uid: c.cred.uid,
                         incarnation: self.incarnation,
                     };
-                    self.relay(c, relay(None), &msg);
+                    let to = Relayed {
+                        then: Then::Committed {
+                            kind,
+                            key,
+                            id: sid,
+                            creator_uid: c.cred.uid,
+                        },
+                        ..relay(None)
+                    };
+                    self.relay(c, to, &msg);
                 }
             }
             Message::KeyAbort { kind, key } => {
@@ -968,6 +987,47 @@ impl Daemon<'_> {
                 self.connect_checked(to.client, to.id, target, msg);
                 return;
             }
+            Then::Committed {
+                kind,
+                key,
+                id,
+                creator_uid,
+            } => {
+                if matches!(msg, Message::Done { .. }) {
+                    self.owned.add(kind, key, Owned { id, creator_uid });
+                }
+                msg
+            }
+            Then::Claim { kind, key, id } => {
+                if let Message::Error { message, .. } = &msg {
+                    warn!(
+                        "{} key {key:#x} (id {id} here) is no longer this host's: {message}; \
+                         the structure stays as a local one",
+                        kind.name()
+                    );
+                    self.owned.remove(kind, key, Some(id));
+                }
+                return;
+            }
+            Then::Verify { kind, key, what } => {
+                let keep = match &msg {
+                    Message::KeyOwner {
+                        owner, id, origin, ..
+                    } => (*owner, *id, origin.incarnation) == what,
+                    // Not known, or the answer did not come: only a
+                    // definite "no such key" frees the placeholder.
+                    Message::Error { errno, .. } => *errno != libc::ENOENT,
+                    _ => true,
+                };
+                if !keep {
+                    info!(
+                        "{} key {key:#x} was freed while this host was away: placeholder removed",
+                        kind.name()
+                    );
+                    self.placeholders.gone_if(kind, key, what);
+                }
+                return;
+            }
         };
         let msg = match (to.key, msg) {
             // This host is to create the key: note which process may.
@@ -1317,6 +1377,70 @@ impl Daemon<'_> {
                 warn!("pid {pid} lost its registration: {message}");
                 self.pids.end(self.poll.registry(), pid, true);
             }
+        }
+    }
+
+    /// Joined (again): tells the referee which keys this host owns, so that
+    /// a restarted referee has them again before it answers for them. An
+    /// id whose structure is gone from the kernel (a plain `IPC_RMID`) is
+    /// not claimed, and the referee is told to free it, should it still
+    /// have it.
+    fn claim_keys(&mut self) {
+        let owned = self.owned.list();
+        if !owned.is_empty() {
+            info!("claiming {} owned keys", owned.len());
+        }
+        for (kind, key, o) in owned {
+            if sysv::key_of(kind, o.id) != Some(key) {
+                info!(
+                    "{} key {key:#x}: id {} is gone from this host; freeing it",
+                    kind.name(),
+                    o.id
+                );
+                self.owned.remove(kind, key, Some(o.id));
+                let msg = Message::KeyRemove {
+                    kind,
+                    key,
+                    id: o.id,
+                    incarnation: self.incarnation,
+                };
+                self.link.relay(self.no_client(), &msg);
+                continue;
+            }
+            let to = Relayed {
+                then: Then::Claim {
+                    kind,
+                    key,
+                    id: o.id,
+                },
+                ..self.no_client()
+            };
+            let msg = Message::KeyClaim {
+                kind,
+                key,
+                id: o.id,
+                creator_uid: o.creator_uid,
+                incarnation: self.incarnation,
+            };
+            self.link.relay(to, &msg);
+        }
+    }
+
+    /// Joined (again): asks the referee about every placeholder, so that
+    /// one whose key was freed while this host was away (cut off, or the
+    /// referee restarted) is removed.
+    fn verify_placeholders(&mut self) {
+        for (kind, key, what) in self.placeholders.list() {
+            let to = Relayed {
+                then: Then::Verify { kind, key, what },
+                ..self.no_client()
+            };
+            let msg = Message::KeyGet {
+                kind,
+                key,
+                flags: 0,
+            };
+            self.link.relay(to, &msg);
         }
     }
 

@@ -75,7 +75,7 @@ fn destroy(kind: IpcKind, id: i32) {
     }
 }
 
-fn kind_from_name(s: &str) -> Option<IpcKind> {
+pub fn kind_from_name(s: &str) -> Option<IpcKind> {
     match s {
         "msg" => Some(IpcKind::Msg),
         "sem" => Some(IpcKind::Sem),
@@ -203,6 +203,28 @@ impl Placeholders {
                 };
                 (p.owner, p.remote_id, origin)
             })
+    }
+
+    /// Every placeholder: kind, key, and the owner, id there and owner's
+    /// incarnation it stands for.
+    pub fn list(&self) -> Vec<(IpcKind, i32, (SocketAddr, i32, u64))> {
+        self.by_key
+            .iter()
+            .map(|(&(k, key), p)| (k, key, (p.owner, p.remote_id, p.incarnation)))
+            .collect()
+    }
+
+    /// Removes the placeholder of `key` if it still stands for `what`
+    /// (owner, id, incarnation): the referee no longer has the key as
+    /// that structure.
+    pub fn gone_if(&mut self, kind: IpcKind, key: i32, what: (SocketAddr, i32, u64)) {
+        let same = self
+            .by_key
+            .get(&(kind, key))
+            .is_some_and(|p| (p.owner, p.remote_id, p.incarnation) == what);
+        if same {
+            self.gone(kind, key);
+        }
     }
 
     /// The key was freed cluster-wide.

@@ -107,6 +107,11 @@ pub struct RefereeConfig {
     pub port: u16,
 }
 
+/// Longest pause between two attempts of a host to reach the referee: a
+/// restarted referee must see every host again within its settle period
+/// ([`Config::referee_settle`]).
+pub const REFEREE_RETRY_MAX: Duration = Duration::from_secs(1);
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Timeouts {
     pub connect: Duration,
@@ -408,6 +413,19 @@ impl Config {
     /// The TCP address of the cluster's referee.
     pub fn referee_addr(&self) -> SocketAddr {
         SocketAddr::new(self.referee.address, self.referee.port)
+    }
+
+    /// How long a newly started referee waits for the hosts to rejoin and
+    /// claim their keys before it answers "no such key" or grants a
+    /// creation (see `dipc_referee::keys`). A host whose link broke with
+    /// the previous referee learns it at once (the connection closes) or
+    /// within a heartbeat (a rebooted arbiter answers the next one with a
+    /// reset), and retries at most [`REFEREE_RETRY_MAX`] apart, each try
+    /// taking up to `connect_ms`. Bounded by half of `request_ms`, so that
+    /// the gets held meanwhile are answered before their askers give up.
+    pub fn referee_settle(&self) -> Duration {
+        let t = &self.timeouts;
+        (REFEREE_RETRY_MAX + t.connect + 2 * t.heartbeat_interval).min(t.request / 2)
     }
 
     /// Unix socket on which the local daemon serves applications and `dipcref`.
@@ -894,6 +912,19 @@ mod tests {
             },
             Config::default()
         );
+    }
+
+    #[test]
+    fn the_referee_settles_while_hosts_can_rejoin_and_askers_still_wait() {
+        assert_eq!(Config::default().referee_settle(), Duration::from_secs(5));
+        let test = parse(
+            "[timeouts]\nconnect_ms = 1000\nrequest_ms = 5000\n\
+             heartbeat_interval_ms = 250\nheartbeat_timeout_ms = 1500\n",
+        )
+        .unwrap();
+        assert_eq!(test.referee_settle(), Duration::from_millis(2500));
+        let hasty = parse("[timeouts]\nrequest_ms = 1000\n").unwrap();
+        assert_eq!(hasty.referee_settle(), Duration::from_millis(500));
     }
 
     #[test]

@@ -403,6 +403,7 @@ kinds! {
     Placeholder = 141,
     SemJoin = 102,
     SemHandover = 103,
+    KeyClaim = 142,
 }
 
 /// Every message of the protocol.
@@ -815,6 +816,18 @@ pub enum Message {
         sender: i64,
         keys: Box<SessionKeys>,
     },
+    /// A host that (re)joined the referee states a key it owns: `id` in
+    /// its IPC namespace `incarnation`, still under `key` in its kernel.
+    /// A restarted referee rebuilds its key table from these; the reply
+    /// is `Done`, or an error if the key is another's or was freed while
+    /// the host was away (the host then stops claiming it).
+    KeyClaim {
+        kind: IpcKind,
+        key: i32,
+        id: i32,
+        creator_uid: u32,
+        incarnation: u64,
+    },
 }
 
 impl Message {
@@ -888,6 +901,7 @@ impl Message {
             Message::Placeholder { .. } => Kind::Placeholder,
             Message::SemJoin { .. } => Kind::SemJoin,
             Message::SemHandover { .. } => Kind::SemHandover,
+            Message::KeyClaim { .. } => Kind::KeyClaim,
         }
     }
 
@@ -981,6 +995,13 @@ impl Message {
                 w.origin(origin);
             }
             Message::KeyCommit {
+                kind,
+                key,
+                id,
+                creator_uid,
+                incarnation,
+            }
+            | Message::KeyClaim {
                 kind,
                 key,
                 id,
@@ -1782,6 +1803,13 @@ impl Message {
                 uid: r.u32("uid")?,
                 sender: r.i64("sender")?,
                 keys: Box::new(r.keys("keys")?),
+            },
+            Kind::KeyClaim => Message::KeyClaim {
+                kind: r.kind()?,
+                key: r.i32("key")?,
+                id: r.i32("id")?,
+                creator_uid: r.u32("creator_uid")?,
+                incarnation: r.u64("incarnation")?,
             },
         };
         if !r.buf.is_empty() {
@@ -2603,6 +2631,13 @@ mod tests {
                     rx_n: u64::MAX,
                 }),
             },
+            Message::KeyClaim {
+                kind: IpcKind::Shm,
+                key: -9,
+                id: 32769,
+                creator_uid: 1000,
+                incarnation: u64::MAX,
+            },
         ]
     }
 
@@ -2826,6 +2861,15 @@ mod tests {
             any::<u64>().prop_map(|nonce| Message::SemJoin { nonce }),
             (any::<i32>(), any::<u64>())
                 .prop_map(|(pid, starttime)| Message::PidCheck { pid, starttime }),
+            (any::<i32>(), any::<i32>(), any::<u32>(), any::<u64>()).prop_map(
+                |(key, id, creator_uid, incarnation)| Message::KeyClaim {
+                    kind: IpcKind::Msg,
+                    key,
+                    id,
+                    creator_uid,
+                    incarnation,
+                }
+            ),
             any::<i64>().prop_map(|after| Message::ListPids { after }),
             (any::<i32>(), any::<u64>(), any::<i32>()).prop_map(|(pid, starttime, sig)| {
                 Message::KillD {

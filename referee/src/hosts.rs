@@ -14,6 +14,10 @@ struct Host {
     version: u16,
     /// The connection the host joined on, while it is open.
     conn: Option<usize>,
+    /// The host finished claiming its keys on some connection to this
+    /// referee (a heartbeat came after them): from then on this referee
+    /// knows its keys, and a key of its missing from the table was freed.
+    claimed: bool,
 }
 
 /// Hosts keyed by their front_end address. A host that goes down stays in
@@ -34,6 +38,7 @@ impl HostTable {
         conn: usize,
         now: Instant,
     ) -> Option<usize> {
+        let claimed = self.hosts.get(&addr).is_some_and(|h| h.claimed);
         let old = self.hosts.insert(
             addr,
             Host {
@@ -42,6 +47,7 @@ impl HostTable {
                 joined: now,
                 version,
                 conn: Some(conn),
+                claimed,
             },
         );
         old.and_then(|h| h.conn).filter(|c| *c != conn)
@@ -51,6 +57,24 @@ impl HostTable {
         if let Some(h) = self.hosts.get_mut(addr) {
             h.last_heard = now;
         }
+    }
+
+    /// A heartbeat from `addr` on connection `conn`: a host sends its
+    /// claims as soon as it has joined, before its first heartbeat, so
+    /// they are all in.
+    pub fn heartbeat(&mut self, addr: &SocketAddr, conn: usize, now: Instant) {
+        if let Some(h) = self.hosts.get_mut(addr) {
+            h.last_heard = now;
+            if h.conn == Some(conn) {
+                h.claimed = true;
+            }
+        }
+    }
+
+    /// Whether this referee may still take `addr`'s word for keys it does
+    /// not have: the host has not yet finished claiming its keys here.
+    pub fn may_adopt(&self, addr: &SocketAddr) -> bool {
+        !self.hosts.get(addr).is_some_and(|h| h.claimed)
     }
 
     /// The host's connection closed: it is down at once.
@@ -116,5 +140,25 @@ mod tests {
         // The old connection closing later does not mark the new one down.
         assert!(!t.disconnected(&a, 7));
         assert!(t.disconnected(&a, 9));
+    }
+
+    #[test]
+    fn a_host_is_adopted_until_its_first_heartbeat_and_never_again() {
+        let a: SocketAddr = "10.0.0.2:7100".parse().unwrap();
+        let t0 = Instant::now();
+        let mut t = HostTable::default();
+        assert!(t.may_adopt(&a));
+        t.join(a, 1, 7, t0);
+        assert!(t.may_adopt(&a));
+        // A heartbeat on a connection that is no longer the host's does
+        // not count.
+        t.heartbeat(&a, 6, t0);
+        assert!(t.may_adopt(&a));
+        t.heartbeat(&a, 7, t0);
+        assert!(!t.may_adopt(&a));
+        // Back after a cut: this referee has its keys already.
+        assert!(t.disconnected(&a, 7));
+        t.join(a, 1, 8, t0);
+        assert!(!t.may_adopt(&a));
     }
 }

@@ -12,6 +12,14 @@
 //! namespace), which only the owner can tell; the asker's library checks
 //! there and fails with `EEXIST` itself, or has the stale entry freed and
 //! asks again.
+//!
+//! The table lives in the referee's memory only. A restarted referee
+//! rebuilds it from the hosts: each host, when it joins, claims the keys
+//! it owns ([`KeyTable::claim`]), and until hosts have had time to do so
+//! (`Config::referee_settle`) the referee holds back every answer that
+//! depends on a key being unknown (see the referee's `parked`). A claim
+//! never displaces an entry: the first structure recorded for a key keeps
+//! it, whatever comes later, so a key names one structure at a time.
 
 use dipc_common::wire::{IpcKind, KeyInfo, Message, Origin};
 use std::collections::BTreeMap;
@@ -59,6 +67,16 @@ pub enum Removal {
     NoSuchEntry,
     /// Refused: the notice did not come from the owner, this host.
     NotOwner(SocketAddr),
+}
+
+/// Why a claim was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimRefused {
+    /// The key names another structure (another host's, or another of
+    /// this host), or is being created.
+    Taken(String),
+    /// The key was freed while the claiming host was away.
+    Freed,
 }
 
 /// A reply to send: connection, request id, message.
@@ -149,6 +167,72 @@ impl KeyTable {
                 req,
                 ready_reply(kind, key, *owner, (*id, *incarnation), false),
             )],
+        }
+    }
+
+    /// The structure a key names, if it is made: owner, id, incarnation.
+    fn ready(&self, kind: IpcKind, key: i32) -> Option<(SocketAddr, i32, u64)> {
+        match self.keys.get(&(kind, key))? {
+            Entry {
+                owner,
+                state: State::Ready {
+                    id, incarnation, ..
+                },
+                ..
+            } => Some((*owner, *id, *incarnation)),
+            _ => None,
+        }
+    }
+
+    /// Whether the table has an entry (ready or being created) for a key.
+    pub fn knows(&self, kind: IpcKind, key: i32) -> bool {
+        self.keys.contains_key(&(kind, key))
+    }
+
+    /// Host `from` states that it owns `key` as `(id, incarnation)` (its
+    /// dipcd checked its kernel). `adopt`: the key may be recorded if the
+    /// table has none, because this referee never had this host's word
+    /// on it (it is the host's first join here); otherwise a key missing
+    /// from the table was freed while the host was away (`dipcref
+    /// rm-key`) and stays free. An entry already in the table is never
+    /// replaced: two hosts claiming one key (one of them cut off while the
+    /// other made the key anew) leave it with the first recorded.
+    pub fn claim(
+        &mut self,
+        kind: IpcKind,
+        key: i32,
+        (id, incarnation): (i32, u64),
+        creator_uid: u32,
+        (from, adopt): (SocketAddr, bool),
+        now: Instant,
+    ) -> Result<(), ClaimRefused> {
+        if self.ready(kind, key) == Some((from, id, incarnation)) {
+            return Ok(());
+        }
+        match self.keys.get(&(kind, key)) {
+            Some(e) => Err(ClaimRefused::Taken(match e.state {
+                State::Ready { id, .. } => format!("owned by {} as id {id}", e.owner),
+                State::Creating { .. } => format!("being created by {}", e.owner),
+            })),
+            None if key == libc::IPC_PRIVATE || id < 0 => Err(ClaimRefused::Taken(format!(
+                "{key:#x}/{id} names no distributed structure"
+            ))),
+            None if adopt => {
+                self.keys.insert(
+                    (kind, key),
+                    Entry {
+                        owner: from,
+                        created: now,
+                        state: State::Ready {
+                            id,
+                            incarnation,
+                            creator_uid,
+                        },
+                    },
+                );
+                Ok(())
+            }
+            None => Err(ClaimRefused::Freed),
         }
     }
 
@@ -245,24 +329,15 @@ impl KeyTable {
         (id, incarnation): (i32, u64),
         from: SocketAddr,
     ) -> Removal {
-        match self.keys.get(&(kind, key)) {
-            Some(Entry {
-                owner,
-                state:
-                    State::Ready {
-                        id: have,
-                        incarnation: have_inc,
-                        ..
-                    },
-                ..
-            }) if *have == id => {
+        match self.ready(kind, key) {
+            Some((owner, have, have_inc)) if have == id => {
                 // Another host has no say, whatever incarnation it names
                 // (its dipcd fills in its own when a local user leaves it
                 // out).
-                if *owner != from {
-                    return Removal::NotOwner(*owner);
+                if owner != from {
+                    return Removal::NotOwner(owner);
                 }
-                if *have_inc != incarnation {
+                if have_inc != incarnation {
                     return Removal::NoSuchEntry;
                 }
                 self.keys.remove(&(kind, key));
@@ -517,6 +592,64 @@ mod tests {
         let r = t.commit(IpcKind::Msg, 0x7a7a, (7, 1), 1000, 1, 4);
         assert!(matches!(r[0].2, Message::Done { .. }));
         assert_eq!(t.list(now).len(), 1);
+    }
+
+    #[test]
+    fn claims_fill_gaps_and_never_displace_an_entry() {
+        let (h1, h2): (SocketAddr, SocketAddr) = (
+            "10.0.0.1:7100".parse().unwrap(),
+            "10.0.0.2:7100".parse().unwrap(),
+        );
+        let now = Instant::now();
+        let mut t = KeyTable::default();
+        // A restarted referee takes a host's word for a key it lacks.
+        assert_eq!(
+            t.claim(IpcKind::Msg, 5, (42, 7), 1000, (h1, true), now),
+            Ok(())
+        );
+        assert!(matches!(
+            t.get(IpcKind::Msg, 5, 0, h2, (2, 1), now)[0].2,
+            Message::KeyOwner { id: 42, owner, origin: Origin { incarnation: 7, .. }, .. }
+                if owner == h1
+        ));
+        // The same claim again (a rejoin) is fine.
+        assert_eq!(
+            t.claim(IpcKind::Msg, 5, (42, 7), 1000, (h1, false), now),
+            Ok(())
+        );
+        // Another host's structure, or another of the owner, does not
+        // displace it, adoptable or not.
+        for (id, inc, from) in [(42, 7, h2), (43, 7, h1), (42, 8, h1)] {
+            for adopt in [true, false] {
+                assert!(matches!(
+                    t.claim(IpcKind::Msg, 5, (id, inc), 0, (from, adopt), now),
+                    Err(ClaimRefused::Taken(_))
+                ));
+            }
+        }
+        assert_eq!(t.list(now).len(), 1);
+        assert_eq!(t.list(now)[0].owner, h1);
+        // A key being created is not taken over either.
+        t.get(IpcKind::Sem, 6, CREAT, h2, (2, 2), now);
+        assert!(matches!(
+            t.claim(IpcKind::Sem, 6, (1, 7), 0, (h1, true), now),
+            Err(ClaimRefused::Taken(_))
+        ));
+        // A key missing from the table of a referee that already had this
+        // host's claims was freed meanwhile: it stays free.
+        assert_eq!(
+            t.claim(IpcKind::Shm, 9, (3, 7), 0, (h1, false), now),
+            Err(ClaimRefused::Freed)
+        );
+        assert!(!t.knows(IpcKind::Shm, 9));
+        // Nothing names IPC_PRIVATE or a negative id.
+        for (key, id) in [(libc::IPC_PRIVATE, 3), (10, -1)] {
+            assert!(matches!(
+                t.claim(IpcKind::Shm, key, (id, 7), 0, (h1, true), now),
+                Err(ClaimRefused::Taken(_))
+            ));
+        }
+        assert!(t.knows(IpcKind::Msg, 5) && t.knows(IpcKind::Sem, 6));
     }
 
     #[test]

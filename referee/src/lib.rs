@@ -23,6 +23,13 @@
 //! host over their joined link, after checking the caller's credentials
 //! themselves (root and `admin_group`): a joined link vouches for them.
 //! An employer's connection (another role) is refused at the handshake.
+//!
+//! Its tables live in memory only. When it starts (again), every host
+//! rejoins within moments and claims the keys it owns (`KeyClaim`) and
+//! restores its registered processes; for `Config::referee_settle` after
+//! its start the referee *parks* the requests whose answer depends on
+//! what hosts have not told it yet (a get of a key it does not know, a new
+//! pid_d) and answers them once a host claims the key or the period ends.
 
 pub mod hosts;
 pub mod keys;
@@ -35,7 +42,7 @@ use dipc_common::net::{tune_tcp, Stream};
 use dipc_common::sys;
 use dipc_common::wire::{IpcKind, Message, Role};
 use hosts::HostTable;
-use keys::{KeyTable, Removal, Reply};
+use keys::{ClaimRefused, KeyTable, Removal, Reply};
 use log::{debug, error, info, warn};
 use mio::net::{TcpListener, UnixListener};
 use mio::unix::SourceFd;
@@ -55,6 +62,9 @@ const FIRST_CONN: usize = 16;
 /// Connections beyond this are refused, so a flood cannot exhaust memory
 /// or descriptors.
 const MAX_CONNS: usize = 4096;
+/// Requests parked while the referee settles; beyond this they get
+/// `EAGAIN` at once rather than memory.
+const MAX_PARKED: usize = 65536;
 
 enum Peer {
     /// Another daemon, by source address.
@@ -91,6 +101,18 @@ struct Referee<'a> {
     hosts: HostTable,
     keys: KeyTable,
     pids: PidTable,
+    /// Until then, requests that need every host's claims are parked.
+    settle_until: Instant,
+    parked: Vec<Parked>,
+}
+
+/// A request held back while the referee settles (see the module docs).
+struct Parked {
+    conn: usize,
+    id: u64,
+    /// The joined host that asked.
+    host: SocketAddr,
+    msg: Message,
 }
 
 /// Runs the referee until SIGTERM or SIGINT; returns the exit code.
@@ -139,14 +161,24 @@ fn serve(config: &Config, secret: Secret) -> io::Result<()> {
         hosts: HostTable::default(),
         keys: KeyTable::default(),
         pids: PidTable::default(),
+        settle_until: Instant::now() + config.referee_settle(),
+        parked: Vec::new(),
     };
+    info!(
+        "referee: unknown keys and new pid_d wait {} ms for the hosts to rejoin",
+        config.referee_settle().as_millis()
+    );
     let mut events = Events::with_capacity(256);
     // Sweep often enough that a silent host is marked down close to its
     // time-out.
     let tick = (config.timeouts.heartbeat_interval / 2).max(Duration::from_millis(20));
     let mut next_sweep = Instant::now() + tick;
     loop {
-        let wait = next_sweep.saturating_duration_since(Instant::now());
+        let mut until = next_sweep;
+        if !r.parked.is_empty() {
+            until = until.min(r.settle_until);
+        }
+        let wait = until.saturating_duration_since(Instant::now());
         match r.poll.poll(&mut events, Some(wait)) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -171,6 +203,9 @@ fn serve(config: &Config, secret: Secret) -> io::Result<()> {
         if Instant::now() >= next_sweep {
             r.sweep();
             next_sweep = Instant::now() + tick;
+        }
+        if !r.parked.is_empty() && Instant::now() >= r.settle_until {
+            r.replay_parked();
         }
     }
 }
@@ -335,6 +370,16 @@ impl Referee<'_> {
             Peer::Tcp(ip) => Some(ip),
             Peer::Admin => None,
         };
+        let msg = match (&c.state, msg) {
+            (State::Ready { host: Some(h), .. }, msg) if now < self.settle_until => {
+                let h = *h;
+                match self.park(c, (t, id), h, msg) {
+                    Some(msg) => msg,
+                    None => return,
+                }
+            }
+            (_, msg) => msg,
+        };
         match (&c.state, msg) {
             (State::AwaitHello, msg) => match auth::accept(&self.secret, &msg, Role::Host) {
                 Ok((hs, secure, reply)) => {
@@ -398,7 +443,7 @@ impl Referee<'_> {
                 self.refuse(c, &why);
             }
             (State::Ready { host: Some(h), .. }, Message::Heartbeat) => {
-                self.hosts.heard(h, now);
+                self.hosts.heartbeat(h, t, now);
                 c.framed.queue(id, &Message::HeartbeatAck);
             }
             (State::Ready { host, .. }, Message::ListHosts) => {
@@ -472,6 +517,54 @@ impl Referee<'_> {
                             libc::EPERM,
                             format!(
                                 "{} key {key:#x} is owned by {owner}: only that host frees it",
+                                kind.name()
+                            ),
+                        )
+                    }
+                };
+                c.framed.queue(id, &reply);
+            }
+            (
+                State::Ready { host: Some(h), .. },
+                Message::KeyClaim {
+                    kind,
+                    key,
+                    id: sid,
+                    creator_uid,
+                    incarnation,
+                },
+            ) => {
+                let h = *h;
+                let adopt = self.hosts.may_adopt(&h);
+                let claimed =
+                    self.keys
+                        .claim(kind, key, (sid, incarnation), creator_uid, (h, adopt), now);
+                let reply = match claimed {
+                    Ok(()) => {
+                        debug!("{} key {key:#x}: id {sid} on {h} (claimed)", kind.name());
+                        let replies = self.unpark_key(kind, key, now);
+                        self.deliver(t, c, replies);
+                        Message::Done { value: 0 }
+                    }
+                    Err(ClaimRefused::Taken(why)) => {
+                        warn!(
+                            "{h} claims {} key {key:#x} as id {sid}, which is {why}: refused",
+                            kind.name()
+                        );
+                        Message::error(
+                            libc::EEXIST,
+                            format!("{} key {key:#x} is {why}", kind.name()),
+                        )
+                    }
+                    Err(ClaimRefused::Freed) => {
+                        info!(
+                            "{h} claims {} key {key:#x} as id {sid}, freed while it was away: refused",
+                            kind.name()
+                        );
+                        Message::error(
+                            libc::ENOENT,
+                            format!(
+                                "{} key {key:#x} was freed while this host was away",
                                 kind.name()
                             ),
                         )
@@ -563,6 +656,86 @@ impl Referee<'_> {
                     ),
                 );
                 c.close = true;
+            }
+        }
+    }
+
+    /// While the referee settles, holds back a request of joined host
+    /// `host` whose answer depends on what hosts have not claimed yet: a
+    /// get of a key the table lacks (it would be "no such key" or a
+    /// grant to create it) and a new pid_d (the counter restarted; hosts
+    /// restore the pid_d they have first). Returns the message if it is
+    /// to be handled now.
+    fn park(
+        &mut self,
+        c: &mut Conn,
+        (t, id): (usize, u64),
+        host: SocketAddr,
+        msg: Message,
+    ) -> Option<Message> {
+        let hold = match &msg {
+            Message::KeyGet { kind, key, .. } => {
+                *key != libc::IPC_PRIVATE && !self.keys.knows(*kind, *key)
+            }
+            Message::PidRegister { pid_d: 0, .. } => true,
+            _ => false,
+        };
+        if !hold {
+            return Some(msg);
+        }
+        if self.parked.len() >= MAX_PARKED {
+            c.framed.queue(
+                id,
+                &Message::error(
+                    libc::EAGAIN,
+                    "the referee has just started and waits for the hosts to rejoin; try again",
+                ),
+            );
+            return None;
+        }
+        debug!("{host}: {} parked until hosts rejoin", msg.kind().name());
+        self.parked.push(Parked {
+            conn: t,
+            id,
+            host,
+            msg,
+        });
+        None
+    }
+
+    /// A host claimed `key`: the gets parked for it can be answered.
+    fn unpark_key(&mut self, kind: IpcKind, key: i32, now: Instant) -> Vec<Reply> {
+        let (mine, rest) = std::mem::take(&mut self.parked).into_iter().partition(
+            |p| matches!(p.msg, Message::KeyGet { kind: k, key: n, .. } if k == kind && n == key),
+        );
+        self.parked = rest;
+        let mut out = Vec::new();
+        for p in mine {
+            if let Message::KeyGet { flags, .. } = p.msg {
+                out.extend(self.keys.get(kind, key, flags, p.host, (p.conn, p.id), now));
+            }
+        }
+        out
+    }
+
+    /// The settle period is over: the parked requests are handled as if
+    /// they came now, on connections still open.
+    fn replay_parked(&mut self) {
+        let parked = std::mem::take(&mut self.parked);
+        info!(
+            "referee: settled; answering {} parked requests",
+            parked.len()
+        );
+        for p in parked {
+            let Some(mut c) = self.conns.remove(&p.conn) else {
+                continue;
+            };
+            self.handle(p.conn, &mut c, p.id, p.msg);
+            let flushed = c.framed.flush();
+            if c.close || flushed.is_err() {
+                self.drop_conn(p.conn, c);
+            } else {
+                self.conns.insert(p.conn, c);
             }
         }
     }

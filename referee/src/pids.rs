@@ -36,7 +36,7 @@ pub const MAX_PID_D: i64 = (1 << 53) - 1;
 
 /// How long after the referee starts a restore may name a pid_d its
 /// counter has not reached: hosts whose link broke when the previous
-/// referee stopped reconnect within their backoff (at most 5 s) plus a
+/// referee stopped reconnect within their backoff (at most 1 s) plus a
 /// handshake; this leaves them ample time.
 pub const RESTORE_WINDOW: Duration = Duration::from_secs(30);
 

@@ -226,6 +226,9 @@ fn ipc_private_is_not_served_to_other_hosts() {
 #[test]
 fn pid_d_restores_stay_in_range() {
     let c = Cluster::up(3);
+    // The attack's own link sends no heartbeats: a registration held back
+    // while the referee settles would outlast its silence.
+    c.wait_referee_settled();
     for bad in [i64::MAX.to_string(), (1i64 << 53).to_string(), "-5".into()] {
         let out = attack_on(&c, 3, true, &["restore-pid-d", &bad]);
         assert_has(&out, "restore", "restore: error EINVAL: ");

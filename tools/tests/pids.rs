@@ -413,6 +413,62 @@ fn registrations_survive_a_referee_restart() {
     wait_unlisted(&c, p);
 }
 
+/// Sends `sig` (`STOP`, `CONT`) to host `i`'s dipcd.
+fn signal_dipcd(i: usize, sig: &str) {
+    let file = state_dir().join(format!("h{i}")).join("dipcd.pid");
+    let pid = fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    let out = run_with_timeout(
+        std::process::Command::new("kill").args([&format!("-{sig}"), pid.trim()]),
+        Duration::from_secs(10),
+    );
+    assert!(out.status.success(), "kill -{sig}: {}", describe(&out));
+}
+
+/// After a referee restart, a new registration waits until the hosts had
+/// time to restore theirs: host 2's dipcd is paused (SIGSTOP) through the
+/// restart, so its process's pid_d is not restored yet when a process of
+/// host 3 registers. That one must not get the pid_d that host 2's
+/// process still has, and host 2's process keeps it (before: the
+/// restarted counter gave it out again, and host 2's restore was refused,
+/// which ended its registration).
+#[test]
+fn a_new_pid_d_after_a_referee_restart_is_none_a_host_still_has() {
+    let c = Cluster::up(3);
+    let mailbox = prog("mailbox");
+    let pidctl = prog("pidctl");
+    let mut t = c.spawn(2, &[&mailbox, "sleep"]);
+    let p = t.pid_d();
+    let pid = registered_pid(&c, p);
+    signal_dipcd(2, "STOP");
+    c.restart_referee(&[2]);
+    let mut r = c.spawn(3, &[&pidctl, "regist"]);
+    // Answered at once unless the referee holds new pid_d back.
+    let answered = wait_for(Duration::from_millis(300), || r.stdout().contains("pid_d"));
+    signal_dipcd(2, "CONT");
+    let st = r.wait(WAKE);
+    assert!(st.success(), "{}", r.describe());
+    let out = r.stdout();
+    let newer: i64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("pid_d "))
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or_else(|| panic!("pidctl regist printed {out:?}"));
+    assert_ne!(
+        newer,
+        p,
+        "pid_d {p} given again while host 2's process had it (answered within 300 ms: {})",
+        answered.is_some()
+    );
+    let back = wait_for(WAKE, || {
+        dipcref_pids(&c, 1)
+            .iter()
+            .any(|r| r.pid_d == p && r.pid == pid)
+    });
+    assert!(back.is_some(), "pid_d {p} not restored:\n{}", c.all_logs());
+    t.kill();
+    wait_unlisted(&c, p);
+}
+
 /// A host that crashes (every process SIGKILLed, dipcd included) leaves
 /// its registrations' mailboxes behind in its IPC namespace; its next
 /// dipcd removes them, and the referee forgets its processes.

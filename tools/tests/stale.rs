@@ -11,68 +11,9 @@
 
 mod common;
 
+use common::hold::*;
 use common::*;
-use std::fs;
-use std::path::Path;
 use std::time::Duration;
-
-/// How long a held process is given to make its call once told to.
-const CALL: Duration = Duration::from_secs(30);
-
-fn hold_prog() -> String {
-    c_example("stale_hold").to_string_lossy().into_owned()
-}
-
-/// `stale_hold create KIND KEY` on `host`: the new structure's id there.
-fn create(c: &Cluster, host: usize, kind: &str, key: &str) -> i32 {
-    let out = c.exec_ok(host, &[&hold_prog(), "create", kind, key]);
-    out.trim()
-        .parse()
-        .unwrap_or_else(|e| panic!("stale_hold create printed {out:?}: {e}"))
-}
-
-/// `stale_hold count KIND KEY` on `host`.
-fn count(c: &Cluster, host: usize, kind: &str, key: &str) -> i64 {
-    let out = c.exec_ok(host, &[&hold_prog(), "count", kind, key]);
-    out.trim()
-        .parse()
-        .unwrap_or_else(|e| panic!("stale_hold count printed {out:?}: {e}"))
-}
-
-/// A process on `host` that got `key` and made one call on it.
-fn hold(c: &Cluster, host: usize, kind: &str, key: &str, trigger: &Path) -> Background {
-    let t = trigger.to_string_lossy().into_owned();
-    let mut b = c.spawn(host, &[&hold_prog(), "hold", kind, key, &t]);
-    b.wait_for_stdout("before: ", Duration::from_secs(20));
-    assert!(
-        b.stdout().contains("before: ok"),
-        "the first call on {kind} {key} failed:\n{}",
-        b.describe()
-    );
-    b
-}
-
-/// Tells held processes to call again and returns what each printed
-/// after (`ok` or `errno N`).
-fn call_again(trigger: &Path, held: &mut [&mut Background]) -> Vec<String> {
-    fs::write(trigger, b"go").unwrap_or_else(|e| panic!("{}: {e}", trigger.display()));
-    held.iter_mut()
-        .map(|b| {
-            b.wait_for_stdout("after: ", CALL);
-            let st = b.wait(CALL);
-            assert!(st.success(), "{}", b.describe());
-            let out = b.stdout();
-            out.lines()
-                .find_map(|l| l.strip_prefix("after: "))
-                .unwrap_or_default()
-                .to_owned()
-        })
-        .collect()
-}
-
-fn eidrm() -> String {
-    format!("errno {}", libc::EIDRM)
-}
 
 /// Host 2 owns a queue, a semaphore set and a segment; processes on host 3
 /// hold their ids. Host 2 reboots and makes new structures, which get the

@@ -4,6 +4,11 @@
  *
  *   stale_hold hold KIND KEY FILE   (below)
  *   stale_hold create KIND KEY      create KEY (mode 0666, IPC_EXCL), print its id
+ *   stale_hold open KIND KEY        get KEY with IPC_CREAT (mode 0666), print its id
+ *   stale_hold rm KIND KEY          remove KEY's structure (IPC_RMID)
+ *   stale_hold call KIND ID         make the call (below) on ID, as another
+ *                                   process of this host got it, without a
+ *                                   get; print "call: ok" or "call: errno N"
  *   stale_hold count KIND KEY       print what calls left: a queue's message
  *                                   count, semaphore 0's value, a segment's
  *                                   attach count
@@ -54,6 +59,15 @@ static void report(const char *when, int r)
     fflush(stdout);
 }
 
+static int rm(const char *kind, int id)
+{
+    if (strcmp(kind, "msg") == 0)
+        return dipc_msgctl(id, IPC_RMID, NULL);
+    if (strcmp(kind, "sem") == 0)
+        return dipc_semctl(id, 0, IPC_RMID);
+    return dipc_shmctl(id, IPC_RMID, NULL);
+}
+
 static int get(const char *kind, key_t key, int flags)
 {
     if (strcmp(kind, "msg") == 0)
@@ -81,19 +95,34 @@ static long count(const char *kind, int id)
 int main(int argc, char **argv)
 {
     if (argc < 4) {
-        fprintf(stderr, "usage: stale_hold hold|create|count KIND KEY [FILE]\n");
+        fprintf(stderr, "usage: stale_hold hold|create|open|rm|count KIND KEY [FILE] | call KIND ID\n");
         return 2;
     }
     const char *cmd = argv[1], *kind = argv[2];
+    if (strcmp(cmd, "call") == 0) {
+        report("call", call(kind, (int)strtol(argv[3], NULL, 0)));
+        return 0;
+    }
     key_t key = (key_t)strtol(argv[3], NULL, 0);
-    int flags = strcmp(cmd, "create") == 0 ? IPC_CREAT | IPC_EXCL | 0666 : 0;
+    int flags = 0;
+    if (strcmp(cmd, "create") == 0)
+        flags = IPC_CREAT | IPC_EXCL | 0666;
+    else if (strcmp(cmd, "open") == 0)
+        flags = IPC_CREAT | 0666;
     int id = get(kind, key, flags);
     if (id < 0) {
         fprintf(stderr, "stale_hold: get %s %s: %s\n", kind, argv[3], strerror(errno));
         return 1;
     }
-    if (strcmp(cmd, "create") == 0) {
+    if (strcmp(cmd, "create") == 0 || strcmp(cmd, "open") == 0) {
         printf("%d\n", id);
+        return 0;
+    }
+    if (strcmp(cmd, "rm") == 0) {
+        if (rm(kind, id) < 0) {
+            fprintf(stderr, "stale_hold: rm: %s\n", strerror(errno));
+            return 1;
+        }
         return 0;
     }
     if (strcmp(cmd, "count") == 0) {

@@ -16,6 +16,8 @@
 //! --workspace` and `tools/test` do that).
 #![allow(dead_code)]
 
+pub mod hold;
+
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
@@ -1183,5 +1185,60 @@ impl Cluster {
             up.is_some(),
             "host {from} did not see all {n} hosts up within {limit:?}: {last:#?}"
         );
+    }
+}
+
+impl Cluster {
+    /// Restarts the referee (with host 1's dipcd, its parent; host 1
+    /// keeps its IPC namespace): the referee starts with empty tables.
+    /// Returns once host 1 sees every host but those in `away` up again
+    /// (until a host has rejoined, its applications get `ENOTCONN`).
+    pub fn restart_referee(&self, away: &[usize]) {
+        self.stop(1);
+        self.start(1);
+        let limit = Duration::from_secs(20);
+        let mut last = None;
+        let up = wait_for(limit, || {
+            last = Some(self.try_dipcref_hosts(1));
+            let Some(Ok(rows)) = &last else {
+                return false;
+            };
+            (1..=self.size())
+                .filter(|i| !away.contains(i))
+                .all(|i| rows.iter().any(|r| r.address == host_addr(i) && r.is_up()))
+        });
+        assert!(
+            up.is_some(),
+            "after the referee's restart, not every host but {away:?} was up within {limit:?}: {last:#?}"
+        );
+    }
+
+    /// Returns once the referee has settled after its start (see "Referee
+    /// restart" in README.md): a get of a key nobody made is answered
+    /// (`ENOENT`) only then. For tests that talk to the referee as a host
+    /// of their own, which sends no heartbeats while a request waits.
+    pub fn wait_referee_settled(&self) {
+        self.exec_err(1, &["dipc-msg", "get", "0x5e771ed"], &["ENOENT"]);
+    }
+
+    /// Host `host`'s structures of `kind` (`msg`, `sem`, `shm`) as
+    /// `(key, id)`, from `ipcs`.
+    pub fn ipcs(&self, host: usize, kind: &str) -> Vec<(i32, i32)> {
+        let flag = match kind {
+            "msg" => "-q",
+            "sem" => "-s",
+            "shm" => "-m",
+            _ => panic!("no IPC kind {kind}"),
+        };
+        let out = self.exec_ok(host, &["ipcs", flag]);
+        out.lines()
+            .filter_map(|l| {
+                let mut cols = l.split_whitespace();
+                let key = cols.next()?.strip_prefix("0x")?;
+                let key = u32::from_str_radix(key, 16).ok()? as i32;
+                let id = cols.next()?.parse().ok()?;
+                Some((key, id))
+            })
+            .collect()
     }
 }
