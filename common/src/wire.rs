@@ -399,6 +399,7 @@ kinds! {
     SendD = 99,
     SenderPid = 100,
     PidCheck = 101,
+    Received = 102,
 }
 
 /// Every message of the protocol.
@@ -774,6 +775,11 @@ pub enum Message {
         pid: i32,
         starttime: u64,
     },
+    /// The caller has the `MsgData` reply of its call with this frame's
+    /// id. Never answered. Until it comes (or the caller's next request),
+    /// the worker holds the message it took and puts it back in the queue
+    /// if the session ends first.
+    Received,
 }
 
 impl Message {
@@ -843,6 +849,7 @@ impl Message {
             Message::SendD { .. } => Kind::SendD,
             Message::SenderPid { .. } => Kind::SenderPid,
             Message::PidCheck { .. } => Kind::PidCheck,
+            Message::Received => Kind::Received,
         }
     }
 
@@ -1253,6 +1260,7 @@ impl Message {
             | Message::Ping
             | Message::ShmDetach
             | Message::Pong => {}
+            Message::Received => {}
         }
     }
 
@@ -1693,6 +1701,7 @@ impl Message {
                 pid: r.i32("pid")?,
                 starttime: r.u64("starttime")?,
             },
+            Kind::Received => Message::Received,
         };
         if !r.buf.is_empty() {
             return Err(WireError::TrailingBytes {
@@ -2487,6 +2496,7 @@ mod tests {
                 pid: 99,
                 starttime: 7,
             },
+            Message::Received,
         ]
     }
 

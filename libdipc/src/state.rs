@@ -237,7 +237,15 @@ pub fn remote_as(
             message: "this host's dipcd does not know this process as registered".into(),
         });
     }
-    let r = c.call_blocking(msg, may_block);
+    let mut r = c.call_blocking(msg, may_block);
+    if let Ok(Message::MsgData { .. }) = r {
+        // A confirmation that cannot be sent leaves the message to the
+        // worker, which puts it back in the queue: taking it here too
+        // would deliver it twice.
+        if let Err(e) = c.confirm() {
+            r = Err(e);
+        }
+    }
     if !matches!(r, Err(ClientError::Channel(_))) {
         if let Some(p) = pools().as_mut() {
             p.sessions.entry(owner).or_default().push(c);
