@@ -226,7 +226,9 @@ pub fn remote_as(
     });
     let mut c = match pooled {
         Some(c) => c,
-        None => Client::session(config()?, owner)?,
+        // Nothing has run on the owner yet: an open that failed in
+        // transit may be tried again.
+        None => crate::retry::retrying(|| Client::session(config()?, owner))?,
     };
     if pid_d.is_some_and(|want| c.pid_d() != want) {
         if let Some(p) = pools().as_mut() {

@@ -17,9 +17,9 @@ const LOST_OWNER: &[&str] = &["ETIMEDOUT", "ECONNRESET", "EHOSTUNREACH", "ECONNR
 /// Longest wait for anything the test awaits.
 const LIMIT: Duration = Duration::from_secs(30);
 
-/// The worker processes running in host `i` (its network namespace), each
-/// with what it waits in (`/proc/PID/wchan`).
-fn workers(i: usize) -> Vec<(String, String)> {
+/// The pids of the processes named `comm` (`dipc-worker`, `dipc-referee`)
+/// running in host `i` (its network namespace).
+fn pids_named(i: usize, comm: &str) -> Vec<String> {
     let out = run_with_timeout(
         Command::new("ip").args(["netns", "pids", &format!("dipc-h{i}")]),
         Duration::from_secs(10),
@@ -28,12 +28,20 @@ fn workers(i: usize) -> Vec<(String, String)> {
     String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
         .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .is_ok_and(|c| c.trim_end() == "dipc-worker")
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim_end() == comm)
         })
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The worker processes running in host `i`, each with what it waits in
+/// (`/proc/PID/wchan`).
+fn workers(i: usize) -> Vec<(String, String)> {
+    pids_named(i, "dipc-worker")
+        .into_iter()
         .map(|pid| {
             let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
-            (pid.to_owned(), wchan)
+            (pid, wchan)
         })
         .collect()
 }
@@ -149,4 +157,139 @@ fn a_message_taken_for_a_cut_off_receiver_is_received_exactly_once() {
         c.wait_all_up(2, LIMIT);
     }
     assert_eq!(lost_calls, ROUNDS / 2);
+}
+
+/// Sends `sig` (`STOP`, `CONT`) to the processes `pids`.
+fn signal(pids: &[String], sig: &str) {
+    let out = run_with_timeout(
+        Command::new("kill").arg(format!("-{sig}")).args(pids),
+        Duration::from_secs(10),
+    );
+    assert!(
+        out.status.success(),
+        "kill -{sig} {pids:?}:\n{}",
+        describe(&out)
+    );
+}
+
+/// Host `i`'s dipcd.
+fn dipcd_pid(i: usize) -> String {
+    let f = state_dir().join(format!("h{i}")).join("dipcd.pid");
+    std::fs::read_to_string(&f)
+        .unwrap_or_else(|e| panic!("{}: {e}", f.display()))
+        .trim()
+        .to_owned()
+}
+
+/// The referee (on host 1).
+fn referee_pid(c: &Cluster) -> Vec<String> {
+    let pids = pids_named(1, "dipc-referee");
+    assert_eq!(
+        pids.len(),
+        1,
+        "referee processes: {pids:?}\n{}",
+        c.all_logs()
+    );
+    pids
+}
+
+/// A get whose look-up is in flight when this host's link to the referee
+/// breaks (the referee stopped past the heartbeat time-out: the host's
+/// dipcd gives it up, and answers the relayed request with `ECONNRESET`)
+/// is made again once the link is back, within the call's time bound, and
+/// succeeds: a get is safe to repeat before it has a grant.
+#[test]
+fn a_get_in_flight_when_the_referee_link_breaks_succeeds() {
+    let c = Cluster::up(3);
+    c.exec_ok(
+        2,
+        &["dipc-msg", "get", "0x7d02", "--create", "--mode", "0666"],
+    );
+    let referee = referee_pid(&c);
+    signal(&referee, "STOP");
+    let mut gets = [
+        c.spawn(3, &["dipc-msg", "get", "0x7d02"]),
+        c.spawn(
+            3,
+            &["dipc-msg", "get", "0x7d03", "--create", "--mode", "0666"],
+        ),
+    ];
+    let broke = wait_for(LIMIT, || c.log(3).contains("lost the referee"));
+    signal(&referee, "CONT");
+    assert!(
+        broke.is_some(),
+        "host 3 kept its link to a referee stopped for {LIMIT:?}:\n{}",
+        c.log(3)
+    );
+    for g in gets.iter_mut() {
+        let Some(st) = g.wait_timeout(LIMIT) else {
+            g.kill();
+            panic!("a get still waits {LIMIT:?} after the referee came back");
+        };
+        assert!(st.success(), "{}", g.describe());
+        assert!(g.stdout().trim().parse::<i32>().is_ok(), "{}", g.describe());
+    }
+    // Both keys work from host 3.
+    c.exec_ok(
+        1,
+        &["dipc-msg", "send", "0x7d03", "1", "made during the stall"],
+    );
+    c.exec_ok(
+        3,
+        &[
+            "dipc-msg",
+            "send",
+            "0x7d02",
+            "2",
+            "looked up during the stall",
+        ],
+    );
+    assert_eq!(
+        c.exec_ok(3, &["dipc-msg", "recv", "0x7d03", "--nowait"])
+            .trim(),
+        "1 made during the stall"
+    );
+    assert_eq!(
+        c.exec_ok(2, &["dipc-msg", "recv", "0x7d02", "--nowait"])
+            .trim(),
+        "2 looked up during the stall"
+    );
+}
+
+/// Every daemon that keeps time on another (the referee and each host's
+/// dipcd) stops for twice the heartbeat time-out at once, as under a CPU
+/// overload in which none of them runs, and goes on: none of them was
+/// silent while the others could hear, so no host is marked down, no link
+/// is given up, and gets go on working.
+#[test]
+fn daemons_stalled_together_do_not_drop_each_other() {
+    let c = Cluster::up(3);
+    c.exec_ok(
+        2,
+        &["dipc-msg", "get", "0x7d04", "--create", "--mode", "0666"],
+    );
+    let mut all = referee_pid(&c);
+    all.extend((1..=3).map(dipcd_pid));
+    let before: Vec<String> = (1..=3).map(|i| c.log(i)).collect();
+    signal(&all, "STOP");
+    std::thread::sleep(HEARTBEAT_TIMEOUT * 2);
+    signal(&all, "CONT");
+    // Gets (through the referee) work at once.
+    for h in 1..=3 {
+        c.exec_ok(h, &["dipc-msg", "get", "0x7d04"]);
+    }
+    // Every heartbeat time-out has passed since, with all of them running.
+    std::thread::sleep(HEARTBEAT_TIMEOUT * 2);
+    c.wait_all_up(1, LIMIT);
+    for (i, old) in before.iter().enumerate() {
+        let log = c.log(i + 1);
+        let new = log.get(old.len()..).unwrap_or(&log);
+        for bad in ["down:", "lost the referee", "silent for"] {
+            assert!(
+                !new.contains(bad),
+                "host {}'s log after the stall says {bad:?}:\n{new}",
+                i + 1
+            );
+        }
+    }
 }
