@@ -11,9 +11,6 @@ use common::*;
 use std::process::Command;
 use std::time::Duration;
 
-/// The errors a call on a queue whose owner is cut off may end with.
-const LOST_OWNER: &[&str] = &["ETIMEDOUT", "ECONNRESET", "EHOSTUNREACH", "ECONNREFUSED"];
-
 /// Longest wait for anything the test awaits.
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -108,13 +105,7 @@ fn a_message_taken_for_a_cut_off_receiver_is_received_exactly_once() {
                 r.kill();
                 panic!("round {round}: the cut-off receiver still waits after {LIMIT:?}");
             };
-            assert!(!st.success(), "round {round}: {}", r.describe());
-            let name = errno_name(&r.stderr());
-            assert!(
-                name.as_deref().is_some_and(|n| LOST_OWNER.contains(&n)),
-                "round {round}: want one of {LOST_OWNER:?}:\n{}",
-                r.describe()
-            );
+            r.assert_failed_with(st, LOST_OWNER);
             lost_calls += 1;
         } else {
             c.set_link(3, true);
