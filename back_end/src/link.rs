@@ -13,6 +13,7 @@ use dipc_common::auth::{AuthError, ClientHandshake, Secret};
 use dipc_common::channel::{ChannelError, Framed};
 use dipc_common::config::{Config, REFEREE_RETRY_MAX};
 use dipc_common::net::{connect_from, tune_tcp, Stream};
+use dipc_common::silence::Silence;
 use dipc_common::wire::{IpcKind, Message, Role};
 use log::{debug, info, warn};
 use mio::{Interest, Registry, Token};
@@ -111,6 +112,8 @@ pub struct Link {
     conn: Option<Framed<Stream>>,
     backoff: Duration,
     last_heard: Instant,
+    /// The referee's silence while joined (see `dipc_common::silence`).
+    silence: Silence,
     next_heartbeat: Instant,
     next_id: u64,
     /// Relayed requests by our request id.
@@ -126,6 +129,7 @@ impl Link {
             conn: None,
             backoff: MIN_BACKOFF,
             last_heard: now,
+            silence: Silence::new(now),
             next_heartbeat: now,
             next_id: 1,
             pending: HashMap::new(),
@@ -162,14 +166,33 @@ impl Link {
     }
 
     /// Timers: start a connection, send a heartbeat, or give up on a
-    /// silent referee.
-    pub fn tick(&mut self, registry: &Registry, config: &Config, out: &mut Vec<LinkEvent>) {
+    /// silent referee. Cheap when nothing is due, so the daemon calls it
+    /// between the events of a long batch too: a busy host's heartbeats
+    /// then go out on time.
+    pub fn tick(
+        &mut self,
+        registry: &Registry,
+        config: &Config,
+        secret: &Secret,
+        out: &mut Vec<LinkEvent>,
+    ) {
         let now = Instant::now();
         match &self.state {
             State::Idle(at) if now >= *at => self.connect(registry, config, out),
             State::Idle(_) => {}
             State::Joined => {
-                if now.duration_since(self.last_heard) > config.timeouts.heartbeat_timeout {
+                // The loop looks at least every heartbeat interval (its
+                // deadline); a longer gap is this daemon's own stall.
+                let step = config.timeouts.heartbeat_interval * 2;
+                let timeout = config.timeouts.heartbeat_timeout;
+                if self.silence.look(now, step) > timeout {
+                    // The referee's frames may be waiting unread behind a
+                    // long batch of ours: read them before blaming it.
+                    self.ready(registry, config, secret, out);
+                }
+                if !self.is_joined() {
+                    // Reading found the link closed (and reset it).
+                } else if self.silence.look(now, step) > timeout {
                     warn!(
                         "referee silent for {} ms; reconnecting",
                         config.timeouts.heartbeat_timeout.as_millis()
@@ -219,6 +242,7 @@ impl Link {
                 }
                 self.conn = Some(Framed::new(stream, config.max_frame));
                 self.last_heard = Instant::now();
+                self.silence.heard(self.last_heard);
                 self.state = State::Connecting;
             }
             Err(e) => {
@@ -304,6 +328,7 @@ impl Link {
                 }
             };
             self.last_heard = Instant::now();
+            self.silence.heard(self.last_heard);
             if let Err(fatal) = self.handle(frame.0, frame.1, config, out) {
                 out.push(LinkEvent::Fatal(fatal));
                 self.reset(registry, out);
@@ -388,5 +413,84 @@ impl Link {
             s @ (State::Idle(_) | State::Connecting) => s,
         };
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mio::Poll;
+
+    /// A joined link on one end of a socket pair; the referee's end is the
+    /// other.
+    fn joined(poll: &Poll) -> (Link, std::os::unix::net::UnixStream) {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let mut stream = Stream::Unix(mio::net::UnixStream::from_std(ours));
+        poll.registry()
+            .register(&mut stream, Token(2), Interest::READABLE)
+            .unwrap();
+        let mut link = Link::new(Token(2));
+        link.conn = Some(Framed::new(stream, 1 << 20));
+        link.state = State::Joined;
+        (link, theirs)
+    }
+
+    fn secret() -> Secret {
+        Secret::from_bytes(&[b'7'; 64]).unwrap()
+    }
+
+    /// Makes the link's referee silent for just over the time-out, as
+    /// counted by looks at every heartbeat interval while the daemon runs.
+    fn silent_by_count(link: &mut Link, config: &Config) {
+        let t0 = Instant::now();
+        link.silence = Silence::new(t0);
+        link.next_heartbeat = t0 + config.timeouts.heartbeat_timeout * 10;
+        let step = config.timeouts.heartbeat_interval * 2;
+        let mut now = t0;
+        while link.silence.look(now, step) <= config.timeouts.heartbeat_timeout {
+            now += config.timeouts.heartbeat_interval;
+        }
+    }
+
+    #[test]
+    fn frames_waiting_unread_count_as_heard() {
+        let poll = Poll::new().unwrap();
+        let config = Config::default();
+        let (mut link, mut referee) = joined(&poll);
+        silent_by_count(&mut link, &config);
+        // The referee's ack came in time and waits unread behind a long
+        // batch of the daemon's.
+        let mut ack = Vec::new();
+        dipc_common::wire::encode_frame(0, &Message::HeartbeatAck, &mut ack);
+        std::io::Write::write_all(&mut referee, &ack).unwrap();
+        let mut out = Vec::new();
+        link.tick(poll.registry(), &config, &secret(), &mut out);
+        assert!(link.is_joined(), "a live referee was dropped");
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_stall_of_the_daemon_is_not_the_referees_silence() {
+        let poll = Poll::new().unwrap();
+        let config = Config::default();
+        let (mut link, _referee) = joined(&poll);
+        // The daemon did not run for three heartbeat time-outs.
+        link.silence = Silence::new(Instant::now() - config.timeouts.heartbeat_timeout * 3);
+        link.next_heartbeat = Instant::now() + config.timeouts.heartbeat_interval;
+        let mut out = Vec::new();
+        link.tick(poll.registry(), &config, &secret(), &mut out);
+        assert!(link.is_joined(), "the referee was blamed for our stall");
+    }
+
+    #[test]
+    fn a_referee_silent_while_the_daemon_runs_is_dropped() {
+        let poll = Poll::new().unwrap();
+        let config = Config::default();
+        let (mut link, _referee) = joined(&poll);
+        silent_by_count(&mut link, &config);
+        let mut out = Vec::new();
+        link.tick(poll.registry(), &config, &secret(), &mut out);
+        assert!(!link.is_joined());
     }
 }

@@ -325,11 +325,13 @@ impl Daemon<'_> {
                         None => self.client_ready(t),
                     },
                 }
+                // A batch of many clients (each perhaps a fork) can take
+                // longer than the heartbeat time-out under load.
+                self.tick_link(&mut link_events);
             }
             self.expire_grants(Instant::now());
             self.expire_stalled_clients(Instant::now());
-            self.link
-                .tick(self.poll.registry(), self.config, &mut link_events);
+            self.tick_link(&mut link_events);
             for ev in link_events.drain(..) {
                 match ev {
                     LinkEvent::Reply { to, msg } => self.relayed_reply(to, msg),
@@ -352,6 +354,11 @@ impl Daemon<'_> {
                 }
             }
         }
+    }
+
+    fn tick_link(&mut self, out: &mut Vec<LinkEvent>) {
+        self.link
+            .tick(self.poll.registry(), self.config, &self.secret, out);
     }
 
     fn accept(&mut self, listener: &mut UnixListener) {

@@ -14,6 +14,7 @@ pub mod incarnation;
 pub mod net;
 pub mod procs;
 pub mod secure;
+pub mod silence;
 pub mod sys;
 pub mod sysv;
 pub mod wire;

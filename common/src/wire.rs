@@ -404,6 +404,7 @@ kinds! {
     SemJoin = 102,
     SemHandover = 103,
     KeyClaim = 142,
+    Received = 104,
 }
 
 /// Every message of the protocol.
@@ -828,6 +829,11 @@ pub enum Message {
         creator_uid: u32,
         incarnation: u64,
     },
+    /// The caller has the `MsgData` reply of its call with this frame's
+    /// id. Never answered. Until it comes (or the caller's next request),
+    /// the worker holds the message it took and puts it back in the queue
+    /// if the session ends first.
+    Received,
 }
 
 impl Message {
@@ -902,6 +908,7 @@ impl Message {
             Message::SemJoin { .. } => Kind::SemJoin,
             Message::SemHandover { .. } => Kind::SemHandover,
             Message::KeyClaim { .. } => Kind::KeyClaim,
+            Message::Received => Kind::Received,
         }
     }
 
@@ -1344,6 +1351,7 @@ impl Message {
             | Message::Ping
             | Message::ShmDetach
             | Message::Pong => {}
+            Message::Received => {}
         }
     }
 
@@ -1811,6 +1819,7 @@ impl Message {
                 creator_uid: r.u32("creator_uid")?,
                 incarnation: r.u64("incarnation")?,
             },
+            Kind::Received => Message::Received,
         };
         if !r.buf.is_empty() {
             return Err(WireError::TrailingBytes {
@@ -2638,6 +2647,7 @@ mod tests {
                 creator_uid: 1000,
                 incarnation: u64::MAX,
             },
+            Message::Received,
         ]
     }
 

@@ -283,6 +283,19 @@ impl Client<TcpStream> {
     }
 }
 
+impl Client<TcpStream> {
+    /// Tells the worker that the reply of the last call has arrived. A
+    /// worker that took a message from a queue for that call holds it
+    /// until then, and puts it back in the queue if the session ends
+    /// first; so a caller whose confirmation cannot be sent must not use
+    /// the message (it is, or will be, back in the queue).
+    pub fn confirm(&mut self) -> Result<(), ClientError> {
+        self.ch
+            .send(self.next_id - 1, &Message::Received)
+            .map_err(ClientError::Channel)
+    }
+}
+
 /// How many times a cancel is repeated (every [`CANCEL_REPEAT`]) before
 /// the call is given up as lost.
 const CANCEL_LIMIT: u32 = 100;

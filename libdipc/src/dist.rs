@@ -3,6 +3,7 @@
 //! and freeing the key after `IPC_RMID`. `msg` and `sem` supply only
 //! their kind's system calls.
 
+use crate::retry;
 use crate::state::{self, Route};
 use crate::ClientError;
 use dipc_common::wire::{IpcKind, Message, Origin};
@@ -46,11 +47,14 @@ pub fn get(ops: &KindOps, key: i32, flags: i32, size: u64) -> Result<i32, Errno>
     // A second round only after clearing a stale entry (below).
     for _ in 0..2 {
         // The grant, if this host wins the creation, belongs to this
-        // connection: the commit or abort must go on it.
-        let mut ctl = state::control_conn().map_err(client_errno)?;
-        let reply = ctl
-            .call(&Message::KeyGet { kind, key, flags })
-            .map_err(client_errno)?;
+        // connection: the commit or abort must go on it. A look-up that
+        // failed in transit is made again: it had no grant (see `retry`).
+        let (mut ctl, reply) = retry::retrying(|| {
+            let mut ctl = state::control_conn()?;
+            let reply = ctl.call(&Message::KeyGet { kind, key, flags })?;
+            Ok((ctl, reply))
+        })
+        .map_err(client_errno)?;
         let Message::KeyOwner {
             owner,
             id,

@@ -11,6 +11,7 @@ pub mod client;
 mod dist;
 pub mod msg;
 pub mod pid;
+mod retry;
 pub mod sem;
 pub mod shm;
 mod spin;

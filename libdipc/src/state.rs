@@ -309,7 +309,9 @@ pub fn remote_as(
     });
     let mut c = match pooled {
         Some(c) => c,
-        None => Client::session(config()?, owner)?,
+        // Nothing has run on the owner yet: an open that failed in
+        // transit may be tried again.
+        None => crate::retry::retrying(|| Client::session(config()?, owner))?,
     };
     if pid_d.is_some_and(|want| c.pid_d() != want) {
         if let Some(p) = pools().as_mut() {
@@ -320,10 +322,18 @@ pub fn remote_as(
             message: "this host's dipcd does not know this process as registered".into(),
         });
     }
-    let r = match undo_check(owner, msg, &mut c, undo) {
+    let mut r = match undo_check(owner, msg, &mut c, undo) {
         Ok(()) => c.call_blocking(msg, may_block, held),
         Err(e) => Err(e),
     };
+    if let Ok(Message::MsgData { .. }) = r {
+        // A confirmation that cannot be sent leaves the message to the
+        // worker, which puts it back in the queue: taking it here too
+        // would deliver it twice.
+        if let Err(e) = c.confirm() {
+            r = Err(e);
+        }
+    }
     if !matches!(r, Err(ClientError::Channel(_))) {
         if let Some(p) = pools().as_mut() {
             p.sessions.entry(owner).or_default().push(c);

@@ -1,6 +1,7 @@
 //! The referee's table of hosts: who joined, when each was last heard
 //! from, and which are up.
 
+use dipc_common::silence::Silence;
 use dipc_common::wire::HostInfo;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 #[derive(Debug)]
 struct Host {
     up: bool,
-    last_heard: Instant,
+    silence: Silence,
     joined: Instant,
     version: u16,
     /// The connection the host joined on, while it is open.
@@ -43,7 +44,7 @@ impl HostTable {
             addr,
             Host {
                 up: true,
-                last_heard: now,
+                silence: Silence::new(now),
                 joined: now,
                 version,
                 conn: Some(conn),
@@ -53,18 +54,20 @@ impl HostTable {
         old.and_then(|h| h.conn).filter(|c| *c != conn)
     }
 
+    /// A frame came from the host: any frame shows it alive, not only a
+    /// heartbeat (a busy host's relayed requests may overtake its
+    /// heartbeats).
     pub fn heard(&mut self, addr: &SocketAddr, now: Instant) {
         if let Some(h) = self.hosts.get_mut(addr) {
-            h.last_heard = now;
+            h.silence.heard(now);
         }
     }
 
     /// A heartbeat from `addr` on connection `conn`: a host sends its
     /// claims as soon as it has joined, before its first heartbeat, so
     /// they are all in.
-    pub fn heartbeat(&mut self, addr: &SocketAddr, conn: usize, now: Instant) {
+    pub fn heartbeat(&mut self, addr: &SocketAddr, conn: usize) {
         if let Some(h) = self.hosts.get_mut(addr) {
-            h.last_heard = now;
             if h.conn == Some(conn) {
                 h.claimed = true;
             }
@@ -91,11 +94,19 @@ impl HostTable {
     }
 
     /// Marks down every host silent for longer than `timeout`; returns them
-    /// with their connections, which the caller closes.
-    pub fn expire(&mut self, now: Instant, timeout: Duration) -> Vec<(SocketAddr, Option<usize>)> {
+    /// with their connections, which the caller closes. Called at every
+    /// sweep; of a gap between sweeps longer than `step`, only `step`
+    /// counts as silence (see `dipc_common::silence`): the rest is the
+    /// referee's own stall.
+    pub fn expire(
+        &mut self,
+        now: Instant,
+        timeout: Duration,
+        step: Duration,
+    ) -> Vec<(SocketAddr, Option<usize>)> {
         let mut gone = Vec::new();
         for (addr, h) in self.hosts.iter_mut() {
-            if h.up && now.duration_since(h.last_heard) > timeout {
+            if h.up && h.silence.look(now, step) > timeout {
                 h.up = false;
                 gone.push((*addr, h.conn.take()));
             }
@@ -109,7 +120,7 @@ impl HostTable {
             .map(|(addr, h)| HostInfo {
                 addr: *addr,
                 up: h.up,
-                last_heard_ms: now.duration_since(h.last_heard).as_millis() as u64,
+                last_heard_ms: now.duration_since(h.silence.last_heard()).as_millis() as u64,
                 joined_ms: now.duration_since(h.joined).as_millis() as u64,
                 version: h.version,
             })
@@ -121,6 +132,8 @@ impl HostTable {
 mod tests {
     use super::*;
 
+    const STEP: Duration = Duration::from_millis(600);
+
     #[test]
     fn join_heartbeat_expire_rejoin() {
         let a: SocketAddr = "10.0.0.2:7100".parse().unwrap();
@@ -129,9 +142,17 @@ mod tests {
         assert_eq!(t.join(a, 1, 7, t0), None);
         t.heard(&a, t0 + Duration::from_millis(900));
         assert!(t
-            .expire(t0 + Duration::from_millis(1500), Duration::from_secs(1))
+            .expire(
+                t0 + Duration::from_millis(1500),
+                Duration::from_secs(1),
+                STEP
+            )
             .is_empty());
-        let gone = t.expire(t0 + Duration::from_millis(2000), Duration::from_secs(1));
+        let gone = t.expire(
+            t0 + Duration::from_millis(2000),
+            Duration::from_secs(1),
+            STEP,
+        );
         assert_eq!(gone, vec![(a, Some(7))]);
         assert!(!t.snapshot(t0 + Duration::from_secs(2))[0].up);
         // A restarted host joins on a new connection.
@@ -152,13 +173,43 @@ mod tests {
         assert!(t.may_adopt(&a));
         // A heartbeat on a connection that is no longer the host's does
         // not count.
-        t.heartbeat(&a, 6, t0);
+        t.heartbeat(&a, 6);
         assert!(t.may_adopt(&a));
-        t.heartbeat(&a, 7, t0);
+        t.heartbeat(&a, 7);
         assert!(!t.may_adopt(&a));
         // Back after a cut: this referee has its keys already.
         assert!(t.disconnected(&a, 7));
         t.join(a, 1, 8, t0);
         assert!(!t.may_adopt(&a));
+    }
+
+    #[test]
+    fn a_stalled_referee_does_not_mark_live_hosts_down() {
+        let a: SocketAddr = "10.0.0.2:7100".parse().unwrap();
+        let b: SocketAddr = "10.0.0.3:7100".parse().unwrap();
+        let timeout = Duration::from_millis(1500);
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut t = HostTable::default();
+        t.join(a, 1, 1, t0);
+        t.join(b, 1, 2, t0);
+        assert!(t.expire(ms(250), timeout, STEP).is_empty());
+        // The referee does not run for 10 s; when it does, it reads a's
+        // heartbeats (waiting in its socket) before it sweeps, and b has
+        // really gone quiet.
+        t.heard(&a, ms(10_250));
+        assert!(t.expire(ms(10_251), timeout, STEP).is_empty());
+        // b is found out within the time-out once the referee runs again.
+        let mut gone = Vec::new();
+        for i in 1..=10 {
+            let now = 10_251 + 250 * i;
+            t.heard(&a, ms(now));
+            gone.extend(t.expire(ms(now), timeout, STEP));
+            if !gone.is_empty() {
+                assert!(now - 10_251 <= 1500, "b found out only at {now} ms");
+                break;
+            }
+        }
+        assert_eq!(gone, vec![(b, Some(2))]);
     }
 }

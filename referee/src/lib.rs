@@ -126,6 +126,12 @@ pub fn run(config: &Config, secret: Secret) -> i32 {
     }
 }
 
+/// How often the referee sweeps: often enough that a silent host is marked
+/// down close to its time-out.
+fn sweep_tick(config: &Config) -> Duration {
+    (config.timeouts.heartbeat_interval / 2).max(Duration::from_millis(20))
+}
+
 fn serve(config: &Config, secret: Secret) -> io::Result<()> {
     let mut signals = sys::signal_fd()?;
     let poll = Poll::new()?;
@@ -169,9 +175,7 @@ fn serve(config: &Config, secret: Secret) -> io::Result<()> {
         config.referee_settle().as_millis()
     );
     let mut events = Events::with_capacity(256);
-    // Sweep often enough that a silent host is marked down close to its
-    // time-out.
-    let tick = (config.timeouts.heartbeat_interval / 2).max(Duration::from_millis(20));
+    let tick = sweep_tick(config);
     let mut next_sweep = Instant::now() + tick;
     loop {
         let mut until = next_sweep;
@@ -370,6 +374,10 @@ impl Referee<'_> {
             Peer::Tcp(ip) => Some(ip),
             Peer::Admin => None,
         };
+        if let State::Ready { host: Some(h), .. } = c.state {
+            // Every frame of a joined host shows it alive.
+            self.hosts.heard(&h, now);
+        }
         let msg = match (&c.state, msg) {
             (State::Ready { host: Some(h), .. }, msg) if now < self.settle_until => {
                 let h = *h;
@@ -443,13 +451,10 @@ impl Referee<'_> {
                 self.refuse(c, &why);
             }
             (State::Ready { host: Some(h), .. }, Message::Heartbeat) => {
-                self.hosts.heartbeat(h, t, now);
+                self.hosts.heartbeat(h, t);
                 c.framed.queue(id, &Message::HeartbeatAck);
             }
-            (State::Ready { host, .. }, Message::ListHosts) => {
-                if let Some(h) = host {
-                    self.hosts.heard(h, now);
-                }
+            (State::Ready { .. }, Message::ListHosts) => {
                 c.framed.queue(
                     id,
                     &Message::Hosts {
@@ -798,12 +803,20 @@ impl Referee<'_> {
         }
     }
 
+    /// The longest gap between two sweeps that counts in full towards a
+    /// host's silence: two sweep ticks (see `serve`); a longer one is the
+    /// referee's own stall.
+    fn sweep_step(&self) -> Duration {
+        sweep_tick(self.config) * 2
+    }
+
     fn sweep(&mut self) {
         let now = Instant::now();
-        for (addr, conn) in self
-            .hosts
-            .expire(now, self.config.timeouts.heartbeat_timeout)
-        {
+        for (addr, conn) in self.hosts.expire(
+            now,
+            self.config.timeouts.heartbeat_timeout,
+            self.sweep_step(),
+        ) {
             info!(
                 "host {addr} down: no heartbeat for {} ms",
                 self.config.timeouts.heartbeat_timeout.as_millis()

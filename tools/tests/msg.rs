@@ -15,9 +15,6 @@ use std::process::Output;
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// The errors a call on a queue whose owner host is lost may end with.
-const LOST_OWNER: &[&str] = &["ETIMEDOUT", "ECONNRESET", "EHOSTUNREACH", "ECONNREFUSED"];
-
 /// Time a blocked call is given to finish once it should.
 const WAKE: Duration = Duration::from_secs(10);
 
@@ -921,13 +918,7 @@ fn lost_owner_fails_a_blocked_recv_in_time() {
             r.describe()
         );
     };
-    assert!(!st.success(), "{}", r.describe());
-    let name = errno_name(&r.stderr());
-    assert!(
-        name.as_deref().is_some_and(|n| LOST_OWNER.contains(&n)),
-        "want one of {LOST_OWNER:?}:\n{}",
-        r.describe()
-    );
+    let name = r.assert_failed_with(st, LOST_OWNER);
     eprintln!("recv failed with {name:?} {took:?} after the owner was killed");
 
     // New calls on the lost queue fail too, and quickly.
@@ -984,13 +975,7 @@ fn partitioned_owner_fails_a_blocked_recv_in_time() {
         );
     };
     let took = cut.elapsed();
-    assert!(!st.success(), "{}", r.describe());
-    let name = errno_name(&r.stderr());
-    assert!(
-        name.as_deref().is_some_and(|n| LOST_OWNER.contains(&n)),
-        "want one of {LOST_OWNER:?}:\n{}",
-        r.describe()
-    );
+    let name = r.assert_failed_with(st, LOST_OWNER);
     eprintln!("recv failed with {name:?} {took:?} after the owner was cut off");
     let t = Instant::now();
     c.exec_err(3, &["dipc-msg", "send", "0x8a8a", "1", "x"], LOST_OWNER);

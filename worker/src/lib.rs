@@ -177,6 +177,13 @@ fn serve_session(s: Session, mut first: Option<(u64, Message)>) -> i32 {
     };
     let mut dipcd = pids::Dipcd::default();
     let mut origins = origin::Origins::new(incarnation, config.front_end_addr());
+    // A message taken for the caller whose reply it has not confirmed yet.
+    let mut held: Option<msg::Held> = None;
+    let put_back = |held: Option<msg::Held>| {
+        if let Some(h) = held {
+            h.put_back(config.timeouts.request);
+        }
+    };
     loop {
         let next = match first.take() {
             Some(f) => Ok(f),
@@ -184,11 +191,32 @@ fn serve_session(s: Session, mut first: Option<(u64, Message)>) -> i32 {
         };
         let (id, req) = match next {
             Ok(r) => r,
-            Err(ChannelError::Closed) => return 0,
+            Err(ChannelError::Closed) => {
+                put_back(held);
+                return 0;
+            }
             Err(e) => {
                 info!("worker for {peer}: {e}");
+                put_back(held);
                 return 1;
             }
+        };
+        match &req {
+            Message::Received => {
+                if held.as_ref().is_some_and(|h| h.call == id) {
+                    held = None;
+                }
+                continue;
+            }
+            // A cancel that crossed the reply comes before the caller has
+            // read it: no confirmation.
+            Message::Cancel => {}
+            // The caller sends a request only once it has the last reply.
+            _ => held = None,
+        }
+        let rcv_queue = match &req {
+            Message::MsgRcv { id, .. } => Some(*id),
+            _ => None,
         };
         // A call on a stale id goes no further (only once the session is
         // open: before, the request is refused below anyway).
@@ -342,8 +370,11 @@ fn serve_session(s: Session, mut first: Option<(u64, Message)>) -> i32 {
         if let Some(r) = removal {
             r.done(config, &mut origins, &reply);
         }
-        if let Err(e) = ch.send(id, &reply) {
+        let sent = ch.send(id, &reply);
+        held = rcv_queue.and_then(|q| msg::Held::of(id, q, reply));
+        if let Err(e) = sent {
             info!("worker for {peer}: reply lost: {e}");
+            put_back(held);
             return 1;
         }
     }

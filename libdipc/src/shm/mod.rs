@@ -254,7 +254,7 @@ fn open_remote(
     target: (i32, Origin),
     readonly: bool,
 ) -> Result<(Conn, Codec, u64, u64), Errno> {
-    let (s, codec) = Client::session(config, owner)
+    let (s, codec) = crate::retry::retrying(|| Client::session(config, owner))
         .map_err(client_errno)?
         .into_parts();
     s.set_read_timeout(Some(config.timeouts.request))

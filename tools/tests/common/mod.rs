@@ -810,7 +810,20 @@ pub struct Background {
     started: Instant,
 }
 
+/// The errors a call on a structure whose owner host is lost may end with.
+pub const LOST_OWNER: &[&str] = &["ETIMEDOUT", "ECONNRESET", "EHOSTUNREACH", "ECONNREFUSED"];
+
 impl Background {
+    /// Asserts that the program, which ended with `st`, failed with one of
+    /// `errnos` (by name, as `dipc-msg` prints them); returns that name.
+    pub fn assert_failed_with(&self, st: ExitStatus, errnos: &[&str]) -> String {
+        assert!(!st.success(), "{}", self.describe());
+        match errno_name(&self.stderr()) {
+            Some(n) if errnos.contains(&n.as_str()) => n,
+            _ => panic!("want one of {errnos:?}:\n{}", self.describe()),
+        }
+    }
+
     /// The `pid_d N` line a registering program prints first (within 20 s).
     pub fn pid_d(&mut self) -> i64 {
         self.wait_for_stdout("pid_d ", Duration::from_secs(20));
