@@ -607,8 +607,22 @@ impl Daemon<'_> {
             }
             // Open to every user: a pid_d must be looked up to be signalled
             // or sent to, so the list tells nothing more (see referee::pids).
-            Message::PidLookup { .. } | Message::ListPids { .. } => {
+            // Names are as open as the pids they stand for.
+            Message::PidLookup { .. }
+            | Message::ListPids { .. }
+            | Message::NameLookup { .. }
+            | Message::ListNames { .. } => {
                 self.relay(c, relay(None), &msg);
+            }
+            // As for Unregister, the referee checks that the name is
+            // asked for by the process pid_d is: the pid is the kernel's.
+            Message::NameRegister { pid_d, name, .. } => {
+                let pid = c.cred.pid;
+                self.relay(c, relay(None), &Message::NameRegister { pid_d, pid, name });
+            }
+            Message::NameRelease { pid_d, name, .. } => {
+                let pid = c.cred.pid;
+                self.relay(c, relay(None), &Message::NameRelease { pid_d, pid, name });
             }
             // Any local user may name any address here, and the employer
             // authenticates there with the cluster secret: it may go only
