@@ -81,6 +81,8 @@ const MAX_UIDS: usize = 4096;
 const SPIN: Duration = Duration::from_micros(200);
 const NAP_MIN: Duration = Duration::from_micros(20);
 const NAP_MAX: Duration = Duration::from_millis(1);
+/// The longest pause of a server retrying a reply into a full mailbox.
+const REPLY_NAP_MAX: Duration = Duration::from_millis(10);
 
 fn lock<T>(m: &'static Mutex<T>) -> MutexGuard<'static, T> {
     // Every update is a single insert or remove.
@@ -759,9 +761,27 @@ impl<S> Process<S> {
     }
 }
 
+/// Sends a reply. Anyone may fill a caller's mailbox, so a full one is
+/// waited on for `request_ms` at most and the reply then given up (the
+/// caller waits until its own time-out): the server goes on serving.
 fn reply(to: PidD, id: u64, status: i32, output: &[u8]) {
-    if let Err(e) = pid::send(to, &encode_reply(id, status, output), 0) {
-        log::debug!("dipc: reply to pid_d {to}: {e}");
+    let m = encode_reply(id, status, output);
+    let limit = state::config().map_or(Duration::from_secs(10), |c| c.timeouts.request);
+    let start = Instant::now();
+    let mut pause = NAP_MIN;
+    loop {
+        match pid::send(to, &m, pid::DIPC_NOWAIT) {
+            Ok(()) => return,
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) && start.elapsed() < limit => {
+                // A signal only shortens the pause.
+                let _ = nap(pause);
+                pause = (pause * 2).min(REPLY_NAP_MAX);
+            }
+            Err(e) => {
+                log::warn!("dipc: reply to pid_d {to} given up: {e}");
+                return;
+            }
+        }
     }
 }
 

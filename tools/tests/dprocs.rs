@@ -259,3 +259,75 @@ fn serving_interleaves_initial_statements_and_retries_oldest_first() {
         }
     }
 }
+
+/// The lecture's Buffer (libdipc/examples/c/dp_buffer.c, the C API): one
+/// Buffer process on host 2, senders and receivers on every host; every
+/// letter is received exactly once.
+#[test]
+fn buffer_passes_every_letter_exactly_once() {
+    const PER: usize = 15;
+    let c = Cluster::up(3);
+    let prog = c_example("dp_buffer").to_string_lossy().into_owned();
+    let mut buffer = c.spawn(2, &[&prog, "serve"]);
+    buffer.pid_d();
+    let out = c.exec_ok(1, &[&prog, "errors"]);
+    assert!(out.contains("errors ok"), "{out}");
+
+    let per = PER.to_string();
+    let mut senders = Vec::new();
+    let mut receivers = Vec::new();
+    let mut expected = Vec::new();
+    for host in 1..=3 {
+        for j in 0..2 {
+            let tag = format!("h{host}s{j}");
+            expected.extend((0..PER).map(|i| format!("{tag} {i}")));
+            senders.push(c.spawn(host, &[&prog, "send", &tag, &per]));
+            receivers.push(c.spawn(host, &[&prog, "receive", &per]));
+        }
+    }
+    let mut got = Vec::new();
+    for p in senders.iter_mut().chain(receivers.iter_mut()) {
+        let st = p.wait(Duration::from_secs(120));
+        assert!(st.success(), "{}", p.describe());
+    }
+    for r in &receivers {
+        got.extend(
+            r.stdout()
+                .lines()
+                .filter(|l| !l.starts_with("received"))
+                .map(str::to_owned),
+        );
+    }
+    got.sort();
+    expected.sort();
+    assert_eq!(got, expected, "letters lost or received twice");
+
+    c.exec_ok(3, &[&prog, "stop"]);
+    assert!(buffer.wait(WAKE).success(), "{}", buffer.describe());
+    assert!(buffer.stdout().contains("stopped"));
+}
+
+/// A caller whose mailbox is full when its reply is due (anyone may fill
+/// a mailbox) must not hold the server: the reply is given up after
+/// `request_ms` (5 s in these clusters) and the server serves on.
+#[test]
+fn a_full_callers_mailbox_does_not_hold_the_server() {
+    let c = Cluster::up(2);
+    let mut srv = c.spawn(2, &["dipc-dproc", "serve", "--name", "Srv"]);
+    srv.pid_d();
+    let mut taker = c.spawn(1, &["dipc-dproc", "call", "Srv", "Take"]);
+    let t = taker.pid_d();
+    srv.wait_for_stdout("postponed Take 0", WAKE);
+    let filler = c_example("mailbox").to_string_lossy().into_owned();
+    let out = c.exec_ok(2, &[&filler, "fill", &t.to_string(), "4096"]);
+    assert!(out.contains("filled"), "{out}");
+    // Take's reply is due now, into the full mailbox.
+    call_ok(&c, 2, &["Srv", "Put"]);
+    let t0 = Instant::now();
+    assert_eq!(
+        call_ok(&c, 1, &["Srv", "Echo", "served", "--timeout-ms", "20000"]),
+        ["served"]
+    );
+    eprintln!("served again after {:?}", t0.elapsed());
+    assert!(taker.running(), "{}", taker.describe());
+}

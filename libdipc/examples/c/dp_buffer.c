@@ -1,0 +1,234 @@
+/* dp_buffer: Brinch Hansen's Buffer as a distributed process, with the
+ * C API (dipc_serve, dipc_call, dipc_name_*).
+ *
+ *   process Buffer
+ *     M: line; full: bool
+ *     proc Send(N: line)     when not full: M := N; full := true end
+ *     proc Receive(#N: line) when full: N := M; full := false end
+ *     full := false
+ *
+ *   dp_buffer serve [NAME]         regist, take NAME (default "Buffer"),
+ *                                  print "pid_d N", serve until a Stop
+ *                                  call; print "stopped"
+ *   dp_buffer send TAG COUNT [NAME]   send COUNT letters "TAG SEQ" (each
+ *                                  LETTER bytes, blank-padded); "sent COUNT"
+ *   dp_buffer receive COUNT [NAME] receive COUNT letters, print each
+ *                                  (unpadded) on a line; "received COUNT"
+ *   dp_buffer stop [NAME]          call Stop
+ *   dp_buffer errors [NAME]        the C API's errors: ENOSYS, EDEADLK,
+ *                                  EMSGSIZE, ESRCH, EFAULT, ENOENT,
+ *                                  EEXIST; print "errors ok"
+ *
+ * Failures print "dp_buffer: CALL: strerror (errno NAME)" or "FAIL: ..."
+ * on stderr and exit 1. */
+#include <dipc.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LETTER 128
+
+struct buffer {
+    char m[LETTER];
+    int full;
+};
+
+static const char *errno_name(int e)
+{
+    switch (e) {
+    case ESRCH: return "ESRCH";
+    case ENOENT: return "ENOENT";
+    case EEXIST: return "EEXIST";
+    case EPERM: return "EPERM";
+    case ENOSYS: return "ENOSYS";
+    case EDEADLK: return "EDEADLK";
+    case EMSGSIZE: return "EMSGSIZE";
+    case EFAULT: return "EFAULT";
+    case ENOTCONN: return "ENOTCONN";
+    case ECONNRESET: return "ECONNRESET";
+    case ETIMEDOUT: return "ETIMEDOUT";
+    case EINVAL: return "EINVAL";
+    default: return "OTHER";
+    }
+}
+
+static int die(const char *call)
+{
+    int e = errno;
+    fprintf(stderr, "dp_buffer: %s: %s (errno %s)\n", call, strerror(e), errno_name(e));
+    return 1;
+}
+
+static int fail(const char *what)
+{
+    fprintf(stderr, "FAIL: %s\n", what);
+    return 1;
+}
+
+static int proc_send(void *state, struct dipc_call_info *call)
+{
+    struct buffer *b = state;
+    if (b->full)
+        return DIPC_WAIT;
+    if (call->inlen != LETTER)
+        return EINVAL;
+    memcpy(b->m, call->in, LETTER);
+    b->full = 1;
+    call->outlen = 0;
+    return 0;
+}
+
+static int proc_receive(void *state, struct dipc_call_info *call)
+{
+    struct buffer *b = state;
+    if (!b->full)
+        return DIPC_WAIT;
+    if (call->outcap < LETTER)
+        return E2BIG;
+    memcpy(call->out, b->m, LETTER);
+    call->outlen = LETTER;
+    b->full = 0;
+    return 0;
+}
+
+static int proc_stop(void *state, struct dipc_call_info *call)
+{
+    (void)state;
+    call->outlen = 0;
+    dipc_serve_stop();
+    return 0;
+}
+
+static int initial(void *state, unsigned *phase)
+{
+    struct buffer *b = state;
+    (void)phase;
+    b->full = 0;
+    return 0;
+}
+
+static pid_d find(const char *name)
+{
+    pid_d q = dipc_name_lookup(name);
+    if (q < 0)
+        exit(die("dipc_name_lookup"));
+    return q;
+}
+
+static int serve(const char *name)
+{
+    static const struct dipc_proc procs[] = {
+        { "Send", proc_send },
+        { "Receive", proc_receive },
+        { "Stop", proc_stop },
+    };
+    struct buffer b;
+    pid_d me = regist();
+    if (me < 0)
+        return die("regist");
+    if (dipc_name_register(name) < 0)
+        return die("dipc_name_register");
+    printf("pid_d %lld\n", (long long)me);
+    fflush(stdout);
+    if (dipc_serve(&b, procs, sizeof procs / sizeof procs[0], initial) < 0)
+        return die("dipc_serve");
+    printf("stopped\n");
+    return 0;
+}
+
+static int send_letters(const char *tag, int count, const char *name)
+{
+    char letter[LETTER];
+    pid_d q;
+    if (regist() < 0)
+        return die("regist");
+    q = find(name);
+    for (int i = 0; i < count; i++) {
+        memset(letter, ' ', LETTER);
+        int n = snprintf(letter, LETTER, "%s %d", tag, i);
+        letter[n] = ' ';
+        if (dipc_call(q, "Send", letter, LETTER, NULL, 0, 0) < 0)
+            return die("dipc_call Send");
+    }
+    printf("sent %d\n", count);
+    return 0;
+}
+
+static int receive_letters(int count, const char *name)
+{
+    char letter[LETTER + 1];
+    pid_d q;
+    if (regist() < 0)
+        return die("regist");
+    q = find(name);
+    for (int i = 0; i < count; i++) {
+        ssize_t n = dipc_call(q, "Receive", NULL, 0, letter, LETTER, 0);
+        if (n < 0)
+            return die("dipc_call Receive");
+        if (n != LETTER)
+            return fail("a letter of the wrong length");
+        while (n > 0 && letter[n - 1] == ' ')
+            n--;
+        letter[n] = '\0';
+        printf("%s\n", letter);
+    }
+    printf("received %d\n", count);
+    return 0;
+}
+
+static int expect(ssize_t r, int err, const char *what)
+{
+    if (r >= 0 || errno != err) {
+        fprintf(stderr, "FAIL: %s: got %zd, errno %s, not %s\n", what, r,
+                r < 0 ? errno_name(errno) : "-", errno_name(err));
+        return 1;
+    }
+    return 0;
+}
+
+static int errors(const char *name)
+{
+    static char big[65536];
+    char out[8];
+    pid_d me = regist();
+    pid_d q;
+    int bad = 0;
+    if (me < 0)
+        return die("regist");
+    q = find(name);
+    bad |= expect(dipc_call(q, "Nope", NULL, 0, NULL, 0, 0), ENOSYS, "unknown procedure");
+    bad |= expect(dipc_call(me, "Send", NULL, 0, NULL, 0, 0), EDEADLK, "self-call");
+    bad |= expect(dipc_call(q, "Send", big, sizeof big, NULL, 0, 0), EMSGSIZE, "too long");
+    bad |= expect(dipc_call(999999, "Send", NULL, 0, NULL, 0, 0), ESRCH, "no such process");
+    bad |= expect(dipc_call(q, "Receive", NULL, 0, NULL, sizeof out, 0), EFAULT, "null out");
+    bad |= expect(dipc_call(q, NULL, NULL, 0, NULL, 0, 0), EFAULT, "null procedure");
+    bad |= expect(dipc_name_lookup("No such name"), ENOENT, "unknown name");
+    bad |= expect(dipc_name_register(name), EEXIST, "a name taken");
+    bad |= expect(dipc_name_release(name), EPERM, "another's name");
+    if (bad)
+        return 1;
+    printf("errors ok\n");
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc >= 2 && strcmp(argv[1], "serve") == 0)
+        return serve(argc > 2 ? argv[2] : "Buffer");
+    if (argc >= 4 && strcmp(argv[1], "send") == 0)
+        return send_letters(argv[2], atoi(argv[3]), argc > 4 ? argv[4] : "Buffer");
+    if (argc >= 3 && strcmp(argv[1], "receive") == 0)
+        return receive_letters(atoi(argv[2]), argc > 3 ? argv[3] : "Buffer");
+    if (argc >= 2 && strcmp(argv[1], "stop") == 0) {
+        if (regist() < 0)
+            return die("regist");
+        if (dipc_call(find(argc > 2 ? argv[2] : "Buffer"), "Stop", NULL, 0, NULL, 0, 0) < 0)
+            return die("dipc_call Stop");
+        return 0;
+    }
+    if (argc >= 2 && strcmp(argv[1], "errors") == 0)
+        return errors(argc > 2 ? argv[2] : "Buffer");
+    fprintf(stderr, "usage: dp_buffer serve|send TAG COUNT|receive COUNT|stop|errors [NAME]\n");
+    return 2;
+}
