@@ -616,13 +616,39 @@ impl Daemon<'_> {
             }
             // As for Unregister, the referee checks that the name is
             // asked for by the process pid_d is: the pid is the kernel's.
+            // dipcd keeps the names it saw given, to take them again for
+            // the process when its registration is restored.
             Message::NameRegister { pid_d, name, .. } => {
                 let pid = c.cred.pid;
-                self.relay(c, relay(None), &Message::NameRegister { pid_d, pid, name });
+                let to = Relayed {
+                    then: Then::Named {
+                        op: self.pids.name_op(pid, &name, true),
+                        restore: false,
+                    },
+                    ..relay(None)
+                };
+                if !self.relay(c, to, &Message::NameRegister { pid_d, pid, name }) {
+                    // Never answered: forget it now.
+                    if let Then::Named { op, .. } = to.then {
+                        self.pids.name_answered(op, false, false);
+                    }
+                }
             }
             Message::NameRelease { pid_d, name, .. } => {
                 let pid = c.cred.pid;
-                self.relay(c, relay(None), &Message::NameRelease { pid_d, pid, name });
+                let to = Relayed {
+                    then: Then::Named {
+                        op: self.pids.name_op(pid, &name, false),
+                        restore: false,
+                    },
+                    ..relay(None)
+                };
+                if !self.relay(c, to, &Message::NameRelease { pid_d, pid, name }) {
+                    // Never answered: forget it now.
+                    if let Then::Named { op, .. } = to.then {
+                        self.pids.name_answered(op, false, false);
+                    }
+                }
             }
             // Any local user may name any address here, and the employer
             // authenticates there with the cluster secret: it may go only
@@ -967,6 +993,14 @@ impl Daemon<'_> {
                 }
                 msg
             }
+            Then::Named { op, restore } => {
+                let ok = matches!(msg, Message::Done { .. });
+                self.pids.name_answered(op, ok, restore);
+                if restore {
+                    return;
+                }
+                msg
+            }
             Then::Connect { target } => {
                 self.connect_checked(to.client, to.id, target, msg);
                 return;
@@ -1276,15 +1310,28 @@ impl Daemon<'_> {
     /// Joined (again): the referee dropped this host's processes when the
     /// previous link closed; tell it about them again, with their pid_d.
     fn restore_pids(&mut self) {
-        let regs: Vec<(i64, i32, u32, u64, i32, u64)> = self
+        type Restored = (i64, i32, u32, u64, i32, u64, Vec<String>);
+        self.pids.forget_name_ops();
+        let regs: Vec<Restored> = self
             .pids
             .confirmed()
-            .map(|r| (r.pid_d, r.pid, r.uid, r.starttime, r.mailbox, r.serial))
+            .map(|r| {
+                let names = r.names.clone();
+                (
+                    r.pid_d,
+                    r.pid,
+                    r.uid,
+                    r.starttime,
+                    r.mailbox,
+                    r.serial,
+                    names,
+                )
+            })
             .collect();
         if !regs.is_empty() {
             info!("restoring {} registered processes", regs.len());
         }
-        for (pid_d, pid, uid, starttime, mailbox, serial) in regs {
+        for (pid_d, pid, uid, starttime, mailbox, serial, names) in regs {
             let to = Relayed {
                 then: Then::Restore { pid, serial },
                 ..self.no_client()
@@ -1297,6 +1344,18 @@ impl Daemon<'_> {
                 mailbox,
             };
             self.link.relay(to, &msg);
+            // After the record on the same link, so the referee has it.
+            for name in names {
+                let to = Relayed {
+                    then: Then::Named {
+                        op: self.pids.name_op(pid, &name, true),
+                        restore: true,
+                    },
+                    ..self.no_client()
+                };
+                self.link
+                    .relay(to, &Message::NameRegister { pid_d, pid, name });
+            }
         }
     }
 

@@ -331,3 +331,27 @@ fn a_full_callers_mailbox_does_not_hold_the_server() {
     eprintln!("served again after {:?}", t0.elapsed());
     assert!(taker.running(), "{}", taker.describe());
 }
+
+/// A host whose link to the referee breaks has its records dropped there,
+/// and its dipcd restores them when it joins again: the names of its
+/// processes must come back with them (a name lasts as long as its
+/// registration).
+#[test]
+fn names_come_back_with_their_registration_after_a_link_break() {
+    let c = Cluster::up(2);
+    let mut holder = c.spawn(2, &["dipc-dproc", "hold", "Buffer"]);
+    let a = holder.pid_d();
+    holder.wait_for_stdout("named", WAKE);
+    c.set_link(2, false);
+    // The referee drops host 2's records once it marks it down.
+    wait_unnamed(&c, 1, "Buffer");
+    c.set_link(2, true);
+    c.wait_all_up(1, WAKE);
+    let back = wait_for(WAKE, || lookup(&c, 1, "Buffer") == Ok(a));
+    assert!(
+        back.is_some(),
+        "the name did not come back: {:?}",
+        lookup(&c, 1, "Buffer")
+    );
+    assert!(holder.running());
+}
