@@ -14,6 +14,12 @@
  *                                  LETTER bytes, blank-padded); "sent COUNT"
  *   dp_buffer receive COUNT [NAME] receive COUNT letters, print each
  *                                  (unpadded) on a line; "received COUNT"
+ *   dp_buffer stream-in FILE [NAME]   Stream: send each line of FILE
+ *                                  (at most LETTER - 1 bytes) as a letter,
+ *                                  then an empty letter (an empty line
+ *                                  travels as "."); "streamed COUNT"
+ *   dp_buffer stream-out [NAME]    receive letters until the empty one,
+ *                                  print each on a line
  *   dp_buffer stop [NAME]          call Stop
  *   dp_buffer errors [NAME]        the C API's errors: ENOSYS, EDEADLK,
  *                                  EMSGSIZE, ESRCH, EFAULT, ENOENT,
@@ -177,6 +183,58 @@ static int receive_letters(int count, const char *name)
     return 0;
 }
 
+static int stream_in(const char *path, const char *name)
+{
+    char line[LETTER + 1];
+    char letter[LETTER];
+    int count = 0;
+    FILE *f = fopen(path, "r");
+    pid_d q;
+    if (!f)
+        return die("fopen");
+    if (regist() < 0)
+        return die("regist");
+    q = find(name);
+    for (;;) {
+        int end = fgets(line, sizeof line, f) == NULL;
+        size_t n = end ? 0 : strcspn(line, "\n");
+        /* A letter is blank-padded; the empty letter ends the stream. */
+        memset(letter, ' ', LETTER);
+        memcpy(letter, line, n);
+        if (n == 0 && !end)
+            letter[0] = '.';
+        if (dipc_call(q, "Send", letter, LETTER, NULL, 0, 0) < 0)
+            return die("dipc_call Send");
+        if (end)
+            break;
+        count++;
+    }
+    fclose(f);
+    printf("streamed %d\n", count);
+    return 0;
+}
+
+static int stream_out(const char *name)
+{
+    char letter[LETTER + 1];
+    pid_d q;
+    if (regist() < 0)
+        return die("regist");
+    q = find(name);
+    for (;;) {
+        ssize_t n = dipc_call(q, "Receive", NULL, 0, letter, LETTER, 0);
+        if (n < 0)
+            return die("dipc_call Receive");
+        while (n > 0 && letter[n - 1] == ' ')
+            n--;
+        if (n == 0)
+            return 0;
+        letter[n] = '\0';
+        printf("%s\n", letter);
+        fflush(stdout);
+    }
+}
+
 static int expect(ssize_t r, int err, const char *what)
 {
     if (r >= 0 || errno != err) {
@@ -220,6 +278,10 @@ int main(int argc, char **argv)
         return send_letters(argv[2], atoi(argv[3]), argc > 4 ? argv[4] : "Buffer");
     if (argc >= 3 && strcmp(argv[1], "receive") == 0)
         return receive_letters(atoi(argv[2]), argc > 3 ? argv[3] : "Buffer");
+    if (argc >= 3 && strcmp(argv[1], "stream-in") == 0)
+        return stream_in(argv[2], argc > 3 ? argv[3] : "Buffer");
+    if (argc >= 2 && strcmp(argv[1], "stream-out") == 0)
+        return stream_out(argc > 2 ? argv[2] : "Buffer");
     if (argc >= 2 && strcmp(argv[1], "stop") == 0) {
         if (regist() < 0)
             return die("regist");

@@ -12,7 +12,8 @@
 //!   for a token (`Put`), take it and print `init done`.
 //! - `dipc-dproc call TARGET PROC [INPUT] [--max-out N] [--timeout-ms T]
 //!   [--interrupt-ms T] [--count N]`: registers, prints `pid_d P`, calls
-//!   (N times) and prints each output on a line. TARGET is a pid_d, a name, or `self`. With
+//!   (N times) and prints each output on a line (with `--time`, the
+//!   median and 99th percentile round trip instead). TARGET is a pid_d, a name, or `self`. With
 //!   `--interrupt-ms`, a thread sends SIGUSR1 (handled, no restart) to the
 //!   calling thread after T ms.
 //!
@@ -82,6 +83,10 @@ enum Cmd {
         interrupt_ms: Option<u64>,
         #[arg(long, default_value_t = 1)]
         count: usize,
+        /// Print the median and 99th percentile of the calls' round trips
+        /// instead of their outputs
+        #[arg(long)]
+        time: bool,
     },
 }
 
@@ -282,6 +287,7 @@ fn call(
     timeout: Option<Duration>,
     interrupt_ms: Option<u64>,
     count: usize,
+    time: bool,
 ) -> ExitCode {
     let me = match pid::regist() {
         Ok(p) => p,
@@ -301,11 +307,23 @@ fn call(
     if let Some(ms) = interrupt_ms {
         interrupt_after(ms);
     }
+    let mut times = Vec::with_capacity(if time { count } else { 0 });
     for _ in 0..count {
+        let t0 = std::time::Instant::now();
         match dprocs::call(q, proc_name, input, max_out, timeout) {
+            Ok(_) if time => times.push(t0.elapsed()),
             Ok(out) => say(&String::from_utf8_lossy(&out)),
             Err(e) => return fail(&format!("call {target}.{proc_name}"), e),
         }
+    }
+    if !times.is_empty() {
+        times.sort();
+        let at = |q: usize| times[(times.len() - 1) * q / 100].as_micros();
+        say(&format!(
+            "{count} calls: median {} us, p99 {} us",
+            at(50),
+            at(99)
+        ));
     }
     ExitCode::SUCCESS
 }
@@ -329,6 +347,7 @@ fn main() -> ExitCode {
             timeout_ms,
             interrupt_ms,
             count,
+            time,
         } => call(
             &target,
             &proc_name,
@@ -337,6 +356,7 @@ fn main() -> ExitCode {
             timeout_ms.map(Duration::from_millis),
             interrupt_ms,
             count,
+            time,
         ),
     }
 }
