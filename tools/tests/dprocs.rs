@@ -417,12 +417,13 @@ fn dining_philosophers_never_let_neighbours_eat_together() {
 }
 
 /// The lecture's Resource (libdipc/examples/c/dp_resource.c), readers and
-/// writers of a file on host 2: six readers on the three hosts read over
-/// and over, overlapping, until they read the writer's last write, so
-/// readers keep arriving all the while the writer waits; the writer still
-/// gets in each time (it would starve otherwise, and the readers with it,
-/// and the test time out), and the Observer (host 3) never saw a reader
-/// beside a writer.
+/// writers of a file on host 2: nine readers on the three hosts read over
+/// and over, each read 30 ms long and the next one asked for at once, so
+/// that some reader is always in and readers keep arriving all the while
+/// the writer waits, until they read the writer's last write; the writer
+/// still gets in each time (without the guard on waiting writers it
+/// starves, and the readers with it: the test then times out), and the
+/// Observer (host 3) never saw a reader beside a writer.
 #[test]
 fn resource_lets_a_writer_in_among_continuous_readers() {
     let c = Cluster::up(3);
@@ -433,8 +434,8 @@ fn resource_lets_a_writer_in_among_continuous_readers() {
     resource.pid_d();
     let mut observer = c.spawn(3, &[&prog, "observer"]);
     observer.pid_d();
-    let mut readers: Vec<Background> = (0..6)
-        .map(|i| c.spawn(i % 3 + 1, &[&prog, "reader"]))
+    let mut readers: Vec<Background> = (0..9)
+        .map(|i| c.spawn(i % 3 + 1, &[&prog, "reader", "30"]))
         .collect();
     for r in &mut readers {
         r.wait_for_stdout("reading", WAKE);
@@ -455,7 +456,7 @@ fn resource_lets_a_writer_in_among_continuous_readers() {
         "{out}"
     );
     let reads: u64 = words[1].parse().unwrap_or(0);
-    assert!(reads >= 12, "{out}");
+    assert!(reads >= 18, "{out}");
     assert!(resource.wait(WAKE).success(), "{}", resource.describe());
     assert!(observer.wait(WAKE).success(), "{}", observer.describe());
 }

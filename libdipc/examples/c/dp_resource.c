@@ -18,7 +18,8 @@
  *
  *   dp_resource resource FILE      take "Resource", print "pid_d N", serve
  *   dp_resource observer           take "Observer", print "pid_d N", serve
- *   dp_resource reader             read until the file says "last";
+ *   dp_resource reader [MS]        read until the file says "last", each
+ *                                  read staying in MS ms (default 2);
  *                                  print "reading" after the first read,
  *                                  "read K" at the end
  *   dp_resource writer COUNT       write "write 1" .. "write COUNT-1",
@@ -201,11 +202,11 @@ static ssize_t call(pid_d q, const char *proc, const char *in, void *out, size_t
 
 static void nap_us(long us)
 {
-    struct timespec ts = { 0, us * 1000 };
+    struct timespec ts = { us / 1000000, us % 1000000 * 1000 };
     nanosleep(&ts, NULL);
 }
 
-static int reader(void)
+static int reader(long ms)
 {
     char b[MAXB + 1];
     long k = 0;
@@ -219,7 +220,7 @@ static int reader(void)
         call(res, "Startread", NULL, NULL, 0);
         call(obs, "Observe", "r+", NULL, 0);
         n = call(res, "Read", NULL, b, MAXB);
-        nap_us(2000);
+        nap_us(ms * 1000);
         call(obs, "Observe", "r-", NULL, 0);
         call(res, "Endread", NULL, NULL, 0);
         b[n] = '\0';
@@ -277,7 +278,7 @@ int main(int argc, char **argv)
     if (argc >= 2 && strcmp(argv[1], "observer") == 0)
         return serve("Observer", &o, obs_procs, 3);
     if (argc >= 2 && strcmp(argv[1], "reader") == 0)
-        return reader();
+        return reader(argc >= 3 ? atol(argv[2]) : 2);
     if (argc >= 3 && strcmp(argv[1], "writer") == 0)
         return writer(atoi(argv[2]));
     if (argc >= 2 && strcmp(argv[1], "report") == 0) {
