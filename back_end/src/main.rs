@@ -619,36 +619,10 @@ impl Daemon<'_> {
             // dipcd keeps the names it saw given, to take them again for
             // the process when its registration is restored.
             Message::NameRegister { pid_d, name, .. } => {
-                let pid = c.cred.pid;
-                let to = Relayed {
-                    then: Then::Named {
-                        op: self.pids.name_op(pid, &name, true),
-                        restore: false,
-                    },
-                    ..relay(None)
-                };
-                if !self.relay(c, to, &Message::NameRegister { pid_d, pid, name }) {
-                    // Never answered: forget it now.
-                    if let Then::Named { op, .. } = to.then {
-                        self.pids.name_answered(op, false, false);
-                    }
-                }
+                self.relay_name(c, relay(None), pid_d, name, true)
             }
             Message::NameRelease { pid_d, name, .. } => {
-                let pid = c.cred.pid;
-                let to = Relayed {
-                    then: Then::Named {
-                        op: self.pids.name_op(pid, &name, false),
-                        restore: false,
-                    },
-                    ..relay(None)
-                };
-                if !self.relay(c, to, &Message::NameRelease { pid_d, pid, name }) {
-                    // Never answered: forget it now.
-                    if let Then::Named { op, .. } = to.then {
-                        self.pids.name_answered(op, false, false);
-                    }
-                }
+                self.relay_name(c, relay(None), pid_d, name, false)
             }
             // Any local user may name any address here, and the employer
             // authenticates there with the cluster secret: it may go only
@@ -669,6 +643,26 @@ impl Daemon<'_> {
                     format!("dipcd does not take {} messages", other.kind().name()),
                 ),
             ),
+        }
+    }
+
+    /// Relays a name taken (`take`) or released by the client process,
+    /// noting it for `Pids::name_answered`.
+    fn relay_name(&mut self, c: &mut Client, to: Relayed, pid_d: i64, name: String, take: bool) {
+        let pid = c.cred.pid;
+        let op = self.pids.name_op(pid, &name, take);
+        let to = Relayed {
+            then: Then::Named { op, restore: false },
+            ..to
+        };
+        let msg = if take {
+            Message::NameRegister { pid_d, pid, name }
+        } else {
+            Message::NameRelease { pid_d, pid, name }
+        };
+        if !self.relay(c, to, &msg) {
+            // Never answered: forget it now.
+            self.pids.name_answered(op, false, false);
         }
     }
 

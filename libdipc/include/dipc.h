@@ -172,7 +172,9 @@ int dipc_poll(int timeout_ms);
  * a mailbox message (msgmax less the header and the name); E2BIG the output
  * was longer than outlen; ECONNRESET q's registration ended (it exited or
  * its host was lost) before it replied; ETIMEDOUT timeout_ms passed;
- * EINTR a signal handler ran while waiting. After the last three the
+ * EINTR a signal came while waiting (the calling thread holds its
+ * signals, but those of faults, while awake, and takes them in while it
+ * sleeps, so none goes unnoticed). After the last three the
  * procedure may have run (once at most). Any other errno is the
  * procedure's own answer.
  *

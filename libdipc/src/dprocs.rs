@@ -100,39 +100,35 @@ fn check_name(name: &str) -> io::Result<()> {
     Ok(())
 }
 
-fn name_done(r: Result<Message, ClientError>) -> io::Result<()> {
-    match r {
-        Ok(Message::Done { .. }) => Ok(()),
-        Ok(_) => Err(errno_err(libc::EPROTO)),
-        Err(e) => Err(client_err(e)),
-    }
-}
-
 /// Gives this process the cluster-wide `name` (1 to 128 bytes of
 /// printable text). `EEXIST` if another process holds it (taking one's own
 /// name again is no error), `ENOTCONN` if this process is not registered,
 /// `EAGAIN` past 16 names, `EINVAL` for a bad name. The name is released
 /// with the registration, however it ends.
 pub fn register_name(name: &str) -> io::Result<()> {
-    check_name(name)?;
-    let me = pid::current().ok_or_else(|| errno_err(libc::ENOTCONN))?;
-    name_done(state::control(&Message::NameRegister {
-        pid_d: me,
-        pid: 0,
-        name: name.to_owned(),
-    }))
+    name_request(name, true)
 }
 
 /// Gives a name back: `ENOENT` if nobody holds it, `EPERM` if another
 /// process does.
 pub fn release_name(name: &str) -> io::Result<()> {
+    name_request(name, false)
+}
+
+fn name_request(name: &str, take: bool) -> io::Result<()> {
     check_name(name)?;
-    let me = pid::current().ok_or_else(|| errno_err(libc::ENOTCONN))?;
-    name_done(state::control(&Message::NameRelease {
-        pid_d: me,
-        pid: 0,
-        name: name.to_owned(),
-    }))
+    let pid_d = pid::current().ok_or_else(|| errno_err(libc::ENOTCONN))?;
+    let (pid, name) = (0, name.to_owned());
+    let req = if take {
+        Message::NameRegister { pid_d, pid, name }
+    } else {
+        Message::NameRelease { pid_d, pid, name }
+    };
+    match state::control(&req) {
+        Ok(Message::Done { .. }) => Ok(()),
+        Ok(_) => Err(errno_err(libc::EPROTO)),
+        Err(e) => Err(client_err(e)),
+    }
 }
 
 /// The process holding `name` (`ENOENT` if none).
@@ -372,10 +368,7 @@ impl Drop for Waiting {
 
 /// Sleeps `d`; `EINTR` if a signal handler ran meanwhile.
 fn nap(d: Duration) -> io::Result<()> {
-    let ts = libc::timespec {
-        tv_sec: d.as_secs() as libc::time_t,
-        tv_nsec: d.subsec_nanos() as libc::c_long,
-    };
+    let ts = timespec(d);
     // SAFETY: a valid timespec; the remainder is not wanted.
     if unsafe { libc::nanosleep(&ts, std::ptr::null_mut()) } < 0 {
         let e = io::Error::last_os_error();
@@ -386,9 +379,77 @@ fn nap(d: Duration) -> io::Result<()> {
     Ok(())
 }
 
+fn timespec(d: Duration) -> libc::timespec {
+    libc::timespec {
+        tv_sec: d.as_secs() as libc::time_t,
+        tv_nsec: d.subsec_nanos() as libc::c_long,
+    }
+}
+
+/// Holds the calling thread's signals (all but the synchronous ones a
+/// fault raises) while a call waits, and lets them in only while it
+/// sleeps (`ppoll` with the thread's own mask, atomically). A signal that
+/// comes while the caller is awake (checking its mailbox, asking the
+/// referee) then waits for the next sleep and ends the call with `EINTR`,
+/// instead of running its handler where no one notices and leaving the
+/// call waiting.
+struct Signals {
+    old: libc::sigset_t,
+}
+
+impl Signals {
+    fn hold() -> Signals {
+        // SAFETY: sigset_t is plain data, filled by sigfillset; the
+        // thread's old mask is written to `old`.
+        unsafe {
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            // A fault must reach its handler at once (dipc's own for
+            // distributed memory among them), or the kernel kills the
+            // process.
+            for s in [
+                libc::SIGSEGV,
+                libc::SIGBUS,
+                libc::SIGFPE,
+                libc::SIGILL,
+                libc::SIGTRAP,
+            ] {
+                libc::sigdelset(&mut all, s);
+            }
+            libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
+            Signals { old }
+        }
+    }
+
+    /// Sleeps `d` with the thread's own signals let in: `EINTR` if one
+    /// came, now or since [`Signals::hold`].
+    fn sleep(&self, d: Duration) -> io::Result<()> {
+        let ts = timespec(d);
+        // SAFETY: no descriptors, a valid timespec and signal mask.
+        if unsafe { libc::ppoll(std::ptr::null_mut(), 0, &ts, &self.old) } < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Signals {
+    fn drop(&mut self) {
+        // A signal still held is delivered here, as one that came just
+        // after the call.
+        // SAFETY: restores the mask saved by `hold`.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.old, std::ptr::null_mut()) };
+    }
+}
+
 /// The wait of one call: its deadline, the callee's liveness checks and
 /// the polling pace.
 struct Pace {
+    signals: Signals,
     start: Instant,
     deadline: Option<Instant>,
     next_check: Instant,
@@ -399,6 +460,7 @@ impl Pace {
     fn new(timeout: Option<Duration>) -> Pace {
         let start = Instant::now();
         Pace {
+            signals: Signals::hold(),
             start,
             deadline: timeout.map(|t| start + t),
             next_check: start + LIVENESS,
@@ -431,7 +493,7 @@ impl Pace {
         if let Some(dl) = self.deadline {
             d = d.min(dl.saturating_duration_since(now));
         }
-        nap(d)?;
+        self.signals.sleep(d)?;
         self.nap = (self.nap * 2).min(NAP_MAX);
         Ok(())
     }
@@ -459,7 +521,9 @@ pub fn max_output() -> usize {
 /// [`max_input`]; `E2BIG` the output was longer than `max_out` (the
 /// procedure ran); `ECONNRESET` `q`'s registration ended (it exited,
 /// unregistered, or its host was lost) before it replied; `ETIMEDOUT`
-/// `timeout` passed; `EINTR` a signal handler ran while waiting; `EINVAL`
+/// `timeout` passed; `EINTR` a signal came while waiting (the thread
+/// holds its signals while awake and lets them in while it sleeps, so
+/// none goes unnoticed); `EINVAL`
 /// a bad procedure name; `ENOTCONN` the caller is not registered. After
 /// `ECONNRESET`, `ETIMEDOUT` or `EINTR` the procedure may have run or may
 /// still run (once at most); its reply is then dropped. Any other errno is

@@ -378,6 +378,13 @@ fn record(pid_d: i64, e: &Entry, now: Instant) -> PidRecord {
 mod tests {
     use super::*;
 
+    fn two_hosts() -> (SocketAddr, SocketAddr) {
+        (
+            "10.0.0.1:7100".parse().unwrap(),
+            "10.0.0.2:7100".parse().unwrap(),
+        )
+    }
+
     fn reg(pid: i32, starttime: u64) -> Registration {
         Registration {
             pid_d: 0,
@@ -433,10 +440,7 @@ mod tests {
 
     #[test]
     fn unregister_needs_the_whole_triple() {
-        let (h1, h2): (SocketAddr, SocketAddr) = (
-            "10.0.0.1:7100".parse().unwrap(),
-            "10.0.0.2:7100".parse().unwrap(),
-        );
+        let (h1, h2) = two_hosts();
         let now = Instant::now();
         let mut t = PidTable::default();
         let p = t.register(h1, 1, reg(100, 1), now).unwrap();
@@ -490,10 +494,7 @@ mod tests {
 
     #[test]
     fn a_closed_connection_drops_its_records_and_restores_keep_ids() {
-        let (h1, h2): (SocketAddr, SocketAddr) = (
-            "10.0.0.1:7100".parse().unwrap(),
-            "10.0.0.2:7100".parse().unwrap(),
-        );
+        let (h1, h2) = two_hosts();
         let now = Instant::now();
         let mut t = PidTable::default();
         let a = t.register(h1, 1, reg(100, 1), now).unwrap();
@@ -520,10 +521,7 @@ mod tests {
 
     #[test]
     fn names_are_unique_and_go_with_their_process() {
-        let (h1, h2): (SocketAddr, SocketAddr) = (
-            "10.0.0.1:7100".parse().unwrap(),
-            "10.0.0.2:7100".parse().unwrap(),
-        );
+        let (h1, h2) = two_hosts();
         let now = Instant::now();
         let mut t = PidTable::default();
         let a = t.register(h1, 1, reg(100, 1), now).unwrap();

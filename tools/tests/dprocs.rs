@@ -173,6 +173,27 @@ fn calls_work_across_hosts_and_fail_with_their_errors() {
     call_err(&c, 1, &["Srv", "Never", "--timeout-ms", "300"], "ETIMEDOUT");
     assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
     call_err(&c, 1, &["Srv", "Never", "--interrupt-ms", "300"], "EINTR");
+    // A signal must end the wait whenever it comes, also while the caller
+    // is not asleep (e.g. asking the referee whether the callee lives,
+    // every 250 ms): forty calls, interrupted 25 us apart around then.
+    let out = call_ok(
+        &c,
+        1,
+        &[
+            "Srv",
+            "Never",
+            "--timeout-ms",
+            "3000",
+            "--interrupt-ms",
+            "250",
+            "--interrupt-step-us",
+            "25",
+            "--count",
+            "40",
+            "--expect-eintr",
+        ],
+    );
+    assert_eq!(out, ["interrupted 40"]);
     // The postponed calls of the callers that gave up do not hold the
     // server: it still serves.
     assert_eq!(call_ok(&c, 1, &["Srv", "Echo", "still"]), ["still"]);

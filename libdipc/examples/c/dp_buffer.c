@@ -27,11 +27,8 @@
  *
  * Failures print "dp_buffer: CALL: strerror (errno NAME)" or "FAIL: ..."
  * on stderr and exit 1. */
-#include <dipc.h>
-#include <errno.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
+#define PROG "dp_buffer"
+#include "dp_common.h"
 
 #define LETTER 128
 
@@ -40,31 +37,7 @@ struct buffer {
     int full;
 };
 
-static const char *errno_name(int e)
-{
-    switch (e) {
-    case ESRCH: return "ESRCH";
-    case ENOENT: return "ENOENT";
-    case EEXIST: return "EEXIST";
-    case EPERM: return "EPERM";
-    case ENOSYS: return "ENOSYS";
-    case EDEADLK: return "EDEADLK";
-    case EMSGSIZE: return "EMSGSIZE";
-    case EFAULT: return "EFAULT";
-    case ENOTCONN: return "ENOTCONN";
-    case ECONNRESET: return "ECONNRESET";
-    case ETIMEDOUT: return "ETIMEDOUT";
-    case EINVAL: return "EINVAL";
-    default: return "OTHER";
-    }
-}
 
-static int die(const char *call)
-{
-    int e = errno;
-    fprintf(stderr, "dp_buffer: %s: %s (errno %s)\n", call, strerror(e), errno_name(e));
-    return 1;
-}
 
 static int fail(const char *what)
 {
@@ -98,13 +71,6 @@ static int proc_receive(void *state, struct dipc_call_info *call)
     return 0;
 }
 
-static int proc_stop(void *state, struct dipc_call_info *call)
-{
-    (void)state;
-    call->outlen = 0;
-    dipc_serve_stop();
-    return 0;
-}
 
 static int initial(void *state, unsigned *phase)
 {
@@ -114,13 +80,6 @@ static int initial(void *state, unsigned *phase)
     return 0;
 }
 
-static pid_d find(const char *name)
-{
-    pid_d q = dipc_name_lookup(name);
-    if (q < 0)
-        exit(die("dipc_name_lookup"));
-    return q;
-}
 
 static int serve(const char *name)
 {
@@ -129,18 +88,8 @@ static int serve(const char *name)
         { "Receive", proc_receive },
         { "Stop", proc_stop },
     };
-    struct buffer b;
-    pid_d me = regist();
-    if (me < 0)
-        return die("regist");
-    if (dipc_name_register(name) < 0)
-        return die("dipc_name_register");
-    printf("pid_d %lld\n", (long long)me);
-    fflush(stdout);
-    if (dipc_serve(&b, procs, sizeof procs / sizeof procs[0], initial) < 0)
-        return die("dipc_serve");
-    printf("stopped\n");
-    return 0;
+    static struct buffer b;
+    return serve_as(name, &b, procs, sizeof procs / sizeof procs[0], initial);
 }
 
 static int send_letters(const char *tag, int count, const char *name)

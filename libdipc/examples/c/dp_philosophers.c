@@ -19,14 +19,10 @@
  *   dp_philosophers report         print the Observer's "meals M0 M1 M2 M3 M4
  *                                  clashes C" and stop it and the Table
  *
- * Failures print "dp_philosophers: CALL: strerror" or "FAIL: ..." on
- * stderr and exit 1. */
-#include <dipc.h>
-#include <errno.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
+ * Failures print "dp_philosophers: CALL: strerror (errno NAME)" on stderr
+ * and exit 1. */
+#define PROG "dp_philosophers"
+#include "dp_common.h"
 
 #define N 5
 
@@ -40,11 +36,6 @@ struct observer {
     long clashes;
 };
 
-static int die(const char *call)
-{
-    fprintf(stderr, "dp_philosophers: %s: %s\n", call, strerror(errno));
-    return 1;
-}
 
 /* The philosopher's number, sent as one byte. */
 static int seat(const struct dipc_call_info *call)
@@ -115,42 +106,9 @@ static int report(void *state, struct dipc_call_info *call)
     return 0;
 }
 
-static int stop(void *state, struct dipc_call_info *call)
-{
-    (void)state;
-    call->outlen = 0;
-    dipc_serve_stop();
-    return 0;
-}
 
-static int serve(const char *name, void *state, const struct dipc_proc *procs, size_t n)
-{
-    pid_d me = regist();
-    if (me < 0)
-        return die("regist");
-    if (dipc_name_register(name) < 0)
-        return die("dipc_name_register");
-    printf("pid_d %lld\n", (long long)me);
-    fflush(stdout);
-    if (dipc_serve(state, procs, n, NULL) < 0)
-        return die("dipc_serve");
-    printf("stopped\n");
-    return 0;
-}
 
-static pid_d find(const char *name)
-{
-    pid_d q = dipc_name_lookup(name);
-    if (q < 0)
-        exit(die(name));
-    return q;
-}
 
-static void nap_us(long us)
-{
-    struct timespec ts = { 0, us * 1000 };
-    nanosleep(&ts, NULL);
-}
 
 static int call0(pid_d q, const char *proc, unsigned char i)
 {
@@ -176,9 +134,9 @@ static int philosopher(int i, int meals)
     for (int m = 0; m < meals; m++) {
         nap_us(rand() % 2000);                /* think */
         call0(table, "Join", i);
-        call0(observer, "Start", i);
+        call0(observer, "Eats", i);
         nap_us(1000 + rand() % 2000);         /* eat */
-        call0(observer, "Stop", i);
+        call0(observer, "Rests", i);
         call0(table, "Leave", i);
     }
     printf("ate %d\n", meals);
@@ -188,37 +146,21 @@ static int philosopher(int i, int meals)
 int main(int argc, char **argv)
 {
     static const struct dipc_proc table_procs[] = {
-        { "Join", join }, { "Leave", leave }, { "Stop", stop },
+        { "Join", join }, { "Leave", leave }, { "Stop", proc_stop },
     };
     static const struct dipc_proc observer_procs[] = {
-        { "Start", starts }, { "Stop", stops }, { "Report", report }, { "End", stop },
+        { "Eats", starts }, { "Rests", stops }, { "Report", report }, { "Stop", proc_stop },
     };
     static struct table t;
     static struct observer o;
     if (argc >= 2 && strcmp(argv[1], "table") == 0)
-        return serve("Table", &t, table_procs, 3);
+        return serve_as("Table", &t, table_procs, 3, NULL);
     if (argc >= 2 && strcmp(argv[1], "observer") == 0)
-        return serve("Observer", &o, observer_procs, 4);
+        return serve_as("Observer", &o, observer_procs, 4, NULL);
     if (argc >= 4 && strcmp(argv[1], "philosopher") == 0)
         return philosopher(atoi(argv[2]), atoi(argv[3]));
-    if (argc >= 2 && strcmp(argv[1], "report") == 0) {
-        char out[128];
-        ssize_t n;
-        pid_d obs;
-        if (regist() < 0)
-            return die("regist");
-        obs = find("Observer");
-        n = dipc_call(obs, "Report", NULL, 0, out, sizeof out - 1, 0);
-        if (n < 0)
-            return die("Report");
-        out[n] = '\0';
-        printf("%s\n", out);
-        if (dipc_call(obs, "End", NULL, 0, NULL, 0, 0) < 0)
-            return die("End");
-        if (dipc_call(find("Table"), "Stop", NULL, 0, NULL, 0, 0) < 0)
-            return die("Stop");
-        return 0;
-    }
+    if (argc >= 2 && strcmp(argv[1], "report") == 0)
+        return report_and_stop("Table");
     fprintf(stderr, "usage: dp_philosophers table|observer|philosopher I MEALS|report\n");
     return 2;
 }

@@ -28,13 +28,10 @@
  *                                  clashes C"; stop the Observer and the
  *                                  Resource
  *
- * Failures print "dp_resource: CALL: strerror" on stderr and exit 1. */
-#include <dipc.h>
-#include <errno.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
+ * Failures print "dp_resource: CALL: strerror (errno NAME)" on stderr and
+ * exit 1. */
+#define PROG "dp_resource"
+#include "dp_common.h"
 
 #define MAXB 256
 
@@ -48,11 +45,6 @@ struct observer {
     long reads, writes, clashes;
 };
 
-static int die(const char *call)
-{
-    fprintf(stderr, "dp_resource: %s: %s\n", call, strerror(errno));
-    return 1;
-}
 
 static int done(struct dipc_call_info *call)
 {
@@ -126,12 +118,6 @@ static int write_file(void *st, struct dipc_call_info *call)
     return done(call);
 }
 
-static int stop(void *st, struct dipc_call_info *call)
-{
-    (void)st;
-    dipc_serve_stop();
-    return done(call);
-}
 
 /* The observer: input "r+", "r-", "w+" or "w-". */
 static int observe(void *st, struct dipc_call_info *call)
@@ -169,28 +155,7 @@ static int report(void *st, struct dipc_call_info *call)
     return 0;
 }
 
-static int serve(const char *name, void *state, const struct dipc_proc *procs, size_t n)
-{
-    pid_d me = regist();
-    if (me < 0)
-        return die("regist");
-    if (dipc_name_register(name) < 0)
-        return die("dipc_name_register");
-    printf("pid_d %lld\n", (long long)me);
-    fflush(stdout);
-    if (dipc_serve(state, procs, n, NULL) < 0)
-        return die("dipc_serve");
-    printf("stopped\n");
-    return 0;
-}
 
-static pid_d find(const char *name)
-{
-    pid_d q = dipc_name_lookup(name);
-    if (q < 0)
-        exit(die(name));
-    return q;
-}
 
 static ssize_t call(pid_d q, const char *proc, const char *in, void *out, size_t outlen)
 {
@@ -200,11 +165,6 @@ static ssize_t call(pid_d q, const char *proc, const char *in, void *out, size_t
     return n;
 }
 
-static void nap_us(long us)
-{
-    struct timespec ts = { us / 1000000, us % 1000000 * 1000 };
-    nanosleep(&ts, NULL);
-}
 
 static int reader(long ms)
 {
@@ -264,37 +224,25 @@ int main(int argc, char **argv)
     static const struct dipc_proc res_procs[] = {
         { "Startread", startread }, { "Endread", endread },
         { "Startwrite", startwrite }, { "Endwrite", endwrite },
-        { "Read", read_file }, { "Write", write_file }, { "Stop", stop },
+        { "Read", read_file }, { "Write", write_file }, { "Stop", proc_stop },
     };
     static const struct dipc_proc obs_procs[] = {
-        { "Observe", observe }, { "Report", report }, { "Stop", stop },
+        { "Observe", observe }, { "Report", report }, { "Stop", proc_stop },
     };
     static struct resource r;
     static struct observer o;
     if (argc >= 3 && strcmp(argv[1], "resource") == 0) {
         r.path = argv[2];
-        return serve("Resource", &r, res_procs, 7);
+        return serve_as("Resource", &r, res_procs, 7, NULL);
     }
     if (argc >= 2 && strcmp(argv[1], "observer") == 0)
-        return serve("Observer", &o, obs_procs, 3);
+        return serve_as("Observer", &o, obs_procs, 3, NULL);
     if (argc >= 2 && strcmp(argv[1], "reader") == 0)
         return reader(argc >= 3 ? atol(argv[2]) : 2);
     if (argc >= 3 && strcmp(argv[1], "writer") == 0)
         return writer(atoi(argv[2]));
-    if (argc >= 2 && strcmp(argv[1], "report") == 0) {
-        char out[128];
-        ssize_t n;
-        pid_d obs;
-        if (regist() < 0)
-            return die("regist");
-        obs = find("Observer");
-        n = call(obs, "Report", NULL, out, sizeof out - 1);
-        out[n] = '\0';
-        printf("%s\n", out);
-        call(obs, "Stop", NULL, NULL, 0);
-        call(find("Resource"), "Stop", NULL, NULL, 0);
-        return 0;
-    }
+    if (argc >= 2 && strcmp(argv[1], "report") == 0)
+        return report_and_stop("Resource");
     fprintf(stderr, "usage: dp_resource resource FILE|observer|reader|writer COUNT|report\n");
     return 2;
 }

@@ -15,7 +15,9 @@
 //!   (N times) and prints each output on a line (with `--time`, the
 //!   median and 99th percentile round trip instead). TARGET is a pid_d, a name, or `self`. With
 //!   `--interrupt-ms`, a thread sends SIGUSR1 (handled, no restart) to the
-//!   calling thread after T ms.
+//!   calling thread T ms after each call starts (call i `i *
+//!   --interrupt-step-us` later); with `--expect-eintr` every call must
+//!   end with EINTR, and it prints `interrupted N`.
 //!
 //! The test procedures of `serve`: `Echo` (returns its input), `Whoami`
 //! (`CALLER UID`), `Put` (one more token), `Take` (`when` a token is
@@ -81,6 +83,12 @@ enum Cmd {
         timeout_ms: Option<u64>,
         #[arg(long)]
         interrupt_ms: Option<u64>,
+        /// With --interrupt-ms: call i is interrupted i times this later
+        #[arg(long, default_value_t = 0)]
+        interrupt_step_us: u64,
+        /// With --interrupt-ms: every call must end with EINTR
+        #[arg(long)]
+        expect_eintr: bool,
         #[arg(long, default_value_t = 1)]
         count: usize,
         /// Print the median and 99th percentile of the calls' round trips
@@ -259,9 +267,9 @@ fn serve(name: Option<&str>, init: bool) -> ExitCode {
 
 extern "C" fn on_usr1(_: libc::c_int) {}
 
-/// Sends SIGUSR1 to the calling thread after `ms`, with a handler that
+/// Sends SIGUSR1 to the calling thread after `delay`, with a handler that
 /// does not restart calls, so the call in progress sees `EINTR`.
-fn interrupt_after(ms: u64) {
+fn interrupt_after(delay: Duration) {
     // SAFETY: a handler that does nothing; sigaction with a zeroed struct
     // plus the handler and no SA_RESTART.
     unsafe {
@@ -272,10 +280,18 @@ fn interrupt_after(ms: u64) {
     // SAFETY: pthread_self has no preconditions.
     let target = unsafe { libc::pthread_self() } as usize;
     std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(ms));
+        std::thread::sleep(delay);
         // SAFETY: the calling thread lives until the process exits.
         unsafe { libc::pthread_kill(target as libc::pthread_t, libc::SIGUSR1) };
     });
+}
+
+/// When each call is interrupted: call i after `first + i * step`;
+/// `expect`: each must end with `EINTR`.
+struct Interrupt {
+    first: Duration,
+    step: Duration,
+    expect: bool,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -285,7 +301,7 @@ fn call(
     input: &[u8],
     max_out: usize,
     timeout: Option<Duration>,
-    interrupt_ms: Option<u64>,
+    interrupt: Option<Interrupt>,
     count: usize,
     time: bool,
 ) -> ExitCode {
@@ -304,17 +320,31 @@ fn call(
             Err(e) => return fail(&format!("lookup {target:?}"), e),
         }
     };
-    if let Some(ms) = interrupt_ms {
-        interrupt_after(ms);
-    }
     let mut times = Vec::with_capacity(if time { count } else { 0 });
-    for _ in 0..count {
+    let mut interrupted = 0;
+    for i in 0..count {
+        if let Some(int) = &interrupt {
+            interrupt_after(int.first + int.step * i as u32);
+        }
         let t0 = std::time::Instant::now();
         match dprocs::call(q, proc_name, input, max_out, timeout) {
+            Err(e) if interrupt.as_ref().is_some_and(|i| i.expect) => {
+                if e.raw_os_error() != Some(libc::EINTR) {
+                    return fail(&format!("call {i} of {target}.{proc_name}"), e);
+                }
+                interrupted += 1;
+            }
+            Ok(_) if interrupt.as_ref().is_some_and(|i| i.expect) => {
+                eprintln!("FAIL: call {i} of {target}.{proc_name} returned");
+                return ExitCode::from(1);
+            }
             Ok(_) if time => times.push(t0.elapsed()),
             Ok(out) => say(&String::from_utf8_lossy(&out)),
             Err(e) => return fail(&format!("call {target}.{proc_name}"), e),
         }
+    }
+    if interrupted > 0 {
+        say(&format!("interrupted {interrupted}"));
     }
     if !times.is_empty() {
         times.sort();
@@ -346,6 +376,8 @@ fn main() -> ExitCode {
             max_out,
             timeout_ms,
             interrupt_ms,
+            interrupt_step_us,
+            expect_eintr,
             count,
             time,
         } => call(
@@ -354,7 +386,11 @@ fn main() -> ExitCode {
             input.unwrap_or_default().as_bytes(),
             max_out,
             timeout_ms.map(Duration::from_millis),
-            interrupt_ms,
+            interrupt_ms.map(|ms| Interrupt {
+                first: Duration::from_millis(ms),
+                step: Duration::from_micros(interrupt_step_us),
+                expect: expect_eintr,
+            }),
             count,
             time,
         ),
