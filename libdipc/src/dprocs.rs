@@ -72,6 +72,9 @@ pub const LIVENESS: Duration = Duration::from_millis(250);
 /// Requests that arrived while this process waited for a reply, kept for
 /// its serving loop; past it a request is refused (`EAGAIN`).
 const MAX_STASHED: usize = 1024;
+/// Requests a serving process keeps postponed at most; past it a new
+/// request is refused with `EAGAIN`.
+pub const MAX_PENDING: usize = 4096;
 /// Entries of the uid cache beyond this clear it.
 const MAX_UIDS: usize = 4096;
 
@@ -812,6 +815,12 @@ impl<S> Process<S> {
                     continue;
                 }
             };
+            if pending.len() >= MAX_PENDING {
+                // Callers that gave up leave their requests postponed;
+                // they must not grow without bound.
+                reply(from, id, libc::EAGAIN, &[]);
+                continue;
+            }
             pending.push_back(Pending {
                 caller: from,
                 uid,

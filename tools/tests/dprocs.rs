@@ -190,10 +190,11 @@ fn calls_work_across_hosts_and_fail_with_their_errors() {
             "25",
             "--count",
             "40",
-            "--expect-eintr",
+            "--expect",
+            "EINTR",
         ],
     );
-    assert_eq!(out, ["interrupted 40"]);
+    assert_eq!(out, ["EINTR 40"]);
     // The postponed calls of the callers that gave up do not hold the
     // server: it still serves.
     assert_eq!(call_ok(&c, 1, &["Srv", "Echo", "still"]), ["still"]);
@@ -204,6 +205,28 @@ fn calls_work_across_hosts_and_fail_with_their_errors() {
         let out = call_ok(&c, host, &["Srv", "Echo", "--count", "2000", "--time"]);
         eprintln!("null call {what}: {}", out.join(" "));
     }
+
+    // Callers that give up leave their requests postponed, 4096 at most:
+    // then a call is refused at once.
+    let mut full = c.spawn(2, &["dipc-dproc", "serve", "--name", "Full"]);
+    full.pid_d();
+    let out = call_ok(
+        &c,
+        3,
+        &[
+            "Full",
+            "Never",
+            "--timeout-ms",
+            "2",
+            "--count",
+            "4096",
+            "--expect",
+            "ETIMEDOUT",
+        ],
+    );
+    assert_eq!(out, ["ETIMEDOUT 4096"]);
+    call_err(&c, 1, &["Full", "Echo", "--timeout-ms", "20000"], "EAGAIN");
+    full.kill();
 
     // The callee exits before it replies: the caller gets an error, soon.
     let mut caller = c.spawn(1, &["dipc-dproc", "call", "Srv", "Never"]);

@@ -16,8 +16,8 @@
 //!   median and 99th percentile round trip instead). TARGET is a pid_d, a name, or `self`. With
 //!   `--interrupt-ms`, a thread sends SIGUSR1 (handled, no restart) to the
 //!   calling thread T ms after each call starts (call i `i *
-//!   --interrupt-step-us` later); with `--expect-eintr` every call must
-//!   end with EINTR, and it prints `interrupted N`.
+//!   --interrupt-step-us` later). With `--expect ERRNO` every call must
+//!   fail with that errno (e.g. `EINTR`), and it prints `ERRNO N`.
 //!
 //! The test procedures of `serve`: `Echo` (returns its input), `Whoami`
 //! (`CALLER UID`), `Put` (one more token), `Take` (`when` a token is
@@ -86,9 +86,9 @@ enum Cmd {
         /// With --interrupt-ms: call i is interrupted i times this later
         #[arg(long, default_value_t = 0)]
         interrupt_step_us: u64,
-        /// With --interrupt-ms: every call must end with EINTR
+        /// Every call must fail with this errno (e.g. EINTR)
         #[arg(long)]
-        expect_eintr: bool,
+        expect: Option<String>,
         #[arg(long, default_value_t = 1)]
         count: usize,
         /// Print the median and 99th percentile of the calls' round trips
@@ -286,12 +286,10 @@ fn interrupt_after(delay: Duration) {
     });
 }
 
-/// When each call is interrupted: call i after `first + i * step`;
-/// `expect`: each must end with `EINTR`.
+/// When each call is interrupted: call i after `first + i * step`.
 struct Interrupt {
     first: Duration,
     step: Duration,
-    expect: bool,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -302,6 +300,7 @@ fn call(
     max_out: usize,
     timeout: Option<Duration>,
     interrupt: Option<Interrupt>,
+    expect: Option<&str>,
     count: usize,
     time: bool,
 ) -> ExitCode {
@@ -321,20 +320,20 @@ fn call(
         }
     };
     let mut times = Vec::with_capacity(if time { count } else { 0 });
-    let mut interrupted = 0;
+    let mut failed = 0;
     for i in 0..count {
         if let Some(int) = &interrupt {
             interrupt_after(int.first + int.step * i as u32);
         }
         let t0 = std::time::Instant::now();
         match dprocs::call(q, proc_name, input, max_out, timeout) {
-            Err(e) if interrupt.as_ref().is_some_and(|i| i.expect) => {
-                if e.raw_os_error() != Some(libc::EINTR) {
+            Err(e) if expect.is_some() => {
+                if expect != Some(errno_name(&e).as_str()) {
                     return fail(&format!("call {i} of {target}.{proc_name}"), e);
                 }
-                interrupted += 1;
+                failed += 1;
             }
-            Ok(_) if interrupt.as_ref().is_some_and(|i| i.expect) => {
+            Ok(_) if expect.is_some() => {
                 eprintln!("FAIL: call {i} of {target}.{proc_name} returned");
                 return ExitCode::from(1);
             }
@@ -343,8 +342,8 @@ fn call(
             Err(e) => return fail(&format!("call {target}.{proc_name}"), e),
         }
     }
-    if interrupted > 0 {
-        say(&format!("interrupted {interrupted}"));
+    if let Some(e) = expect {
+        say(&format!("{e} {failed}"));
     }
     if !times.is_empty() {
         times.sort();
@@ -377,7 +376,7 @@ fn main() -> ExitCode {
             timeout_ms,
             interrupt_ms,
             interrupt_step_us,
-            expect_eintr,
+            expect,
             count,
             time,
         } => call(
@@ -389,8 +388,8 @@ fn main() -> ExitCode {
             interrupt_ms.map(|ms| Interrupt {
                 first: Duration::from_millis(ms),
                 step: Duration::from_micros(interrupt_step_us),
-                expect: expect_eintr,
             }),
+            expect.as_deref(),
             count,
             time,
         ),
