@@ -31,7 +31,7 @@ mod pids;
 mod placeholders;
 
 use clap::Parser;
-use dipc_common::auth::Secret;
+use dipc_common::auth::{Secret, Vouch};
 use dipc_common::channel::{ChannelError, Framed};
 use dipc_common::config::Config;
 use dipc_common::incarnation;
@@ -39,7 +39,7 @@ use dipc_common::net::Stream;
 use dipc_common::procs;
 use dipc_common::sys::{self, PeerCred};
 use dipc_common::sysv;
-use dipc_common::wire::{HostInfo, IpcKind, Message};
+use dipc_common::wire::{HostInfo, IpcKind, Message, Origin};
 use link::{Link, LinkEvent, Relayed, Then};
 use log::{debug, error, info, warn};
 use mio::net::UnixListener;
@@ -565,6 +565,17 @@ impl Daemon<'_> {
                 let reply = self.open_manager(sid, c);
                 c.framed.queue(id, &reply);
             }
+            Message::Placeholder {
+                kind,
+                key,
+                owner,
+                id: rid,
+                origin,
+                vouch,
+            } => {
+                let reply = self.placeholder(c.cred.uid, (kind, key), (owner, rid, origin), &vouch);
+                c.framed.queue(id, &reply);
+            }
             Message::Resolve { kind, local_id } => {
                 let reply = match self.placeholders.resolve(kind, local_id) {
                     Some((owner, remote, origin)) => Message::KeyOwner {
@@ -1021,38 +1032,88 @@ impl Daemon<'_> {
                         origin,
                     }
                 } else {
-                    // A client gone meanwhile is charged as nobody.
-                    let uid = self.clients.get(&to.client).map_or(65534, |c| c.cred.uid);
-                    let limit = self.config.limits.placeholders_per_uid;
-                    match self.placeholders.ensure(
-                        kind,
-                        key,
-                        (owner, id, origin.incarnation),
-                        (uid, limit),
-                    ) {
-                        Ok(local_id) => Message::KeyOwner {
-                            owner,
-                            id,
-                            local_id,
-                            origin,
-                        },
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                            warn!(
-                                "refused a placeholder for {} key {key:#x}: {e}",
-                                kind.name()
-                            );
-                            Message::error(libc::EAGAIN, e.to_string())
-                        }
-                        Err(e) => Message::error(
-                            e.raw_os_error().unwrap_or(libc::ENOSPC),
-                            format!("cannot create a local placeholder: {e}"),
-                        ),
+                    // A placeholder is made only once the owner has vouched
+                    // that the caller may use the structure (`Placeholder`,
+                    // after the library's `IpcGet` there): until then, one
+                    // this host already has, or none (-1).
+                    let have =
+                        self.placeholders
+                            .existing(kind, key, (owner, id, origin.incarnation));
+                    Message::KeyOwner {
+                        owner,
+                        id,
+                        local_id: have.unwrap_or(-1),
+                        origin,
                     }
                 }
             }
             (_, msg) => msg,
         };
         self.reply(to.client, to.id, &msg);
+    }
+
+    /// The local placeholder for `key`, owned by `owner` as `id`, for a
+    /// client of `uid` that the owner's worker vouched may use it.
+    fn placeholder(
+        &mut self,
+        uid: u32,
+        (kind, key): (IpcKind, i32),
+        (owner, id, origin): (SocketAddr, i32, Origin),
+        tag: &[u8; 32],
+    ) -> Message {
+        let v = Vouch {
+            kind,
+            key,
+            id,
+            incarnation: origin.incarnation,
+            owner,
+            uid,
+        };
+        if origin.key != key || owner == self.config.front_end_addr() {
+            return Message::error(
+                libc::EINVAL,
+                format!(
+                    "a placeholder is for a key owned by another host (asked for {} key {key:#x} of {owner})",
+                    kind.name()
+                ),
+            );
+        }
+        if !self.secret.vouch_key().verify(&v, tag) {
+            warn!(
+                "refused a placeholder for {} key {key:#x} to uid {uid}: not vouched for by {owner}",
+                kind.name()
+            );
+            return Message::error(
+                libc::EPERM,
+                format!(
+                    "{} key {key:#x}: no proof from its owner {owner} that uid {uid} may use id {id}",
+                    kind.name()
+                ),
+            );
+        }
+        let limit = self.config.limits.placeholders_per_uid;
+        match self
+            .placeholders
+            .ensure(kind, key, (owner, id, origin.incarnation), (uid, limit))
+        {
+            Ok(local_id) => Message::KeyOwner {
+                owner,
+                id,
+                local_id,
+                origin,
+            },
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                warn!(
+                    "refused a placeholder for {} key {key:#x}: {e}",
+                    kind.name()
+                );
+                Message::error(libc::EAGAIN, e.to_string())
+            }
+            Err(e) => Message::error(
+                e.raw_os_error().unwrap_or(libc::ENOSPC),
+                format!("cannot create a local placeholder: {e}"),
+            ),
+        }
     }
 
     /// The referee's host table, asked for a client's `Connect` to

@@ -139,10 +139,8 @@ impl Placeholders {
         (owner, remote_id, incarnation): (SocketAddr, i32, u64),
         (uid, limit): (u32, usize),
     ) -> io::Result<i32> {
-        if let Some(p) = self.by_key.get(&(kind, key)) {
-            if p.owner == owner && p.remote_id == remote_id && p.incarnation == incarnation {
-                return Ok(p.local_id);
-            }
+        if let Some(local_id) = self.existing(kind, key, (owner, remote_id, incarnation)) {
+            return Ok(local_id);
         }
         if uid != 0 && self.made_by(uid) >= limit {
             return Err(io::Error::new(
@@ -169,6 +167,22 @@ impl Placeholders {
         );
         self.persist();
         Ok(local_id)
+    }
+
+    /// The placeholder this host already has for `key` naming that
+    /// structure, if any.
+    pub fn existing(
+        &self,
+        kind: IpcKind,
+        key: i32,
+        (owner, remote_id, incarnation): (SocketAddr, i32, u64),
+    ) -> Option<i32> {
+        self.by_key
+            .get(&(kind, key))
+            .filter(|p| {
+                p.owner == owner && p.remote_id == remote_id && p.incarnation == incarnation
+            })
+            .map(|p| p.local_id)
     }
 
     /// Placeholders made by gets of `uid`.

@@ -16,7 +16,7 @@
 
 use crate::channel::{Channel, ChannelError};
 use crate::secure::{Secure, NOISE_PARAMS};
-use crate::wire::{Kind, Message, Role, SessionKeys, MAX_HANDSHAKE};
+use crate::wire::{IpcKind, Kind, Message, Role, SessionKeys, MAX_HANDSHAKE};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::fmt;
@@ -38,6 +38,76 @@ const MAX_SECRET_LEN: u64 = 4096;
 const PSK_LABEL: &[u8] = b"dipc noise psk 1";
 /// Bound into every handshake: both sides must speak this protocol.
 const PROLOGUE: &[u8] = b"dipc secure channel 1";
+
+/// The label under which the [`VouchKey`] is derived from the secret.
+const VOUCH_LABEL: &[u8] = b"dipc vouch key 1";
+
+/// HMAC-SHA256 of `label` under `key`.
+fn derive(key: &[u8], label: &[u8]) -> [u8; 32] {
+    let mut mac = hmac_with(key);
+    mac.update(label);
+    mac.finalize().into_bytes().into()
+}
+
+fn hmac_with(key: &[u8]) -> HmacSha256 {
+    // HMAC accepts keys of any length, so this cannot fail.
+    match HmacSha256::new_from_slice(key) {
+        Ok(m) => m,
+        Err(_) => unreachable!("HMAC takes keys of any length"),
+    }
+}
+
+/// What an owner host's worker vouches for when a get of one of its keys
+/// from another host passed its kernel's permission check: that `uid`
+/// (the caller, as its host stated it in the session) may use the
+/// structure `id` of `key` (in the owner's `incarnation`) owned by the
+/// host whose front_end is `owner`. The caller's dipcd makes a local
+/// placeholder only against such a proof, so no user can fill a host's
+/// kernel tables with placeholders of structures they may not use; a
+/// proof cannot be made without the cluster secret (only the daemons and
+/// their workers have it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Vouch {
+    pub kind: IpcKind,
+    pub key: i32,
+    pub id: i32,
+    pub incarnation: u64,
+    pub owner: SocketAddr,
+    pub uid: u32,
+}
+
+/// The key that signs and checks [`Vouch`]es, derived from the secret.
+#[derive(Clone)]
+pub struct VouchKey([u8; 32]);
+
+impl fmt::Debug for VouchKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("VouchKey(..)")
+    }
+}
+
+impl VouchKey {
+    fn mac(&self, v: &Vouch) -> HmacSha256 {
+        let mut mac = hmac_with(&self.0);
+        mac.update(&[v.kind as u8]);
+        mac.update(&v.key.to_be_bytes());
+        mac.update(&v.id.to_be_bytes());
+        mac.update(&v.incarnation.to_be_bytes());
+        mac.update(v.owner.to_string().as_bytes());
+        mac.update(b"|");
+        mac.update(&v.uid.to_be_bytes());
+        mac
+    }
+
+    pub fn sign(&self, v: &Vouch) -> [u8; 32] {
+        self.mac(v).finalize().into_bytes().into()
+    }
+
+    /// Whether `tag` is this key's proof of `v` (in constant time).
+    pub fn verify(&self, v: &Vouch, tag: &[u8; 32]) -> bool {
+        self.mac(v).verify_slice(tag).is_ok()
+    }
+}
 
 /// Why authentication or loading the secret failed.
 #[derive(Debug)]
@@ -169,13 +239,12 @@ impl Secret {
 
     /// The Noise pre-shared key of this secret.
     fn psk(&self) -> [u8; 32] {
-        // HMAC accepts keys of any length, so this cannot fail.
-        let mut mac = match HmacSha256::new_from_slice(&self.0) {
-            Ok(m) => m,
-            Err(_) => unreachable!("HMAC takes keys of any length"),
-        };
-        mac.update(PSK_LABEL);
-        mac.finalize().into_bytes().into()
+        derive(&self.0, PSK_LABEL)
+    }
+
+    /// The key that vouches for gets (see [`VouchKey`]).
+    pub fn vouch_key(&self) -> VouchKey {
+        VouchKey(derive(&self.0, VOUCH_LABEL))
     }
 
     fn noise(&self) -> Result<snow::Builder<'static>, AuthError> {
@@ -389,6 +458,45 @@ mod tests {
     use std::os::unix::net::UnixStream;
 
     const GOOD: &[u8] = b"0123456789abcdef0123";
+
+    #[test]
+    fn a_vouch_verifies_only_for_what_it_was_made_for() {
+        let key = Secret::from_bytes(GOOD).unwrap().vouch_key();
+        let v = Vouch {
+            kind: IpcKind::Msg,
+            key: 0x7a7a,
+            id: 3,
+            incarnation: 99,
+            owner: "10.0.0.2:7100".parse().unwrap(),
+            uid: 1000,
+        };
+        let tag = key.sign(&v);
+        assert!(key.verify(&v, &tag));
+        let others = [
+            Vouch {
+                kind: IpcKind::Sem,
+                ..v
+            },
+            Vouch { key: 0x7a7b, ..v },
+            Vouch { id: 4, ..v },
+            Vouch {
+                incarnation: 98,
+                ..v
+            },
+            Vouch {
+                owner: "10.0.0.3:7100".parse().unwrap(),
+                ..v
+            },
+            Vouch { uid: 65534, ..v },
+        ];
+        for o in others {
+            assert!(!key.verify(&o, &tag), "{o:?} verified with {v:?}'s tag");
+        }
+        let other_secret = Secret::from_bytes(b"another secret of enough length").unwrap();
+        assert!(!other_secret.vouch_key().verify(&v, &tag));
+        // Not the Noise key either.
+        assert_ne!(key.0, Secret::from_bytes(GOOD).unwrap().psk());
+    }
 
     fn run(
         client_secret: &[u8],

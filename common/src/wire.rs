@@ -399,6 +399,8 @@ kinds! {
     SendD = 99,
     SenderPid = 100,
     PidCheck = 101,
+    Vouched = 140,
+    Placeholder = 141,
     NameRegister = 130,
     NameRelease = 131,
     NameLookup = 132,
@@ -527,6 +529,24 @@ pub enum Message {
     KeyCheck {
         kind: IpcKind,
         key: i32,
+    },
+    /// A worker's answer to a successful `IpcGet`: the owner's id, and
+    /// its proof ([`crate::auth::Vouch`]) that the caller may use it, for
+    /// the caller's dipcd to make the local placeholder against.
+    Vouched {
+        id: i32,
+        vouch: [u8; 32],
+    },
+    /// The library asks its dipcd for the local placeholder of a key owned
+    /// elsewhere, once the owner's worker vouched that this caller may use
+    /// it (`KeyGet` makes none). The reply is `KeyOwner` with `local_id`.
+    Placeholder {
+        kind: IpcKind,
+        key: i32,
+        owner: SocketAddr,
+        id: i32,
+        origin: Origin,
+        vouch: [u8; 32],
     },
     /// Is this local id a placeholder for a structure owned elsewhere?
     Resolve {
@@ -878,6 +898,8 @@ impl Message {
             Message::SendD { .. } => Kind::SendD,
             Message::SenderPid { .. } => Kind::SenderPid,
             Message::PidCheck { .. } => Kind::PidCheck,
+            Message::Vouched { .. } => Kind::Vouched,
+            Message::Placeholder { .. } => Kind::Placeholder,
             Message::NameRegister { .. } => Kind::NameRegister,
             Message::NameRelease { .. } => Kind::NameRelease,
             Message::NameLookup { .. } => Kind::NameLookup,
@@ -940,6 +962,25 @@ impl Message {
                 w.string(message);
             }
             Message::Done { value } => w.i64(*value),
+            Message::Vouched { id, vouch } => {
+                w.i32(*id);
+                w.bytes_fixed(vouch);
+            }
+            Message::Placeholder {
+                kind,
+                key,
+                owner,
+                id,
+                origin,
+                vouch,
+            } => {
+                w.u8(*kind as u8);
+                w.i32(*key);
+                w.addr(owner);
+                w.i32(*id);
+                w.origin(origin);
+                w.bytes_fixed(vouch);
+            }
             Message::KeyGet { kind, key, flags } => {
                 w.u8(*kind as u8);
                 w.i32(*key);
@@ -1420,6 +1461,18 @@ impl Message {
             Kind::KeyCheck => Message::KeyCheck {
                 kind: r.kind()?,
                 key: r.i32("key")?,
+            },
+            Kind::Vouched => Message::Vouched {
+                id: r.i32("id")?,
+                vouch: r.bytes_fixed("vouch")?,
+            },
+            Kind::Placeholder => Message::Placeholder {
+                kind: r.kind()?,
+                key: r.i32("key")?,
+                owner: r.addr("owner")?,
+                id: r.i32("id")?,
+                origin: r.origin()?,
+                vouch: r.bytes_fixed("vouch")?,
             },
             Kind::KeyGone => Message::KeyGone {
                 kind: r.kind()?,
@@ -2240,6 +2293,21 @@ mod tests {
             Message::KeyCheck {
                 kind: IpcKind::Shm,
                 key: -1,
+            },
+            Message::Vouched {
+                id: 7,
+                vouch: [0xa5; 32],
+            },
+            Message::Placeholder {
+                kind: IpcKind::Sem,
+                key: 0x5a5a,
+                owner: "[fd00::2]:7100".parse().unwrap(),
+                id: 9,
+                origin: Origin {
+                    key: 0x5a5a,
+                    incarnation: u64::MAX,
+                },
+                vouch: [0x3c; 32],
             },
             Message::KeyGone {
                 kind: IpcKind::Msg,

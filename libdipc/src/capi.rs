@@ -7,6 +7,7 @@
 use crate::dist::Errno;
 use crate::msg::{self, MTYPE_LEN};
 use crate::state::{self, Route};
+use crate::umem;
 use dipc_common::wire::{IpcKind, IpcSet, SemBuf};
 // x86_64 and aarch64 Linux: c_long is i64, the wire's mtype.
 use libc::{c_int, c_long, c_void, key_t, msqid_ds, size_t, ssize_t};
@@ -57,12 +58,17 @@ pub unsafe extern "C" fn dipc_msgsnd(
     if msgp.is_null() {
         return fail(libc::EFAULT);
     }
-    if (msgsz as ssize_t) < 0 {
-        return fail(libc::EINVAL);
+    // Bounded before the text is copied out of the caller's buffer.
+    match msg::text_max() {
+        Ok(max) if msgsz <= max => {}
+        Ok(_) => return fail(libc::EINVAL),
+        Err(e) => return fail(e),
     }
-    let mtype = *(msgp as *const c_long);
-    let text = std::slice::from_raw_parts((msgp as *const u8).add(MTYPE_LEN), msgsz);
-    match msg::send(msqid, mtype, text, msgflg) {
+    let r = umem::read(msgp as *const c_long).and_then(|mtype| {
+        let text = umem::read_slice((msgp as *const u8).wrapping_add(MTYPE_LEN), msgsz)?;
+        msg::send(msqid, mtype, &text, msgflg)
+    });
+    match r {
         Ok(()) => 0,
         Err(e) => fail(e),
     }
@@ -85,18 +91,14 @@ pub unsafe extern "C" fn dipc_msgrcv(
     if msgp.is_null() {
         return fail(libc::EFAULT);
     }
-    match msg::recv(msqid, msgsz, msgtyp, msgflg) {
-        Ok((mtype, text)) => {
-            *(msgp as *mut c_long) = mtype;
-            std::ptr::copy_nonoverlapping(
-                text.as_ptr(),
-                (msgp as *mut u8).add(MTYPE_LEN),
-                text.len(),
-            );
-            text.len() as ssize_t
-        }
-        Err(e) => fail(e),
-    }
+    // As the kernel's msgrcv: a message taken for a buffer that cannot
+    // hold it is lost, and the call fails with EFAULT.
+    let r = msg::recv(msqid, msgsz, msgtyp, msgflg).and_then(|(mtype, text)| {
+        umem::write(msgp as *mut c_long, &mtype)?;
+        umem::write_slice((msgp as *mut u8).wrapping_add(MTYPE_LEN), &text)?;
+        Ok(text.len() as ssize_t)
+    });
+    r.unwrap_or_else(fail)
 }
 
 /// # Safety
@@ -115,13 +117,14 @@ pub unsafe extern "C" fn dipc_msgctl(msqid: c_int, cmd: c_int, buf: *mut msqid_d
             if buf.is_null() {
                 return fail(libc::EFAULT);
             }
-            msg::stat(msqid).map(|info| dipc_common::sysv::msq_into(&info, &mut *buf))
+            msg::stat(msqid).and_then(|info| {
+                // SAFETY: msqid_ds is plain data; all zeros is a value.
+                let mut ds: msqid_ds = std::mem::zeroed();
+                dipc_common::sysv::msq_into(&info, &mut ds);
+                umem::write(buf, &ds)
+            })
         }
-        libc::IPC_SET => {
-            if buf.is_null() {
-                return fail(libc::EFAULT);
-            }
-            let ds = &*buf;
+        libc::IPC_SET => umem::read(buf).and_then(|ds| {
             let s = IpcSet {
                 uid: ds.msg_perm.uid,
                 gid: ds.msg_perm.gid,
@@ -129,7 +132,7 @@ pub unsafe extern "C" fn dipc_msgctl(msqid: c_int, cmd: c_int, buf: *mut msqid_d
                 qbytes: ds.msg_qbytes,
             };
             msg::set(msqid, &s)
-        }
+        }),
         libc::IPC_RMID => msg::remove(msqid),
         _ => Err(libc::EINVAL),
     };
@@ -161,10 +164,7 @@ unsafe fn sembufs(sops: *const libc::sembuf, nsops: size_t) -> Result<Vec<SemBuf
     if nsops > 32768 {
         return Err(libc::E2BIG);
     }
-    if sops.is_null() {
-        return Err(libc::EFAULT);
-    }
-    Ok(std::slice::from_raw_parts(sops, nsops)
+    Ok(umem::read_slice(sops, nsops)?
         .iter()
         .map(|b| SemBuf {
             num: b.sem_num,
@@ -203,7 +203,10 @@ pub unsafe extern "C" fn dipc_semtimedop(
     let t = if timeout.is_null() {
         None
     } else {
-        let ts = &*timeout;
+        let ts = match umem::read(timeout) {
+            Ok(ts) => ts,
+            Err(e) => return fail(e),
+        };
         if ts.tv_sec < 0 || !(0..1_000_000_000).contains(&ts.tv_nsec) {
             return fail(libc::EINVAL);
         }
@@ -252,24 +255,20 @@ pub unsafe extern "C" fn dipc_semctl(semid: c_int, semnum: c_int, cmd: c_int, ar
             sem::ctl_int(semid, semnum, cmd, 0)
         }
         libc::SETVAL => sem::ctl_int(semid, semnum, cmd, arg.val),
-        libc::GETALL if arg.array.is_null() => Err(libc::EFAULT),
-        libc::GETALL => sem::getall(semid).map(|vals| {
-            std::ptr::copy_nonoverlapping(vals.as_ptr(), arg.array, vals.len());
-            0
-        }),
-        libc::SETALL if arg.array.is_null() => Err(libc::EFAULT),
+        libc::GETALL => sem::getall(semid)
+            .and_then(|vals| umem::write_slice(arg.array, &vals))
+            .map(|()| 0),
         libc::SETALL => sem::stat(semid).and_then(|info| {
-            let vals = std::slice::from_raw_parts(arg.array, info.nsems as usize);
-            sem::setall(semid, vals).map(|()| 0)
+            let vals = umem::read_slice(arg.array, info.nsems as usize)?;
+            sem::setall(semid, &vals).map(|()| 0)
         }),
-        libc::IPC_STAT if arg.buf.is_null() => Err(libc::EFAULT),
-        libc::IPC_STAT => sem::stat(semid).map(|info| {
-            dipc_common::sysv::sem_into(&info, &mut *arg.buf);
-            0
+        libc::IPC_STAT => sem::stat(semid).and_then(|info| {
+            // SAFETY: semid_ds is plain data; all zeros is a value.
+            let mut ds: libc::semid_ds = std::mem::zeroed();
+            dipc_common::sysv::sem_into(&info, &mut ds);
+            umem::write(arg.buf, &ds).map(|()| 0)
         }),
-        libc::IPC_SET if arg.buf.is_null() => Err(libc::EFAULT),
-        libc::IPC_SET => {
-            let ds = &*arg.buf;
+        libc::IPC_SET => umem::read(arg.buf).and_then(|ds| {
             let s = IpcSet {
                 uid: ds.sem_perm.uid,
                 gid: ds.sem_perm.gid,
@@ -277,7 +276,7 @@ pub unsafe extern "C" fn dipc_semctl(semid: c_int, semnum: c_int, cmd: c_int, ar
                 qbytes: 0,
             };
             sem::set(semid, &s).map(|()| 0)
-        }
+        }),
         _ => Err(libc::EINVAL),
     };
     r.unwrap_or_else(fail)
@@ -346,13 +345,13 @@ pub unsafe extern "C" fn dipc_shmctl(shmid: c_int, cmd: c_int, buf: *mut libc::s
                 _ => Err(libc::EINVAL),
             },
             Route::Remote { .. } => match cmd {
-                libc::IPC_STAT if buf.is_null() => Err(libc::EFAULT),
-                libc::IPC_STAT => {
-                    shm::stat(shmid).map(|info| dipc_common::sysv::shm_into(&info, &mut *buf))
-                }
-                libc::IPC_SET if buf.is_null() => Err(libc::EFAULT),
-                libc::IPC_SET => {
-                    let ds = &*buf;
+                libc::IPC_STAT => shm::stat(shmid).and_then(|info| {
+                    // SAFETY: shmid_ds is plain data; all zeros is a value.
+                    let mut ds: libc::shmid_ds = std::mem::zeroed();
+                    dipc_common::sysv::shm_into(&info, &mut ds);
+                    umem::write(buf, &ds)
+                }),
+                libc::IPC_SET => umem::read(buf).and_then(|ds| {
                     let s = IpcSet {
                         uid: ds.shm_perm.uid,
                         gid: ds.shm_perm.gid,
@@ -360,7 +359,7 @@ pub unsafe extern "C" fn dipc_shmctl(shmid: c_int, cmd: c_int, buf: *mut libc::s
                         qbytes: 0,
                     };
                     shm::set(shmid, &s)
-                }
+                }),
                 _ => Err(libc::EINVAL),
             },
         },
@@ -404,14 +403,16 @@ pub unsafe extern "C" fn dipc_send(
     len: size_t,
     flags: c_int,
 ) -> c_int {
-    let data: &[u8] = if len == 0 {
-        &[]
-    } else if buf.is_null() {
-        return fail(libc::EFAULT);
-    } else {
-        std::slice::from_raw_parts(buf.cast(), len)
+    match msg::text_max() {
+        Ok(max) if len <= max => {}
+        Ok(_) => return fail(libc::EMSGSIZE),
+        Err(e) => return fail(e),
+    }
+    let data = match umem::read_slice(buf.cast::<u8>(), len) {
+        Ok(d) => d,
+        Err(e) => return fail(e),
     };
-    crate::pid::send(dest, data, flags).map_or_else(io_fail, |()| 0)
+    crate::pid::send(dest, &data, flags).map_or_else(io_fail, |()| 0)
 }
 
 /// # Safety
@@ -424,18 +425,25 @@ pub unsafe extern "C" fn dipc_receive(
     len: size_t,
     flags: c_int,
 ) -> ssize_t {
-    if src.is_null() || (buf.is_null() && len != 0) {
+    if buf.is_null() && len != 0 {
         return fail(libc::EFAULT);
     }
-    let out: &mut [u8] = if len == 0 {
-        &mut []
-    } else {
-        std::slice::from_raw_parts_mut(buf.cast(), len)
+    let want = match umem::read(src) {
+        Ok(w) => w,
+        Err(e) => return fail(e),
     };
-    match crate::pid::receive_into(*src, out, flags) {
-        Ok((from, n)) => {
-            *src = from;
-            n as ssize_t
+    // Checked before a message is taken: one cannot be put back.
+    if let Err(e) = umem::write(src, &want) {
+        return fail(e);
+    }
+    match crate::pid::receive(want, len, flags) {
+        Ok((from, text)) => {
+            let r =
+                umem::write_slice(buf.cast::<u8>(), &text).and_then(|()| umem::write(src, &from));
+            match r {
+                Ok(()) => text.len() as ssize_t,
+                Err(e) => fail(e),
+            }
         }
         Err(e) => io_fail(e),
     }
@@ -555,25 +563,26 @@ pub unsafe extern "C" fn dipc_call(
         Ok(n) => n,
         Err(e) => return fail(e),
     };
-    if (input.is_null() && inlen != 0) || (out.is_null() && outlen != 0) {
+    if out.is_null() && outlen != 0 {
         return fail(libc::EFAULT);
     }
-    let data: &[u8] = if inlen == 0 {
-        &[]
-    } else {
-        std::slice::from_raw_parts(input.cast(), inlen)
+    // Bounded before it is copied; a bad pointer is EFAULT (umem).
+    if inlen > crate::dprocs::max_input(name) {
+        return fail(libc::EMSGSIZE);
+    }
+    let data = match umem::read_slice(input.cast::<u8>(), inlen) {
+        Ok(d) => d,
+        Err(e) => return fail(e),
     };
     let timeout = u64::try_from(timeout_ms)
         .ok()
         .filter(|t| *t > 0)
         .map(std::time::Duration::from_millis);
-    match crate::dprocs::call(q, name, data, outlen, timeout) {
-        Ok(r) => {
-            if !r.is_empty() {
-                std::ptr::copy_nonoverlapping(r.as_ptr(), out.cast::<u8>(), r.len());
-            }
-            r.len() as ssize_t
-        }
+    match crate::dprocs::call(q, name, &data, outlen, timeout) {
+        Ok(r) => match umem::write_slice(out.cast::<u8>(), &r) {
+            Ok(()) => r.len() as ssize_t,
+            Err(e) => fail(e),
+        },
         Err(e) => io_fail(e),
     }
 }

@@ -111,22 +111,50 @@ pub fn get(ops: &KindOps, key: i32, flags: i32, size: u64) -> Result<i32, Errno>
             flags: if excl { 0 } else { flags & 0o777 },
             size: if excl { 0 } else { size },
         };
-        match state::remote(owner, &check, false).map_err(client_errno) {
-            Ok(Message::Done { value }) if value == i64::from(id) && excl => {
+        let vouch = match state::remote(owner, &check, false).map_err(client_errno) {
+            Ok(Message::Vouched { id: have, .. }) if have == id && excl => {
                 return Err(libc::EEXIST)
             }
-            Ok(Message::Done { value }) if value == i64::from(id) => {}
+            Ok(Message::Vouched { id: have, vouch }) if have == id => vouch,
             // Removed on the owner without the referee being told (the
             // key may since name another structure there): the owner's
             // worker has freed the key; ask again.
-            Ok(Message::Done { .. }) | Err(libc::ENOENT) => continue,
+            Ok(Message::Vouched { .. }) | Err(libc::ENOENT) => continue,
             Ok(_) => return Err(libc::EPROTO),
             Err(e) => return Err(e),
-        }
+        };
+        // The first get of the key on this host: dipcd makes the local
+        // placeholder now that the owner has vouched for this caller.
+        let local_id = match local_id {
+            -1 => placeholder(kind, key, (owner, id, origin), vouch)?,
+            l => l,
+        };
         state::set_route(kind, local_id, Route::Remote { owner, id, origin });
         return Ok(local_id);
     }
     Err(libc::ENOENT)
+}
+
+/// This host's placeholder id for `key`, owned by `owner` as `id`, made
+/// by dipcd against the owner's `vouch` for this caller.
+fn placeholder(
+    kind: IpcKind,
+    key: i32,
+    (owner, id, origin): (std::net::SocketAddr, i32, Origin),
+    vouch: [u8; 32],
+) -> Result<i32, Errno> {
+    let ask = Message::Placeholder {
+        kind,
+        key,
+        owner,
+        id,
+        origin,
+        vouch,
+    };
+    match state::control(&ask).map_err(client_errno)? {
+        Message::KeyOwner { local_id, .. } if local_id >= 0 => Ok(local_id),
+        _ => Err(libc::EPROTO),
+    }
 }
 
 /// This host won the creation of `key`: makes the real structure here and

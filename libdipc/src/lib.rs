@@ -16,6 +16,7 @@ pub mod sem;
 pub mod shm;
 mod spin;
 mod state;
+mod umem;
 
 pub use client::{Client, ClientError};
 pub use dist::{Errno, IPC_DIPC};

@@ -63,13 +63,18 @@ fn remote_ctl(
 }
 
 /// `msgsnd` of a message whose type is `mtype` and text `text`.
+/// The longest text a message to another host may have: what a frame
+/// carries, longer than any kernel's msgmax can be here.
+pub(crate) fn text_max() -> Result<usize, Errno> {
+    let max = state::config().map_err(client_errno)?.max_frame as usize;
+    Ok(max.saturating_sub(256))
+}
+
 pub fn send(id: i32, mtype: i64, text: &[u8], flags: i32) -> Result<(), Errno> {
     match route(id) {
         Route::Local | Route::Owned { .. } => sysv::msgsnd(id, mtype, text, flags),
         Route::Remote { owner, id, origin } => {
-            let max = state::config().map_err(client_errno)?.max_frame as usize;
-            if text.len() > max.saturating_sub(256) {
-                // Longer than any kernel's msgmax can be here.
+            if text.len() > text_max()? {
                 return Err(libc::EINVAL);
             }
             let req = Message::MsgSnd {

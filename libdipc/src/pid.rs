@@ -333,14 +333,6 @@ pub fn receive(src: PidD, size: usize, flags: i32) -> io::Result<(PidD, Vec<u8>)
     }
 }
 
-/// The receive buffer as C hands it: the raw `msgrcv` into a scratch
-/// buffer with room for the type word, then a copy.
-pub(crate) fn receive_into(src: PidD, buf: &mut [u8], flags: i32) -> io::Result<(PidD, usize)> {
-    let (from, text) = receive(src, buf.len(), flags)?;
-    buf[..text.len()].copy_from_slice(&text);
-    Ok((from, text.len()))
-}
-
 /// Whether a message is waiting in this process's mailbox, waiting up to
 /// `timeout` for one (`None`: as long as it takes).
 ///

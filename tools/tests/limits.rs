@@ -17,18 +17,29 @@ use std::time::Duration;
 /// Another unprivileged user than the attacker (nobody).
 const OTHER_UID: &str = "65533";
 
-/// dipcd's resident memory on host `i`, in KiB.
-fn dipcd_rss_kib(i: usize) -> u64 {
+/// Host `i`'s dipcd pid, from its pid file.
+fn dipcd_pid(i: usize) -> String {
     let pid_file = state_dir().join(format!("h{i}")).join("dipcd.pid");
-    let pid =
-        fs::read_to_string(&pid_file).unwrap_or_else(|e| panic!("{}: {e}", pid_file.display()));
-    let status = fs::read_to_string(format!("/proc/{}/status", pid.trim()))
-        .unwrap_or_else(|e| panic!("dipcd {}: {e}", pid.trim()));
+    fs::read_to_string(&pid_file)
+        .unwrap_or_else(|e| panic!("{}: {e}", pid_file.display()))
+        .trim()
+        .to_owned()
+}
+
+/// A process's resident memory, in KiB.
+fn rss_kib(pid: &str) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("process {pid}: {e}"));
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no VmRSS in dipcd's status:\n{status}"))
+        .unwrap_or_else(|| panic!("no VmRSS in process {pid}'s status:\n{status}"))
+}
+
+/// dipcd's resident memory on host `i`, in KiB.
+fn dipcd_rss_kib(i: usize) -> u64 {
+    rss_kib(&dipcd_pid(i))
 }
 
 /// Every other user is still served: another uid opens connections, root
@@ -42,8 +53,16 @@ fn others_are_served(c: &Cluster) {
         out.contains("clients: 3 opened, 0 refused"),
         "another user must still be served:\n{out}"
     );
+    // The cluster's hosts (an attack that joins as a host of its own
+    // leaves that one down once it goes).
     let hosts = c.dipcref_hosts(1);
-    assert!(hosts.iter().all(|h| h.is_up()), "root's dipcref: {hosts:?}");
+    assert!(
+        hosts
+            .iter()
+            .filter(|h| h.port == HOST_PORT)
+            .all(|h| h.is_up()),
+        "root's dipcref: {hosts:?}"
+    );
 }
 
 #[test]
@@ -429,8 +448,7 @@ impl Drop for Resume {
 #[test]
 fn a_user_cannot_have_more_than_its_employers_at_once() {
     let c = Cluster::up(3);
-    let pid_file = state_dir().join("h2").join("dipcd.pid");
-    let dipcd2 = fs::read_to_string(&pid_file).expect("host 2's dipcd.pid");
+    let dipcd2 = dipcd_pid(2);
     let fe = child_named(dipcd2.trim(), "dipc-front-end").expect("host 2's front_end");
     // Host 2 stays up (its dipcd's link beats) but its front_end answers
     // nothing: every session to it waits.
@@ -474,4 +492,176 @@ fn a_user_cannot_have_more_than_its_employers_at_once() {
             ),
         "64 employers at once for nobody, EAGAIN for the other 36:\n{out}"
     );
+}
+
+/// Kernel queues on host `i` (placeholders among them), from `ipcs -q`.
+fn queues_on(c: &Cluster, i: usize) -> usize {
+    c.exec_ok(i, &["ipcs", "-q"])
+        .lines()
+        .filter(|l| l.starts_with("0x"))
+        .count()
+}
+
+/// A get of a structure the caller may not use leaves no placeholder on
+/// the caller's host: dipcd makes one only once the owner's worker has
+/// vouched for the caller (the owner's kernel let it get the key), and
+/// never against a proof the caller made up. Before, the placeholder was
+/// made as soon as the referee named the owner, so any user could fill a
+/// host's `msgmni` with placeholders of structures they may not touch.
+#[test]
+fn no_placeholder_for_a_user_who_may_not_use_the_structure() {
+    let c = Cluster::up(2);
+    create_queue(&c, 1, "0x7c7c", "0600");
+    let before = queues_on(&c, 2);
+    c.exec_err(
+        2,
+        &as_nobody(&["dipc-msg", "get", "0x7c7c", "--mode", "0600"]),
+        &["EACCES"],
+    );
+    assert_eq!(
+        queues_on(&c, 2),
+        before,
+        "a refused get made a placeholder on host 2"
+    );
+    let out = attack(&c, 2, &["forged-placeholder", "msg", "0x7c7c"]);
+    assert_has(&out, "the look-up makes no placeholder", "local -1");
+    assert_has(&out, "a forged proof", "placeholder: error EPERM");
+    assert_eq!(
+        queues_on(&c, 2),
+        before,
+        "a forged proof made a placeholder on host 2"
+    );
+    // Whoever may use the queue gets a placeholder, and one only.
+    c.exec_ok(2, &["dipc-msg", "get", "0x7c7c"]);
+    c.exec_ok(2, &["dipc-msg", "get", "0x7c7c"]);
+    assert_eq!(queues_on(&c, 2), before + 1);
+    assert!(
+        c.log(2).contains("not vouched for by"),
+        "host 2's dipcd must log the refused proof:\n{}",
+        c.log(2)
+    );
+}
+
+/// A message of another user from host `from` to host `to` through host
+/// 2's queue 0x6a6a.
+fn round_trip(c: &Cluster, from: usize, to: usize, text: &str) {
+    c.exec_ok(
+        from,
+        &as_uid(OTHER_UID, &["dipc-msg", "send", "0x6a6a", "7", text]),
+    );
+    let got = c.exec_ok(
+        to,
+        &as_uid(OTHER_UID, &["dipc-msg", "recv", "0x6a6a", "--nowait"]),
+    );
+    assert_eq!(got.trim(), format!("7 {text}"), "another user's message");
+}
+
+/// Garbage from a hostile or broken peer, sent to every live daemon:
+/// host 2's dipcd, a worker on host 2 (on sessions opened the legitimate
+/// way, so the garbage is sealed and gets past the channel), host 2's
+/// front_end before any handshake, the referee (from a host of its own)
+/// and a shm manager. Each daemon lives on (the same process), its
+/// memory stays within 8 MiB of where it was, and another user's calls
+/// between hosts are served while the garbage flows and after. The seeds
+/// are fixed, so that a failure replays.
+#[test]
+fn daemons_survive_garbage_and_keep_serving() {
+    const BOUND_KIB: u64 = 8 * 1024;
+    let c = Cluster::up(2);
+    c.exec_ok(
+        2,
+        &["dipc-msg", "get", "--create", "--mode", "0666", "0x6a6a"],
+    );
+    // A segment of host 2 that host 1 holds attached: its manager runs.
+    let touch = c_example("shm_touch").to_string_lossy().into_owned();
+    c.exec_ok(2, &[&touch, "0x6a6b", "65536", "-", "stat"]);
+    let mut holder = c.spawn(1, &[&touch, "0x6a6b", "65536", "0", "hold", "5"]);
+    holder.wait_for_stdout("held", Duration::from_secs(20));
+    let sid = c
+        .exec_ok(2, &["ipcs", "-m"])
+        .lines()
+        .find(|l| l.starts_with("0x00006a6b"))
+        .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
+        .unwrap_or_else(|| panic!("segment 0x6a6b not in host 2's ipcs -m"));
+    let (d1, d2) = (dipcd_pid(1), dipcd_pid(2));
+    let daemons = [
+        ("host 2's dipcd", d2.clone()),
+        (
+            "host 2's front_end",
+            child_named(&d2, "dipc-front-end").expect("host 2's front_end"),
+        ),
+        (
+            "the referee",
+            child_named(&d1, "dipc-referee").expect("the referee"),
+        ),
+    ];
+    let before: Vec<u64> = daemons.iter().map(|(_, p)| rss_kib(p)).collect();
+    let fe2 = front_end(2);
+    let attacks: [(usize, bool, Vec<&str>); 5] = [
+        (2, false, vec!["dipcd", "--frames", "3000", "--seed", "1"]),
+        (
+            1,
+            false,
+            vec!["worker", "--target", &fe2, "--frames", "400", "--seed", "2"],
+        ),
+        (
+            1,
+            false,
+            vec![
+                "front-end",
+                "--target",
+                &fe2,
+                "--frames",
+                "3000",
+                "--seed",
+                "3",
+            ],
+        ),
+        (2, true, vec!["referee", "--frames", "3000", "--seed", "4"]),
+        (
+            2,
+            true,
+            vec!["shm", "--id", &sid, "--frames", "2000", "--seed", "5"],
+        ),
+    ];
+    for (host, root, args) in attacks {
+        let mut cmd = vec!["dipc-attack", "garbage"];
+        cmd.extend_from_slice(&args);
+        let cmd = if root { cmd } else { as_nobody(&cmd) };
+        let mut a = c.spawn(host, &cmd);
+        // Served while the garbage flows...
+        round_trip(&c, 1, 2, "during");
+        let st = a.wait(Duration::from_secs(120));
+        assert!(st.success(), "{}", a.describe());
+        let out = a.stdout();
+        assert_has(&out, "the attack's report", "garbage: ");
+        eprintln!(
+            "dipc-attack garbage {} on host {host}:\n{out}",
+            args.join(" ")
+        );
+        // ... and after.
+        round_trip(&c, 2, 1, "after");
+        others_are_served(&c);
+        for (name, pid) in &daemons {
+            assert!(
+                std::path::Path::new(&format!("/proc/{pid}")).exists(),
+                "{name} (pid {pid}) died of garbage {}",
+                args.join(" ")
+            );
+        }
+    }
+    for ((name, pid), was) in daemons.iter().zip(before) {
+        let now = rss_kib(pid);
+        eprintln!("{name}: {was} KiB before the garbage, {now} KiB after");
+        assert!(
+            now <= was + BOUND_KIB,
+            "{name} grew from {was} KiB to {now} KiB"
+        );
+    }
+    assert!(
+        holder.running(),
+        "the segment's holder: {}",
+        holder.describe()
+    );
+    holder.kill();
 }

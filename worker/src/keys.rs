@@ -12,6 +12,7 @@
 
 use crate::origin::Origins;
 use crate::{done, fail, local_call};
+use dipc_common::auth::{Vouch, VouchKey};
 use dipc_common::config::Config;
 use dipc_common::sysv;
 use dipc_common::wire::{IpcKind, Message, Origin};
@@ -50,6 +51,10 @@ fn free(config: &Config, kind: IpcKind, key: i32, id: i32, incarnation: u64) {
 /// private (the library makes `IPC_PRIVATE` a plain local get). Taken
 /// here, it would let a caller on another host create structures on this
 /// one, without limit and outside the referee's table.
+///
+/// A get that succeeds is answered `Vouched`: the id with this host's
+/// proof that `uid` (the caller as its host stated it) may use it, which
+/// the caller's dipcd asks for before it makes a placeholder.
 pub fn get(
     config: &Config,
     origins: &mut Origins,
@@ -57,6 +62,7 @@ pub fn get(
     (key, id, incarnation): (i32, i32, u64),
     flags: i32,
     size: u64,
+    (vouch_key, uid): (&VouchKey, u32),
 ) -> Message {
     if key == libc::IPC_PRIVATE {
         return Message::error(
@@ -81,7 +87,23 @@ pub fn get(
     } else if r.is_ok() {
         origins.got(kind, id, Origin { key, incarnation });
     }
-    done(r)
+    match r {
+        Ok(id) => {
+            let v = Vouch {
+                kind,
+                key,
+                id,
+                incarnation,
+                owner: config.front_end_addr(),
+                uid,
+            };
+            Message::Vouched {
+                id,
+                vouch: vouch_key.sign(&v),
+            }
+        }
+        Err(e) => done(Err(e)),
+    }
 }
 
 /// A structure an `IPC_RMID` request is about to remove, with its key.

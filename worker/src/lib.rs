@@ -60,7 +60,7 @@ pub fn serve(
     peer: IpAddr,
     handed: Handed,
     config: &Config,
-    _secret: &Secret,
+    secret: &Secret,
     incarnation: u64,
 ) -> i32 {
     // Until the session is open (SenderPid), a caller that says nothing
@@ -92,6 +92,10 @@ pub fn serve(
         }
     };
     let mut caller: Option<i32> = None;
+    // The uid the caller's host stated for it (before any root squash):
+    // what a get vouches for (see `keys::get`).
+    let mut stated_uid = 0;
+    let vouch_key = secret.vouch_key();
     let mut dipcd = pids::Dipcd::default();
     // The caller's pid_d, as its dipcd vouched for it (0: not registered).
     let mut sender: Option<i64> = None;
@@ -146,6 +150,7 @@ pub fn serve(
                             Ok(()) => {
                                 debug!("worker: acting for pid {pid} on {peer} as uid {s_uid} gid {s_gid}");
                                 caller = Some(pid);
+                                stated_uid = uid;
                                 Message::Done { value: 0 }
                             }
                             Err(e) => {
@@ -219,6 +224,7 @@ pub fn serve(
                         (key, sid, incarnation),
                         flags,
                         size,
+                        (&vouch_key, stated_uid),
                     ),
                     req => {
                         let sender = sender.unwrap_or(0);

@@ -75,6 +75,10 @@
 //! - `remote-private TARGET [--kind KIND]`: an `IpcGet` of `IPC_PRIVATE`
 //!   on a session to `TARGET` (`remote get: ...`), and a `KeyGet` of it at
 //!   dipcd (`dipcd get: ...`). Withstood if both are refused.
+//! - `forged-placeholder KIND KEY`: looks `KEY` up at dipcd (`owner ADDR
+//!   id ID local L`; L is -1 while this host has no placeholder for it)
+//!   and asks dipcd for its placeholder with a proof of its own making,
+//!   not the owner's (`placeholder: ...`). Withstood if refused.
 //! - `restore-pid-d PID_D [--port P]` (root: it reads the cluster
 //!   secret): joins the referee as this host's address with port P (a
 //!   host of its own), restores a registration with `PID_D`
@@ -131,9 +135,23 @@
 //!   segment (IPC_PRIVATE, or key K with mode M; prints `segment ID`) or
 //!   takes segment ID, and asks dipcd to start its manager (`ShmOpen`).
 //!   Prints `shm-open: done` or `shm-open: error ERRNO: MESSAGE`.
+//! - `garbage dipcd|worker|front-end|referee|shm [--target ADDR] [--id ID]
+//!   [--frames N] [--seed S]`: N frames of garbage (random bytes, valid
+//!   headers over random payloads, headers that promise more than
+//!   follows, well-formed requests with bytes changed; see
+//!   `attack/garbage.rs`) to a live daemon: dipcd's socket; a worker on
+//!   `--target` on sessions opened the legitimate way (sealed, so the
+//!   garbage gets past the channel); `--target`'s front_end before any
+//!   handshake; the referee as a host of its own (root: it reads the
+//!   secret); segment ID's shm manager. Whenever the daemon closes the
+//!   connection another is opened. Prints `seed S`, then `garbage: N
+//!   frames on C connections, K closed by the peer, B reply bytes`.
 //! - `stall TARGET --count N --hold-ms MS`: N TCP connections to TARGET
 //!   that send one byte of a handshake and nothing more. Prints
 //!   `stall: N sent`, then after MS ms `stall: C closed by the peer`.
+
+#[path = "../attack/garbage.rs"]
+mod garbage;
 
 use clap::{Parser, Subcommand};
 use dipc_common::auth::{ClientHandshake, Secret};
@@ -284,6 +302,13 @@ enum Command {
         #[arg(long, value_enum, default_value_t = KindArg::Msg)]
         kind: KindArg,
     },
+    /// Ask dipcd for a key's placeholder with a forged proof from its owner
+    ForgedPlaceholder {
+        #[arg(value_enum)]
+        kind: KindArg,
+        #[arg(value_parser = parse_key)]
+        key: i32,
+    },
     /// Restore a registration with PID_D at the referee, then register anew
     RestorePidD {
         #[arg(allow_negative_numbers = true)]
@@ -367,6 +392,25 @@ enum Command {
         mode: String,
         #[arg(long)]
         id: Option<i32>,
+    },
+    /// Garbage frames to a live daemon
+    Garbage {
+        #[arg(value_enum)]
+        to: GarbageTo,
+        /// The host whose worker or front_end gets them
+        #[arg(long)]
+        target: Option<SocketAddr>,
+        /// The segment whose shm manager gets them
+        #[arg(long)]
+        id: Option<i32>,
+        #[arg(long, default_value_t = 1000)]
+        frames: usize,
+        /// The generator's seed (printed; by default from the clock)
+        #[arg(long)]
+        seed: Option<u64>,
+        /// The port the referee attack's own host states
+        #[arg(long, default_value_t = 7190)]
+        port: u16,
     },
     /// Connections to a front_end that never finish their handshake.
     Stall {
@@ -491,6 +535,7 @@ fn main() -> ExitCode {
             keep,
         ),
         Command::RemotePrivate { target, kind } => remote_private(&config, target, kind.kind()),
+        Command::ForgedPlaceholder { kind, key } => forged_placeholder(&config, kind.kind(), key),
         Command::RestorePidD { pid_d, port } => restore_pid_d(&config, pid_d, port),
         Command::KillPid { target, pid, sig } => kill_pid(&config, target, pid, sig),
         Command::PeerGroups {
@@ -525,6 +570,14 @@ fn main() -> ExitCode {
             count,
             hold_ms,
         } => stall(target, count, hold_ms),
+        Command::Garbage {
+            to,
+            target,
+            id,
+            frames,
+            seed,
+            port,
+        } => garbage(&config, (to, target, id, port), frames, seed),
         Command::ShmOpen {
             private,
             key,
@@ -1477,6 +1530,211 @@ fn claim_hold(config: &Config, kind: IpcKind, key: i32, hold: Duration, keep: bo
             Errno::from_raw(e)
         );
     }
+    verdict(is_error(&r, None))
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum GarbageTo {
+    Dipcd,
+    Worker,
+    FrontEnd,
+    Referee,
+    Shm,
+}
+
+/// A connection garbage goes down, sealed or not as the daemon expects.
+enum Garbled {
+    Unix(Channel<UnixStream>),
+    Tcp(Channel<TcpStream>),
+}
+
+impl Garbled {
+    /// Sends `frame` as it is (sealed on a sealed connection).
+    fn send(&mut self, frame: &[u8]) -> bool {
+        let r = match self {
+            Garbled::Unix(ch) => ch.send_encoded(|out| out.extend_from_slice(frame)),
+            Garbled::Tcp(ch) => ch.send_encoded(|out| out.extend_from_slice(frame)),
+        };
+        r.is_ok()
+    }
+
+    /// Reads what the daemon answered so far (without waiting for more):
+    /// the bytes, or `None` once it has closed the connection.
+    fn drain(&mut self) -> Option<u64> {
+        let mut buf = [0u8; 16 * 1024];
+        let mut n = 0u64;
+        loop {
+            let r = match self {
+                Garbled::Unix(ch) => ch.get_mut().read(&mut buf),
+                Garbled::Tcp(ch) => ch.get_mut().read(&mut buf),
+            };
+            match r {
+                Ok(0) => return None,
+                Ok(k) => n += k as u64,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Some(n)
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return None,
+            }
+        }
+    }
+}
+
+/// A fresh connection to the daemon `to` names.
+fn garbled(
+    config: &Config,
+    (to, target, id, port): (GarbageTo, Option<SocketAddr>, Option<i32>, u16),
+) -> Result<Garbled, String> {
+    let target = || target.ok_or_else(|| format!("{to:?} needs --target"));
+    let quick = Some(Duration::from_millis(1));
+    let slow = Some(CLOSE_WAIT);
+    let tcp = |ch: Channel<TcpStream>| -> Result<Garbled, String> {
+        ch.get_ref()
+            .set_read_timeout(quick)
+            .map_err(|e| e.to_string())?;
+        ch.get_ref()
+            .set_write_timeout(slow)
+            .map_err(|e| e.to_string())?;
+        Ok(Garbled::Tcp(ch))
+    };
+    let unix = |s: UnixStream| -> Result<Garbled, String> {
+        s.set_read_timeout(quick).map_err(|e| e.to_string())?;
+        s.set_write_timeout(slow).map_err(|e| e.to_string())?;
+        Ok(Garbled::Unix(Channel::new(s, config.max_frame)))
+    };
+    match to {
+        GarbageTo::Dipcd => {
+            unix(UnixStream::connect(config.back_end_socket()).map_err(|e| format!("dipcd: {e}"))?)
+        }
+        GarbageTo::Shm => {
+            let id = id.ok_or("shm needs --id")?;
+            let path = config.shm_socket(id);
+            unix(UnixStream::connect(&path).map_err(|e| format!("{}: {e}", path.display()))?)
+        }
+        GarbageTo::FrontEnd => {
+            let t = target()?;
+            let s =
+                TcpStream::connect_timeout(&t, REPLY_TIMEOUT).map_err(|e| format!("{t}: {e}"))?;
+            tcp(Channel::new(s, config.max_frame))
+        }
+        GarbageTo::Worker => {
+            let s = open_session(config, target()?)?;
+            tcp(Channel::new(s.s, s.max).with_codec(Codec::Secure(Box::new(s.sec))))
+        }
+        GarbageTo::Referee => {
+            let secret = Secret::load(&config.secret_file).map_err(|e| e.to_string())?;
+            let me = SocketAddr::new(config.host.address, port);
+            let mut ch = match handshake(config, &secret, config.referee_addr(), Role::Host, me)? {
+                Ok(ch) => ch,
+                Err((e, _)) => return Err(format!("handshake: {e}")),
+            };
+            match ch.call(1, &Message::Join { front_end: me }) {
+                Ok(Message::Joined) => tcp(ch),
+                Ok(other) => Err(format!("join: {}", show(&other))),
+                Err(e) => Err(format!("join: {e}")),
+            }
+        }
+    }
+}
+
+fn garbage(
+    config: &Config,
+    to: (GarbageTo, Option<SocketAddr>, Option<i32>, u16),
+    frames: usize,
+    seed: Option<u64>,
+) -> u8 {
+    println!("uid {}", uid());
+    let seed = seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+    });
+    println!("seed {seed}");
+    let mut rng = garbage::Rng::new(seed);
+    let (mut sent, mut conns, mut closed, mut replied) = (0, 0, 0, 0);
+    let mut conn = None;
+    let mut refused = 0;
+    while sent < frames {
+        let c = match &mut conn {
+            Some(c) => c,
+            None => match garbled(config, to) {
+                Ok(c) => {
+                    conns += 1;
+                    conn.insert(c)
+                }
+                // The daemon may refuse a burst of new connections for a
+                // moment (limits); it must take them again.
+                Err(e) if refused < 50 => {
+                    refused += 1;
+                    eprintln!("dipc-attack: garbage: {e}");
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+                Err(e) => return not_tried("garbage", &e),
+            },
+        };
+        let f = garbage::frame(&mut rng);
+        let wrote = c.send(&f);
+        sent += 1;
+        match c.drain() {
+            Some(n) if wrote => replied += n,
+            _ => {
+                closed += 1;
+                conn = None;
+            }
+        }
+    }
+    println!(
+        "garbage: {sent} frames on {conns} connections, {closed} closed by the peer, {replied} reply bytes"
+    );
+    WITHSTOOD
+}
+
+fn forged_placeholder(config: &Config, kind: IpcKind, key: i32) -> u8 {
+    println!("uid {}", uid());
+    let mut ch = match dipcd(config) {
+        Ok(ch) => ch,
+        Err(e) => return not_tried("dipcd", &e),
+    };
+    let (owner, id, origin) = match ch.call(
+        1,
+        &Message::KeyGet {
+            kind,
+            key,
+            flags: 0,
+        },
+    ) {
+        Ok(Message::KeyOwner {
+            owner,
+            id,
+            local_id,
+            origin,
+        }) => {
+            println!("owner {owner} id {id} local {local_id}");
+            (owner, id, origin)
+        }
+        other => return not_tried("key get", &shown(&other.map_err(|e| e.to_string()))),
+    };
+    let mut vouch = [0u8; 32];
+    if let Err(e) = dipc_common::auth::fill_random(&mut vouch) {
+        return not_tried("random", &e);
+    }
+    let ask = Message::Placeholder {
+        kind,
+        key,
+        owner,
+        id,
+        origin,
+        vouch,
+    };
+    let r = ch.call(2, &ask).map_err(|e| e.to_string());
+    println!("placeholder: {}", shown(&r));
     verdict(is_error(&r, None))
 }
 
