@@ -99,6 +99,12 @@ pub enum Then {
         pid_d: i64,
         pid: i32,
     },
+    /// A name taken or released (`Pids::name_op` keeps which); `restore`
+    /// when dipcd takes it again after the link was re-opened.
+    Named {
+        op: u64,
+        restore: bool,
+    },
     /// The host table, asked for the client's `Connect` to `target`: the
     /// client is handed to an employer only if `target` is an up host.
     Connect {

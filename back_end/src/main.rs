@@ -644,8 +644,22 @@ impl Daemon<'_> {
             }
             // Open to every user: a pid_d must be looked up to be signalled
             // or sent to, so the list tells nothing more (see referee::pids).
-            Message::PidLookup { .. } | Message::ListPids { .. } => {
+            // Names are as open as the pids they stand for.
+            Message::PidLookup { .. }
+            | Message::ListPids { .. }
+            | Message::NameLookup { .. }
+            | Message::ListNames { .. } => {
                 self.relay(c, relay(None), &msg);
+            }
+            // As for Unregister, the referee checks that the name is
+            // asked for by the process pid_d is: the pid is the kernel's.
+            // dipcd keeps the names it saw given, to take them again for
+            // the process when its registration is restored.
+            Message::NameRegister { pid_d, name, .. } => {
+                self.relay_name(c, relay(None), pid_d, name, true)
+            }
+            Message::NameRelease { pid_d, name, .. } => {
+                self.relay_name(c, relay(None), pid_d, name, false)
             }
             // Any local user may name any address here, and the employer
             // authenticates there with the cluster secret: it may go only
@@ -666,6 +680,26 @@ impl Daemon<'_> {
                     format!("dipcd does not take {} messages", other.kind().name()),
                 ),
             ),
+        }
+    }
+
+    /// Relays a name taken (`take`) or released by the client process,
+    /// noting it for `Pids::name_answered`.
+    fn relay_name(&mut self, c: &mut Client, to: Relayed, pid_d: i64, name: String, take: bool) {
+        let pid = c.cred.pid;
+        let op = self.pids.name_op(pid, &name, take);
+        let to = Relayed {
+            then: Then::Named { op, restore: false },
+            ..to
+        };
+        let msg = if take {
+            Message::NameRegister { pid_d, pid, name }
+        } else {
+            Message::NameRelease { pid_d, pid, name }
+        };
+        if !self.relay(c, to, &msg) {
+            // Never answered: forget it now.
+            self.pids.name_answered(op, false, false);
         }
     }
 
@@ -987,6 +1021,14 @@ impl Daemon<'_> {
                 {
                     debug!("pid_d {pid_d} (pid {pid}) unregistered");
                     self.pids.end(self.poll.registry(), pid, true);
+                }
+                msg
+            }
+            Then::Named { op, restore } => {
+                let ok = matches!(msg, Message::Done { .. });
+                self.pids.name_answered(op, ok, restore);
+                if restore {
+                    return;
                 }
                 msg
             }
@@ -1454,15 +1496,28 @@ impl Daemon<'_> {
     /// Joined (again): the referee dropped this host's processes when the
     /// previous link closed; tell it about them again, with their pid_d.
     fn restore_pids(&mut self) {
-        let regs: Vec<(i64, i32, u32, u64, i32, u64)> = self
+        type Restored = (i64, i32, u32, u64, i32, u64, Vec<String>);
+        self.pids.forget_name_ops();
+        let regs: Vec<Restored> = self
             .pids
             .confirmed()
-            .map(|r| (r.pid_d, r.pid, r.uid, r.starttime, r.mailbox, r.serial))
+            .map(|r| {
+                let names = r.names.clone();
+                (
+                    r.pid_d,
+                    r.pid,
+                    r.uid,
+                    r.starttime,
+                    r.mailbox,
+                    r.serial,
+                    names,
+                )
+            })
             .collect();
         if !regs.is_empty() {
             info!("restoring {} registered processes", regs.len());
         }
-        for (pid_d, pid, uid, starttime, mailbox, serial) in regs {
+        for (pid_d, pid, uid, starttime, mailbox, serial, names) in regs {
             let to = Relayed {
                 then: Then::Restore { pid, serial },
                 ..self.no_client()
@@ -1475,6 +1530,18 @@ impl Daemon<'_> {
                 mailbox,
             };
             self.link.relay(to, &msg);
+            // After the record on the same link, so the referee has it.
+            for name in names {
+                let to = Relayed {
+                    then: Then::Named {
+                        op: self.pids.name_op(pid, &name, true),
+                        restore: true,
+                    },
+                    ..self.no_client()
+                };
+                self.link
+                    .relay(to, &Message::NameRegister { pid_d, pid, name });
+            }
         }
     }
 

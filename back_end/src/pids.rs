@@ -37,6 +37,9 @@ pub struct Reg {
     token: usize,
     /// Requests (client, request id) waiting for the referee's answer.
     pub waiters: Vec<(usize, u64)>,
+    /// The names the referee gave it: the referee forgets them with the
+    /// record when the link breaks, and they are restored with it.
+    pub names: Vec<String>,
 }
 
 impl Reg {
@@ -52,6 +55,10 @@ pub struct Pids {
     by_token: HashMap<usize, i32>,
     next_serial: u64,
     file: PathBuf,
+    /// Name requests relayed to the referee and not answered yet: op ->
+    /// (pid, serial, name, taken or released).
+    name_ops: HashMap<u64, (i32, u64, String, bool)>,
+    next_op: u64,
 }
 
 /// Removes a mailbox queue if it still is the one the process registered
@@ -108,6 +115,8 @@ impl Pids {
             by_token: HashMap::new(),
             next_serial: 1,
             file,
+            name_ops: HashMap::new(),
+            next_op: 1,
         };
         p.persist();
         p
@@ -173,6 +182,7 @@ impl Pids {
                 pidfd,
                 token,
                 waiters: Vec::new(),
+                names: Vec::new(),
             },
         );
         self.by_token.insert(token, cred.pid);
@@ -195,6 +205,46 @@ impl Pids {
 
     /// The registrations the referee has confirmed, to restore after the
     /// link to it was re-opened.
+    /// Notes a name request of `pid` on its way to the referee; its
+    /// answer goes to [`Pids::name_answered`] with the returned op.
+    pub fn name_op(&mut self, pid: i32, name: &str, take: bool) -> u64 {
+        let op = self.next_op;
+        self.next_op += 1;
+        if let Some(r) = self.by_pid.get(&pid) {
+            self.name_ops
+                .insert(op, (pid, r.serial, name.to_owned(), take));
+        }
+        op
+    }
+
+    /// The referee answered name request `op`. A name it refuses to give
+    /// back at a restore (another process took it while the link was
+    /// down) is the process's no more.
+    pub fn name_answered(&mut self, op: u64, ok: bool, restore: bool) {
+        let Some((pid, serial, name, take)) = self.name_ops.remove(&op) else {
+            return;
+        };
+        let Some(r) = self.by_pid.get_mut(&pid).filter(|r| r.serial == serial) else {
+            return;
+        };
+        if take && ok {
+            if !r.names.contains(&name) {
+                r.names.push(name);
+            }
+        } else if (!take && ok) || (take && restore) {
+            if restore {
+                warn!("pid {pid} (pid_d {}) lost its name {name:?}", r.pid_d);
+            }
+            r.names.retain(|n| *n != name);
+        }
+    }
+
+    /// The link was re-opened: answers to requests sent on the old one
+    /// will not come.
+    pub fn forget_name_ops(&mut self) {
+        self.name_ops.clear();
+    }
+
     pub fn confirmed(&self) -> impl Iterator<Item = &Reg> {
         self.by_pid.values().filter(|r| r.pid_d > 0)
     }

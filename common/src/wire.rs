@@ -405,6 +405,11 @@ kinds! {
     SemHandover = 103,
     KeyClaim = 142,
     Received = 104,
+    NameRegister = 130,
+    NameRelease = 131,
+    NameLookup = 132,
+    ListNames = 133,
+    Names = 134,
 }
 
 /// Every message of the protocol.
@@ -834,6 +839,36 @@ pub enum Message {
     /// the worker holds the message it took and puts it back in the queue
     /// if the session ends first.
     Received,
+    /// A registered process takes a cluster-wide name (`dipc_name_register`).
+    /// From an application `pid` is ignored: dipcd fills in the caller's,
+    /// and the referee takes the name only if pid_d, host and pid match
+    /// (`EEXIST` if another process holds it). The reply is `Done`.
+    NameRegister {
+        pid_d: i64,
+        pid: i32,
+        name: String,
+    },
+    /// Gives a name back; the same checks as `NameRegister` (`ENOENT` for a
+    /// name nobody holds, `EPERM` for another process's).
+    NameRelease {
+        pid_d: i64,
+        pid: i32,
+        name: String,
+    },
+    /// Who holds a name: `PidInfo` of its process, or `ENOENT`.
+    NameLookup {
+        name: String,
+    },
+    /// One page of the names, those after `after` in order ("": from the
+    /// first).
+    ListNames {
+        after: String,
+    },
+    /// A page of names with the pid_d holding each; `more` if some follow.
+    Names {
+        names: Vec<(String, i64)>,
+        more: bool,
+    },
 }
 
 impl Message {
@@ -909,6 +944,11 @@ impl Message {
             Message::SemHandover { .. } => Kind::SemHandover,
             Message::KeyClaim { .. } => Kind::KeyClaim,
             Message::Received => Kind::Received,
+            Message::NameRegister { .. } => Kind::NameRegister,
+            Message::NameRelease { .. } => Kind::NameRelease,
+            Message::NameLookup { .. } => Kind::NameLookup,
+            Message::ListNames { .. } => Kind::ListNames,
+            Message::Names { .. } => Kind::Names,
         }
     }
 
@@ -1333,6 +1373,21 @@ impl Message {
                 w.u32(*uid);
                 w.i64(*sender);
                 w.keys(keys);
+            }
+            Message::NameRegister { pid_d, pid, name }
+            | Message::NameRelease { pid_d, pid, name } => {
+                w.i64(*pid_d);
+                w.i32(*pid);
+                w.string(name);
+            }
+            Message::NameLookup { name } | Message::ListNames { after: name } => w.string(name),
+            Message::Names { names, more } => {
+                w.u8(u8::from(*more));
+                w.u32(names.len() as u32);
+                for (name, pid_d) in names {
+                    w.string(name);
+                    w.i64(*pid_d);
+                }
             }
             Message::SendD {
                 mailbox,
@@ -1820,6 +1875,33 @@ impl Message {
                 incarnation: r.u64("incarnation")?,
             },
             Kind::Received => Message::Received,
+            Kind::NameRegister => Message::NameRegister {
+                pid_d: r.i64("pid_d")?,
+                pid: r.i32("pid")?,
+                name: r.string("name")?,
+            },
+            Kind::NameRelease => Message::NameRelease {
+                pid_d: r.i64("pid_d")?,
+                pid: r.i32("pid")?,
+                name: r.string("name")?,
+            },
+            Kind::NameLookup => Message::NameLookup {
+                name: r.string("name")?,
+            },
+            Kind::ListNames => Message::ListNames {
+                after: r.string("after")?,
+            },
+            Kind::Names => {
+                let more = r.bool("more")?;
+                // A name (its length word) and a pid_d: 12 bytes at least.
+                let n = r.count("names", 12)?;
+                let mut names = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let name = r.string("name")?;
+                    names.push((name, r.i64("pid_d")?));
+                }
+                Message::Names { names, more }
+            }
         };
         if !r.buf.is_empty() {
             return Err(WireError::TrailingBytes {
@@ -2648,6 +2730,28 @@ mod tests {
                 incarnation: u64::MAX,
             },
             Message::Received,
+            Message::NameRegister {
+                pid_d: 4,
+                pid: 77,
+                name: "Philosopher[3]".into(),
+            },
+            Message::NameRelease {
+                pid_d: 4,
+                pid: 0,
+                name: "Buffer".into(),
+            },
+            Message::NameLookup {
+                name: "Table".into(),
+            },
+            Message::ListNames { after: "".into() },
+            Message::Names {
+                names: vec![("Buffer".into(), 3), ("Table".into(), 9)],
+                more: true,
+            },
+            Message::Names {
+                names: vec![],
+                more: false,
+            },
         ]
     }
 
@@ -2881,6 +2985,14 @@ mod tests {
                 }
             ),
             any::<i64>().prop_map(|after| Message::ListPids { after }),
+            (any::<i64>(), any::<i32>(), ".{0,40}")
+                .prop_map(|(pid_d, pid, name)| { Message::NameRegister { pid_d, pid, name } }),
+            ".{0,40}".prop_map(|name| Message::NameLookup { name }),
+            (
+                proptest::collection::vec((".{0,20}", any::<i64>()), 0..5),
+                any::<bool>()
+            )
+                .prop_map(|(names, more)| Message::Names { names, more }),
             (any::<i32>(), any::<u64>(), any::<i32>()).prop_map(|(pid, starttime, sig)| {
                 Message::KillD {
                     pid,

@@ -157,6 +157,71 @@ int dipc_send(pid_d dest, const void *buf, size_t len, int flags);
 ssize_t dipc_receive(pid_d *src, void *buf, size_t len, int flags);
 int dipc_poll(int timeout_ms);
 
+/* Distributed processes (Brinch Hansen): names, calls and serving.
+ *
+ * dipc_name_register gives the calling (registered) process a cluster-wide
+ * name of 1 to 128 printable bytes: EEXIST if another process holds it,
+ * ENOTCONN if the caller is not registered, EAGAIN past 16 names. The name
+ * is released by dipc_name_release (ENOENT: nobody holds it, EPERM:
+ * another does) or when the registration ends, however it ends.
+ * dipc_name_lookup returns the pid_d holding a name (ENOENT if none).
+ *
+ * dipc_call runs procedure proc of process q with inlen bytes of input and
+ * returns the length of its output, written to out (at most outlen
+ * bytes). The caller must be registered (the reply comes to its mailbox).
+ * timeout_ms <= 0: no time-out. Errors: ESRCH no such process; ENOSYS no
+ * such procedure; EDEADLK q is the caller; EMSGSIZE the input does not fit
+ * a mailbox message (msgmax less the header and the name); E2BIG the output
+ * was longer than outlen; ECONNRESET q's registration ended (it exited or
+ * its host was lost) before it replied; ETIMEDOUT timeout_ms passed;
+ * EINTR a signal came while waiting (the calling thread holds its
+ * signals, but those of faults, while awake, and takes them in while it
+ * sleeps, so none goes unnoticed). After the last three the
+ * procedure may have run (once at most). Any other errno is the
+ * procedure's own answer.
+ *
+ * dipc_serve runs the calling process as a distributed process: its
+ * initial statements (initial, may be NULL) and the calls of its
+ * procedures, one step at a time. A procedure returns 0 (done; its output
+ * in call->out, call->outlen bytes, at most call->outcap), DIPC_WAIT (its
+ * guard is false: it is postponed and tried again after each later step,
+ * oldest first; if it already did part of its work it changes call->phase,
+ * which it finds again when retried), or an errno for the caller. The
+ * initial function returns DIPC_STEP (did a step, call again), DIPC_WAIT
+ * (waits for a condition: serve calls meanwhile) or 0 (finished), with a
+ * phase of its own. dipc_serve returns 0 after dipc_serve_stop() (called
+ * from a callback) or when the process unregisters; -1 and errno on
+ * error (ENOTCONN: not registered). */
+#define DIPC_WAIT (-1)
+#define DIPC_STEP 1
+
+struct dipc_call_info {
+    pid_d caller;          /* who calls (vouched by dipc) */
+    uid_t uid;             /* the uid the caller registered with */
+    const char *proc;
+    const void *in;
+    size_t inlen;
+    void *out;
+    size_t outcap;
+    size_t outlen;         /* set by the procedure */
+    unsigned phase;        /* 0 at first; kept across DIPC_WAIT */
+};
+typedef int (*dipc_proc_fn)(void *state, struct dipc_call_info *call);
+typedef int (*dipc_initial_fn)(void *state, unsigned *phase);
+struct dipc_proc {
+    const char *name;
+    dipc_proc_fn fn;
+};
+
+int dipc_name_register(const char *name);
+int dipc_name_release(const char *name);
+pid_d dipc_name_lookup(const char *name);
+ssize_t dipc_call(pid_d q, const char *proc, const void *in, size_t inlen,
+                  void *out, size_t outlen, int timeout_ms);
+int dipc_serve(void *state, const struct dipc_proc *procs, size_t nprocs,
+               dipc_initial_fn initial);
+void dipc_serve_stop(void);
+
 #ifdef __cplusplus
 }
 #endif

@@ -3,12 +3,13 @@
 //! It finds its host's daemon through `$DIPC_CONFIG` (else
 //! `/etc/dipc/dipc.conf`) and talks to it over the Unix socket
 //! `dipcd.sock` in the configured runtime directory. The same crate builds
-//! the Rust API (this rlib: [`msg`], [`sem`], [`shm`], [`pid`]) and the C library
+//! the Rust API (this rlib: [`msg`], [`sem`], [`shm`], [`pid`], [`dprocs`]) and the C library
 //! `libdipc.so` with its header `include/dipc.h` ([`capi`]).
 
 pub mod capi;
 pub mod client;
 mod dist;
+pub mod dprocs;
 pub mod msg;
 pub mod pid;
 mod retry;

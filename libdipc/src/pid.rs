@@ -85,11 +85,11 @@ fn lock<T>(m: &'static Mutex<T>) -> MutexGuard<'static, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn errno_err(e: i32) -> io::Error {
+pub(crate) fn errno_err(e: i32) -> io::Error {
     io::Error::from_raw_os_error(e)
 }
 
-fn client_err(e: crate::ClientError) -> io::Error {
+pub(crate) fn client_err(e: crate::ClientError) -> io::Error {
     errno_err(client_errno(e))
 }
 
@@ -101,6 +101,11 @@ fn me() -> Option<Me> {
 
 fn registered() -> io::Result<Me> {
     me().ok_or_else(|| errno_err(libc::ENOTCONN))
+}
+
+/// The calling process's mailbox queue, if it is registered.
+pub(crate) fn mailbox() -> Option<i32> {
+    me().map(|m| m.mailbox)
 }
 
 /// The calling process's pid_d, if it is registered.

@@ -642,6 +642,36 @@ impl Referee<'_> {
                 };
                 c.framed.queue(id, &reply);
             }
+            (State::Ready { host: Some(h), .. }, Message::NameRegister { pid_d, pid, name }) => {
+                let reply = match self.pids.name(pid_d, *h, pid, &name) {
+                    Ok(()) => {
+                        debug!("pid_d {pid_d} is named {name:?}");
+                        Message::Done { value: 0 }
+                    }
+                    Err((errno, why)) => Message::error(errno, why),
+                };
+                c.framed.queue(id, &reply);
+            }
+            (State::Ready { host: Some(h), .. }, Message::NameRelease { pid_d, pid, name }) => {
+                let reply = match self.pids.release(pid_d, *h, pid, &name) {
+                    Ok(()) => Message::Done { value: 0 },
+                    Err((errno, why)) => Message::error(errno, why),
+                };
+                c.framed.queue(id, &reply);
+            }
+            (State::Ready { .. }, Message::NameLookup { name }) => {
+                let reply = match self.pids.lookup_name(&name, now) {
+                    Some(rec) => Message::PidInfo { rec },
+                    None => Message::error(libc::ENOENT, format!("no process is named {name:?}")),
+                };
+                c.framed.queue(id, &reply);
+            }
+            (State::Ready { .. }, Message::ListNames { after }) => {
+                // Half a frame, each entry at most MAX_NAME + 12 bytes.
+                let limit = (self.config.max_frame as usize / 2 / (pids::MAX_NAME + 12)).max(1);
+                let (names, more) = self.pids.names_page(&after, limit);
+                c.framed.queue(id, &Message::Names { names, more });
+            }
             (State::Ready { .. }, Message::ListPids { after }) => {
                 let (pids, more) = self.pids.page(after, self.page_len(), now);
                 c.framed.queue(id, &Message::Pids { pids, more });

@@ -22,6 +22,12 @@
 //! counter gave out can come back. So no host can make the counter jump
 //! to the end of its range, and no pid_d is negative.
 //!
+//! Beside the records sits the table of *names* (`"Buffer"`,
+//! `"Philosopher[3]"`): each names one registered process, unique in the
+//! cluster. A name belongs to its record: it goes whenever the record
+//! goes (uregist, exit, the host's link), so no name outlives its process
+//! or comes to name another.
+//!
 //! The table is not secret: any process may look any pid_d up (it must,
 //! to send it a signal or a message), so listing it reveals nothing more,
 //! much like `ps`.
@@ -62,6 +68,12 @@ pub struct Registration {
     pub mailbox: i32,
 }
 
+/// The longest name, in bytes.
+pub const MAX_NAME: usize = 128;
+/// Names one process may hold: bounds what one registration can make
+/// the referee keep.
+pub const MAX_NAMES_PER_PID: usize = 16;
+
 /// Why a request was refused: an `errno` and a message.
 pub type Refusal = (i32, String);
 
@@ -74,6 +86,9 @@ pub struct PidTable {
     pids: BTreeMap<i64, Entry>,
     /// pid_d by host and pid, so one process has one record.
     by_proc: HashMap<(SocketAddr, i32), i64>,
+    /// name -> pid_d, and each pid_d's names (so a removal finds them).
+    names: BTreeMap<String, i64>,
+    names_of: HashMap<i64, Vec<String>>,
 }
 
 impl Default for PidTable {
@@ -89,6 +104,8 @@ impl PidTable {
             started,
             pids: BTreeMap::new(),
             by_proc: HashMap::new(),
+            names: BTreeMap::new(),
+            names_of: HashMap::new(),
         }
     }
 
@@ -178,6 +195,24 @@ impl PidTable {
     /// host, pid}` matches; `ESRCH` for an unknown pid_d, `EPERM` for
     /// another process's, and then nothing is removed.
     pub fn unregister(&mut self, pid_d: i64, host: SocketAddr, pid: i32) -> Result<(), Refusal> {
+        self.owner(pid_d, host, pid)?;
+        self.remove(pid_d);
+        Ok(())
+    }
+
+    fn remove(&mut self, pid_d: i64) -> Option<Entry> {
+        let e = self.pids.remove(&pid_d)?;
+        for name in self.names_of.remove(&pid_d).unwrap_or_default() {
+            self.names.remove(&name);
+        }
+        if self.by_proc.get(&(e.host, e.pid)) == Some(&pid_d) {
+            self.by_proc.remove(&(e.host, e.pid));
+        }
+        Some(e)
+    }
+
+    /// Whether `{pid_d, host, pid}` is one record, as `uregist` checks.
+    fn owner(&self, pid_d: i64, host: SocketAddr, pid: i32) -> Result<(), Refusal> {
         match self.pids.get(&pid_d) {
             None => Err((libc::ESRCH, format!("no registered process {pid_d}"))),
             Some(e) if e.host != host || e.pid != pid => Err((
@@ -187,19 +222,88 @@ impl PidTable {
                     e.pid, e.host
                 ),
             )),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Gives `name` to the process `{pid_d, host, pid}`: `EEXIST` if
+    /// another process holds it (the holder taking it again is no error),
+    /// `EINVAL` for a bad name, `EAGAIN` past [`MAX_NAMES_PER_PID`].
+    pub fn name(
+        &mut self,
+        pid_d: i64,
+        host: SocketAddr,
+        pid: i32,
+        name: &str,
+    ) -> Result<(), Refusal> {
+        check_name(name)?;
+        self.owner(pid_d, host, pid)?;
+        match self.names.get(name) {
+            Some(&p) if p == pid_d => return Ok(()),
+            Some(&p) => {
+                return Err((
+                    libc::EEXIST,
+                    format!("the name {name:?} belongs to pid_d {p}"),
+                ))
+            }
+            None => {}
+        }
+        let mine = self.names_of.entry(pid_d).or_default();
+        if mine.len() >= MAX_NAMES_PER_PID {
+            return Err((
+                libc::EAGAIN,
+                format!("pid_d {pid_d} holds {MAX_NAMES_PER_PID} names already"),
+            ));
+        }
+        mine.push(name.to_owned());
+        self.names.insert(name.to_owned(), pid_d);
+        Ok(())
+    }
+
+    /// Gives a name back: only its holder may (`EPERM`), `ENOENT` if no
+    /// one holds it.
+    pub fn release(
+        &mut self,
+        pid_d: i64,
+        host: SocketAddr,
+        pid: i32,
+        name: &str,
+    ) -> Result<(), Refusal> {
+        self.owner(pid_d, host, pid)?;
+        match self.names.get(name) {
+            None => Err((libc::ENOENT, format!("no process is named {name:?}"))),
+            Some(&p) if p != pid_d => Err((
+                libc::EPERM,
+                format!("the name {name:?} belongs to pid_d {p}, not {pid_d}"),
+            )),
             Some(_) => {
-                self.remove(pid_d);
+                self.names.remove(name);
+                if let Some(v) = self.names_of.get_mut(&pid_d) {
+                    v.retain(|n| n != name);
+                    if v.is_empty() {
+                        self.names_of.remove(&pid_d);
+                    }
+                }
                 Ok(())
             }
         }
     }
 
-    fn remove(&mut self, pid_d: i64) -> Option<Entry> {
-        let e = self.pids.remove(&pid_d)?;
-        if self.by_proc.get(&(e.host, e.pid)) == Some(&pid_d) {
-            self.by_proc.remove(&(e.host, e.pid));
-        }
-        Some(e)
+    /// The process holding `name`.
+    pub fn lookup_name(&self, name: &str, now: Instant) -> Option<PidRecord> {
+        self.names.get(name).and_then(|p| self.lookup(*p, now))
+    }
+
+    /// Up to `limit` names after `after`, in order, and whether more follow.
+    pub fn names_page(&self, after: &str, limit: usize) -> (Vec<(String, i64)>, bool) {
+        use std::ops::Bound;
+        let mut rest = self
+            .names
+            .range::<str, _>((Bound::Excluded(after), Bound::Unbounded))
+            .map(|(n, p)| (n.clone(), *p));
+        let page: Vec<(String, i64)> = rest.by_ref().take(limit).collect();
+        let more = rest.next().is_some();
+        (page, more)
     }
 
     pub fn lookup(&self, pid_d: i64, now: Instant) -> Option<PidRecord> {
@@ -239,6 +343,25 @@ impl PidTable {
     }
 }
 
+/// A name is 1 to [`MAX_NAME`] bytes of printable text: it is shown by
+/// `dipcref names` and written in programs, so control characters and
+/// spaces at its ends would only make look-alikes.
+pub fn check_name(name: &str) -> Result<(), Refusal> {
+    if name.is_empty() || name.len() > MAX_NAME {
+        return Err((
+            libc::EINVAL,
+            format!("a name has 1 to {MAX_NAME} bytes, not {}", name.len()),
+        ));
+    }
+    if name.chars().any(char::is_control) || name.trim() != name {
+        return Err((
+            libc::EINVAL,
+            format!("the name {name:?} has control characters or spaces at its ends"),
+        ));
+    }
+    Ok(())
+}
+
 fn record(pid_d: i64, e: &Entry, now: Instant) -> PidRecord {
     PidRecord {
         pid_d,
@@ -254,6 +377,13 @@ fn record(pid_d: i64, e: &Entry, now: Instant) -> PidRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn two_hosts() -> (SocketAddr, SocketAddr) {
+        (
+            "10.0.0.1:7100".parse().unwrap(),
+            "10.0.0.2:7100".parse().unwrap(),
+        )
+    }
 
     fn reg(pid: i32, starttime: u64) -> Registration {
         Registration {
@@ -310,10 +440,7 @@ mod tests {
 
     #[test]
     fn unregister_needs_the_whole_triple() {
-        let (h1, h2): (SocketAddr, SocketAddr) = (
-            "10.0.0.1:7100".parse().unwrap(),
-            "10.0.0.2:7100".parse().unwrap(),
-        );
+        let (h1, h2) = two_hosts();
         let now = Instant::now();
         let mut t = PidTable::default();
         let p = t.register(h1, 1, reg(100, 1), now).unwrap();
@@ -367,10 +494,7 @@ mod tests {
 
     #[test]
     fn a_closed_connection_drops_its_records_and_restores_keep_ids() {
-        let (h1, h2): (SocketAddr, SocketAddr) = (
-            "10.0.0.1:7100".parse().unwrap(),
-            "10.0.0.2:7100".parse().unwrap(),
-        );
+        let (h1, h2) = two_hosts();
         let now = Instant::now();
         let mut t = PidTable::default();
         let a = t.register(h1, 1, reg(100, 1), now).unwrap();
@@ -393,5 +517,56 @@ mod tests {
         assert_eq!(t.register(h1, 3, reg(401, 1), now), Ok(51));
         assert_eq!(t.conn_closed(3), 3);
         assert_eq!(t.list(now).len(), 1);
+    }
+
+    #[test]
+    fn names_are_unique_and_go_with_their_process() {
+        let (h1, h2) = two_hosts();
+        let now = Instant::now();
+        let mut t = PidTable::default();
+        let a = t.register(h1, 1, reg(100, 1), now).unwrap();
+        let b = t.register(h2, 2, reg(200, 1), now).unwrap();
+        t.name(a, h1, 100, "Buffer").unwrap();
+        // Its holder may take it again; nobody else may.
+        t.name(a, h1, 100, "Buffer").unwrap();
+        assert_eq!(t.name(b, h2, 200, "Buffer").unwrap_err().0, libc::EEXIST);
+        // Only the process itself names itself.
+        assert_eq!(t.name(a, h2, 100, "Other").unwrap_err().0, libc::EPERM);
+        assert_eq!(t.name(b + 1, h2, 200, "Other").unwrap_err().0, libc::ESRCH);
+        for bad in ["", " Buffer", "a\nb", &"x".repeat(MAX_NAME + 1)] {
+            assert_eq!(
+                t.name(b, h2, 200, bad).unwrap_err().0,
+                libc::EINVAL,
+                "{bad:?}"
+            );
+        }
+        t.name(b, h2, 200, "Philosopher[3]").unwrap();
+        assert_eq!(t.lookup_name("Buffer", now).unwrap().pid_d, a);
+        assert_eq!(t.release(b, h2, 200, "Buffer").unwrap_err().0, libc::EPERM);
+        assert_eq!(t.release(b, h2, 200, "Nobody").unwrap_err().0, libc::ENOENT);
+        // uregist takes a's names with it; a host's link, b's.
+        t.unregister(a, h1, 100).unwrap();
+        assert!(t.lookup_name("Buffer", now).is_none());
+        t.name(b, h2, 200, "Buffer").unwrap();
+        assert_eq!(t.names_page("", 10).0.len(), 2);
+        t.release(b, h2, 200, "Buffer").unwrap();
+        assert_eq!(
+            t.names_page("", 10),
+            (vec![("Philosopher[3]".to_string(), b)], false)
+        );
+        t.conn_closed(2);
+        assert!(t.names_page("", 10).0.is_empty());
+        // A bounded number per process.
+        let c = t.register(h1, 3, reg(300, 1), now).unwrap();
+        for i in 0..MAX_NAMES_PER_PID {
+            t.name(c, h1, 300, &format!("n{i}")).unwrap();
+        }
+        assert_eq!(t.name(c, h1, 300, "one more").unwrap_err().0, libc::EAGAIN);
+        // Pages go through every name once.
+        let (p1, more) = t.names_page("", 10);
+        assert!(more);
+        let (p2, more) = t.names_page(&p1[9].0, 10);
+        assert!(!more);
+        assert_eq!(p1.len() + p2.len(), MAX_NAMES_PER_PID);
     }
 }

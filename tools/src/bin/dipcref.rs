@@ -5,7 +5,8 @@
 //! which relays over its authenticated link to the referee. Both check that
 //! the caller is root or in `admin_group`. `dipcref pids` (the table of
 //! registered processes) is open to every user: it always goes through
-//! dipcd, which relays it for anyone (see `referee::pids` for why).
+//! dipcd, which relays it for anyone (see `referee::pids` for why), and
+//! so is `dipcref names`.
 
 use clap::{Parser, Subcommand};
 use dipc::client::{Client, ClientError};
@@ -43,6 +44,8 @@ enum Command {
     /// List the registered processes: pid_d, host, pid, uid, time since
     /// they registered
     Pids,
+    /// List the names of distributed processes and the pid_d holding each
+    Names,
     /// Forget a stale key (its structure is gone but the referee still
     /// lists it); every host drops its placeholder
     RmKey {
@@ -77,6 +80,7 @@ fn main() -> ExitCode {
         Command::Keys => keys(&config, args.json),
         Command::Shm => shm(&config, args.json),
         Command::Pids => pids(&config, args.json),
+        Command::Names => names(&config, args.json),
         Command::RmKey { kind, key } => rm_key(&config, kind, key),
         Command::Ping { host, count } => ping(&config, host, *count, args.json),
     };
@@ -296,6 +300,25 @@ fn pids(config: &Config, as_json: bool) -> Result<(), ClientError> {
             p.uid,
             format!("{} ago", secs(p.since_ms)),
         );
+    }
+    Ok(())
+}
+
+/// Open to every user, as `pids`: a name is looked up to be called.
+fn names(config: &Config, as_json: bool) -> Result<(), ClientError> {
+    let mut c = Client::for_config(config)?;
+    let names = dipc::dprocs::names_with(|m| c.call(m))?;
+    if as_json {
+        let rows: Vec<_> = names
+            .iter()
+            .map(|(name, pid_d)| json!({ "name": name, "pid_d": pid_d }))
+            .collect();
+        println!("{}", json!({ "names": rows }));
+        return Ok(());
+    }
+    println!("{:>8}  NAME", "PID_D");
+    for (name, pid_d) in &names {
+        println!("{pid_d:>8}  {name}");
     }
     Ok(())
 }
