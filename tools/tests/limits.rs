@@ -665,3 +665,56 @@ fn daemons_survive_garbage_and_keep_serving() {
     );
     holder.kill();
 }
+
+/// A host that asks the referee for the key table over and over and reads
+/// no reply (a slow or stuck host) costs the referee bounded memory: the
+/// referee stops reading the host once its replies wait unread (and drops
+/// it if they pile up), and the cluster's hosts are served meanwhile.
+#[test]
+fn a_host_that_reads_no_replies_costs_the_referee_bounded_memory() {
+    let c = Cluster::up(2);
+    // 300 keys: each page of the key table is some 11 KB.
+    let make =
+        "for k in $(seq 30000 30299); do dipc-msg get --create $k >/dev/null || exit 1; done";
+    c.exec_ok(1, &["sh", "-c", make]);
+    let referee = child_named(&dipcd_pid(1), "dipc-referee").expect("the referee");
+    let before = rss_kib(&referee);
+    let mut attack = c.spawn(
+        2,
+        &[
+            "dipc-attack",
+            "pipeline",
+            "--requests",
+            "2000000",
+            "--referee-port",
+            "7191",
+            "--hold-ms",
+            "20000",
+        ],
+    );
+    attack.wait_for_stdout("pipeline: ", Duration::from_secs(90));
+    let out = attack.stdout();
+    let sent: u64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("pipeline: sent "))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {out:?}"));
+    assert!(
+        sent < 2_000_000,
+        "the referee must stop reading a host whose replies wait unread:\n{out}"
+    );
+    let grown = rss_kib(&referee).saturating_sub(before);
+    eprintln!("referee pipeline: {sent} requests sent, the referee grew {grown} KiB ({out:?})");
+    // The bound: 64 KiB of replies before reading pauses, at most 4
+    // records of max_frame (1 MiB) before the host is dropped, the read
+    // buffer, and the allocator's slack.
+    assert!(
+        grown < 8 * 1024,
+        "the referee grew {grown} KiB for one host reading no replies (sent {sent})"
+    );
+    others_are_served(&c);
+    c.exec_ok(2, &["dipc-msg", "get", "30000"]);
+    c.exec_ok(2, &["dipc-msg", "get", "--create", "30300"]);
+    attack.kill();
+}

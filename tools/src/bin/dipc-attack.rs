@@ -121,6 +121,8 @@
 //! - `pipeline --requests N --hold-ms MS`: one connection that writes N
 //!   `Ping`s and reads no reply; stops writing once dipcd has taken
 //!   nothing for 1 s. Prints `pipeline: sent S of N` then holds MS ms.
+//!   With `--referee-port P` (root: it reads the secret) the same on the
+//!   referee's link, as a host of its own on port P, with `ListKeys`.
 //! - `half-frames --count N --hold-ms MS`: N connections, each sending
 //!   half of a frame that announces 60 KiB, held MS ms. Prints
 //!   `half-frames: N sent`, and after MS ms `half-frames: C closed by
@@ -155,7 +157,7 @@ mod garbage;
 
 use clap::{Parser, Subcommand};
 use dipc_common::auth::{ClientHandshake, Secret};
-use dipc_common::channel::{Channel, Codec};
+use dipc_common::channel::{Channel, ChannelError, Codec};
 use dipc_common::config::Config;
 use dipc_common::secure::{Secure, PREFIX_LEN};
 use dipc_common::sys;
@@ -370,6 +372,9 @@ enum Command {
         requests: usize,
         #[arg(long, default_value_t = 0)]
         hold_ms: u64,
+        /// To the referee, as a host of its own on this port (root)
+        #[arg(long)]
+        referee_port: Option<u16>,
     },
     /// Open many sessions to one host.
     Sessions {
@@ -551,7 +556,16 @@ fn main() -> ExitCode {
         Command::WrongSecret { target, role } => wrong_secret(&config, target, role),
         Command::Plain { target, frame } => plain(target, frame),
         Command::Clients { count, hold_ms } => clients(&config, count, hold_ms),
-        Command::Pipeline { requests, hold_ms } => pipeline(&config, requests, hold_ms),
+        Command::Pipeline {
+            requests,
+            hold_ms,
+            referee_port: None,
+        } => pipeline(&config, requests, hold_ms),
+        Command::Pipeline {
+            requests,
+            hold_ms,
+            referee_port: Some(port),
+        } => referee_pipeline(&config, requests, hold_ms, port),
         Command::HalfFrames { count, hold_ms } => half_frames(&config, count, hold_ms),
         Command::Sessions {
             target,
@@ -1960,6 +1974,37 @@ fn pipeline(config: &Config, requests: usize, hold_ms: u64) -> u8 {
             {
                 break
             }
+            Err(e) => {
+                println!("pipeline: sent {sent} of {requests}, then {e}");
+                return WITHSTOOD;
+            }
+        }
+    }
+    println!("pipeline: sent {sent} of {requests}");
+    let _ = io::stdout().flush();
+    hold(hold_ms);
+    WITHSTOOD
+}
+
+/// As `pipeline`, on the referee's link of a host of its own: `ListKeys`
+/// requests (whose replies are the longest a host may ask for), sealed,
+/// and no reply read.
+fn referee_pipeline(config: &Config, requests: usize, hold_ms: u64, port: u16) -> u8 {
+    println!("uid {}", uid());
+    let mut ch = match garbled(config, (GarbageTo::Referee, None, None, port)) {
+        Ok(Garbled::Tcp(ch)) => ch,
+        Ok(Garbled::Unix(_)) => return not_tried("referee", &"not a TCP link"),
+        Err(e) => return not_tried("referee", &e),
+    };
+    if let Err(e) = ch.get_ref().set_write_timeout(Some(Duration::from_secs(1))) {
+        return not_tried("socket option", &e);
+    }
+    let mut sent = 0;
+    while sent < requests {
+        match ch.send(2 + sent as u64, &Message::ListKeys { after: None }) {
+            Ok(()) => sent += 1,
+            // The referee took nothing for a second: it stopped reading us.
+            Err(ChannelError::TimedOut) => break,
             Err(e) => {
                 println!("pipeline: sent {sent} of {requests}, then {e}");
                 return WITHSTOOD;
