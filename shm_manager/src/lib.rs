@@ -93,7 +93,16 @@ struct Manager<'a> {
     unit: usize,
     units: Units,
     actions: Vec<Action>,
+    /// Participants that used their budget of frames (see
+    /// [`FRAMES_PER_TURN`]) with more maybe waiting: served again, in
+    /// turn, before the manager waits for new events.
+    again: Vec<usize>,
 }
+
+/// Frames taken from one participant before the others get their turn:
+/// one that writes faster than the manager reads cannot hold the others
+/// up for longer than this many frames each.
+const FRAMES_PER_TURN: usize = 64;
 
 fn io_err(what: &str, errno: i32) -> io::Error {
     io::Error::new(
@@ -152,6 +161,7 @@ impl<'a> Manager<'a> {
             unit,
             units: Units::new(count, config.shm.quantum, config.timeouts.request),
             actions: Vec::new(),
+            again: Vec::new(),
         })
     }
 
@@ -164,20 +174,31 @@ impl<'a> Manager<'a> {
                 .units
                 .deadline()
                 .map_or(next_check, |d| d.min(next_check));
-            let wait = deadline
-                .saturating_duration_since(now)
-                .max(Duration::from_millis(1));
+            let wait = match self.again.is_empty() {
+                true => deadline
+                    .saturating_duration_since(now)
+                    .max(Duration::from_millis(1)),
+                // Someone has frames waiting: only look for new events.
+                false => Duration::ZERO,
+            };
             if let Err(e) = self.poll.poll(&mut events, Some(wait)) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     error!("shm manager {}: poll: {e}", self.id);
                     return 1;
                 }
             }
+            // Those that had frames left get their turn first, then the
+            // new events (each at most once per turn).
+            let mut turn = std::mem::take(&mut self.again);
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER => self.accept(),
-                    Token(t) => self.ready(t),
+                    Token(t) if !turn.contains(&t) => turn.push(t),
+                    Token(_) => {}
                 }
+            }
+            for t in turn {
+                self.ready(t);
             }
             let now = Instant::now();
             let late = self.units.tick(now, &mut self.actions);
@@ -517,7 +538,13 @@ impl<'a> Manager<'a> {
 
     fn participant_ready(&mut self, t: usize) {
         let mut gone = false;
+        let mut taken = 0;
         while let Some(Conn::Open(p)) = self.conns.get_mut(&t) {
+            if taken == FRAMES_PER_TURN {
+                self.again.push(t);
+                break;
+            }
+            taken += 1;
             match p.framed.read_frame() {
                 Ok(Some((rid, msg))) => {
                     if let Err(why) = self.handle(t, rid, msg) {

@@ -346,3 +346,63 @@ fn a_participant_that_does_not_answer_is_dropped() {
     let (_, m) = until_grant(&mut b, 0);
     assert_eq!(m, Message::ShmLost { unit: 0 });
 }
+
+/// One participant that floods the manager cannot keep it from the
+/// others: a read fault of b is answered while a still writes. `a` sends
+/// write-backs of a unit it does not hold (which the manager drops
+/// without an answer, as a copy that crossed a revocation), as fast as it
+/// can, for far longer than a fault takes. The manager takes at most 64
+/// frames from one participant before the others get their turn, so one
+/// that writes faster than the manager reads cannot hold them up. (On
+/// this machine the manager also kept up with the flood before it had
+/// that budget: this test did not fail without it.)
+#[test]
+fn a_flooding_participant_does_not_hold_up_the_others() {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let (seg, config) = start("flood", "page");
+    let (a, _) = attach(config, seg.0);
+    let (mut b, _) = attach(config, seg.0);
+    let mut chunk = Vec::new();
+    while chunk.len() < 64 * 1024 {
+        dipc_common::wire::encode_shm_data(9, 0, 0, &[1], &mut chunk);
+    }
+    let flooding = Arc::new(AtomicBool::new(true));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (f, st) = (flooding.clone(), stop.clone());
+    let (mut s, _) = a.into_parts();
+    let flood = std::thread::spawn(move || {
+        // Up to 1.3 GB: minutes of work for the manager.
+        for _ in 0..20_000 {
+            if st.load(Ordering::SeqCst) || s.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+        f.store(false, Ordering::SeqCst);
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    b.send(
+        1,
+        &Message::ShmFault {
+            unit: 1,
+            write: false,
+        },
+    )
+    .unwrap();
+    let (_, grant) = until_grant(&mut b, 1);
+    let still = flooding.load(Ordering::SeqCst);
+    stop.store(true, Ordering::SeqCst);
+    flood.join().unwrap();
+    assert_eq!(
+        grant,
+        Message::ShmGrant {
+            unit: 1,
+            write: false
+        }
+    );
+    assert!(
+        still,
+        "b's fault was answered only once a had stopped flooding"
+    );
+}
