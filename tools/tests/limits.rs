@@ -105,6 +105,15 @@ fn a_user_over_its_client_limit_gets_eagain_and_others_are_served() {
     );
 }
 
+/// The count of requests `dipc-attack pipeline` printed it sent.
+fn pipelined(out: &str) -> u64 {
+    out.lines()
+        .find_map(|l| l.strip_prefix("pipeline: sent "))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {out:?}"))
+}
+
 #[test]
 fn a_client_that_reads_no_replies_costs_dipcd_bounded_memory() {
     let c = Cluster::up(1);
@@ -124,12 +133,7 @@ fn a_client_that_reads_no_replies_costs_dipcd_bounded_memory() {
     );
     attack.wait_for_stdout("pipeline: ", Duration::from_secs(60));
     let out = attack.stdout();
-    let sent: u64 = out
-        .lines()
-        .find_map(|l| l.strip_prefix("pipeline: sent "))
-        .and_then(|l| l.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no count in {out:?}"));
+    let sent = pipelined(&out);
     assert!(
         sent < 2_000_000,
         "dipcd must stop reading a client whose replies wait unread:\n{out}"
@@ -694,12 +698,7 @@ fn a_host_that_reads_no_replies_costs_the_referee_bounded_memory() {
     );
     attack.wait_for_stdout("pipeline: ", Duration::from_secs(90));
     let out = attack.stdout();
-    let sent: u64 = out
-        .lines()
-        .find_map(|l| l.strip_prefix("pipeline: sent "))
-        .and_then(|l| l.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no count in {out:?}"));
+    let sent = pipelined(&out);
     assert!(
         sent < 2_000_000,
         "the referee must stop reading a host whose replies wait unread:\n{out}"
