@@ -44,6 +44,10 @@ static const char *errno_name(int e)
     case E2BIG: return "E2BIG";
     case EINTR: return "EINTR";
     case EIDRM: return "EIDRM";
+    case ECONNRESET: return "ECONNRESET";
+    case ETIMEDOUT: return "ETIMEDOUT";
+    case EHOSTUNREACH: return "EHOSTUNREACH";
+    case ECONNREFUSED: return "ECONNREFUSED";
     default: return "OTHER";
     }
 }

@@ -41,16 +41,10 @@ enum Cmd {
     Kill { pid_d: PidD, sig: i32 },
 }
 
-fn errno_name(e: &io::Error) -> &'static str {
+fn errno_name(e: &io::Error) -> String {
     match e.raw_os_error() {
-        Some(libc::ESRCH) => "ESRCH",
-        Some(libc::EPERM) => "EPERM",
-        Some(libc::EINVAL) => "EINVAL",
-        Some(libc::ENOTCONN) => "ENOTCONN",
-        Some(libc::EAGAIN) => "EAGAIN",
-        Some(libc::EMSGSIZE) => "EMSGSIZE",
-        Some(libc::EIDRM) => "EIDRM",
-        _ => "OTHER",
+        Some(n) => format!("{:?}", nix::errno::Errno::from_raw(n)),
+        None => "OTHER".into(),
     }
 }
 
