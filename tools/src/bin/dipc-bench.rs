@@ -282,6 +282,12 @@ enum Cmd {
         time_limit: u32,
         #[arg(long, default_value = "dproc_call")]
         label: String,
+        /// Then also time as many bare dipc_sends of one byte to the
+        /// process (one remote send: the request and its answer; the
+        /// serving process drops them, as they are not calls), under this
+        /// label.
+        #[arg(long)]
+        send_label: Option<String>,
     },
     /// Forks CALLERS processes, each registered, that make null calls of
     /// the dproc-serve in ID_FILE as fast as they can from START_AT_MS
@@ -304,6 +310,9 @@ enum Cmd {
         time_limit: u32,
         #[arg(long, default_value = "dproc_load")]
         label: String,
+        /// The simulated host this side runs on, for the report.
+        #[arg(long, default_value_t = 0)]
+        host: u32,
     },
     /// Calls `Stop` of the dproc-serve in ID_FILE.
     DprocStop {
@@ -1279,7 +1288,6 @@ fn mbox_ping(
     ))
 }
 
-
 // ---------------------------------------------------------------- distributed processes
 
 fn dproc_serve(id_file: &std::path::Path, limit: u32) -> io::Result<()> {
@@ -1325,12 +1333,14 @@ fn dproc_call(
     wait: u64,
     limit: u32,
     label: &str,
+    send_label: Option<&str>,
 ) -> io::Result<()> {
     check_iterations(iterations)?;
     time_limit(limit, false)?;
     dipc::pid::regist().map_err(|e| io_errno("regist", e))?;
     let q = read_pid(id_file, Duration::from_secs(wait))?;
     let mut ns = Vec::with_capacity(iterations);
+    let mut sends = Vec::new();
     let run = (|| -> io::Result<()> {
         for i in 0..warmup + iterations {
             let t = Instant::now();
@@ -1339,12 +1349,25 @@ fn dproc_call(
                 ns.push(t.elapsed().as_nanos() as u64);
             }
         }
+        if send_label.is_some() {
+            for i in 0..warmup + iterations {
+                let t = Instant::now();
+                dipc::pid::send(q, &[STOP], 0).map_err(|e| io_errno("dipc_send", e))?;
+                if i >= warmup {
+                    sends.push(t.elapsed().as_nanos() as u64);
+                }
+            }
+        }
         Ok(())
     })();
     let stopped = stop_server(q);
     run?;
     stopped?;
-    print_line(&summary(label, GROUP_DPROCS, None, ns, json!({})))
+    print_line(&summary(label, GROUP_DPROCS, None, ns, json!({})))?;
+    match send_label {
+        Some(l) => print_line(&summary(l, GROUP_DPROCS, None, sends, json!({}))),
+        None => Ok(()),
+    }
 }
 
 fn dproc_stop(id_file: &std::path::Path, wait: u64) -> io::Result<()> {
@@ -1396,15 +1419,17 @@ fn load_caller(
 fn dproc_load(
     id_file: &std::path::Path,
     callers: usize,
-    start_at_ms: u64,
-    duration_ms: u64,
+    (start_at_ms, duration_ms): (u64, u64),
     warmup: usize,
     wait: u64,
     limit: u32,
     label: &str,
+    host: u32,
 ) -> io::Result<()> {
     if callers == 0 || callers > MAX_CALLERS {
-        return Err(err(format!("--callers must be in 1..={MAX_CALLERS}, got {callers}")));
+        return Err(err(format!(
+            "--callers must be in 1..={MAX_CALLERS}, got {callers}"
+        )));
     }
     if duration_ms == 0 || duration_ms > 600_000 {
         return Err(err("--duration-ms must be in 1..=600000"));
@@ -1479,6 +1504,7 @@ fn dproc_load(
         "group": GROUP_DPROCS,
         "callers": callers,
         "calls": total,
+        "per_host": [{ "host": host, "callers": callers, "calls": total }],
         "per_caller": per,
         "duration_ms": duration_ms,
         "calls_per_s": round3(total as f64 * 1000.0 / duration_ms as f64),
@@ -1902,7 +1928,6 @@ fn write_pid_report(out: &mut impl Write, pid: &Value) -> io::Result<()> {
     )
 }
 
-
 /// Adds another host's load side to `into`: the calls of both were made in
 /// the same window, so they add up.
 fn add_load(into: &mut Value, other: &Value) -> io::Result<()> {
@@ -1926,12 +1951,15 @@ fn add_load(into: &mut Value, other: &Value) -> io::Result<()> {
                 .unwrap_or_default(),
         );
     }
-    let mut hosts: Vec<Value> = into
-        .get("per_host")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_else(|| vec![into.get("calls").cloned().unwrap_or(Value::Null)]);
-    hosts.push(other.get("calls").cloned().unwrap_or(Value::Null));
+    let mut hosts: Vec<Value> = Vec::new();
+    for v in [&*into, other] {
+        hosts.extend(
+            v.get("per_host")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default(),
+        );
+    }
     if let Some(o) = into.as_object_mut() {
         o.insert("calls".into(), json!(calls));
         o.insert("callers".into(), json!(callers));
@@ -1982,7 +2010,14 @@ fn dprocs_summary(rows: &BTreeMap<String, Value>) -> Value {
         "ratio_call_nospin_tcp".into(),
         json!(ratio(m("dproc_call_nospin"), m("tcp"))),
     );
-    o.insert("ratio_call_tcp".into(), json!(ratio(m("dproc_call"), m("tcp"))));
+    o.insert(
+        "ratio_call_tcp".into(),
+        json!(ratio(m("dproc_call"), m("tcp"))),
+    );
+    o.insert(
+        "ratio_send_tcp_spin".into(),
+        json!(ratio(m("dproc_send"), m("tcp_spin"))),
+    );
     o.insert("target_ratio".into(), json!(1.5));
     Value::Object(o)
 }
@@ -2043,15 +2078,40 @@ fn write_dprocs_report(out: &mut impl Write, d: &Value) -> io::Result<()> {
         "  null call (library) against raw TCP sleeping: {}",
         num("ratio_call_tcp")
     )?;
-    if let Some(l) = d.get("dproc_load") {
-        let g = |k: &str| l.get(k).map_or("?".to_string(), |x| x.to_string());
+    if d.get("dproc_send").is_some() {
         writeln!(
             out,
-            "  load: {} callers (per host: {} calls) into one process on host 2 for {} ms: \
-             {} calls/s",
+            "  one remote dipc_send host 1 -> host 2 (request and its answer; a call is two) \
+             {:>17}   ratio to raw TCP spinning {}",
+            cell("dproc_send"),
+            num("ratio_send_tcp_spin")
+        )?;
+    }
+    if let Some(l) = d.get("dproc_load") {
+        let g = |k: &str| l.get(k).map_or("?".to_string(), |x| x.to_string());
+        let hosts: Vec<String> = l
+            .get("per_host")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .map(|h| {
+                        let f = |k: &str| h.get(k).map_or("?".to_string(), |x| x.to_string());
+                        format!(
+                            "host {}: {} callers, {} calls",
+                            f("host"),
+                            f("callers"),
+                            f("calls")
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        writeln!(
+            out,
+            "  load: {} callers into one process on host 2 for {} ms ({}): {} calls/s",
             g("callers"),
-            g("per_host"),
             g("duration_ms"),
+            hosts.join("; "),
             l.get("calls_per_s")
                 .and_then(Value::as_f64)
                 .map_or("?".to_string(), |x| format!("{x:.0}"))
@@ -2147,7 +2207,16 @@ fn run(cli: Cli) -> io::Result<()> {
             wait,
             time_limit,
             label,
-        } => dproc_call(&id_file, iterations, warmup, wait, time_limit, &label),
+            send_label,
+        } => dproc_call(
+            &id_file,
+            iterations,
+            warmup,
+            wait,
+            time_limit,
+            &label,
+            send_label.as_deref(),
+        ),
         Cmd::DprocLoad {
             id_file,
             callers,
@@ -2157,15 +2226,16 @@ fn run(cli: Cli) -> io::Result<()> {
             wait,
             time_limit,
             label,
+            host,
         } => dproc_load(
             &id_file,
             callers,
-            start_at_ms,
-            duration_ms,
+            (start_at_ms, duration_ms),
             warmup,
             wait,
             time_limit,
             &label,
+            host,
         ),
         Cmd::DprocStop { id_file, wait } => dproc_stop(&id_file, wait),
         Cmd::Report { input, json } => report(&input, json),
