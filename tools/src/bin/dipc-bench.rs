@@ -468,6 +468,28 @@ fn merge_round(into: &mut Value, round: &Value) -> io::Result<()> {
     Ok(())
 }
 
+/// The fields `keys` of a result that it has.
+fn pick(v: &Value, keys: &[&str]) -> serde_json::Map<String, Value> {
+    keys.iter()
+        .filter_map(|k| Some((k.to_string(), v.get(*k)?.clone())))
+        .collect()
+}
+
+/// A table cell: median / p99 in µs of a result, `-` if there is none.
+fn cell_of(v: Option<&Value>) -> String {
+    match v {
+        Some(o) => {
+            let f = |k: &str| {
+                o.get(k)
+                    .and_then(Value::as_f64)
+                    .map_or("?".to_string(), |x| format!("{x:.1}"))
+            };
+            format!("{} / {}", f("median_us"), f("p99_us"))
+        }
+        None => "-".to_string(),
+    }
+}
+
 fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
@@ -1627,8 +1649,7 @@ fn report(input: &str, as_json: bool) -> io::Result<()> {
         }
         for (name, _) in BENCHES {
             if let Some(v) = benches.get(name) {
-                let mut o = serde_json::Map::new();
-                for k in [
+                let keys = [
                     "median_us",
                     "p99_us",
                     "min_us",
@@ -1637,12 +1658,8 @@ fn report(input: &str, as_json: bool) -> io::Result<()> {
                     "size",
                     "remote",
                     "spin_us",
-                ] {
-                    if let Some(x) = v.get(k) {
-                        o.insert(k.into(), x.clone());
-                    }
-                }
-                row.insert(name.into(), Value::Object(o));
+                ];
+                row.insert(name.into(), Value::Object(pick(v, &keys)));
             }
         }
         let m = |n: &str| median_of(benches.get(n));
@@ -1688,19 +1705,7 @@ fn report(input: &str, as_json: bool) -> io::Result<()> {
         return print_line(&v);
     }
 
-    let cell = |row: &Value, name: &str| -> String {
-        match row.get(name) {
-            Some(o) => {
-                let f = |k: &str| {
-                    o.get(k)
-                        .and_then(Value::as_f64)
-                        .map_or("?".to_string(), |x| format!("{x:.1}"))
-                };
-                format!("{} / {}", f("median_us"), f("p99_us"))
-            }
-            None => "-".to_string(),
-        }
-    };
+    let cell = |row: &Value, name: &str| cell_of(row.get(name));
     let rat = |row: &Value, k: &str| {
         row.get(k)
             .and_then(Value::as_f64)
@@ -1847,13 +1852,8 @@ fn write_spin_report(
 fn pid_summary(rows: &BTreeMap<String, Value>) -> Value {
     let mut o = serde_json::Map::new();
     for (k, v) in rows {
-        let mut r = serde_json::Map::new();
-        for f in ["median_us", "p99_us", "min_us", "count", "size"] {
-            if let Some(x) = v.get(f) {
-                r.insert(f.into(), x.clone());
-            }
-        }
-        o.insert(k.clone(), Value::Object(r));
+        let keys = ["median_us", "p99_us", "min_us", "count", "size"];
+        o.insert(k.clone(), Value::Object(pick(v, &keys)));
     }
     let m = |n: &str| median_of(rows.get(n));
     o.insert(
@@ -1876,19 +1876,7 @@ fn pid_summary(rows: &BTreeMap<String, Value>) -> Value {
 }
 
 fn write_pid_report(out: &mut impl Write, pid: &Value) -> io::Result<()> {
-    let cell = |name: &str| -> String {
-        match pid.get(name) {
-            Some(o) => {
-                let f = |k: &str| {
-                    o.get(k)
-                        .and_then(Value::as_f64)
-                        .map_or("?".to_string(), |x| format!("{x:.1}"))
-                };
-                format!("{} / {}", f("median_us"), f("p99_us"))
-            }
-            None => "-".to_string(),
-        }
-    };
+    let cell = |name: &str| cell_of(pid.get(name));
     let num = |k: &str, digits: usize| {
         pid.get(k)
             .and_then(Value::as_f64)
@@ -1980,8 +1968,7 @@ fn add_load(into: &mut Value, other: &Value) -> io::Result<()> {
 fn dprocs_summary(rows: &BTreeMap<String, Value>) -> Value {
     let mut o = serde_json::Map::new();
     for (k, v) in rows {
-        let mut r = serde_json::Map::new();
-        for f in [
+        let keys = [
             "median_us",
             "p99_us",
             "min_us",
@@ -1994,12 +1981,8 @@ fn dprocs_summary(rows: &BTreeMap<String, Value>) -> Value {
             "per_host",
             "duration_ms",
             "calls_per_s",
-        ] {
-            if let Some(x) = v.get(f) {
-                r.insert(f.into(), x.clone());
-            }
-        }
-        o.insert(k.clone(), Value::Object(r));
+        ];
+        o.insert(k.clone(), Value::Object(pick(v, &keys)));
     }
     let m = |n: &str| median_of(rows.get(n));
     o.insert(
@@ -2023,19 +2006,7 @@ fn dprocs_summary(rows: &BTreeMap<String, Value>) -> Value {
 }
 
 fn write_dprocs_report(out: &mut impl Write, d: &Value) -> io::Result<()> {
-    let cell = |name: &str| -> String {
-        match d.get(name) {
-            Some(o) => {
-                let f = |k: &str| {
-                    o.get(k)
-                        .and_then(Value::as_f64)
-                        .map_or("?".to_string(), |x| format!("{x:.1}"))
-                };
-                format!("{} / {}", f("median_us"), f("p99_us"))
-            }
-            None => "-".to_string(),
-        }
-    };
+    let cell = |name: &str| cell_of(d.get(name));
     let num = |k: &str| {
         d.get(k)
             .and_then(Value::as_f64)
