@@ -1985,22 +1985,14 @@ fn dprocs_summary(rows: &BTreeMap<String, Value>) -> Value {
         o.insert(k.clone(), Value::Object(pick(v, &keys)));
     }
     let m = |n: &str| median_of(rows.get(n));
-    o.insert(
-        "ratio_call_tcp_spin".into(),
-        json!(ratio(m("dproc_call"), m("tcp_spin"))),
-    );
-    o.insert(
-        "ratio_call_nospin_tcp".into(),
-        json!(ratio(m("dproc_call_nospin"), m("tcp"))),
-    );
-    o.insert(
-        "ratio_call_tcp".into(),
-        json!(ratio(m("dproc_call"), m("tcp"))),
-    );
-    o.insert(
-        "ratio_send_tcp_spin".into(),
-        json!(ratio(m("dproc_send"), m("tcp_spin"))),
-    );
+    for (name, a, b) in [
+        ("ratio_call_tcp_spin", "dproc_call", "tcp_spin"),
+        ("ratio_call_nospin_tcp", "dproc_call_nospin", "tcp"),
+        ("ratio_call_tcp", "dproc_call", "tcp"),
+        ("ratio_send_tcp_spin", "dproc_send", "tcp_spin"),
+    ] {
+        o.insert(name.into(), json!(ratio(m(a), m(b))));
+    }
     o.insert("target_ratio".into(), json!(1.5));
     Value::Object(o)
 }
