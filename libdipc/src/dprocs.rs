@@ -79,9 +79,10 @@ pub const MAX_PENDING: usize = 4096;
 const MAX_UIDS: usize = 4096;
 
 /// Polling bounds of a caller waiting for its reply. A System V queue
-/// cannot be waited on with a time-out, so the caller polls it; it checks
-/// again at once at first, since most replies come within a round trip.
-const SPIN: Duration = Duration::from_micros(200);
+/// cannot be waited on with a time-out, so the caller polls it; after
+/// sending its request it checks again at once for `library.spin_us` (as
+/// the library's other remote calls spin for their replies), since most
+/// replies come within a round trip, and then sleeps between checks.
 const NAP_MIN: Duration = Duration::from_micros(20);
 const NAP_MAX: Duration = Duration::from_millis(1);
 /// The longest pause of a server retrying a reply into a full mailbox.
@@ -453,7 +454,10 @@ impl Drop for Signals {
 /// the polling pace.
 struct Pace {
     signals: Signals,
-    start: Instant,
+    /// When the request went (the start of the call until then).
+    sent: Instant,
+    /// How long the caller checks without sleeping once the request went.
+    spin: Duration,
     deadline: Option<Instant>,
     next_check: Instant,
     nap: Duration,
@@ -464,11 +468,19 @@ impl Pace {
         let start = Instant::now();
         Pace {
             signals: Signals::hold(),
-            start,
+            sent: start,
+            // Without a configuration no call gets this far (the send
+            // fails first); no spin is the safe choice then.
+            spin: state::config().map_or(Duration::ZERO, |c| c.library.spin),
             deadline: timeout.map(|t| start + t),
             next_check: start + LIVENESS,
             nap: NAP_MIN,
         }
+    }
+
+    /// The request went: the spin for the reply starts now.
+    fn request_sent(&mut self) {
+        self.sent = Instant::now();
     }
 
     /// Waits a little; errors end the call: `ETIMEDOUT` past the caller's
@@ -488,7 +500,7 @@ impl Pace {
             }
             self.next_check = Instant::now() + LIVENESS;
         }
-        if now.duration_since(self.start) < SPIN {
+        if now.duration_since(self.sent) < self.spin {
             std::hint::spin_loop();
             return Ok(());
         }
@@ -564,6 +576,7 @@ pub fn call(
             Err(e) => return Err(e),
         }
     }
+    pace.request_sent();
     let size = sysv::msgmax();
     let (status, output) = loop {
         if let Some(r) = w.take_reply() {

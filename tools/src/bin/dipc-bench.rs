@@ -62,6 +62,11 @@ const SEM_PONG: u16 = 1;
 const GROUP_MSG: &str = "msg";
 const GROUP_SEM: &str = "sem";
 const GROUP_PID: &str = "pid";
+const GROUP_DPROCS: &str = "dprocs";
+/// Most callers one dproc-load side forks.
+const MAX_CALLERS: usize = 64;
+/// Time-out of one benchmark call: a call that takes longer is a failure.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// The original DIPC's cost of one signal to another host, in µs (its
 /// papers report about 30 ms).
 const ORIGINAL_KILL_US: f64 = 30_000.0;
@@ -111,7 +116,7 @@ enum Cmd {
         #[arg(long, default_value = "tcp")]
         label: String,
         /// Report row group of the result: msg (a row per size), sem or pid.
-        #[arg(long, default_value = GROUP_MSG, value_parser = [GROUP_MSG, GROUP_SEM, GROUP_PID])]
+        #[arg(long, default_value = GROUP_MSG, value_parser = [GROUP_MSG, GROUP_SEM, GROUP_PID, GROUP_DPROCS])]
         group: String,
         /// Check for the echo without sleeping for up to this many µs
         /// before sleeping in read, as dipc's library does for a remote
@@ -251,6 +256,70 @@ enum Cmd {
         wait: u64,
         #[arg(long, default_value_t = 300)]
         time_limit: u32,
+    },
+    /// Registers, writes its pid_d to ID_FILE, and serves distributed
+    /// process calls: `Null` (no input, no output) and `Stop`, which ends
+    /// it.
+    DprocServe {
+        #[arg(long)]
+        id_file: std::path::PathBuf,
+        #[arg(long, default_value_t = 300)]
+        time_limit: u32,
+    },
+    /// Registers and times null calls (`dipc_call` of `Null`, nothing in,
+    /// nothing out) of the dproc-serve in ID_FILE; calls its `Stop` at the
+    /// end.
+    DprocCall {
+        #[arg(long)]
+        id_file: std::path::PathBuf,
+        #[arg(long, default_value_t = 5000)]
+        iterations: usize,
+        #[arg(long, default_value_t = 200)]
+        warmup: usize,
+        #[arg(long, default_value_t = 10)]
+        wait: u64,
+        #[arg(long, default_value_t = 300)]
+        time_limit: u32,
+        #[arg(long, default_value = "dproc_call")]
+        label: String,
+        /// Then also time as many bare dipc_sends of one byte to the
+        /// process (one remote send: the request and its answer; the
+        /// serving process drops them, as they are not calls), under this
+        /// label.
+        #[arg(long)]
+        send_label: Option<String>,
+    },
+    /// Forks CALLERS processes, each registered, that make null calls of
+    /// the dproc-serve in ID_FILE as fast as they can from START_AT_MS
+    /// (Unix time in ms, the same for every host of a run) for
+    /// DURATION_MS; prints the calls finished in that window.
+    DprocLoad {
+        #[arg(long)]
+        id_file: std::path::PathBuf,
+        #[arg(long, default_value_t = 4)]
+        callers: usize,
+        #[arg(long)]
+        start_at_ms: u64,
+        #[arg(long, default_value_t = 5000)]
+        duration_ms: u64,
+        #[arg(long, default_value_t = 50)]
+        warmup: usize,
+        #[arg(long, default_value_t = 10)]
+        wait: u64,
+        #[arg(long, default_value_t = 300)]
+        time_limit: u32,
+        #[arg(long, default_value = "dproc_load")]
+        label: String,
+        /// The simulated host this side runs on, for the report.
+        #[arg(long, default_value_t = 0)]
+        host: u32,
+    },
+    /// Calls `Stop` of the dproc-serve in ID_FILE.
+    DprocStop {
+        #[arg(long)]
+        id_file: std::path::PathBuf,
+        #[arg(long, default_value_t = 10)]
+        wait: u64,
     },
     /// Reads the JSON lines of the client sides and prints the table (or one
     /// JSON object).
@@ -397,6 +466,28 @@ fn merge_round(into: &mut Value, round: &Value) -> io::Result<()> {
         o.insert("rounds".into(), json!(rounds));
     }
     Ok(())
+}
+
+/// The fields `keys` of a result that it has.
+fn pick(v: &Value, keys: &[&str]) -> serde_json::Map<String, Value> {
+    keys.iter()
+        .filter_map(|k| Some((k.to_string(), v.get(*k)?.clone())))
+        .collect()
+}
+
+/// A table cell: median / p99 in µs of a result, `-` if there is none.
+fn cell_of(v: Option<&Value>) -> String {
+    match v {
+        Some(o) => {
+            let f = |k: &str| {
+                o.get(k)
+                    .and_then(Value::as_f64)
+                    .map_or("?".to_string(), |x| format!("{x:.1}"))
+            };
+            format!("{} / {}", f("median_us"), f("p99_us"))
+        }
+        None => "-".to_string(),
+    }
 }
 
 fn round3(x: f64) -> f64 {
@@ -1219,6 +1310,229 @@ fn mbox_ping(
     ))
 }
 
+// ---------------------------------------------------------------- distributed processes
+
+fn dproc_serve(id_file: &std::path::Path, limit: u32) -> io::Result<()> {
+    use dipc::dprocs::{stop, Answer, Process};
+    time_limit(limit, false)?;
+    publish_pid(id_file)?;
+    let calls = Process::new(0u64)
+        .procedure("Null", |n, _| {
+            *n += 1;
+            Answer::Done(Vec::new())
+        })
+        .procedure("Stop", |_, _| {
+            stop();
+            Answer::Done(Vec::new())
+        })
+        .serve()
+        .map_err(|e| io_errno("dipc_serve", e))?;
+    eprintln!("dipc-bench dproc-serve: {calls} null calls served");
+    Ok(())
+}
+
+/// One null call of `q`; an answer with output is a failure, since `Null`
+/// returns none.
+fn null_call(q: dipc::pid::PidD) -> io::Result<()> {
+    let out = dipc::dprocs::call(q, "Null", &[], 0, Some(CALL_TIMEOUT))
+        .map_err(|e| io_errno("dipc_call(Null)", e))?;
+    if !out.is_empty() {
+        return Err(err(format!("Null returned {} bytes", out.len())));
+    }
+    Ok(())
+}
+
+fn stop_server(q: dipc::pid::PidD) -> io::Result<()> {
+    dipc::dprocs::call(q, "Stop", &[], 0, Some(CALL_TIMEOUT))
+        .map(|_| ())
+        .map_err(|e| io_errno("dipc_call(Stop)", e))
+}
+
+fn dproc_call(
+    id_file: &std::path::Path,
+    iterations: usize,
+    warmup: usize,
+    wait: u64,
+    limit: u32,
+    label: &str,
+    send_label: Option<&str>,
+) -> io::Result<()> {
+    check_iterations(iterations)?;
+    time_limit(limit, false)?;
+    dipc::pid::regist().map_err(|e| io_errno("regist", e))?;
+    let q = read_pid(id_file, Duration::from_secs(wait))?;
+    let mut ns = Vec::with_capacity(iterations);
+    let mut sends = Vec::new();
+    let run = (|| -> io::Result<()> {
+        for i in 0..warmup + iterations {
+            let t = Instant::now();
+            null_call(q)?;
+            if i >= warmup {
+                ns.push(t.elapsed().as_nanos() as u64);
+            }
+        }
+        if send_label.is_some() {
+            for i in 0..warmup + iterations {
+                let t = Instant::now();
+                dipc::pid::send(q, &[STOP], 0).map_err(|e| io_errno("dipc_send", e))?;
+                if i >= warmup {
+                    sends.push(t.elapsed().as_nanos() as u64);
+                }
+            }
+        }
+        Ok(())
+    })();
+    let stopped = stop_server(q);
+    run?;
+    stopped?;
+    print_line(&summary(label, GROUP_DPROCS, None, ns, json!({})))?;
+    match send_label {
+        Some(l) => print_line(&summary(l, GROUP_DPROCS, None, sends, json!({}))),
+        None => Ok(()),
+    }
+}
+
+fn dproc_stop(id_file: &std::path::Path, wait: u64) -> io::Result<()> {
+    dipc::pid::regist().map_err(|e| io_errno("regist", e))?;
+    stop_server(read_pid(id_file, Duration::from_secs(wait))?)
+}
+
+fn unix_ms() -> io::Result<u64> {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .map_err(|_| err("the clock is before 1970"))
+}
+
+/// One caller of dproc-load: warms up, waits for the common start, and
+/// counts the null calls that end within the window.
+fn load_caller(
+    id_file: &std::path::Path,
+    start_at_ms: u64,
+    duration_ms: u64,
+    warmup: usize,
+    wait: u64,
+) -> io::Result<u64> {
+    dipc::pid::regist().map_err(|e| io_errno("regist", e))?;
+    let q = read_pid(id_file, Duration::from_secs(wait))?;
+    for _ in 0..warmup {
+        null_call(q)?;
+    }
+    let now = unix_ms()?;
+    if now >= start_at_ms {
+        return Err(err(format!(
+            "warm-up ended {} ms after the start time; start later",
+            now - start_at_ms
+        )));
+    }
+    std::thread::sleep(Duration::from_millis(start_at_ms - now));
+    let end = Instant::now() + Duration::from_millis(duration_ms);
+    let mut calls = 0u64;
+    loop {
+        null_call(q)?;
+        if Instant::now() > end {
+            return Ok(calls);
+        }
+        calls += 1;
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn dproc_load(
+    id_file: &std::path::Path,
+    callers: usize,
+    (start_at_ms, duration_ms): (u64, u64),
+    warmup: usize,
+    wait: u64,
+    limit: u32,
+    label: &str,
+    host: u32,
+) -> io::Result<()> {
+    if callers == 0 || callers > MAX_CALLERS {
+        return Err(err(format!(
+            "--callers must be in 1..={MAX_CALLERS}, got {callers}"
+        )));
+    }
+    if duration_ms == 0 || duration_ms > 600_000 {
+        return Err(err("--duration-ms must be in 1..=600000"));
+    }
+    time_limit(limit, false)?;
+    io::stdout().flush()?;
+    let mut children = Vec::with_capacity(callers);
+    for _ in 0..callers {
+        let mut fds = [0 as c_int; 2];
+        // SAFETY: fds is an array of two ints for pipe to fill.
+        if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+            return Err(os_err("pipe"));
+        }
+        // SAFETY: this process is single-threaded and has not used dipc
+        // yet; the child leaves with _exit.
+        let child = unsafe { libc::fork() };
+        if child < 0 {
+            return Err(os_err("fork"));
+        }
+        if child == 0 {
+            // SAFETY: the read end is the parent's.
+            unsafe { libc::close(fds[0]) };
+            let code = match load_caller(id_file, start_at_ms, duration_ms, warmup, wait) {
+                Ok(n) => {
+                    let b = n.to_ne_bytes();
+                    // SAFETY: writes 8 bytes from b to the pipe.
+                    let w = unsafe { libc::write(fds[1], b.as_ptr() as *const c_void, b.len()) };
+                    if w == b.len() as isize {
+                        0
+                    } else {
+                        1
+                    }
+                }
+                Err(e) => {
+                    eprintln!("dipc-bench dproc-load (caller): {e}");
+                    1
+                }
+            };
+            // SAFETY: leaving the forked child without running destructors.
+            unsafe { libc::_exit(code) };
+        }
+        // SAFETY: the write end is the child's.
+        unsafe { libc::close(fds[1]) };
+        children.push((child, fds[0]));
+    }
+    let mut total = 0u64;
+    let mut per = Vec::with_capacity(callers);
+    let mut failed = 0;
+    for (child, fd) in children {
+        let mut b = [0u8; 8];
+        // SAFETY: reads at most 8 bytes into b; the child's exit closes
+        // the pipe, so this returns.
+        let n = unsafe { libc::read(fd, b.as_mut_ptr() as *mut c_void, b.len()) };
+        // SAFETY: fd is ours, read from once.
+        unsafe { libc::close(fd) };
+        let mut status = 0;
+        // SAFETY: waits for our own child.
+        unsafe { libc::waitpid(child, &mut status, 0) };
+        if n != 8 || !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+            failed += 1;
+            continue;
+        }
+        let c = u64::from_ne_bytes(b);
+        per.push(c);
+        total += c;
+    }
+    if failed > 0 {
+        return Err(err(format!("{failed} of {callers} callers failed")));
+    }
+    print_line(&json!({
+        "bench": label,
+        "group": GROUP_DPROCS,
+        "callers": callers,
+        "calls": total,
+        "per_host": [{ "host": host, "callers": callers, "calls": total }],
+        "per_caller": per,
+        "duration_ms": duration_ms,
+        "calls_per_s": round3(total as f64 * 1000.0 / duration_ms as f64),
+    }))
+}
+
 // ---------------------------------------------------------------- report
 
 /// Benches of the report, in column order: (name, heading). The first
@@ -1261,6 +1575,9 @@ fn report(input: &str, as_json: bool) -> io::Result<()> {
     let mut by_row: BTreeMap<RowKey, BTreeMap<String, Value>> = BTreeMap::new();
     // The process-id group: bench -> result.
     let mut pid_rows: BTreeMap<String, Value> = BTreeMap::new();
+    // The distributed-process group: bench -> result (rounds pooled, the
+    // load sides of every host summed).
+    let mut dproc_rows: BTreeMap<String, Value> = BTreeMap::new();
     for (no, line) in reader.lines().enumerate() {
         let line = line?;
         if line.trim().is_empty() {
@@ -1274,6 +1591,22 @@ fn report(input: &str, as_json: bool) -> io::Result<()> {
         let group = v.get("group").and_then(Value::as_str).unwrap_or(GROUP_MSG);
         if group == GROUP_PID {
             pid_rows.insert(bench.to_string(), v.clone());
+            continue;
+        }
+        if group == GROUP_DPROCS {
+            match dproc_rows.entry(bench.to_string()) {
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(v);
+                }
+                std::collections::btree_map::Entry::Occupied(mut e) => {
+                    let r = if v.get("calls").is_some() {
+                        add_load(e.get_mut(), &v)
+                    } else {
+                        merge_round(e.get_mut(), &v)
+                    };
+                    r.map_err(|e| err(format!("{input}:{}: {e}", no + 1)))?
+                }
+            }
             continue;
         }
         let key = if group == GROUP_MSG {
@@ -1293,10 +1626,11 @@ fn report(input: &str, as_json: bool) -> io::Result<()> {
             }
         }
     }
-    if by_row.is_empty() && pid_rows.is_empty() {
+    if by_row.is_empty() && pid_rows.is_empty() && dproc_rows.is_empty() {
         return Err(err(format!("{input}: no results")));
     }
     let pid = pid_summary(&pid_rows);
+    let dprocs = dprocs_summary(&dproc_rows);
     // Round trips per figure and the rounds they were taken in, as the
     // first figure has them (every figure of a run has the same).
     let first = by_row.values().next().and_then(|b| b.values().next());
@@ -1315,8 +1649,7 @@ fn report(input: &str, as_json: bool) -> io::Result<()> {
         }
         for (name, _) in BENCHES {
             if let Some(v) = benches.get(name) {
-                let mut o = serde_json::Map::new();
-                for k in [
+                let keys = [
                     "median_us",
                     "p99_us",
                     "min_us",
@@ -1325,12 +1658,8 @@ fn report(input: &str, as_json: bool) -> io::Result<()> {
                     "size",
                     "remote",
                     "spin_us",
-                ] {
-                    if let Some(x) = v.get(k) {
-                        o.insert(k.into(), x.clone());
-                    }
-                }
-                row.insert(name.into(), Value::Object(o));
+                ];
+                row.insert(name.into(), Value::Object(pick(v, &keys)));
             }
         }
         let m = |n: &str| median_of(benches.get(n));
@@ -1371,23 +1700,12 @@ fn report(input: &str, as_json: bool) -> io::Result<()> {
             "targets": { "ratio_remote_tcp": "<= 2.5", "ratio_local_sysv": "<= 1.1" },
             "results": rows,
             "pid": pid,
+            "dprocs": dprocs,
         });
         return print_line(&v);
     }
 
-    let cell = |row: &Value, name: &str| -> String {
-        match row.get(name) {
-            Some(o) => {
-                let f = |k: &str| {
-                    o.get(k)
-                        .and_then(Value::as_f64)
-                        .map_or("?".to_string(), |x| format!("{x:.1}"))
-                };
-                format!("{} / {}", f("median_us"), f("p99_us"))
-            }
-            None => "-".to_string(),
-        }
-    };
+    let cell = |row: &Value, name: &str| cell_of(row.get(name));
     let rat = |row: &Value, k: &str| {
         row.get(k)
             .and_then(Value::as_f64)
@@ -1466,6 +1784,9 @@ fn report(input: &str, as_json: bool) -> io::Result<()> {
     if !pid_rows.is_empty() {
         write_pid_report(&mut out, &pid)?;
     }
+    if !dproc_rows.is_empty() {
+        write_dprocs_report(&mut out, &dprocs)?;
+    }
     out.flush()
 }
 
@@ -1531,13 +1852,8 @@ fn write_spin_report(
 fn pid_summary(rows: &BTreeMap<String, Value>) -> Value {
     let mut o = serde_json::Map::new();
     for (k, v) in rows {
-        let mut r = serde_json::Map::new();
-        for f in ["median_us", "p99_us", "min_us", "count", "size"] {
-            if let Some(x) = v.get(f) {
-                r.insert(f.into(), x.clone());
-            }
-        }
-        o.insert(k.clone(), Value::Object(r));
+        let keys = ["median_us", "p99_us", "min_us", "count", "size"];
+        o.insert(k.clone(), Value::Object(pick(v, &keys)));
     }
     let m = |n: &str| median_of(rows.get(n));
     o.insert(
@@ -1560,19 +1876,7 @@ fn pid_summary(rows: &BTreeMap<String, Value>) -> Value {
 }
 
 fn write_pid_report(out: &mut impl Write, pid: &Value) -> io::Result<()> {
-    let cell = |name: &str| -> String {
-        match pid.get(name) {
-            Some(o) => {
-                let f = |k: &str| {
-                    o.get(k)
-                        .and_then(Value::as_f64)
-                        .map_or("?".to_string(), |x| format!("{x:.1}"))
-                };
-                format!("{} / {}", f("median_us"), f("p99_us"))
-            }
-            None => "-".to_string(),
-        }
-    };
+    let cell = |name: &str| cell_of(pid.get(name));
     let num = |k: &str, digits: usize| {
         pid.get(k)
             .and_then(Value::as_f64)
@@ -1610,6 +1914,173 @@ fn write_pid_report(out: &mut impl Write, pid: &Value) -> io::Result<()> {
         "  raw TCP ping-pong between the same hosts, round trip          {:>17}",
         cell("tcp")
     )
+}
+
+/// Adds another host's load side to `into`: the calls of both were made in
+/// the same window, so they add up.
+fn add_load(into: &mut Value, other: &Value) -> io::Result<()> {
+    let num = |v: &Value, k: &str| {
+        v.get(k)
+            .and_then(Value::as_u64)
+            .ok_or_else(|| err(format!("a load result without {k}")))
+    };
+    if num(into, "duration_ms")? != num(other, "duration_ms")? {
+        return Err(err("load results of different windows"));
+    }
+    let calls = num(into, "calls")? + num(other, "calls")?;
+    let callers = num(into, "callers")? + num(other, "callers")?;
+    let ms = num(into, "duration_ms")?;
+    let mut per: Vec<Value> = Vec::new();
+    for v in [&*into, other] {
+        per.extend(
+            v.get("per_caller")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default(),
+        );
+    }
+    let mut hosts: Vec<Value> = Vec::new();
+    for v in [&*into, other] {
+        hosts.extend(
+            v.get("per_host")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default(),
+        );
+    }
+    if let Some(o) = into.as_object_mut() {
+        o.insert("calls".into(), json!(calls));
+        o.insert("callers".into(), json!(callers));
+        o.insert("per_caller".into(), json!(per));
+        o.insert("per_host".into(), json!(hosts));
+        o.insert(
+            "calls_per_s".into(),
+            json!(round3(calls as f64 * 1000.0 / ms.max(1) as f64)),
+        );
+    }
+    Ok(())
+}
+
+/// The distributed-process results with their ratios to the raw TCP
+/// ping-pong between the same hosts, like for like: the null call as the
+/// library makes it (it spins for its reply first) against a TCP client
+/// that spins as long, and one that sleeps at once against plain TCP.
+fn dprocs_summary(rows: &BTreeMap<String, Value>) -> Value {
+    let mut o = serde_json::Map::new();
+    for (k, v) in rows {
+        let keys = [
+            "median_us",
+            "p99_us",
+            "min_us",
+            "count",
+            "rounds",
+            "size",
+            "spin_us",
+            "callers",
+            "calls",
+            "per_host",
+            "duration_ms",
+            "calls_per_s",
+        ];
+        o.insert(k.clone(), Value::Object(pick(v, &keys)));
+    }
+    let m = |n: &str| median_of(rows.get(n));
+    for (name, a, b) in [
+        ("ratio_call_tcp_spin", "dproc_call", "tcp_spin"),
+        ("ratio_call_nospin_tcp", "dproc_call_nospin", "tcp"),
+        ("ratio_call_tcp", "dproc_call", "tcp"),
+        ("ratio_send_tcp_spin", "dproc_send", "tcp_spin"),
+    ] {
+        o.insert(name.into(), json!(ratio(m(a), m(b))));
+    }
+    o.insert("target_ratio".into(), json!(1.5));
+    Value::Object(o)
+}
+
+fn write_dprocs_report(out: &mut impl Write, d: &Value) -> io::Result<()> {
+    let cell = |name: &str| cell_of(d.get(name));
+    let num = |k: &str| {
+        d.get(k)
+            .and_then(Value::as_f64)
+            .map_or("-".to_string(), |x| format!("{x:.2}"))
+    };
+    let spin = d
+        .get("tcp_spin")
+        .and_then(|t| t.get("spin_us"))
+        .and_then(Value::as_u64)
+        .map_or("?".to_string(), |n| n.to_string());
+    let n = d
+        .get("dproc_call")
+        .and_then(|t| t.get("count"))
+        .and_then(Value::as_u64)
+        .map_or("?".to_string(), |n| n.to_string());
+    writeln!(out)?;
+    writeln!(
+        out,
+        "distributed processes, caller on host 1, process on host 2: null call \
+         (dipc_call, nothing in or out), round trip µs median / p99 of {n}"
+    )?;
+    writeln!(
+        out,
+        "  both spin:  null call (library)           {:>17}   raw TCP spinning {spin} µs {:>17}   \
+         ratio {} (target <= 1.5)",
+        cell("dproc_call"),
+        cell("tcp_spin"),
+        num("ratio_call_tcp_spin")
+    )?;
+    writeln!(
+        out,
+        "  both sleep: null call, spin 0             {:>17}   raw TCP                 {:>17}   \
+         ratio {} (target <= 1.5)",
+        cell("dproc_call_nospin"),
+        cell("tcp"),
+        num("ratio_call_nospin_tcp")
+    )?;
+    writeln!(
+        out,
+        "  null call (library) against raw TCP sleeping: {}",
+        num("ratio_call_tcp")
+    )?;
+    if d.get("dproc_send").is_some() {
+        writeln!(
+            out,
+            "  one remote dipc_send host 1 -> host 2 (request and its answer; a call is two) \
+             {:>17}   ratio to raw TCP spinning {}",
+            cell("dproc_send"),
+            num("ratio_send_tcp_spin")
+        )?;
+    }
+    if let Some(l) = d.get("dproc_load") {
+        let g = |k: &str| l.get(k).map_or("?".to_string(), |x| x.to_string());
+        let hosts: Vec<String> = l
+            .get("per_host")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .map(|h| {
+                        let f = |k: &str| h.get(k).map_or("?".to_string(), |x| x.to_string());
+                        format!(
+                            "host {}: {} callers, {} calls",
+                            f("host"),
+                            f("callers"),
+                            f("calls")
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        writeln!(
+            out,
+            "  load: {} callers into one process on host 2 for {} ms ({}): {} calls/s",
+            g("callers"),
+            g("duration_ms"),
+            hosts.join("; "),
+            l.get("calls_per_s")
+                .and_then(Value::as_f64)
+                .map_or("?".to_string(), |x| format!("{x:.0}"))
+        )?;
+    }
+    Ok(())
 }
 
 fn run(cli: Cli) -> io::Result<()> {
@@ -1688,6 +2159,48 @@ fn run(cli: Cli) -> io::Result<()> {
             wait,
             time_limit,
         } => mbox_ping(&id_file, size, iterations, warmup, wait, time_limit),
+        Cmd::DprocServe {
+            id_file,
+            time_limit,
+        } => dproc_serve(&id_file, time_limit),
+        Cmd::DprocCall {
+            id_file,
+            iterations,
+            warmup,
+            wait,
+            time_limit,
+            label,
+            send_label,
+        } => dproc_call(
+            &id_file,
+            iterations,
+            warmup,
+            wait,
+            time_limit,
+            &label,
+            send_label.as_deref(),
+        ),
+        Cmd::DprocLoad {
+            id_file,
+            callers,
+            start_at_ms,
+            duration_ms,
+            warmup,
+            wait,
+            time_limit,
+            label,
+            host,
+        } => dproc_load(
+            &id_file,
+            callers,
+            (start_at_ms, duration_ms),
+            warmup,
+            wait,
+            time_limit,
+            &label,
+            host,
+        ),
+        Cmd::DprocStop { id_file, wait } => dproc_stop(&id_file, wait),
         Cmd::Report { input, json } => report(&input, json),
     }
 }
