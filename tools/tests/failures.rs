@@ -23,6 +23,8 @@ const SHM: &str = "0xfa04";
 /// named, so a stale id reaching it would show here.
 const Q_AFTER: &str = "0xfa05";
 
+/// Messages put in `Q_AFTER` when it is made.
+const MARKERS: usize = 5;
 /// How long the senders, lock holders and segment users run.
 const LOAD_MS: u64 = 12_000;
 /// Longest wait for anything the test awaits.
@@ -225,6 +227,12 @@ fn run(fault: Fault) {
                 2,
                 &["dipc-msg", "get", Q_AFTER, "--create", "--mode", "666"],
             );
+            // Markers (from "sender 0"): a stale id that reached the new
+            // queue would take them, or leave its messages beside them.
+            for i in 0..MARKERS {
+                let text = format!("{Q_AFTER} 0 {i}");
+                c.exec_ok(2, &["dipc-msg", "send", Q_AFTER, "1", &text]);
+            }
         }
     }
     eprintln!(
@@ -271,10 +279,20 @@ fn run(fault: Fault) {
             // Nothing was meant for the queue made after the reboot.
             let mut after = Tally::default();
             after.add(&format!("drain-{q}"), &out);
-            for m in after.received.keys() {
+            for (m, _) in after.received.iter().filter(|(m, _)| m.0 != "0") {
                 tally
                     .misdelivered
                     .push(format!("{m:?} reached {q}, made after the reboot"));
+            }
+            for i in 0..MARKERS {
+                if !after
+                    .received
+                    .contains_key(&("0".to_owned(), i.to_string()))
+                {
+                    tally.misdelivered.push(format!(
+                        "marker {i} of {q} taken by someone else (a stale id); drained: {out:?}"
+                    ));
+                }
             }
         } else {
             tally.add(&format!("drain-{q}"), &out);
