@@ -243,14 +243,15 @@ fn run(fault: Fault) {
 
     // Senders, holders and segment users end on their own within LOAD_MS
     // and one call's bound; a killed host's are already gone.
+    // One that does not is killed (so the figures can be counted) and
+    // fails the test at the end.
+    let mut hung = Vec::new();
     for r in roles.iter_mut().filter(|r| !r.name.starts_with("recv-")) {
         let limit = Duration::from_millis(LOAD_MS) + LIMIT;
-        assert!(
-            r.bg.wait_timeout(limit).is_some(),
-            "{} did not end within {limit:?} (a hung call?): {}",
-            r.name,
-            r.bg.describe()
-        );
+        if r.bg.wait_timeout(limit).is_none() {
+            hung.push(format!("{} (after {limit:?}): {}", r.name, r.bg.describe()));
+            r.bg.kill();
+        }
     }
     // Stop the receivers (those still there), then drain each queue once
     // more from host 1: what is left there counts as received.
@@ -265,12 +266,10 @@ fn run(fault: Fault) {
         }
     }
     for r in roles.iter_mut().filter(|r| r.name.starts_with("recv-")) {
-        assert!(
-            r.bg.wait_timeout(LIMIT).is_some(),
-            "{} did not end within {LIMIT:?}: {}",
-            r.name,
-            r.bg.describe()
-        );
+        if r.bg.wait_timeout(LIMIT).is_none() {
+            hung.push(format!("{} (after {LIMIT:?}): {}", r.name, r.bg.describe()));
+            r.bg.kill();
+        }
     }
     let mut tally = Tally::default();
     for q in queues {
@@ -380,7 +379,7 @@ fn run(fault: Fault) {
          misdelivered {}, never sent {}; failed sends {failed_sends} (at most once: \
          {failed_delivered} delivered); lock entries {}, violations {}, ENOLINK {}; \
          segment steps {}, SIGBUS {}, regressions {}; failed calls {:?}, slowest {:?}; \
-         leaks {:?}",
+         leaks {:?}; hung {}",
         tally.sent.len(),
         tally.tried.len(),
         tally.received.len(),
@@ -396,9 +395,11 @@ fn run(fault: Fault) {
         tally.regressions.len(),
         errnos,
         slowest,
-        leaks
+        leaks,
+        hung.len()
     );
 
+    assert!(hung.is_empty(), "processes that did not end: {hung:#?}");
     assert!(tally.sent.len() > 100, "too little load: {tally:?}");
     assert!(tally.lock_entries > 100, "too little locking: {tally:?}");
     assert!(
