@@ -1255,3 +1255,20 @@ impl Cluster {
             .collect()
     }
 }
+
+/// The pids of the processes named `comm` (`dipc-worker`, `dipc-referee`)
+/// running in host `i` (its network namespace).
+pub fn pids_named(i: usize, comm: &str) -> Vec<String> {
+    let out = run_with_timeout(
+        Command::new("ip").args(["netns", "pids", &format!("dipc-h{i}")]),
+        Duration::from_secs(10),
+    );
+    assert!(out.status.success(), "ip netns pids:\n{}", describe(&out));
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim_end() == comm)
+        })
+        .map(str::to_owned)
+        .collect()
+}
