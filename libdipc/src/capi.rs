@@ -66,7 +66,7 @@ pub unsafe extern "C" fn dipc_msgsnd(
     }
     let r = umem::read(msgp as *const c_long).and_then(|mtype| {
         let text = umem::read_slice((msgp as *const u8).wrapping_add(MTYPE_LEN), msgsz)?;
-        msg::send(msqid, mtype, &text, msgflg)
+        msg::send_owned(msqid, mtype, text, msgflg)
     });
     match r {
         Ok(()) => 0,

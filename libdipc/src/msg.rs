@@ -73,6 +73,15 @@ pub(crate) fn text_max() -> Result<usize, Errno> {
 pub fn send(id: i32, mtype: i64, text: &[u8], flags: i32) -> Result<(), Errno> {
     match route(id) {
         Route::Local | Route::Owned { .. } => sysv::msgsnd(id, mtype, text, flags),
+        Route::Remote { .. } => send_owned(id, mtype, text.to_vec(), flags),
+    }
+}
+
+/// As [`send`], with a text the caller already copied (the C interface
+/// copies it out of the application's buffer): sent as it is.
+pub(crate) fn send_owned(id: i32, mtype: i64, text: Vec<u8>, flags: i32) -> Result<(), Errno> {
+    match route(id) {
+        Route::Local | Route::Owned { .. } => sysv::msgsnd(id, mtype, &text, flags),
         Route::Remote { owner, id, origin } => {
             if text.len() > text_max()? {
                 return Err(libc::EINVAL);
@@ -81,7 +90,7 @@ pub fn send(id: i32, mtype: i64, text: &[u8], flags: i32) -> Result<(), Errno> {
                 id,
                 origin,
                 mtype,
-                text: text.to_vec(),
+                text,
                 flags,
             };
             match state::remote(owner, &req, flags & libc::IPC_NOWAIT == 0) {
