@@ -531,3 +531,103 @@ fn resource_lets_a_writer_in_among_continuous_readers() {
     assert!(resource.wait(WAKE).success(), "{}", resource.describe());
     assert!(observer.wait(WAKE).success(), "{}", observer.describe());
 }
+
+/// A callee knows its callers from the kernel: a local user cannot call a
+/// process in another process's name, whether it connects to the callee's
+/// endpoint as a process of this host or as a worker passing a remote
+/// session, or writes a request into the callee's mailbox (which anyone
+/// may write; when calls rode the mailbox, the callee ran such a request
+/// as the victim's).
+#[test]
+fn nobody_calls_in_another_processs_name() {
+    let c = Cluster::up(2);
+    let mut srv = c.spawn(2, &["dipc-dproc", "serve", "--name", "Srv"]);
+    let s = srv.pid_d().to_string();
+    let mut victim = c.spawn(1, &["dipc-dproc", "hold", "Victim"]);
+    let v = victim.pid_d();
+    let vs = v.to_string();
+    for mode in ["hello", "worker"] {
+        let out = attack(&c, 2, &["forged-call", &s, "--as", &vs, "--mode", mode]);
+        assert_has(&out, mode, "hello: refused");
+    }
+    let out = attack(
+        &c,
+        2,
+        &["forged-call", &s, "--as", &vs, "--mode", "mailbox"],
+    );
+    assert_has(&out, "mailbox", "request: sent");
+    // The server is still serving, and has run Never for nobody: calls
+    // through its links are taken in arrival order, so one that returns
+    // after the forgeries shows it has looked at everything before.
+    assert_eq!(call_ok(&c, 1, &["Srv", "Echo", "after"]), ["after"]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(call_ok(&c, 1, &["Srv", "Echo", "later"]), ["later"]);
+    assert!(
+        !srv.stdout().contains("never from"),
+        "a forged call ran:\n{}",
+        srv.describe()
+    );
+    assert!(srv.running(), "{}", srv.describe());
+    victim.kill();
+}
+
+/// A process keeps a bounded number of links (here 24: half its
+/// descriptor limit of 48). More callers than that, calling now and then,
+/// are all served: a new caller takes the place of the link idle the
+/// longest, and a caller whose idle link was closed sends its call again
+/// on a new one.
+#[test]
+fn more_callers_than_links_are_served_by_closing_idle_links() {
+    let c = Cluster::up(2);
+    let mut srv = c.spawn(
+        2,
+        &[
+            "prlimit",
+            "--nofile=48",
+            "env",
+            "RUST_LOG=dipc=debug",
+            "dipc-dproc",
+            "serve",
+            "--name",
+            "Srv",
+        ],
+    );
+    srv.pid_d();
+    let call = |host: usize, count: &str, pause: &str| {
+        c.spawn(
+            host,
+            &[
+                "dipc-dproc",
+                "call",
+                "Srv",
+                "Echo",
+                "hi",
+                "--count",
+                count,
+                "--pause-ms",
+                pause,
+                "--timeout-ms",
+                "20000",
+            ],
+        )
+    };
+    // 24 callers (half on each host) fill the links, then call again
+    // 3 s later; 6 more come 1.5 s in, when the first links are idle.
+    let mut first: Vec<_> = (0..24).map(|i| call(1 + i % 2, "2", "3000")).collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut late: Vec<_> = (0..6).map(|i| call(1 + i % 2, "1", "0")).collect();
+    for p in first.iter_mut().chain(late.iter_mut()) {
+        assert!(
+            p.wait(WAKE).success(),
+            "{}\n{}",
+            p.describe(),
+            srv.describe()
+        );
+        assert!(p.stdout().contains("hi"), "{}", p.describe());
+    }
+    assert_has(
+        &srv.stderr(),
+        "the server's log",
+        "closed the idle call link",
+    );
+}

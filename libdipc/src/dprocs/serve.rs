@@ -659,7 +659,12 @@ impl Links {
             .map(|(t, _)| *t);
         match lru {
             Some(t) => {
-                self.callers.remove(&t);
+                if let Some(c) = self.callers.remove(&t) {
+                    log::debug!(
+                        "dipc: closed the idle call link of pid_d {} to make room",
+                        c.caller
+                    );
+                }
                 true
             }
             None => false,

@@ -19,7 +19,7 @@
 //!   --interrupt-step-us` later). With `--expect ERRNO` every call must
 //!   fail with that errno (e.g. `EINTR`), and it prints `ERRNO N`. With
 //!   `--parallel N`, N threads make the calls at once, each `--count`
-//!   times.
+//!   times; `--pause-ms T` sleeps T ms after each call.
 //!
 //! The test procedures of `serve`: `Echo` (returns its input), `Whoami`
 //! (`CALLER UID`), `Put` (one more token), `Take` (`when` a token is
@@ -93,6 +93,9 @@ enum Cmd {
         expect: Option<String>,
         #[arg(long, default_value_t = 1)]
         count: usize,
+        /// Sleep this long after each call
+        #[arg(long, default_value_t = 0)]
+        pause_ms: u64,
         /// Make the calls from this many threads at once, each `--count`
         /// times (not with --interrupt-ms)
         #[arg(long, default_value_t = 1)]
@@ -308,6 +311,7 @@ fn call(
     interrupt: Option<Interrupt>,
     expect: Option<&str>,
     count: usize,
+    pause: Duration,
     parallel: usize,
     time: bool,
 ) -> ExitCode {
@@ -338,7 +342,9 @@ fn call(
                 interrupt_after(int.first + int.step * i as u32);
             }
             let t0 = std::time::Instant::now();
-            match dprocs::call(q, proc_name, input, max_out, timeout) {
+            let r = dprocs::call(q, proc_name, input, max_out, timeout);
+            std::thread::sleep(pause);
+            match r {
                 Err(e) if expect.is_some() => {
                     if expect != Some(errno_name(&e).as_str()) {
                         return Err(fail(&format!("call {i} of {target}.{proc_name}"), e));
@@ -416,6 +422,7 @@ fn main() -> ExitCode {
             interrupt_step_us,
             expect,
             count,
+            pause_ms,
             parallel,
             time,
         } => call(
@@ -430,6 +437,7 @@ fn main() -> ExitCode {
             }),
             expect.as_deref(),
             count,
+            Duration::from_millis(pause_ms),
             parallel,
             time,
         ),
