@@ -27,6 +27,16 @@ pub const MAX_ENDPOINT: usize = 100;
 /// new callers drains as the process takes them).
 const BACKLOG: i32 = 1024;
 
+/// A Unix stream socket that does not block and closes on exec.
+fn stream_socket() -> io::Result<OwnedFd> {
+    Ok(socket::socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )?)
+}
+
 /// Listens on a new endpoint for the registration `pid_d`; returns the
 /// listener (non-blocking, close-on-exec) and its name.
 pub fn listen(pid_d: i64) -> io::Result<(UnixListener, Vec<u8>)> {
@@ -36,12 +46,7 @@ pub fn listen(pid_d: i64) -> io::Result<(UnixListener, Vec<u8>)> {
         sys::random_u64()
     )
     .into_bytes();
-    let fd = socket::socket(
-        AddressFamily::Unix,
-        SockType::Stream,
-        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
+    let fd = stream_socket()?;
     let addr = UnixAddr::new_abstract(&name)?;
     socket::bind(fd.as_raw_fd(), &addr)?;
     socket::listen(&fd, socket::Backlog::new(BACKLOG).map_err(io::Error::from)?)?;
@@ -53,12 +58,7 @@ pub fn listen(pid_d: i64) -> io::Result<(UnixListener, Vec<u8>)> {
 /// `ECONNREFUSED` if nobody listens, `ESRCH` if another process does.
 /// The stream returned blocks.
 pub fn connect(name: &[u8], pid: i32, starttime: u64) -> io::Result<UnixStream> {
-    let fd = socket::socket(
-        AddressFamily::Unix,
-        SockType::Stream,
-        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
+    let fd = stream_socket()?;
     let addr = UnixAddr::new_abstract(name)?;
     socket::connect(fd.as_raw_fd(), &addr)?;
     // SAFETY: a socket we just made, handed over whole.

@@ -39,8 +39,12 @@ pub fn pidfd_open(pid: i32) -> Result<OwnedFd, i32> {
 
 /// The start time of process `pid` (clock ticks since boot), or `ESRCH`.
 pub fn starttime(pid: i32) -> Result<u64, i32> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|_| libc::ESRCH)?;
-    parse_starttime(&stat).ok_or(libc::ESRCH)
+    parse_starttime(&stat(pid)?).ok_or(libc::ESRCH)
+}
+
+/// `/proc/PID/stat`, or `ESRCH`.
+fn stat(pid: i32) -> Result<String, i32> {
+    fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|_| libc::ESRCH)
 }
 
 /// Field 22 of a `/proc/PID/stat` line. The second field (the command
@@ -54,8 +58,7 @@ pub fn parse_starttime(stat: &str) -> Option<u64> {
 
 /// The parent of process `pid` (field 4 of `/proc/PID/stat`), or `ESRCH`.
 pub fn parent(pid: i32) -> Result<i32, i32> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|_| libc::ESRCH)?;
-    parse_parent(&stat).ok_or(libc::ESRCH)
+    parse_parent(&stat(pid)?).ok_or(libc::ESRCH)
 }
 
 /// Field 4 of a `/proc/PID/stat` line (counted from the last `)`, as in
