@@ -11,6 +11,7 @@ pub mod auth;
 pub mod channel;
 pub mod config;
 pub mod incarnation;
+pub mod keypolicy;
 pub mod net;
 pub mod procs;
 pub mod secure;
