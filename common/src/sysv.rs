@@ -430,45 +430,71 @@ pub fn shmctl_rmid(id: i32) -> Result<(), i32> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Linux's `*_STAT_ANY` commands (not in the libc crate): `IPC_STAT` by
+/// index, without the read-permission check, as `ipcs` and
+/// `/proc/sysvipc` show every structure to anyone on the host.
+const MSG_STAT_ANY: i32 = 13;
+const SEM_STAT_ANY: i32 = 20;
+const SHM_STAT_ANY: i32 = 15;
 
-    #[test]
-    fn msgmax_is_the_kernels() {
-        let proc: usize = std::fs::read_to_string("/proc/sys/kernel/msgmax")
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        assert_eq!(msgmax(), proc);
+/// Finds structure `id` with `stat(index)` (a `*_STAT_ANY` call that
+/// returns the id at that index): the index is the id's low bits, 15 of
+/// them, or 24 with the kernel's `ipcmni_extend`.
+fn stat_any<T>(id: i32, mut stat: impl FnMut(i32, &mut T) -> i32, init: T) -> Result<T, i32> {
+    if id < 0 {
+        return Err(libc::EINVAL);
     }
+    let mut ds = init;
+    for idx in [id & 0x7fff, id & 0xff_ffff] {
+        let r = stat(idx, &mut ds);
+        if r == id {
+            return Ok(ds);
+        }
+        if r < 0 && errno() != libc::EINVAL {
+            return Err(errno());
+        }
+    }
+    // Nothing at the index, or another structure since: as IPC_STAT of an
+    // id that no longer exists.
+    Err(libc::EINVAL)
+}
 
-    #[test]
-    fn key_of_reads_the_kernels_table_without_permission() {
-        let t = "       key      msqid perms\n        -5          0   600\n  11259375      32769     0\n";
-        assert_eq!(key_in_table(t, 0), Some(-5));
-        assert_eq!(key_in_table(t, 32769), Some(0xabcdef));
-        assert_eq!(key_in_table(t, 1), None);
-        let key = 0x5ef0_0000 | (std::process::id() as i32 & 0xffff);
-        let id = msgget(key, libc::IPC_CREAT | libc::IPC_EXCL).unwrap();
-        assert_eq!(key_of(IpcKind::Msg, id), Some(key));
-        msgctl_rmid(id).unwrap();
-        assert_eq!(key_of(IpcKind::Msg, id), None);
-    }
+/// `IPC_STAT` of queue `id` for anyone (`MSG_STAT_ANY`).
+pub fn msgctl_stat_any(id: i32) -> Result<MsqInfo, i32> {
+    let ds = stat_any(
+        id,
+        // SAFETY: MSG_STAT_ANY writes a msqid_ds.
+        |idx, ds: &mut libc::msqid_ds| unsafe { raw::msgctl(idx, MSG_STAT_ANY, ds) },
+        // SAFETY: msqid_ds is plain data; zero is a valid value.
+        unsafe { std::mem::zeroed() },
+    )?;
+    Ok(msq_from(&ds))
+}
 
-    #[test]
-    fn key_may_name_only_what_the_kernel_shows() {
-        // A key of its own for this test: the process id, in a range of
-        // its own.
-        let key = 0x5ee0_0000 | (std::process::id() as i32 & 0xffff);
-        let id = msgget(key, libc::IPC_CREAT | libc::IPC_EXCL | 0o600).unwrap();
-        assert!(key_may_name(IpcKind::Msg, key, id));
-        assert!(!key_may_name(IpcKind::Msg, key, id + 1));
-        assert!(!key_may_name(IpcKind::Sem, key, id));
-        msgctl_rmid(id).unwrap();
-        assert!(!key_may_name(IpcKind::Msg, key, id));
-    }
+/// `IPC_STAT` of semaphore set `id` for anyone (`SEM_STAT_ANY`).
+pub fn semctl_stat_any(id: i32) -> Result<SemInfo, i32> {
+    let ds = stat_any(
+        id,
+        // SAFETY: SEM_STAT_ANY writes a semid_ds.
+        |idx, ds: &mut libc::semid_ds| unsafe {
+            raw::semctl(idx, 0, SEM_STAT_ANY, ds as *mut libc::semid_ds as usize)
+        },
+        // SAFETY: semid_ds is plain data; zero is a valid value.
+        unsafe { std::mem::zeroed() },
+    )?;
+    Ok(sem_from(&ds))
+}
+
+/// `IPC_STAT` of segment `id` for anyone (`SHM_STAT_ANY`).
+pub fn shmctl_stat_any(id: i32) -> Result<ShmInfo, i32> {
+    let ds = stat_any(
+        id,
+        // SAFETY: SHM_STAT_ANY writes a shmid_ds.
+        |idx, ds: &mut libc::shmid_ds| unsafe { raw::shmctl(idx, SHM_STAT_ANY, ds) },
+        // SAFETY: shmid_ds is plain data; zero is a valid value.
+        unsafe { std::mem::zeroed() },
+    )?;
+    Ok(shm_from(&ds))
 }
 
 /// The System V calls as the kernel takes them, made with `syscall(2)`
@@ -571,5 +597,65 @@ pub mod raw {
     /// As shmctl(2).
     pub unsafe fn shmctl(id: c_int, cmd: c_int, buf: *mut libc::shmid_ds) -> c_int {
         libc::syscall(libc::SYS_shmctl, id, cmd, buf) as c_int
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn msgmax_is_the_kernels() {
+        let proc: usize = std::fs::read_to_string("/proc/sys/kernel/msgmax")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(msgmax(), proc);
+    }
+
+    #[test]
+    fn key_of_reads_the_kernels_table_without_permission() {
+        let t = "       key      msqid perms\n        -5          0   600\n  11259375      32769     0\n";
+        assert_eq!(key_in_table(t, 0), Some(-5));
+        assert_eq!(key_in_table(t, 32769), Some(0xabcdef));
+        assert_eq!(key_in_table(t, 1), None);
+        let key = 0x5ef0_0000 | (std::process::id() as i32 & 0xffff);
+        let id = msgget(key, libc::IPC_CREAT | libc::IPC_EXCL).unwrap();
+        assert_eq!(key_of(IpcKind::Msg, id), Some(key));
+        msgctl_rmid(id).unwrap();
+        assert_eq!(key_of(IpcKind::Msg, id), None);
+    }
+
+    #[test]
+    fn key_may_name_only_what_the_kernel_shows() {
+        // A key of its own for this test: the process id, in a range of
+        // its own.
+        let key = 0x5ee0_0000 | (std::process::id() as i32 & 0xffff);
+        let id = msgget(key, libc::IPC_CREAT | libc::IPC_EXCL | 0o600).unwrap();
+        assert!(key_may_name(IpcKind::Msg, key, id));
+        assert!(!key_may_name(IpcKind::Msg, key, id + 1));
+        assert!(!key_may_name(IpcKind::Sem, key, id));
+        msgctl_rmid(id).unwrap();
+        assert!(!key_may_name(IpcKind::Msg, key, id));
+    }
+
+    /// `*_STAT_ANY` finds a structure by id, whatever its mode, and
+    /// refuses an id that names none.
+    #[test]
+    fn stat_any_finds_structures_by_id() {
+        let q = msgget(libc::IPC_PRIVATE, libc::IPC_CREAT).unwrap();
+        msgsnd(q, 1, b"abc", 0).unwrap();
+        let i = msgctl_stat_any(q).unwrap();
+        assert_eq!((i.qnum, i.cbytes, i.perm.mode & 0o777), (1, 3, 0));
+        msgctl_rmid(q).unwrap();
+        assert_eq!(msgctl_stat_any(q).unwrap_err(), libc::EINVAL);
+        let s = semget(libc::IPC_PRIVATE, 3, libc::IPC_CREAT | 0o600).unwrap();
+        assert_eq!(semctl_stat_any(s).unwrap().nsems, 3);
+        semctl_int(s, 0, libc::IPC_RMID, 0).unwrap();
+        let m = shmget(libc::IPC_PRIVATE, 8192, libc::IPC_CREAT | 0o600).unwrap();
+        assert_eq!(shmctl_stat_any(m).unwrap().segsz, 8192);
+        shmctl_rmid(m).unwrap();
+        assert_eq!(shmctl_stat_any(-1).unwrap_err(), libc::EINVAL);
     }
 }

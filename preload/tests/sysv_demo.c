@@ -6,6 +6,7 @@
  *   pong KEY N          answer N pings on queue KEY (type 1 in, type 2 out)
  *   ping KEY N          send N pings and check the answers
  *   qsend KEY TEXT      put one message on queue KEY
+ *   qsend-private KEY TEXT  the same on a queue made with mode 0600
  *   qnum KEY            print how many messages queue KEY holds
  *   rmq KEY             remove queue KEY
  *   counter-init KEY    semaphore KEY (a mutex) and segment KEY+1 (a counter)
@@ -17,6 +18,7 @@
  *   consume KEY N       take N values, check their order, print their sum
  *   pc-rm KEY           remove both
  *   fork-ping KEY N     ping from a parent and a forked child at once
+ *   shm-hold KEY        attach segment KEY, read it, say "attached", wait
  */
 #include <errno.h>
 #include <stdio.h>
@@ -41,6 +43,12 @@ static void die(const char *what) {
 }
 
 static key_t key_of(const char *s) { return (key_t)strtoul(s, NULL, 0); }
+
+static int queue_mode(key_t key, int mode) {
+    int q = msgget(key, IPC_CREAT | mode);
+    if (q < 0) die("msgget");
+    return q;
+}
 
 static int queue(key_t key) {
     int q = msgget(key, IPC_CREAT | 0666);
@@ -115,6 +123,18 @@ int main(int argc, char **argv) {
         struct msg m = { 1 };
         snprintf(m.text, sizeof m.text, "%s", argc > 3 ? argv[3] : "");
         if (msgsnd(queue(key), &m, strlen(m.text) + 1, 0) < 0) die("msgsnd");
+    } else if (!strcmp(cmd, "qsend-private")) {
+        struct msg m = { 1 };
+        snprintf(m.text, sizeof m.text, "%s", argc > 3 ? argv[3] : "");
+        if (msgsnd(queue_mode(key, 0600), &m, strlen(m.text) + 1, 0) < 0) die("msgsnd");
+    } else if (!strcmp(cmd, "shm-hold")) {
+        int m = shmget(key, 0, 0);
+        if (m < 0) die("shmget");
+        volatile char *p = shmat(m, NULL, 0);
+        if (p == (void *)-1) die("shmat");
+        printf("attached %d\n", p[0]);
+        fflush(stdout);
+        pause();
     } else if (!strcmp(cmd, "qnum")) {
         struct msqid_ds ds;
         if (msgctl(queue(key), IPC_STAT, &ds) < 0) die("msgctl");

@@ -239,3 +239,105 @@ fn a_bad_policy_is_refused_with_a_message() {
     let out = plain("zz", "0");
     assert!(out.status.success(), "{}", describe(&out));
 }
+
+#[test]
+fn dipcref_ipcs_lists_every_distributed_structure_with_its_owners_figures() {
+    require_namespaces();
+    let c = Cluster::up(2);
+    let (env, demo) = (env(), demo());
+    // A queue of mode 0600 on host 2: root of host 1 is squashed there
+    // and could not IPC_STAT it.
+    for text in ["hello", "world!"] {
+        c.exec_ok(
+            2,
+            &preloaded(&env, &[&demo, "qsend-private", "0x7130", text]),
+        );
+    }
+    // A set of 2 semaphores (0x7140) and a segment (0x7141) on host 2,
+    // attached once on each host.
+    c.exec_ok(2, &preloaded(&env, &[&demo, "pc-init", "0x7140"]));
+    let mut holders: Vec<_> = [1, 2]
+        .iter()
+        .map(|h| c.spawn(*h, &preloaded(&env, &[&demo, "shm-hold", "0x7141"])))
+        .collect();
+    for h in holders.iter_mut() {
+        h.wait_for_stdout("attached", Duration::from_secs(20));
+    }
+    // A structure outside the policy is not listed.
+    c.exec_ok(1, &preloaded(&env, &[&demo, "qsend", "0x7200", "x"]));
+
+    let out = c.exec_ok(1, &["dipcref", "ipcs", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(out.trim())
+        .unwrap_or_else(|e| panic!("dipcref ipcs --json printed invalid JSON ({e}): {out}"));
+    let owner = common::front_end(2);
+    let one = |section: &str| -> serde_json::Value {
+        let list = v[section]
+            .as_array()
+            .unwrap_or_else(|| panic!("no {section:?} array: {out}"));
+        assert_eq!(list.len(), 1, "{section}: {out}");
+        let row = list[0].clone();
+        assert_eq!(row["owner"], owner.as_str(), "{out}");
+        assert!(row.get("error").is_none(), "{out}");
+        row
+    };
+    let q = one("queues");
+    assert_eq!(
+        (
+            &q["key"],
+            &q["messages"],
+            &q["used_bytes"],
+            &q["mode"],
+            &q["uid"]
+        ),
+        (
+            &"0x7130".into(),
+            &2.into(),
+            &13.into(),
+            &0o600.into(),
+            &0.into()
+        ),
+        "{out}"
+    );
+    let s = one("semaphores");
+    assert_eq!(
+        (&s["key"], &s["nsems"]),
+        (&"0x7140".into(), &2.into()),
+        "{out}"
+    );
+    let m = one("segments");
+    assert_eq!(
+        (&m["key"], &m["bytes"], &m["nattch"]),
+        (&"0x7141".into(), &64.into(), &2.into()),
+        "{out}"
+    );
+    // The ids are those on the owner host (the queue's, as ipcs shows it
+    // there).
+    let ipcs2 = c.exec_ok(2, &["ipcs", "-q"]);
+    let id = q["id"].as_i64().expect("integer id").to_string();
+    assert!(
+        ipcs2
+            .lines()
+            .any(|l| l.starts_with("0x00007130") && l.split_whitespace().nth(1) == Some(&id)),
+        "{ipcs2}"
+    );
+
+    // The table, one kind.
+    let text = c.exec_ok(1, &["dipcref", "ipcs", "-q"]);
+    assert!(text.contains("Message Queues"), "{text}");
+    assert!(text.contains("0x00007130"), "{text}");
+    assert!(
+        !text.contains("Semaphore") && !text.contains("0x00007141"),
+        "{text}"
+    );
+    let text = c.exec_ok(1, &["dipcref", "ipcs", "-s", "-m"]);
+    assert!(
+        text.contains("0x00007140") && text.contains("0x00007141") && !text.contains("0x00007130"),
+        "{text}"
+    );
+
+    for h in holders.iter_mut() {
+        h.kill();
+    }
+    c.exec_ok(1, &preloaded(&env, &[&demo, "rmq", "0x7130"]));
+    c.exec_ok(1, &preloaded(&env, &[&demo, "pc-rm", "0x7140"]));
+}

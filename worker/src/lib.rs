@@ -25,6 +25,7 @@
 //! permission rules to the caller's uid; a signal goes only to a process
 //! this host's dipcd has registered.
 
+mod ipcs;
 mod keys;
 mod msg;
 mod origin;
@@ -332,6 +333,7 @@ fn serve_session(s: Session, mut first: Option<(u64, Message)>) -> i32 {
                         sig,
                     } => pids::kill(config, &mut dipcd, pid, starttime, sig),
                     Message::ShmQuery { id: sid, .. } => shm::query(config, sid),
+                    Message::IpcStatAny { kind, id: sid, .. } => ipcs::stat_any(config, kind, sid),
                     Message::IpcGet {
                         kind,
                         key,
