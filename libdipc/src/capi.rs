@@ -30,6 +30,9 @@ fn fail<T: From<i8>>(e: Errno) -> T {
 /// True when the id's calls are plain system calls here. Ids this process
 /// never saw from dipc_msgget are classified once (see `msg::route`).
 fn is_local(id: c_int) -> bool {
+    if state::known_local(IpcKind::Msg, id) {
+        return true;
+    }
     match state::route(IpcKind::Msg, id) {
         Some(Route::Local | Route::Owned { .. }) => true,
         Some(Route::Remote { .. }) => false,
@@ -143,6 +146,9 @@ pub unsafe extern "C" fn dipc_msgctl(msqid: c_int, cmd: c_int, buf: *mut msqid_d
 }
 
 fn sem_is_local(id: c_int) -> bool {
+    if state::known_local(IpcKind::Sem, id) {
+        return true;
+    }
     match state::route(IpcKind::Sem, id) {
         Some(Route::Local | Route::Owned { .. }) => true,
         Some(Route::Remote { .. }) => false,
