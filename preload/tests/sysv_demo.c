@@ -18,9 +18,12 @@
  *   consume KEY N       take N values, check their order, print their sum
  *   pc-rm KEY           remove both
  *   fork-ping KEY N     ping from a parent and a forked child at once
+ *   thread-ping KEY N   ping from 4 threads at once, N each
+ *   exec-ping KEY N     exec this program to ping (the preload follows exec)
  *   shm-hold KEY        attach segment KEY, read it, say "attached", wait
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,6 +81,14 @@ static void ping(key_t key, int n, int tag) {
     }
 }
 
+struct pinger { key_t key; int n, tag; };
+
+static void *ping_thread(void *arg) {
+    struct pinger *p = arg;
+    ping(p->key, p->n, p->tag);
+    return NULL;
+}
+
 int main(int argc, char **argv) {
     if (argc < 3) {
         fprintf(stderr, "usage: sysv_demo COMMAND KEY [ARG]\n");
@@ -119,6 +130,18 @@ int main(int argc, char **argv) {
             return 1;
         }
         printf("pinged %d from parent and child\n", n);
+    } else if (!strcmp(cmd, "thread-ping")) {
+        pthread_t t[4];
+        struct pinger p[4];
+        for (int i = 0; i < 4; i++) {
+            p[i] = (struct pinger){ key, n, 10 + i };
+            if (pthread_create(&t[i], NULL, ping_thread, &p[i])) die("pthread_create");
+        }
+        for (int i = 0; i < 4; i++) pthread_join(t[i], NULL);
+        printf("pinged %d from 4 threads\n", n);
+    } else if (!strcmp(cmd, "exec-ping")) {
+        execl("/proc/self/exe", argv[0], "ping", argv[2], argv[3], (char *)NULL);
+        die("execl");
     } else if (!strcmp(cmd, "qsend")) {
         struct msg m = { 1 };
         snprintf(m.text, sizeof m.text, "%s", argc > 3 ? argv[3] : "");

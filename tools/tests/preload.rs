@@ -101,16 +101,22 @@ fn c_programs_on_two_hosts_share_queues_semaphores_and_segments() {
     let (env, demo) = (env(), demo());
 
     // Queue ping-pong: the answering side on host 2, the asking on host 1.
-    let mut pong = c.spawn(2, &preloaded(&env, &[&demo, "pong", "0x7101", "300"]));
+    let mut pong = c.spawn(2, &preloaded(&env, &[&demo, "pong", "0x7101", "500"]));
     pong.wait_for_stdout("ready", Duration::from_secs(20));
     let out = c.exec_ok(1, &preloaded(&env, &[&demo, "ping", "0x7101", "200"]));
     assert!(out.contains("pinged 200"), "{out}");
     // fork: the parent and its child ping at once, each on its own sessions.
     let out = c.exec_ok(1, &preloaded(&env, &[&demo, "fork-ping", "0x7101", "50"]));
     assert!(out.contains("pinged 50 from parent and child"), "{out}");
+    // Threads, each blocked in its own msgrcv on the remote queue at once.
+    let out = c.exec_ok(1, &preloaded(&env, &[&demo, "thread-ping", "0x7101", "25"]));
+    assert!(out.contains("pinged 25 from 4 threads"), "{out}");
+    // exec: the new program image is preloaded too.
+    let out = c.exec_ok(1, &preloaded(&env, &[&demo, "exec-ping", "0x7101", "100"]));
+    assert!(out.contains("pinged 100"), "{out}");
     let st = pong.wait(LONG);
     assert!(st.success(), "{}", pong.describe());
-    assert!(pong.stdout().contains("answered 300"));
+    assert!(pong.stdout().contains("answered 500"));
     let keys = c.dipcref_keys(1);
     assert!(
         keys.iter().any(|k| k.kind == "msg" && k.key == "0x7101"),
