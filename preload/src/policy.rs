@@ -54,3 +54,21 @@ pub fn flags(key: i32, flags: i32) -> Result<i32, i32> {
         Err(()) => Err(libc::EINVAL),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One test: the policy is read once per process.
+    #[test]
+    fn gets_of_policy_keys_carry_ipc_dipc() {
+        std::env::set_var(ENV, "0x1000-0x1fff, 0x5a5a");
+        let d = dipc::IPC_DIPC;
+        assert_eq!(flags(0x1000, 0o666), Ok(0o666 | d));
+        assert_eq!(flags(0x5a5a, libc::IPC_CREAT), Ok(libc::IPC_CREAT | d));
+        assert_eq!(flags(0x2000, 0o666), Ok(0o666));
+        assert_eq!(flags(libc::IPC_PRIVATE, 0o666), Ok(0o666));
+        // IPC_DIPC asked for is kept, inside the policy or not.
+        assert_eq!(flags(0x2000, 0o600 | d), Ok(0o600 | d));
+    }
+}

@@ -20,10 +20,13 @@
  *   fork-ping KEY N     ping from a parent and a forked child at once
  *   thread-ping KEY N   ping from 4 threads at once, N each
  *   exec-ping KEY N     exec this program to ping (the preload follows exec)
+ *   rcv-eintr KEY       block in msgrcv until a SIGALRM (no SA_RESTART) ends
+ *                       it; say "EINTR" if it failed so
  *   shm-hold KEY        attach segment KEY, read it, say "attached", wait
  */
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,6 +85,8 @@ static void ping(key_t key, int n, int tag) {
 }
 
 struct pinger { key_t key; int n, tag; };
+
+static void on_alarm(int sig) { (void)sig; }
 
 static void *ping_thread(void *arg) {
     struct pinger *p = arg;
@@ -142,6 +147,17 @@ int main(int argc, char **argv) {
     } else if (!strcmp(cmd, "exec-ping")) {
         execl("/proc/self/exe", argv[0], "ping", argv[2], argv[3], (char *)NULL);
         die("execl");
+    } else if (!strcmp(cmd, "rcv-eintr")) {
+        int q = queue(key);
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_alarm;
+        if (sigaction(SIGALRM, &sa, NULL) < 0) die("sigaction");
+        alarm(1);
+        struct msg m;
+        /* No message of this type ever comes. */
+        if (msgrcv(q, &m, sizeof m.text, 999, 0) >= 0 || errno != EINTR) die("msgrcv");
+        printf("EINTR\n");
     } else if (!strcmp(cmd, "qsend")) {
         struct msg m = { 1 };
         snprintf(m.text, sizeof m.text, "%s", argc > 3 ? argv[3] : "");

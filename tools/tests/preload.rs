@@ -111,6 +111,13 @@ fn c_programs_on_two_hosts_share_queues_semaphores_and_segments() {
     // Threads, each blocked in its own msgrcv on the remote queue at once.
     let out = c.exec_ok(1, &preloaded(&env, &[&demo, "thread-ping", "0x7101", "25"]));
     assert!(out.contains("pinged 25 from 4 threads"), "{out}");
+    // A signal ends a blocked remote call with EINTR, as a local one.
+    let out = c.exec(1, &preloaded(&env, &[&demo, "rcv-eintr", "0x7101"]));
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("EINTR"),
+        "{}",
+        describe(&out)
+    );
     // exec: the new program image is preloaded too.
     let out = c.exec_ok(1, &preloaded(&env, &[&demo, "exec-ping", "0x7101", "100"]));
     assert!(out.contains("pinged 100"), "{out}");
