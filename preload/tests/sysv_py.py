@@ -4,12 +4,26 @@ of sysv_demo.c's queue ping-pong.
 
     sysv_py.py ping KEY N    ask sysv_demo's pong N times
     sysv_py.py pong KEY N    answer sysv_demo's ping N times
+    sysv_py.py counter-run KEY N
+                             add 1 N times to sysv_demo's counter (segment
+                             KEY+1) under its semaphore KEY
 """
 import sys
 
 import sysv_ipc
 
 cmd, key, n = sys.argv[1], int(sys.argv[2], 0), int(sys.argv[3])
+if cmd == "counter-run":
+    sem = sysv_ipc.Semaphore(key)
+    mem = sysv_ipc.SharedMemory(key + 1)
+    for _ in range(n):
+        sem.acquire()
+        v = int.from_bytes(mem.read(8), sys.byteorder)
+        mem.write((v + 1).to_bytes(8, sys.byteorder))
+        sem.release()
+    mem.detach()
+    print("added %d" % n)
+    sys.exit(0)
 q = sysv_ipc.MessageQueue(key, sysv_ipc.IPC_CREAT, 0o666)
 if cmd == "ping":
     for i in range(n):

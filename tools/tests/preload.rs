@@ -1,7 +1,8 @@
 //! Unmodified System V programs made cluster-wide by `libdipc_preload.so`:
 //! a C program that knows nothing of dipc (`preload/tests/sysv_demo.c`,
 //! compiled without dipc's header or library) and Debian's
-//! `python3-sysv-ipc` run on two simulated hosts with `LD_PRELOAD`, and
+//! `python3-sysv-ipc` (queues, semaphores and segments) run on two
+//! simulated hosts with `LD_PRELOAD`, and
 //! work together through queues, semaphores and segments whose keys are in
 //! the key policy; a key outside it stays a plain structure of each host;
 //! `dipcref ipcs` lists the distributed ones with their owner's figures.
@@ -186,6 +187,28 @@ fn python_sysv_ipc_and_a_c_program_on_another_host() {
     let st = pong.wait(LONG);
     assert!(st.success(), "{}", pong.describe());
     c.exec_ok(2, &preloaded(&env, &[&demo, "rmq", "0x7a7a"]));
+
+    // A counter in a segment under a semaphore, owned by host 1, added to
+    // by Python on host 2 (its reads and writes of the segment are
+    // memcpy's in the module) and by C on both hosts at once.
+    c.exec_ok(1, &preloaded(&env, &[&demo, "counter-init", "0x7150"]));
+    let mut adders = [
+        c.spawn(
+            2,
+            &preloaded(&env, &[python, &py, "counter-run", "0x7150", "200"]),
+        ),
+        c.spawn(
+            1,
+            &preloaded(&env, &[&demo, "counter-run", "0x7150", "200"]),
+        ),
+    ];
+    for a in adders.iter_mut() {
+        let st = a.wait(LONG);
+        assert!(st.success(), "{}", a.describe());
+    }
+    let got = c.exec_ok(2, &preloaded(&env, &[&demo, "counter-get", "0x7150"]));
+    assert_eq!(got.trim(), "400");
+    c.exec_ok(2, &preloaded(&env, &[&demo, "counter-rm", "0x7150"]));
     assert!(c.dipcref_keys(1).is_empty());
 }
 
