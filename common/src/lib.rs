@@ -8,6 +8,7 @@
 //! built from the same tree always agree on it.
 
 pub mod auth;
+pub mod calls;
 pub mod channel;
 pub mod config;
 pub mod incarnation;

@@ -52,6 +52,19 @@ pub fn parse_starttime(stat: &str) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
+/// The parent of process `pid` (field 4 of `/proc/PID/stat`), or `ESRCH`.
+pub fn parent(pid: i32) -> Result<i32, i32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|_| libc::ESRCH)?;
+    parse_parent(&stat).ok_or(libc::ESRCH)
+}
+
+/// Field 4 of a `/proc/PID/stat` line (counted from the last `)`, as in
+/// [`parse_starttime`]).
+pub fn parse_parent(stat: &str) -> Option<i32> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// Whether the process behind `pidfd` has exited (the pidfd is readable).
 pub fn exited(pidfd: &OwnedFd) -> bool {
     let mut p = libc::pollfd {
@@ -140,6 +153,15 @@ mod tests {
         assert_eq!(parse_starttime(line), Some(987654));
         assert_eq!(parse_starttime("42 (x) S 1"), None);
         assert_eq!(parse_starttime("garbage"), None);
+        assert_eq!(parse_parent(line), Some(1));
+        assert_eq!(parse_parent("garbage"), None);
+    }
+
+    #[test]
+    fn own_parent_is_found() {
+        let me = std::process::id() as i32;
+        // SAFETY: getppid cannot fail.
+        assert_eq!(parent(me), Ok(unsafe { libc::getppid() }));
     }
 
     #[test]

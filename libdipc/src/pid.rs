@@ -153,6 +153,13 @@ pub fn regist() -> io::Result<PidD> {
                 pid_d,
                 mailbox: m,
             });
+            // Calls to it wait at its endpoint until it serves.
+            if let Err(e) = crate::dprocs::open_endpoint(pid_d) {
+                drop(g);
+                log::warn!("dipc: pid_d {pid_d} cannot take calls: {e}");
+                let _ = uregist(pid_d);
+                return Err(e);
+            }
             Ok(pid_d)
         }
         other => {
@@ -176,6 +183,7 @@ pub fn uregist(pid_d: PidD) -> io::Result<()> {
         Ok(Message::Done { .. }) => {
             if g.is_some_and(|m| m.pid == pid && m.pid_d == pid_d) {
                 *g = None;
+                crate::dprocs::close_endpoint();
             }
             Ok(())
         }
@@ -258,7 +266,7 @@ pub fn kill_d(pid_d: PidD, sig: i32) -> io::Result<()> {
     done(state::remote(rec.host, &req, false))
 }
 
-fn route(dest: PidD) -> io::Result<PidRecord> {
+pub(crate) fn route(dest: PidD) -> io::Result<PidRecord> {
     if let Some(r) = lock(&ROUTES).as_ref().and_then(|m| m.get(&dest)) {
         return Ok(*r);
     }
@@ -272,7 +280,7 @@ fn route(dest: PidD) -> io::Result<PidRecord> {
     Ok(rec)
 }
 
-fn forget_route(dest: PidD) {
+pub(crate) fn forget_route(dest: PidD) {
     if let Some(m) = lock(&ROUTES).as_mut() {
         m.remove(&dest);
     }
