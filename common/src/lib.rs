@@ -12,6 +12,7 @@ pub mod calls;
 pub mod channel;
 pub mod config;
 pub mod incarnation;
+pub mod keypolicy;
 pub mod net;
 pub mod procs;
 pub mod secure;

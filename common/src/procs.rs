@@ -203,7 +203,7 @@ mod tests {
     #[test]
     fn mailbox_send_maps_errors() {
         // SAFETY: msgget takes plain integers.
-        let q = unsafe { libc::msgget(libc::IPC_PRIVATE, libc::IPC_CREAT | 0o600) };
+        let q = unsafe { crate::sysv::raw::msgget(libc::IPC_PRIVATE, libc::IPC_CREAT | 0o600) };
         assert!(q >= 0);
         mailbox_send(q, 7, b"hi", 0).unwrap();
         assert_eq!(crate::sysv::msgrcv(q, 100, 7, 0), Ok((7, b"hi".to_vec())));

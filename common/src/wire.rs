@@ -418,6 +418,7 @@ kinds! {
     CallRequest = 148,
     CallReply = 149,
     WorkerCheck = 180,
+    IpcStatAny = 170,
 }
 
 /// Every message of the protocol.
@@ -723,6 +724,15 @@ pub enum Message {
         id: i32,
         origin: Origin,
     },
+    /// The figures `ipcs` shows for structure `id` of `kind`, read on its
+    /// owner without a permission check (as `ipcs` and `/proc/sysvipc`
+    /// read them for anyone on one host); reply `MsqStat`, `SemStat` or
+    /// `ShmStat` (whose `nattch` counts attaches on every host).
+    IpcStatAny {
+        kind: IpcKind,
+        id: i32,
+        origin: Origin,
+    },
     ShmState {
         nattch: u64,
         unit: u64,
@@ -982,6 +992,7 @@ impl Message {
             Message::ShmCtl { .. } => Kind::ShmCtl,
             Message::ShmStat { .. } => Kind::ShmStat,
             Message::ShmQuery { .. } => Kind::ShmQuery,
+            Message::IpcStatAny { .. } => Kind::IpcStatAny,
             Message::ShmState { .. } => Kind::ShmState,
             Message::SemOp { .. } => Kind::SemOp,
             Message::SemCtl { .. } => Kind::SemCtl,
@@ -1259,6 +1270,11 @@ impl Message {
             }
             Message::ShmOpen { id } => w.i32(*id),
             Message::ShmQuery { id, origin } => {
+                w.i32(*id);
+                w.origin(origin);
+            }
+            Message::IpcStatAny { kind, id, origin } => {
+                w.u8(*kind as u8);
                 w.i32(*id);
                 w.origin(origin);
             }
@@ -1749,6 +1765,11 @@ impl Message {
             }
             Kind::ShmOpen => Message::ShmOpen { id: r.i32("id")? },
             Kind::ShmQuery => Message::ShmQuery {
+                id: r.i32("id")?,
+                origin: r.origin()?,
+            },
+            Kind::IpcStatAny => Message::IpcStatAny {
+                kind: r.kind()?,
                 id: r.i32("id")?,
                 origin: r.origin()?,
             },
@@ -2702,6 +2723,14 @@ mod tests {
             Message::ShmQuery {
                 id: 65536,
                 origin: Origin::default(),
+            },
+            Message::IpcStatAny {
+                kind: IpcKind::Sem,
+                id: 32769,
+                origin: Origin {
+                    key: 0x5a5a,
+                    incarnation: 0xfeed_0002,
+                },
             },
             Message::ShmState {
                 nattch: 2,

@@ -135,7 +135,8 @@ pub fn regist() -> io::Result<PidD> {
         *g = None;
     }
     // SAFETY: msgget takes plain integers.
-    let mailbox = unsafe { libc::msgget(libc::IPC_PRIVATE, libc::IPC_CREAT | 0o622) };
+    let mailbox =
+        unsafe { dipc_common::sysv::raw::msgget(libc::IPC_PRIVATE, libc::IPC_CREAT | 0o622) };
     if mailbox < 0 {
         return Err(io::Error::last_os_error());
     }

@@ -26,6 +26,7 @@
 //! this host's dipcd has registered.
 
 mod calls;
+mod ipcs;
 mod keys;
 mod msg;
 mod origin;
@@ -344,6 +345,7 @@ fn serve_session(s: Session, mut first: Option<(u64, Message)>) -> i32 {
                         sig,
                     } => pids::kill(config, &mut dipcd, pid, starttime, sig),
                     Message::ShmQuery { id: sid, .. } => shm::query(config, sid),
+                    Message::IpcStatAny { kind, id: sid, .. } => ipcs::stat_any(config, kind, sid),
                     Message::IpcGet {
                         kind,
                         key,
