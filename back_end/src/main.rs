@@ -198,6 +198,7 @@ fn run(config: &Config) -> io::Result<u8> {
         grants: HashMap::new(),
         grant_tokens: HashMap::new(),
         front_end: pid.as_raw(),
+        joined_once: false,
     };
     let mut listener = UnixListener::from_std(listener);
     d.poll.registry().register(
@@ -210,6 +211,7 @@ fn run(config: &Config) -> io::Result<u8> {
         .register(&mut listener, LISTENER, Interest::READABLE)?;
 
     let code = d.serve(&mut signals, &mut listener, &mut children);
+    let _ = sys::notify_service_manager("STOPPING=1");
     d.placeholders.clear();
     // The managers get SIGTERM from the kernel when dipcd exits.
     for sid in d.managers.keys() {
@@ -266,6 +268,8 @@ struct Daemon<'a> {
     grant_tokens: HashMap<usize, (IpcKind, i32)>,
     /// The front_end's pid: its children are this host's workers.
     front_end: i32,
+    /// Whether the host has joined the cluster since dipcd started.
+    joined_once: bool,
 }
 
 impl Daemon<'_> {
@@ -349,6 +353,16 @@ impl Daemon<'_> {
                         self.claim_keys();
                         self.verify_placeholders();
                         self.restore_pids();
+                        // systemd's Type=notify: ready once the host is a
+                        // member (again, after a link break: the status).
+                        let state = if std::mem::replace(&mut self.joined_once, true) {
+                            "STATUS=joined the cluster again"
+                        } else {
+                            "READY=1\nSTATUS=joined the cluster"
+                        };
+                        if let Err(e) = sys::notify_service_manager(state) {
+                            warn!("cannot notify the service manager: {e}");
+                        }
                     }
                     LinkEvent::Fatal(why) => {
                         error!("{why}; stopping this host");
