@@ -79,3 +79,57 @@ fn a_prefix_install_builds_a_c_program_with_pkg_config() {
     );
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// `tools/deb` builds a package that dpkg installs into a clean root, with
+/// the configuration as a conffile, and whose library and pkg-config file
+/// work from there.
+#[test]
+fn the_debian_package_installs_into_a_clean_root() {
+    let tmp: PathBuf = std::env::temp_dir().join(format!("dipc-deb-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let out = tmp.join("out");
+    let deb = text(&run(Command::new(repo().join("tools/deb"))
+        .args(["--no-build", "--out"])
+        .arg(&out)));
+    let deb = deb.trim();
+    let info = text(&run(Command::new("dpkg-deb").args(["-I", deb])));
+    assert!(info.contains("Package: dipc"), "{info}");
+    let root = tmp.join("root");
+    for d in ["var/lib/dpkg/info", "var/lib/dpkg/updates"] {
+        std::fs::create_dir_all(root.join(d)).expect("the clean root");
+    }
+    std::fs::write(root.join("var/lib/dpkg/status"), "").expect("dpkg's status");
+    // libc6 is not in the clean root: the one dependency dpkg is told to
+    // let pass.
+    run(Command::new("dpkg")
+        .arg(format!("--root={}", root.display()))
+        .args(["--force-depends", "--force-not-root", "-i", deb]));
+    let status = text(&run(Command::new("dpkg")
+        .arg(format!("--root={}", root.display()))
+        .args(["-s", "dipc"])));
+    assert!(status.contains("Status: install ok installed"), "{status}");
+    assert!(
+        status.contains("/etc/dipc/dipc.conf"),
+        "conffiles: {status}"
+    );
+    for f in [
+        "usr/sbin/dipcd",
+        "usr/lib/libdipc.so.0",
+        "usr/include/dipc.h",
+        "usr/lib/pkgconfig/dipc.pc",
+        "usr/lib/systemd/system/dipcd.service",
+        "etc/dipc/dipc.conf",
+    ] {
+        assert!(root.join(f).exists(), "{f} is not in the installed package");
+    }
+    let flags = text(&run(Command::new("pkg-config")
+        .args(["--cflags", "--libs", "dipc"])
+        .env("PKG_CONFIG_PATH", root.join("usr/lib/pkgconfig"))
+        .env("PKG_CONFIG_SYSROOT_DIR", &root)));
+    run(Command::new("gcc")
+        .arg(repo().join("libdipc/examples/c/hello_recv.c"))
+        .args(flags.split_whitespace())
+        .arg("-o")
+        .arg(tmp.join("hello_recv")));
+    let _ = std::fs::remove_dir_all(&tmp);
+}
