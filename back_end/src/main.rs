@@ -27,6 +27,7 @@
 
 mod grants;
 mod link;
+mod moves;
 mod owned;
 mod pids;
 mod placeholders;
@@ -614,7 +615,17 @@ impl Daemon<'_> {
                 };
                 c.framed.queue(id, &reply);
             }
-            Message::Register { mailbox } => self.register(t, c, id, mailbox),
+            Message::Register { mailbox } => self.register(t, c, id, mailbox, None),
+            // A process moving in takes its pid_d over (see `moves`).
+            Message::MoveIn {
+                pid_d,
+                mailbox,
+                token,
+                ..
+            } => self.register(t, c, id, mailbox, Some((pid_d, token))),
+            Message::MoveToken { pid_d, .. } | Message::MoveAbort { pid_d, .. } => {
+                self.relay_move(c, relay(None), &msg, pid_d)
+            }
             // From this host's workers, before a kill_d: it reaches
             // registered processes only. Any local user may ask; the
             // answer is in `dipcref pids` too.
@@ -1015,6 +1026,11 @@ impl Daemon<'_> {
                 self.restored(pid, serial, &msg);
                 return;
             }
+            Then::Repoint {
+                pid,
+                serial,
+                mailbox,
+            } => self.repointed(pid, serial, mailbox, msg),
             Then::Unregister { pid_d, pid } => {
                 if matches!(msg, Message::Done { .. })
                     && self.pids.get(pid).is_some_and(|r| r.pid_d == pid_d)
@@ -1303,10 +1319,20 @@ impl Daemon<'_> {
     /// `regist` from a local process: watch it through a pidfd, check its
     /// mailbox, and ask the referee for a pid_d. A process registers once:
     /// asking again gives the same pid_d (and mailbox).
-    fn register(&mut self, t: usize, c: &mut Client, id: u64, mailbox: i32) {
+    fn register(
+        &mut self,
+        t: usize,
+        c: &mut Client,
+        id: u64,
+        mailbox: i32,
+        takeover: Option<(i64, u64)>,
+    ) {
         let cred = c.cred;
         if let Some(r) = self.pids.get_mut(cred.pid) {
             if procs::starttime(cred.pid) == Ok(r.starttime) && !r.exited() {
+                if let Some(moved) = takeover {
+                    return self.repoint(t, c, id, mailbox, moved);
+                }
                 if r.pid_d > 0 {
                     let reply = Message::Registered {
                         pid_d: r.pid_d,
@@ -1359,12 +1385,22 @@ impl Daemon<'_> {
                 serial,
             },
         };
-        let msg = Message::PidRegister {
-            pid_d: 0,
-            pid: cred.pid,
-            uid: cred.uid,
-            starttime,
-            mailbox,
+        let msg = match takeover {
+            None => Message::PidRegister {
+                pid_d: 0,
+                pid: cred.pid,
+                uid: cred.uid,
+                starttime,
+                mailbox,
+            },
+            Some((pid_d, token)) => Message::MoveIn {
+                pid_d,
+                pid: cred.pid,
+                uid: cred.uid,
+                starttime,
+                mailbox,
+                token,
+            },
         };
         if !self.relay(c, to, &msg) {
             // Not joined: the error is queued to the client already.

@@ -141,6 +141,19 @@ impl Pids {
         self.by_pid.get_mut(&pid)
     }
 
+    /// The registration of `pid` (if it is still `serial`) has a new
+    /// mailbox: the old one is no longer its to remove.
+    pub fn set_mailbox(&mut self, pid: i32, serial: u64, mailbox: i32) -> bool {
+        match self.by_pid.get_mut(&pid).filter(|r| r.serial == serial) {
+            Some(r) => {
+                r.mailbox = mailbox;
+                self.persist();
+                true
+            }
+            None => false,
+        }
+    }
+
     /// The pid whose pidfd is registered under `token`.
     pub fn pid_of_token(&self, token: usize) -> Option<i32> {
         self.by_token.get(&token).copied()

@@ -635,6 +635,52 @@ impl Referee<'_> {
                 };
                 c.framed.queue(id, &reply);
             }
+            (State::Ready { host: Some(h), .. }, Message::MoveToken { pid_d, pid }) => {
+                let token = dipc_common::sys::random_u64();
+                let reply = match self.pids.move_token(pid_d, *h, pid, token) {
+                    Ok(t) => {
+                        debug!("pid_d {pid_d} (pid {pid} on {h}) starts a move");
+                        Message::Done { value: t as i64 }
+                    }
+                    Err((errno, why)) => Message::error(errno, why),
+                };
+                c.framed.queue(id, &reply);
+            }
+            (State::Ready { host: Some(h), .. }, Message::MoveAbort { pid_d, pid }) => {
+                let reply = match self.pids.move_abort(pid_d, *h, pid) {
+                    Ok(()) => Message::Done { value: 0 },
+                    Err((errno, why)) => Message::error(errno, why),
+                };
+                c.framed.queue(id, &reply);
+            }
+            (
+                State::Ready { host: Some(h), .. },
+                Message::MoveIn {
+                    pid_d,
+                    pid,
+                    uid,
+                    starttime,
+                    mailbox,
+                    token,
+                },
+            ) => {
+                let h = *h;
+                let r = Registration {
+                    pid_d,
+                    pid,
+                    uid,
+                    starttime,
+                    mailbox,
+                };
+                let reply = match self.pids.move_in(h, t, r, token, now) {
+                    Ok(()) => {
+                        info!("pid_d {pid_d} moved: now pid {pid} on {h}");
+                        Message::Registered { pid_d, mailbox }
+                    }
+                    Err((errno, why)) => Message::error(errno, why),
+                };
+                c.framed.queue(id, &reply);
+            }
             (State::Ready { .. }, Message::PidLookup { pid_d }) => {
                 let reply = match self.pids.lookup(pid_d, now) {
                     Some(rec) => Message::PidInfo { rec },

@@ -26,6 +26,7 @@
 //! this host's dipcd has registered.
 
 mod keys;
+mod migrate;
 mod msg;
 mod origin;
 mod pids;
@@ -176,6 +177,8 @@ fn serve_session(s: Session, mut first: Option<(u64, Message)>) -> i32 {
         }
     };
     let mut dipcd = pids::Dipcd::default();
+    // The program started for the caller's move, until it is committed.
+    let mut moving: Option<migrate::Started> = None;
     let mut origins = origin::Origins::new(incarnation, config.front_end_addr());
     // A message taken for the caller whose reply it has not confirmed yet.
     let mut held: Option<msg::Held> = None;
@@ -332,6 +335,21 @@ fn serve_session(s: Session, mut first: Option<(u64, Message)>) -> i32 {
                         sig,
                     } => pids::kill(config, &mut dipcd, pid, starttime, sig),
                     Message::ShmQuery { id: sid, .. } => shm::query(config, sid),
+                    Message::MigrateSpawn { program } => {
+                        moving = None;
+                        match migrate::spawn(config, stated_uid, &program) {
+                            Ok(s) => {
+                                let pid = s.pid();
+                                moving = Some(s);
+                                Message::Done { value: pid.into() }
+                            }
+                            Err(e) => *e,
+                        }
+                    }
+                    Message::MigrateData { data } => migrate::data(&mut moving, &data),
+                    Message::MigrateCommit { go } => {
+                        migrate::commit(&mut moving, go, config.timeouts.request / 2)
+                    }
                     Message::IpcGet {
                         kind,
                         key,

@@ -1,0 +1,285 @@
+//! Process migration across simulated hosts with real `dipcd` daemons: the
+//! C programs `migrant` (a migratable receiver that moves itself) and
+//! `mig_sender` (libdipc/examples/c) are the applications.
+//!
+//! They need root and `ip netns`; where those are missing they fail, never
+//! skip.
+
+mod common;
+
+use common::*;
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+fn prog(name: &str) -> String {
+    c_example(name).to_string_lossy().into_owned()
+}
+
+/// `dipcref pids --json` rows as pid_d -> (host, pid, mailbox).
+fn pids(c: &Cluster) -> HashMap<i64, (String, i64, i64)> {
+    let out = c.exec_ok(1, &["dipcref", "pids", "--json"]);
+    let v: serde_json::Value =
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("bad JSON {out:?}: {e}"));
+    let rows = v
+        .get("pids")
+        .and_then(|p| p.as_array())
+        .unwrap_or_else(|| panic!("no \"pids\" array in {out:?}"));
+    rows.iter()
+        .map(|r| {
+            let i = |k: &str| {
+                r.get(k)
+                    .and_then(|x| x.as_i64())
+                    .unwrap_or_else(|| panic!("pid row without {k}: {r}"))
+            };
+            let host = r
+                .get("host")
+                .and_then(|x| x.as_str())
+                .unwrap_or_else(|| panic!("pid row without host: {r}"))
+                .to_owned();
+            (i("pid_d"), (host, i("pid"), i("mailbox")))
+        })
+        .collect()
+}
+
+/// The `key=value` fields of the `result` line of `out`.
+fn result(out: &str) -> HashMap<String, i64> {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("result "))
+        .unwrap_or_else(|| panic!("no result line in:\n{out}"));
+    line["result ".len()..]
+        .split_whitespace()
+        .map(|kv| {
+            let (k, v) = kv
+                .split_once('=')
+                .unwrap_or_else(|| panic!("bad field {kv:?} in {line:?}"));
+            let v = v
+                .parse()
+                .unwrap_or_else(|e| panic!("bad value in {kv:?}: {e}"));
+            (k.to_owned(), v)
+        })
+        .collect()
+}
+
+/// Waits up to `limit` for `text` in the file `out` (the migrant's output,
+/// which its restored processes append to); returns the file's text.
+fn wait_output(b: &Background, text: &str, limit: Duration) -> String {
+    let start = Instant::now();
+    loop {
+        let s = b.stdout();
+        if s.contains(text) {
+            return s;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "no {text:?} within {limit:?}:\n{}",
+            b.describe()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The processes running `exe` (by the exact path of their executable).
+fn running(exe: &Path) -> Vec<i32> {
+    let mut v = Vec::new();
+    for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if fs::read_link(e.path().join("exe")).is_ok_and(|p| p == exe) {
+            v.push(pid);
+        }
+    }
+    v
+}
+
+/// Kills the processes listed in it when dropped, so that a failing test
+/// leaves no moved process behind (a moved process is not in the test's
+/// process group).
+struct Reaper(Vec<i32>);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            // SAFETY: kill takes plain integers.
+            unsafe { libc::kill(*p, libc::SIGKILL) };
+        }
+    }
+}
+
+/// Issue 13, test (a): a migratable process receives 30,000 messages from
+/// three senders (one per host) and counts their kill_d signals while it
+/// moves 10 times around the three hosts mid-stream: no message is lost or
+/// duplicated, each sender's order is kept, and the signal counts are
+/// exact. It keeps its pid_d, and `dipcref pids` shows where it runs.
+#[test]
+fn a_process_moves_ten_times_mid_stream_and_loses_nothing() {
+    let c = Cluster::up(3);
+    let migrant = prog("migrant");
+    let sender = prog("mig_sender");
+    let go = c.scratch_dir("migrate").join("go-a");
+    let _ = fs::remove_file(&go);
+    let go_s = go.to_string_lossy().into_owned();
+    // 2, 3, 1, 2, 3, 1, 2, 3, 1, 2: every host, from every host.
+    let hosts: Vec<String> = (0..10).map(|i| host_addr([2, 3, 1][i % 3])).collect();
+    let mut args = vec![migrant.as_str(), "-n", "3", "-e", "2700", "-w", &go_s];
+    args.extend(hosts.iter().map(String::as_str));
+    let mut m = c.spawn(1, &args);
+    let pid_d = m.pid_d();
+    let mut reaper = Reaper(Vec::new());
+    let p = pid_d.to_string();
+    let mut senders: Vec<Background> = (0..3)
+        .map(|i| {
+            let idx = i.to_string();
+            c.spawn(i + 1, &[&sender, &p, &idx, "10000", "100"])
+        })
+        .collect();
+    for s in &mut senders {
+        let st = s.wait(Duration::from_secs(600));
+        assert!(st.success(), "{}\n{}", s.describe(), m.describe());
+        assert!(
+            s.stdout().contains("sent 10000 kills 100 failed 0"),
+            "{}",
+            s.describe()
+        );
+    }
+    let out = wait_output(&m, "result ", Duration::from_secs(60));
+    let moved: Vec<&str> = out.lines().filter(|l| l.starts_with("moved ")).collect();
+    for l in &moved {
+        if let Some(pid) = l.rsplit(' ').next().and_then(|x| x.parse().ok()) {
+            reaper.0.push(pid);
+        }
+    }
+    let r = result(&out);
+    assert_eq!(r["received"], 30_000, "{out}\n{}", m.stderr());
+    assert_eq!(
+        r["errors"],
+        0,
+        "lost, repeated or reordered:\n{out}\n{}",
+        m.stderr()
+    );
+    assert_eq!((r["moves"], r["failed"]), (10, 0), "{out}\n{}", m.stderr());
+    assert_eq!(moved.len(), 10, "{out}");
+    for i in 0..3 {
+        assert_eq!(r[&format!("exp{i}")], 100, "{out}");
+        assert_eq!(r[&format!("sig{i}")], 100, "signals of sender {i}:\n{out}");
+    }
+    // Still pid_d, on the last host of the list, as the last process.
+    let table = pids(&c);
+    let (host, pid, _) = table
+        .get(&pid_d)
+        .unwrap_or_else(|| panic!("pid_d {pid_d} is not registered: {table:?}"));
+    assert!(
+        host.starts_with(&format!("{}:", host_addr(2))),
+        "{host} is not host 2"
+    );
+    assert_eq!(*pid, r["pid"], "{table:?}\n{out}");
+    fs::write(&go, b"").unwrap();
+    let gone = wait_for(Duration::from_secs(20), || !pids(&c).contains_key(&pid_d));
+    assert!(
+        gone.is_some(),
+        "pid_d {pid_d} still registered after its exit"
+    );
+    let _ = m.wait_timeout(Duration::from_secs(1));
+}
+
+/// Issue 13, test (b): a move to a host that cannot start the program (its
+/// executable was removed) fails with ENOENT, and the process goes on
+/// where it was: it still receives every message and signal, and keeps
+/// its registration there.
+#[test]
+fn a_move_that_cannot_start_fails_cleanly_and_the_process_goes_on() {
+    let c = Cluster::up(3);
+    let dir = c.scratch_dir("migrate");
+    let exe: PathBuf = dir.join("migrant-doomed");
+    fs::copy(prog("migrant"), &exe).unwrap_or_else(|e| panic!("{}: {e}", exe.display()));
+    let exe_s = exe.to_string_lossy().into_owned();
+    let go = dir.join("go-b");
+    let _ = fs::remove_file(&go);
+    let go_s = go.to_string_lossy().into_owned();
+    let h2 = host_addr(2);
+    let mut m = c.spawn(1, &[&exe_s, "-u", "-n", "1", "-e", "100", "-w", &go_s, &h2]);
+    let pid_d = m.pid_d();
+    let before = pids(&c)[&pid_d].clone();
+    let p = pid_d.to_string();
+    let mut s = c.spawn(3, &[&prog("mig_sender"), &p, "0", "400", "10"]);
+    let st = s.wait(Duration::from_secs(120));
+    assert!(st.success(), "{}\n{}", s.describe(), m.describe());
+    let out = wait_output(&m, "result ", Duration::from_secs(60));
+    assert!(out.contains("move failed: ENOENT"), "{out}\n{}", m.stderr());
+    let r = result(&out);
+    assert_eq!(
+        (r["received"], r["errors"], r["moves"], r["failed"]),
+        (400, 0, 0, 1),
+        "{out}"
+    );
+    assert_eq!((r["sig0"], r["exp0"]), (40, 40), "{out}");
+    // The same registration, process and mailbox as before the attempt.
+    assert_eq!(pids(&c).get(&pid_d), Some(&before));
+    assert_eq!(before.1, r["pid"]);
+    fs::write(&go, b"").unwrap();
+    let st = m.wait(Duration::from_secs(20));
+    assert!(st.success(), "{}", m.describe());
+}
+
+/// Issue 13, test (c): a process killed in the middle of its move (the new
+/// program started on the target, not yet taken over) leaves no
+/// registration, no mailbox on either host and no process behind.
+#[test]
+fn a_process_killed_mid_move_leaves_nothing_behind() {
+    let c = Cluster::up(3);
+    let dir = c.scratch_dir("migrate");
+    // A copy of its own, so that its processes can be found by path.
+    let exe: PathBuf = dir.join("migrant-killed");
+    fs::copy(prog("migrant"), &exe).unwrap_or_else(|e| panic!("{}: {e}", exe.display()));
+    let exe_s = exe.to_string_lossy().into_owned();
+    let queues = |h: usize| -> Vec<String> {
+        c.exec_ok(h, &["ipcs", "-q"])
+            .lines()
+            .filter(|l| l.starts_with("0x"))
+            .map(str::to_owned)
+            .collect()
+    };
+    let before2 = queues(2);
+    // The started program waits 8 s before it takes over: the old process
+    // is killed while it waits for that.
+    let mut m = c.spawn(
+        1,
+        &[&exe_s, "-n", "0", "-e", "0", "-s", "8000", &host_addr(2)],
+    );
+    let pid_d = m.pid_d();
+    let mailbox = pids(&c)[&pid_d].2;
+    m.wait_for_stdout("moving to", Duration::from_secs(20));
+    let started = wait_for(Duration::from_secs(10), || running(&exe).len() == 2);
+    assert!(
+        started.is_some(),
+        "the new program did not start: {:?}\n{}",
+        running(&exe),
+        m.describe()
+    );
+    let _reaper = Reaper(running(&exe));
+    m.kill();
+    let gone = wait_for(Duration::from_secs(20), || {
+        !pids(&c).contains_key(&pid_d) && running(&exe).is_empty()
+    });
+    assert!(
+        gone.is_some(),
+        "left behind: registration {:?}, processes {:?}",
+        pids(&c).get(&pid_d),
+        running(&exe)
+    );
+    let mb = mailbox.to_string();
+    assert!(
+        !queues(1)
+            .iter()
+            .any(|l| l.split_whitespace().nth(1) == Some(mb.as_str())),
+        "mailbox {mailbox} left on host 1: {:?}",
+        queues(1)
+    );
+    assert_eq!(queues(2), before2, "a mailbox was left on host 2");
+    // Nothing waits for the pid_d at the referee either: it is unknown.
+    let out = c.exec(3, &[&prog("pidctl"), "kill-anon", &pid_d.to_string(), "0"]);
+    assert!(!out.status.success(), "kill_d reached pid_d {pid_d}");
+}
