@@ -340,6 +340,9 @@ impl Daemon<'_> {
                         self.placeholders.gone(kind, key);
                         self.owned.remove(kind, key, None);
                     }
+                    LinkEvent::Push(Message::MoveAsk { pid_d, target, .. }) => {
+                        self.pids.ask_move(pid_d, target)
+                    }
                     LinkEvent::Push(other) => {
                         debug!("referee sent an unexpected {}", other.kind().name())
                     }
@@ -623,6 +626,17 @@ impl Daemon<'_> {
                 token,
                 ..
             } => self.register(t, c, id, mailbox, Some((pid_d, token))),
+            // Root, admin_group or the process's own user (the referee
+            // checks which, with the uid the kernel gave us).
+            Message::MoveAsk { pid_d, target, .. } => {
+                let ask = Message::MoveAsk {
+                    pid_d,
+                    target,
+                    uid: c.cred.uid,
+                    admin: sys::is_admin(&c.cred, self.admin_gid),
+                };
+                self.relay(c, relay(None), &ask);
+            }
             Message::MoveToken { pid_d, .. } | Message::MoveAbort { pid_d, .. } => {
                 self.relay_move(c, relay(None), &msg, pid_d)
             }

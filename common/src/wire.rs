@@ -430,6 +430,7 @@ kinds! {
     MigrateSpawn = 153,
     MigrateData = 154,
     MigrateCommit = 155,
+    MoveAsk = 156,
 }
 
 /// Every message of the protocol.
@@ -935,6 +936,19 @@ pub enum Message {
     MigrateCommit {
         go: bool,
     },
+    /// An administrator (or the process's own user) asks that the process
+    /// `pid_d` move to the host `target` at its next migration point
+    /// (`dipcref migrate`). From `dipcref`, `uid` and `admin` are ignored:
+    /// dipcd states the asker's uid and whether it is root or in
+    /// `admin_group`; the referee checks them against the record (`EPERM`)
+    /// and pushes the request (request id 0) to the process's host, whose
+    /// dipcd posts it where the process looks at its migration points.
+    MoveAsk {
+        pid_d: i64,
+        target: SocketAddr,
+        uid: u32,
+        admin: bool,
+    },
 }
 
 impl Message {
@@ -1021,6 +1035,7 @@ impl Message {
             Message::MigrateSpawn { .. } => Kind::MigrateSpawn,
             Message::MigrateData { .. } => Kind::MigrateData,
             Message::MigrateCommit { .. } => Kind::MigrateCommit,
+            Message::MoveAsk { .. } => Kind::MoveAsk,
         }
     }
 
@@ -1494,6 +1509,17 @@ impl Message {
             }
             Message::MigrateData { data } => w.bytes(data),
             Message::MigrateCommit { go } => w.u8(u8::from(*go)),
+            Message::MoveAsk {
+                pid_d,
+                target,
+                uid,
+                admin,
+            } => {
+                w.i64(*pid_d);
+                w.addr(target);
+                w.u32(*uid);
+                w.u8(u8::from(*admin));
+            }
             Message::SendD {
                 mailbox,
                 data,
@@ -2037,6 +2063,12 @@ impl Message {
                 data: r.bytes("data")?.to_vec(),
             },
             Kind::MigrateCommit => Message::MigrateCommit { go: r.bool("go")? },
+            Kind::MoveAsk => Message::MoveAsk {
+                pid_d: r.i64("pid_d")?,
+                target: r.addr("target")?,
+                uid: r.u32("uid")?,
+                admin: r.bool("admin")?,
+            },
         };
         if !r.buf.is_empty() {
             return Err(WireError::TrailingBytes {
@@ -2922,6 +2954,12 @@ mod tests {
             Message::MigrateData { data: vec![9; 300] },
             Message::MigrateCommit { go: true },
             Message::MigrateCommit { go: false },
+            Message::MoveAsk {
+                pid_d: 3,
+                target: a6,
+                uid: 1000,
+                admin: true,
+            },
         ]
     }
 

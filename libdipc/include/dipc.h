@@ -241,11 +241,21 @@ void dipc_serve_stop(void);
  * only on failure, with the process as it was: EINVAL not migratable (or a
  * bad host), ENOTCONN not registered, ENOENT/EACCES/ENOEXEC the target
  * cannot run the program, EPERM the target would run it as another user
- * (root squash), or the errors of a lost host. */
+ * (root squash), EBUSY it has SEM_UNDO adjustments on another host or a
+ * distributed segment attached, or the errors of a lost host. */
 typedef size_t (*dipc_save_fn)(void *ctx, void *buf, size_t cap);
 typedef void (*dipc_restore_fn)(void *ctx, const void *state, size_t len);
 int dipc_migratable(dipc_save_fn save, dipc_restore_fn restore, void *ctx);
 int dipc_migrate(const char *host);
+
+/* A migration point: where a move asked for by an administrator or the
+ * process's user (dipcref migrate PID_D HOST) happens; dipc never moves a
+ * process from arbitrary code. Call it where the state is whole (between
+ * two steps of work). Costs one open(2) when nothing is asked. Returns 0
+ * if no move was asked (or the process is not migratable), -1 and errno
+ * if the asked move failed (the request is dropped); does not return if
+ * it succeeded. */
+int dipc_migration_point(void);
 
 #ifdef __cplusplus
 }

@@ -383,8 +383,9 @@ pub fn parse_host(s: &str) -> io::Result<SocketAddr> {
 /// (see the module docs). Returns only if the move failed, with the
 /// process as it was: `EINVAL` if it is not migratable, `ENOTCONN` if not
 /// registered, the target's errno if the program cannot start there
-/// (`ENOENT`, `EACCES`, `ENOEXEC`, `EPERM` for a squashed root...), and
-/// the errors of the hosts involved. On success the process exits with
+/// (`ENOENT`, `EACCES`, `ENOEXEC`, `EPERM` for a squashed root...),
+/// `EBUSY` if it has `SEM_UNDO` adjustments on another host or a
+/// distributed segment attached, and the errors of the hosts involved. On success the process exits with
 /// status 0 once the new one runs.
 pub fn migrate(host: SocketAddr) -> io::Result<Infallible> {
     let source = lock(&SOURCE)
@@ -393,6 +394,12 @@ pub fn migrate(host: SocketAddr) -> io::Result<Infallible> {
     let pid_d = pid::current().ok_or_else(|| errno_err(libc::ENOTCONN))?;
     let mailbox = pid::mailbox().ok_or_else(|| errno_err(libc::ENOTCONN))?;
     let config = state::config().map_err(client_err)?;
+    // What the process holds on other hosts' behalf cannot move with it:
+    // undo adjustments would change what its exit does there, and an
+    // attached segment's pages would not be at its addresses.
+    if state::holds_remote_undo() || crate::shm::any_attached() {
+        return Err(errno_err(libc::EBUSY));
+    }
     let spawn = program()?;
     let token = match state::control(&Message::MoveToken { pid_d, pid: 0 }) {
         Ok(Message::Done { value }) => value as u64,
@@ -500,6 +507,43 @@ fn forward_signals(pid_d: PidD, until: Instant) {
                 Err(e) => log::warn!("pid_d {pid_d}: forwarding signal {sig}: {e}"),
             }
         }
+    }
+}
+
+/// The request to move last seen at a migration point (its text), so that
+/// one that failed is not tried again and again.
+static ASKED: Mutex<Option<String>> = Mutex::new(None);
+
+/// A *migration point*: the place in the program where a move that an
+/// administrator asked for (`dipcref migrate PID_D HOST`) may happen. The
+/// program calls it where its state is whole (between two steps of its
+/// work, as it would before calling [`migrate`] itself): dipc never moves
+/// a process from arbitrary code. Looks for a request (a file that the
+/// host's dipcd posts, so the check costs one `open`); if there is one,
+/// moves there and does not return. Returns `Ok(false)` if there is no
+/// request or the process is not migratable, the move's error if it
+/// failed (the request is then dropped).
+pub fn migration_point() -> io::Result<bool> {
+    if !is_migratable() {
+        return Ok(false);
+    }
+    let Some(dir) = state::config().ok().map(|c| c.runtime_dir.join("moves")) else {
+        return Ok(false);
+    };
+    let Ok(text) = std::fs::read_to_string(dir.join(std::process::id().to_string())) else {
+        return Ok(false);
+    };
+    {
+        let mut seen = lock(&ASKED);
+        if seen.as_deref() == Some(text.as_str()) {
+            return Ok(false);
+        }
+        *seen = Some(text.clone());
+    }
+    let target: SocketAddr = text.trim().parse().map_err(|_| errno_err(libc::EINVAL))?;
+    match migrate(target) {
+        Ok(never) => match never {},
+        Err(e) => Err(e),
     }
 }
 
@@ -721,6 +765,20 @@ pub mod capi {
         match r {
             Ok(true) => 1,
             Ok(false) => 0,
+            Err(e) => {
+                set_errno(e.raw_os_error().unwrap_or(libc::EIO));
+                -1
+            }
+        }
+    }
+
+    /// `int dipc_migration_point(void)`: 0 if no move was asked for (or the
+    /// process is not migratable); -1 and `errno` if an asked-for move
+    /// failed; does not return if it succeeded.
+    #[no_mangle]
+    pub extern "C" fn dipc_migration_point() -> c_int {
+        match migration_point() {
+            Ok(_) => 0,
             Err(e) => {
                 set_errno(e.raw_os_error().unwrap_or(libc::EIO));
                 -1

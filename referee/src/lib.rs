@@ -681,6 +681,36 @@ impl Referee<'_> {
                 };
                 c.framed.queue(id, &reply);
             }
+            (
+                State::Ready { host: Some(_), .. },
+                Message::MoveAsk {
+                    pid_d,
+                    target,
+                    uid,
+                    admin,
+                },
+            ) => {
+                let reply = match self.pids.may_move(pid_d, uid, admin) {
+                    Ok((conn, pid)) => {
+                        let ask = Message::MoveAsk {
+                            pid_d,
+                            target,
+                            uid,
+                            admin,
+                        };
+                        info!("uid {uid} asks pid_d {pid_d} (pid {pid}) to move to {target}");
+                        if conn == t {
+                            c.framed.queue(0, &ask);
+                        } else if let Some(o) = self.conns.get_mut(&conn) {
+                            o.framed.queue(0, &ask);
+                            let _ = o.framed.flush();
+                        }
+                        Message::Done { value: 0 }
+                    }
+                    Err((errno, why)) => Message::error(errno, why),
+                };
+                c.framed.queue(id, &reply);
+            }
             (State::Ready { .. }, Message::PidLookup { pid_d }) => {
                 let reply = match self.pids.lookup(pid_d, now) {
                     Some(rec) => Message::PidInfo { rec },

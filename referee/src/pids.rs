@@ -214,6 +214,23 @@ impl PidTable {
         Ok(token)
     }
 
+    /// Whether a user may ask that `pid_d` move (root or `admin_group`, or
+    /// the process's own uid); returns the connection of its host and its
+    /// pid there.
+    pub fn may_move(&self, pid_d: i64, uid: u32, admin: bool) -> Result<(usize, i32), Refusal> {
+        let e = self
+            .pids
+            .get(&pid_d)
+            .ok_or_else(|| (libc::ESRCH, format!("no registered process {pid_d}")))?;
+        if !admin && e.uid != uid {
+            return Err((
+                libc::EPERM,
+                format!("pid_d {pid_d} belongs to uid {}, not to uid {uid}", e.uid),
+            ));
+        }
+        Ok((e.conn, e.pid))
+    }
+
     /// The move of `{pid_d, host, pid}` failed before its hand-over: its
     /// token is void.
     pub fn move_abort(&mut self, pid_d: i64, host: SocketAddr, pid: i32) -> Result<(), Refusal> {

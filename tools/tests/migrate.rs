@@ -283,3 +283,56 @@ fn a_process_killed_mid_move_leaves_nothing_behind() {
     let out = c.exec(3, &[&prog("pidctl"), "kill-anon", &pid_d.to_string(), "0"]);
     assert!(!out.status.success(), "kill_d reached pid_d {pid_d}");
 }
+
+/// `dipcref migrate PID_D HOST`: another user may not ask (EPERM, nothing
+/// happens); root may, and the process moves at its next migration point
+/// (`dipc_migration_point`), with its pid_d, messages and signals.
+#[test]
+fn an_administrator_moves_a_process_at_its_migration_point() {
+    let c = Cluster::up(3);
+    let go = c.scratch_dir("migrate").join("go-admin");
+    let _ = fs::remove_file(&go);
+    let go_s = go.to_string_lossy().into_owned();
+    let mut m = c.spawn(1, &[&prog("migrant"), "-n", "1", "-p", "-w", &go_s]);
+    let pid_d = m.pid_d();
+    let p = pid_d.to_string();
+    let mut reaper = Reaper(Vec::new());
+    // 3,000 messages, 2 ms apart: the process is mid-stream when asked.
+    let mut s = c.spawn(2, &[&prog("mig_sender"), &p, "0", "3000", "30", "2000"]);
+    let h3 = host_addr(3);
+    let refused = c.exec(2, &as_nobody(&["dipcref", "migrate", &p, &h3]));
+    assert!(
+        !refused.status.success(),
+        "nobody asked root's process to move:\n{}",
+        describe(&refused)
+    );
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("uid"),
+        "{}",
+        describe(&refused)
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!m.stdout().contains("moved"), "{}", m.describe());
+    c.exec_ok(2, &["dipcref", "migrate", &p, &h3]);
+    let out = wait_output(&m, "moved 1 pid ", Duration::from_secs(30));
+    if let Some(pid) = out
+        .lines()
+        .find(|l| l.starts_with("moved 1 pid "))
+        .and_then(|l| l["moved 1 pid ".len()..].trim().parse().ok())
+    {
+        reaper.0.push(pid);
+    }
+    let (host, _, _) = pids(&c)[&pid_d].clone();
+    assert!(host.starts_with(&format!("{h3}:")), "{host} is not host 3");
+    let st = s.wait(Duration::from_secs(120));
+    assert!(st.success(), "{}\n{}", s.describe(), m.describe());
+    let out = wait_output(&m, "result ", Duration::from_secs(60));
+    let r = result(&out);
+    assert_eq!(
+        (r["received"], r["errors"], r["moves"], r["failed"]),
+        (3000, 0, 1, 0),
+        "{out}"
+    );
+    assert_eq!((r["sig0"], r["exp0"]), (100, 100), "{out}");
+    fs::write(&go, b"").unwrap();
+}

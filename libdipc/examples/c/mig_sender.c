@@ -1,12 +1,13 @@
 /* mig_sender: one of migrant's senders.
  *
- *   mig_sender DEST INDEX COUNT SIGEVERY
+ *   mig_sender DEST INDEX COUNT SIGEVERY [PAUSE_US]
  *
  * Registers and sends COUNT messages {INDEX, 1..COUNT} to the pid_d DEST,
  * each with a blocking dipc_send, and after every SIGEVERY messages sends
  * it SIGRTMIN+INDEX with kill_d. Then it sends a last message
  * {INDEX, UINT32_MAX, number of kill_d calls that succeeded} and prints
- * "sent COUNT kills K". Exits 1 on the first failed send. */
+ * "sent COUNT kills K". PAUSE_US: microseconds to sleep after each send.
+ * Exits 1 on the first failed send. */
 #include <dipc.h>
 #include <errno.h>
 #include <signal.h>
@@ -14,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 struct msg {
     int32_t idx;
@@ -23,8 +25,9 @@ struct msg {
 
 int main(int argc, char **argv)
 {
-    if (argc != 5)
+    if (argc != 5 && argc != 6)
         return 2;
+    long pause_us = argc == 6 ? atol(argv[5]) : 0;
     pid_d dest = atoll(argv[1]);
     int idx = atoi(argv[2]);
     long count = atol(argv[3]), every = atol(argv[4]);
@@ -41,6 +44,8 @@ int main(int argc, char **argv)
             fprintf(stderr, "mig_sender %d: dipc_send %ld: %s\n", idx, i, strerror(errno));
             return 1;
         }
+        if (pause_us > 0)
+            usleep(pause_us);
         if (every > 0 && i % every == 0) {
             if (kill_d(dest, SIGRTMIN + idx) == 0)
                 kills++;

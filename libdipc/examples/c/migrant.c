@@ -17,6 +17,8 @@
  *   -u     unlink the own executable first (a move then cannot start it)
  *   -s MS  in a restored process, sleep MS ms before taking over
  *   -w F   before exiting, wait (at most 60 s) until the file F exists
+ *   -p     call dipc_migration_point() before each receive (a move asked
+ *          with dipcref migrate happens there)
  *
  * A failed move prints "move failed: ERRNO_NAME" and goes on here. */
 #include <dipc.h>
@@ -97,16 +99,17 @@ static const char *errno_name(int e)
 
 int main(int argc, char **argv)
 {
-    int senders = 3, unlink_self = 0, opt;
+    int senders = 3, unlink_self = 0, point = 0, opt;
     long every = 1000, slow = 0;
     const char *waitfile = NULL;
-    while ((opt = getopt(argc, argv, "n:e:us:w:")) != -1) {
+    while ((opt = getopt(argc, argv, "n:e:us:w:p")) != -1) {
         switch (opt) {
         case 'n': senders = atoi(optarg); break;
         case 'e': every = atol(optarg); break;
         case 'u': unlink_self = 1; break;
         case 's': slow = atol(optarg); break;
         case 'w': waitfile = optarg; break;
+        case 'p': point = 1; break;
         default: return 2;
         }
     }
@@ -164,6 +167,18 @@ int main(int argc, char **argv)
         }
         if (S.ended >= senders)
             break;
+        if (point) {
+            /* Counted as done in the state a move carries. */
+            S.moves++;
+            int r = dipc_migration_point();
+            int e = errno;
+            S.moves--;
+            if (r < 0) {
+                S.failed++;
+                printf("asked move failed: %s\n", errno_name(e));
+                fflush(stdout);
+            }
+        }
         struct msg m;
         pid_d from = 0;
         ssize_t n = dipc_receive(&from, &m, sizeof m, 0);
