@@ -612,6 +612,8 @@ pub(crate) fn arrive() -> Option<(PidD, i32)> {
     match take_over(data, &mut go) {
         Ok((pid_d, mailbox)) => {
             let _ = answer.write_all(&0i32.to_be_bytes());
+            drop(answer);
+            tell_names(pid_d);
             Some((pid_d, mailbox))
         }
         Err((errno, why)) => {
@@ -621,6 +623,22 @@ pub(crate) fn arrive() -> Option<(PidD, i32)> {
             // exit handlers, which belong to the process that stays.
             unsafe { libc::_exit(75) }
         }
+    }
+}
+
+/// The referee moved the process's names with its record; taking each
+/// again through this host's dipcd (the holder may) lets that dipcd know
+/// them, to give them back after its link to the referee breaks.
+fn tell_names(pid_d: PidD) {
+    let Ok(all) = crate::dprocs::names() else {
+        return;
+    };
+    for (name, _) in all.into_iter().filter(|(_, p)| *p == pid_d) {
+        let _ = state::control(&Message::NameRegister {
+            pid_d,
+            pid: 0,
+            name,
+        });
     }
 }
 

@@ -124,7 +124,17 @@ fn a_process_moves_ten_times_mid_stream_and_loses_nothing() {
     let go_s = go.to_string_lossy().into_owned();
     // 2, 3, 1, 2, 3, 1, 2, 3, 1, 2: every host, from every host.
     let hosts: Vec<String> = (0..10).map(|i| host_addr([2, 3, 1][i % 3])).collect();
-    let mut args = vec![migrant.as_str(), "-n", "3", "-e", "2700", "-w", &go_s];
+    let mut args = vec![
+        migrant.as_str(),
+        "-n",
+        "3",
+        "-e",
+        "2700",
+        "-w",
+        &go_s,
+        "-N",
+        "Migrant",
+    ];
     args.extend(hosts.iter().map(String::as_str));
     let mut m = c.spawn(1, &args);
     let pid_d = m.pid_d();
@@ -176,6 +186,15 @@ fn a_process_moves_ten_times_mid_stream_and_loses_nothing() {
         "{host} is not host 2"
     );
     assert_eq!(*pid, r["pid"], "{table:?}\n{out}");
+    // Its name went with it.
+    let names = c.exec_ok(3, &["dipcref", "names", "--json"]);
+    let v: serde_json::Value =
+        serde_json::from_str(names.trim()).unwrap_or_else(|e| panic!("bad JSON {names:?}: {e}"));
+    let holder = v["names"]
+        .as_array()
+        .and_then(|a| a.iter().find(|n| n["name"] == "Migrant"))
+        .and_then(|n| n["pid_d"].as_i64());
+    assert_eq!(holder, Some(pid_d), "{names}");
     fs::write(&go, b"").unwrap();
     let gone = wait_for(Duration::from_secs(20), || !pids(&c).contains_key(&pid_d));
     assert!(

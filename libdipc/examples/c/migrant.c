@@ -17,6 +17,7 @@
  *   -u     unlink the own executable first (a move then cannot start it)
  *   -s MS  in a restored process, sleep MS ms before taking over
  *   -w F   before exiting, wait (at most 60 s) until the file F exists
+ *   -N NAME  take the name NAME at the first start
  *   -p     call dipc_migration_point() before each receive (a move asked
  *          with dipcref migrate happens there)
  *
@@ -101,8 +102,8 @@ int main(int argc, char **argv)
 {
     int senders = 3, unlink_self = 0, point = 0, opt;
     long every = 1000, slow = 0;
-    const char *waitfile = NULL;
-    while ((opt = getopt(argc, argv, "n:e:us:w:p")) != -1) {
+    const char *waitfile = NULL, *name = NULL;
+    while ((opt = getopt(argc, argv, "n:e:us:w:pN:")) != -1) {
         switch (opt) {
         case 'n': senders = atoi(optarg); break;
         case 'e': every = atol(optarg); break;
@@ -110,6 +111,7 @@ int main(int argc, char **argv)
         case 's': slow = atol(optarg); break;
         case 'w': waitfile = optarg; break;
         case 'p': point = 1; break;
+        case 'N': name = optarg; break;
         default: return 2;
         }
     }
@@ -143,6 +145,10 @@ int main(int argc, char **argv)
                 exe[n] = 0;
                 unlink(exe);
             }
+        }
+        if (name && dipc_name_register(name) < 0) {
+            fprintf(stderr, "migrant: dipc_name_register: %s\n", strerror(errno));
+            return 1;
         }
         printf("pid_d %lld\n", (long long)S.pid_d);
     } else {
