@@ -257,6 +257,10 @@ int dipc_migrate(const char *host);
  * it succeeded. */
 int dipc_migration_point(void);
 
+/* In a process that arrived by a move: how many mailbox messages the move
+ * carried (they are in its mailbox, in order); -1 elsewhere. */
+long dipc_migrated_messages(void);
+
 #ifdef __cplusplus
 }
 #endif

@@ -48,9 +48,9 @@ use crate::Client;
 use dipc_common::sysv;
 use dipc_common::wire::{IpcSet, Message, Program};
 use std::convert::Infallible;
-use std::io::{self, Read, Seek, Write};
+use std::io::{self, Read, Write};
 use std::net::SocketAddr;
-use std::os::fd::{FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -88,8 +88,64 @@ static SOURCE: Mutex<Option<Arc<dyn StateSource>>> = Mutex::new(None);
 /// [`migratable`] hands it to the program.
 struct Arrived {
     pid: u32,
-    state: Vec<u8>,
+    pid_d: PidD,
+    /// What the moving process sent, mapped (no copy); the state is
+    /// `state` within it.
+    map: Mapped,
+    state: std::ops::Range<usize>,
     mask: u64,
+}
+
+/// A read-only private mapping of the memfd the worker filled.
+struct Mapped {
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+// SAFETY: the mapping is private to this process and read-only; it is
+// only read through `bytes`, under ARRIVED's lock or after being taken out.
+unsafe impl Send for Mapped {}
+
+impl Mapped {
+    fn new(fd: RawFd, len: usize) -> io::Result<Mapped> {
+        // SAFETY: a fresh read-only private mapping of `len` bytes of fd.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE,
+                fd,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Mapped { ptr, len })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: `len` readable bytes mapped at `ptr` while self lives.
+        unsafe { std::slice::from_raw_parts(self.ptr.cast::<u8>(), self.len) }
+    }
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly what `new` mapped.
+        unsafe { libc::munmap(self.ptr, self.len) };
+    }
+}
+
+/// Mailbox messages the last move into this process carried (-1: none).
+static CARRIED: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(-1);
+
+/// How many mailbox messages the move that started this process carried
+/// (in order, into its mailbox); `None` in a process that did not arrive
+/// by a move.
+pub fn carried_messages() -> Option<usize> {
+    usize::try_from(CARRIED.load(Ordering::SeqCst)).ok()
 }
 
 static ARRIVED: Mutex<Option<Arrived>> = Mutex::new(None);
@@ -111,20 +167,21 @@ fn client_err(e: crate::ClientError) -> io::Error {
 /// blocked); `restore` gets it back in the program started on the target
 /// host. Registers the process first if it is not (see `pid::regist`).
 ///
-/// Returns `true` in a process that continues a moved one, after
-/// `restore` ran and the signal mask the process had when it moved was
+/// `restore` reads the state in place (it is not copied out of what the
+/// worker received). Returns `true` in a process that continues a moved
+/// one, after `restore` ran and the signal mask the process had when it moved was
 /// set again (install signal handlers before calling this: the signals
 /// held during the move are delivered on return); `false` otherwise.
 pub fn migratable<F, R>(save: F, restore: R) -> io::Result<bool>
 where
     F: Fn() -> Vec<u8> + Send + Sync + 'static,
-    R: FnOnce(Vec<u8>),
+    R: FnOnce(&[u8]),
 {
     migratable_with(Arc::new(Serialiser(save)), restore)
 }
 
 /// As [`migratable`], with any [`StateSource`].
-pub fn migratable_with<R: FnOnce(Vec<u8>)>(
+pub fn migratable_with<R: FnOnce(&[u8])>(
     source: Arc<dyn StateSource>,
     restore: R,
 ) -> io::Result<bool> {
@@ -134,8 +191,11 @@ pub fn migratable_with<R: FnOnce(Vec<u8>)>(
     let arrived = lock(&ARRIVED).take().filter(|a| a.pid == me);
     match arrived {
         Some(a) => {
-            restore(a.state);
+            let bytes = a.map.bytes();
+            restore(bytes.get(a.state.clone()).unwrap_or_default());
+            drop(a.map);
             set_mask(a.mask);
+            tell_names(a.pid_d);
             Ok(true)
         }
         None => Ok(false),
@@ -282,9 +342,18 @@ fn refill(mailbox: i32, qbytes: u64, mail: &[Mail]) -> io::Result<()> {
     Ok(())
 }
 
-fn encode(pid_d: PidD, token: u64, mask: u64, qbytes: u64, mail: &[Mail], state: &[u8]) -> Vec<u8> {
+/// What the new program is handed, up to the state's bytes (which follow
+/// it, `state_len` of them).
+fn encode_head(
+    pid_d: PidD,
+    token: u64,
+    mask: u64,
+    qbytes: u64,
+    mail: &[Mail],
+    state_len: usize,
+) -> Vec<u8> {
     let n: usize = mail.iter().map(|(_, t)| 12 + t.len()).sum();
-    let mut b = Vec::with_capacity(48 + n + state.len());
+    let mut b = Vec::with_capacity(48 + n);
     b.extend_from_slice(MAGIC);
     b.extend_from_slice(&pid_d.to_be_bytes());
     b.extend_from_slice(&token.to_be_bytes());
@@ -296,8 +365,7 @@ fn encode(pid_d: PidD, token: u64, mask: u64, qbytes: u64, mail: &[Mail], state:
         b.extend_from_slice(&(text.len() as u32).to_be_bytes());
         b.extend_from_slice(text);
     }
-    b.extend_from_slice(&(state.len() as u64).to_be_bytes());
-    b.extend_from_slice(state);
+    b.extend_from_slice(&(state_len as u64).to_be_bytes());
     b
 }
 
@@ -309,7 +377,8 @@ struct Handed {
     mask: u64,
     qbytes: u64,
     mail: Vec<Mail>,
-    state: Vec<u8>,
+    /// Where the state is in the bytes decoded.
+    state: std::ops::Range<usize>,
 }
 
 fn decode(b: &[u8]) -> Result<Handed, String> {
@@ -354,10 +423,12 @@ fn decode(b: &[u8]) -> Result<Handed, String> {
     }
     let len = r.u64("state length")?;
     let len = usize::try_from(len).map_err(|_| "state too long".to_string())?;
-    let state = r.take(len, "state")?.to_vec();
+    let at = b.len() - r.0.len();
+    r.take(len, "state")?;
     if !r.0.is_empty() {
         return Err(format!("{} bytes after the state", r.0.len()));
     }
+    let state = at..at + len;
     Ok(Handed {
         pid_d,
         token,
@@ -427,13 +498,13 @@ pub fn migrate(host: SocketAddr) -> io::Result<Infallible> {
         }
     };
     let sent = source.save().and_then(|state| {
-        let payload = encode(pid_d, token, mask, qbytes, &mail, &state);
-        if payload.len() > MAX_PAYLOAD {
+        let head = encode_head(pid_d, token, mask, qbytes, &mail, state.len());
+        if head.len().saturating_add(state.len()) > MAX_PAYLOAD {
             return Err(errno_err(libc::EFBIG));
         }
         // Room for the frame's header and the data's length word.
         let chunk = (config.max_frame as usize).saturating_sub(1024).max(1024);
-        for part in payload.chunks(chunk) {
+        for part in head.chunks(chunk).chain(state.chunks(chunk)) {
             match session.call(&Message::MigrateData {
                 data: part.to_vec(),
             }) {
@@ -612,8 +683,6 @@ pub(crate) fn arrive() -> Option<(PidD, i32)> {
     match take_over(data, &mut go) {
         Ok((pid_d, mailbox)) => {
             let _ = answer.write_all(&0i32.to_be_bytes());
-            drop(answer);
-            tell_names(pid_d);
             Some((pid_d, mailbox))
         }
         Err((errno, why)) => {
@@ -642,10 +711,7 @@ fn tell_names(pid_d: PidD) {
     }
 }
 
-fn take_over(
-    mut data: std::fs::File,
-    go: &mut std::fs::File,
-) -> Result<(PidD, i32), (i32, String)> {
+fn take_over(data: std::fs::File, go: &mut std::fs::File) -> Result<(PidD, i32), (i32, String)> {
     let mut len = [0u8; 8];
     go.read_exact(&mut len)
         .map_err(|e| (libc::ECHILD, format!("the move was called off: {e}")))?;
@@ -653,16 +719,17 @@ fn take_over(
     if len > MAX_PAYLOAD as u64 {
         return Err((libc::EFBIG, format!("{len} bytes of state")));
     }
-    let mut b = Vec::with_capacity(len as usize);
-    // The worker's writes moved the offset this descriptor shares.
-    data.seek(io::SeekFrom::Start(0))
-        .map_err(|e| (libc::EIO, format!("reading the state: {e}")))?;
-    (&mut data)
-        .take(len)
-        .read_to_end(&mut b)
-        .map_err(|e| (libc::EIO, format!("reading the state: {e}")))?;
-    let h = decode(&b).map_err(|e| (libc::EPROTO, e))?;
-    drop(b);
+    let size = data
+        .metadata()
+        .map_err(|e| (libc::EIO, format!("the state's memfd: {e}")))?
+        .len();
+    if len == 0 || size < len {
+        return Err((libc::EPROTO, format!("{size} bytes of state, not {len}")));
+    }
+    let map = Mapped::new(data.as_raw_fd(), len as usize)
+        .map_err(|e| (libc::EIO, format!("mapping the state: {e}")))?;
+    drop(data);
+    let h = decode(map.bytes()).map_err(|e| (libc::EPROTO, e))?;
     // SAFETY: msgget takes plain integers.
     let mailbox = unsafe { libc::msgget(libc::IPC_PRIVATE, libc::IPC_CREAT | 0o622) };
     if mailbox < 0 {
@@ -703,8 +770,11 @@ fn take_over(
             )));
         }
     }
+    CARRIED.store(h.mail.len() as i64, Ordering::SeqCst);
     *lock(&ARRIVED) = Some(Arrived {
         pid: std::process::id(),
+        pid_d: h.pid_d,
+        map,
         state: h.state,
         mask: h.mask,
     });
@@ -776,7 +846,7 @@ pub mod capi {
             return -1;
         };
         let source = Arc::new(CSave { save, ctx });
-        let r = migratable_with(source, |state| {
+        let r = migratable_with(source, |state: &[u8]| {
             // SAFETY: the program's callback with the state's bytes.
             unsafe { restore(ctx, state.as_ptr().cast(), state.len()) }
         });
@@ -788,6 +858,13 @@ pub mod capi {
                 -1
             }
         }
+    }
+
+    /// `long dipc_migrated_messages(void)`: the mailbox messages the move
+    /// that started this process carried; -1 if it did not arrive by one.
+    #[no_mangle]
+    pub extern "C" fn dipc_migrated_messages() -> libc::c_long {
+        carried_messages().map_or(-1, |n| n as libc::c_long)
     }
 
     /// `int dipc_migration_point(void)`: 0 if no move was asked for (or the
@@ -839,8 +916,10 @@ mod tests {
     #[test]
     fn handed_bytes_round_trip_and_lies_are_refused() {
         let mail = vec![(3, b"one".to_vec()), (9, vec![]), (3, vec![7; 100])];
-        let b = encode(42, u64::MAX, 0b101, 16384, &mail, b"state");
+        let mut b = encode_head(42, u64::MAX, 0b101, 16384, &mail, 5);
+        b.extend_from_slice(b"state");
         let h = decode(&b).unwrap();
+        let at = b.len() - 5;
         assert_eq!(
             h,
             Handed {
@@ -849,9 +928,10 @@ mod tests {
                 mask: 0b101,
                 qbytes: 16384,
                 mail,
-                state: b"state".to_vec(),
+                state: at..at + 5,
             }
         );
+        assert_eq!(&b[h.state.clone()], b"state");
         for cut in 0..b.len() {
             assert!(decode(&b[..cut]).is_err(), "cut at {cut}");
         }

@@ -95,6 +95,13 @@ fn running(exe: &Path) -> Vec<i32> {
     v
 }
 
+/// The number after `word` in `line` (`moved 3 pid 1234 carried 17`).
+fn field(line: &str, word: &str) -> Option<i64> {
+    let mut it = line.split_whitespace();
+    it.by_ref().find(|w| *w == word)?;
+    it.next()?.parse().ok()
+}
+
 /// Kills the processes listed in it when dropped, so that a failing test
 /// leaves no moved process behind (a moved process is not in the test's
 /// process group).
@@ -158,10 +165,13 @@ fn a_process_moves_ten_times_mid_stream_and_loses_nothing() {
     let out = wait_output(&m, "result ", Duration::from_secs(60));
     let moved: Vec<&str> = out.lines().filter(|l| l.starts_with("moved ")).collect();
     for l in &moved {
-        if let Some(pid) = l.rsplit(' ').next().and_then(|x| x.parse().ok()) {
-            reaper.0.push(pid);
+        if let Some(pid) = field(l, "pid") {
+            reaper.0.push(pid as i32);
         }
     }
+    let carried: Vec<i64> = moved.iter().filter_map(|l| field(l, "carried")).collect();
+    eprintln!("mailbox messages carried by each move: {carried:?}");
+    assert_eq!(carried.len(), 10, "{out}");
     let r = result(&out);
     assert_eq!(r["received"], 30_000, "{out}\n{}", m.stderr());
     assert_eq!(
@@ -337,9 +347,9 @@ fn an_administrator_moves_a_process_at_its_migration_point() {
     if let Some(pid) = out
         .lines()
         .find(|l| l.starts_with("moved 1 pid "))
-        .and_then(|l| l["moved 1 pid ".len()..].trim().parse().ok())
+        .and_then(|l| field(l, "pid"))
     {
-        reaper.0.push(pid);
+        reaper.0.push(pid as i32);
     }
     let (host, _, _) = pids(&c)[&pid_d].clone();
     assert!(host.starts_with(&format!("{h3}:")), "{host} is not host 3");

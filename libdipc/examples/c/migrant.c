@@ -152,7 +152,7 @@ int main(int argc, char **argv)
         }
         printf("pid_d %lld\n", (long long)S.pid_d);
     } else {
-        printf("moved %d pid %d\n", S.moves, (int)getpid());
+        printf("moved %d pid %d carried %ld\n", S.moves, (int)getpid(), dipc_migrated_messages());
     }
     fflush(stdout);
     for (;;) {

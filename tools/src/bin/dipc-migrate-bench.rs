@@ -153,9 +153,9 @@ fn mover(bytes: usize, moves: u32, hosts: &str, out: &str) -> Result<(), String>
             let g = STATE.lock().unwrap_or_else(|p| p.into_inner());
             g.as_ref().map(encode).unwrap_or_default()
         },
-        |b| {
+        |b: &[u8]| {
             let resumed = now_ns();
-            let mut s = decode(&b);
+            let mut s = decode(b);
             if let Some(s) = s.as_mut() {
                 s.samples.push(resumed.saturating_sub(s.saved_at) / 1000);
             }
