@@ -365,3 +365,72 @@ fn an_administrator_moves_a_process_at_its_migration_point() {
     assert_eq!((r["sig0"], r["exp0"]), (100, 100), "{out}");
     fs::write(&go, b"").unwrap();
 }
+
+/// A move that fails after the process froze (the new program takes too
+/// long to take over, so the target's worker gives up and stops it) leaves
+/// the process where it was, its mailbox's messages back in order ahead of
+/// the senders that waited, every signal delivered, and nothing on the
+/// target.
+#[test]
+fn a_move_that_fails_after_the_freeze_gives_everything_back() {
+    let c = Cluster::up(3);
+    let dir = c.scratch_dir("migrate");
+    let exe: PathBuf = dir.join("migrant-slow");
+    fs::copy(prog("migrant"), &exe).unwrap_or_else(|e| panic!("{}: {e}", exe.display()));
+    let exe_s = exe.to_string_lossy().into_owned();
+    let go = dir.join("go-slow");
+    let _ = fs::remove_file(&go);
+    let go_s = go.to_string_lossy().into_owned();
+    // The worker waits timeouts.request / 2 (5 s) for the take-over; the
+    // started program sleeps 8 s first.
+    let mut m = c.spawn(
+        1,
+        &[
+            &exe_s,
+            "-n",
+            "2",
+            "-e",
+            "300",
+            "-s",
+            "8000",
+            "-w",
+            &go_s,
+            &host_addr(2),
+        ],
+    );
+    let pid_d = m.pid_d();
+    let before = pids(&c)[&pid_d].clone();
+    let p = pid_d.to_string();
+    let sender = prog("mig_sender");
+    let mut senders: Vec<Background> = [(2, "0"), (3, "1")]
+        .iter()
+        .map(|(h, idx)| c.spawn(*h, &[&sender, &p, idx, "2000", "20"]))
+        .collect();
+    for s in &mut senders {
+        let st = s.wait(Duration::from_secs(120));
+        assert!(st.success(), "{}\n{}", s.describe(), m.describe());
+    }
+    let out = wait_output(&m, "result ", Duration::from_secs(60));
+    assert!(
+        out.contains("move failed: ETIMEDOUT"),
+        "{out}\n{}",
+        m.stderr()
+    );
+    let r = result(&out);
+    assert_eq!(
+        (r["received"], r["errors"], r["moves"], r["failed"]),
+        (4000, 0, 0, 1),
+        "{out}\n{}",
+        m.stderr()
+    );
+    assert_eq!((r["sig0"], r["sig1"]), (100, 100), "{out}");
+    // The same process on the same host, with a fresh mailbox.
+    let (host, pid, mailbox) = pids(&c)[&pid_d].clone();
+    assert_eq!((&host, pid), (&before.0, before.1));
+    assert_ne!(mailbox, before.2, "the frozen mailbox is still in use");
+    let gone = wait_for(Duration::from_secs(10), || running(&exe).len() == 1);
+    assert!(gone.is_some(), "left on the target: {:?}", running(&exe));
+    fs::write(&go, b"").unwrap();
+    let st = m.wait(Duration::from_secs(20));
+    assert!(st.success(), "{}", m.describe());
+}
