@@ -626,6 +626,16 @@ impl Daemon<'_> {
                 token,
                 ..
             } => self.register(t, c, id, mailbox, Some((pid_d, token))),
+            // From a worker about to start a program for a move, as the
+            // moving process's user: the uid is the kernel's.
+            Message::MoveCheck { pid_d, token, .. } => {
+                let check = Message::MoveCheck {
+                    pid_d,
+                    token,
+                    uid: c.cred.uid,
+                };
+                self.relay(c, relay(None), &check);
+            }
             // Root, admin_group or the process's own user (the referee
             // checks which, with the uid the kernel gave us).
             Message::MoveAsk { pid_d, target, .. } => {

@@ -431,6 +431,7 @@ kinds! {
     MigrateData = 154,
     MigrateCommit = 155,
     MoveAsk = 156,
+    MoveCheck = 157,
 }
 
 /// Every message of the protocol.
@@ -925,6 +926,12 @@ pub enum Message {
     /// once it runs, or the errno its exec failed with.
     MigrateSpawn {
         program: Box<Program>,
+        /// The moving process and its move token: the worker has the
+        /// referee confirm them (`MoveCheck`) before it starts anything,
+        /// so a session can start a program only for a move its own
+        /// registered process began.
+        pid_d: i64,
+        token: u64,
     },
     /// The next bytes of what the started program receives (its state and
     /// the messages of its mailbox), opaque to the worker.
@@ -948,6 +955,15 @@ pub enum Message {
         target: SocketAddr,
         uid: u32,
         admin: bool,
+    },
+    /// A worker asks, through its dipcd, whether `token` is the pending
+    /// move token of `pid_d` and the record's uid is `uid` (dipcd states
+    /// the asker's uid from SO_PEERCRED: the worker runs as the caller).
+    /// The reply is `Done`, or `EPERM`/`ESRCH`.
+    MoveCheck {
+        pid_d: i64,
+        token: u64,
+        uid: u32,
     },
 }
 
@@ -1036,6 +1052,7 @@ impl Message {
             Message::MigrateData { .. } => Kind::MigrateData,
             Message::MigrateCommit { .. } => Kind::MigrateCommit,
             Message::MoveAsk { .. } => Kind::MoveAsk,
+            Message::MoveCheck { .. } => Kind::MoveCheck,
         }
     }
 
@@ -1495,7 +1512,13 @@ impl Message {
                 w.i32(*mailbox);
                 w.u64(*token);
             }
-            Message::MigrateSpawn { program: p } => {
+            Message::MigrateSpawn {
+                program: p,
+                pid_d,
+                token,
+            } => {
+                w.i64(*pid_d);
+                w.u64(*token);
                 w.bytes(&p.exe);
                 for list in [&p.argv, &p.env] {
                     w.u32(list.len() as u32);
@@ -1509,6 +1532,11 @@ impl Message {
             }
             Message::MigrateData { data } => w.bytes(data),
             Message::MigrateCommit { go } => w.u8(u8::from(*go)),
+            Message::MoveCheck { pid_d, token, uid } => {
+                w.i64(*pid_d);
+                w.u64(*token);
+                w.u32(*uid);
+            }
             Message::MoveAsk {
                 pid_d,
                 target,
@@ -2050,6 +2078,8 @@ impl Message {
                 token: r.u64("token")?,
             },
             Kind::MigrateSpawn => Message::MigrateSpawn {
+                pid_d: r.i64("pid_d")?,
+                token: r.u64("token")?,
                 program: Box::new(Program {
                     exe: r.bytes("exe")?.to_vec(),
                     argv: r.byte_list("argv")?,
@@ -2063,6 +2093,11 @@ impl Message {
                 data: r.bytes("data")?.to_vec(),
             },
             Kind::MigrateCommit => Message::MigrateCommit { go: r.bool("go")? },
+            Kind::MoveCheck => Message::MoveCheck {
+                pid_d: r.i64("pid_d")?,
+                token: r.u64("token")?,
+                uid: r.u32("uid")?,
+            },
             Kind::MoveAsk => Message::MoveAsk {
                 pid_d: r.i64("pid_d")?,
                 target: r.addr("target")?,
@@ -2947,9 +2982,18 @@ mod tests {
                     stdout: b"/tmp/out".to_vec(),
                     stderr: vec![],
                 }),
+                pid_d: 7,
+                token: 99,
+            },
+            Message::MoveCheck {
+                pid_d: 7,
+                token: u64::MAX,
+                uid: 0,
             },
             Message::MigrateSpawn {
                 program: Box::default(),
+                pid_d: 0,
+                token: 0,
             },
             Message::MigrateData { data: vec![9; 300] },
             Message::MigrateCommit { go: true },

@@ -246,7 +246,7 @@ fn block_all() -> u64 {
 }
 
 /// The program to start on the target: this process's own.
-fn program() -> io::Result<Message> {
+fn program(pid_d: PidD, token: u64) -> io::Result<Message> {
     use std::os::unix::ffi::{OsStrExt, OsStringExt};
     let exe = std::fs::read_link("/proc/self/exe")?;
     let mut cmdline = Vec::new();
@@ -287,6 +287,8 @@ fn program() -> io::Result<Message> {
         }
     };
     Ok(Message::MigrateSpawn {
+        pid_d,
+        token,
         program: Box::new(Program {
             exe: exe.into_os_string().into_vec(),
             argv,
@@ -471,7 +473,6 @@ pub fn migrate(host: SocketAddr) -> io::Result<Infallible> {
     if state::holds_remote_undo() || crate::shm::any_attached() {
         return Err(errno_err(libc::EBUSY));
     }
-    let spawn = program()?;
     let token = match state::control(&Message::MoveToken { pid_d, pid: 0 }) {
         Ok(Message::Done { value }) => value as u64,
         Ok(_) => return Err(errno_err(libc::EPROTO)),
@@ -481,6 +482,7 @@ pub fn migrate(host: SocketAddr) -> io::Result<Infallible> {
         let _ = state::control(&Message::MoveAbort { pid_d, pid: 0 });
         e
     };
+    let spawn = program(pid_d, token).map_err(abort)?;
     let mut session = Client::session(config, host).map_err(|e| abort(client_err(e)))?;
     match session.call(&spawn) {
         Ok(Message::Done { .. }) => {}

@@ -681,6 +681,13 @@ impl Referee<'_> {
                 };
                 c.framed.queue(id, &reply);
             }
+            (State::Ready { host: Some(_), .. }, Message::MoveCheck { pid_d, token, uid }) => {
+                let reply = match self.pids.check_move(pid_d, token, uid) {
+                    Ok(()) => Message::Done { value: 0 },
+                    Err((errno, why)) => Message::error(errno, why),
+                };
+                c.framed.queue(id, &reply);
+            }
             (
                 State::Ready { host: Some(_), .. },
                 Message::MoveAsk {

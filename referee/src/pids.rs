@@ -231,6 +231,22 @@ impl PidTable {
         Ok((e.conn, e.pid))
     }
 
+    /// Whether `token` is the pending move token of `pid_d`, a process of
+    /// `uid` (a worker checks before it starts a program for a move).
+    pub fn check_move(&self, pid_d: i64, token: u64, uid: u32) -> Result<(), Refusal> {
+        let e = self
+            .pids
+            .get(&pid_d)
+            .ok_or_else(|| (libc::ESRCH, format!("no registered process {pid_d}")))?;
+        if e.move_token != Some(token) || e.uid != uid {
+            return Err((
+                libc::EPERM,
+                format!("pid_d {pid_d} has no move of uid {uid} with that token"),
+            ));
+        }
+        Ok(())
+    }
+
     /// The move of `{pid_d, host, pid}` failed before its hand-over: its
     /// token is void.
     pub fn move_abort(&mut self, pid_d: i64, host: SocketAddr, pid: i32) -> Result<(), Refusal> {
@@ -643,6 +659,7 @@ mod tests {
             starttime: 7,
             mailbox: 9,
         };
+        assert_eq!(t.check_move(a, 5, 1000).unwrap_err().0, libc::EPERM);
         // No token yet; only the process itself gets one.
         assert_eq!(
             t.move_in(h2, 2, moved(200), 5, now).unwrap_err().0,
@@ -650,6 +667,9 @@ mod tests {
         );
         assert_eq!(t.move_token(a, h2, 100, 5).unwrap_err().0, libc::EPERM);
         assert_eq!(t.move_token(a, h1, 100, 5), Ok(5));
+        t.check_move(a, 5, 1000).unwrap();
+        assert_eq!(t.check_move(a, 6, 1000).unwrap_err().0, libc::EPERM);
+        assert_eq!(t.check_move(a, 5, 0).unwrap_err().0, libc::EPERM);
         // A wrong token, or another uid, takes nothing.
         assert_eq!(
             t.move_in(h2, 2, moved(200), 6, now).unwrap_err().0,

@@ -214,6 +214,22 @@ fn a_process_moves_ten_times_mid_stream_and_loses_nothing() {
     let _ = m.wait_timeout(Duration::from_secs(1));
 }
 
+/// A session cannot have a program started for a move its process did
+/// not begin: a registered process that sends `MigrateSpawn` with a token
+/// the referee never gave it (for its own pid_d or another's) gets
+/// `EPERM`, and nothing runs.
+#[test]
+fn a_forged_move_starts_nothing() {
+    let c = Cluster::up(2);
+    let marker = c.scratch_dir("migrate").join("forged-move-ran");
+    let _ = fs::remove_file(&marker);
+    let m = marker.to_string_lossy().into_owned();
+    let target = format!("{}:{HOST_PORT}", host_addr(2));
+    let out = attack_on(&c, 1, true, &["migrate-spawn", &target, "--marker", &m]);
+    assert_has(&out, "forged token", "own pid_d, forged token: error EPERM");
+    assert!(!marker.exists(), "the forged move ran its program");
+}
+
 /// Issue 13, test (b): a move to a host that cannot start the program (its
 /// executable was removed) fails with ENOENT, and the process goes on
 /// where it was: it still receives every message and signal, and keeps

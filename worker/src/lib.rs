@@ -335,9 +335,14 @@ fn serve_session(s: Session, mut first: Option<(u64, Message)>) -> i32 {
                         sig,
                     } => pids::kill(config, &mut dipcd, pid, starttime, sig),
                     Message::ShmQuery { id: sid, .. } => shm::query(config, sid),
-                    Message::MigrateSpawn { program } => {
+                    Message::MigrateSpawn {
+                        program,
+                        pid_d,
+                        token,
+                    } => {
                         moving = None;
-                        match migrate::spawn(config, stated_uid, &program) {
+                        let who = (sender.unwrap_or(0), pid_d, token);
+                        match migrate::spawn(config, stated_uid, who, &program) {
                             Ok(s) => {
                                 let pid = s.pid();
                                 moving = Some(s);

@@ -1,6 +1,11 @@
 //! Starting the program of a process that moves to this host (see
 //! libdipc's `migrate`).
 //!
+//! Only a move the session's own process began is served: the session
+//! must be typed with the moving pid_d (its dipcd vouched for it) and the
+//! referee must confirm the move's token for this user (`MoveCheck`), so
+//! no session can have a program started here for anything else.
+//!
 //! The moving process's session already runs as its user (uid, gid and
 //! groups from SO_PEERCRED on its host), so the program is started as a
 //! child of this worker: no new privilege path. A squashed root would run
@@ -23,6 +28,7 @@
 //! (memfd, the read end of the go pipe, the write end of the answer pipe)
 //! and its host's configuration through `DIPC_CONFIG`, set to this dipcd's.
 
+use dipc_common::channel::Channel;
 use dipc_common::config::Config;
 use dipc_common::procs;
 use dipc_common::wire::{Message, Program};
@@ -90,7 +96,47 @@ impl Started {
 
 /// `MigrateSpawn`: starts the program; `stated_uid` is the uid the
 /// caller's host stated (the worker runs as it unless it was squashed).
-pub fn spawn(config: &Config, stated_uid: u32, spec: &Program) -> Result<Started, Box<Message>> {
+/// Asks the referee, through this host's dipcd, whether `token` is the
+/// pending move of `pid_d` by this worker's user.
+fn check_token(config: &Config, pid_d: i64, token: u64) -> Result<(), Box<Message>> {
+    let path = config.back_end_socket();
+    let s = std::os::unix::net::UnixStream::connect(&path).map_err(|e| {
+        err(
+            e.raw_os_error().unwrap_or(libc::ECONNREFUSED),
+            format!("cannot reach {}: {e}", path.display()),
+        )
+    })?;
+    s.set_read_timeout(Some(config.timeouts.request))
+        .and_then(|()| s.set_write_timeout(Some(config.timeouts.request)))
+        .map_err(|e| err(libc::EIO, format!("{}: {e}", path.display())))?;
+    let mut ch = Channel::new(s, config.max_frame);
+    let uid = 0;
+    match ch.call(1, &Message::MoveCheck { pid_d, token, uid }) {
+        Ok(Message::Done { .. }) => Ok(()),
+        Ok(e @ Message::Error { .. }) => Err(Box::new(e)),
+        Ok(other) => Err(err(
+            libc::EPROTO,
+            format!("dipcd answered MoveCheck with {}", other.kind().name()),
+        )),
+        Err(e) => Err(err(e.errno(), format!("dipcd: {e}"))),
+    }
+}
+
+/// `MigrateSpawn`: starts the program, for the move `(pid_d, token)` of
+/// the session's sender `sender` (its registered pid_d, vouched for by its
+/// dipcd when the session opened).
+pub fn spawn(
+    config: &Config,
+    stated_uid: u32,
+    (sender, pid_d, token): (i64, i64, u64),
+    spec: &Program,
+) -> Result<Started, Box<Message>> {
+    if sender <= 0 || sender != pid_d {
+        return Err(err(
+            libc::EPERM,
+            format!("the session's process is pid_d {sender}, not the moving pid_d {pid_d}"),
+        ));
+    }
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
     if euid != stated_uid {
@@ -102,6 +148,7 @@ pub fn spawn(config: &Config, stated_uid: u32, spec: &Program) -> Result<Started
     if spec.exe.is_empty() || spec.argv.is_empty() {
         return Err(err(libc::EINVAL, "no program or no argv[0]"));
     }
+    check_token(config, pid_d, token)?;
     let exe = cstr("exe", &spec.exe)?;
     let cwd = cstr("cwd", &spec.cwd)?;
     let out_path = cstr(
