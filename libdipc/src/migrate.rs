@@ -9,14 +9,16 @@
 //! 1. its dipcd gets a one-time token for the pid_d from the referee;
 //! 2. the worker of its session on the target host starts the same
 //!    program there (executable, arguments, environment, working
-//!    directory, as the same user), with every signal blocked. If that
+//!    directory, as the same user), with every signal blocked, once the
+//!    referee has confirmed the move's token for that session. If that
 //!    fails (`ENOENT`, `EACCES`, `ENOEXEC`...), the token is given back and
 //!    `migrate` returns the error: nothing else was touched;
 //! 3. the process *freezes*: it blocks its signals, sets its mailbox's
 //!    `msg_qbytes` to 0 (a sender now waits in the kernel instead of
 //!    adding a message; one with `DIPC_NOWAIT` gets `EAGAIN`), takes
 //!    every message out of it in order, and calls *save*;
-//! 4. state and messages go to the new program, which puts the messages
+//! 4. state and messages go to the new program (into a memfd it maps,
+//!    so restore reads the state in place), which puts the messages
 //!    in a fresh mailbox in the same order and takes the pid_d over at the
 //!    referee with the token (the record now names it, names included);
 //! 5. the old process removes its old mailbox: each sender that waited on
