@@ -545,9 +545,14 @@ fn handed_over(pid_d: PidD, mailbox: i32) -> ! {
     forward_signals(pid_d, Instant::now() + LINGER);
     let _ = io::stdout().flush();
     let _ = io::stderr().flush();
-    // SAFETY: exit runs the C program's atexit handlers and flushes stdio,
-    // as a return from main would.
-    unsafe { libc::exit(0) }
+    // SAFETY: fflush(NULL) flushes every C stdio stream; _exit then ends
+    // the process without the program's atexit handlers: the program has
+    // not ended, it goes on in the new process, and a handler here could
+    // undo what that one relies on (remove a file, uregist).
+    unsafe {
+        libc::fflush(std::ptr::null_mut());
+        libc::_exit(0)
+    }
 }
 
 /// Sends each signal sent to this process (not those the kernel raised
