@@ -198,6 +198,8 @@ fn run(config: &Config) -> io::Result<u8> {
         pids: Pids::new(config.runtime_dir.join("mailboxes")),
         grants: HashMap::new(),
         grant_tokens: HashMap::new(),
+        front_end: pid.as_raw(),
+        joined_once: false,
     };
     let mut listener = UnixListener::from_std(listener);
     d.poll.registry().register(
@@ -210,6 +212,7 @@ fn run(config: &Config) -> io::Result<u8> {
         .register(&mut listener, LISTENER, Interest::READABLE)?;
 
     let code = d.serve(&mut signals, &mut listener, &mut children);
+    let _ = sys::notify_service_manager("STOPPING=1");
     d.placeholders.clear();
     // The managers get SIGTERM from the kernel when dipcd exits.
     for sid in d.managers.keys() {
@@ -264,6 +267,10 @@ struct Daemon<'a> {
     grants: HashMap<(IpcKind, i32), Grant>,
     /// The key whose grant holder's pidfd is under each token.
     grant_tokens: HashMap<usize, (IpcKind, i32)>,
+    /// The front_end's pid: its children are this host's workers.
+    front_end: i32,
+    /// Whether the host has joined the cluster since dipcd started.
+    joined_once: bool,
 }
 
 impl Daemon<'_> {
@@ -350,6 +357,16 @@ impl Daemon<'_> {
                         self.claim_keys();
                         self.verify_placeholders();
                         self.restore_pids();
+                        // systemd's Type=notify: ready once the host is a
+                        // member (again, after a link break: the status).
+                        let state = if std::mem::replace(&mut self.joined_once, true) {
+                            "STATUS=joined the cluster again"
+                        } else {
+                            "READY=1\nSTATUS=joined the cluster"
+                        };
+                        if let Err(e) = sys::notify_service_manager(state) {
+                            warn!("cannot notify the service manager: {e}");
+                        }
                     }
                     LinkEvent::Fatal(why) => {
                         error!("{why}; stopping this host");
@@ -619,6 +636,60 @@ impl Daemon<'_> {
                 c.framed.queue(id, &reply);
             }
             Message::Register { mailbox } => self.register(t, c, id, mailbox, None),
+            // Calls (`dprocs`): a registered process states its endpoint;
+            // callers of this host and workers ask for it. Each connector
+            // checks that the process listening there is the registered one
+            // (SO_PEERCRED), so a stated name vouches for nothing.
+            Message::CallEndpoint { name } => {
+                let reply = match self.pids.get_mut(c.cred.pid) {
+                    Some(r) if r.pid_d > 0 => {
+                        if name.is_empty() || name.len() > dipc_common::calls::MAX_ENDPOINT {
+                            Message::error(libc::EINVAL, "a call endpoint name of 1 to 100 bytes")
+                        } else {
+                            r.endpoint = Some(name);
+                            Message::Done { value: 0 }
+                        }
+                    }
+                    _ => Message::error(
+                        libc::ENOTCONN,
+                        format!("pid {} is not registered", c.cred.pid),
+                    ),
+                };
+                c.framed.queue(id, &reply);
+            }
+            Message::CallRoute { pid_d } => {
+                let reply = match self.pids.by_pid_d(pid_d) {
+                    Some(r) => match &r.endpoint {
+                        Some(name) => Message::CallEndpointAt {
+                            pid: r.pid,
+                            starttime: r.starttime,
+                            name: name.clone(),
+                        },
+                        None => Message::error(
+                            libc::ECONNREFUSED,
+                            format!("pid_d {pid_d} takes no calls"),
+                        ),
+                    },
+                    None => Message::error(
+                        libc::ESRCH,
+                        format!("pid_d {pid_d} is not registered on this host"),
+                    ),
+                };
+                c.framed.queue(id, &reply);
+            }
+            // A process that took a call link from `pid` asks whether a
+            // worker passed it (only a worker's word on the caller counts).
+            Message::WorkerCheck { pid } => {
+                let reply = if pid > 0 && procs::parent(pid) == Ok(self.front_end) {
+                    Message::Done { value: 0 }
+                } else {
+                    Message::error(
+                        libc::EPERM,
+                        format!("pid {pid} is not a worker of this host"),
+                    )
+                };
+                c.framed.queue(id, &reply);
+            }
             // A process moving in takes its pid_d over (see `moves`).
             Message::MoveIn {
                 pid_d,

@@ -40,6 +40,8 @@ pub struct Reg {
     /// The names the referee gave it: the referee forgets them with the
     /// record when the link breaks, and they are restored with it.
     pub names: Vec<String>,
+    /// Where it takes calls (`CallEndpoint`): an abstract Unix socket name.
+    pub endpoint: Option<Vec<u8>>,
 }
 
 impl Reg {
@@ -136,6 +138,16 @@ impl Pids {
         }
     }
 
+    /// The live registration of this host with `pid_d`, if any.
+    pub fn by_pid_d(&self, pid_d: i64) -> Option<&Reg> {
+        if pid_d <= 0 {
+            return None;
+        }
+        self.by_pid
+            .values()
+            .find(|r| r.pid_d == pid_d && !r.exited())
+    }
+
     pub fn get(&self, pid: i32) -> Option<&Reg> {
         self.by_pid.get(&pid)
     }
@@ -195,6 +207,7 @@ impl Pids {
                 uid: cred.uid,
                 starttime,
                 mailbox,
+                endpoint: None,
                 pidfd,
                 token,
                 waiters: Vec::new(),

@@ -46,9 +46,9 @@ fn create(kind: IpcKind) -> io::Result<i32> {
     // SAFETY: plain System V calls with constant arguments.
     let id = unsafe {
         match kind {
-            IpcKind::Msg => libc::msgget(libc::IPC_PRIVATE, libc::IPC_CREAT),
-            IpcKind::Sem => libc::semget(libc::IPC_PRIVATE, 1, libc::IPC_CREAT),
-            IpcKind::Shm => libc::shmget(libc::IPC_PRIVATE, 1, libc::IPC_CREAT),
+            IpcKind::Msg => dipc_common::sysv::raw::msgget(libc::IPC_PRIVATE, libc::IPC_CREAT),
+            IpcKind::Sem => dipc_common::sysv::raw::semget(libc::IPC_PRIVATE, 1, libc::IPC_CREAT),
+            IpcKind::Shm => dipc_common::sysv::raw::shmget(libc::IPC_PRIVATE, 1, libc::IPC_CREAT),
         }
     };
     if id < 0 {
@@ -61,9 +61,13 @@ fn destroy(kind: IpcKind, id: i32) {
     // SAFETY: IPC_RMID takes no buffer.
     let r = unsafe {
         match kind {
-            IpcKind::Msg => libc::msgctl(id, libc::IPC_RMID, std::ptr::null_mut()),
-            IpcKind::Sem => libc::semctl(id, 0, libc::IPC_RMID),
-            IpcKind::Shm => libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut()),
+            IpcKind::Msg => {
+                dipc_common::sysv::raw::msgctl(id, libc::IPC_RMID, std::ptr::null_mut())
+            }
+            IpcKind::Sem => dipc_common::sysv::raw::semctl(id, 0, libc::IPC_RMID, 0),
+            IpcKind::Shm => {
+                dipc_common::sysv::raw::shmctl(id, libc::IPC_RMID, std::ptr::null_mut())
+            }
         }
     };
     if r < 0 {

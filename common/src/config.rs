@@ -13,6 +13,7 @@
 //! takes the value of [`Config::default`], so an empty file is a working
 //! single-host cluster on 127.0.0.1.
 
+use crate::keypolicy::{self, KeyPolicy};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -68,6 +69,16 @@ pub struct Config {
     pub shm: ShmConfig,
     pub library: LibraryConfig,
     pub limits: Limits,
+    /// Keys the preload library makes distributed without `IPC_DIPC`.
+    pub preload: PreloadConfig,
+}
+
+/// `[preload]`: what `libdipc_preload.so` does for programs that do not
+/// know about dipc.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PreloadConfig {
+    /// `keys`: see [`crate::keypolicy`].
+    pub keys: KeyPolicy,
 }
 
 /// What one user may hold of a host's daemons, so that no user can take
@@ -341,6 +352,7 @@ impl Default for Config {
             library: LibraryConfig {
                 spin: Duration::from_micros(SPIN_US_DEFAULT),
             },
+            preload: PreloadConfig::default(),
             limits: Limits {
                 clients_per_uid: 256,
                 placeholders_per_uid: 1024,
@@ -449,8 +461,9 @@ impl Config {
 /// a key is misspelt.
 const TOP_VALUES: &[&str] = &["runtime_dir", "secret_file", "max_frame", "admin_group"];
 const TOP_TABLES: &[&str] = &[
-    "host", "referee", "timeouts", "cluster", "shm", "library", "limits",
+    "host", "referee", "timeouts", "cluster", "shm", "library", "limits", "preload",
 ];
+const PRELOAD_KEYS: &[&str] = &["keys"];
 const HOST_KEYS: &[&str] = &["address", "port", "arbiter"];
 const REFEREE_KEYS: &[&str] = &["address", "port"];
 const TIMEOUT_KEYS: &[&str] = &[
@@ -524,6 +537,7 @@ impl Checker<'_> {
                 "shm" => self.apply_shm(self.table(name, value, SHM_KEYS)?, config)?,
                 "library" => self.apply_library(self.table(name, value, LIBRARY_KEYS)?, config)?,
                 "limits" => self.apply_limits(self.table(name, value, LIMITS_KEYS)?, config)?,
+                "preload" => self.apply_preload(self.table(name, value, PRELOAD_KEYS)?, config)?,
                 _ => {
                     let tables: Vec<String> = TOP_TABLES.iter().map(|t| format!("[{t}]")).collect();
                     return Err(self.err(
@@ -626,6 +640,41 @@ impl Checker<'_> {
                     config.library.spin = Duration::from_micros(us.unsigned_abs());
                 }
                 _ => return Err(self.unknown(&key, "library", LIBRARY_KEYS)),
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_preload(&self, t: &Table, config: &mut Config) -> Result<(), ConfigError> {
+        for (name, value) in t {
+            let key = format!("preload.{name}");
+            match name.as_str() {
+                "keys" => {
+                    let what =
+                        "an array of keys such as [\"0x1000-0x1fff\", \"0x5a5a\"] or [\"all\"]";
+                    let items = value.as_array().ok_or_else(|| {
+                        self.err(&key, format!("must be {what}, got {}", show(value)))
+                    })?;
+                    if items.len() > keypolicy::MAX_ENTRIES {
+                        return Err(self.err(
+                            &key,
+                            format!("more than {} entries", keypolicy::MAX_ENTRIES),
+                        ));
+                    }
+                    let mut entries = Vec::with_capacity(items.len());
+                    for (i, item) in items.iter().enumerate() {
+                        let s = item.as_str().ok_or_else(|| {
+                            self.err(
+                                &key,
+                                format!("entry {i} must be a string, got {}", show(item)),
+                            )
+                        })?;
+                        entries.push(s);
+                    }
+                    config.preload.keys =
+                        KeyPolicy::parse(entries).map_err(|e| self.err(&key, e))?;
+                }
+                _ => return Err(self.unknown(&key, "preload", PRELOAD_KEYS)),
             }
         }
         Ok(())
@@ -1030,6 +1079,7 @@ mod tests {
             library: LibraryConfig {
                 spin: Duration::ZERO,
             },
+            preload: PreloadConfig::default(),
             limits: Limits {
                 clients_per_uid: 7,
                 placeholders_per_uid: 8,
@@ -1117,6 +1167,22 @@ mod tests {
         key_err("[limits]\nsessions = 1\n", "limits.sessions");
         key_err("[library]\nspin_us = -1\n", "library.spin_us");
         key_err("[library]\nspin = 5\n", "library.spin");
+        let r = key_err("[preload]\nkeys = [\"0x10\", \"zz\"]\n", "preload.keys");
+        assert!(r.contains("entry 1 (\"zz\")"), "{r}");
+        key_err("[preload]\nkeys = \"all\"\n", "preload.keys");
+        key_err("[preload]\nkeys = [5]\n", "preload.keys");
+        key_err("[preload]\nkey = [\"all\"]\n", "preload.key");
+        assert_eq!(
+            parse("[preload]\nkeys = [\"0x1000-0x1fff\", \"0x5a5a\"]\n")
+                .unwrap()
+                .preload
+                .keys,
+            KeyPolicy::Ranges(vec![(0x1000, 0x1fff), (0x5a5a, 0x5a5a)])
+        );
+        assert_eq!(
+            parse("[preload]\nkeys = [\"all\"]\n").unwrap().preload.keys,
+            KeyPolicy::All
+        );
         assert_eq!(
             parse("max_frame = 67108864\n").unwrap().max_frame,
             67_108_864

@@ -76,12 +76,12 @@ fn with_mark(id: i32, f: impl FnOnce(&mut [u8])) -> io::Result<()> {
     // covers exactly the segment's MARK_SIZE bytes (checked or made so by
     // the caller) and is dropped before the detach.
     unsafe {
-        let p = libc::shmat(id, std::ptr::null(), 0);
+        let p = crate::sysv::raw::shmat(id, std::ptr::null(), 0);
         if p as isize == -1 {
             return Err(io::Error::last_os_error());
         }
         f(std::slice::from_raw_parts_mut(p.cast::<u8>(), MARK_SIZE));
-        libc::shmdt(p);
+        crate::sysv::raw::shmdt(p);
     }
     Ok(())
 }

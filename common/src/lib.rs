@@ -8,9 +8,11 @@
 //! built from the same tree always agree on it.
 
 pub mod auth;
+pub mod calls;
 pub mod channel;
 pub mod config;
 pub mod incarnation;
+pub mod keypolicy;
 pub mod net;
 pub mod procs;
 pub mod secure;

@@ -39,8 +39,12 @@ pub fn pidfd_open(pid: i32) -> Result<OwnedFd, i32> {
 
 /// The start time of process `pid` (clock ticks since boot), or `ESRCH`.
 pub fn starttime(pid: i32) -> Result<u64, i32> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|_| libc::ESRCH)?;
-    parse_starttime(&stat).ok_or(libc::ESRCH)
+    parse_starttime(&stat(pid)?).ok_or(libc::ESRCH)
+}
+
+/// `/proc/PID/stat`, or `ESRCH`.
+fn stat(pid: i32) -> Result<String, i32> {
+    fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|_| libc::ESRCH)
 }
 
 /// Field 22 of a `/proc/PID/stat` line. The second field (the command
@@ -50,6 +54,18 @@ pub fn parse_starttime(stat: &str) -> Option<u64> {
     let rest = &stat[stat.rfind(')')? + 1..];
     // After the name come field 3 (state) onwards: field 22 is the 20th.
     rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// The parent of process `pid` (field 4 of `/proc/PID/stat`), or `ESRCH`.
+pub fn parent(pid: i32) -> Result<i32, i32> {
+    parse_parent(&stat(pid)?).ok_or(libc::ESRCH)
+}
+
+/// Field 4 of a `/proc/PID/stat` line (counted from the last `)`, as in
+/// [`parse_starttime`]).
+pub fn parse_parent(stat: &str) -> Option<i32> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Whether the process behind `pidfd` has exited (the pidfd is readable).
@@ -140,6 +156,15 @@ mod tests {
         assert_eq!(parse_starttime(line), Some(987654));
         assert_eq!(parse_starttime("42 (x) S 1"), None);
         assert_eq!(parse_starttime("garbage"), None);
+        assert_eq!(parse_parent(line), Some(1));
+        assert_eq!(parse_parent("garbage"), None);
+    }
+
+    #[test]
+    fn own_parent_is_found() {
+        let me = std::process::id() as i32;
+        // SAFETY: getppid cannot fail.
+        assert_eq!(parent(me), Ok(unsafe { libc::getppid() }));
     }
 
     #[test]
@@ -178,7 +203,7 @@ mod tests {
     #[test]
     fn mailbox_send_maps_errors() {
         // SAFETY: msgget takes plain integers.
-        let q = unsafe { libc::msgget(libc::IPC_PRIVATE, libc::IPC_CREAT | 0o600) };
+        let q = unsafe { crate::sysv::raw::msgget(libc::IPC_PRIVATE, libc::IPC_CREAT | 0o600) };
         assert!(q >= 0);
         mailbox_send(q, 7, b"hi", 0).unwrap();
         assert_eq!(crate::sysv::msgrcv(q, 100, 7, 0), Ok((7, b"hi".to_vec())));

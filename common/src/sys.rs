@@ -518,6 +518,32 @@ impl Drop for HeldSignals {
     }
 }
 
+/// Tells the service manager how the daemon is doing (`sd_notify(3)`'s
+/// protocol: a datagram of `KEY=VALUE` lines to `$NOTIFY_SOCKET`, a path,
+/// or an abstract name after `@`). Nothing to do, and `Ok`, when no
+/// manager asked (the variable is unset).
+pub fn notify_service_manager(state: &str) -> io::Result<()> {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return Ok(());
+    };
+    let bytes = path.as_encoded_bytes();
+    let addr = match bytes.split_first() {
+        Some((b'@', name)) => SocketAddr::from_abstract_name(name)?,
+        Some((b'/', _)) => SocketAddr::from_pathname(Path::new(&path))?,
+        _ => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("NOTIFY_SOCKET={path:?} is neither a path nor @name"),
+            ))
+        }
+    };
+    let sock = UnixDatagram::unbound()?;
+    sock.send_to_addr(state.as_bytes(), &addr)?;
+    Ok(())
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

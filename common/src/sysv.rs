@@ -41,7 +41,7 @@ pub fn msgmax() -> usize {
     // SAFETY: IPC_INFO writes a struct msginfo, which the kernel ABI
     // passes through msgctl's msqid_ds pointer.
     let r = unsafe {
-        libc::msgctl(
+        raw::msgctl(
             0,
             libc::IPC_INFO,
             (&mut info as *mut libc::msginfo).cast::<libc::msqid_ds>(),
@@ -107,7 +107,7 @@ pub fn msgsnd(id: i32, mtype: i64, text: &[u8], flags: i32) -> Result<(), i32> {
     buf.extend_from_slice(&(mtype as libc::c_long).to_ne_bytes());
     buf.extend_from_slice(text);
     // SAFETY: buf holds an mtype followed by text.len() bytes.
-    let r = unsafe { libc::msgsnd(id, buf.as_ptr().cast(), text.len(), flags) };
+    let r = unsafe { raw::msgsnd(id, buf.as_ptr().cast(), text.len(), flags) };
     if r < 0 {
         Err(errno())
     } else {
@@ -127,7 +127,7 @@ pub fn msgrcv(id: i32, size: u64, mtype: i64, flags: i32) -> Result<(i64, Vec<u8
     let mut buf = vec![0u8; word + cap];
     // SAFETY: buf has room for an mtype and cap bytes.
     let n = unsafe {
-        libc::msgrcv(
+        raw::msgrcv(
             id,
             buf.as_mut_ptr().cast(),
             cap,
@@ -151,7 +151,7 @@ pub fn msgctl_stat(id: i32) -> Result<MsqInfo, i32> {
     // SAFETY: msqid_ds is plain data; zero is a valid value.
     let mut ds: libc::msqid_ds = unsafe { std::mem::zeroed() };
     // SAFETY: ds is a valid msqid_ds.
-    if unsafe { libc::msgctl(id, libc::IPC_STAT, &mut ds) } < 0 {
+    if unsafe { raw::msgctl(id, libc::IPC_STAT, &mut ds) } < 0 {
         return Err(errno());
     }
     Ok(msq_from(&ds))
@@ -165,7 +165,7 @@ pub fn msgctl_set(id: i32, set: &IpcSet) -> Result<(), i32> {
     ds.msg_perm.mode = set.mode as libc::c_ushort;
     ds.msg_qbytes = set.qbytes;
     // SAFETY: ds is a valid msqid_ds.
-    if unsafe { libc::msgctl(id, libc::IPC_SET, &mut ds) } < 0 {
+    if unsafe { raw::msgctl(id, libc::IPC_SET, &mut ds) } < 0 {
         return Err(errno());
     }
     Ok(())
@@ -173,7 +173,7 @@ pub fn msgctl_set(id: i32, set: &IpcSet) -> Result<(), i32> {
 
 pub fn msgctl_rmid(id: i32) -> Result<(), i32> {
     // SAFETY: IPC_RMID takes no buffer.
-    if unsafe { libc::msgctl(id, libc::IPC_RMID, std::ptr::null_mut()) } < 0 {
+    if unsafe { raw::msgctl(id, libc::IPC_RMID, std::ptr::null_mut()) } < 0 {
         return Err(errno());
     }
     Ok(())
@@ -225,7 +225,7 @@ pub fn semop(id: i32, ops: &[SemBuf], timeout_ns: Option<u64>) -> Result<(), i32
 /// (`GETVAL`, `SETVAL`, `GETPID`, `GETNCNT`, `GETZCNT`, `IPC_RMID`).
 pub fn semctl_int(id: i32, num: i32, cmd: i32, val: i32) -> Result<i32, i32> {
     // SAFETY: these commands take an int argument (or ignore it).
-    let r = unsafe { libc::semctl(id, num, cmd, val as libc::c_long) };
+    let r = unsafe { raw::semctl(id, num, cmd, val as usize) };
     if r < 0 {
         Err(errno())
     } else {
@@ -237,7 +237,15 @@ pub fn semctl_stat(id: i32) -> Result<SemInfo, i32> {
     // SAFETY: semid_ds is plain data; zero is a valid value.
     let mut ds: libc::semid_ds = unsafe { std::mem::zeroed() };
     // SAFETY: IPC_STAT takes a pointer to a semid_ds.
-    if unsafe { libc::semctl(id, 0, libc::IPC_STAT, &mut ds as *mut libc::semid_ds) } < 0 {
+    if unsafe {
+        raw::semctl(
+            id,
+            0,
+            libc::IPC_STAT,
+            &mut ds as *mut libc::semid_ds as usize,
+        )
+    } < 0
+    {
         return Err(errno());
     }
     Ok(sem_from(&ds))
@@ -250,7 +258,15 @@ pub fn semctl_set(id: i32, set: &IpcSet) -> Result<(), i32> {
     ds.sem_perm.gid = set.gid;
     ds.sem_perm.mode = set.mode as libc::c_ushort;
     // SAFETY: IPC_SET takes a pointer to a semid_ds.
-    if unsafe { libc::semctl(id, 0, libc::IPC_SET, &mut ds as *mut libc::semid_ds) } < 0 {
+    if unsafe {
+        raw::semctl(
+            id,
+            0,
+            libc::IPC_SET,
+            &mut ds as *mut libc::semid_ds as usize,
+        )
+    } < 0
+    {
         return Err(errno());
     }
     Ok(())
@@ -260,7 +276,7 @@ pub fn semctl_getall(id: i32) -> Result<Vec<u16>, i32> {
     let n = semctl_stat(id)?.nsems as usize;
     let mut vals = vec![0u16; n];
     // SAFETY: GETALL writes nsems shorts into vals.
-    if unsafe { libc::semctl(id, 0, libc::GETALL, vals.as_mut_ptr()) } < 0 {
+    if unsafe { raw::semctl(id, 0, libc::GETALL, vals.as_mut_ptr() as usize) } < 0 {
         return Err(errno());
     }
     Ok(vals)
@@ -273,7 +289,7 @@ pub fn semctl_setall(id: i32, vals: &[u16]) -> Result<(), i32> {
         return Err(libc::EINVAL);
     }
     // SAFETY: SETALL reads nsems shorts from vals, which has that many.
-    if unsafe { libc::semctl(id, 0, libc::SETALL, vals.as_ptr()) } < 0 {
+    if unsafe { raw::semctl(id, 0, libc::SETALL, vals.as_ptr() as usize) } < 0 {
         return Err(errno());
     }
     Ok(())
@@ -353,7 +369,7 @@ fn key_in_table(text: &str, id: i32) -> Option<i32> {
 /// `msgget` with `flags` as given (the caller strips `IPC_DIPC`).
 pub fn msgget(key: i32, flags: i32) -> Result<i32, i32> {
     // SAFETY: msgget takes plain integers.
-    let id = unsafe { libc::msgget(key, flags) };
+    let id = unsafe { raw::msgget(key, flags) };
     if id < 0 {
         return Err(errno());
     }
@@ -364,7 +380,7 @@ pub fn msgget(key: i32, flags: i32) -> Result<i32, i32> {
 pub fn semget(key: i32, nsems: u64, flags: i32) -> Result<i32, i32> {
     let nsems = i32::try_from(nsems).map_err(|_| libc::EINVAL)?;
     // SAFETY: semget takes plain integers.
-    let id = unsafe { libc::semget(key, nsems, flags) };
+    let id = unsafe { raw::semget(key, nsems, flags) };
     if id < 0 {
         return Err(errno());
     }
@@ -376,7 +392,7 @@ pub fn semget(key: i32, nsems: u64, flags: i32) -> Result<i32, i32> {
 pub fn shmget(key: i32, size: u64, flags: i32) -> Result<i32, i32> {
     let size = usize::try_from(size).map_err(|_| libc::EINVAL)?;
     // SAFETY: shmget takes plain values.
-    let id = unsafe { libc::shmget(key, size, flags) };
+    let id = unsafe { raw::shmget(key, size, flags) };
     if id < 0 {
         return Err(errno());
     }
@@ -387,7 +403,7 @@ pub fn shmctl_stat(id: i32) -> Result<ShmInfo, i32> {
     // SAFETY: shmid_ds is plain data; zero is a valid value.
     let mut ds: libc::shmid_ds = unsafe { std::mem::zeroed() };
     // SAFETY: ds is a valid shmid_ds.
-    if unsafe { libc::shmctl(id, libc::IPC_STAT, &mut ds) } < 0 {
+    if unsafe { raw::shmctl(id, libc::IPC_STAT, &mut ds) } < 0 {
         return Err(errno());
     }
     Ok(shm_from(&ds))
@@ -400,7 +416,7 @@ pub fn shmctl_set(id: i32, set: &IpcSet) -> Result<(), i32> {
     ds.shm_perm.gid = set.gid;
     ds.shm_perm.mode = set.mode as libc::c_ushort;
     // SAFETY: ds is a valid shmid_ds.
-    if unsafe { libc::shmctl(id, libc::IPC_SET, &mut ds) } < 0 {
+    if unsafe { raw::shmctl(id, libc::IPC_SET, &mut ds) } < 0 {
         return Err(errno());
     }
     Ok(())
@@ -408,10 +424,180 @@ pub fn shmctl_set(id: i32, set: &IpcSet) -> Result<(), i32> {
 
 pub fn shmctl_rmid(id: i32) -> Result<(), i32> {
     // SAFETY: IPC_RMID takes no buffer.
-    if unsafe { libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut()) } < 0 {
+    if unsafe { raw::shmctl(id, libc::IPC_RMID, std::ptr::null_mut()) } < 0 {
         return Err(errno());
     }
     Ok(())
+}
+
+/// Linux's `*_STAT_ANY` commands (not in the libc crate): `IPC_STAT` by
+/// index, without the read-permission check, as `ipcs` and
+/// `/proc/sysvipc` show every structure to anyone on the host.
+const MSG_STAT_ANY: i32 = 13;
+const SEM_STAT_ANY: i32 = 20;
+const SHM_STAT_ANY: i32 = 15;
+
+/// Finds structure `id` with `stat(index)` (a `*_STAT_ANY` call that
+/// returns the id at that index): the index is the id's low bits, 15 of
+/// them, or 24 with the kernel's `ipcmni_extend`.
+fn stat_any<T>(id: i32, mut stat: impl FnMut(i32, &mut T) -> i32, init: T) -> Result<T, i32> {
+    if id < 0 {
+        return Err(libc::EINVAL);
+    }
+    let mut ds = init;
+    for idx in [id & 0x7fff, id & 0xff_ffff] {
+        let r = stat(idx, &mut ds);
+        if r == id {
+            return Ok(ds);
+        }
+        if r < 0 && errno() != libc::EINVAL {
+            return Err(errno());
+        }
+    }
+    // Nothing at the index, or another structure since: as IPC_STAT of an
+    // id that no longer exists.
+    Err(libc::EINVAL)
+}
+
+/// `IPC_STAT` of queue `id` for anyone (`MSG_STAT_ANY`).
+pub fn msgctl_stat_any(id: i32) -> Result<MsqInfo, i32> {
+    let ds = stat_any(
+        id,
+        // SAFETY: MSG_STAT_ANY writes a msqid_ds.
+        |idx, ds: &mut libc::msqid_ds| unsafe { raw::msgctl(idx, MSG_STAT_ANY, ds) },
+        // SAFETY: msqid_ds is plain data; zero is a valid value.
+        unsafe { std::mem::zeroed() },
+    )?;
+    Ok(msq_from(&ds))
+}
+
+/// `IPC_STAT` of semaphore set `id` for anyone (`SEM_STAT_ANY`).
+pub fn semctl_stat_any(id: i32) -> Result<SemInfo, i32> {
+    let ds = stat_any(
+        id,
+        // SAFETY: SEM_STAT_ANY writes a semid_ds.
+        |idx, ds: &mut libc::semid_ds| unsafe {
+            raw::semctl(idx, 0, SEM_STAT_ANY, ds as *mut libc::semid_ds as usize)
+        },
+        // SAFETY: semid_ds is plain data; zero is a valid value.
+        unsafe { std::mem::zeroed() },
+    )?;
+    Ok(sem_from(&ds))
+}
+
+/// `IPC_STAT` of segment `id` for anyone (`SHM_STAT_ANY`).
+pub fn shmctl_stat_any(id: i32) -> Result<ShmInfo, i32> {
+    let ds = stat_any(
+        id,
+        // SAFETY: SHM_STAT_ANY writes a shmid_ds.
+        |idx, ds: &mut libc::shmid_ds| unsafe { raw::shmctl(idx, SHM_STAT_ANY, ds) },
+        // SAFETY: shmid_ds is plain data; zero is a valid value.
+        unsafe { std::mem::zeroed() },
+    )?;
+    Ok(shm_from(&ds))
+}
+
+/// The System V calls as the kernel takes them, made with `syscall(2)`
+/// rather than through glibc's wrappers of the same names: in a program
+/// run with `libdipc_preload.so`, those names are the preload's, and
+/// dipc's own calls must reach the kernel, not come back into dipc. The
+/// signatures and results are glibc's (-1 and `errno` on failure). On
+/// x86_64 and aarch64 each is a system call of its own, and glibc's
+/// wrappers pass the arguments through unchanged (no `IPC_64` bit, no
+/// structure conversion), so the raw call is the same call.
+pub mod raw {
+    use libc::{c_int, c_long, c_void, key_t, size_t, ssize_t};
+
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    compile_error!("sysv::raw is checked for x86_64 and aarch64 only");
+
+    /// # Safety
+    /// As msgget(2).
+    pub unsafe fn msgget(key: key_t, flags: c_int) -> c_int {
+        libc::syscall(libc::SYS_msgget, key, flags) as c_int
+    }
+
+    /// # Safety
+    /// As msgsnd(2).
+    pub unsafe fn msgsnd(id: c_int, msgp: *const c_void, size: size_t, flags: c_int) -> c_int {
+        libc::syscall(libc::SYS_msgsnd, id, msgp, size, flags) as c_int
+    }
+
+    /// # Safety
+    /// As msgrcv(2).
+    pub unsafe fn msgrcv(
+        id: c_int,
+        msgp: *mut c_void,
+        size: size_t,
+        mtype: c_long,
+        flags: c_int,
+    ) -> ssize_t {
+        libc::syscall(libc::SYS_msgrcv, id, msgp, size, mtype, flags) as ssize_t
+    }
+
+    /// # Safety
+    /// As msgctl(2).
+    pub unsafe fn msgctl(id: c_int, cmd: c_int, buf: *mut libc::msqid_ds) -> c_int {
+        libc::syscall(libc::SYS_msgctl, id, cmd, buf) as c_int
+    }
+
+    /// # Safety
+    /// As semget(2).
+    pub unsafe fn semget(key: key_t, nsems: c_int, flags: c_int) -> c_int {
+        libc::syscall(libc::SYS_semget, key, nsems, flags) as c_int
+    }
+
+    /// # Safety
+    /// As semop(2). (Linux implements semop as semtimedop without a
+    /// time-out; aarch64 has no semop system call.)
+    pub unsafe fn semop(id: c_int, sops: *mut libc::sembuf, nsops: size_t) -> c_int {
+        semtimedop(id, sops, nsops, std::ptr::null())
+    }
+
+    /// # Safety
+    /// As semtimedop(2).
+    pub unsafe fn semtimedop(
+        id: c_int,
+        sops: *mut libc::sembuf,
+        nsops: size_t,
+        timeout: *const libc::timespec,
+    ) -> c_int {
+        libc::syscall(libc::SYS_semtimedop, id, sops, nsops, timeout) as c_int
+    }
+
+    /// `semctl` with its fourth argument (an int or a pointer, as the
+    /// command wants) passed as a machine word, which is where both
+    /// travel.
+    ///
+    /// # Safety
+    /// As semctl(2).
+    pub unsafe fn semctl(id: c_int, num: c_int, cmd: c_int, arg: usize) -> c_int {
+        libc::syscall(libc::SYS_semctl, id, num, cmd, arg) as c_int
+    }
+
+    /// # Safety
+    /// As shmget(2).
+    pub unsafe fn shmget(key: key_t, size: size_t, flags: c_int) -> c_int {
+        libc::syscall(libc::SYS_shmget, key, size, flags) as c_int
+    }
+
+    /// # Safety
+    /// As shmat(2): `(void *) -1` on failure.
+    pub unsafe fn shmat(id: c_int, addr: *const c_void, flags: c_int) -> *mut c_void {
+        libc::syscall(libc::SYS_shmat, id, addr, flags) as *mut c_void
+    }
+
+    /// # Safety
+    /// As shmdt(2).
+    pub unsafe fn shmdt(addr: *const c_void) -> c_int {
+        libc::syscall(libc::SYS_shmdt, addr) as c_int
+    }
+
+    /// # Safety
+    /// As shmctl(2).
+    pub unsafe fn shmctl(id: c_int, cmd: c_int, buf: *mut libc::shmid_ds) -> c_int {
+        libc::syscall(libc::SYS_shmctl, id, cmd, buf) as c_int
+    }
 }
 
 #[cfg(test)]
@@ -452,5 +638,24 @@ mod tests {
         assert!(!key_may_name(IpcKind::Sem, key, id));
         msgctl_rmid(id).unwrap();
         assert!(!key_may_name(IpcKind::Msg, key, id));
+    }
+
+    /// `*_STAT_ANY` finds a structure by id, whatever its mode, and
+    /// refuses an id that names none.
+    #[test]
+    fn stat_any_finds_structures_by_id() {
+        let q = msgget(libc::IPC_PRIVATE, libc::IPC_CREAT).unwrap();
+        msgsnd(q, 1, b"abc", 0).unwrap();
+        let i = msgctl_stat_any(q).unwrap();
+        assert_eq!((i.qnum, i.cbytes, i.perm.mode & 0o777), (1, 3, 0));
+        msgctl_rmid(q).unwrap();
+        assert_eq!(msgctl_stat_any(q).unwrap_err(), libc::EINVAL);
+        let s = semget(libc::IPC_PRIVATE, 3, libc::IPC_CREAT | 0o600).unwrap();
+        assert_eq!(semctl_stat_any(s).unwrap().nsems, 3);
+        semctl_int(s, 0, libc::IPC_RMID, 0).unwrap();
+        let m = shmget(libc::IPC_PRIVATE, 8192, libc::IPC_CREAT | 0o600).unwrap();
+        assert_eq!(shmctl_stat_any(m).unwrap().segsz, 8192);
+        shmctl_rmid(m).unwrap();
+        assert_eq!(shmctl_stat_any(-1).unwrap_err(), libc::EINVAL);
     }
 }

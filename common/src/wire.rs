@@ -432,6 +432,15 @@ kinds! {
     MigrateCommit = 155,
     MoveAsk = 156,
     MoveCheck = 157,
+    CallEndpoint = 143,
+    CallRoute = 144,
+    CallEndpointAt = 145,
+    CallOpen = 146,
+    CallHello = 147,
+    CallRequest = 148,
+    CallReply = 149,
+    WorkerCheck = 180,
+    IpcStatAny = 170,
 }
 
 /// Every message of the protocol.
@@ -737,6 +746,15 @@ pub enum Message {
         id: i32,
         origin: Origin,
     },
+    /// The figures `ipcs` shows for structure `id` of `kind`, read on its
+    /// owner without a permission check (as `ipcs` and `/proc/sysvipc`
+    /// read them for anyone on one host); reply `MsqStat`, `SemStat` or
+    /// `ShmStat` (whose `nattch` counts attaches on every host).
+    IpcStatAny {
+        kind: IpcKind,
+        id: i32,
+        origin: Origin,
+    },
     ShmState {
         nattch: u64,
         unit: u64,
@@ -965,6 +983,59 @@ pub enum Message {
         token: u64,
         uid: u32,
     },
+    /// A registered process tells its dipcd where it takes calls
+    /// (`dprocs`): the abstract Unix socket name it listens on. dipcd
+    /// takes it for the registration of the connecting process (its pid
+    /// from SO_PEERCRED); the reply is `Done`.
+    CallEndpoint {
+        name: Vec<u8>,
+    },
+    /// Where the registered process `pid_d` of this host takes calls:
+    /// `CallEndpointAt`, or `ESRCH` (no such registration here) or
+    /// `ECONNREFUSED` (it has no endpoint).
+    CallRoute {
+        pid_d: i64,
+    },
+    /// The answer to `CallRoute`: the process (`pid`, `starttime`) that
+    /// must be listening on `name`.
+    CallEndpointAt {
+        pid: i32,
+        starttime: u64,
+        name: Vec<u8>,
+    },
+    /// On a session: make this connection a call link to the registered
+    /// process `pid_d` of the worker's host. The worker passes the
+    /// connection, with its channel's state, to that process and ends; the
+    /// process's first frame on it is `Done` (request id 0). An `Error`
+    /// from the worker instead leaves the session as it was.
+    CallOpen {
+        pid_d: i64,
+    },
+    /// The first frame on a new connection to a process's call endpoint:
+    /// the caller's pid_d. From a worker it carries the caller's session
+    /// (the TCP socket rides with the frame, SCM_RIGHTS) and the channel's
+    /// `keys`; from a process of the same host, none.
+    CallHello {
+        caller: i64,
+        keys: Option<Box<SessionKeys>>,
+    },
+    /// A call of procedure `proc_name` on a call link; the reply is
+    /// `CallReply`, with the same request id.
+    CallRequest {
+        proc_name: String,
+        max_out: u32,
+        input: Vec<u8>,
+    },
+    /// A procedure's answer: `status` 0 and its output, or an errno.
+    CallReply {
+        status: i32,
+        output: Vec<u8>,
+    },
+    /// From a registered process to its dipcd: is `pid` one of this
+    /// host's workers? `Done`, or `EPERM`.
+    WorkerCheck {
+        pid: i32,
+    },
 }
 
 impl Message {
@@ -1017,6 +1088,7 @@ impl Message {
             Message::ShmCtl { .. } => Kind::ShmCtl,
             Message::ShmStat { .. } => Kind::ShmStat,
             Message::ShmQuery { .. } => Kind::ShmQuery,
+            Message::IpcStatAny { .. } => Kind::IpcStatAny,
             Message::ShmState { .. } => Kind::ShmState,
             Message::SemOp { .. } => Kind::SemOp,
             Message::SemCtl { .. } => Kind::SemCtl,
@@ -1040,6 +1112,14 @@ impl Message {
             Message::SemHandover { .. } => Kind::SemHandover,
             Message::KeyClaim { .. } => Kind::KeyClaim,
             Message::Received => Kind::Received,
+            Message::CallEndpoint { .. } => Kind::CallEndpoint,
+            Message::CallRoute { .. } => Kind::CallRoute,
+            Message::CallEndpointAt { .. } => Kind::CallEndpointAt,
+            Message::CallOpen { .. } => Kind::CallOpen,
+            Message::CallHello { .. } => Kind::CallHello,
+            Message::CallRequest { .. } => Kind::CallRequest,
+            Message::CallReply { .. } => Kind::CallReply,
+            Message::WorkerCheck { .. } => Kind::WorkerCheck,
             Message::NameRegister { .. } => Kind::NameRegister,
             Message::NameRelease { .. } => Kind::NameRelease,
             Message::NameLookup { .. } => Kind::NameLookup,
@@ -1297,6 +1377,11 @@ impl Message {
                 w.i32(*id);
                 w.origin(origin);
             }
+            Message::IpcStatAny { kind, id, origin } => {
+                w.u8(*kind as u8);
+                w.i32(*id);
+                w.origin(origin);
+            }
             Message::ShmAttach {
                 id,
                 origin,
@@ -1485,6 +1570,41 @@ impl Message {
                 w.string(name);
             }
             Message::NameLookup { name } | Message::ListNames { after: name } => w.string(name),
+            Message::CallEndpoint { name } => w.bytes(name),
+            Message::CallRoute { pid_d } | Message::CallOpen { pid_d } => w.i64(*pid_d),
+            Message::CallEndpointAt {
+                pid,
+                starttime,
+                name,
+            } => {
+                w.i32(*pid);
+                w.u64(*starttime);
+                w.bytes(name);
+            }
+            Message::CallHello { caller, keys } => {
+                w.i64(*caller);
+                match keys {
+                    None => w.u8(0),
+                    Some(k) => {
+                        w.u8(1);
+                        w.keys(k);
+                    }
+                }
+            }
+            Message::CallRequest {
+                proc_name,
+                max_out,
+                input,
+            } => {
+                w.string(proc_name);
+                w.u32(*max_out);
+                w.bytes(input);
+            }
+            Message::CallReply { status, output } => {
+                w.i32(*status);
+                w.bytes(output);
+            }
+            Message::WorkerCheck { pid } => w.i32(*pid),
             Message::Names { names, more } => {
                 w.u8(u8::from(*more));
                 w.u32(names.len() as u32);
@@ -1807,6 +1927,11 @@ impl Message {
                 id: r.i32("id")?,
                 origin: r.origin()?,
             },
+            Kind::IpcStatAny => Message::IpcStatAny {
+                kind: r.kind()?,
+                id: r.i32("id")?,
+                origin: r.origin()?,
+            },
             Kind::ShmAttach => Message::ShmAttach {
                 id: r.i32("id")?,
                 origin: r.origin()?,
@@ -2034,6 +2159,38 @@ impl Message {
                 incarnation: r.u64("incarnation")?,
             },
             Kind::Received => Message::Received,
+            Kind::CallEndpoint => Message::CallEndpoint {
+                name: r.bytes("name")?.to_vec(),
+            },
+            Kind::CallRoute => Message::CallRoute {
+                pid_d: r.i64("pid_d")?,
+            },
+            Kind::CallEndpointAt => Message::CallEndpointAt {
+                pid: r.i32("pid")?,
+                starttime: r.u64("starttime")?,
+                name: r.bytes("name")?.to_vec(),
+            },
+            Kind::CallOpen => Message::CallOpen {
+                pid_d: r.i64("pid_d")?,
+            },
+            Kind::CallHello => Message::CallHello {
+                caller: r.i64("caller")?,
+                keys: if r.bool("keys")? {
+                    Some(Box::new(r.keys("keys")?))
+                } else {
+                    None
+                },
+            },
+            Kind::CallRequest => Message::CallRequest {
+                proc_name: r.string("proc_name")?,
+                max_out: r.u32("max_out")?,
+                input: r.bytes("input")?.to_vec(),
+            },
+            Kind::CallReply => Message::CallReply {
+                status: r.i32("status")?,
+                output: r.bytes("output")?.to_vec(),
+            },
+            Kind::WorkerCheck => Message::WorkerCheck { pid: r.i32("pid")? },
             Kind::NameRegister => Message::NameRegister {
                 pid_d: r.i64("pid_d")?,
                 pid: r.i32("pid")?,
@@ -2778,6 +2935,14 @@ mod tests {
                 id: 65536,
                 origin: Origin::default(),
             },
+            Message::IpcStatAny {
+                kind: IpcKind::Sem,
+                id: 32769,
+                origin: Origin {
+                    key: 0x5a5a,
+                    incarnation: 0xfeed_0002,
+                },
+            },
             Message::ShmState {
                 nattch: 2,
                 unit: 4096,
@@ -3004,6 +3169,43 @@ mod tests {
                 uid: 1000,
                 admin: true,
             },
+            Message::CallEndpoint {
+                name: b"dipc-call-7-0123456789abcdef".to_vec(),
+            },
+            Message::CallRoute { pid_d: 7 },
+            Message::CallEndpointAt {
+                pid: 4242,
+                starttime: 99,
+                name: b"x".to_vec(),
+            },
+            Message::CallOpen { pid_d: i64::MAX },
+            Message::CallHello {
+                caller: 3,
+                keys: None,
+            },
+            Message::CallHello {
+                caller: 5,
+                keys: Some(Box::new(SessionKeys {
+                    tx_key: [4; KEY_LEN],
+                    tx_n: 0,
+                    rx_key: [5; KEY_LEN],
+                    rx_n: 7,
+                })),
+            },
+            Message::CallRequest {
+                proc_name: "Send".into(),
+                max_out: 128,
+                input: b"letter".to_vec(),
+            },
+            Message::CallReply {
+                status: libc::ENOSYS,
+                output: vec![],
+            },
+            Message::CallReply {
+                status: 0,
+                output: vec![1, 2, 3],
+            },
+            Message::WorkerCheck { pid: 1 },
         ]
     }
 

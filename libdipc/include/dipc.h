@@ -168,16 +168,19 @@ int dipc_poll(int timeout_ms);
  *
  * dipc_call runs procedure proc of process q with inlen bytes of input and
  * returns the length of its output, written to out (at most outlen
- * bytes). The caller must be registered (the reply comes to its mailbox).
+ * bytes). The caller must be registered. The call travels on a link of
+ * the caller's own to q (a Unix connection on the same host, the caller's
+ * own session passed to q on another: one round trip a call).
  * timeout_ms <= 0: no time-out. Errors: ESRCH no such process; ENOSYS no
- * such procedure; EDEADLK q is the caller; EMSGSIZE the input does not fit
- * a mailbox message (msgmax less the header and the name); E2BIG the output
- * was longer than outlen; ECONNRESET q's registration ended (it exited or
- * its host was lost) before it replied; ETIMEDOUT timeout_ms passed;
- * EINTR a signal came while waiting (the calling thread holds its
- * signals, but those of faults, while awake, and takes them in while it
- * sleeps, so none goes unnoticed). After the last three the
- * procedure may have run (once at most). Any other errno is the
+ * such procedure; EDEADLK q is the caller; EMSGSIZE the input is longer
+ * than msgmax less an 18-byte header and the name; E2BIG the output was
+ * longer than outlen; ECONNRESET q exited, unregistered or its host was
+ * lost before it replied; ETIMEDOUT timeout_ms passed; EINTR a signal
+ * came while waiting (the calling thread holds its signals, but those of
+ * faults, while awake, and takes them in while it sleeps, so none goes
+ * unnoticed); EAGAIN q holds as many links as it may, each with a call
+ * waiting. After ECONNRESET, ETIMEDOUT or EINTR the procedure may have
+ * run (once at most) or not, and never runs later. Any other errno is the
  * procedure's own answer.
  *
  * dipc_serve runs the calling process as a distributed process: its
@@ -196,8 +199,8 @@ int dipc_poll(int timeout_ms);
 #define DIPC_STEP 1
 
 struct dipc_call_info {
-    pid_d caller;          /* who calls (vouched by dipc) */
-    uid_t uid;             /* the uid the caller registered with */
+    pid_d caller;          /* who calls (the kernel's credentials of its link) */
+    uid_t uid;             /* its uid (from another host: as its worker acts) */
     const char *proc;
     const void *in;
     size_t inlen;

@@ -30,6 +30,9 @@ fn fail<T: From<i8>>(e: Errno) -> T {
 /// True when the id's calls are plain system calls here. Ids this process
 /// never saw from dipc_msgget are classified once (see `msg::route`).
 fn is_local(id: c_int) -> bool {
+    if state::known_local(IpcKind::Msg, id) {
+        return true;
+    }
     match state::route(IpcKind::Msg, id) {
         Some(Route::Local | Route::Owned { .. }) => true,
         Some(Route::Remote { .. }) => false,
@@ -53,7 +56,7 @@ pub unsafe extern "C" fn dipc_msgsnd(
     msgflg: c_int,
 ) -> c_int {
     if is_local(msqid) {
-        return libc::msgsnd(msqid, msgp, msgsz, msgflg);
+        return dipc_common::sysv::raw::msgsnd(msqid, msgp, msgsz, msgflg);
     }
     if msgp.is_null() {
         return fail(libc::EFAULT);
@@ -86,7 +89,7 @@ pub unsafe extern "C" fn dipc_msgrcv(
     msgflg: c_int,
 ) -> ssize_t {
     if is_local(msqid) {
-        return libc::msgrcv(msqid, msgp, msgsz, msgtyp, msgflg);
+        return dipc_common::sysv::raw::msgrcv(msqid, msgp, msgsz, msgtyp, msgflg);
     }
     if msgp.is_null() {
         return fail(libc::EFAULT);
@@ -108,11 +111,11 @@ pub unsafe extern "C" fn dipc_msgctl(msqid: c_int, cmd: c_int, buf: *mut msqid_d
     let r = match cmd {
         // Commands that name no queue, or an index rather than an id.
         libc::IPC_INFO | libc::MSG_INFO | libc::MSG_STAT | MSG_STAT_ANY => {
-            return libc::msgctl(msqid, cmd, buf)
+            return dipc_common::sysv::raw::msgctl(msqid, cmd, buf)
         }
         libc::IPC_STAT => {
             if is_local(msqid) {
-                return libc::msgctl(msqid, cmd, buf);
+                return dipc_common::sysv::raw::msgctl(msqid, cmd, buf);
             }
             if buf.is_null() {
                 return fail(libc::EFAULT);
@@ -143,6 +146,9 @@ pub unsafe extern "C" fn dipc_msgctl(msqid: c_int, cmd: c_int, buf: *mut msqid_d
 }
 
 fn sem_is_local(id: c_int) -> bool {
+    if state::known_local(IpcKind::Sem, id) {
+        return true;
+    }
     match state::route(IpcKind::Sem, id) {
         Some(Route::Local | Route::Owned { .. }) => true,
         Some(Route::Remote { .. }) => false,
@@ -179,7 +185,7 @@ unsafe fn sembufs(sops: *const libc::sembuf, nsops: size_t) -> Result<Vec<SemBuf
 #[no_mangle]
 pub unsafe extern "C" fn dipc_semop(semid: c_int, sops: *mut libc::sembuf, nsops: size_t) -> c_int {
     if sem_is_local(semid) {
-        return libc::semop(semid, sops, nsops);
+        return dipc_common::sysv::raw::semop(semid, sops, nsops);
     }
     match sembufs(sops, nsops).and_then(|ops| crate::sem::op(semid, &ops, None)) {
         Ok(()) => 0,
@@ -198,7 +204,7 @@ pub unsafe extern "C" fn dipc_semtimedop(
     timeout: *const libc::timespec,
 ) -> c_int {
     if sem_is_local(semid) {
-        return libc::syscall(libc::SYS_semtimedop, semid, sops, nsops, timeout) as c_int;
+        return dipc_common::sysv::raw::semtimedop(semid, sops, nsops, timeout);
     }
     let t = if timeout.is_null() {
         None
@@ -245,7 +251,7 @@ compile_error!("dipc_semctl's fixed-argument definition is checked for x86_64 an
 #[no_mangle]
 pub unsafe extern "C" fn dipc_semctl(semid: c_int, semnum: c_int, cmd: c_int, arg: SemUn) -> c_int {
     use crate::sem;
-    let raw = || libc::semctl(semid, semnum, cmd, arg.buf);
+    let raw = || dipc_common::sysv::raw::semctl(semid, semnum, cmd, arg.buf as usize);
     let r: Result<c_int, Errno> = match cmd {
         libc::IPC_INFO | libc::SEM_INFO | libc::SEM_STAT | SEM_STAT_ANY => return raw(),
         // Removal also frees the key at the referee, wherever the set is.
@@ -323,15 +329,15 @@ pub unsafe extern "C" fn dipc_shmctl(shmid: c_int, cmd: c_int, buf: *mut libc::s
     let r = match cmd {
         // Commands that name no segment, or an index rather than an id.
         libc::IPC_INFO | shm::SHM_INFO | shm::SHM_STAT | shm::SHM_STAT_ANY => {
-            return libc::shmctl(shmid, cmd, buf)
+            return dipc_common::sysv::raw::shmctl(shmid, cmd, buf)
         }
         // Removal also frees the key at the referee, wherever it lives.
         libc::IPC_RMID => shm::remove(shmid),
         _ => match shm::route(shmid) {
-            Route::Local => return libc::shmctl(shmid, cmd, buf),
+            Route::Local => return dipc_common::sysv::raw::shmctl(shmid, cmd, buf),
             Route::Owned { .. } => match cmd {
                 libc::IPC_STAT => {
-                    let r = libc::shmctl(shmid, cmd, buf);
+                    let r = dipc_common::sysv::raw::shmctl(shmid, cmd, buf);
                     // The kernel counts the manager; the manager counts
                     // every host's attaches.
                     if r == 0 {
@@ -341,7 +347,7 @@ pub unsafe extern "C" fn dipc_shmctl(shmid: c_int, cmd: c_int, buf: *mut libc::s
                     }
                     return r;
                 }
-                libc::IPC_SET => return libc::shmctl(shmid, cmd, buf),
+                libc::IPC_SET => return dipc_common::sysv::raw::shmctl(shmid, cmd, buf),
                 _ => Err(libc::EINVAL),
             },
             Route::Remote { .. } => match cmd {

@@ -163,7 +163,8 @@ pub fn regist() -> io::Result<PidD> {
         return Ok(pid_d);
     }
     // SAFETY: msgget takes plain integers.
-    let mailbox = unsafe { libc::msgget(libc::IPC_PRIVATE, libc::IPC_CREAT | 0o622) };
+    let mailbox =
+        unsafe { dipc_common::sysv::raw::msgget(libc::IPC_PRIVATE, libc::IPC_CREAT | 0o622) };
     if mailbox < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -180,6 +181,13 @@ pub fn regist() -> io::Result<PidD> {
                 pid_d,
                 mailbox: m,
             });
+            // Calls to it wait at its endpoint until it serves.
+            if let Err(e) = crate::dprocs::open_endpoint(pid_d) {
+                drop(g);
+                log::warn!("dipc: pid_d {pid_d} cannot take calls: {e}");
+                let _ = uregist(pid_d);
+                return Err(e);
+            }
             Ok(pid_d)
         }
         other => {
@@ -203,6 +211,7 @@ pub fn uregist(pid_d: PidD) -> io::Result<()> {
         Ok(Message::Done { .. }) => {
             if g.is_some_and(|m| m.pid == pid && m.pid_d == pid_d) {
                 *g = None;
+                crate::dprocs::close_endpoint();
             }
             Ok(())
         }
@@ -304,7 +313,7 @@ fn signal_at(rec: &PidRecord, sig: i32) -> io::Result<()> {
     done(state::remote(rec.host, &req, false))
 }
 
-fn route(dest: PidD) -> io::Result<PidRecord> {
+pub(crate) fn route(dest: PidD) -> io::Result<PidRecord> {
     if let Some(r) = lock(&ROUTES).as_ref().and_then(|m| m.get(&dest)) {
         return Ok(*r);
     }
@@ -318,7 +327,7 @@ fn route(dest: PidD) -> io::Result<PidRecord> {
     Ok(rec)
 }
 
-fn forget_route(dest: PidD) {
+pub(crate) fn forget_route(dest: PidD) {
     if let Some(m) = lock(&ROUTES).as_mut() {
         m.remove(&dest);
     }

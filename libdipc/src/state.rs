@@ -29,6 +29,7 @@ use dipc_common::sys::{self, HeldSignals};
 use dipc_common::wire::{IpcKind, Message, Origin};
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::Duration;
 
@@ -201,6 +202,52 @@ fn undo_check(
     }
 }
 
+/// Slots of the table of ids known to be this host's (per kind).
+const FAST_SLOTS: usize = 1024;
+
+/// Ids whose calls are plain system calls here (route `Local` or
+/// `Owned`), one slot per id's low bits, holding `id << 32 | 1`: the
+/// check every call on an id makes first is one relaxed load, with no
+/// lock and no hashing, so a plain structure costs its system call and
+/// next to nothing more (the preload library puts every System V call of
+/// a program through here). A slot is a hint kept in step with
+/// [`ROUTES`]: [`set_route`] and [`forget_route`] write or clear it before
+/// the route changes, and an id whose slot another id took is looked up
+/// in `ROUTES` as before.
+static FAST: [[AtomicU64; FAST_SLOTS]; 3] =
+    [const { [const { AtomicU64::new(0) }; FAST_SLOTS] }; 3];
+
+fn fast_slot(kind: IpcKind, id: i32) -> &'static AtomicU64 {
+    let k = match kind {
+        IpcKind::Msg => 0,
+        IpcKind::Sem => 1,
+        IpcKind::Shm => 2,
+    };
+    &FAST[k][id as u32 as usize % FAST_SLOTS]
+}
+
+fn fast_tag(id: i32) -> u64 {
+    (u64::from(id as u32) << 32) | 1
+}
+
+/// True when `id` is known to be a structure of this host (`Local` or
+/// `Owned`): its calls are plain system calls. False says nothing: ask
+/// [`route`].
+pub fn known_local(kind: IpcKind, id: i32) -> bool {
+    fast_slot(kind, id).load(Ordering::Relaxed) == fast_tag(id)
+}
+
+fn fast_update(kind: IpcKind, id: i32, r: Option<Route>) {
+    let slot = fast_slot(kind, id);
+    match r {
+        Some(Route::Local | Route::Owned { .. }) => slot.store(fast_tag(id), Ordering::Relaxed),
+        // Only this id's own entry is cleared; another id's stays.
+        _ => {
+            let _ = slot.compare_exchange(fast_tag(id), 0, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+}
+
 pub fn route(kind: IpcKind, id: i32) -> Option<Route> {
     let g = ROUTES.read().unwrap_or_else(|p| p.into_inner());
     g.as_ref().and_then(|m| m.get(&(kind, id)).copied())
@@ -208,11 +255,14 @@ pub fn route(kind: IpcKind, id: i32) -> Option<Route> {
 
 pub fn set_route(kind: IpcKind, id: i32, r: Route) {
     let mut g = ROUTES.write().unwrap_or_else(|p| p.into_inner());
+    // Under the lock, so that the hint and the table change together.
+    fast_update(kind, id, Some(r));
     g.get_or_insert_with(HashMap::new).insert((kind, id), r);
 }
 
 pub fn forget_route(kind: IpcKind, id: i32) {
     let mut g = ROUTES.write().unwrap_or_else(|p| p.into_inner());
+    fast_update(kind, id, None);
     if let Some(m) = g.as_mut() {
         m.remove(&(kind, id));
     }
@@ -352,6 +402,33 @@ pub fn remote_as(
 mod tests {
     use super::*;
     use std::ffi::OsStr;
+
+    #[test]
+    fn the_fast_table_follows_the_routes() {
+        let (k, id) = (IpcKind::Sem, 0x7fff_0123);
+        assert!(!known_local(k, id));
+        set_route(k, id, Route::Owned { key: 5 });
+        assert!(known_local(k, id) && !known_local(IpcKind::Msg, id));
+        // Another id in the same slot takes it; the first is still routed.
+        let other = id - FAST_SLOTS as i32;
+        set_route(k, other, Route::Local);
+        assert!(known_local(k, other) && !known_local(k, id));
+        assert_eq!(route(k, id), Some(Route::Owned { key: 5 }));
+        // Forgetting the first leaves the second's hint alone.
+        forget_route(k, id);
+        assert!(known_local(k, other));
+        let remote = Route::Remote {
+            owner: "10.0.0.1:7100".parse().unwrap(),
+            id: 1,
+            origin: Origin::default(),
+        };
+        set_route(k, other, remote);
+        assert!(!known_local(k, other));
+        set_route(k, id, Route::Local);
+        assert!(known_local(k, id));
+        forget_route(k, id);
+        assert!(!known_local(k, id));
+    }
 
     #[test]
     fn spin_override_is_checked() {

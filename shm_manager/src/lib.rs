@@ -120,7 +120,7 @@ impl<'a> Manager<'a> {
         let info = sysv::shmctl_stat(id).map_err(|e| io_err("IPC_STAT", e))?;
         // SAFETY: attaching an existing segment read-write at an address the
         // kernel chooses; the mapping is only used within its length.
-        let base = unsafe { libc::shmat(id, std::ptr::null(), 0) };
+        let base = unsafe { dipc_common::sysv::raw::shmat(id, std::ptr::null(), 0) };
         if base as isize == -1 {
             return Err(io_err("shmat", sysv::errno()));
         }
@@ -721,7 +721,7 @@ impl<'a> Manager<'a> {
 impl Drop for Manager<'_> {
     fn drop(&mut self) {
         // SAFETY: base is the address shmat returned.
-        unsafe { libc::shmdt(self.base as *const libc::c_void) };
+        unsafe { dipc_common::sysv::raw::shmdt(self.base as *const libc::c_void) };
     }
 }
 

@@ -25,6 +25,8 @@
 //! permission rules to the caller's uid; a signal goes only to a process
 //! this host's dipcd has registered.
 
+mod calls;
+mod ipcs;
 mod keys;
 mod migrate;
 mod msg;
@@ -329,6 +331,17 @@ fn serve_session(s: Session, mut first: Option<(u64, Message)>) -> i32 {
                     Message::ShmCtl {
                         id: sid, cmd, set, ..
                     } => shm::ctl(config, sid, cmd, set),
+                    Message::CallOpen { pid_d } => {
+                        match calls::hand_over(config, &ch, sender.unwrap_or(0), pid_d) {
+                            Ok(()) => {
+                                debug!(
+                                    "worker: {peer}'s connection is a call link to pid_d {pid_d}"
+                                );
+                                return 0;
+                            }
+                            Err(reply) => reply,
+                        }
+                    }
                     Message::KillD {
                         pid,
                         starttime,
@@ -355,6 +368,7 @@ fn serve_session(s: Session, mut first: Option<(u64, Message)>) -> i32 {
                     Message::MigrateCommit { go } => {
                         migrate::commit(&mut moving, go, config.timeouts.request / 2)
                     }
+                    Message::IpcStatAny { kind, id: sid, .. } => ipcs::stat_any(config, kind, sid),
                     Message::IpcGet {
                         kind,
                         key,

@@ -182,6 +182,7 @@ pub fn target(req: &Message) -> Option<(IpcKind, i32, Origin)> {
         Message::ShmAttach { id, origin, .. }
         | Message::ShmCtl { id, origin, .. }
         | Message::ShmQuery { id, origin } => Some((IpcKind::Shm, *id, *origin)),
+        Message::IpcStatAny { kind, id, origin } => Some((*kind, *id, *origin)),
         _ => None,
     }
 }

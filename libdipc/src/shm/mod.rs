@@ -193,7 +193,7 @@ pub unsafe fn attach(
     let route = route(id);
     if route == Route::Local {
         // SAFETY: the caller's contract is shmat's.
-        let p = unsafe { libc::shmat(id, addr, flags) };
+        let p = unsafe { dipc_common::sysv::raw::shmat(id, addr, flags) };
         if p as isize == -1 {
             return Err(last_errno());
         }
@@ -343,7 +343,7 @@ pub unsafe fn detach(addr: *const libc::c_void) -> Result<(), Errno> {
         return agent::detach(slot);
     }
     // SAFETY: the caller's contract is shmdt's.
-    if unsafe { libc::shmdt(addr) } != 0 {
+    if unsafe { dipc_common::sysv::raw::shmdt(addr) } != 0 {
         return Err(last_errno());
     }
     Ok(())

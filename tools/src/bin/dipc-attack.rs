@@ -75,6 +75,11 @@
 //! - `remote-private TARGET [--kind KIND]`: an `IpcGet` of `IPC_PRIVATE`
 //!   on a session to `TARGET` (`remote get: ...`), and a `KeyGet` of it at
 //!   dipcd (`dipcd get: ...`). Withstood if both are refused.
+//! - `forged-call PID_D --as VICTIM --mode hello|worker|mailbox [--proc-name
+//!   P]`: calls procedure P of the process PID_D of this host in VICTIM's
+//!   name (see `tools/src/attack/calls.rs`). Withstood if the callee
+//!   refuses the link (`hello: refused`); for `mailbox`, the test checks
+//!   that the callee did not run the request.
 //! - `forged-placeholder KIND KEY`: looks `KEY` up at dipcd (`owner ADDR
 //!   id ID local L`; L is -1 while this host has no placeholder for it)
 //!   and asks dipcd for its placeholder with a proof of its own making,
@@ -152,6 +157,8 @@
 //!   that send one byte of a handshake and nothing more. Prints
 //!   `stall: N sent`, then after MS ms `stall: C closed by the peer`.
 
+#[path = "../attack/calls.rs"]
+mod calls;
 #[path = "../attack/garbage.rs"]
 mod garbage;
 
@@ -319,6 +326,19 @@ enum Command {
         kind: KindArg,
         #[arg(value_parser = parse_key)]
         key: i32,
+    },
+    /// Call a distributed process in another process's name
+    ForgedCall {
+        /// The callee's pid_d (a process of this host)
+        target: i64,
+        /// The pid_d named as the caller
+        #[arg(long = "as")]
+        victim: i64,
+        #[arg(long, value_enum)]
+        mode: calls::Mode,
+        /// The procedure asked for
+        #[arg(long, default_value = "Never")]
+        proc_name: String,
     },
     /// Restore a registration with PID_D at the referee, then register anew
     RestorePidD {
@@ -551,6 +571,15 @@ fn main() -> ExitCode {
         ),
         Command::RemotePrivate { target, kind } => remote_private(&config, target, kind.kind()),
         Command::ForgedPlaceholder { kind, key } => forged_placeholder(&config, kind.kind(), key),
+        Command::ForgedCall {
+            target,
+            victim,
+            mode,
+            proc_name,
+        } => match calls::forged_call(&config, target, victim, mode, &proc_name) {
+            Ok(taken) => verdict(!taken),
+            Err(e) => not_tried("forged-call", &e),
+        },
         Command::RestorePidD { pid_d, port } => restore_pid_d(&config, pid_d, port),
         Command::KillPid { target, pid, sig } => kill_pid(&config, target, pid, sig),
         Command::PeerGroups {

@@ -17,7 +17,9 @@
 //!   `--interrupt-ms`, a thread sends SIGUSR1 (handled, no restart) to the
 //!   calling thread T ms after each call starts (call i `i *
 //!   --interrupt-step-us` later). With `--expect ERRNO` every call must
-//!   fail with that errno (e.g. `EINTR`), and it prints `ERRNO N`.
+//!   fail with that errno (e.g. `EINTR`), and it prints `ERRNO N`. With
+//!   `--parallel N`, N threads make the calls at once, each `--count`
+//!   times; `--pause-ms T` sleeps T ms after each call.
 //!
 //! The test procedures of `serve`: `Echo` (returns its input), `Whoami`
 //! (`CALLER UID`), `Put` (one more token), `Take` (`when` a token is
@@ -91,6 +93,13 @@ enum Cmd {
         expect: Option<String>,
         #[arg(long, default_value_t = 1)]
         count: usize,
+        /// Sleep this long after each call
+        #[arg(long, default_value_t = 0)]
+        pause_ms: u64,
+        /// Make the calls from this many threads at once, each `--count`
+        /// times (not with --interrupt-ms)
+        #[arg(long, default_value_t = 1)]
+        parallel: usize,
         /// Print the median and 99th percentile of the calls' round trips
         /// instead of their outputs
         #[arg(long)]
@@ -302,6 +311,8 @@ fn call(
     interrupt: Option<Interrupt>,
     expect: Option<&str>,
     count: usize,
+    pause: Duration,
+    parallel: usize,
     time: bool,
 ) -> ExitCode {
     let me = match pid::regist() {
@@ -319,29 +330,60 @@ fn call(
             Err(e) => return fail(&format!("lookup {target:?}"), e),
         }
     };
-    let mut times = Vec::with_capacity(if time { count } else { 0 });
-    let mut failed = 0;
-    for i in 0..count {
-        if let Some(int) = &interrupt {
-            interrupt_after(int.first + int.step * i as u32);
-        }
-        let t0 = std::time::Instant::now();
-        match dprocs::call(q, proc_name, input, max_out, timeout) {
-            Err(e) if expect.is_some() => {
-                if expect != Some(errno_name(&e).as_str()) {
-                    return fail(&format!("call {i} of {target}.{proc_name}"), e);
+    if parallel > 1 && interrupt.is_some() {
+        eprintln!("dipc-dproc: --parallel does not go with --interrupt-ms");
+        return ExitCode::from(2);
+    }
+    let one = |interrupt: Option<&Interrupt>| -> Result<(usize, Vec<Duration>), ExitCode> {
+        let mut times = Vec::with_capacity(if time { count } else { 0 });
+        let mut failed = 0;
+        for i in 0..count {
+            if let Some(int) = interrupt {
+                interrupt_after(int.first + int.step * i as u32);
+            }
+            let t0 = std::time::Instant::now();
+            let r = dprocs::call(q, proc_name, input, max_out, timeout);
+            std::thread::sleep(pause);
+            match r {
+                Err(e) if expect.is_some() => {
+                    if expect != Some(errno_name(&e).as_str()) {
+                        return Err(fail(&format!("call {i} of {target}.{proc_name}"), e));
+                    }
+                    failed += 1;
                 }
-                failed += 1;
+                Ok(_) if expect.is_some() => {
+                    eprintln!("FAIL: call {i} of {target}.{proc_name} returned");
+                    return Err(ExitCode::from(1));
+                }
+                Ok(_) if time => times.push(t0.elapsed()),
+                Ok(out) => say(&String::from_utf8_lossy(&out)),
+                Err(e) => return Err(fail(&format!("call {target}.{proc_name}"), e)),
             }
-            Ok(_) if expect.is_some() => {
-                eprintln!("FAIL: call {i} of {target}.{proc_name} returned");
-                return ExitCode::from(1);
+        }
+        Ok((failed, times))
+    };
+    let results: Vec<_> = if parallel > 1 {
+        std::thread::scope(|s| {
+            let hs: Vec<_> = (0..parallel).map(|_| s.spawn(|| one(None))).collect();
+            hs.into_iter()
+                .map(|h| h.join().unwrap_or(Err(ExitCode::from(1))))
+                .collect()
+        })
+    } else {
+        vec![one(interrupt.as_ref())]
+    };
+    let mut failed = 0;
+    let mut times = Vec::new();
+    for r in results {
+        match r {
+            Ok((f, t)) => {
+                failed += f;
+                times.extend(t);
             }
-            Ok(_) if time => times.push(t0.elapsed()),
-            Ok(out) => say(&String::from_utf8_lossy(&out)),
-            Err(e) => return fail(&format!("call {target}.{proc_name}"), e),
+            Err(code) => return code,
         }
     }
+    let count = count * parallel;
     if let Some(e) = expect {
         say(&format!("{e} {failed}"));
     }
@@ -358,6 +400,8 @@ fn call(
 }
 
 fn main() -> ExitCode {
+    // The library's warnings (a refused call link, say) go to stderr.
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     match Args::parse().cmd {
         Cmd::Hold { names, then } => hold(&names, then),
         Cmd::Lookup { name } => match dprocs::lookup_name(&name) {
@@ -378,6 +422,8 @@ fn main() -> ExitCode {
             interrupt_step_us,
             expect,
             count,
+            pause_ms,
+            parallel,
             time,
         } => call(
             &target,
@@ -391,6 +437,8 @@ fn main() -> ExitCode {
             }),
             expect.as_deref(),
             count,
+            Duration::from_millis(pause_ms),
+            parallel,
             time,
         ),
     }

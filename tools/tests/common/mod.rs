@@ -557,6 +557,14 @@ impl ExtraDaemon {
         self.wait_exit(Duration::ZERO).is_none() && self.child.is_some()
     }
 
+    /// SIGTERMs its process group (dipcd stops cleanly on it).
+    pub fn terminate(&mut self) {
+        if let Some(c) = &self.child {
+            // SAFETY: kill takes plain integers; the group is ours.
+            unsafe { libc::kill(-(c.id() as i32), libc::SIGTERM) };
+        }
+    }
+
     /// SIGKILLs it and everything in its process group.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -758,6 +766,17 @@ impl Cluster {
     /// Starts `dipcd -c <config>` in host `host`'s namespaces, output to
     /// `<dir>/dipcd.log`. `RUST_LOG` defaults to `info`.
     pub fn spawn_dipcd(&self, host: usize, config: &Path, dir: &Path) -> ExtraDaemon {
+        self.spawn_dipcd_with(host, config, dir, &[])
+    }
+
+    /// As [`Cluster::spawn_dipcd`], with `env` added to its environment.
+    pub fn spawn_dipcd_with(
+        &self,
+        host: usize,
+        config: &Path,
+        dir: &Path,
+        env: &[(&str, &str)],
+    ) -> ExtraDaemon {
         let log = dir.join("dipcd.log");
         let f = File::create(&log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
         let f2 = f.try_clone().expect("dup log file");
@@ -766,6 +785,7 @@ impl Cluster {
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info");
         }
+        cmd.envs(env.iter().copied());
         cmd.stdin(Stdio::null())
             .stdout(f)
             .stderr(f2)

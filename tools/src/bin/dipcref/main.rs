@@ -18,6 +18,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
+mod ipcs;
+
 #[derive(Parser)]
 #[command(
     name = "dipcref",
@@ -66,6 +68,20 @@ enum Command {
         /// host's
         host: String,
     },
+    /// List every distributed structure as ipcs(1) does, with its owner
+    /// host and id there and the figures read from the owner's kernel
+    /// (all kinds unless -q, -s or -m is given)
+    Ipcs {
+        /// Message queues
+        #[arg(short = 'q')]
+        queues: bool,
+        /// Semaphore sets
+        #[arg(short = 's')]
+        semaphores: bool,
+        /// Shared memory segments
+        #[arg(short = 'm')]
+        segments: bool,
+    },
     /// Measure a round trip to another host's daemon through this host's
     /// dipcd (connect, authenticate, ping)
     Ping {
@@ -88,6 +104,23 @@ fn main() -> ExitCode {
         Command::Hosts => hosts(&config, args.json),
         Command::Keys => keys(&config, args.json),
         Command::Shm => shm(&config, args.json),
+        Command::Ipcs {
+            queues,
+            semaphores,
+            segments,
+        } => {
+            let all = !(*queues || *semaphores || *segments);
+            let kinds: Vec<IpcKind> = [
+                (IpcKind::Msg, *queues),
+                (IpcKind::Sem, *semaphores),
+                (IpcKind::Shm, *segments),
+            ]
+            .into_iter()
+            .filter(|&(_, on)| on || all)
+            .map(|(k, _)| k)
+            .collect();
+            ipcs::run(&config, &kinds, args.json)
+        }
         Command::Pids => pids(&config, args.json),
         Command::Names => names(&config, args.json),
         Command::RmKey { kind, key } => rm_key(&config, kind, key),
