@@ -94,6 +94,13 @@ pub enum Then {
         key: i32,
         what: (std::net::SocketAddr, i32, u64),
     },
+    /// A registered process `pid` took its own pid_d over with a new
+    /// mailbox (a move that failed after its mailbox was emptied).
+    Repoint {
+        pid: i32,
+        serial: u64,
+        mailbox: i32,
+    },
     /// `uregist` of `pid_d` by `pid`.
     Unregister {
         pid_d: i64,

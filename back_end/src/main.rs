@@ -27,6 +27,7 @@
 
 mod grants;
 mod link;
+mod moves;
 mod owned;
 mod pids;
 mod placeholders;
@@ -346,6 +347,9 @@ impl Daemon<'_> {
                         self.placeholders.gone(kind, key);
                         self.owned.remove(kind, key, None);
                     }
+                    LinkEvent::Push(Message::MoveAsk { pid_d, target, .. }) => {
+                        self.pids.ask_move(pid_d, target)
+                    }
                     LinkEvent::Push(other) => {
                         debug!("referee sent an unexpected {}", other.kind().name())
                     }
@@ -631,7 +635,7 @@ impl Daemon<'_> {
                 };
                 c.framed.queue(id, &reply);
             }
-            Message::Register { mailbox } => self.register(t, c, id, mailbox),
+            Message::Register { mailbox } => self.register(t, c, id, mailbox, None),
             // Calls (`dprocs`): a registered process states its endpoint;
             // callers of this host and workers ask for it. Each connector
             // checks that the process listening there is the registered one
@@ -685,6 +689,37 @@ impl Daemon<'_> {
                     )
                 };
                 c.framed.queue(id, &reply);
+            }
+            // A process moving in takes its pid_d over (see `moves`).
+            Message::MoveIn {
+                pid_d,
+                mailbox,
+                token,
+                ..
+            } => self.register(t, c, id, mailbox, Some((pid_d, token))),
+            // From a worker about to start a program for a move, as the
+            // moving process's user: the uid is the kernel's.
+            Message::MoveCheck { pid_d, token, .. } => {
+                let check = Message::MoveCheck {
+                    pid_d,
+                    token,
+                    uid: c.cred.uid,
+                };
+                self.relay(c, relay(None), &check);
+            }
+            // Root, admin_group or the process's own user (the referee
+            // checks which, with the uid the kernel gave us).
+            Message::MoveAsk { pid_d, target, .. } => {
+                let ask = Message::MoveAsk {
+                    pid_d,
+                    target,
+                    uid: c.cred.uid,
+                    admin: sys::is_admin(&c.cred, self.admin_gid),
+                };
+                self.relay(c, relay(None), &ask);
+            }
+            Message::MoveToken { pid_d, .. } | Message::MoveAbort { pid_d, .. } => {
+                self.relay_move(c, relay(None), &msg, pid_d)
             }
             // From this host's workers, before a kill_d: it reaches
             // registered processes only. Any local user may ask; the
@@ -1086,6 +1121,11 @@ impl Daemon<'_> {
                 self.restored(pid, serial, &msg);
                 return;
             }
+            Then::Repoint {
+                pid,
+                serial,
+                mailbox,
+            } => self.repointed(pid, serial, mailbox, msg),
             Then::Unregister { pid_d, pid } => {
                 if matches!(msg, Message::Done { .. })
                     && self.pids.get(pid).is_some_and(|r| r.pid_d == pid_d)
@@ -1374,10 +1414,20 @@ impl Daemon<'_> {
     /// `regist` from a local process: watch it through a pidfd, check its
     /// mailbox, and ask the referee for a pid_d. A process registers once:
     /// asking again gives the same pid_d (and mailbox).
-    fn register(&mut self, t: usize, c: &mut Client, id: u64, mailbox: i32) {
+    fn register(
+        &mut self,
+        t: usize,
+        c: &mut Client,
+        id: u64,
+        mailbox: i32,
+        takeover: Option<(i64, u64)>,
+    ) {
         let cred = c.cred;
         if let Some(r) = self.pids.get_mut(cred.pid) {
             if procs::starttime(cred.pid) == Ok(r.starttime) && !r.exited() {
+                if let Some(moved) = takeover {
+                    return self.repoint(t, c, id, mailbox, moved);
+                }
                 if r.pid_d > 0 {
                     let reply = Message::Registered {
                         pid_d: r.pid_d,
@@ -1430,12 +1480,22 @@ impl Daemon<'_> {
                 serial,
             },
         };
-        let msg = Message::PidRegister {
-            pid_d: 0,
-            pid: cred.pid,
-            uid: cred.uid,
-            starttime,
-            mailbox,
+        let msg = match takeover {
+            None => Message::PidRegister {
+                pid_d: 0,
+                pid: cred.pid,
+                uid: cred.uid,
+                starttime,
+                mailbox,
+            },
+            Some((pid_d, token)) => Message::MoveIn {
+                pid_d,
+                pid: cred.pid,
+                uid: cred.uid,
+                starttime,
+                mailbox,
+                token,
+            },
         };
         if !self.relay(c, to, &msg) {
             // Not joined: the error is queued to the client already.

@@ -120,6 +120,9 @@ impl Pids {
             name_ops: HashMap::new(),
             next_op: 1,
         };
+        // Requests for processes of an earlier dipcd: a new process with
+        // the same pid must not take them for its own.
+        let _ = fs::remove_dir_all(p.moves_dir());
         p.persist();
         p
     }
@@ -151,6 +154,19 @@ impl Pids {
 
     pub fn get_mut(&mut self, pid: i32) -> Option<&mut Reg> {
         self.by_pid.get_mut(&pid)
+    }
+
+    /// The registration of `pid` (if it is still `serial`) has a new
+    /// mailbox: the old one is no longer its to remove.
+    pub fn set_mailbox(&mut self, pid: i32, serial: u64, mailbox: i32) -> bool {
+        match self.by_pid.get_mut(&pid).filter(|r| r.serial == serial) {
+            Some(r) => {
+                r.mailbox = mailbox;
+                self.persist();
+                true
+            }
+            None => false,
+        }
     }
 
     /// The pid whose pidfd is registered under `token`.
@@ -203,10 +219,45 @@ impl Pids {
         Ok(serial)
     }
 
+    /// Where requests to move are posted for the processes of this host:
+    /// `<runtime_dir>/moves/<pid>` holds the target's address, for the
+    /// process to find at its next migration point (libdipc's
+    /// `migrate::migration_point`).
+    fn moves_dir(&self) -> PathBuf {
+        self.file.with_file_name("moves")
+    }
+
+    /// Posts a request (checked by the referee) that process `pid_d` move
+    /// to `target`.
+    pub fn ask_move(&mut self, pid_d: i64, target: std::net::SocketAddr) {
+        let Some(pid) = self
+            .by_pid
+            .values()
+            .find(|r| r.pid_d == pid_d)
+            .map(|r| r.pid)
+        else {
+            debug!("asked to move pid_d {pid_d}, which is not registered here");
+            return;
+        };
+        let dir = self.moves_dir();
+        let tmp = dir.join(format!(".{pid}"));
+        let r = fs::create_dir_all(&dir)
+            .and_then(|()| fs::write(&tmp, format!("{target}\n")))
+            .and_then(|()| fs::rename(&tmp, dir.join(pid.to_string())));
+        match r {
+            Ok(()) => log::info!("pid {pid} (pid_d {pid_d}) is asked to move to {target}"),
+            Err(e) => warn!(
+                "cannot post the move of pid {pid} in {}: {e}",
+                dir.display()
+            ),
+        }
+    }
+
     /// Ends a registration: stops watching the process and, with
     /// `remove`, removes its mailbox queue. Returns it.
     pub fn end(&mut self, registry: &Registry, pid: i32, remove: bool) -> Option<Reg> {
         let r = self.by_pid.remove(&pid)?;
+        let _ = fs::remove_file(self.moves_dir().join(pid.to_string()));
         self.by_token.remove(&r.token);
         let _ = registry.deregister(&mut SourceFd(&r.pidfd.as_raw_fd()));
         if remove {

@@ -293,6 +293,20 @@ pub struct IpcSet {
     pub qbytes: u64,
 }
 
+/// The program a move starts on its target host (see `MigrateSpawn`):
+/// paths, arguments and environment as the kernel takes them (bytes).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Program {
+    pub exe: Vec<u8>,
+    pub argv: Vec<Vec<u8>>,
+    pub env: Vec<Vec<u8>>,
+    pub cwd: Vec<u8>,
+    /// The files its standard output and error are appended to (empty:
+    /// `/dev/null`).
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
 /// A registered process as the referee records it (see `PidRegister`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PidRecord {
@@ -410,6 +424,14 @@ kinds! {
     NameLookup = 132,
     ListNames = 133,
     Names = 134,
+    MoveToken = 150,
+    MoveAbort = 151,
+    MoveIn = 152,
+    MigrateSpawn = 153,
+    MigrateData = 154,
+    MigrateCommit = 155,
+    MoveAsk = 156,
+    MoveCheck = 157,
     CallEndpoint = 143,
     CallRoute = 144,
     CallEndpointAt = 145,
@@ -887,6 +909,80 @@ pub enum Message {
         names: Vec<(String, i64)>,
         more: bool,
     },
+    /// Process migration (libdipc's `migrate`): a registered process asks
+    /// for a one-time token that authorises moving its pid_d. From an
+    /// application `pid` is ignored (dipcd fills in the caller's, and the
+    /// referee checks the triple as for `Unregister`). The reply is
+    /// `Done { value }`, the token's 64 bits.
+    MoveToken {
+        pid_d: i64,
+        pid: i32,
+    },
+    /// Gives an unused move token back: the move failed before the
+    /// hand-over. Same fields and checks as `MoveToken`; reply `Done`.
+    MoveAbort {
+        pid_d: i64,
+        pid: i32,
+    },
+    /// A process takes `pid_d` over with the token its registration was
+    /// given: the referee re-points the record (keeping its names and
+    /// uid, which must match) at this host, `pid`, `starttime` and
+    /// `mailbox`. From an application `pid`, `uid` and `starttime` are
+    /// ignored (dipcd fills in the caller's). The reply is `Registered`.
+    MoveIn {
+        pid_d: i64,
+        pid: i32,
+        uid: u32,
+        starttime: u64,
+        mailbox: i32,
+        token: u64,
+    },
+    /// To the worker on the target host of a move: start the moving
+    /// program there as the session's user, from `cwd`, with stdin from
+    /// `/dev/null` and stdout and stderr appended to the files `stdout`
+    /// and `stderr` (empty: `/dev/null`). The reply is `Done { value: pid }`
+    /// once it runs, or the errno its exec failed with.
+    MigrateSpawn {
+        program: Box<Program>,
+        /// The moving process and its move token: the worker has the
+        /// referee confirm them (`MoveCheck`) before it starts anything,
+        /// so a session can start a program only for a move its own
+        /// registered process began.
+        pid_d: i64,
+        token: u64,
+    },
+    /// The next bytes of what the started program receives (its state and
+    /// the messages of its mailbox), opaque to the worker.
+    MigrateData {
+        data: Vec<u8>,
+    },
+    /// Everything is sent: hand it to the started program and answer once
+    /// the program took its pid_d over (`go`); or stop the program.
+    MigrateCommit {
+        go: bool,
+    },
+    /// An administrator (or the process's own user) asks that the process
+    /// `pid_d` move to the host `target` at its next migration point
+    /// (`dipcref migrate`). From `dipcref`, `uid` and `admin` are ignored:
+    /// dipcd states the asker's uid and whether it is root or in
+    /// `admin_group`; the referee checks them against the record (`EPERM`)
+    /// and pushes the request (request id 0) to the process's host, whose
+    /// dipcd posts it where the process looks at its migration points.
+    MoveAsk {
+        pid_d: i64,
+        target: SocketAddr,
+        uid: u32,
+        admin: bool,
+    },
+    /// A worker asks, through its dipcd, whether `token` is the pending
+    /// move token of `pid_d` and the record's uid is `uid` (dipcd states
+    /// the asker's uid from SO_PEERCRED: the worker runs as the caller).
+    /// The reply is `Done`, or `EPERM`/`ESRCH`.
+    MoveCheck {
+        pid_d: i64,
+        token: u64,
+        uid: u32,
+    },
     /// A registered process tells its dipcd where it takes calls
     /// (`dprocs`): the abstract Unix socket name it listens on. dipcd
     /// takes it for the registration of the connecting process (its pid
@@ -1029,6 +1125,14 @@ impl Message {
             Message::NameLookup { .. } => Kind::NameLookup,
             Message::ListNames { .. } => Kind::ListNames,
             Message::Names { .. } => Kind::Names,
+            Message::MoveToken { .. } => Kind::MoveToken,
+            Message::MoveAbort { .. } => Kind::MoveAbort,
+            Message::MoveIn { .. } => Kind::MoveIn,
+            Message::MigrateSpawn { .. } => Kind::MigrateSpawn,
+            Message::MigrateData { .. } => Kind::MigrateData,
+            Message::MigrateCommit { .. } => Kind::MigrateCommit,
+            Message::MoveAsk { .. } => Kind::MoveAsk,
+            Message::MoveCheck { .. } => Kind::MoveCheck,
         }
     }
 
@@ -1508,6 +1612,61 @@ impl Message {
                     w.string(name);
                     w.i64(*pid_d);
                 }
+            }
+            Message::MoveToken { pid_d, pid } | Message::MoveAbort { pid_d, pid } => {
+                w.i64(*pid_d);
+                w.i32(*pid);
+            }
+            Message::MoveIn {
+                pid_d,
+                pid,
+                uid,
+                starttime,
+                mailbox,
+                token,
+            } => {
+                w.i64(*pid_d);
+                w.i32(*pid);
+                w.u32(*uid);
+                w.u64(*starttime);
+                w.i32(*mailbox);
+                w.u64(*token);
+            }
+            Message::MigrateSpawn {
+                program: p,
+                pid_d,
+                token,
+            } => {
+                w.i64(*pid_d);
+                w.u64(*token);
+                w.bytes(&p.exe);
+                for list in [&p.argv, &p.env] {
+                    w.u32(list.len() as u32);
+                    for a in list {
+                        w.bytes(a);
+                    }
+                }
+                w.bytes(&p.cwd);
+                w.bytes(&p.stdout);
+                w.bytes(&p.stderr);
+            }
+            Message::MigrateData { data } => w.bytes(data),
+            Message::MigrateCommit { go } => w.u8(u8::from(*go)),
+            Message::MoveCheck { pid_d, token, uid } => {
+                w.i64(*pid_d);
+                w.u64(*token);
+                w.u32(*uid);
+            }
+            Message::MoveAsk {
+                pid_d,
+                target,
+                uid,
+                admin,
+            } => {
+                w.i64(*pid_d);
+                w.addr(target);
+                w.u32(*uid);
+                w.u8(u8::from(*admin));
             }
             Message::SendD {
                 mailbox,
@@ -2059,6 +2218,49 @@ impl Message {
                 }
                 Message::Names { names, more }
             }
+            Kind::MoveToken => Message::MoveToken {
+                pid_d: r.i64("pid_d")?,
+                pid: r.i32("pid")?,
+            },
+            Kind::MoveAbort => Message::MoveAbort {
+                pid_d: r.i64("pid_d")?,
+                pid: r.i32("pid")?,
+            },
+            Kind::MoveIn => Message::MoveIn {
+                pid_d: r.i64("pid_d")?,
+                pid: r.i32("pid")?,
+                uid: r.u32("uid")?,
+                starttime: r.u64("starttime")?,
+                mailbox: r.i32("mailbox")?,
+                token: r.u64("token")?,
+            },
+            Kind::MigrateSpawn => Message::MigrateSpawn {
+                pid_d: r.i64("pid_d")?,
+                token: r.u64("token")?,
+                program: Box::new(Program {
+                    exe: r.bytes("exe")?.to_vec(),
+                    argv: r.byte_list("argv")?,
+                    env: r.byte_list("env")?,
+                    cwd: r.bytes("cwd")?.to_vec(),
+                    stdout: r.bytes("stdout")?.to_vec(),
+                    stderr: r.bytes("stderr")?.to_vec(),
+                }),
+            },
+            Kind::MigrateData => Message::MigrateData {
+                data: r.bytes("data")?.to_vec(),
+            },
+            Kind::MigrateCommit => Message::MigrateCommit { go: r.bool("go")? },
+            Kind::MoveCheck => Message::MoveCheck {
+                pid_d: r.i64("pid_d")?,
+                token: r.u64("token")?,
+                uid: r.u32("uid")?,
+            },
+            Kind::MoveAsk => Message::MoveAsk {
+                pid_d: r.i64("pid_d")?,
+                target: r.addr("target")?,
+                uid: r.u32("uid")?,
+                admin: r.bool("admin")?,
+            },
         };
         if !r.buf.is_empty() {
             return Err(WireError::TrailingBytes {
@@ -2379,6 +2581,15 @@ impl<'a> Reader<'a> {
     fn bytes(&mut self, field: &'static str) -> Result<&'a [u8], WireError> {
         let n = self.u32(field)? as usize;
         self.take(n, field)
+    }
+    /// A count, then that many byte strings (each its length word first).
+    fn byte_list(&mut self, field: &'static str) -> Result<Vec<Vec<u8>>, WireError> {
+        let n = self.count(field, 4)?;
+        let mut v = Vec::with_capacity(n);
+        for _ in 0..n {
+            v.push(self.bytes(field)?.to_vec());
+        }
+        Ok(v)
     }
     fn string(&mut self, field: &'static str) -> Result<String, WireError> {
         let b = self.bytes(field)?;
@@ -2916,6 +3127,47 @@ mod tests {
             Message::Names {
                 names: vec![],
                 more: false,
+            },
+            Message::MoveToken { pid_d: 7, pid: 0 },
+            Message::MoveAbort { pid_d: 7, pid: 42 },
+            Message::MoveIn {
+                pid_d: 7,
+                pid: 4242,
+                uid: 1000,
+                starttime: 99,
+                mailbox: 32768,
+                token: u64::MAX,
+            },
+            Message::MigrateSpawn {
+                program: Box::new(Program {
+                    exe: b"/usr/bin/prog".to_vec(),
+                    argv: vec![b"prog".to_vec(), vec![], b"-x".to_vec()],
+                    env: vec![b"A=1".to_vec()],
+                    cwd: b"/tmp".to_vec(),
+                    stdout: b"/tmp/out".to_vec(),
+                    stderr: vec![],
+                }),
+                pid_d: 7,
+                token: 99,
+            },
+            Message::MoveCheck {
+                pid_d: 7,
+                token: u64::MAX,
+                uid: 0,
+            },
+            Message::MigrateSpawn {
+                program: Box::default(),
+                pid_d: 0,
+                token: 0,
+            },
+            Message::MigrateData { data: vec![9; 300] },
+            Message::MigrateCommit { go: true },
+            Message::MigrateCommit { go: false },
+            Message::MoveAsk {
+                pid_d: 3,
+                target: a6,
+                uid: 1000,
+                admin: true,
             },
             Message::CallEndpoint {
                 name: b"dipc-call-7-0123456789abcdef".to_vec(),

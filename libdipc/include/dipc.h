@@ -225,6 +225,45 @@ int dipc_serve(void *state, const struct dipc_proc *procs, size_t nprocs,
                dipc_initial_fn initial);
 void dipc_serve_stop(void);
 
+/* Process migration (see README "Process migration").
+ *
+ * dipc_migratable declares the calling process migratable (registering it
+ * first if needed): save(ctx, buf, cap) returns the length of the state a
+ * move must carry and writes it to buf if it fits in cap bytes (it is
+ * called again with a larger buffer otherwise); it runs at the move's safe
+ * point with every signal blocked. In the program started on the target
+ * host, dipc_migratable calls restore(ctx, state, len), then sets the
+ * signal mask the process had when it moved (install signal handlers
+ * before calling it) and returns 1; elsewhere it returns 0. -1 and errno
+ * on error.
+ *
+ * dipc_migrate(host) moves the calling process to the host whose address
+ * is host ("10.66.0.2", or "10.66.0.2:7100"): the same program starts
+ * there as the same user, takes the pid_d, names, mailbox contents and
+ * held signals over, and this process exits with status 0. It returns
+ * only on failure, with the process as it was: EINVAL not migratable (or a
+ * bad host), ENOTCONN not registered, ENOENT/EACCES/ENOEXEC the target
+ * cannot run the program, EPERM the target would run it as another user
+ * (root squash), EBUSY it has SEM_UNDO adjustments on another host or a
+ * distributed segment attached, or the errors of a lost host. */
+typedef size_t (*dipc_save_fn)(void *ctx, void *buf, size_t cap);
+typedef void (*dipc_restore_fn)(void *ctx, const void *state, size_t len);
+int dipc_migratable(dipc_save_fn save, dipc_restore_fn restore, void *ctx);
+int dipc_migrate(const char *host);
+
+/* A migration point: where a move asked for by an administrator or the
+ * process's user (dipcref migrate PID_D HOST) happens; dipc never moves a
+ * process from arbitrary code. Call it where the state is whole (between
+ * two steps of work). Costs one open(2) when nothing is asked. Returns 0
+ * if no move was asked (or the process is not migratable), -1 and errno
+ * if the asked move failed (the request is dropped); does not return if
+ * it succeeded. */
+int dipc_migration_point(void);
+
+/* In a process that arrived by a move: how many mailbox messages the move
+ * carried (they are in its mailbox, in order); -1 elsewhere. */
+long dipc_migrated_messages(void);
+
 #ifdef __cplusplus
 }
 #endif

@@ -10,6 +10,7 @@ pub mod capi;
 pub mod client;
 mod dist;
 pub mod dprocs;
+pub mod migrate;
 pub mod msg;
 pub mod pid;
 mod retry;

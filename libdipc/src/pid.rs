@@ -103,6 +103,25 @@ fn registered() -> io::Result<Me> {
     me().ok_or_else(|| errno_err(libc::ENOTCONN))
 }
 
+/// A move re-pointed this process's registration at a new mailbox (or,
+/// with `None`, handed it to the process that continues this one).
+pub(crate) fn set_mailbox(mailbox: Option<i32>) {
+    let pid = std::process::id();
+    let mut g = lock(&ME);
+    match mailbox {
+        Some(mb) => {
+            if let Some(m) = g.as_mut().filter(|m| m.pid == pid) {
+                m.mailbox = mb;
+            }
+        }
+        None => *g = None,
+    }
+}
+
+/// How many times a send or `kill_d` follows its destination to where it
+/// moved (each time the referee names another place) before it gives up.
+const MAX_FOLLOW: usize = 16;
+
 /// The calling process's mailbox queue, if it is registered.
 pub(crate) fn mailbox() -> Option<i32> {
     me().map(|m| m.mailbox)
@@ -133,6 +152,15 @@ pub fn regist() -> io::Result<PidD> {
         // Gone (its mailbox went with it: dipcd removes it whenever a
         // registration ends).
         *g = None;
+    } else if let Some((pid_d, mailbox)) = crate::migrate::arrive() {
+        // This process continues one that moved here: it has taken that
+        // process's pid_d over.
+        *g = Some(Me {
+            pid,
+            pid_d,
+            mailbox,
+        });
+        return Ok(pid_d);
     }
     // SAFETY: msgget takes plain integers.
     let mailbox =
@@ -254,7 +282,26 @@ pub fn kill_d(pid_d: PidD, sig: i32) -> io::Result<()> {
     }
     // Looked up every time: a cached location could name a process that
     // has since left the table but still runs.
-    let rec = lookup(pid_d)?;
+    let mut rec = lookup(pid_d)?;
+    for _ in 0..MAX_FOLLOW {
+        let r = signal_at(&rec, sig);
+        match &r {
+            // Gone from where the record said: if the process moved, the
+            // referee now names its new place (see `migrate`).
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
+                let now = lookup(pid_d)?;
+                if (now.host, now.pid, now.starttime) == (rec.host, rec.pid, rec.starttime) {
+                    return r;
+                }
+                rec = now;
+            }
+            _ => return r,
+        }
+    }
+    Err(errno_err(libc::ESRCH))
+}
+
+fn signal_at(rec: &PidRecord, sig: i32) -> io::Result<()> {
     if rec.host == this_host()? {
         return procs::signal(rec.pid, rec.starttime, sig).map_err(errno_err);
     }
@@ -301,9 +348,33 @@ pub fn send(dest: PidD, data: &[u8], flags: i32) -> io::Result<()> {
         // Longer than a frame may carry, hence than any msgmax here.
         return Err(errno_err(libc::EMSGSIZE));
     }
-    let rec = route(dest)?;
-    let r = if rec.host == this_host()? {
-        procs::mailbox_send(rec.mailbox, me.pid_d, data, flags).map_err(errno_err)
+    let mut rec = route(dest)?;
+    for _ in 0..MAX_FOLLOW {
+        let r = send_at(&rec, me.pid_d, data, flags);
+        match &r {
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ESRCH | libc::EINVAL)) => {
+                forget_route(dest);
+                // A destination that moved has a new mailbox, which the
+                // referee names once its old one is gone (see `migrate`):
+                // the message was not put in the old one, so it is sent
+                // there now, once.
+                let now = route(dest)?;
+                if (now.host, now.mailbox) == (rec.host, rec.mailbox) {
+                    forget_route(dest);
+                    return r;
+                }
+                rec = now;
+            }
+            _ => return r,
+        }
+    }
+    forget_route(dest);
+    Err(errno_err(libc::ESRCH))
+}
+
+fn send_at(rec: &PidRecord, from: PidD, data: &[u8], flags: i32) -> io::Result<()> {
+    if rec.host == this_host()? {
+        procs::mailbox_send(rec.mailbox, from, data, flags).map_err(errno_err)
     } else {
         let req = Message::SendD {
             mailbox: rec.mailbox,
@@ -314,15 +385,9 @@ pub fn send(dest: PidD, data: &[u8], flags: i32) -> io::Result<()> {
             rec.host,
             &req,
             flags & DIPC_NOWAIT == 0,
-            Some(me.pid_d),
+            Some(from),
         ))
-    };
-    if let Err(e) = &r {
-        if matches!(e.raw_os_error(), Some(libc::ESRCH | libc::EINVAL)) {
-            forget_route(dest);
-        }
     }
-    r
 }
 
 /// Receives the first message in this process's mailbox from `src` (0:

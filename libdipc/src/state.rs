@@ -143,6 +143,12 @@ fn pools() -> MutexGuard<'static, Option<Pools>> {
     g
 }
 
+/// Whether this process has `SEM_UNDO` adjustments in a context on
+/// another host (it joined one with a `SEM_UNDO` operation there).
+pub fn holds_remote_undo() -> bool {
+    pools().as_ref().is_some_and(|p| !p.undo.is_empty())
+}
+
 /// Whether `msg` is a `semop` with `SEM_UNDO` on one of its operations.
 fn uses_undo(msg: &Message) -> bool {
     match msg {

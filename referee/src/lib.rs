@@ -635,6 +635,89 @@ impl Referee<'_> {
                 };
                 c.framed.queue(id, &reply);
             }
+            (State::Ready { host: Some(h), .. }, Message::MoveToken { pid_d, pid }) => {
+                let token = dipc_common::sys::random_u64();
+                let reply = match self.pids.move_token(pid_d, *h, pid, token) {
+                    Ok(t) => {
+                        debug!("pid_d {pid_d} (pid {pid} on {h}) starts a move");
+                        Message::Done { value: t as i64 }
+                    }
+                    Err((errno, why)) => Message::error(errno, why),
+                };
+                c.framed.queue(id, &reply);
+            }
+            (State::Ready { host: Some(h), .. }, Message::MoveAbort { pid_d, pid }) => {
+                let reply = match self.pids.move_abort(pid_d, *h, pid) {
+                    Ok(()) => Message::Done { value: 0 },
+                    Err((errno, why)) => Message::error(errno, why),
+                };
+                c.framed.queue(id, &reply);
+            }
+            (
+                State::Ready { host: Some(h), .. },
+                Message::MoveIn {
+                    pid_d,
+                    pid,
+                    uid,
+                    starttime,
+                    mailbox,
+                    token,
+                },
+            ) => {
+                let h = *h;
+                let r = Registration {
+                    pid_d,
+                    pid,
+                    uid,
+                    starttime,
+                    mailbox,
+                };
+                let reply = match self.pids.move_in(h, t, r, token, now) {
+                    Ok(()) => {
+                        info!("pid_d {pid_d} moved: now pid {pid} on {h}");
+                        Message::Registered { pid_d, mailbox }
+                    }
+                    Err((errno, why)) => Message::error(errno, why),
+                };
+                c.framed.queue(id, &reply);
+            }
+            (State::Ready { host: Some(_), .. }, Message::MoveCheck { pid_d, token, uid }) => {
+                let reply = match self.pids.check_move(pid_d, token, uid) {
+                    Ok(()) => Message::Done { value: 0 },
+                    Err((errno, why)) => Message::error(errno, why),
+                };
+                c.framed.queue(id, &reply);
+            }
+            (
+                State::Ready { host: Some(_), .. },
+                Message::MoveAsk {
+                    pid_d,
+                    target,
+                    uid,
+                    admin,
+                },
+            ) => {
+                let reply = match self.pids.may_move(pid_d, uid, admin) {
+                    Ok((conn, pid)) => {
+                        let ask = Message::MoveAsk {
+                            pid_d,
+                            target,
+                            uid,
+                            admin,
+                        };
+                        info!("uid {uid} asks pid_d {pid_d} (pid {pid}) to move to {target}");
+                        if conn == t {
+                            c.framed.queue(0, &ask);
+                        } else if let Some(o) = self.conns.get_mut(&conn) {
+                            o.framed.queue(0, &ask);
+                            let _ = o.framed.flush();
+                        }
+                        Message::Done { value: 0 }
+                    }
+                    Err((errno, why)) => Message::error(errno, why),
+                };
+                c.framed.queue(id, &reply);
+            }
             (State::Ready { .. }, Message::PidLookup { pid_d }) => {
                 let reply = match self.pids.lookup(pid_d, now) {
                     Some(rec) => Message::PidInfo { rec },

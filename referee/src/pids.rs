@@ -55,6 +55,9 @@ struct Entry {
     starttime: u64,
     mailbox: i32,
     since: Instant,
+    /// The one-time token a move of this process must show (see
+    /// [`PidTable::move_token`]).
+    move_token: Option<u64>,
 }
 
 /// What a host's dipcd asks to record.
@@ -185,10 +188,133 @@ impl PidTable {
                 starttime: r.starttime,
                 mailbox: r.mailbox,
                 since: now,
+                move_token: None,
             },
         );
         self.by_proc.insert((host, r.pid), pid_d);
         Ok(pid_d)
+    }
+
+    /// Starts a move of the process `{pid_d, host, pid}` (only the process
+    /// itself asks, through its dipcd): returns the one-time token that
+    /// the process taking the pid_d over must show ([`PidTable::move_in`]).
+    /// Asking again replaces the token, so only the latest move can
+    /// complete.
+    pub fn move_token(
+        &mut self,
+        pid_d: i64,
+        host: SocketAddr,
+        pid: i32,
+        token: u64,
+    ) -> Result<u64, Refusal> {
+        self.owner(pid_d, host, pid)?;
+        if let Some(e) = self.pids.get_mut(&pid_d) {
+            e.move_token = Some(token);
+        }
+        Ok(token)
+    }
+
+    /// Whether a user may ask that `pid_d` move (root or `admin_group`, or
+    /// the process's own uid); returns the connection of its host and its
+    /// pid there.
+    pub fn may_move(&self, pid_d: i64, uid: u32, admin: bool) -> Result<(usize, i32), Refusal> {
+        let e = self
+            .pids
+            .get(&pid_d)
+            .ok_or_else(|| (libc::ESRCH, format!("no registered process {pid_d}")))?;
+        if !admin && e.uid != uid {
+            return Err((
+                libc::EPERM,
+                format!("pid_d {pid_d} belongs to uid {}, not to uid {uid}", e.uid),
+            ));
+        }
+        Ok((e.conn, e.pid))
+    }
+
+    /// Whether `token` is the pending move token of `pid_d`, a process of
+    /// `uid` (a worker checks before it starts a program for a move).
+    pub fn check_move(&self, pid_d: i64, token: u64, uid: u32) -> Result<(), Refusal> {
+        let e = self
+            .pids
+            .get(&pid_d)
+            .ok_or_else(|| (libc::ESRCH, format!("no registered process {pid_d}")))?;
+        if e.move_token != Some(token) || e.uid != uid {
+            return Err((
+                libc::EPERM,
+                format!("pid_d {pid_d} has no move of uid {uid} with that token"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The move of `{pid_d, host, pid}` failed before its hand-over: its
+    /// token is void.
+    pub fn move_abort(&mut self, pid_d: i64, host: SocketAddr, pid: i32) -> Result<(), Refusal> {
+        self.owner(pid_d, host, pid)?;
+        if let Some(e) = self.pids.get_mut(&pid_d) {
+            e.move_token = None;
+        }
+        Ok(())
+    }
+
+    /// A process of `host` (over connection `conn`) takes `pid_d` over
+    /// with `token`: the record, its names with it, now names this process
+    /// and its mailbox, and the token is used up. The uid must be the
+    /// record's (`EPERM`), the token the one given out (`EPERM`). The old
+    /// process's host cannot end the record any more: its `uregist` or
+    /// exit no longer matches the triple.
+    pub fn move_in(
+        &mut self,
+        host: SocketAddr,
+        conn: usize,
+        r: Registration,
+        token: u64,
+        now: Instant,
+    ) -> Result<(), Refusal> {
+        if r.pid <= 0 {
+            return Err((libc::EINVAL, format!("bad move {r:?}")));
+        }
+        let e = self
+            .pids
+            .get(&r.pid_d)
+            .ok_or_else(|| (libc::ESRCH, format!("no registered process {}", r.pid_d)))?;
+        if e.move_token != Some(token) {
+            return Err((
+                libc::EPERM,
+                format!("pid_d {} has no move with that token", r.pid_d),
+            ));
+        }
+        if e.uid != r.uid {
+            return Err((
+                libc::EPERM,
+                format!(
+                    "pid_d {} belongs to uid {}, not uid {}",
+                    r.pid_d, e.uid, r.uid
+                ),
+            ));
+        }
+        let (old_host, old_pid) = (e.host, e.pid);
+        if self.by_proc.get(&(old_host, old_pid)) == Some(&r.pid_d) {
+            self.by_proc.remove(&(old_host, old_pid));
+        }
+        // A record of the new process's pid on its host is of an exited
+        // process whose exit has not been reported yet.
+        if let Some(stale) = self.by_proc.get(&(host, r.pid)).copied() {
+            if stale != r.pid_d {
+                self.remove(stale);
+            }
+        }
+        if let Some(e) = self.pids.get_mut(&r.pid_d) {
+            e.host = host;
+            e.conn = conn;
+            e.pid = r.pid;
+            e.starttime = r.starttime;
+            e.mailbox = r.mailbox;
+            e.since = now;
+            e.move_token = None;
+        }
+        self.by_proc.insert((host, r.pid), r.pid_d);
+        Ok(())
     }
 
     /// `uregist`: removes the record only if the whole triple `{pid_d,
@@ -517,6 +643,69 @@ mod tests {
         assert_eq!(t.register(h1, 3, reg(401, 1), now), Ok(51));
         assert_eq!(t.conn_closed(3), 3);
         assert_eq!(t.list(now).len(), 1);
+    }
+
+    #[test]
+    fn a_move_needs_the_token_and_keeps_id_and_names() {
+        let (h1, h2) = two_hosts();
+        let now = Instant::now();
+        let mut t = PidTable::default();
+        let a = t.register(h1, 1, reg(100, 1), now).unwrap();
+        t.name(a, h1, 100, "Mover").unwrap();
+        let moved = |pid| Registration {
+            pid_d: a,
+            pid,
+            uid: 1000,
+            starttime: 7,
+            mailbox: 9,
+        };
+        assert_eq!(t.check_move(a, 5, 1000).unwrap_err().0, libc::EPERM);
+        // No token yet; only the process itself gets one.
+        assert_eq!(
+            t.move_in(h2, 2, moved(200), 5, now).unwrap_err().0,
+            libc::EPERM
+        );
+        assert_eq!(t.move_token(a, h2, 100, 5).unwrap_err().0, libc::EPERM);
+        assert_eq!(t.move_token(a, h1, 100, 5), Ok(5));
+        t.check_move(a, 5, 1000).unwrap();
+        assert_eq!(t.check_move(a, 6, 1000).unwrap_err().0, libc::EPERM);
+        assert_eq!(t.check_move(a, 5, 0).unwrap_err().0, libc::EPERM);
+        // A wrong token, or another uid, takes nothing.
+        assert_eq!(
+            t.move_in(h2, 2, moved(200), 6, now).unwrap_err().0,
+            libc::EPERM
+        );
+        let other_uid = Registration {
+            uid: 0,
+            ..moved(200)
+        };
+        assert_eq!(
+            t.move_in(h2, 2, other_uid, 5, now).unwrap_err().0,
+            libc::EPERM
+        );
+        assert_eq!(t.lookup(a, now).unwrap().host, h1);
+        t.move_in(h2, 2, moved(200), 5, now).unwrap();
+        let r = t.lookup(a, now).unwrap();
+        assert_eq!((r.host, r.pid, r.starttime, r.mailbox), (h2, 200, 7, 9));
+        assert_eq!(t.lookup_name("Mover", now).unwrap().pid_d, a);
+        // The token is used up; the old process can no longer end it.
+        assert_eq!(
+            t.move_in(h2, 2, moved(201), 5, now).unwrap_err().0,
+            libc::EPERM
+        );
+        assert_eq!(t.unregister(a, h1, 100).unwrap_err().0, libc::EPERM);
+        assert_eq!(t.conn_closed(1), 0);
+        // An aborted move leaves nothing to take.
+        assert_eq!(t.move_token(a, h2, 200, 8), Ok(8));
+        t.move_abort(a, h2, 200).unwrap();
+        assert_eq!(
+            t.move_in(h1, 1, moved(300), 8, now).unwrap_err().0,
+            libc::EPERM
+        );
+        // The new host's link owns it now.
+        assert_eq!(t.conn_closed(2), 1);
+        assert!(t.lookup(a, now).is_none());
+        assert!(t.lookup_name("Mover", now).is_none());
     }
 
     #[test]

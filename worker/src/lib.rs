@@ -28,6 +28,7 @@
 mod calls;
 mod ipcs;
 mod keys;
+mod migrate;
 mod msg;
 mod origin;
 mod pids;
@@ -178,6 +179,8 @@ fn serve_session(s: Session, mut first: Option<(u64, Message)>) -> i32 {
         }
     };
     let mut dipcd = pids::Dipcd::default();
+    // The program started for the caller's move, until it is committed.
+    let mut moving: Option<migrate::Started> = None;
     let mut origins = origin::Origins::new(incarnation, config.front_end_addr());
     // A message taken for the caller whose reply it has not confirmed yet.
     let mut held: Option<msg::Held> = None;
@@ -345,6 +348,26 @@ fn serve_session(s: Session, mut first: Option<(u64, Message)>) -> i32 {
                         sig,
                     } => pids::kill(config, &mut dipcd, pid, starttime, sig),
                     Message::ShmQuery { id: sid, .. } => shm::query(config, sid),
+                    Message::MigrateSpawn {
+                        program,
+                        pid_d,
+                        token,
+                    } => {
+                        moving = None;
+                        let who = (sender.unwrap_or(0), pid_d, token);
+                        match migrate::spawn(config, stated_uid, who, &program) {
+                            Ok(s) => {
+                                let pid = s.pid();
+                                moving = Some(s);
+                                Message::Done { value: pid.into() }
+                            }
+                            Err(e) => *e,
+                        }
+                    }
+                    Message::MigrateData { data } => migrate::data(&mut moving, &data),
+                    Message::MigrateCommit { go } => {
+                        migrate::commit(&mut moving, go, config.timeouts.request / 2)
+                    }
                     Message::IpcStatAny { kind, id: sid, .. } => ipcs::stat_any(config, kind, sid),
                     Message::IpcGet {
                         kind,

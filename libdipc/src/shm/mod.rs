@@ -351,6 +351,14 @@ pub unsafe fn detach(addr: *const libc::c_void) -> Result<(), Errno> {
 
 /// The participant count of a segment of this host, from its manager;
 /// `None` if no manager runs (then the kernel's count stands).
+/// Whether this process has a distributed segment attached.
+pub(crate) fn any_attached() -> bool {
+    use std::sync::atomic::Ordering::SeqCst;
+    table::SLOTS
+        .iter()
+        .any(|s| s.state.load(SeqCst) != table::FREE)
+}
+
 pub(crate) fn manager_nattch(id: i32) -> Option<u64> {
     let config = state::config().ok()?;
     let s = UnixStream::connect(config.shm_socket(id)).ok()?;

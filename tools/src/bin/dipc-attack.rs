@@ -253,6 +253,15 @@ enum Command {
         #[arg(long, default_value_t = 8 * (PREFIX_LEN as i64 + 9) + 3, allow_negative_numbers = true)]
         bit: i64,
     },
+    /// MigrateSpawn on a session to TARGET, as a registered process, with
+    /// a move token the referee never gave (for its own pid_d and for
+    /// another's): the program (`touch MARKER`) must not start
+    MigrateSpawn {
+        target: SocketAddr,
+        /// The file the program would create
+        #[arg(long)]
+        marker: String,
+    },
     /// KillD of PID_D on a session to its host
     KillD {
         pid_d: i64,
@@ -538,6 +547,7 @@ fn main() -> ExitCode {
             bit,
         ),
         Command::KillD { pid_d, sig } => kill_d(&config, pid_d, sig),
+        Command::MigrateSpawn { target, marker } => migrate_spawn(&config, target, &marker),
         Command::ShmAttach { target, id, key } => {
             shm_attach(&config, target, (id, origin(&config, IpcKind::Shm, key)))
         }
@@ -1143,6 +1153,46 @@ fn lookup(config: &Config, pid_d: i64) -> Result<wire::PidRecord, String> {
         Ok(other) => Err(format!("lookup {pid_d}: {}", show(&other))),
         Err(e) => Err(format!("lookup {pid_d}: {e}")),
     }
+}
+
+fn migrate_spawn(config: &Config, target: SocketAddr, marker: &str) -> u8 {
+    println!("uid {}", uid());
+    let pid_d = match dipc::pid::regist() {
+        Ok(p) => p,
+        Err(e) => return not_tried("regist", &e),
+    };
+    let mut s = match open_session(config, target) {
+        Ok(s) => s,
+        Err(e) => return not_tried("session", &e),
+    };
+    let program = wire::Program {
+        exe: b"/usr/bin/touch".to_vec(),
+        argv: vec![b"touch".to_vec(), marker.as_bytes().to_vec()],
+        env: Vec::new(),
+        cwd: b"/".to_vec(),
+        stdout: Vec::new(),
+        stderr: Vec::new(),
+    };
+    let mut withstood = true;
+    for (id, what, claimed) in [
+        (1, "own pid_d, forged token", pid_d),
+        (2, "another pid_d", pid_d + 1),
+    ] {
+        let r = s.call(
+            id,
+            &Message::MigrateSpawn {
+                program: Box::new(program.clone()),
+                pid_d: claimed,
+                token: sys::random_u64(),
+            },
+        );
+        println!("{what}: {}", shown(&r));
+        withstood &= is_error(&r, Some(libc::EPERM));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let started = std::path::Path::new(marker).exists();
+    println!("program started: {started}");
+    verdict(withstood && !started)
 }
 
 fn kill_d(config: &Config, pid_d: i64, sig: i32) -> u8 {

@@ -59,6 +59,15 @@ enum Command {
     /// Show each distributed shared memory segment's units: which host may
     /// write, which hosts hold read copies
     Shm,
+    /// Ask a migratable process to move to another host at its next
+    /// migration point (root, admin_group, or the process's own user)
+    Migrate {
+        /// The process's pid_d
+        pid_d: i64,
+        /// The target host's address, with its front_end port if not this
+        /// host's
+        host: String,
+    },
     /// List every distributed structure as ipcs(1) does, with its owner
     /// host and id there and the figures read from the owner's kernel
     /// (all kinds unless -q, -s or -m is given)
@@ -116,6 +125,7 @@ fn main() -> ExitCode {
         Command::Names => names(&config, args.json),
         Command::RmKey { kind, key } => rm_key(&config, kind, key),
         Command::Ping { host, count } => ping(&config, host, *count, args.json),
+        Command::Migrate { pid_d, host } => migrate(&config, *pid_d, host),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -428,6 +438,32 @@ fn host_json(h: &HostInfo) -> serde_json::Value {
 
 fn secs(ms: u64) -> String {
     format!("{:.1} s", ms as f64 / 1000.0)
+}
+
+/// `dipcref migrate`: through dipcd, which states who asks (the referee
+/// lets root, admin_group and the process's own user ask).
+fn migrate(config: &Config, pid_d: i64, host: &str) -> Result<(), ClientError> {
+    let target = target_addr(config, host)?;
+    let mut c = Client::for_config(config)?;
+    c.call(&Message::MoveAsk {
+        pid_d,
+        target,
+        uid: 0,
+        admin: false,
+    })?;
+    println!("asked pid_d {pid_d} to move to {target}");
+    Ok(())
+}
+
+/// `ADDR` or `ADDR:PORT`; the port defaults to this host's.
+fn target_addr(config: &Config, host: &str) -> Result<SocketAddr, ClientError> {
+    if let Ok(a) = host.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    let ip: IpAddr = host
+        .parse()
+        .map_err(|_| bad(format!("{host:?} is not an address")))?;
+    Ok(SocketAddr::new(ip, config.front_end_addr().port()))
 }
 
 fn ping(config: &Config, host: &str, count: u32, as_json: bool) -> Result<(), ClientError> {

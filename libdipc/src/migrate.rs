@@ -1,0 +1,968 @@
+//! Process migration: a registered process moves to another host and keeps
+//! its pid_d, its names and every message and signal sent to it.
+//!
+//! A process opts in with [`migratable`]: a *save* closure that returns
+//! the state that must travel, and a *restore* closure that the program,
+//! started again on the target host, gets it back with. [`migrate`] moves
+//! the calling process:
+//!
+//! 1. its dipcd gets a one-time token for the pid_d from the referee;
+//! 2. the worker of its session on the target host starts the same
+//!    program there (executable, arguments, environment, working
+//!    directory, as the same user), with every signal blocked, once the
+//!    referee has confirmed the move's token for that session. If that
+//!    fails (`ENOENT`, `EACCES`, `ENOEXEC`...), the token is given back and
+//!    `migrate` returns the error: nothing else was touched;
+//! 3. the process *freezes*: it blocks its signals, sets its mailbox's
+//!    `msg_qbytes` to 0 (a sender now waits in the kernel instead of
+//!    adding a message; one with `DIPC_NOWAIT` gets `EAGAIN`), takes
+//!    every message out of it in order, and calls *save*;
+//! 4. state and messages go to the new program (into a memfd it maps,
+//!    so restore reads the state in place), which puts the messages
+//!    in a fresh mailbox in the same order and takes the pid_d over at the
+//!    referee with the token (the record now names it, names included);
+//! 5. the old process removes its old mailbox: each sender that waited on
+//!    it gets `ESRCH`, asks the referee again, finds the new mailbox and
+//!    sends there (the message was never in the old one: exactly once,
+//!    and after every message that was). It then forwards the signals
+//!    that reached it (held pending since step 3, and any `kill_d` that
+//!    looked it up before step 4) to the pid_d, which is the new process
+//!    now, for [`LINGER`], and exits with status 0.
+//!
+//! The new program's library does its part in `regist` (called by
+//! [`migratable`] if the program did not call it first): it reads what it
+//! was sent and takes the pid_d over; [`migratable`] then calls *restore*
+//! and gives the program back the signal mask it had when it moved, so
+//! the signals held meanwhile are delivered then, once each.
+//!
+//! If step 4 fails, the process stays: its messages go back into a fresh
+//! mailbox of its own (re-pointed at the referee with the same token,
+//! ahead of any waiting sender), its signal mask is restored, and
+//! `migrate` returns the error.
+//!
+//! The state source is a [`StateSource`]: today the program's own
+//! serialiser; a whole-image back end (CRIU) would be another source that
+//! hands a process image to a restorer instead of starting the program.
+
+use crate::pid::{self, PidD};
+use crate::state;
+use crate::Client;
+use dipc_common::sysv;
+use dipc_common::wire::{IpcSet, Message, Program};
+use std::convert::Infallible;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// How long the old process forwards signals after the hand-over: a
+/// `kill_d` that looked the process up just before the referee re-pointed
+/// it signals the old process within this time.
+pub const LINGER: Duration = Duration::from_millis(500);
+
+/// The most bytes of state and messages a move carries.
+pub const MAX_PAYLOAD: usize = 1 << 30;
+
+/// Tells what follows in the bytes the new program is handed.
+const MAGIC: &[u8; 8] = b"DIPCMIG1";
+
+/// Where a moving process's state comes from.
+pub trait StateSource: Send + Sync {
+    /// The state at the safe point (called with signals blocked, the
+    /// mailbox frozen).
+    fn save(&self) -> io::Result<Vec<u8>>;
+}
+
+/// The program's own serialiser (the opt-in of [`migratable`]).
+struct Serialiser<F>(F);
+
+impl<F: Fn() -> Vec<u8> + Send + Sync> StateSource for Serialiser<F> {
+    fn save(&self) -> io::Result<Vec<u8>> {
+        Ok((self.0)())
+    }
+}
+
+static SOURCE: Mutex<Option<Arc<dyn StateSource>>> = Mutex::new(None);
+
+/// What a process that continues a moved one received, until
+/// [`migratable`] hands it to the program.
+struct Arrived {
+    pid: u32,
+    pid_d: PidD,
+    /// What the moving process sent, mapped (no copy); the state is
+    /// `state` within it.
+    map: Mapped,
+    state: std::ops::Range<usize>,
+    mask: u64,
+}
+
+/// A read-only private mapping of the memfd the worker filled.
+struct Mapped {
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+// SAFETY: the mapping is private to this process and read-only; it is
+// only read through `bytes`, under ARRIVED's lock or after being taken out.
+unsafe impl Send for Mapped {}
+
+impl Mapped {
+    fn new(fd: RawFd, len: usize) -> io::Result<Mapped> {
+        // SAFETY: a fresh read-only private mapping of `len` bytes of fd.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE,
+                fd,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Mapped { ptr, len })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: `len` readable bytes mapped at `ptr` while self lives.
+        unsafe { std::slice::from_raw_parts(self.ptr.cast::<u8>(), self.len) }
+    }
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly what `new` mapped.
+        unsafe { libc::munmap(self.ptr, self.len) };
+    }
+}
+
+/// Mailbox messages the last move into this process carried (-1: none).
+static CARRIED: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(-1);
+
+/// How many mailbox messages the move that started this process carried
+/// (in order, into its mailbox); `None` in a process that did not arrive
+/// by a move.
+pub fn carried_messages() -> Option<usize> {
+    usize::try_from(CARRIED.load(Ordering::SeqCst)).ok()
+}
+
+static ARRIVED: Mutex<Option<Arrived>> = Mutex::new(None);
+
+fn lock<T>(m: &'static Mutex<T>) -> MutexGuard<'static, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn errno_err(e: i32) -> io::Error {
+    io::Error::from_raw_os_error(e)
+}
+
+fn client_err(e: crate::ClientError) -> io::Error {
+    errno_err(crate::dist::client_errno(e))
+}
+
+/// Declares the calling process migratable: `save` returns the state a
+/// move must carry (called at the safe point of a move, with signals
+/// blocked); `restore` gets it back in the program started on the target
+/// host. Registers the process first if it is not (see `pid::regist`).
+///
+/// `restore` reads the state in place (it is not copied out of what the
+/// worker received). Returns `true` in a process that continues a moved
+/// one, after `restore` ran and the signal mask the process had when it moved was
+/// set again (install signal handlers before calling this: the signals
+/// held during the move are delivered on return); `false` otherwise.
+pub fn migratable<F, R>(save: F, restore: R) -> io::Result<bool>
+where
+    F: Fn() -> Vec<u8> + Send + Sync + 'static,
+    R: FnOnce(&[u8]),
+{
+    migratable_with(Arc::new(Serialiser(save)), restore)
+}
+
+/// As [`migratable`], with any [`StateSource`].
+pub fn migratable_with<R: FnOnce(&[u8])>(
+    source: Arc<dyn StateSource>,
+    restore: R,
+) -> io::Result<bool> {
+    pid::regist()?;
+    *lock(&SOURCE) = Some(source);
+    let me = std::process::id();
+    let arrived = lock(&ARRIVED).take().filter(|a| a.pid == me);
+    match arrived {
+        Some(a) => {
+            let bytes = a.map.bytes();
+            restore(bytes.get(a.state.clone()).unwrap_or_default());
+            drop(a.map);
+            set_mask(a.mask);
+            tell_names(a.pid_d);
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}
+
+/// Whether the calling process has declared itself migratable.
+pub fn is_migratable() -> bool {
+    lock(&SOURCE).is_some()
+}
+
+/// The blocked signals as a bit mask (bit `s - 1` for signal `s`).
+fn get_mask() -> u64 {
+    // SAFETY: sigset_t is plain data; pthread_sigmask only reads `old`.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: a null `set` only reads the mask.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut old) };
+    let mut m = 0u64;
+    for s in 1..=64 {
+        // SAFETY: a valid sigset_t.
+        if unsafe { libc::sigismember(&old, s) } == 1 {
+            m |= 1 << (s - 1);
+        }
+    }
+    m
+}
+
+fn set_mask(m: u64) {
+    // SAFETY: sigset_t is plain data, built with sigemptyset/sigaddset.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid sigset_t.
+    unsafe { libc::sigemptyset(&mut set) };
+    for s in 1..=64 {
+        if m & (1 << (s - 1)) != 0 {
+            // SAFETY: as above; invalid numbers are refused by the call.
+            unsafe { libc::sigaddset(&mut set, s) };
+        }
+    }
+    // SAFETY: a valid set.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) };
+}
+
+/// Blocks every signal that can be; returns the mask before.
+fn block_all() -> u64 {
+    let before = get_mask();
+    set_mask(u64::MAX);
+    before
+}
+
+/// The program to start on the target: this process's own.
+fn program(pid_d: PidD, token: u64) -> io::Result<Message> {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let exe = std::fs::read_link("/proc/self/exe")?;
+    let mut cmdline = Vec::new();
+    std::fs::File::open("/proc/self/cmdline")?
+        .take(MAX_PAYLOAD as u64)
+        .read_to_end(&mut cmdline)?;
+    let argv: Vec<Vec<u8>> = cmdline
+        .split(|b| *b == 0)
+        .map(<[u8]>::to_vec)
+        .collect::<Vec<_>>();
+    // cmdline ends with a NUL, which leaves one empty piece.
+    let argv = match argv.split_last() {
+        Some((last, rest)) if last.is_empty() => rest.to_vec(),
+        _ => argv,
+    };
+    let env: Vec<Vec<u8>> = std::env::vars_os()
+        .map(|(k, v)| {
+            let mut e = k.into_vec();
+            e.push(b'=');
+            e.extend_from_slice(v.as_bytes());
+            e
+        })
+        .collect();
+    let cwd = std::env::current_dir()?.into_os_string().into_vec();
+    // Output that goes to a file keeps going there (appended); anything
+    // else (a terminal, a pipe) cannot follow the process.
+    let file_of = |fd: i32| -> Vec<u8> {
+        use std::os::unix::fs::FileTypeExt;
+        let p = format!("/proc/self/fd/{fd}");
+        match (std::fs::metadata(&p), std::fs::read_link(&p)) {
+            (Ok(m), Ok(path)) if m.file_type().is_file() && path.is_absolute() => {
+                path.into_os_string().into_vec()
+            }
+            (Ok(m), Ok(path)) if m.file_type().is_char_device() && path == *"/dev/null" => {
+                Vec::new()
+            }
+            _ => Vec::new(),
+        }
+    };
+    Ok(Message::MigrateSpawn {
+        pid_d,
+        token,
+        program: Box::new(Program {
+            exe: exe.into_os_string().into_vec(),
+            argv,
+            env,
+            cwd,
+            stdout: file_of(1),
+            stderr: file_of(2),
+        }),
+    })
+}
+
+/// One message of the mailbox: its type (the sender's pid_d) and text.
+type Mail = (i64, Vec<u8>);
+
+/// The frozen mailbox's messages, in order, and its `msg_qbytes`.
+fn freeze(mailbox: i32) -> io::Result<(u64, Vec<Mail>)> {
+    let info = sysv::msgctl_stat(mailbox).map_err(errno_err)?;
+    let qbytes = info.qbytes;
+    let set = IpcSet {
+        uid: info.perm.uid,
+        gid: info.perm.gid,
+        mode: info.perm.mode & 0o777,
+        qbytes: 0,
+    };
+    sysv::msgctl_set(mailbox, &set).map_err(errno_err)?;
+    let size = sysv::msgmax() as u64;
+    let mut mail = Vec::new();
+    loop {
+        match sysv::msgrcv(mailbox, size, 0, libc::IPC_NOWAIT) {
+            Ok(m) => mail.push(m),
+            Err(libc::ENOMSG) => return Ok((qbytes, mail)),
+            Err(e) => {
+                let _ = refill(mailbox, qbytes, &mail);
+                return Err(errno_err(e));
+            }
+        }
+    }
+}
+
+/// Puts `mail` into `mailbox`, in order, and opens it to `qbytes`.
+fn refill(mailbox: i32, qbytes: u64, mail: &[Mail]) -> io::Result<()> {
+    let info = sysv::msgctl_stat(mailbox).map_err(errno_err)?;
+    let set = IpcSet {
+        uid: info.perm.uid,
+        gid: info.perm.gid,
+        mode: info.perm.mode & 0o777,
+        qbytes,
+    };
+    sysv::msgctl_set(mailbox, &set).map_err(errno_err)?;
+    for (t, text) in mail {
+        sysv::msgsnd(mailbox, *t, text, libc::IPC_NOWAIT).map_err(errno_err)?;
+    }
+    Ok(())
+}
+
+/// What the new program is handed, up to the state's bytes (which follow
+/// it, `state_len` of them).
+fn encode_head(
+    pid_d: PidD,
+    token: u64,
+    mask: u64,
+    qbytes: u64,
+    mail: &[Mail],
+    state_len: usize,
+) -> Vec<u8> {
+    let n: usize = mail.iter().map(|(_, t)| 12 + t.len()).sum();
+    let mut b = Vec::with_capacity(48 + n);
+    b.extend_from_slice(MAGIC);
+    b.extend_from_slice(&pid_d.to_be_bytes());
+    b.extend_from_slice(&token.to_be_bytes());
+    b.extend_from_slice(&mask.to_be_bytes());
+    b.extend_from_slice(&qbytes.to_be_bytes());
+    b.extend_from_slice(&(mail.len() as u32).to_be_bytes());
+    for (t, text) in mail {
+        b.extend_from_slice(&t.to_be_bytes());
+        b.extend_from_slice(&(text.len() as u32).to_be_bytes());
+        b.extend_from_slice(text);
+    }
+    b.extend_from_slice(&(state_len as u64).to_be_bytes());
+    b
+}
+
+/// What a moved process's new program is handed.
+#[derive(Debug, PartialEq)]
+struct Handed {
+    pid_d: PidD,
+    token: u64,
+    mask: u64,
+    qbytes: u64,
+    mail: Vec<Mail>,
+    /// Where the state is in the bytes decoded.
+    state: std::ops::Range<usize>,
+}
+
+fn decode(b: &[u8]) -> Result<Handed, String> {
+    struct R<'a>(&'a [u8]);
+    impl<'a> R<'a> {
+        fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], String> {
+            if self.0.len() < n {
+                return Err(format!("truncated in {what}"));
+            }
+            let (h, t) = self.0.split_at(n);
+            self.0 = t;
+            Ok(h)
+        }
+        fn u64(&mut self, what: &str) -> Result<u64, String> {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(self.take(8, what)?);
+            Ok(u64::from_be_bytes(a))
+        }
+        fn u32(&mut self, what: &str) -> Result<u32, String> {
+            let mut a = [0u8; 4];
+            a.copy_from_slice(self.take(4, what)?);
+            Ok(u32::from_be_bytes(a))
+        }
+    }
+    let mut r = R(b);
+    if r.take(8, "magic")? != MAGIC {
+        return Err("not a dipc migration".into());
+    }
+    let pid_d = r.u64("pid_d")? as i64;
+    let token = r.u64("token")?;
+    let mask = r.u64("mask")?;
+    let qbytes = r.u64("qbytes")?;
+    let n = r.u32("count")? as usize;
+    if n.saturating_mul(12) > r.0.len() {
+        return Err(format!("{n} messages cannot fit"));
+    }
+    let mut mail = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = r.u64("type")? as i64;
+        let len = r.u32("length")? as usize;
+        mail.push((t, r.take(len, "text")?.to_vec()));
+    }
+    let len = r.u64("state length")?;
+    let len = usize::try_from(len).map_err(|_| "state too long".to_string())?;
+    let at = b.len() - r.0.len();
+    r.take(len, "state")?;
+    if !r.0.is_empty() {
+        return Err(format!("{} bytes after the state", r.0.len()));
+    }
+    let state = at..at + len;
+    Ok(Handed {
+        pid_d,
+        token,
+        mask,
+        qbytes,
+        mail,
+        state,
+    })
+}
+
+/// Parses an address of the target host: `a.b.c.d:port`, or an address
+/// alone, which means this host's port.
+pub fn parse_host(s: &str) -> io::Result<SocketAddr> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    let ip: std::net::IpAddr = s.parse().map_err(|_| errno_err(libc::EINVAL))?;
+    let port = state::config().map_err(client_err)?.front_end_addr().port();
+    Ok(SocketAddr::new(ip, port))
+}
+
+/// Moves the calling process to the host whose front end is `host`
+/// (see the module docs). Returns only if the move failed, with the
+/// process as it was: `EINVAL` if it is not migratable, `ENOTCONN` if not
+/// registered, the target's errno if the program cannot start there
+/// (`ENOENT`, `EACCES`, `ENOEXEC`, `EPERM` for a squashed root...),
+/// `EBUSY` if it has `SEM_UNDO` adjustments on another host or a
+/// distributed segment attached, and the errors of the hosts involved. On success the process exits with
+/// status 0 once the new one runs.
+pub fn migrate(host: SocketAddr) -> io::Result<Infallible> {
+    let source = lock(&SOURCE)
+        .clone()
+        .ok_or_else(|| errno_err(libc::EINVAL))?;
+    let pid_d = pid::current().ok_or_else(|| errno_err(libc::ENOTCONN))?;
+    let mailbox = pid::mailbox().ok_or_else(|| errno_err(libc::ENOTCONN))?;
+    let config = state::config().map_err(client_err)?;
+    // What the process holds on other hosts' behalf cannot move with it:
+    // undo adjustments would change what its exit does there, and an
+    // attached segment's pages would not be at its addresses.
+    if state::holds_remote_undo() || crate::shm::any_attached() {
+        return Err(errno_err(libc::EBUSY));
+    }
+    let token = match state::control(&Message::MoveToken { pid_d, pid: 0 }) {
+        Ok(Message::Done { value }) => value as u64,
+        Ok(_) => return Err(errno_err(libc::EPROTO)),
+        Err(e) => return Err(client_err(e)),
+    };
+    let abort = |e: io::Error| -> io::Error {
+        let _ = state::control(&Message::MoveAbort { pid_d, pid: 0 });
+        e
+    };
+    let spawn = program(pid_d, token).map_err(abort)?;
+    let mut session = Client::session(config, host).map_err(|e| abort(client_err(e)))?;
+    match session.call(&spawn) {
+        Ok(Message::Done { .. }) => {}
+        Ok(_) => return Err(abort(errno_err(libc::EPROTO))),
+        Err(e) => return Err(abort(client_err(e))),
+    }
+    // The safe point: from here nothing the program sees changes.
+    let mask = block_all();
+    let (qbytes, mail) = match freeze(mailbox) {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = session.call(&Message::MigrateCommit { go: false });
+            set_mask(mask);
+            return Err(abort(e));
+        }
+    };
+    let sent = source.save().and_then(|state| {
+        let head = encode_head(pid_d, token, mask, qbytes, &mail, state.len());
+        if head.len().saturating_add(state.len()) > MAX_PAYLOAD {
+            return Err(errno_err(libc::EFBIG));
+        }
+        // Room for the frame's header and the data's length word.
+        let chunk = (config.max_frame as usize).saturating_sub(1024).max(1024);
+        for part in head.chunks(chunk).chain(state.chunks(chunk)) {
+            match session.call(&Message::MigrateData {
+                data: part.to_vec(),
+            }) {
+                Ok(Message::Done { .. }) => {}
+                Ok(_) => return Err(errno_err(libc::EPROTO)),
+                Err(e) => return Err(client_err(e)),
+            }
+        }
+        match session.call(&Message::MigrateCommit { go: true }) {
+            Ok(Message::Done { .. }) => Ok(()),
+            Ok(_) => Err(errno_err(libc::EPROTO)),
+            Err(e) => Err(client_err(e)),
+        }
+    });
+    // Ends the worker, which stops a program that did not take over.
+    drop(session);
+    match sent {
+        Ok(()) => handed_over(pid_d, mailbox),
+        Err(e) => {
+            stay(pid_d, token, mailbox, qbytes, &mail, host);
+            set_mask(mask);
+            Err(e)
+        }
+    }
+}
+
+/// The new process runs with the pid_d: release the old mailbox's
+/// senders to it, forward the signals that came here, and exit.
+fn handed_over(pid_d: PidD, mailbox: i32) -> ! {
+    pid::set_mailbox(None);
+    if let Err(e) = sysv::msgctl_rmid(mailbox) {
+        log::warn!("pid_d {pid_d} moved; removing its old mailbox {mailbox}: errno {e}");
+    }
+    forward_signals(pid_d, Instant::now() + LINGER);
+    let _ = io::stdout().flush();
+    let _ = io::stderr().flush();
+    // SAFETY: fflush(NULL) flushes every C stdio stream; _exit then ends
+    // the process without the program's atexit handlers: the program has
+    // not ended, it goes on in the new process, and a handler here could
+    // undo what that one relies on (remove a file, uregist).
+    unsafe {
+        libc::fflush(std::ptr::null_mut());
+        libc::_exit(0)
+    }
+}
+
+/// Sends each signal sent to this process (not those the kernel raised
+/// for it: timers, children) on to `pid_d` until `until`.
+fn forward_signals(pid_d: PidD, until: Instant) {
+    // SAFETY: sigset_t is plain data.
+    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid sigset_t.
+    unsafe { libc::sigfillset(&mut all) };
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        let ts = libc::timespec {
+            tv_sec: left.as_secs() as libc::time_t,
+            tv_nsec: left.subsec_nanos() as libc::c_long,
+        };
+        // SAFETY: siginfo_t is plain data.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: valid set, info and timeout.
+        let sig = unsafe { libc::sigtimedwait(&all, &mut info, &ts) };
+        if sig <= 0 {
+            continue;
+        }
+        if info.si_code != libc::SI_USER && info.si_code != libc::SI_QUEUE {
+            continue;
+        }
+        for _ in 0..3 {
+            match pid::kill_d(pid_d, sig) {
+                Ok(()) => break,
+                Err(e) => log::warn!("pid_d {pid_d}: forwarding signal {sig}: {e}"),
+            }
+        }
+    }
+}
+
+/// The request to move last seen at a migration point (its text), so that
+/// one that failed is not tried again and again.
+static ASKED: Mutex<Option<String>> = Mutex::new(None);
+
+/// A *migration point*: the place in the program where a move that an
+/// administrator asked for (`dipcref migrate PID_D HOST`) may happen. The
+/// program calls it where its state is whole (between two steps of its
+/// work, as it would before calling [`migrate`] itself): dipc never moves
+/// a process from arbitrary code. Looks for a request (a file that the
+/// host's dipcd posts, so the check costs one `open`); if there is one,
+/// moves there and does not return. Returns `Ok(false)` if there is no
+/// request or the process is not migratable, the move's error if it
+/// failed (the request is then dropped).
+pub fn migration_point() -> io::Result<bool> {
+    if !is_migratable() {
+        return Ok(false);
+    }
+    let Some(dir) = state::config().ok().map(|c| c.runtime_dir.join("moves")) else {
+        return Ok(false);
+    };
+    let Ok(text) = std::fs::read_to_string(dir.join(std::process::id().to_string())) else {
+        return Ok(false);
+    };
+    {
+        let mut seen = lock(&ASKED);
+        if seen.as_deref() == Some(text.as_str()) {
+            return Ok(false);
+        }
+        *seen = Some(text.clone());
+    }
+    let target: SocketAddr = text.trim().parse().map_err(|_| errno_err(libc::EINVAL))?;
+    match migrate(target) {
+        Ok(never) => match never {},
+        Err(e) => Err(e),
+    }
+}
+
+/// The move failed after the mailbox was frozen: the messages go back, in
+/// order, into a fresh mailbox that the registration is re-pointed at
+/// (with the move's token, so only one of this process and the new
+/// program can have it); the frozen one is removed, which sends its
+/// waiting senders to the fresh one.
+fn stay(pid_d: PidD, token: u64, frozen: i32, qbytes: u64, mail: &[Mail], host: SocketAddr) {
+    // SAFETY: msgget takes plain integers.
+    let fresh = unsafe { libc::msgget(libc::IPC_PRIVATE, libc::IPC_CREAT | 0o622) };
+    if fresh >= 0 && refill(fresh, qbytes, mail).is_ok() {
+        let msg = Message::MoveIn {
+            pid_d,
+            pid: 0,
+            uid: 0,
+            starttime: 0,
+            mailbox: fresh,
+            token,
+        };
+        if let Ok(Message::Registered { .. }) = state::control(&msg) {
+            pid::set_mailbox(Some(fresh));
+            let _ = sysv::msgctl_rmid(frozen);
+            return;
+        }
+    }
+    if fresh >= 0 {
+        let _ = sysv::msgctl_rmid(fresh);
+    }
+    // The new program took the pid_d over after all (its answer was lost).
+    if pid::lookup(pid_d).is_ok_and(|r| r.host == host) {
+        handed_over(pid_d, frozen);
+    }
+    let _ = state::control(&Message::MoveAbort { pid_d, pid: 0 });
+    if let Err(e) = refill(frozen, qbytes, mail) {
+        log::warn!("pid_d {pid_d}: a failed move could not give its mailbox back: {e}");
+    }
+}
+
+/// Whether `regist` has looked for a move to continue yet.
+static LOOKED: AtomicBool = AtomicBool::new(false);
+
+/// In a program started to continue a moved process: takes the moved
+/// process's pid_d over (called by `regist`); `None` in any other
+/// program. A program that was started for a move that then fails exits
+/// here: it must not run beside the process it was to continue.
+pub(crate) fn arrive() -> Option<(PidD, i32)> {
+    if LOOKED.swap(true, Ordering::SeqCst) {
+        return None;
+    }
+    let v = std::env::var("DIPC_MIGRATION").ok()?;
+    std::env::remove_var("DIPC_MIGRATION");
+    let fds: Vec<RawFd> = v.split(',').filter_map(|x| x.parse().ok()).collect();
+    let &[data, go, answer] = fds.as_slice() else {
+        return None;
+    };
+    // SAFETY: the worker that started this program left these three
+    // descriptors open for the library alone.
+    let (data, mut go, mut answer) = unsafe {
+        (
+            std::fs::File::from_raw_fd(data),
+            std::fs::File::from_raw_fd(go),
+            std::fs::File::from_raw_fd(answer),
+        )
+    };
+    match take_over(data, &mut go) {
+        Ok((pid_d, mailbox)) => {
+            let _ = answer.write_all(&0i32.to_be_bytes());
+            Some((pid_d, mailbox))
+        }
+        Err((errno, why)) => {
+            let _ = answer.write_all(&errno.to_be_bytes());
+            eprintln!("dipc: this program was started to continue a moving process: {why}");
+            // SAFETY: ends this process without running the program's
+            // exit handlers, which belong to the process that stays.
+            unsafe { libc::_exit(75) }
+        }
+    }
+}
+
+/// The referee moved the process's names with its record; taking each
+/// again through this host's dipcd (the holder may) lets that dipcd know
+/// them, to give them back after its link to the referee breaks.
+fn tell_names(pid_d: PidD) {
+    let Ok(all) = crate::dprocs::names() else {
+        return;
+    };
+    for (name, _) in all.into_iter().filter(|(_, p)| *p == pid_d) {
+        let _ = state::control(&Message::NameRegister {
+            pid_d,
+            pid: 0,
+            name,
+        });
+    }
+}
+
+fn take_over(data: std::fs::File, go: &mut std::fs::File) -> Result<(PidD, i32), (i32, String)> {
+    let mut len = [0u8; 8];
+    go.read_exact(&mut len)
+        .map_err(|e| (libc::ECHILD, format!("the move was called off: {e}")))?;
+    let len = u64::from_be_bytes(len);
+    if len > MAX_PAYLOAD as u64 {
+        return Err((libc::EFBIG, format!("{len} bytes of state")));
+    }
+    let size = data
+        .metadata()
+        .map_err(|e| (libc::EIO, format!("the state's memfd: {e}")))?
+        .len();
+    if len == 0 || size < len {
+        return Err((libc::EPROTO, format!("{size} bytes of state, not {len}")));
+    }
+    let map = Mapped::new(data.as_raw_fd(), len as usize)
+        .map_err(|e| (libc::EIO, format!("mapping the state: {e}")))?;
+    drop(data);
+    let h = decode(map.bytes()).map_err(|e| (libc::EPROTO, e))?;
+    // SAFETY: msgget takes plain integers.
+    let mailbox = unsafe { libc::msgget(libc::IPC_PRIVATE, libc::IPC_CREAT | 0o622) };
+    if mailbox < 0 {
+        let e = sysv::errno();
+        return Err((e, format!("cannot make a mailbox: errno {e}")));
+    }
+    let fail = |e: (i32, String)| {
+        let _ = sysv::msgctl_rmid(mailbox);
+        e
+    };
+    refill(mailbox, h.qbytes, &h.mail).map_err(|e| {
+        fail((
+            e.raw_os_error().unwrap_or(libc::EIO),
+            format!("cannot refill the mailbox: {e}"),
+        ))
+    })?;
+    let msg = Message::MoveIn {
+        pid_d: h.pid_d,
+        pid: 0,
+        uid: 0,
+        starttime: 0,
+        mailbox,
+        token: h.token,
+    };
+    match state::control(&msg) {
+        Ok(Message::Registered { pid_d, mailbox: m }) if pid_d == h.pid_d && m == mailbox => {}
+        Ok(other) => {
+            return Err(fail((
+                libc::EPROTO,
+                format!("dipcd answered {}", other.kind().name()),
+            )))
+        }
+        Err(e) => {
+            let errno = crate::dist::client_errno(e);
+            return Err(fail((
+                errno,
+                format!("taking pid_d {} over: errno {errno}", h.pid_d),
+            )));
+        }
+    }
+    CARRIED.store(h.mail.len() as i64, Ordering::SeqCst);
+    *lock(&ARRIVED) = Some(Arrived {
+        pid: std::process::id(),
+        pid_d: h.pid_d,
+        map,
+        state: h.state,
+        mask: h.mask,
+    });
+    Ok((h.pid_d, mailbox))
+}
+
+/// The C interface: `dipc_migratable`, `dipc_migrate` (see `dipc.h`).
+pub mod capi {
+    use super::*;
+    use libc::{c_char, c_int, c_void, size_t};
+    use std::ffi::CStr;
+
+    /// `size_t save(void *ctx, void *buf, size_t cap)`: returns the
+    /// state's length and writes it to `buf` if it fits in `cap` bytes.
+    pub type SaveFn = unsafe extern "C" fn(*mut c_void, *mut c_void, size_t) -> size_t;
+    /// `void restore(void *ctx, const void *state, size_t len)`.
+    pub type RestoreFn = unsafe extern "C" fn(*mut c_void, *const c_void, size_t);
+
+    struct CSave {
+        save: SaveFn,
+        ctx: *mut c_void,
+    }
+
+    // SAFETY: the program hands dipc the pointer to use from the thread
+    // that moves the process; dipc never uses it concurrently.
+    unsafe impl Send for CSave {}
+    // SAFETY: as above.
+    unsafe impl Sync for CSave {}
+
+    impl StateSource for CSave {
+        fn save(&self) -> io::Result<Vec<u8>> {
+            let mut buf = vec![0u8; 4096];
+            // The state may grow between the calls; a few tries at most.
+            for _ in 0..4 {
+                // SAFETY: the program's callback, with room for buf.len().
+                let n = unsafe { (self.save)(self.ctx, buf.as_mut_ptr().cast(), buf.len()) };
+                if n > MAX_PAYLOAD {
+                    return Err(errno_err(libc::EFBIG));
+                }
+                if n <= buf.len() {
+                    buf.truncate(n);
+                    return Ok(buf);
+                }
+                buf = vec![0u8; n];
+            }
+            Err(errno_err(libc::EOVERFLOW))
+        }
+    }
+
+    fn set_errno(e: i32) {
+        // SAFETY: __errno_location returns this thread's errno.
+        unsafe { *libc::__errno_location() = e };
+    }
+
+    /// `int dipc_migratable(save, restore, ctx)`: 1 in a process that
+    /// continues a moved one (after `restore` ran), 0 otherwise, -1 and
+    /// `errno` on error.
+    ///
+    /// # Safety
+    /// `save` and `restore` must be valid functions that accept `ctx`.
+    #[no_mangle]
+    pub unsafe extern "C" fn dipc_migratable(
+        save: Option<SaveFn>,
+        restore: Option<RestoreFn>,
+        ctx: *mut c_void,
+    ) -> c_int {
+        let (Some(save), Some(restore)) = (save, restore) else {
+            set_errno(libc::EINVAL);
+            return -1;
+        };
+        let source = Arc::new(CSave { save, ctx });
+        let r = migratable_with(source, |state: &[u8]| {
+            // SAFETY: the program's callback with the state's bytes.
+            unsafe { restore(ctx, state.as_ptr().cast(), state.len()) }
+        });
+        match r {
+            Ok(true) => 1,
+            Ok(false) => 0,
+            Err(e) => {
+                set_errno(e.raw_os_error().unwrap_or(libc::EIO));
+                -1
+            }
+        }
+    }
+
+    /// `long dipc_migrated_messages(void)`: the mailbox messages the move
+    /// that started this process carried; -1 if it did not arrive by one.
+    #[no_mangle]
+    pub extern "C" fn dipc_migrated_messages() -> libc::c_long {
+        carried_messages().map_or(-1, |n| n as libc::c_long)
+    }
+
+    /// `int dipc_migration_point(void)`: 0 if no move was asked for (or the
+    /// process is not migratable); -1 and `errno` if an asked-for move
+    /// failed; does not return if it succeeded.
+    #[no_mangle]
+    pub extern "C" fn dipc_migration_point() -> c_int {
+        match migration_point() {
+            Ok(_) => 0,
+            Err(e) => {
+                set_errno(e.raw_os_error().unwrap_or(libc::EIO));
+                -1
+            }
+        }
+    }
+
+    /// `int dipc_migrate(const char *host)`: moves the calling process;
+    /// returns -1 and `errno` only if the move failed.
+    ///
+    /// # Safety
+    /// `host` must be a NUL-terminated string.
+    #[no_mangle]
+    pub unsafe extern "C" fn dipc_migrate(host: *const c_char) -> c_int {
+        if host.is_null() {
+            set_errno(libc::EFAULT);
+            return -1;
+        }
+        // SAFETY: the caller passes a C string.
+        let h = unsafe { CStr::from_ptr(host) };
+        let r = h
+            .to_str()
+            .map_err(|_| errno_err(libc::EINVAL))
+            .and_then(parse_host)
+            .and_then(migrate);
+        match r {
+            Ok(never) => match never {},
+            Err(e) => {
+                set_errno(e.raw_os_error().unwrap_or(libc::EIO));
+                -1
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handed_bytes_round_trip_and_lies_are_refused() {
+        let mail = vec![(3, b"one".to_vec()), (9, vec![]), (3, vec![7; 100])];
+        let mut b = encode_head(42, u64::MAX, 0b101, 16384, &mail, 5);
+        b.extend_from_slice(b"state");
+        let h = decode(&b).unwrap();
+        let at = b.len() - 5;
+        assert_eq!(
+            h,
+            Handed {
+                pid_d: 42,
+                token: u64::MAX,
+                mask: 0b101,
+                qbytes: 16384,
+                mail,
+                state: at..at + 5,
+            }
+        );
+        assert_eq!(&b[h.state.clone()], b"state");
+        for cut in 0..b.len() {
+            assert!(decode(&b[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut padded = b.clone();
+        padded.push(0);
+        assert!(decode(&padded).is_err());
+        // A count that cannot fit allocates nothing.
+        let mut lying = b[..40].to_vec();
+        lying.extend_from_slice(&u32::MAX.to_be_bytes());
+        assert!(decode(&lying).is_err());
+    }
+
+    #[test]
+    fn masks_round_trip() {
+        let before = get_mask();
+        let m = block_all();
+        assert_eq!(m, before);
+        // SIGKILL and SIGSTOP can never be blocked.
+        let all = get_mask();
+        assert_eq!(all & (1 << (libc::SIGKILL - 1)), 0);
+        assert_ne!(all & (1 << (libc::SIGUSR1 - 1)), 0);
+        set_mask(m);
+        assert_eq!(get_mask(), before);
+    }
+}
