@@ -160,6 +160,12 @@ pub fn regist() -> io::Result<PidD> {
             pid_d,
             mailbox,
         });
+        // Calls reach it here from now on (its links ended with the old
+        // process).
+        drop(g);
+        if let Err(e) = crate::dprocs::open_endpoint(pid_d) {
+            log::warn!("dipc: pid_d {pid_d} moved here but cannot take calls: {e}");
+        }
         return Ok(pid_d);
     }
     // SAFETY: msgget takes plain integers.

@@ -631,3 +631,64 @@ fn more_callers_than_links_are_served_by_closing_idle_links() {
         "closed the idle call link",
     );
 }
+
+/// A process that moves to another host (`dipc::migrate`) takes calls
+/// there: the call that moved it ends with `ECONNRESET` (its process went
+/// on elsewhere without replying), and later calls, from a new caller or
+/// from one whose link and route named the old host, reach it where it
+/// went, with its state.
+#[test]
+fn calls_reach_a_process_after_it_moves() {
+    let c = Cluster::up(3);
+    let mut srv = c.spawn(
+        2,
+        &["dipc-dproc", "serve", "--name", "Mover", "--migratable"],
+    );
+    let s = srv.pid_d();
+    call_ok(&c, 1, &["Mover", "Put"]);
+    call_ok(&c, 1, &["Mover", "Put"]);
+    // A caller with a link to host 2, which calls again after the move.
+    let mut early = c.spawn(
+        1,
+        &[
+            "dipc-dproc",
+            "call",
+            "Mover",
+            "Echo",
+            "kept",
+            "--count",
+            "2",
+            "--pause-ms",
+            "4000",
+            "--timeout-ms",
+            "20000",
+        ],
+    );
+    early.wait_for_stdout("kept", WAKE);
+    let to = format!("{}:7100", host_addr(3));
+    call_err(&c, 1, &["Mover", "MoveTo", &to], "ECONNRESET");
+    assert!(srv.wait(WAKE).success(), "{}", srv.describe());
+    let moved = wait_for(Duration::from_secs(10), || {
+        pid_table(&c)
+            .get(&s)
+            .is_some_and(|(host, _, _)| host.starts_with(&host_addr(3)))
+    });
+    assert!(
+        moved.is_some(),
+        "pid_d {s} did not show on host 3: {:?}",
+        pid_table(&c)
+    );
+    assert_eq!(call_ok(&c, 1, &["Mover", "Echo", "after"]), ["after"]);
+    assert_eq!(call_ok(&c, 2, &["Mover", "Echo", "there"]), ["there"]);
+    // Its two tokens came along: two Takes end at once.
+    call_ok(&c, 3, &["Mover", "Take", "--timeout-ms", "5000"]);
+    call_ok(&c, 3, &["Mover", "Take", "--timeout-ms", "5000"]);
+    assert!(early.wait(WAKE).success(), "{}", early.describe());
+    assert_eq!(
+        early.stdout().matches("kept").count(),
+        2,
+        "{}",
+        early.describe()
+    );
+    call_ok(&c, 1, &["Mover", "Stop"]);
+}

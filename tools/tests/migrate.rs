@@ -17,32 +17,6 @@ fn prog(name: &str) -> String {
     c_example(name).to_string_lossy().into_owned()
 }
 
-/// `dipcref pids --json` rows as pid_d -> (host, pid, mailbox).
-fn pids(c: &Cluster) -> HashMap<i64, (String, i64, i64)> {
-    let out = c.exec_ok(1, &["dipcref", "pids", "--json"]);
-    let v: serde_json::Value =
-        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("bad JSON {out:?}: {e}"));
-    let rows = v
-        .get("pids")
-        .and_then(|p| p.as_array())
-        .unwrap_or_else(|| panic!("no \"pids\" array in {out:?}"));
-    rows.iter()
-        .map(|r| {
-            let i = |k: &str| {
-                r.get(k)
-                    .and_then(|x| x.as_i64())
-                    .unwrap_or_else(|| panic!("pid row without {k}: {r}"))
-            };
-            let host = r
-                .get("host")
-                .and_then(|x| x.as_str())
-                .unwrap_or_else(|| panic!("pid row without host: {r}"))
-                .to_owned();
-            (i("pid_d"), (host, i("pid"), i("mailbox")))
-        })
-        .collect()
-}
-
 /// The `key=value` fields of the `result` line of `out`.
 fn result(out: &str) -> HashMap<String, i64> {
     let line = out
@@ -187,7 +161,7 @@ fn a_process_moves_ten_times_mid_stream_and_loses_nothing() {
         assert_eq!(r[&format!("sig{i}")], 100, "signals of sender {i}:\n{out}");
     }
     // Still pid_d, on the last host of the list, as the last process.
-    let table = pids(&c);
+    let table = pid_table(&c);
     let (host, pid, _) = table
         .get(&pid_d)
         .unwrap_or_else(|| panic!("pid_d {pid_d} is not registered: {table:?}"));
@@ -206,7 +180,9 @@ fn a_process_moves_ten_times_mid_stream_and_loses_nothing() {
         .and_then(|n| n["pid_d"].as_i64());
     assert_eq!(holder, Some(pid_d), "{names}");
     fs::write(&go, b"").unwrap();
-    let gone = wait_for(Duration::from_secs(20), || !pids(&c).contains_key(&pid_d));
+    let gone = wait_for(Duration::from_secs(20), || {
+        !pid_table(&c).contains_key(&pid_d)
+    });
     assert!(
         gone.is_some(),
         "pid_d {pid_d} still registered after its exit"
@@ -247,7 +223,7 @@ fn a_move_that_cannot_start_fails_cleanly_and_the_process_goes_on() {
     let h2 = host_addr(2);
     let mut m = c.spawn(1, &[&exe_s, "-u", "-n", "1", "-e", "100", "-w", &go_s, &h2]);
     let pid_d = m.pid_d();
-    let before = pids(&c)[&pid_d].clone();
+    let before = pid_table(&c)[&pid_d].clone();
     let p = pid_d.to_string();
     let mut s = c.spawn(3, &[&prog("mig_sender"), &p, "0", "400", "10"]);
     let st = s.wait(Duration::from_secs(120));
@@ -262,7 +238,7 @@ fn a_move_that_cannot_start_fails_cleanly_and_the_process_goes_on() {
     );
     assert_eq!((r["sig0"], r["exp0"]), (40, 40), "{out}");
     // The same registration, process and mailbox as before the attempt.
-    assert_eq!(pids(&c).get(&pid_d), Some(&before));
+    assert_eq!(pid_table(&c).get(&pid_d), Some(&before));
     assert_eq!(before.1, r["pid"]);
     fs::write(&go, b"").unwrap();
     let st = m.wait(Duration::from_secs(20));
@@ -295,7 +271,7 @@ fn a_process_killed_mid_move_leaves_nothing_behind() {
         &[&exe_s, "-n", "0", "-e", "0", "-s", "8000", &host_addr(2)],
     );
     let pid_d = m.pid_d();
-    let mailbox = pids(&c)[&pid_d].2;
+    let mailbox = pid_table(&c)[&pid_d].2;
     m.wait_for_stdout("moving to", Duration::from_secs(20));
     let started = wait_for(Duration::from_secs(10), || running(&exe).len() == 2);
     assert!(
@@ -307,12 +283,12 @@ fn a_process_killed_mid_move_leaves_nothing_behind() {
     let _reaper = Reaper(running(&exe));
     m.kill();
     let gone = wait_for(Duration::from_secs(20), || {
-        !pids(&c).contains_key(&pid_d) && running(&exe).is_empty()
+        !pid_table(&c).contains_key(&pid_d) && running(&exe).is_empty()
     });
     assert!(
         gone.is_some(),
         "left behind: registration {:?}, processes {:?}",
-        pids(&c).get(&pid_d),
+        pid_table(&c).get(&pid_d),
         running(&exe)
     );
     let mb = mailbox.to_string();
@@ -367,7 +343,7 @@ fn an_administrator_moves_a_process_at_its_migration_point() {
     {
         reaper.0.push(pid as i32);
     }
-    let (host, _, _) = pids(&c)[&pid_d].clone();
+    let (host, _, _) = pid_table(&c)[&pid_d].clone();
     assert!(host.starts_with(&format!("{h3}:")), "{host} is not host 3");
     let st = s.wait(Duration::from_secs(120));
     assert!(st.success(), "{}\n{}", s.describe(), m.describe());
@@ -415,7 +391,7 @@ fn a_move_that_fails_after_the_freeze_gives_everything_back() {
         ],
     );
     let pid_d = m.pid_d();
-    let before = pids(&c)[&pid_d].clone();
+    let before = pid_table(&c)[&pid_d].clone();
     let p = pid_d.to_string();
     let sender = prog("mig_sender");
     let mut senders: Vec<Background> = [(2, "0"), (3, "1")]
@@ -441,7 +417,7 @@ fn a_move_that_fails_after_the_freeze_gives_everything_back() {
     );
     assert_eq!((r["sig0"], r["sig1"]), (100, 100), "{out}");
     // The same process on the same host, with a fresh mailbox.
-    let (host, pid, mailbox) = pids(&c)[&pid_d].clone();
+    let (host, pid, mailbox) = pid_table(&c)[&pid_d].clone();
     assert_eq!((&host, pid), (&before.0, before.1));
     assert_ne!(mailbox, before.2, "the frozen mailbox is still in use");
     let gone = wait_for(Duration::from_secs(10), || running(&exe).len() == 1);

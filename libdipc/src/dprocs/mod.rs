@@ -350,7 +350,15 @@ pub fn call(
             })?;
             call_on(&mut link, q, &req, &mut pace)?
         }
-        r => r?,
+        Err(e) => {
+            if e.raw_os_error() == Some(libc::ECONNRESET) {
+                // Gone, or moved to another host (its links end with the
+                // old process): the next call looks it up afresh.
+                pid::forget_route(q);
+            }
+            return Err(e);
+        }
+        Ok(r) => r,
     };
     link.put_back(q);
     match status {
@@ -366,15 +374,22 @@ fn still_there(q: PidD, rec: &PidRecord) -> bool {
     pid::lookup(q).is_ok_and(|r| r.host == rec.host && r.pid == rec.pid)
 }
 
-/// A new link to `q`, which runs as `rec` says.
+/// A new link to `q`, which runs as `rec` says (a kept route: if `q` is
+/// not there any more but has moved to another host, the link opens
+/// there).
 fn open(q: PidD, me: PidD, rec: &PidRecord, pace: &mut Pace) -> io::Result<Link> {
-    Link::open(q, me, rec, pace).map_err(|e| {
-        if matches!(e.raw_os_error(), Some(libc::ESRCH | libc::ECONNREFUSED)) {
-            // Gone, or moved: look it up afresh next time.
+    match Link::open(q, me, rec, pace) {
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ESRCH | libc::ECONNREFUSED)) => {
             pid::forget_route(q);
+            match pid::route(q) {
+                Ok(now) if now.host != rec.host || now.pid != rec.pid => {
+                    Link::open(q, me, &now, pace).map_err(gone_as_reset)
+                }
+                _ => Err(gone_as_reset(e)),
+            }
         }
-        gone_as_reset(e)
-    })
+        r => r.map_err(gone_as_reset),
+    }
 }
 
 /// One call on `link`: the status and output of the reply. A link that

@@ -9,7 +9,9 @@
 //! - `dipc-dproc serve [--name NAME] [--init]`: registers, takes NAME,
 //!   prints `pid_d P`, and serves the test procedures below until `Stop`.
 //!   With `--init`, its initial statements print `init waiting`, wait
-//!   for a token (`Put`), take it and print `init done`.
+//!   for a token (`Put`), take it and print `init done`. With
+//!   `--migratable`, it declares itself migratable (its token count
+//!   travels) and `MoveTo HOST:PORT` moves it there.
 //! - `dipc-dproc call TARGET PROC [INPUT] [--max-out N] [--timeout-ms T]
 //!   [--interrupt-ms T] [--count N]`: registers, prints `pid_d P`, calls
 //!   (N times) and prints each output on a line (with `--time`, the
@@ -73,6 +75,10 @@ enum Cmd {
         name: Option<String>,
         #[arg(long)]
         init: bool,
+        /// Declare the process migratable (its tokens travel) and serve
+        /// `MoveTo HOST`
+        #[arg(long)]
+        migratable: bool,
     },
     /// Call a procedure
     Call {
@@ -193,6 +199,7 @@ fn take(t: &mut Tokens, phase: &mut u32) -> Answer {
         return Answer::Wait;
     }
     t.tokens -= 1;
+    TOKENS.store(t.tokens, std::sync::atomic::Ordering::Release);
     Answer::Done((*phase - 1).to_string().into_bytes())
 }
 
@@ -212,25 +219,54 @@ fn forward(input: &[u8]) -> Answer {
     }
 }
 
-fn serve(name: Option<&str>, init: bool) -> ExitCode {
+/// The token count of a migratable `serve`, where its save finds it.
+static TOKENS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn serve(name: Option<&str>, init: bool, migratable: bool) -> ExitCode {
+    use std::sync::atomic::Ordering;
     let me = match pid::regist() {
         Ok(p) => p,
         Err(e) => return fail("regist", e),
     };
+    if migratable {
+        let r = dipc::migrate::migratable(
+            || TOKENS.load(Ordering::Acquire).to_be_bytes().to_vec(),
+            |state| {
+                if let Ok(b) = <[u8; 8]>::try_from(state) {
+                    TOKENS.store(u64::from_be_bytes(b), Ordering::Release);
+                }
+            },
+        );
+        if let Err(e) = r {
+            return fail("migratable", e);
+        }
+    }
     if let Some(n) = name {
         if let Err(e) = dprocs::register_name(n) {
             return fail(&format!("name {n:?}"), e);
         }
     }
     say(&format!("pid_d {me}"));
-    let mut p = Process::new(Tokens::default())
+    let tokens = Tokens {
+        tokens: TOKENS.load(Ordering::Acquire),
+        arrivals: 0,
+    };
+    let mut p = Process::new(tokens)
         .procedure("Echo", |_, r| Answer::Done(r.input.to_vec()))
         .procedure("Whoami", |_, r| {
             Answer::Done(format!("{} {}", r.caller, r.uid).into_bytes())
         })
         .procedure("Put", |t, _| {
             t.tokens += 1;
+            TOKENS.store(t.tokens, Ordering::Release);
             Answer::Done(Vec::new())
+        })
+        .procedure("MoveTo", |_, r| {
+            let host = String::from_utf8_lossy(r.input);
+            match dipc::migrate::parse_host(&host).and_then(dipc::migrate::migrate) {
+                Ok(never) => match never {},
+                Err(e) => Answer::Fail(e.raw_os_error().unwrap_or(libc::EIO)),
+            }
         })
         .procedure("Take", |t, r| take(t, &mut r.phase))
         .procedure("Never", |_, r| {
@@ -411,7 +447,11 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(&format!("lookup {name:?}"), e),
         },
-        Cmd::Serve { name, init } => serve(name.as_deref(), init),
+        Cmd::Serve {
+            name,
+            init,
+            migratable,
+        } => serve(name.as_deref(), init, migratable),
         Cmd::Call {
             target,
             proc_name,

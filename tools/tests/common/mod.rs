@@ -1292,3 +1292,29 @@ pub fn pids_named(i: usize, comm: &str) -> Vec<String> {
         .map(str::to_owned)
         .collect()
 }
+
+/// `dipcref pids --json` rows as pid_d -> (host, pid, mailbox).
+pub fn pid_table(c: &Cluster) -> std::collections::HashMap<i64, (String, i64, i64)> {
+    let out = c.exec_ok(1, &["dipcref", "pids", "--json"]);
+    let v: serde_json::Value =
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("bad JSON {out:?}: {e}"));
+    let rows = v
+        .get("pids")
+        .and_then(|p| p.as_array())
+        .unwrap_or_else(|| panic!("no \"pids\" array in {out:?}"));
+    rows.iter()
+        .map(|r| {
+            let i = |k: &str| {
+                r.get(k)
+                    .and_then(|x| x.as_i64())
+                    .unwrap_or_else(|| panic!("pid row without {k}: {r}"))
+            };
+            let host = r
+                .get("host")
+                .and_then(|x| x.as_str())
+                .unwrap_or_else(|| panic!("pid row without host: {r}"))
+                .to_owned();
+            (i("pid_d"), (host, i("pid"), i("mailbox")))
+        })
+        .collect()
+}
