@@ -20,44 +20,6 @@ fn prog(name: &str) -> String {
     c_example(name).to_string_lossy().into_owned()
 }
 
-/// One row of `dipcref pids --json`.
-#[derive(Debug)]
-struct PidRow {
-    pid_d: i64,
-    host: String,
-    pid: i64,
-    uid: u64,
-}
-
-fn dipcref_pids(c: &Cluster, host: usize) -> Vec<PidRow> {
-    let out = c.exec_ok(host, &["dipcref", "pids", "--json"]);
-    let v: serde_json::Value =
-        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("bad JSON {out:?}: {e}"));
-    let rows = v
-        .get("pids")
-        .and_then(|p| p.as_array())
-        .unwrap_or_else(|| panic!("no \"pids\" array in {out:?}"));
-    rows.iter()
-        .map(|r| {
-            let i = |k: &str| {
-                r.get(k)
-                    .and_then(|x| x.as_i64())
-                    .unwrap_or_else(|| panic!("pid row without {k}: {r}"))
-            };
-            PidRow {
-                pid_d: i("pid_d"),
-                host: r
-                    .get("host")
-                    .and_then(|x| x.as_str())
-                    .unwrap_or_else(|| panic!("pid row without host: {r}"))
-                    .to_owned(),
-                pid: i("pid"),
-                uid: i("uid") as u64,
-            }
-        })
-        .collect()
-}
-
 fn listed(c: &Cluster, from: usize, pid_d: i64) -> bool {
     dipcref_pids(c, from).iter().any(|r| r.pid_d == pid_d)
 }

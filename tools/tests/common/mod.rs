@@ -1293,9 +1293,19 @@ pub fn pids_named(i: usize, comm: &str) -> Vec<String> {
         .collect()
 }
 
-/// `dipcref pids --json` rows as pid_d -> (host, pid, mailbox).
-pub fn pid_table(c: &Cluster) -> std::collections::HashMap<i64, (String, i64, i64)> {
-    let out = c.exec_ok(1, &["dipcref", "pids", "--json"]);
+/// One row of `dipcref pids --json`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PidRow {
+    pub pid_d: i64,
+    pub host: String,
+    pub pid: i64,
+    pub uid: u64,
+    pub mailbox: i64,
+}
+
+/// `dipcref pids --json` as seen from `host`.
+pub fn dipcref_pids(c: &Cluster, host: usize) -> Vec<PidRow> {
+    let out = c.exec_ok(host, &["dipcref", "pids", "--json"]);
     let v: serde_json::Value =
         serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("bad JSON {out:?}: {e}"));
     let rows = v
@@ -1309,12 +1319,25 @@ pub fn pid_table(c: &Cluster) -> std::collections::HashMap<i64, (String, i64, i6
                     .and_then(|x| x.as_i64())
                     .unwrap_or_else(|| panic!("pid row without {k}: {r}"))
             };
-            let host = r
-                .get("host")
-                .and_then(|x| x.as_str())
-                .unwrap_or_else(|| panic!("pid row without host: {r}"))
-                .to_owned();
-            (i("pid_d"), (host, i("pid"), i("mailbox")))
+            PidRow {
+                pid_d: i("pid_d"),
+                host: r
+                    .get("host")
+                    .and_then(|x| x.as_str())
+                    .unwrap_or_else(|| panic!("pid row without host: {r}"))
+                    .to_owned(),
+                pid: i("pid"),
+                uid: i("uid") as u64,
+                mailbox: i("mailbox"),
+            }
         })
+        .collect()
+}
+
+/// `dipcref pids --json` rows (from host 1) as pid_d -> (host, pid, mailbox).
+pub fn pid_table(c: &Cluster) -> std::collections::HashMap<i64, (String, i64, i64)> {
+    dipcref_pids(c, 1)
+        .into_iter()
+        .map(|r| (r.pid_d, (r.host, r.pid, r.mailbox)))
         .collect()
 }
