@@ -244,8 +244,9 @@ void dipc_serve_stop(void);
  * only on failure, with the process as it was: EINVAL not migratable (or a
  * bad host), ENOTCONN not registered, ENOENT/EACCES/ENOEXEC the target
  * cannot run the program, EPERM the target would run it as another user
- * (root squash), EBUSY it has SEM_UNDO adjustments on another host or a
- * distributed segment attached, or the errors of a lost host. */
+ * (root squash), EBUSY it made a SEM_UNDO operation through dipc (here or
+ * on another host) or has a distributed segment attached, or the errors
+ * of a lost host. */
 typedef size_t (*dipc_save_fn)(void *ctx, void *buf, size_t cap);
 typedef void (*dipc_restore_fn)(void *ctx, const void *state, size_t len);
 int dipc_migratable(dipc_save_fn save, dipc_restore_fn restore, void *ctx);

@@ -180,12 +180,29 @@ unsafe fn sembufs(sops: *const libc::sembuf, nsops: size_t) -> Result<Vec<SemBuf
         .collect())
 }
 
+/// Notes a `SEM_UNDO` among the operations of a semop made here that
+/// succeeded (`r` 0; see `state::note_local_undo`). The kernel has just
+/// read all `nsops` of them, so they are there to read.
+///
+/// # Safety
+/// `sops` must point to `nsops` `struct sembuf` when `r` is 0.
+unsafe fn note_undo(r: c_int, sops: *const libc::sembuf, nsops: size_t) {
+    if r == 0 && !sops.is_null() {
+        // SAFETY: the kernel read these `nsops` sembufs for the call that
+        // just succeeded.
+        let ops = unsafe { std::slice::from_raw_parts(sops, nsops) };
+        crate::state::note_local_undo(ops.iter().map(|b| b.sem_flg));
+    }
+}
+
 /// # Safety
 /// `sops` must point to `nsops` `struct sembuf`, as for semop(2).
 #[no_mangle]
 pub unsafe extern "C" fn dipc_semop(semid: c_int, sops: *mut libc::sembuf, nsops: size_t) -> c_int {
     if sem_is_local(semid) {
-        return dipc_common::sysv::raw::semop(semid, sops, nsops);
+        let r = dipc_common::sysv::raw::semop(semid, sops, nsops);
+        note_undo(r, sops, nsops);
+        return r;
     }
     match sembufs(sops, nsops).and_then(|ops| crate::sem::op(semid, &ops, None)) {
         Ok(()) => 0,
@@ -204,7 +221,9 @@ pub unsafe extern "C" fn dipc_semtimedop(
     timeout: *const libc::timespec,
 ) -> c_int {
     if sem_is_local(semid) {
-        return dipc_common::sysv::raw::semtimedop(semid, sops, nsops, timeout);
+        let r = dipc_common::sysv::raw::semtimedop(semid, sops, nsops, timeout);
+        note_undo(r, sops, nsops);
+        return r;
     }
     let t = if timeout.is_null() {
         None

@@ -459,8 +459,8 @@ pub fn parse_host(s: &str) -> io::Result<SocketAddr> {
 /// process as it was: `EINVAL` if it is not migratable, `ENOTCONN` if not
 /// registered, the target's errno if the program cannot start there
 /// (`ENOENT`, `EACCES`, `ENOEXEC`, `EPERM` for a squashed root...),
-/// `EBUSY` if it has `SEM_UNDO` adjustments on another host or a
-/// distributed segment attached, and the errors of the hosts involved. On success the process exits with
+/// `EBUSY` if it made a `SEM_UNDO` operation through dipc (on this host
+/// or another) or has a distributed segment attached, and the errors of the hosts involved. On success the process exits with
 /// status 0 once the new one runs.
 pub fn migrate(host: SocketAddr) -> io::Result<Infallible> {
     let source = lock(&SOURCE)
@@ -472,7 +472,7 @@ pub fn migrate(host: SocketAddr) -> io::Result<Infallible> {
     // What the process holds on other hosts' behalf cannot move with it:
     // undo adjustments would change what its exit does there, and an
     // attached segment's pages would not be at its addresses.
-    if state::holds_remote_undo() || crate::shm::any_attached() {
+    if state::holds_remote_undo() || state::holds_local_undo() || crate::shm::any_attached() {
         return Err(errno_err(libc::EBUSY));
     }
     let token = match state::control(&Message::MoveToken { pid_d, pid: 0 }) {

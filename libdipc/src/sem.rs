@@ -84,7 +84,11 @@ fn remote_ctl(
 pub fn op(id: i32, ops: &[SemBuf], timeout: Option<Duration>) -> Result<(), Errno> {
     let timeout_ns = timeout.map(|t| t.as_nanos().min(u64::MAX as u128) as u64);
     match route(id) {
-        Route::Local | Route::Owned { .. } => sysv::semop(id, ops, timeout_ns),
+        Route::Local | Route::Owned { .. } => {
+            sysv::semop(id, ops, timeout_ns)?;
+            state::note_local_undo(ops.iter().map(|o| o.flg));
+            Ok(())
+        }
         Route::Remote { owner, id, origin } => {
             let may_block = ops.iter().any(|o| o.flg as i32 & libc::IPC_NOWAIT == 0);
             let req = Message::SemOp {

@@ -29,7 +29,7 @@ use dipc_common::sys::{self, HeldSignals};
 use dipc_common::wire::{IpcKind, Message, Origin};
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::Duration;
 
@@ -145,6 +145,25 @@ fn pools() -> MutexGuard<'static, Option<Pools>> {
 
 /// Whether this process has `SEM_UNDO` adjustments in a context on
 /// another host (it joined one with a `SEM_UNDO` operation there).
+/// The process that made a `SEM_UNDO` operation on a semaphore set of
+/// this host through the library (0: none): the kernel keeps its
+/// adjustments, which it applies when that very process exits, so the
+/// process cannot move (see `crate::migrate`). A forked child has no
+/// adjustments of its own (fork(2)), hence the pid.
+static LOCAL_UNDO: AtomicU32 = AtomicU32::new(0);
+
+/// Notes `SEM_UNDO` in `flags` (one per operation) of a semop made here.
+pub fn note_local_undo(mut flags: impl Iterator<Item = i16>) {
+    if flags.any(|f| i32::from(f) & libc::SEM_UNDO != 0) {
+        LOCAL_UNDO.store(std::process::id(), Ordering::Relaxed);
+    }
+}
+
+/// Whether this process made a `SEM_UNDO` operation on this host.
+pub fn holds_local_undo() -> bool {
+    LOCAL_UNDO.load(Ordering::Relaxed) == std::process::id()
+}
+
 pub fn holds_remote_undo() -> bool {
     pools().as_ref().is_some_and(|p| !p.undo.is_empty())
 }

@@ -426,3 +426,23 @@ fn a_move_that_fails_after_the_freeze_gives_everything_back() {
     let st = m.wait(Duration::from_secs(20));
     assert!(st.success(), "{}", m.describe());
 }
+
+/// A process that made a `SEM_UNDO` operation on a semaphore set of its
+/// own host cannot move (`EBUSY`): the kernel applies its adjustments when
+/// that very process exits, which after a move would be while it goes on
+/// elsewhere. (Before, only adjustments on other hosts were refused.)
+#[test]
+fn a_process_with_undo_adjustments_here_cannot_move() {
+    let c = Cluster::up(2);
+    let h2 = host_addr(2);
+    let mut m = c.spawn(
+        1,
+        &[&prog("migrant"), "-n", "0", "-e", "0", "-U", "0x5eed", &h2],
+    );
+    let pid_d = m.pid_d();
+    let out = wait_output(&m, "result ", Duration::from_secs(60));
+    assert!(out.contains("move failed: EBUSY"), "{out}\n{}", m.stderr());
+    let st = m.wait(Duration::from_secs(20));
+    assert!(st.success(), "{}", m.describe());
+    assert!(!pid_table(&c).contains_key(&pid_d));
+}

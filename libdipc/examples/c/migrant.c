@@ -20,6 +20,9 @@
  *   -N NAME  take the name NAME at the first start
  *   -p     call dipc_migration_point() before each receive (a move asked
  *          with dipcref migrate happens there)
+ *   -U KEY first make a SEM_UNDO operation on a distributed semaphore set
+ *          KEY (created here, so owned by this host): a move then fails
+ *          with EBUSY
  *
  * A failed move prints "move failed: ERRNO_NAME" and goes on here. */
 #include <dipc.h>
@@ -103,7 +106,8 @@ int main(int argc, char **argv)
     int senders = 3, unlink_self = 0, point = 0, opt;
     long every = 1000, slow = 0;
     const char *waitfile = NULL, *name = NULL;
-    while ((opt = getopt(argc, argv, "n:e:us:w:pN:")) != -1) {
+    long undo_key = -1;
+    while ((opt = getopt(argc, argv, "n:e:us:w:pN:U:")) != -1) {
         switch (opt) {
         case 'n': senders = atoi(optarg); break;
         case 'e': every = atol(optarg); break;
@@ -112,6 +116,7 @@ int main(int argc, char **argv)
         case 'w': waitfile = optarg; break;
         case 'p': point = 1; break;
         case 'N': name = optarg; break;
+        case 'U': undo_key = strtol(optarg, NULL, 0); break;
         default: return 2;
         }
     }
@@ -149,6 +154,14 @@ int main(int argc, char **argv)
         if (name && dipc_name_register(name) < 0) {
             fprintf(stderr, "migrant: dipc_name_register: %s\n", strerror(errno));
             return 1;
+        }
+        if (undo_key >= 0) {
+            struct sembuf up = {0, 1, SEM_UNDO};
+            int id = dipc_semget((key_t)undo_key, 1, IPC_CREAT | IPC_DIPC | 0600);
+            if (id < 0 || dipc_semop(id, &up, 1) < 0) {
+                fprintf(stderr, "migrant: SEM_UNDO on key %#lx: %s\n", undo_key, strerror(errno));
+                return 1;
+            }
         }
         printf("pid_d %lld\n", (long long)S.pid_d);
     } else {
