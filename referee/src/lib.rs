@@ -647,10 +647,7 @@ impl Referee<'_> {
                 c.framed.queue(id, &reply);
             }
             (State::Ready { host: Some(h), .. }, Message::MoveAbort { pid_d, pid }) => {
-                let reply = match self.pids.move_abort(pid_d, *h, pid) {
-                    Ok(()) => Message::Done { value: 0 },
-                    Err((errno, why)) => Message::error(errno, why),
-                };
+                let reply = done_or_error(self.pids.move_abort(pid_d, *h, pid));
                 c.framed.queue(id, &reply);
             }
             (
@@ -682,10 +679,7 @@ impl Referee<'_> {
                 c.framed.queue(id, &reply);
             }
             (State::Ready { host: Some(_), .. }, Message::MoveCheck { pid_d, token, uid }) => {
-                let reply = match self.pids.check_move(pid_d, token, uid) {
-                    Ok(()) => Message::Done { value: 0 },
-                    Err((errno, why)) => Message::error(errno, why),
-                };
+                let reply = done_or_error(self.pids.check_move(pid_d, token, uid));
                 c.framed.queue(id, &reply);
             }
             (
@@ -736,10 +730,7 @@ impl Referee<'_> {
                 c.framed.queue(id, &reply);
             }
             (State::Ready { host: Some(h), .. }, Message::NameRelease { pid_d, pid, name }) => {
-                let reply = match self.pids.release(pid_d, *h, pid, &name) {
-                    Ok(()) => Message::Done { value: 0 },
-                    Err((errno, why)) => Message::error(errno, why),
-                };
+                let reply = done_or_error(self.pids.release(pid_d, *h, pid, &name));
                 c.framed.queue(id, &reply);
             }
             (State::Ready { .. }, Message::NameLookup { name }) => {
@@ -967,5 +958,13 @@ fn describe(c: &Conn) -> String {
         (_, State::Ready { host: Some(h), .. }) => format!("host {h}"),
         (Peer::Tcp(ip), _) => format!("peer {ip}"),
         (Peer::Admin, _) => "back door client".to_owned(),
+    }
+}
+
+/// `Done` for a table change that was made, else its error.
+fn done_or_error(r: Result<(), (i32, String)>) -> Message {
+    match r {
+        Ok(()) => Message::Done { value: 0 },
+        Err((errno, why)) => Message::error(errno, why),
     }
 }

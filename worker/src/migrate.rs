@@ -73,6 +73,15 @@ fn err(errno: i32, why: impl Into<String>) -> Box<Message> {
     Box::new(Message::error(errno, why))
 }
 
+/// Where the new program's output goes: the path stated, else nowhere.
+fn or_null(p: &[u8]) -> &[u8] {
+    if p.is_empty() {
+        b"/dev/null"
+    } else {
+        p
+    }
+}
+
 fn cstr(field: &str, b: &[u8]) -> Result<CString, Box<Message>> {
     CString::new(b.to_vec()).map_err(|_| err(libc::EINVAL, format!("{field} holds a NUL byte")))
 }
@@ -151,22 +160,8 @@ pub fn spawn(
     check_token(config, pid_d, token)?;
     let exe = cstr("exe", &spec.exe)?;
     let cwd = cstr("cwd", &spec.cwd)?;
-    let out_path = cstr(
-        "stdout",
-        if spec.stdout.is_empty() {
-            b"/dev/null"
-        } else {
-            &spec.stdout
-        },
-    )?;
-    let err_path = cstr(
-        "stderr",
-        if spec.stderr.is_empty() {
-            b"/dev/null"
-        } else {
-            &spec.stderr
-        },
-    )?;
+    let out_path = cstr("stdout", or_null(&spec.stdout))?;
+    let err_path = cstr("stderr", or_null(&spec.stderr))?;
     let argv: Vec<CString> = spec
         .argv
         .iter()
