@@ -16,11 +16,15 @@
 //! 3. the process *freezes*: it blocks its signals, sets its mailbox's
 //!    `msg_qbytes` to 0 (a sender now waits in the kernel instead of
 //!    adding a message; one with `DIPC_NOWAIT` gets `EAGAIN`), takes
-//!    every message out of it in order, and calls *save*;
-//! 4. state and messages go to the new program (into a memfd it maps,
-//!    so restore reads the state in place), which puts the messages
-//!    in a fresh mailbox in the same order and takes the pid_d over at the
-//!    referee with the token (the record now names it, names included);
+//!    every message out of it in order, calls *save*, and detaches its
+//!    distributed segments (written back to their managers);
+//! 4. state, messages, the distributed ids it knows and its segments'
+//!    ids and addresses go to the new program (into a memfd it maps,
+//!    so restore reads the state in place), which routes the ids (see
+//!    `moved_ids`), attaches the segments at the same addresses, puts the
+//!    messages in a fresh mailbox in the same order and takes the pid_d
+//!    over at the referee with the token (the record now names it, names
+//!    included);
 //! 5. the old process removes its old mailbox: each sender that waited on
 //!    it gets `ESRCH`, asks the referee again, finds the new mailbox and
 //!    sends there (the message was never in the old one: exactly once,
@@ -37,8 +41,9 @@
 //!
 //! If step 4 fails, the process stays: its messages go back into a fresh
 //! mailbox of its own (re-pointed at the referee with the same token,
-//! ahead of any waiting sender), its signal mask is restored, and
-//! `migrate` returns the error.
+//! ahead of any waiting sender), its segments are attached again where
+//! they were, its signal mask is restored, and `migrate` returns the
+//! error.
 //!
 //! The state source is a [`StateSource`]: today the program's own
 //! serialiser; a whole-image back end (CRIU) would be another source that
@@ -46,6 +51,7 @@
 
 use crate::moved_ids::{self, Carried};
 use crate::pid::{self, PidD};
+use crate::shm::AttachedAt;
 use crate::state;
 use crate::Client;
 use dipc_common::sysv;
@@ -364,9 +370,10 @@ fn encode_head(
     mask: u64,
     qbytes: u64,
     mail: &[Mail],
-    carried: &[Carried],
+    ipc: &Ipc,
     state_len: usize,
 ) -> Vec<u8> {
+    let carried = &ipc.carried;
     let n: usize = mail.iter().map(|(_, t)| 12 + t.len()).sum();
     let mut b = Vec::with_capacity(52 + n + carried.len() * 64);
     b.extend_from_slice(MAGIC);
@@ -391,6 +398,12 @@ fn encode_head(
         b.extend_from_slice(&c.origin.key.to_be_bytes());
         b.extend_from_slice(&c.origin.incarnation.to_be_bytes());
     }
+    b.extend_from_slice(&(ipc.attached.len() as u32).to_be_bytes());
+    for a in &ipc.attached {
+        b.extend_from_slice(&a.id.to_be_bytes());
+        b.extend_from_slice(&(a.addr as u64).to_be_bytes());
+        b.extend_from_slice(&a.flags.to_be_bytes());
+    }
     b.extend_from_slice(&(state_len as u64).to_be_bytes());
     b
 }
@@ -403,7 +416,7 @@ struct Handed {
     mask: u64,
     qbytes: u64,
     mail: Vec<Mail>,
-    carried: Vec<Carried>,
+    ipc: Ipc,
     /// Where the state is in the bytes decoded.
     state: std::ops::Range<usize>,
 }
@@ -473,6 +486,17 @@ fn decode(b: &[u8]) -> Result<Handed, String> {
             origin: Origin { key, incarnation },
         });
     }
+    let n = r.u32("attachment count")? as usize;
+    if n > crate::shm::MAX_ATTACHED {
+        return Err(format!("{n} attachments"));
+    }
+    let mut attached = Vec::with_capacity(n);
+    for _ in 0..n {
+        let id = r.u32("shm id")? as i32;
+        let addr = usize::try_from(r.u64("address")?).map_err(|_| "an address too high")?;
+        let flags = r.u32("shmat flags")? as i32;
+        attached.push(AttachedAt { id, addr, flags });
+    }
     let len = r.u64("state length")?;
     let len = usize::try_from(len).map_err(|_| "state too long".to_string())?;
     let at = b.len() - r.0.len();
@@ -487,9 +511,18 @@ fn decode(b: &[u8]) -> Result<Handed, String> {
         mask,
         qbytes,
         mail,
-        carried,
+        ipc: Ipc { carried, attached },
         state,
     })
+}
+
+/// The System V side of a moving process: its distributed ids, and the
+/// segments attached (detached before the hand-over, attached again at
+/// the same addresses by the new process).
+#[derive(Debug, PartialEq)]
+struct Ipc {
+    carried: Vec<Carried>,
+    attached: Vec<AttachedAt>,
 }
 
 /// Parses an address of the target host: `a.b.c.d:port`, or an address
@@ -509,7 +542,7 @@ pub fn parse_host(s: &str) -> io::Result<SocketAddr> {
 /// registered, the target's errno if the program cannot start there
 /// (`ENOENT`, `EACCES`, `ENOEXEC`, `EPERM` for a squashed root...),
 /// `EBUSY` if it made a `SEM_UNDO` operation through dipc (on this host
-/// or another), has a distributed segment attached or knows more than
+/// or another), has a dead distributed segment attached or knows more than
 /// 4096 distributed ids (which move with it, see
 /// `moved_ids`), and the errors of the hosts involved. On success the process exits with
 /// status 0 once the new one runs.
@@ -520,14 +553,16 @@ pub fn migrate(host: SocketAddr) -> io::Result<Infallible> {
     let pid_d = pid::current().ok_or_else(|| errno_err(libc::ENOTCONN))?;
     let mailbox = pid::mailbox().ok_or_else(|| errno_err(libc::ENOTCONN))?;
     let config = state::config().map_err(client_err)?;
-    // What the process holds on other hosts' behalf cannot move with it:
-    // undo adjustments would change what its exit does there, and an
-    // attached segment's pages would not be at its addresses.
-    if state::holds_remote_undo() || state::holds_local_undo() || crate::shm::any_attached() {
+    // Undo adjustments cannot move: they would change what the process's
+    // exit does where they are.
+    if state::holds_remote_undo() || state::holds_local_undo() {
         return Err(errno_err(libc::EBUSY));
     }
-    let carried = moved_ids::collect(config.front_end_addr());
-    if carried.len() > moved_ids::MAX_CARRIED {
+    let ipc = Ipc {
+        carried: moved_ids::collect(config.front_end_addr()),
+        attached: crate::shm::attachments().map_err(errno_err)?,
+    };
+    if ipc.carried.len() > moved_ids::MAX_CARRIED {
         return Err(errno_err(libc::EBUSY));
     }
     let token = match state::control(&Message::MoveToken { pid_d, pid: 0 }) {
@@ -556,11 +591,16 @@ pub fn migrate(host: SocketAddr) -> io::Result<Infallible> {
             return Err(abort(e));
         }
     };
+    let mut detached = false;
     let sent = source.save().and_then(|state| {
-        let head = encode_head(pid_d, token, mask, qbytes, &mail, &carried, state.len());
+        let head = encode_head(pid_d, token, mask, qbytes, &mail, &ipc, state.len());
         if head.len().saturating_add(state.len()) > MAX_PAYLOAD {
             return Err(errno_err(libc::EFBIG));
         }
+        // What the process wrote goes back to the segments' managers, from
+        // which the new process's copies fill.
+        crate::shm::detach_all(&ipc.attached).map_err(errno_err)?;
+        detached = true;
         // Chunks smaller than a frame (room left for its header and the
         // data's length word) so that even a state of a few hundred KiB
         // is in several pieces, which the two ends work on at once.
@@ -586,6 +626,16 @@ pub fn migrate(host: SocketAddr) -> io::Result<Infallible> {
         Ok(()) => handed_over(pid_d, mailbox),
         Err(e) => {
             stay(pid_d, token, mailbox, qbytes, &mail, host);
+            if detached {
+                if let Err((errno, at)) = crate::shm::reattach(&ipc.attached) {
+                    // Another thread of the process mapped something there
+                    // meanwhile, or the segment's owner is lost.
+                    log::error!(
+                        "pid_d {pid_d} stays; its segment at {at:#x} could not be attached \
+                         again: errno {errno}"
+                    );
+                }
+            }
             set_mask(mask);
             Err(e)
         }
@@ -802,15 +852,28 @@ fn take_over(data: std::fs::File, go: &mut std::fs::File) -> Result<(PidD, i32),
         .map_err(|e| (libc::EIO, format!("mapping the state: {e}")))?;
     drop(data);
     let h = decode(map.bytes()).map_err(|e| (libc::EPROTO, e))?;
-    moved_ids::rebind(&h.carried)?;
+    moved_ids::rebind(&h.ipc.carried)?;
+    crate::shm::reattach(&h.ipc.attached).map_err(|(e, at)| {
+        (
+            e,
+            format!("cannot attach its segment again at {at:#x}: errno {e}"),
+        )
+    })?;
+    // From here on a failure must detach them again: an exit without
+    // shmdt would lose what they hold for writing.
+    let detach = || {
+        let _ = crate::shm::detach_all(&h.ipc.attached);
+    };
     // SAFETY: msgget takes plain integers.
     let mailbox = unsafe { libc::msgget(libc::IPC_PRIVATE, libc::IPC_CREAT | 0o622) };
     if mailbox < 0 {
         let e = sysv::errno();
+        detach();
         return Err((e, format!("cannot make a mailbox: errno {e}")));
     }
     let fail = |e: (i32, String)| {
         let _ = sysv::msgctl_rmid(mailbox);
+        detach();
         e
     };
     refill(mailbox, h.qbytes, &h.mail).map_err(|e| {
@@ -1008,7 +1071,15 @@ mod tests {
                 origin: Origin::default(),
             },
         ];
-        let mut b = encode_head(42, u64::MAX, 0b101, 16384, &mail, &carried, 5);
+        let ipc = Ipc {
+            carried,
+            attached: vec![AttachedAt {
+                id: 3,
+                addr: 0x7f00_1234_0000,
+                flags: libc::SHM_RDONLY,
+            }],
+        };
+        let mut b = encode_head(42, u64::MAX, 0b101, 16384, &mail, &ipc, 5);
         b.extend_from_slice(b"state");
         let h = decode(&b).unwrap();
         let at = b.len() - 5;
@@ -1020,7 +1091,7 @@ mod tests {
                 mask: 0b101,
                 qbytes: 16384,
                 mail,
-                carried,
+                ipc,
                 state: at..at + 5,
             }
         );

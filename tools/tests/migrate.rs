@@ -529,3 +529,50 @@ fn a_moved_process_keeps_its_ipc_ids() {
         "mig_ipc still runs"
     );
 }
+
+/// Issue 13, item 4, when the move fails after the freeze (the started
+/// program takes over too late): the process stays, its segment attached
+/// again at its address with what it wrote, its ids as they were.
+#[test]
+fn a_move_that_fails_gives_the_segment_back_at_its_address() {
+    let c = Cluster::up(2);
+    let dir = c.scratch_dir("mig_ipc_fail");
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("go.0"), b"").unwrap();
+    create_queue(&c, 2, "0x5f30", "0600");
+    let exe = prog("mig_ipc");
+    // The worker waits timeouts.request / 2 (5 s) for the take-over; the
+    // started program sleeps 8 s first.
+    let m = c.spawn(
+        1,
+        &[
+            &exe,
+            "-d",
+            dir.to_str().unwrap(),
+            "-s",
+            "8000",
+            "0x5f10",
+            "0x5f20",
+            "0x5f30",
+            &host_addr(2),
+        ],
+    );
+    let out = wait_output(&m, "result ", Duration::from_secs(60));
+    assert!(
+        out.contains("round 0 move failed: ETIMEDOUT"),
+        "{out}\n{}",
+        m.stderr()
+    );
+    // Round 0 ran twice: its checks passed again after the failed move.
+    assert_eq!(out.matches("round 0 ids ok").count(), 2, "{out}");
+    assert!(out.contains("result ok rounds=0"), "{out}\n{}", m.stderr());
+    assert!(!out.contains("FAIL"), "{out}");
+    let _reaper = Reaper(running(Path::new(&exe)));
+    assert!(
+        wait_for(Duration::from_secs(20), || running(Path::new(&exe))
+            .is_empty())
+        .is_some(),
+        "mig_ipc still runs"
+    );
+}
