@@ -3,3 +3,4 @@
 
 pub mod dipcref_cli;
 pub mod man;
+pub mod plot;
