@@ -72,6 +72,11 @@ impl fmt::Display for MarkerError {
 
 impl std::error::Error for MarkerError {}
 
+/// `.TH`'s date, left empty so that the pages depend on their sources
+/// only: written as `""`, since roff writes an empty argument as nothing,
+/// which would shift the source and manual into the date's place.
+const NO_DATE: &str = "\"\"";
+
 const OPEN: &str = "<!-- man: ";
 const CLOSE: &str = "<!-- /man -->";
 
@@ -148,6 +153,7 @@ fn page(spec: &PageSpec, readme: &str) -> Result<(String, String), MarkerError> 
             let man = clap_mangen::Man::new(cmd.clone())
                 .title(title)
                 .section(spec.section)
+                .date(NO_DATE)
                 .source(source)
                 .manual("dipc manual");
             let mut buf = Vec::new();
@@ -172,7 +178,13 @@ fn page(spec: &PageSpec, readme: &str) -> Result<(String, String), MarkerError> 
             let mut r = Roff::new();
             r.control(
                 "TH",
-                [title.as_str(), spec.section, "", &source, "dipc manual"],
+                [
+                    title.as_str(),
+                    spec.section,
+                    NO_DATE,
+                    &source,
+                    "dipc manual",
+                ],
             );
             r.control("SH", ["NAME"]);
             r.text([roman(format!("{} - {what}", spec.name))]);
@@ -584,6 +596,27 @@ mod tests {
         assert!(e.0.contains("without an opening"), "{e}");
         let e = fragments("<!-- man: y.7 -->\nz\n<!-- /man -->\n", "x.5").unwrap_err();
         assert!(e.0.contains("no section is marked"), "{e}");
+    }
+
+    /// `.TH TITLE SECTION DATE SOURCE MANUAL`: with the date written as
+    /// nothing, man showed the version as the date and the manual's name
+    /// as the source.
+    #[test]
+    fn the_title_line_keeps_source_and_manual_in_place() {
+        let readme = include_str!("../../README.md");
+        let version = env!("CARGO_PKG_VERSION");
+        for (file, page) in pages(readme).expect("the pages") {
+            let th = page
+                .lines()
+                .find(|l| l.starts_with(".TH "))
+                .unwrap_or_else(|| panic!("{file}: no .TH"));
+            let (name, sect) = file.rsplit_once('.').expect("NAME.SECTION");
+            let want = format!(
+                ".TH {} {sect} \"\" \"dipc {version}\" \"dipc manual\"",
+                name.to_uppercase()
+            );
+            assert_eq!(th, want, "{file}");
+        }
     }
 
     #[test]
