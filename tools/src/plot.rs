@@ -98,7 +98,7 @@ pub fn figures(reader: impl BufRead, input: &str) -> io::Result<Vec<Figure>> {
         }
         let fig = figs.entry(name.clone()).or_insert_with(|| Figure {
             name,
-            title: format!("{title}: round trips, cumulative"),
+            title: format!("{title}: latency of each operation, cumulative"),
             series: BTreeMap::new(),
         });
         let into = fig.series.entry(bench.to_string()).or_default();
@@ -177,8 +177,8 @@ pub fn write_svg(fig: &Figure, dir: &Path) -> Result<PathBuf, String> {
                 format!("{x}")
             }
         })
-        .x_desc("round trip, µs (log scale)")
-        .y_desc("fraction of round trips")
+        .x_desc("µs per operation (a round trip, or a kill_d call), log scale")
+        .y_desc("fraction of operations")
         .draw()
         .map_err(|x| e(&x))?;
     for (i, (bench, pts)) in curves.into_iter().enumerate() {
