@@ -2344,6 +2344,16 @@ pub fn encode_shm_data(request_id: u64, unit: u32, offset: u64, data: &[u8], out
     finish_header(out, start, Kind::ShmData, request_id);
 }
 
+/// A `MigrateData` frame from borrowed bytes: a process's state goes out
+/// in chunks of up to a frame each, and copying each chunk into a message
+/// first would add a pass over all of it while the process is frozen.
+pub fn encode_migrate_data(request_id: u64, data: &[u8], out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; HEADER_LEN]);
+    Writer(out).bytes(data);
+    finish_header(out, start, Kind::MigrateData, request_id);
+}
+
 /// One received frame, its payload still in the receive buffer: a reader
 /// that wants a large payload somewhere else (a segment's content, into
 /// the mapping) takes it from there, without a message in between.
@@ -3353,6 +3363,17 @@ mod tests {
             data: b"page".to_vec(),
         };
         encode_frame(9, &msg, &mut b);
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn migrate_data_from_borrowed_bytes_is_the_message_frame() {
+        let (mut a, mut b) = (vec![1u8], vec![1u8]);
+        encode_migrate_data(7, b"state", &mut a);
+        let msg = Message::MigrateData {
+            data: b"state".to_vec(),
+        };
+        encode_frame(7, &msg, &mut b);
         assert_eq!(a, b);
     }
 

@@ -44,11 +44,12 @@
 //! serialiser; a whole-image back end (CRIU) would be another source that
 //! hands a process image to a restorer instead of starting the program.
 
+use crate::moved_ids::{self, Carried};
 use crate::pid::{self, PidD};
 use crate::state;
 use crate::Client;
 use dipc_common::sysv;
-use dipc_common::wire::{IpcSet, Message, Program};
+use dipc_common::wire::{self, IpcSet, Message, Origin, Program};
 use std::convert::Infallible;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
@@ -67,6 +68,15 @@ pub const MAX_PAYLOAD: usize = 1 << 30;
 
 /// Tells what follows in the bytes the new program is handed.
 const MAGIC: &[u8; 8] = b"DIPCMIG1";
+
+/// State chunks sent ahead of their replies: enough to keep both hosts
+/// busy (this end encrypting and sending the next chunk while the target
+/// decrypts and stores the last), few enough that the replies waiting
+/// unread stay small.
+const DATA_WINDOW: usize = 8;
+
+/// The most state bytes in one `MigrateData`.
+const DATA_CHUNK: usize = 128 << 10;
 
 /// Where a moving process's state comes from.
 pub trait StateSource: Send + Sync {
@@ -354,10 +364,11 @@ fn encode_head(
     mask: u64,
     qbytes: u64,
     mail: &[Mail],
+    carried: &[Carried],
     state_len: usize,
 ) -> Vec<u8> {
     let n: usize = mail.iter().map(|(_, t)| 12 + t.len()).sum();
-    let mut b = Vec::with_capacity(48 + n);
+    let mut b = Vec::with_capacity(52 + n + carried.len() * 64);
     b.extend_from_slice(MAGIC);
     b.extend_from_slice(&pid_d.to_be_bytes());
     b.extend_from_slice(&token.to_be_bytes());
@@ -368,6 +379,17 @@ fn encode_head(
         b.extend_from_slice(&t.to_be_bytes());
         b.extend_from_slice(&(text.len() as u32).to_be_bytes());
         b.extend_from_slice(text);
+    }
+    b.extend_from_slice(&(carried.len() as u32).to_be_bytes());
+    for c in carried {
+        b.push(moved_ids::kind_code(c.kind));
+        b.extend_from_slice(&c.id.to_be_bytes());
+        let owner = c.owner.to_string();
+        b.push(owner.len() as u8);
+        b.extend_from_slice(owner.as_bytes());
+        b.extend_from_slice(&c.owner_id.to_be_bytes());
+        b.extend_from_slice(&c.origin.key.to_be_bytes());
+        b.extend_from_slice(&c.origin.incarnation.to_be_bytes());
     }
     b.extend_from_slice(&(state_len as u64).to_be_bytes());
     b
@@ -381,6 +403,7 @@ struct Handed {
     mask: u64,
     qbytes: u64,
     mail: Vec<Mail>,
+    carried: Vec<Carried>,
     /// Where the state is in the bytes decoded.
     state: std::ops::Range<usize>,
 }
@@ -425,6 +448,31 @@ fn decode(b: &[u8]) -> Result<Handed, String> {
         let len = r.u32("length")? as usize;
         mail.push((t, r.take(len, "text")?.to_vec()));
     }
+    let n = r.u32("id count")? as usize;
+    if n > moved_ids::MAX_CARRIED {
+        return Err(format!("{n} ids"));
+    }
+    let mut carried = Vec::with_capacity(n);
+    for _ in 0..n {
+        let kind = r.take(1, "kind")?[0];
+        let kind = moved_ids::kind_from(kind).ok_or_else(|| format!("kind {kind}"))?;
+        let id = r.u32("id")? as i32;
+        let len = r.take(1, "owner length")?[0] as usize;
+        let owner = std::str::from_utf8(r.take(len, "owner")?)
+            .ok()
+            .and_then(|o| o.parse::<SocketAddr>().ok())
+            .ok_or("an owner that is not an address")?;
+        let owner_id = r.u32("owner's id")? as i32;
+        let key = r.u32("key")? as i32;
+        let incarnation = r.u64("incarnation")?;
+        carried.push(Carried {
+            kind,
+            id,
+            owner,
+            owner_id,
+            origin: Origin { key, incarnation },
+        });
+    }
     let len = r.u64("state length")?;
     let len = usize::try_from(len).map_err(|_| "state too long".to_string())?;
     let at = b.len() - r.0.len();
@@ -439,6 +487,7 @@ fn decode(b: &[u8]) -> Result<Handed, String> {
         mask,
         qbytes,
         mail,
+        carried,
         state,
     })
 }
@@ -460,7 +509,9 @@ pub fn parse_host(s: &str) -> io::Result<SocketAddr> {
 /// registered, the target's errno if the program cannot start there
 /// (`ENOENT`, `EACCES`, `ENOEXEC`, `EPERM` for a squashed root...),
 /// `EBUSY` if it made a `SEM_UNDO` operation through dipc (on this host
-/// or another) or has a distributed segment attached, and the errors of the hosts involved. On success the process exits with
+/// or another), has a distributed segment attached or knows more than
+/// 4096 distributed ids (which move with it, see
+/// `moved_ids`), and the errors of the hosts involved. On success the process exits with
 /// status 0 once the new one runs.
 pub fn migrate(host: SocketAddr) -> io::Result<Infallible> {
     let source = lock(&SOURCE)
@@ -473,6 +524,10 @@ pub fn migrate(host: SocketAddr) -> io::Result<Infallible> {
     // undo adjustments would change what its exit does there, and an
     // attached segment's pages would not be at its addresses.
     if state::holds_remote_undo() || state::holds_local_undo() || crate::shm::any_attached() {
+        return Err(errno_err(libc::EBUSY));
+    }
+    let carried = moved_ids::collect(config.front_end_addr());
+    if carried.len() > moved_ids::MAX_CARRIED {
         return Err(errno_err(libc::EBUSY));
     }
     let token = match state::control(&Message::MoveToken { pid_d, pid: 0 }) {
@@ -502,21 +557,23 @@ pub fn migrate(host: SocketAddr) -> io::Result<Infallible> {
         }
     };
     let sent = source.save().and_then(|state| {
-        let head = encode_head(pid_d, token, mask, qbytes, &mail, state.len());
+        let head = encode_head(pid_d, token, mask, qbytes, &mail, &carried, state.len());
         if head.len().saturating_add(state.len()) > MAX_PAYLOAD {
             return Err(errno_err(libc::EFBIG));
         }
-        // Room for the frame's header and the data's length word.
-        let chunk = (config.max_frame as usize).saturating_sub(1024).max(1024);
-        for part in head.chunks(chunk).chain(state.chunks(chunk)) {
-            match session.call(&Message::MigrateData {
-                data: part.to_vec(),
-            }) {
-                Ok(Message::Done { .. }) => {}
-                Ok(_) => return Err(errno_err(libc::EPROTO)),
-                Err(e) => return Err(client_err(e)),
-            }
-        }
+        // Chunks smaller than a frame (room left for its header and the
+        // data's length word) so that even a state of a few hundred KiB
+        // is in several pieces, which the two ends work on at once.
+        let chunk = (config.max_frame as usize)
+            .saturating_sub(1024)
+            .clamp(1024, DATA_CHUNK);
+        session
+            .call_each(
+                head.chunks(chunk).chain(state.chunks(chunk)),
+                DATA_WINDOW,
+                wire::encode_migrate_data,
+            )
+            .map_err(client_err)?;
         match session.call(&Message::MigrateCommit { go: true }) {
             Ok(Message::Done { .. }) => Ok(()),
             Ok(_) => Err(errno_err(libc::EPROTO)),
@@ -721,6 +778,12 @@ fn tell_names(pid_d: PidD) {
 }
 
 fn take_over(data: std::fs::File, go: &mut std::fs::File) -> Result<(PidD, i32), (i32, String)> {
+    // The configuration and a connection to dipcd are ready before the
+    // old process freezes (it does once the worker reports this program
+    // started), so that neither is part of the time it stays frozen.
+    if let Ok(conn) = state::control_conn() {
+        drop(conn);
+    }
     let mut len = [0u8; 8];
     go.read_exact(&mut len)
         .map_err(|e| (libc::ECHILD, format!("the move was called off: {e}")))?;
@@ -739,6 +802,7 @@ fn take_over(data: std::fs::File, go: &mut std::fs::File) -> Result<(PidD, i32),
         .map_err(|e| (libc::EIO, format!("mapping the state: {e}")))?;
     drop(data);
     let h = decode(map.bytes()).map_err(|e| (libc::EPROTO, e))?;
+    moved_ids::rebind(&h.carried)?;
     // SAFETY: msgget takes plain integers.
     let mailbox = unsafe { libc::msgget(libc::IPC_PRIVATE, libc::IPC_CREAT | 0o622) };
     if mailbox < 0 {
@@ -925,7 +989,26 @@ mod tests {
     #[test]
     fn handed_bytes_round_trip_and_lies_are_refused() {
         let mail = vec![(3, b"one".to_vec()), (9, vec![]), (3, vec![7; 100])];
-        let mut b = encode_head(42, u64::MAX, 0b101, 16384, &mail, 5);
+        let carried = vec![
+            Carried {
+                kind: dipc_common::wire::IpcKind::Sem,
+                id: 7,
+                owner: "10.66.0.2:7000".parse().unwrap(),
+                owner_id: 32769,
+                origin: Origin {
+                    key: -5,
+                    incarnation: 99,
+                },
+            },
+            Carried {
+                kind: dipc_common::wire::IpcKind::Shm,
+                id: 0,
+                owner: "[::1]:1".parse().unwrap(),
+                owner_id: 0,
+                origin: Origin::default(),
+            },
+        ];
+        let mut b = encode_head(42, u64::MAX, 0b101, 16384, &mail, &carried, 5);
         b.extend_from_slice(b"state");
         let h = decode(&b).unwrap();
         let at = b.len() - 5;
@@ -937,6 +1020,7 @@ mod tests {
                 mask: 0b101,
                 qbytes: 16384,
                 mail,
+                carried,
                 state: at..at + 5,
             }
         );

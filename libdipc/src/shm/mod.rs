@@ -145,7 +145,7 @@ fn remote_ctl(
 /// host (whose kernel checks it, see `dist::get`).
 pub fn get(key: i32, size: usize, flags: i32) -> Result<i32, Errno> {
     if flags & IPC_DIPC == 0 || key == libc::IPC_PRIVATE {
-        return plain_get(key, flags, size as u64).inspect(|&id| dist::plain(IpcKind::Shm, id));
+        return plain_get(key, flags, size as u64).and_then(|id| dist::plain(IpcKind::Shm, id));
     }
     dist::get(&OPS, key, flags, size as u64)
 }
