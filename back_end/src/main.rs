@@ -33,6 +33,7 @@ mod pids;
 mod placeholders;
 
 use clap::Parser;
+use dipc_back_end::cli::Args;
 use dipc_common::auth::{Secret, Vouch};
 use dipc_common::channel::{ChannelError, Framed};
 use dipc_common::config::Config;
@@ -58,21 +59,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
-
-#[derive(Parser)]
-#[command(
-    name = "dipcd",
-    version,
-    about = "The dipc daemon: one per host of a dipc cluster"
-)]
-struct Args {
-    /// Configuration file [default: $DIPC_CONFIG, else /etc/dipc/dipc.conf]
-    #[arg(short, long, value_name = "PATH")]
-    config: Option<PathBuf>,
-}
 
 const SIGNALS: Token = Token(0);
 const LISTENER: Token = Token(1);

@@ -777,11 +777,23 @@ impl Cluster {
         dir: &Path,
         env: &[(&str, &str)],
     ) -> ExtraDaemon {
+        let config = config.to_str().expect("utf-8 config path");
+        self.spawn_daemon_with(host, &["dipcd", "-c", config], dir, env)
+    }
+
+    /// Starts the daemon command `argv` (a dipcd of another build, say: an
+    /// installed one) on `host`, its log in `dir/dipcd.log`.
+    pub fn spawn_daemon_with(
+        &self,
+        host: usize,
+        argv: &[&str],
+        dir: &Path,
+        env: &[(&str, &str)],
+    ) -> ExtraDaemon {
         let log = dir.join("dipcd.log");
         let f = File::create(&log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
         let f2 = f.try_clone().expect("dup log file");
-        let config = config.to_str().expect("utf-8 config path");
-        let mut cmd = self.exec_command(host, &["dipcd", "-c", config]);
+        let mut cmd = self.exec_command(host, argv);
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info");
         }

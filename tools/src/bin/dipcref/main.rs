@@ -8,90 +8,17 @@
 //! dipcd, which relays it for anyone (see `referee::pids` for why), and
 //! so is `dipcref names`.
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use dipc::client::{Client, ClientError};
 use dipc_common::config::Config;
 use dipc_common::wire::{HostInfo, IpcKind, KeyInfo, Message, Origin, PidRecord};
+use dipc_tools::dipcref_cli::{Args, Command};
 use serde_json::json;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
 mod ipcs;
-
-#[derive(Parser)]
-#[command(
-    name = "dipcref",
-    version,
-    about = "Inspect and administer a dipc cluster's referee"
-)]
-struct Args {
-    /// Configuration file [default: $DIPC_CONFIG, else /etc/dipc/dipc.conf]
-    #[arg(short, long, value_name = "PATH", global = true)]
-    config: Option<PathBuf>,
-    /// Print JSON instead of a table
-    #[arg(long, global = true)]
-    json: bool,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// List the hosts of the cluster: address, state, when last heard from
-    Hosts,
-    /// List the distributed keys: kind, key, owner host, id there, creator
-    Keys,
-    /// List the registered processes: pid_d, host, pid, uid, time since
-    /// they registered
-    Pids,
-    /// List the names of distributed processes and the pid_d holding each
-    Names,
-    /// Forget a stale key (its structure is gone but the referee still
-    /// lists it); every host drops its placeholder
-    RmKey {
-        /// msg, sem or shm
-        kind: String,
-        /// The key, decimal or 0x-hex
-        key: String,
-    },
-    /// Show each distributed shared memory segment's units: which host may
-    /// write, which hosts hold read copies
-    Shm,
-    /// Ask a migratable process to move to another host at its next
-    /// migration point (root, admin_group, or the process's own user)
-    Migrate {
-        /// The process's pid_d
-        pid_d: i64,
-        /// The target host's address, with its front_end port if not this
-        /// host's
-        host: String,
-    },
-    /// List every distributed structure as ipcs(1) does, with its owner
-    /// host and id there and the figures read from the owner's kernel
-    /// (all kinds unless -q, -s or -m is given)
-    Ipcs {
-        /// Message queues
-        #[arg(short = 'q')]
-        queues: bool,
-        /// Semaphore sets
-        #[arg(short = 's')]
-        semaphores: bool,
-        /// Shared memory segments
-        #[arg(short = 'm')]
-        segments: bool,
-    },
-    /// Measure a round trip to another host's daemon through this host's
-    /// dipcd (connect, authenticate, ping)
-    Ping {
-        /// The host's address, with its front_end port if not this host's
-        host: String,
-        /// How many round trips to time
-        #[arg(short = 'n', long, default_value_t = 1)]
-        count: u32,
-    },
-}
 
 fn main() -> ExitCode {
     let args = Args::parse();
