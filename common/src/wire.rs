@@ -293,6 +293,14 @@ pub struct IpcSet {
     pub qbytes: u64,
 }
 
+/// What a program started for a move writes on its answer pipe once it
+/// waits for the state (its configuration read, its connection to dipcd
+/// open): the worker lets the old process freeze only then (or after a
+/// short wait), so the program's start is not part of the frozen time.
+/// The pipe then carries the take-over's errno (0: taken over), never this
+/// value.
+pub const TAKEOVER_READY: i32 = i32::MIN;
+
 /// The program a move starts on its target host (see `MigrateSpawn`):
 /// paths, arguments and environment as the kernel takes them (bytes).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

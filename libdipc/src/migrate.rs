@@ -796,7 +796,7 @@ pub(crate) fn arrive() -> Option<(PidD, i32)> {
             std::fs::File::from_raw_fd(answer),
         )
     };
-    match take_over(data, &mut go) {
+    match take_over(data, &mut go, &mut answer) {
         Ok((pid_d, mailbox)) => {
             let _ = answer.write_all(&0i32.to_be_bytes());
             Some((pid_d, mailbox))
@@ -827,13 +827,19 @@ fn tell_names(pid_d: PidD) {
     }
 }
 
-fn take_over(data: std::fs::File, go: &mut std::fs::File) -> Result<(PidD, i32), (i32, String)> {
+fn take_over(
+    data: std::fs::File,
+    go: &mut std::fs::File,
+    answer: &mut std::fs::File,
+) -> Result<(PidD, i32), (i32, String)> {
     // The configuration and a connection to dipcd are ready before the
-    // old process freezes (it does once the worker reports this program
-    // started), so that neither is part of the time it stays frozen.
+    // old process freezes (it does once this program says it is ready),
+    // so that neither is part of the time it stays frozen.
     if let Ok(conn) = state::control_conn() {
         drop(conn);
     }
+    // A worker that no longer waits for it sees it at commit, or never.
+    let _ = answer.write_all(&wire::TAKEOVER_READY.to_be_bytes());
     let mut len = [0u8; 8];
     go.read_exact(&mut len)
         .map_err(|e| (libc::ECHILD, format!("the move was called off: {e}")))?;
