@@ -198,6 +198,12 @@ pub fn migratable_with<R: FnOnce(&[u8])>(
     restore: R,
 ) -> io::Result<bool> {
     pid::regist()?;
+    // dipcd lists it in its load reports: the balancer may move it.
+    match state::control(&Message::Migratable) {
+        Ok(Message::Done { .. }) => {}
+        Ok(_) => return Err(errno_err(libc::EPROTO)),
+        Err(e) => return Err(client_err(e)),
+    }
     *lock(&SOURCE) = Some(source);
     let me = std::process::id();
     let arrived = lock(&ARRIVED).take().filter(|a| a.pid == me);
