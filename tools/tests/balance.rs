@@ -197,6 +197,11 @@ fn with_the_balancer_off_nothing_moves() {
         assert!(p["cpu_milli"].as_u64().unwrap_or(0) > 0, "{l}");
         assert_eq!(p["name"].as_str(), Some("spinner"), "{l}");
     }
+    let table = c.exec_ok(1, &as_nobody(&["dipcref", "load"]));
+    assert!(
+        table.contains(&front_end(1)) && table.matches("spinner").count() == 6,
+        "{table}"
+    );
     for i in [2, 3] {
         let h = host_load(&l, i).unwrap_or_else(|| panic!("no host {i}: {l}"));
         assert!(h["load_milli"].as_u64().unwrap_or(u64::MAX) < 100, "{l}");
