@@ -32,6 +32,18 @@ impl Drop for Reaper {
     }
 }
 
+/// Kills the processes when dropped.
+struct Kill(Vec<i32>);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            // SAFETY: kill takes plain integers.
+            unsafe { libc::kill(*p, libc::SIGKILL) };
+        }
+    }
+}
+
 /// The processes running `exe` (by the exact path of their executable).
 fn running(exe: &Path) -> Vec<i32> {
     let mut v = Vec::new();
@@ -81,7 +93,11 @@ fn spread(c: &Cluster, pids: &[i64]) -> HashMap<String, usize> {
 /// Starts `n` spinners on host 1 for `secs` seconds; returns them with
 /// their pid_d.
 fn spinners(c: &Cluster, n: usize, secs: u64) -> (Vec<Background>, Vec<i64>) {
-    let exe = prog("spinner");
+    spinners_of(c, &prog("spinner"), n, secs)
+}
+
+/// As [`spinners`], running the executable `exe`.
+fn spinners_of(c: &Cluster, exe: &Path, n: usize, secs: u64) -> (Vec<Background>, Vec<i64>) {
     let exe = exe.to_string_lossy().into_owned();
     let s = secs.to_string();
     let mut bs: Vec<Background> = (0..n).map(|_| c.spawn(1, &[&exe, &s])).collect();
@@ -210,4 +226,48 @@ fn with_the_balancer_off_nothing_moves() {
         !c.log(1).contains("balance: "),
         "the balancer decided while off"
     );
+}
+
+/// A move the balancer asked for that fails (the target cannot start the
+/// program: its executable was removed) is not asked again between the
+/// same hosts: with two hosts, each of the two busy processes is asked
+/// once, both moves end failed, and the processes go on where they were.
+#[test]
+fn a_move_that_fails_is_not_asked_again_between_the_same_hosts() {
+    let c = Cluster::up_with(2, &["--balance", "1000:0.25:0"]);
+    let exe = c.scratch_dir("balance").join("spinner-doomed");
+    fs::copy(prog("spinner"), &exe).unwrap_or_else(|e| panic!("{}: {e}", exe.display()));
+    let (bs, pids) = spinners_of(&c, &exe, 2, 90);
+    let table = pid_table(&c);
+    let _kill = Kill(pids.iter().map(|p| table[p].1 as i32).collect());
+    fs::remove_file(&exe).unwrap_or_else(|e| panic!("{}: {e}", exe.display()));
+    let failed = |l: &Value| {
+        l["moves"].as_array().map_or(0, |m| {
+            m.iter()
+                .filter(|m| m["outcome"].as_str() == Some("failed"))
+                .count()
+        })
+    };
+    // Each failure is known after the move time-out (request_ms + a
+    // window: 6 s here).
+    let both = wait_for(Duration::from_secs(60), || failed(&load(&c, 1, false)) == 2);
+    assert!(
+        both.is_some(),
+        "not two failed moves: {}\n{}",
+        load(&c, 1, false),
+        c.log(1)
+    );
+    // Longer than a move's time-out: nothing more is asked.
+    std::thread::sleep(Duration::from_secs(8));
+    let l = load(&c, 1, false);
+    assert_eq!(l["moves"].as_array().map(Vec::len), Some(2), "{l}");
+    let moves = moves_of(&l);
+    for p in &pids {
+        assert_eq!(moves.get(p), Some(&1), "{l}");
+    }
+    let s = spread(&c, &pids);
+    assert_eq!(s.get(&front_end(1)), Some(&2), "{s:?}");
+    for b in &bs {
+        assert!(b.stdout().contains("move failed"), "{}", b.describe());
+    }
 }
