@@ -27,6 +27,7 @@
 
 mod grants;
 mod link;
+mod load;
 mod moves;
 mod owned;
 mod pids;
@@ -188,6 +189,7 @@ fn run(config: &Config) -> io::Result<u8> {
         grant_tokens: HashMap::new(),
         front_end: pid.as_raw(),
         joined_once: false,
+        meter: load::Meter::new(Instant::now()),
     };
     let mut listener = UnixListener::from_std(listener);
     d.poll.registry().register(
@@ -259,6 +261,8 @@ struct Daemon<'a> {
     front_end: i32,
     /// Whether the host has joined the cluster since dipcd started.
     joined_once: bool,
+    /// This host's load, reported with each heartbeat.
+    meter: load::Meter,
 }
 
 impl Daemon<'_> {
@@ -366,8 +370,13 @@ impl Daemon<'_> {
     }
 
     fn tick_link(&mut self, out: &mut Vec<LinkEvent>) {
-        self.link
+        let beat = self
+            .link
             .tick(self.poll.registry(), self.config, &self.secret, out);
+        if beat {
+            let report = self.meter.report(self.pids.all(), Instant::now());
+            self.link.push(&report);
+        }
     }
 
     fn accept(&mut self, listener: &mut UnixListener) {
@@ -706,6 +715,21 @@ impl Daemon<'_> {
                 };
                 self.relay(c, relay(None), &ask);
             }
+            // The process declares itself migratable: the balancer may
+            // move it (it is listed in this host's load reports).
+            Message::Migratable => {
+                let reply = match self.pids.get_mut(c.cred.pid) {
+                    Some(r) if r.pid_d > 0 => {
+                        r.migratable = true;
+                        Message::Done { value: 0 }
+                    }
+                    _ => Message::error(
+                        libc::ENOTCONN,
+                        format!("pid {} is not a registered process", c.cred.pid),
+                    ),
+                };
+                c.framed.queue(id, &reply);
+            }
             Message::MoveToken { pid_d, .. } | Message::MoveAbort { pid_d, .. } => {
                 self.relay_move(c, relay(None), &msg, pid_d)
             }
@@ -741,6 +765,7 @@ impl Daemon<'_> {
             // Names are as open as the pids they stand for.
             Message::PidLookup { .. }
             | Message::ListPids { .. }
+            | Message::ListLoad
             | Message::NameLookup { .. }
             | Message::ListNames { .. } => {
                 self.relay(c, relay(None), &msg);

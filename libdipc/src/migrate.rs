@@ -207,16 +207,34 @@ pub fn migratable_with<R: FnOnce(&[u8])>(
     *lock(&SOURCE) = Some(source);
     let me = std::process::id();
     let arrived = lock(&ARRIVED).take().filter(|a| a.pid == me);
-    match arrived {
+    let moved = match arrived {
         Some(a) => {
             let bytes = a.map.bytes();
             restore(bytes.get(a.state.clone()).unwrap_or_default());
             drop(a.map);
             set_mask(a.mask);
             tell_names(a.pid_d);
+            true
+        }
+        None => false,
+    };
+    // dipcd lists it in its load reports, for the balancer. After the
+    // restore, which a process that moved in waits for: this is not part
+    // of the move. A process that moved in and already runs its restored
+    // state goes on if this fails (it still moves when asked; only the
+    // balancer does not see it); any other gets the error.
+    let told = match state::control(&Message::Migratable) {
+        Ok(Message::Done { .. }) => Ok(()),
+        Ok(_) => Err(errno_err(libc::EPROTO)),
+        Err(e) => Err(client_err(e)),
+    };
+    match told {
+        Err(e) if !moved => Err(e),
+        Err(e) => {
+            log::warn!("the load balancer will not see this process: {e}");
             Ok(true)
         }
-        None => Ok(false),
+        Ok(()) => Ok(moved),
     }
 }
 

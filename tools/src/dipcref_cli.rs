@@ -33,6 +33,10 @@ pub enum Command {
     Pids,
     /// List the names of distributed processes and the pid_d holding each
     Names,
+    /// Show each host's load (CPU used by its registered processes over
+    /// the balancer's last window), its migratable processes, and the
+    /// balancer's recent moves
+    Load,
     /// Forget a stale key (its structure is gone but the referee still
     /// lists it); every host drops its placeholder
     RmKey {

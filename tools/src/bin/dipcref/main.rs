@@ -6,12 +6,14 @@
 //! the caller is root or in `admin_group`. `dipcref pids` (the table of
 //! registered processes) is open to every user: it always goes through
 //! dipcd, which relays it for anyone (see `referee::pids` for why), and
-//! so is `dipcref names`.
+//! so are `dipcref names` and `dipcref load` (each host's load and its
+//! migratable processes: what `pids` and `ps` show already, with their
+//! CPU use).
 
 use clap::Parser;
 use dipc::client::{Client, ClientError};
 use dipc_common::config::Config;
-use dipc_common::wire::{HostInfo, IpcKind, KeyInfo, Message, Origin, PidRecord};
+use dipc_common::wire::{BalanceMove, HostInfo, IpcKind, KeyInfo, Message, Origin, PidRecord};
 use dipc_tools::dipcref_cli::{Args, Command};
 use serde_json::json;
 use std::net::{IpAddr, SocketAddr};
@@ -50,6 +52,7 @@ fn main() -> ExitCode {
         }
         Command::Pids => pids(&config, args.json),
         Command::Names => names(&config, args.json),
+        Command::Load => load(&config, args.json),
         Command::RmKey { kind, key } => rm_key(&config, kind, key),
         Command::Ping { host, count } => ping(&config, host, *count, args.json),
         Command::Migrate { pid_d, host } => migrate(&config, *pid_d, host),
@@ -289,6 +292,101 @@ fn names(config: &Config, as_json: bool) -> Result<(), ClientError> {
     println!("{:>8}  NAME", "PID_D");
     for (name, pid_d) in &names {
         println!("{pid_d:>8}  {name}");
+    }
+    Ok(())
+}
+
+/// Open to every user, as `pids`.
+fn load(config: &Config, as_json: bool) -> Result<(), ClientError> {
+    let mut c = Client::for_config(config)?;
+    let (hosts, moves) = match c.call(&Message::ListLoad)? {
+        Message::Loads { hosts, moves } => (hosts, moves),
+        other => return Err(ClientError::Unexpected(other.kind().name())),
+    };
+    let outcome = |m: &BalanceMove| match m.outcome {
+        0 => "asked",
+        1 => "done",
+        _ => "failed",
+    };
+    if as_json {
+        let hosts: Vec<_> = hosts
+            .iter()
+            .map(|h| {
+                let procs: Vec<_> = h
+                    .procs
+                    .iter()
+                    .map(|p| {
+                        json!({
+                            "pid_d": p.pid_d,
+                            "pid": p.pid,
+                            "name": p.name,
+                            "cpu_milli": p.cpu,
+                            "stay_ms": p.stay_ms,
+                        })
+                    })
+                    .collect();
+                json!({
+                    "host": h.host.to_string(),
+                    "load_milli": h.load,
+                    "window_ms": h.window_ms,
+                    "procs": procs,
+                })
+            })
+            .collect();
+        let moves: Vec<_> = moves
+            .iter()
+            .map(|m| {
+                json!({
+                    "at_ms": m.at_ms,
+                    "pid_d": m.pid_d,
+                    "from": m.from.to_string(),
+                    "to": m.to.to_string(),
+                    "outcome": outcome(m),
+                })
+            })
+            .collect();
+        println!("{}", json!({ "hosts": hosts, "moves": moves }));
+        return Ok(());
+    }
+    let cpus = |milli: u32| format!("{:.2}", f64::from(milli) / 1000.0);
+    println!("{:<28} {:>8} {:>8}", "HOST", "LOAD", "WINDOW");
+    for h in &hosts {
+        println!(
+            "{:<28} {:>8} {:>8}",
+            h.host.to_string(),
+            cpus(h.load),
+            secs(u64::from(h.window_ms))
+        );
+        for p in &h.procs {
+            println!(
+                "    pid_d {:<8} pid {:<8} cpu {:>6}  on it {:>10}  {}",
+                p.pid_d,
+                p.pid,
+                cpus(p.cpu),
+                secs(p.stay_ms),
+                p.name
+            );
+        }
+    }
+    if moves.is_empty() {
+        return Ok(());
+    }
+    println!();
+    println!(
+        "{:<12} {:>8}  {:<24} {:<24} OUTCOME",
+        "MOVED (UTC)", "PID_D", "FROM", "TO"
+    );
+    for m in &moves {
+        let day_ms = m.at_ms % 86_400_000;
+        let (h, mi, se) = (day_ms / 3_600_000, day_ms / 60_000 % 60, day_ms / 1000 % 60);
+        println!(
+            "{:<12} {:>8}  {:<24} {:<24} {}",
+            format!("{h:02}:{mi:02}:{se:02}"),
+            m.pid_d,
+            m.from.to_string(),
+            m.to.to_string(),
+            outcome(m)
+        );
     }
     Ok(())
 }
