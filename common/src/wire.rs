@@ -2534,6 +2534,21 @@ impl RawFrame<'_> {
     }
 
     /// A `ShmData` frame's content, borrowed; `None` for any other kind.
+    /// A `MigrateData` frame's bytes, borrowed; `None` for any other kind.
+    pub fn migrate_data(&self) -> Option<Result<&[u8], WireError>> {
+        if self.kind != Kind::MigrateData {
+            return None;
+        }
+        let mut r = Reader { buf: self.payload };
+        Some(r.bytes("data").and_then(|d| match r.buf.len() {
+            0 => Ok(d),
+            extra => Err(WireError::TrailingBytes {
+                kind: Kind::MigrateData.name(),
+                extra,
+            }),
+        }))
+    }
+
     pub fn shm_data(&self) -> Option<Result<ShmChunk<'_>, WireError>> {
         if self.kind != Kind::ShmData {
             return None;
@@ -3654,6 +3669,27 @@ mod tests {
         };
         encode_frame(7, &msg, &mut b);
         assert_eq!(a, b);
+        let payload = &a[1 + HEADER_LEN..];
+        let raw = RawFrame {
+            kind: Kind::MigrateData,
+            request_id: 7,
+            payload,
+        };
+        assert_eq!(raw.migrate_data(), Some(Ok(&b"state"[..])));
+        let long = [payload, b"x"].concat();
+        let raw = RawFrame {
+            payload: &long,
+            ..raw
+        };
+        assert!(matches!(
+            raw.migrate_data(),
+            Some(Err(WireError::TrailingBytes { extra: 1, .. }))
+        ));
+        let raw = RawFrame {
+            kind: Kind::ShmData,
+            ..raw
+        };
+        assert_eq!(raw.migrate_data(), None);
     }
 
     #[test]
