@@ -44,20 +44,6 @@ impl Drop for Kill {
     }
 }
 
-/// The processes running `exe` (by the exact path of their executable).
-fn running(exe: &Path) -> Vec<i32> {
-    let mut v = Vec::new();
-    for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        if fs::read_link(e.path().join("exe")).is_ok_and(|p| p == exe) {
-            v.push(pid);
-        }
-    }
-    v
-}
-
 /// `dipcref load --json` on `host` (as `nobody` if asked).
 fn load(c: &Cluster, host: usize, nobody: bool) -> Value {
     let args = ["dipcref", "load", "--json"];

@@ -55,20 +55,6 @@ fn wait_output(b: &Background, text: &str, limit: Duration) -> String {
     }
 }
 
-/// The processes running `exe` (by the exact path of their executable).
-fn running(exe: &Path) -> Vec<i32> {
-    let mut v = Vec::new();
-    for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        if fs::read_link(e.path().join("exe")).is_ok_and(|p| p == exe) {
-            v.push(pid);
-        }
-    }
-    v
-}
-
 /// The number after `word` in `line` (`moved 3 pid 1234 carried 17`).
 fn field(line: &str, word: &str) -> Option<i64> {
     let mut it = line.split_whitespace();

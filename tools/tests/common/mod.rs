@@ -129,6 +129,20 @@ pub fn create_queue(c: &Cluster, host: usize, key: &str, mode: &str) -> i32 {
         .unwrap_or_else(|e| panic!("dipc-msg get printed {out:?}: {e}"))
 }
 
+/// The processes running `exe` (by the exact path of their executable).
+pub fn running(exe: &Path) -> Vec<i32> {
+    let mut v = Vec::new();
+    for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if fs::read_link(e.path().join("exe")).is_ok_and(|p| p == exe) {
+            v.push(pid);
+        }
+    }
+    v
+}
+
 /// Host `i`'s front_end address, as `IP:PORT`.
 pub fn front_end(i: usize) -> String {
     format!("{}:{HOST_PORT}", host_addr(i))
