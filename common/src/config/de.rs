@@ -1,0 +1,287 @@
+//! Decoders of single values, named in `#[serde(deserialize_with)]`.
+//!
+//! Each takes the raw TOML value and checks it itself rather than letting
+//! serde coerce it, so that the message says what the key accepts and shows
+//! the value that was given (serde's own would say "invalid type: string,
+//! expected u16"). The key is added by the caller (see `file.rs`).
+
+use super::{keypolicy, Cidr, KeyPolicy, ShmMode};
+use serde::de::{Deserialize, Deserializer, Error, MapAccess, Visitor};
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use toml::Value;
+
+const PORT_MIN: i64 = 1;
+const PORT_MAX: i64 = 65_535;
+const MAX_FRAME_MIN: i64 = 4096;
+const MAX_FRAME_MAX: i64 = 64 * 1024 * 1024;
+const TIMEOUT_MS_MIN: i64 = 1;
+const TIMEOUT_MS_MAX: i64 = 3_600_000;
+const QUANTUM_MS_MAX: i64 = 60_000;
+const BALANCE_INTERVAL_MS_MIN: i64 = 100;
+/// Bounds of `balance.threshold`, in CPUs.
+const THRESHOLD_MAX: f64 = 1024.0;
+/// Bound of every `limits` count (dipcd's own table of local clients holds
+/// 4096).
+const LIMIT_MAX: i64 = 65_536;
+
+type Res<'de, D, T> = Result<T, <D as Deserializer<'de>>::Error>;
+
+/// A short rendering of a bad value for error messages; whole tables or long
+/// arrays would drown the message.
+pub(super) fn show(value: &Value) -> String {
+    const LIMIT: usize = 60;
+    if value.is_table() {
+        return "a table".to_string();
+    }
+    let text = value.to_string();
+    if text.chars().count() <= LIMIT {
+        text
+    } else {
+        let mut cut: String = text.chars().take(LIMIT).collect();
+        cut.push('…');
+        cut
+    }
+}
+
+fn int<'de, D: Deserializer<'de>, T: TryFrom<i64>>(d: D, min: i64, max: i64) -> Res<'de, D, T> {
+    let value = Value::deserialize(d)?;
+    match value.as_integer() {
+        // The error path only exists so that a wrong range constant can
+        // never panic.
+        Some(n) if (min..=max).contains(&n) => {
+            T::try_from(n).map_err(|_| D::Error::custom(format!("value {n} does not fit")))
+        }
+        _ => Err(D::Error::custom(format!(
+            "must be an integer between {min} and {max}, got {}",
+            show(&value)
+        ))),
+    }
+}
+
+fn millis<'de, D: Deserializer<'de>>(d: D, min: i64, max: i64) -> Res<'de, D, Duration> {
+    int(d, min, max).map(Duration::from_millis)
+}
+
+pub(super) fn port<'de, D: Deserializer<'de>>(d: D) -> Res<'de, D, u16> {
+    int(d, PORT_MIN, PORT_MAX)
+}
+
+pub(super) fn max_frame<'de, D: Deserializer<'de>>(d: D) -> Res<'de, D, u32> {
+    int(d, MAX_FRAME_MIN, MAX_FRAME_MAX)
+}
+
+pub(super) fn timeout_ms<'de, D: Deserializer<'de>>(d: D) -> Res<'de, D, Duration> {
+    millis(d, TIMEOUT_MS_MIN, TIMEOUT_MS_MAX)
+}
+
+pub(super) fn quantum_ms<'de, D: Deserializer<'de>>(d: D) -> Res<'de, D, Duration> {
+    millis(d, 0, QUANTUM_MS_MAX)
+}
+
+pub(super) fn balance_interval_ms<'de, D: Deserializer<'de>>(d: D) -> Res<'de, D, Duration> {
+    millis(d, BALANCE_INTERVAL_MS_MIN, TIMEOUT_MS_MAX)
+}
+
+pub(super) fn min_stay_ms<'de, D: Deserializer<'de>>(d: D) -> Res<'de, D, Duration> {
+    millis(d, 0, TIMEOUT_MS_MAX)
+}
+
+pub(super) fn spin_us<'de, D: Deserializer<'de>>(d: D) -> Res<'de, D, Duration> {
+    int(d, 0, super::SPIN_US_MAX).map(Duration::from_micros)
+}
+
+pub(super) fn limit<'de, D: Deserializer<'de>>(d: D) -> Res<'de, D, usize> {
+    int(d, 1, LIMIT_MAX)
+}
+
+pub(super) fn boolean<'de, D: Deserializer<'de>>(d: D) -> Res<'de, D, bool> {
+    let value = Value::deserialize(d)?;
+    value
+        .as_bool()
+        .ok_or_else(|| D::Error::custom(format!("must be true or false, got {}", show(&value))))
+}
+
+fn non_empty_str<E: Error>(value: &Value, what: &str) -> Result<String, E> {
+    match value.as_str() {
+        Some("") => Err(E::custom(format!("must be {what}, got an empty string"))),
+        Some(s) => Ok(s.to_string()),
+        None => Err(E::custom(format!("must be {what}, got {}", show(value)))),
+    }
+}
+
+pub(super) fn abs_path<'de, D: Deserializer<'de>>(d: D) -> Res<'de, D, PathBuf> {
+    let value = Value::deserialize(d)?;
+    let what = "an absolute path (a string starting with /)";
+    let s: String = non_empty_str::<D::Error>(&value, what)?;
+    // Daemons change directory and applications start anywhere, so a
+    // relative path would name a different file in each process.
+    let path = PathBuf::from(&s);
+    if !path.is_absolute() {
+        return Err(D::Error::custom(format!(
+            "must be {what}, got {}",
+            show(&value)
+        )));
+    }
+    if s.contains('\0') {
+        return Err(D::Error::custom(format!(
+            "must not contain a NUL byte, got {}",
+            show(&value)
+        )));
+    }
+    Ok(path)
+}
+
+pub(super) fn group_name<'de, D: Deserializer<'de>>(d: D) -> Res<'de, D, Option<String>> {
+    let value = Value::deserialize(d)?;
+    let s: String = non_empty_str::<D::Error>(&value, "a group name")?;
+    // These characters cannot occur in a name from /etc/group, so their
+    // presence is certainly a mistake even without looking the group up.
+    if s.chars()
+        .any(|c| c == ':' || c.is_whitespace() || c.is_control())
+    {
+        return Err(D::Error::custom(format!(
+            "must be a group name without ':', spaces or control characters, got {}",
+            show(&value)
+        )));
+    }
+    Ok(Some(s))
+}
+
+pub(super) fn ip<'de, D: Deserializer<'de>>(d: D) -> Res<'de, D, IpAddr> {
+    let value = Value::deserialize(d)?;
+    let what =
+        "an IP address such as \"192.168.1.10\" or \"fd00::1\" (host names are not accepted)";
+    let s: String = non_empty_str::<D::Error>(&value, what)?;
+    let ip: IpAddr = s
+        .parse()
+        .map_err(|_| D::Error::custom(format!("must be {what}, got {}", show(&value))))?;
+    // The address is how other hosts reach this one (and how the referee
+    // identifies it), so a wildcard or group address cannot work.
+    if ip.is_unspecified() || ip.is_multicast() {
+        return Err(D::Error::custom(format!(
+            "must be a unicast address that other hosts can connect to, got {}",
+            show(&value)
+        )));
+    }
+    Ok(ip)
+}
+
+pub(super) fn cidr_list<'de, D: Deserializer<'de>>(d: D) -> Res<'de, D, Vec<Cidr>> {
+    let value = Value::deserialize(d)?;
+    let what = "a non-empty array of address ranges such as [\"10.0.0.0/8\", \"::1\"]";
+    let items = value
+        .as_array()
+        .ok_or_else(|| D::Error::custom(format!("must be {what}, got {}", show(&value))))?;
+    if items.is_empty() {
+        // An empty list would refuse every peer, the local host included.
+        return Err(D::Error::custom(format!("must be {what}, got []")));
+    }
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let s = item.as_str().ok_or_else(|| {
+                D::Error::custom(format!(
+                    "entry {i} must be a string such as \"10.0.0.0/8\", got {}",
+                    show(item)
+                ))
+            })?;
+            s.parse::<Cidr>()
+                .map_err(|e| D::Error::custom(format!("entry {i}: {e}")))
+        })
+        .collect()
+}
+
+pub(super) fn shm_mode<'de, D: Deserializer<'de>>(d: D) -> Res<'de, D, ShmMode> {
+    let value = Value::deserialize(d)?;
+    match value.as_str() {
+        Some("page") => Ok(ShmMode::Page),
+        Some("segment") => Ok(ShmMode::Segment),
+        _ => Err(D::Error::custom(format!(
+            "must be \"page\" or \"segment\", got {}",
+            show(&value)
+        ))),
+    }
+}
+
+pub(super) fn preload_keys<'de, D: Deserializer<'de>>(d: D) -> Res<'de, D, KeyPolicy> {
+    let value = Value::deserialize(d)?;
+    let what = "an array of keys such as [\"0x1000-0x1fff\", \"0x5a5a\"] or [\"all\"]";
+    let items = value
+        .as_array()
+        .ok_or_else(|| D::Error::custom(format!("must be {what}, got {}", show(&value))))?;
+    if items.len() > keypolicy::MAX_ENTRIES {
+        return Err(D::Error::custom(format!(
+            "more than {} entries",
+            keypolicy::MAX_ENTRIES
+        )));
+    }
+    let mut entries = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let s = item.as_str().ok_or_else(|| {
+            D::Error::custom(format!("entry {i} must be a string, got {}", show(item)))
+        })?;
+        entries.push(s);
+    }
+    KeyPolicy::parse(entries).map_err(D::Error::custom)
+}
+
+/// `balance.threshold`, a number of CPUs, kept in thousandths.
+pub(super) fn threshold<'de, D: Deserializer<'de>>(d: D) -> Res<'de, D, u32> {
+    let value = Value::deserialize(d)?;
+    let cpus = match value {
+        Value::Float(f) => Some(f),
+        Value::Integer(n) => Some(n as f64),
+        _ => None,
+    };
+    match cpus {
+        // In range, so the product fits a u32 (NaN is not in range).
+        Some(c) if (0.0..=THRESHOLD_MAX).contains(&c) => Ok((c * 1000.0).round() as u32),
+        _ => Err(D::Error::custom(format!(
+            "must be a number of CPUs between 0 and {THRESHOLD_MAX}, got {}",
+            show(&value)
+        ))),
+    }
+}
+
+/// A section (`[host]` ...): a table, and nothing else. serde's derived
+/// structs also take an array, field by field in order, which would read
+/// `timeouts = [1, 2]` as a connect and a request time-out.
+pub(super) fn section<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Res<'de, D, T> {
+    T::deserialize(TableOnly(d))
+}
+
+struct TableOnly<D>(D);
+
+impl<'de, D: Deserializer<'de>> Deserializer<'de> for TableOnly<D> {
+    type Error = D::Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
+        self.0.deserialize_any(MapVisitor(visitor))
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf option unit unit_struct newtype_struct seq tuple
+        tuple_struct map struct enum identifier ignored_any
+    }
+}
+
+/// Passes a table on to the section's own visitor; anything else is refused
+/// by `Visitor`'s defaults, worded with the section's `expecting`.
+struct MapVisitor<V>(V);
+
+impl<'de, V: Visitor<'de>> Visitor<'de> for MapVisitor<V> {
+    type Value = V::Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.expecting(f)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<V::Value, A::Error> {
+        self.0.visit_map(map)
+    }
+}
