@@ -46,19 +46,28 @@ pub(super) fn show(value: &Value) -> String {
     }
 }
 
-fn int<'de, D: Deserializer<'de>, T: TryFrom<i64>>(d: D, min: i64, max: i64) -> Res<'de, D, T> {
+/// Decodes one value with `check`, whose error becomes the key's message.
+fn value<'de, D, T>(d: D, check: impl FnOnce(&Value) -> Result<T, String>) -> Res<'de, D, T>
+where
+    D: Deserializer<'de>,
+{
     let value = Value::deserialize(d)?;
-    match value.as_integer() {
+    check(&value).map_err(D::Error::custom)
+}
+
+fn expected(what: &str, value: &Value) -> String {
+    format!("must be {what}, got {}", show(value))
+}
+
+fn int<'de, D: Deserializer<'de>, T: TryFrom<i64>>(d: D, min: i64, max: i64) -> Res<'de, D, T> {
+    value(d, |v| match v.as_integer() {
         // The error path only exists so that a wrong range constant can
         // never panic.
         Some(n) if (min..=max).contains(&n) => {
-            T::try_from(n).map_err(|_| D::Error::custom(format!("value {n} does not fit")))
+            T::try_from(n).map_err(|_| format!("value {n} does not fit"))
         }
-        _ => Err(D::Error::custom(format!(
-            "must be an integer between {min} and {max}, got {}",
-            show(&value)
-        ))),
-    }
+        _ => Err(expected(&format!("an integer between {min} and {max}"), v)),
+    })
 }
 
 fn millis<'de, D: Deserializer<'de>>(d: D, min: i64, max: i64) -> Res<'de, D, Duration> {
@@ -98,153 +107,140 @@ pub(super) fn limit<'de, D: Deserializer<'de>>(d: D) -> Res<'de, D, usize> {
 }
 
 pub(super) fn boolean<'de, D: Deserializer<'de>>(d: D) -> Res<'de, D, bool> {
-    let value = Value::deserialize(d)?;
-    value
-        .as_bool()
-        .ok_or_else(|| D::Error::custom(format!("must be true or false, got {}", show(&value))))
+    value(d, |v| {
+        v.as_bool().ok_or_else(|| expected("true or false", v))
+    })
 }
 
-fn non_empty_str<E: Error>(value: &Value, what: &str) -> Result<String, E> {
-    match value.as_str() {
-        Some("") => Err(E::custom(format!("must be {what}, got an empty string"))),
-        Some(s) => Ok(s.to_string()),
-        None => Err(E::custom(format!("must be {what}, got {}", show(value)))),
+fn non_empty_str<'v>(v: &'v Value, what: &str) -> Result<&'v str, String> {
+    match v.as_str() {
+        Some("") => Err(format!("must be {what}, got an empty string")),
+        Some(s) => Ok(s),
+        None => Err(expected(what, v)),
     }
 }
 
 pub(super) fn abs_path<'de, D: Deserializer<'de>>(d: D) -> Res<'de, D, PathBuf> {
-    let value = Value::deserialize(d)?;
-    let what = "an absolute path (a string starting with /)";
-    let s: String = non_empty_str::<D::Error>(&value, what)?;
-    // Daemons change directory and applications start anywhere, so a
-    // relative path would name a different file in each process.
-    let path = PathBuf::from(&s);
-    if !path.is_absolute() {
-        return Err(D::Error::custom(format!(
-            "must be {what}, got {}",
-            show(&value)
-        )));
-    }
-    if s.contains('\0') {
-        return Err(D::Error::custom(format!(
-            "must not contain a NUL byte, got {}",
-            show(&value)
-        )));
-    }
-    Ok(path)
+    value(d, |v| {
+        let what = "an absolute path (a string starting with /)";
+        let path = PathBuf::from(non_empty_str(v, what)?);
+        // Daemons change directory and applications start anywhere, so a
+        // relative path would name a different file in each process.
+        if !path.is_absolute() {
+            return Err(expected(what, v));
+        }
+        if path.as_os_str().as_encoded_bytes().contains(&0) {
+            return Err(format!("must not contain a NUL byte, got {}", show(v)));
+        }
+        Ok(path)
+    })
 }
 
 pub(super) fn group_name<'de, D: Deserializer<'de>>(d: D) -> Res<'de, D, Option<String>> {
-    let value = Value::deserialize(d)?;
-    let s: String = non_empty_str::<D::Error>(&value, "a group name")?;
-    // These characters cannot occur in a name from /etc/group, so their
-    // presence is certainly a mistake even without looking the group up.
-    if s.chars()
-        .any(|c| c == ':' || c.is_whitespace() || c.is_control())
-    {
-        return Err(D::Error::custom(format!(
-            "must be a group name without ':', spaces or control characters, got {}",
-            show(&value)
-        )));
-    }
-    Ok(Some(s))
+    value(d, |v| {
+        let s = non_empty_str(v, "a group name")?;
+        // These characters cannot occur in a name from /etc/group, so their
+        // presence is certainly a mistake even without looking the group up.
+        if s.chars()
+            .any(|c| c == ':' || c.is_whitespace() || c.is_control())
+        {
+            return Err(expected(
+                "a group name without ':', spaces or control characters",
+                v,
+            ));
+        }
+        Ok(Some(s.to_string()))
+    })
 }
 
 pub(super) fn ip<'de, D: Deserializer<'de>>(d: D) -> Res<'de, D, IpAddr> {
-    let value = Value::deserialize(d)?;
-    let what =
-        "an IP address such as \"192.168.1.10\" or \"fd00::1\" (host names are not accepted)";
-    let s: String = non_empty_str::<D::Error>(&value, what)?;
-    let ip: IpAddr = s
-        .parse()
-        .map_err(|_| D::Error::custom(format!("must be {what}, got {}", show(&value))))?;
-    // The address is how other hosts reach this one (and how the referee
-    // identifies it), so a wildcard or group address cannot work.
-    if ip.is_unspecified() || ip.is_multicast() {
-        return Err(D::Error::custom(format!(
-            "must be a unicast address that other hosts can connect to, got {}",
-            show(&value)
-        )));
-    }
-    Ok(ip)
+    value(d, |v| {
+        let what =
+            "an IP address such as \"192.168.1.10\" or \"fd00::1\" (host names are not accepted)";
+        let ip: IpAddr = non_empty_str(v, what)?
+            .parse()
+            .map_err(|_| expected(what, v))?;
+        // The address is how other hosts reach this one (and how the referee
+        // identifies it), so a wildcard or group address cannot work.
+        if ip.is_unspecified() || ip.is_multicast() {
+            return Err(expected(
+                "a unicast address that other hosts can connect to",
+                v,
+            ));
+        }
+        Ok(ip)
+    })
 }
 
 pub(super) fn cidr_list<'de, D: Deserializer<'de>>(d: D) -> Res<'de, D, Vec<Cidr>> {
-    let value = Value::deserialize(d)?;
-    let what = "a non-empty array of address ranges such as [\"10.0.0.0/8\", \"::1\"]";
-    let items = value
-        .as_array()
-        .ok_or_else(|| D::Error::custom(format!("must be {what}, got {}", show(&value))))?;
-    if items.is_empty() {
-        // An empty list would refuse every peer, the local host included.
-        return Err(D::Error::custom(format!("must be {what}, got []")));
-    }
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, item)| {
-            let s = item.as_str().ok_or_else(|| {
-                D::Error::custom(format!(
-                    "entry {i} must be a string such as \"10.0.0.0/8\", got {}",
-                    show(item)
-                ))
-            })?;
-            s.parse::<Cidr>()
-                .map_err(|e| D::Error::custom(format!("entry {i}: {e}")))
-        })
-        .collect()
+    value(d, |v| {
+        let what = "a non-empty array of address ranges such as [\"10.0.0.0/8\", \"::1\"]";
+        let items = v.as_array().ok_or_else(|| expected(what, v))?;
+        if items.is_empty() {
+            // An empty list would refuse every peer, the local host included.
+            return Err(expected(what, v));
+        }
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                let s = item.as_str().ok_or_else(|| {
+                    format!(
+                        "entry {i} must be a string such as \"10.0.0.0/8\", got {}",
+                        show(item)
+                    )
+                })?;
+                s.parse::<Cidr>().map_err(|e| format!("entry {i}: {e}"))
+            })
+            .collect()
+    })
 }
 
 pub(super) fn shm_mode<'de, D: Deserializer<'de>>(d: D) -> Res<'de, D, ShmMode> {
-    let value = Value::deserialize(d)?;
-    match value.as_str() {
+    value(d, |v| match v.as_str() {
         Some("page") => Ok(ShmMode::Page),
         Some("segment") => Ok(ShmMode::Segment),
-        _ => Err(D::Error::custom(format!(
-            "must be \"page\" or \"segment\", got {}",
-            show(&value)
-        ))),
-    }
+        _ => Err(expected("\"page\" or \"segment\"", v)),
+    })
 }
 
 pub(super) fn preload_keys<'de, D: Deserializer<'de>>(d: D) -> Res<'de, D, KeyPolicy> {
-    let value = Value::deserialize(d)?;
-    let what = "an array of keys such as [\"0x1000-0x1fff\", \"0x5a5a\"] or [\"all\"]";
-    let items = value
-        .as_array()
-        .ok_or_else(|| D::Error::custom(format!("must be {what}, got {}", show(&value))))?;
-    if items.len() > keypolicy::MAX_ENTRIES {
-        return Err(D::Error::custom(format!(
-            "more than {} entries",
-            keypolicy::MAX_ENTRIES
-        )));
-    }
-    let mut entries = Vec::with_capacity(items.len());
-    for (i, item) in items.iter().enumerate() {
-        let s = item.as_str().ok_or_else(|| {
-            D::Error::custom(format!("entry {i} must be a string, got {}", show(item)))
-        })?;
-        entries.push(s);
-    }
-    KeyPolicy::parse(entries).map_err(D::Error::custom)
+    value(d, |v| {
+        let what = "an array of keys such as [\"0x1000-0x1fff\", \"0x5a5a\"] or [\"all\"]";
+        let items = v.as_array().ok_or_else(|| expected(what, v))?;
+        if items.len() > keypolicy::MAX_ENTRIES {
+            return Err(format!("more than {} entries", keypolicy::MAX_ENTRIES));
+        }
+        let entries = items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                item.as_str()
+                    .ok_or_else(|| format!("entry {i} must be a string, got {}", show(item)))
+            })
+            .collect::<Result<Vec<&str>, String>>()?;
+        KeyPolicy::parse(entries)
+    })
 }
 
 /// `balance.threshold`, a number of CPUs, kept in thousandths.
 pub(super) fn threshold<'de, D: Deserializer<'de>>(d: D) -> Res<'de, D, u32> {
-    let value = Value::deserialize(d)?;
-    let cpus = match value {
-        Value::Float(f) => Some(f),
-        Value::Integer(n) => Some(n as f64),
-        _ => None,
-    };
-    match cpus {
-        // In range, so the product fits a u32 (NaN is not in range).
-        Some(c) if (0.0..=THRESHOLD_MAX).contains(&c) => Ok((c * 1000.0).round() as u32),
-        _ => Err(D::Error::custom(format!(
-            "must be a number of CPUs between 0 and {THRESHOLD_MAX}, got {}",
-            show(&value)
-        ))),
-    }
+    value(d, |v| {
+        let cpus = match v {
+            Value::Float(f) => *f,
+            Value::Integer(n) => *n as f64,
+            _ => f64::NAN,
+        };
+        // In range, the product fits a u32 (and NaN is never in range).
+        if (0.0..=THRESHOLD_MAX).contains(&cpus) {
+            Ok((cpus * 1000.0).round() as u32)
+        } else {
+            Err(expected(
+                &format!("a number of CPUs between 0 and {THRESHOLD_MAX}"),
+                v,
+            ))
+        }
+    })
 }
 
 /// A section (`[host]` ...): a table, and nothing else. serde's derived
