@@ -256,25 +256,39 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for TableOnly<D> {
     type Error = D::Error;
 
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
-        self.0.deserialize_any(MapVisitor(visitor))
+        self.0.deserialize_any(MapVisitor(visitor, &[]))
+    }
+
+    /// What a derived struct asks for; `fields` lets the error list its keys.
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
+        self.0.deserialize_any(MapVisitor(visitor, fields))
     }
 
     serde::forward_to_deserialize_any! {
         bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
         bytes byte_buf option unit unit_struct newtype_struct seq tuple
-        tuple_struct map struct enum identifier ignored_any
+        tuple_struct map enum identifier ignored_any
     }
 }
 
 /// Passes a table on to the section's own visitor; anything else is refused
-/// by `Visitor`'s defaults, worded with the section's `expecting`.
-struct MapVisitor<V>(V);
+/// by `Visitor`'s defaults, worded with the section's `expecting` and keys.
+struct MapVisitor<V>(V, &'static [&'static str]);
 
 impl<'de, V: Visitor<'de>> Visitor<'de> for MapVisitor<V> {
     type Value = V::Value;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.expecting(f)
+        self.0.expecting(f)?;
+        if !self.1.is_empty() {
+            write!(f, " (with keys {})", self.1.join(", "))?;
+        }
+        Ok(())
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<V::Value, A::Error> {

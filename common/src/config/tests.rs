@@ -530,9 +530,16 @@ fn sections_take_only_tables() {
     // serde's derived structs would also take an array, field by field:
     // this once read as connect_ms = 1 and request_ms = 2.
     let r = key_err("timeouts = [1, 2]\n", "timeouts");
-    assert_eq!(r, "must be a table [timeouts], got [1, 2]");
+    assert_eq!(
+        r,
+        "must be a table [timeouts] (with keys connect_ms, request_ms, heartbeat_interval_ms, \
+         heartbeat_timeout_ms), got [1, 2]"
+    );
     let r = key_err("host = \"127.0.0.1\"\n", "host");
-    assert_eq!(r, "must be a table [host], got \"127.0.0.1\"");
+    assert_eq!(
+        r,
+        "must be a table [host] (with keys address, port, arbiter), got \"127.0.0.1\""
+    );
     key_err("[[shm]]\nmode = \"page\"\n", "shm");
     key_err("cluster = []\n", "cluster");
     key_err("balance = true\n", "balance");
