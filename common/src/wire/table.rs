@@ -4,8 +4,9 @@
 //!
 //! The groups say which connection carries their messages. Every field
 //! uses its type's encoding (`fields.rs`) except where it names a codec
-//! after `as`: a bound (`Max<N>`, refused past `N` before allocation) or
-//! `ListKeys`'s fixed five-byte starting point (`KeyAfter`). The only
+//! after `as`: a bound (`Max<N>`, refused past `N` before allocation),
+//! `ListKeys`'s fixed five-byte starting point (`KeyAfter`) or, in
+//! `types.rs`, a unit run's writer (`MaxIsNone`: `u16::MAX` for none). The only
 //! hand-written encodings are `SemArg`'s (a tagged enum, in `fields.rs`)
 //! and the borrowed `ShmData`/`MigrateData` frames of `mod.rs`, which
 //! write the same bytes as the table (tested).
