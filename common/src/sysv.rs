@@ -514,13 +514,16 @@ pub mod raw {
     /// # Safety
     /// As msgget(2).
     pub unsafe fn msgget(key: key_t, flags: c_int) -> c_int {
-        libc::syscall(libc::SYS_msgget, key, flags) as c_int
+        // SAFETY: no pointers; the arguments are the kernel's own types for SYS_msgget.
+        unsafe { libc::syscall(libc::SYS_msgget, key, flags) as c_int }
     }
 
     /// # Safety
     /// As msgsnd(2).
     pub unsafe fn msgsnd(id: c_int, msgp: *const c_void, size: size_t, flags: c_int) -> c_int {
-        libc::syscall(libc::SYS_msgsnd, id, msgp, size, flags) as c_int
+        // SAFETY: the caller keeps msgsnd(2)'s contract: `msgp` points to a message of `size` text
+        // bytes.
+        unsafe { libc::syscall(libc::SYS_msgsnd, id, msgp, size, flags) as c_int }
     }
 
     /// # Safety
@@ -532,26 +535,31 @@ pub mod raw {
         mtype: c_long,
         flags: c_int,
     ) -> ssize_t {
-        libc::syscall(libc::SYS_msgrcv, id, msgp, size, mtype, flags) as ssize_t
+        // SAFETY: the caller keeps msgrcv(2)'s contract: `msgp` has room for a message of `size`
+        // text bytes.
+        unsafe { libc::syscall(libc::SYS_msgrcv, id, msgp, size, mtype, flags) as ssize_t }
     }
 
     /// # Safety
     /// As msgctl(2).
     pub unsafe fn msgctl(id: c_int, cmd: c_int, buf: *mut libc::msqid_ds) -> c_int {
-        libc::syscall(libc::SYS_msgctl, id, cmd, buf) as c_int
+        // SAFETY: the caller keeps msgctl(2)'s contract: `buf` is valid for `cmd`.
+        unsafe { libc::syscall(libc::SYS_msgctl, id, cmd, buf) as c_int }
     }
 
     /// # Safety
     /// As semget(2).
     pub unsafe fn semget(key: key_t, nsems: c_int, flags: c_int) -> c_int {
-        libc::syscall(libc::SYS_semget, key, nsems, flags) as c_int
+        // SAFETY: no pointers; the arguments are the kernel's own types for SYS_semget.
+        unsafe { libc::syscall(libc::SYS_semget, key, nsems, flags) as c_int }
     }
 
     /// # Safety
     /// As semop(2). (Linux implements semop as semtimedop without a
     /// time-out; aarch64 has no semop system call.)
     pub unsafe fn semop(id: c_int, sops: *mut libc::sembuf, nsops: size_t) -> c_int {
-        semtimedop(id, sops, nsops, std::ptr::null())
+        // SAFETY: the caller keeps semop(2)'s contract; no time-out is a null pointer.
+        unsafe { semtimedop(id, sops, nsops, std::ptr::null()) }
     }
 
     /// # Safety
@@ -562,7 +570,9 @@ pub mod raw {
         nsops: size_t,
         timeout: *const libc::timespec,
     ) -> c_int {
-        libc::syscall(libc::SYS_semtimedop, id, sops, nsops, timeout) as c_int
+        // SAFETY: the caller keeps semtimedop(2)'s contract: `sops` holds `nsops` operations,
+        // `timeout` is null or valid.
+        unsafe { libc::syscall(libc::SYS_semtimedop, id, sops, nsops, timeout) as c_int }
     }
 
     /// `semctl` with its fourth argument (an int or a pointer, as the
@@ -572,31 +582,38 @@ pub mod raw {
     /// # Safety
     /// As semctl(2).
     pub unsafe fn semctl(id: c_int, num: c_int, cmd: c_int, arg: usize) -> c_int {
-        libc::syscall(libc::SYS_semctl, id, num, cmd, arg) as c_int
+        // SAFETY: the caller keeps semctl(2)'s contract: `arg` is what `cmd` wants.
+        unsafe { libc::syscall(libc::SYS_semctl, id, num, cmd, arg) as c_int }
     }
 
     /// # Safety
     /// As shmget(2).
     pub unsafe fn shmget(key: key_t, size: size_t, flags: c_int) -> c_int {
-        libc::syscall(libc::SYS_shmget, key, size, flags) as c_int
+        // SAFETY: no pointers; the arguments are the kernel's own types for SYS_shmget.
+        unsafe { libc::syscall(libc::SYS_shmget, key, size, flags) as c_int }
     }
 
     /// # Safety
     /// As shmat(2): `(void *) -1` on failure.
     pub unsafe fn shmat(id: c_int, addr: *const c_void, flags: c_int) -> *mut c_void {
-        libc::syscall(libc::SYS_shmat, id, addr, flags) as *mut c_void
+        // SAFETY: the caller keeps shmat(2)'s contract (the mapping it makes is the caller's to
+        // manage).
+        unsafe { libc::syscall(libc::SYS_shmat, id, addr, flags) as *mut c_void }
     }
 
     /// # Safety
     /// As shmdt(2).
     pub unsafe fn shmdt(addr: *const c_void) -> c_int {
-        libc::syscall(libc::SYS_shmdt, addr) as c_int
+        // SAFETY: the caller keeps shmdt(2)'s contract: nothing uses the mapping at `addr` after
+        // it.
+        unsafe { libc::syscall(libc::SYS_shmdt, addr) as c_int }
     }
 
     /// # Safety
     /// As shmctl(2).
     pub unsafe fn shmctl(id: c_int, cmd: c_int, buf: *mut libc::shmid_ds) -> c_int {
-        libc::syscall(libc::SYS_shmctl, id, cmd, buf) as c_int
+        // SAFETY: the caller keeps shmctl(2)'s contract: `buf` is valid for `cmd`.
+        unsafe { libc::syscall(libc::SYS_shmctl, id, cmd, buf) as c_int }
     }
 }
 

@@ -56,7 +56,9 @@ pub unsafe extern "C" fn dipc_msgsnd(
     msgflg: c_int,
 ) -> c_int {
     if is_local(msqid) {
-        return dipc_common::sysv::raw::msgsnd(msqid, msgp, msgsz, msgflg);
+        // SAFETY: the caller's buffer goes to the kernel as msgsnd(2) takes
+        // it (this function's contract).
+        return unsafe { dipc_common::sysv::raw::msgsnd(msqid, msgp, msgsz, msgflg) };
     }
     if msgp.is_null() {
         return fail(libc::EFAULT);
@@ -89,7 +91,9 @@ pub unsafe extern "C" fn dipc_msgrcv(
     msgflg: c_int,
 ) -> ssize_t {
     if is_local(msqid) {
-        return dipc_common::sysv::raw::msgrcv(msqid, msgp, msgsz, msgtyp, msgflg);
+        // SAFETY: the caller's buffer goes to the kernel as msgrcv(2) takes
+        // it (this function's contract).
+        return unsafe { dipc_common::sysv::raw::msgrcv(msqid, msgp, msgsz, msgtyp, msgflg) };
     }
     if msgp.is_null() {
         return fail(libc::EFAULT);
@@ -111,18 +115,20 @@ pub unsafe extern "C" fn dipc_msgctl(msqid: c_int, cmd: c_int, buf: *mut msqid_d
     let r = match cmd {
         // Commands that name no queue, or an index rather than an id.
         libc::IPC_INFO | libc::MSG_INFO | libc::MSG_STAT | MSG_STAT_ANY => {
-            return dipc_common::sysv::raw::msgctl(msqid, cmd, buf)
+            // SAFETY: `buf` is valid for `cmd` (this function's contract).
+            return unsafe { dipc_common::sysv::raw::msgctl(msqid, cmd, buf) };
         }
         libc::IPC_STAT => {
             if is_local(msqid) {
-                return dipc_common::sysv::raw::msgctl(msqid, cmd, buf);
+                // SAFETY: `buf` is valid for `cmd` (this function's contract).
+                return unsafe { dipc_common::sysv::raw::msgctl(msqid, cmd, buf) };
             }
             if buf.is_null() {
                 return fail(libc::EFAULT);
             }
             msg::stat(msqid).and_then(|info| {
                 // SAFETY: msqid_ds is plain data; all zeros is a value.
-                let mut ds: msqid_ds = std::mem::zeroed();
+                let mut ds: msqid_ds = unsafe { std::mem::zeroed() };
                 dipc_common::sysv::msq_into(&info, &mut ds);
                 umem::write(buf, &ds)
             })
@@ -162,7 +168,7 @@ pub extern "C" fn dipc_semget(key: key_t, nsems: c_int, semflg: c_int) -> c_int 
 }
 
 /// Copies a C `sembuf` array, refusing a null pointer as the kernel would.
-unsafe fn sembufs(sops: *const libc::sembuf, nsops: size_t) -> Result<Vec<SemBuf>, Errno> {
+fn sembufs(sops: *const libc::sembuf, nsops: size_t) -> Result<Vec<SemBuf>, Errno> {
     if nsops == 0 {
         return Err(libc::EINVAL);
     }
@@ -200,9 +206,13 @@ unsafe fn note_undo(r: c_int, sops: *const libc::sembuf, nsops: size_t) {
 #[no_mangle]
 pub unsafe extern "C" fn dipc_semop(semid: c_int, sops: *mut libc::sembuf, nsops: size_t) -> c_int {
     if sem_is_local(semid) {
-        let r = dipc_common::sysv::raw::semop(semid, sops, nsops);
-        note_undo(r, sops, nsops);
-        return r;
+        // SAFETY: `sops` holds `nsops` sembufs (this function's contract),
+        // which the kernel has read when it returns 0.
+        unsafe {
+            let r = dipc_common::sysv::raw::semop(semid, sops, nsops);
+            note_undo(r, sops, nsops);
+            return r;
+        }
     }
     match sembufs(sops, nsops).and_then(|ops| crate::sem::op(semid, &ops, None)) {
         Ok(()) => 0,
@@ -221,9 +231,14 @@ pub unsafe extern "C" fn dipc_semtimedop(
     timeout: *const libc::timespec,
 ) -> c_int {
     if sem_is_local(semid) {
-        let r = dipc_common::sysv::raw::semtimedop(semid, sops, nsops, timeout);
-        note_undo(r, sops, nsops);
-        return r;
+        // SAFETY: `sops` holds `nsops` sembufs and `timeout` is null or
+        // valid (this function's contract); the kernel has read the sembufs
+        // when it returns 0.
+        unsafe {
+            let r = dipc_common::sysv::raw::semtimedop(semid, sops, nsops, timeout);
+            note_undo(r, sops, nsops);
+            return r;
+        }
     }
     let t = if timeout.is_null() {
         None
@@ -270,7 +285,12 @@ compile_error!("dipc_semctl's fixed-argument definition is checked for x86_64 an
 #[no_mangle]
 pub unsafe extern "C" fn dipc_semctl(semid: c_int, semnum: c_int, cmd: c_int, arg: SemUn) -> c_int {
     use crate::sem;
-    let raw = || dipc_common::sysv::raw::semctl(semid, semnum, cmd, arg.buf as usize);
+    // SAFETY: every field of SemUn is an integer or a pointer, for which any
+    // bits are a value; which one the caller meant is chosen by `cmd` below.
+    let (val, buf, array) = unsafe { (arg.val, arg.buf, arg.array) };
+    // SAFETY: `arg` is valid for `cmd` (this function's contract) and goes
+    // to the kernel in the register it came in.
+    let raw = || unsafe { dipc_common::sysv::raw::semctl(semid, semnum, cmd, buf as usize) };
     let r: Result<c_int, Errno> = match cmd {
         libc::IPC_INFO | libc::SEM_INFO | libc::SEM_STAT | SEM_STAT_ANY => return raw(),
         // Removal also frees the key at the referee, wherever the set is.
@@ -279,21 +299,21 @@ pub unsafe extern "C" fn dipc_semctl(semid: c_int, semnum: c_int, cmd: c_int, ar
         libc::GETVAL | libc::GETPID | libc::GETNCNT | libc::GETZCNT => {
             sem::ctl_int(semid, semnum, cmd, 0)
         }
-        libc::SETVAL => sem::ctl_int(semid, semnum, cmd, arg.val),
+        libc::SETVAL => sem::ctl_int(semid, semnum, cmd, val),
         libc::GETALL => sem::getall(semid)
-            .and_then(|vals| umem::write_slice(arg.array, &vals))
+            .and_then(|vals| umem::write_slice(array, &vals))
             .map(|()| 0),
         libc::SETALL => sem::stat(semid).and_then(|info| {
-            let vals = umem::read_slice(arg.array, info.nsems as usize)?;
+            let vals = umem::read_slice(array, info.nsems as usize)?;
             sem::setall(semid, &vals).map(|()| 0)
         }),
         libc::IPC_STAT => sem::stat(semid).and_then(|info| {
             // SAFETY: semid_ds is plain data; all zeros is a value.
-            let mut ds: libc::semid_ds = std::mem::zeroed();
+            let mut ds: libc::semid_ds = unsafe { std::mem::zeroed() };
             dipc_common::sysv::sem_into(&info, &mut ds);
-            umem::write(arg.buf, &ds).map(|()| 0)
+            umem::write(buf, &ds).map(|()| 0)
         }),
-        libc::IPC_SET => umem::read(arg.buf).and_then(|ds| {
+        libc::IPC_SET => umem::read(buf).and_then(|ds| {
             let s = IpcSet {
                 uid: ds.sem_perm.uid,
                 gid: ds.sem_perm.gid,
@@ -321,7 +341,9 @@ pub unsafe extern "C" fn dipc_shmat(
     shmaddr: *const c_void,
     shmflg: c_int,
 ) -> *mut c_void {
-    match crate::shm::attach(shmid, shmaddr, shmflg) {
+    // SAFETY: the caller accepts shmat(2)'s effect at `shmaddr` (this
+    // function's contract).
+    match unsafe { crate::shm::attach(shmid, shmaddr, shmflg) } {
         Ok(p) => p,
         Err(e) => {
             set_errno(e);
@@ -334,7 +356,9 @@ pub unsafe extern "C" fn dipc_shmat(
 /// As for shmdt(2): nothing may use the attachment afterwards.
 #[no_mangle]
 pub unsafe extern "C" fn dipc_shmdt(shmaddr: *const c_void) -> c_int {
-    match crate::shm::detach(shmaddr) {
+    // SAFETY: nothing uses the attachment afterwards (this function's
+    // contract).
+    match unsafe { crate::shm::detach(shmaddr) } {
         Ok(()) => 0,
         Err(e) => fail(e),
     }
@@ -348,31 +372,38 @@ pub unsafe extern "C" fn dipc_shmctl(shmid: c_int, cmd: c_int, buf: *mut libc::s
     let r = match cmd {
         // Commands that name no segment, or an index rather than an id.
         libc::IPC_INFO | shm::SHM_INFO | shm::SHM_STAT | shm::SHM_STAT_ANY => {
-            return dipc_common::sysv::raw::shmctl(shmid, cmd, buf)
+            // SAFETY: `buf` is valid for `cmd` (this function's contract).
+            return unsafe { dipc_common::sysv::raw::shmctl(shmid, cmd, buf) };
         }
         // Removal also frees the key at the referee, wherever it lives.
         libc::IPC_RMID => shm::remove(shmid),
         _ => match shm::route(shmid) {
-            Route::Local => return dipc_common::sysv::raw::shmctl(shmid, cmd, buf),
+            // SAFETY: `buf` is valid for `cmd` (this function's contract).
+            Route::Local => return unsafe { dipc_common::sysv::raw::shmctl(shmid, cmd, buf) },
             Route::Owned { .. } => match cmd {
                 libc::IPC_STAT => {
-                    let r = dipc_common::sysv::raw::shmctl(shmid, cmd, buf);
+                    // SAFETY: `buf` is valid for `cmd` (this function's
+                    // contract).
+                    let r = unsafe { dipc_common::sysv::raw::shmctl(shmid, cmd, buf) };
                     // The kernel counts the manager; the manager counts
                     // every host's attaches.
                     if r == 0 {
                         if let Some(n) = shm::manager_nattch(shmid) {
-                            (*buf).shm_nattch = n as libc::shmatt_t;
+                            // SAFETY: IPC_STAT just filled `buf`, a valid
+                            // shmid_ds (this function's contract).
+                            unsafe { (*buf).shm_nattch = n as libc::shmatt_t };
                         }
                     }
                     return r;
                 }
-                libc::IPC_SET => return dipc_common::sysv::raw::shmctl(shmid, cmd, buf),
+                // SAFETY: `buf` is valid for `cmd` (this function's contract).
+                libc::IPC_SET => return unsafe { dipc_common::sysv::raw::shmctl(shmid, cmd, buf) },
                 _ => Err(libc::EINVAL),
             },
             Route::Remote { .. } => match cmd {
                 libc::IPC_STAT => shm::stat(shmid).and_then(|info| {
                     // SAFETY: shmid_ds is plain data; all zeros is a value.
-                    let mut ds: libc::shmid_ds = std::mem::zeroed();
+                    let mut ds: libc::shmid_ds = unsafe { std::mem::zeroed() };
                     dipc_common::sysv::shm_into(&info, &mut ds);
                     umem::write(buf, &ds)
                 }),
@@ -527,7 +558,8 @@ unsafe fn c_str<'a>(name: *const libc::c_char) -> Result<&'a str, Errno> {
     if name.is_null() {
         return Err(libc::EFAULT);
     }
-    std::ffi::CStr::from_ptr(name)
+    // SAFETY: `name` is a NUL-terminated string (this function's contract).
+    unsafe { std::ffi::CStr::from_ptr(name) }
         .to_str()
         .map_err(|_| libc::EINVAL)
 }
@@ -538,7 +570,8 @@ unsafe fn c_str<'a>(name: *const libc::c_char) -> Result<&'a str, Errno> {
 /// `name` must be a NUL-terminated string.
 #[no_mangle]
 pub unsafe extern "C" fn dipc_name_register(name: *const libc::c_char) -> c_int {
-    match c_str(name) {
+    // SAFETY: `name` is a NUL-terminated string (this function's contract).
+    match unsafe { c_str(name) } {
         Ok(n) => crate::dprocs::register_name(n).map_or_else(io_fail, |()| 0),
         Err(e) => fail(e),
     }
@@ -550,7 +583,8 @@ pub unsafe extern "C" fn dipc_name_register(name: *const libc::c_char) -> c_int 
 /// `name` must be a NUL-terminated string.
 #[no_mangle]
 pub unsafe extern "C" fn dipc_name_release(name: *const libc::c_char) -> c_int {
-    match c_str(name) {
+    // SAFETY: `name` is a NUL-terminated string (this function's contract).
+    match unsafe { c_str(name) } {
         Ok(n) => crate::dprocs::release_name(n).map_or_else(io_fail, |()| 0),
         Err(e) => fail(e),
     }
@@ -562,7 +596,8 @@ pub unsafe extern "C" fn dipc_name_release(name: *const libc::c_char) -> c_int {
 /// `name` must be a NUL-terminated string.
 #[no_mangle]
 pub unsafe extern "C" fn dipc_name_lookup(name: *const libc::c_char) -> i64 {
-    match c_str(name) {
+    // SAFETY: `name` is a NUL-terminated string (this function's contract).
+    match unsafe { c_str(name) } {
         Ok(n) => crate::dprocs::lookup_name(n).unwrap_or_else(io_fail),
         Err(e) => fail(e),
     }
@@ -584,7 +619,9 @@ pub unsafe extern "C" fn dipc_call(
     outlen: size_t,
     timeout_ms: c_int,
 ) -> ssize_t {
-    let name = match c_str(proc_name) {
+    // SAFETY: `proc_name` is a NUL-terminated string (this function's
+    // contract).
+    let name = match unsafe { c_str(proc_name) } {
         Ok(n) => n,
         Err(e) => return fail(e),
     };
@@ -678,11 +715,15 @@ pub unsafe extern "C" fn dipc_serve(
     let table: &[DipcProc] = if nprocs == 0 {
         &[]
     } else {
-        std::slice::from_raw_parts(procs, nprocs)
+        // SAFETY: `procs` points to `nprocs` entries (this function's
+        // contract), which outlive this call.
+        unsafe { std::slice::from_raw_parts(procs, nprocs) }
     };
     let mut p = Process::new(CState(state));
     for d in table {
-        let (name, Some(f)) = (c_str(d.name), d.func) else {
+        // SAFETY: each entry's name is NUL-terminated (this function's
+        // contract).
+        let (name, Some(f)) = (unsafe { c_str(d.name) }, d.func) else {
             return fail(libc::EFAULT);
         };
         let name = match name {

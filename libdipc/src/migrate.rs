@@ -316,7 +316,9 @@ fn program(pid_d: PidD, token: u64) -> io::Result<Message> {
             (Ok(m), Ok(path)) if m.file_type().is_file() && path.is_absolute() => {
                 path.into_os_string().into_vec()
             }
-            (Ok(m), Ok(path)) if m.file_type().is_char_device() && path == *"/dev/null" => {
+            (Ok(m), Ok(path))
+                if m.file_type().is_char_device() && path.as_os_str() == "/dev/null" =>
+            {
                 Vec::new()
             }
             _ => Vec::new(),

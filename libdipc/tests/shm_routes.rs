@@ -397,8 +397,8 @@ fn a_segment_owned_here() {
     // the real segment here).
     assert_eq!(stat(id).unwrap().shm_nattch, 1);
     assert_eq!(stat(id).unwrap().shm_segsz, size);
-    // SAFETY: valid buffer; SHM_LOCK is refused before it is used.
     assert_eq!(
+        // SAFETY: valid buffer; SHM_LOCK is refused before it is used.
         unsafe { dipc_shmctl(id, libc::SHM_LOCK, std::ptr::null_mut()) },
         -1
     );
@@ -411,8 +411,8 @@ fn a_segment_owned_here() {
     expect[1] = 0xab;
     assert_eq!(written, Some(expect));
     assert_eq!(stat(id).unwrap().shm_nattch, 0);
-    // SAFETY: IPC_RMID takes no buffer.
     assert_eq!(
+        // SAFETY: IPC_RMID takes no buffer.
         unsafe { dipc_shmctl(id, libc::IPC_RMID, std::ptr::null_mut()) },
         0
     );
@@ -449,8 +449,8 @@ fn a_segment_owned_by_another_host() {
     assert!(f.seen.lock().unwrap().attaches.contains(&(REMOTE_ID, true)));
     // SAFETY: p is not used after.
     assert_eq!(unsafe { dipc_shmdt(p as *const libc::c_void) }, 0);
-    // SAFETY: IPC_RMID takes no buffer.
     assert_eq!(
+        // SAFETY: IPC_RMID takes no buffer.
         unsafe { dipc_shmctl(id, libc::IPC_RMID, std::ptr::null_mut()) },
         0
     );
@@ -469,8 +469,8 @@ fn an_attach_the_manager_refuses() {
     assert!(id >= 0, "shmget: errno {}", errno());
     f.seen.lock().unwrap().refuse.push(id);
     assert_eq!(shmat(id, 0), Err(libc::EACCES));
-    // SAFETY: IPC_RMID takes no buffer.
     assert_eq!(
+        // SAFETY: IPC_RMID takes no buffer.
         unsafe { dipc_shmctl(id, libc::IPC_RMID, std::ptr::null_mut()) },
         0
     );
@@ -487,8 +487,8 @@ fn plain_segments_stay_plain() {
     assert_eq!(stat(id).unwrap().shm_nattch, 1);
     // SAFETY: p is not used after.
     assert_eq!(unsafe { dipc_shmdt(p as *const libc::c_void) }, 0);
-    // SAFETY: IPC_RMID takes no buffer.
     assert_eq!(
+        // SAFETY: IPC_RMID takes no buffer.
         unsafe { dipc_shmctl(id, libc::IPC_RMID, std::ptr::null_mut()) },
         0
     );

@@ -124,6 +124,7 @@ impl Disposition {
                 libc::sigaddset(&mut set, libc::SIGBUS);
                 libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
             },
+            // SAFETY: ignoring SIGBUS in this test's child only.
             Disposition::Ignored => unsafe {
                 libc::signal(libc::SIGBUS, libc::SIG_IGN);
             },

@@ -90,9 +90,13 @@ pub unsafe extern "C" fn msgsnd(
     msgflg: c_int,
 ) -> c_int {
     if secure() {
-        return raw::msgsnd(msqid, msgp, msgsz, msgflg);
+        // SAFETY: the caller's arguments, as msgsnd(2) takes them (this
+        // function's contract).
+        return unsafe { raw::msgsnd(msqid, msgp, msgsz, msgflg) };
     }
-    capi::dipc_msgsnd(msqid, msgp, msgsz, msgflg)
+    // SAFETY: dipc_msgsnd has msgsnd(2)'s contract, which the caller
+    // keeps (this function's contract).
+    unsafe { capi::dipc_msgsnd(msqid, msgp, msgsz, msgflg) }
 }
 
 /// # Safety
@@ -106,9 +110,13 @@ pub unsafe extern "C" fn msgrcv(
     msgflg: c_int,
 ) -> ssize_t {
     if secure() {
-        return raw::msgrcv(msqid, msgp, msgsz, msgtyp, msgflg);
+        // SAFETY: the caller's arguments, as msgrcv(2) takes them (this
+        // function's contract).
+        return unsafe { raw::msgrcv(msqid, msgp, msgsz, msgtyp, msgflg) };
     }
-    capi::dipc_msgrcv(msqid, msgp, msgsz, msgtyp, msgflg)
+    // SAFETY: dipc_msgrcv has msgrcv(2)'s contract, which the caller
+    // keeps (this function's contract).
+    unsafe { capi::dipc_msgrcv(msqid, msgp, msgsz, msgtyp, msgflg) }
 }
 
 /// # Safety
@@ -116,9 +124,13 @@ pub unsafe extern "C" fn msgrcv(
 #[no_mangle]
 pub unsafe extern "C" fn msgctl(msqid: c_int, cmd: c_int, buf: *mut libc::msqid_ds) -> c_int {
     if secure() {
-        return raw::msgctl(msqid, cmd, buf);
+        // SAFETY: the caller's arguments, as msgctl(2) takes them (this
+        // function's contract).
+        return unsafe { raw::msgctl(msqid, cmd, buf) };
     }
-    capi::dipc_msgctl(msqid, cmd, buf)
+    // SAFETY: dipc_msgctl has msgctl(2)'s contract, which the caller
+    // keeps (this function's contract).
+    unsafe { capi::dipc_msgctl(msqid, cmd, buf) }
 }
 
 #[no_mangle]
@@ -138,9 +150,13 @@ pub extern "C" fn semget(key: key_t, nsems: c_int, semflg: c_int) -> c_int {
 #[no_mangle]
 pub unsafe extern "C" fn semop(semid: c_int, sops: *mut libc::sembuf, nsops: size_t) -> c_int {
     if secure() {
-        return raw::semop(semid, sops, nsops);
+        // SAFETY: the caller's arguments, as semop(2) takes them (this
+        // function's contract).
+        return unsafe { raw::semop(semid, sops, nsops) };
     }
-    capi::dipc_semop(semid, sops, nsops)
+    // SAFETY: dipc_semop has semop(2)'s contract, which the caller
+    // keeps (this function's contract).
+    unsafe { capi::dipc_semop(semid, sops, nsops) }
 }
 
 /// # Safety
@@ -153,9 +169,13 @@ pub unsafe extern "C" fn semtimedop(
     timeout: *const libc::timespec,
 ) -> c_int {
     if secure() {
-        return raw::semtimedop(semid, sops, nsops, timeout);
+        // SAFETY: the caller's arguments, as semtimedop(2) takes them (this
+        // function's contract).
+        return unsafe { raw::semtimedop(semid, sops, nsops, timeout) };
     }
-    capi::dipc_semtimedop(semid, sops, nsops, timeout)
+    // SAFETY: dipc_semtimedop has semtimedop(2)'s contract, which the caller
+    // keeps (this function's contract).
+    unsafe { capi::dipc_semtimedop(semid, sops, nsops, timeout) }
 }
 
 // semctl(2) is variadic; stable Rust cannot define a variadic function.
@@ -170,9 +190,14 @@ compile_error!("semctl's fixed-argument definition is checked for x86_64 and aar
 #[no_mangle]
 pub unsafe extern "C" fn semctl(semid: c_int, semnum: c_int, cmd: c_int, arg: SemUn) -> c_int {
     if secure() {
-        return raw::semctl(semid, semnum, cmd, arg.buf as usize);
+        // SAFETY: the caller's arguments, as semctl(2) takes them (this
+        // function's contract); `arg`'s fields are all integers or
+        // pointers, so any of them may be read as a machine word.
+        return unsafe { raw::semctl(semid, semnum, cmd, arg.buf as usize) };
     }
-    capi::dipc_semctl(semid, semnum, cmd, arg)
+    // SAFETY: dipc_semctl has semctl(2)'s contract, which the caller
+    // keeps (this function's contract).
+    unsafe { capi::dipc_semctl(semid, semnum, cmd, arg) }
 }
 
 #[no_mangle]
@@ -192,9 +217,13 @@ pub extern "C" fn shmget(key: key_t, size: size_t, shmflg: c_int) -> c_int {
 #[no_mangle]
 pub unsafe extern "C" fn shmat(shmid: c_int, shmaddr: *const c_void, shmflg: c_int) -> *mut c_void {
     if secure() {
-        return raw::shmat(shmid, shmaddr, shmflg);
+        // SAFETY: the caller's arguments, as shmat(2) takes them (this
+        // function's contract).
+        return unsafe { raw::shmat(shmid, shmaddr, shmflg) };
     }
-    capi::dipc_shmat(shmid, shmaddr, shmflg)
+    // SAFETY: dipc_shmat has shmat(2)'s contract, which the caller
+    // keeps (this function's contract).
+    unsafe { capi::dipc_shmat(shmid, shmaddr, shmflg) }
 }
 
 /// # Safety
@@ -202,9 +231,13 @@ pub unsafe extern "C" fn shmat(shmid: c_int, shmaddr: *const c_void, shmflg: c_i
 #[no_mangle]
 pub unsafe extern "C" fn shmdt(shmaddr: *const c_void) -> c_int {
     if secure() {
-        return raw::shmdt(shmaddr);
+        // SAFETY: the caller's arguments, as shmdt(2) takes them (this
+        // function's contract).
+        return unsafe { raw::shmdt(shmaddr) };
     }
-    capi::dipc_shmdt(shmaddr)
+    // SAFETY: dipc_shmdt has shmdt(2)'s contract, which the caller
+    // keeps (this function's contract).
+    unsafe { capi::dipc_shmdt(shmaddr) }
 }
 
 /// # Safety
@@ -212,7 +245,11 @@ pub unsafe extern "C" fn shmdt(shmaddr: *const c_void) -> c_int {
 #[no_mangle]
 pub unsafe extern "C" fn shmctl(shmid: c_int, cmd: c_int, buf: *mut libc::shmid_ds) -> c_int {
     if secure() {
-        return raw::shmctl(shmid, cmd, buf);
+        // SAFETY: the caller's arguments, as shmctl(2) takes them (this
+        // function's contract).
+        return unsafe { raw::shmctl(shmid, cmd, buf) };
     }
-    capi::dipc_shmctl(shmid, cmd, buf)
+    // SAFETY: dipc_shmctl has shmctl(2)'s contract, which the caller
+    // keeps (this function's contract).
+    unsafe { capi::dipc_shmctl(shmid, cmd, buf) }
 }

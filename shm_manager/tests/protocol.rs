@@ -17,6 +17,7 @@ struct Segment(i32);
 
 impl Drop for Segment {
     fn drop(&mut self) {
+        // SAFETY: IPC_RMID takes no buffer.
         unsafe { libc::shmctl(self.0, libc::IPC_RMID, std::ptr::null_mut()) };
     }
 }
@@ -40,12 +41,17 @@ fn tempdir(name: &str) -> PathBuf {
 fn start(name: &str, mode: &str) -> (Segment, &'static Config) {
     let dir = tempdir(name);
     let config: &'static Config = Box::leak(Box::new(config(&dir, mode)));
+    // SAFETY: shmget takes no pointers.
     let id = unsafe { libc::shmget(libc::IPC_PRIVATE, SIZE, libc::IPC_CREAT | 0o600) };
     assert!(id >= 0);
+    // SAFETY: a new mapping at an address the kernel picks.
     let p = unsafe { libc::shmat(id, std::ptr::null(), 0) } as *mut u8;
     for i in 0..SIZE {
+        // SAFETY: i < SIZE, the segment's size (a failed shmat is -1 and
+        // faults here, which fails the test).
         unsafe { *p.add(i) = (i % 251) as u8 };
     }
+    // SAFETY: p is not used after.
     unsafe { libc::shmdt(p as *const libc::c_void) };
     let listener = std::os::unix::net::UnixListener::bind(config.shm_socket(id)).unwrap();
     std::thread::spawn(move || dipc_shm_manager::run(listener, id, config));

@@ -477,6 +477,7 @@ fn regist_after_a_dipcd_restart_registers_anew() {
     // SAFETY: kill(2) of the dipcd this test's cluster started.
     assert_eq!(unsafe { libc::kill(dipcd, libc::SIGTERM) }, 0);
     wait_unlisted(&c, p);
+    // SAFETY: kill(2) with signal 0 only checks that the process exists.
     let stopped = wait_for(WAKE, || unsafe { libc::kill(dipcd, 0) } != 0);
     assert!(stopped.is_some(), "dipcd {dipcd} did not stop");
     c.start(2);

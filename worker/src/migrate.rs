@@ -349,7 +349,8 @@ fn report(fd: RawFd, tag: u8, v: i32) {
 /// The new program's side of the fork: never returns.
 ///
 /// # Safety
-/// Only async-signal-safe calls, on memory prepared before the fork.
+/// Only in the child of a fork, before anything else: it makes only
+/// async-signal-safe calls, on memory prepared before the fork.
 unsafe fn exec_child(
     fds: &Fds,
     exe: &CString,
@@ -358,62 +359,68 @@ unsafe fn exec_child(
     argv: &[*const libc::c_char],
     env: &[*const libc::c_char],
 ) -> ! {
-    let fail = |e: i32| -> ! {
-        report(fds.report, b'E', e);
+    // SAFETY: this runs in the child between fork and exec (this
+    // function's contract): each call is an async-signal-safe libc call,
+    // on CStrings, fd numbers and pointer arrays made before the fork,
+    // and on this frame's own sigaction and sigset_t.
+    unsafe {
+        let fail = |e: i32| -> ! {
+            report(fds.report, b'E', e);
+            libc::_exit(127)
+        };
+        libc::setsid();
+        if libc::chdir(cwd.as_ptr()) < 0 {
+            fail(*libc::__errno_location());
+        }
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = libc::SIG_DFL;
+        for s in 1..=64 {
+            if s != libc::SIGKILL && s != libc::SIGSTOP {
+                libc::sigaction(s, &sa, std::ptr::null_mut());
+            }
+        }
+        // Blocked until the program has its state back (libdipc's
+        // `migratable` restores the mask the process had).
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::sigprocmask(libc::SIG_SETMASK, &all, std::ptr::null_mut());
+        let high = |fd: RawFd| -> RawFd {
+            let h = libc::fcntl(fd, libc::F_DUPFD, 100);
+            if h < 0 {
+                fail(*libc::__errno_location());
+            }
+            h
+        };
+        let open = |p: &CString, flags: i32| -> RawFd {
+            let fd = libc::open(p.as_ptr(), flags | libc::O_NOCTTY | libc::O_CLOEXEC);
+            if fd < 0 {
+                fail(*libc::__errno_location());
+            }
+            high(fd)
+        };
+        let i0 = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+        if i0 < 0 {
+            fail(*libc::__errno_location());
+        }
+        let i0 = high(i0);
+        let o1 = open(out, libc::O_WRONLY | libc::O_APPEND);
+        let e2 = open(errp, libc::O_WRONLY | libc::O_APPEND);
+        let (d3, g4, a5) = (high(fds.data), high(fds.go), high(fds.answer));
+        let r6 = high(fds.report);
+        for (from, to) in [(i0, 0), (o1, 1), (e2, 2), (d3, 3), (g4, 4), (a5, 5)] {
+            if libc::dup2(from, to) < 0 {
+                fail(*libc::__errno_location());
+            }
+        }
+        if libc::dup3(r6, 6, libc::O_CLOEXEC) < 0 {
+            fail(*libc::__errno_location());
+        }
+        libc::syscall(libc::SYS_close_range, 7u32, u32::MAX, 0u32);
+        libc::execve(exe.as_ptr(), argv.as_ptr(), env.as_ptr());
+        let e = *libc::__errno_location();
+        report(6, b'E', e);
         libc::_exit(127)
-    };
-    libc::setsid();
-    if libc::chdir(cwd.as_ptr()) < 0 {
-        fail(*libc::__errno_location());
     }
-    let mut sa: libc::sigaction = std::mem::zeroed();
-    sa.sa_sigaction = libc::SIG_DFL;
-    for s in 1..=64 {
-        if s != libc::SIGKILL && s != libc::SIGSTOP {
-            libc::sigaction(s, &sa, std::ptr::null_mut());
-        }
-    }
-    // Blocked until the program has its state back (libdipc's
-    // `migratable` restores the mask the process had).
-    let mut all: libc::sigset_t = std::mem::zeroed();
-    libc::sigfillset(&mut all);
-    libc::sigprocmask(libc::SIG_SETMASK, &all, std::ptr::null_mut());
-    let high = |fd: RawFd| -> RawFd {
-        let h = libc::fcntl(fd, libc::F_DUPFD, 100);
-        if h < 0 {
-            fail(*libc::__errno_location());
-        }
-        h
-    };
-    let open = |p: &CString, flags: i32| -> RawFd {
-        let fd = libc::open(p.as_ptr(), flags | libc::O_NOCTTY | libc::O_CLOEXEC);
-        if fd < 0 {
-            fail(*libc::__errno_location());
-        }
-        high(fd)
-    };
-    let i0 = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
-    if i0 < 0 {
-        fail(*libc::__errno_location());
-    }
-    let i0 = high(i0);
-    let o1 = open(out, libc::O_WRONLY | libc::O_APPEND);
-    let e2 = open(errp, libc::O_WRONLY | libc::O_APPEND);
-    let (d3, g4, a5) = (high(fds.data), high(fds.go), high(fds.answer));
-    let r6 = high(fds.report);
-    for (from, to) in [(i0, 0), (o1, 1), (e2, 2), (d3, 3), (g4, 4), (a5, 5)] {
-        if libc::dup2(from, to) < 0 {
-            fail(*libc::__errno_location());
-        }
-    }
-    if libc::dup3(r6, 6, libc::O_CLOEXEC) < 0 {
-        fail(*libc::__errno_location());
-    }
-    libc::syscall(libc::SYS_close_range, 7u32, u32::MAX, 0u32);
-    libc::execve(exe.as_ptr(), argv.as_ptr(), env.as_ptr());
-    let e = *libc::__errno_location();
-    report(6, b'E', e);
-    libc::_exit(127)
 }
 
 /// Reads the children's 8-byte records until both have closed the pipe

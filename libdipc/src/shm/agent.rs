@@ -364,7 +364,9 @@ fn handle() -> Result<&'static Handle, Errno> {
     // threads and never interrupt the agent's calls.
     // SAFETY: sigset_t is plain data, filled by sigfillset.
     let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as `all`.
     let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: both sets are valid sigset_t owned by this frame.
     unsafe {
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);

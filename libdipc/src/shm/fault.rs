@@ -57,8 +57,9 @@ static PREV_FLAGS: AtomicI32 = AtomicI32::new(0);
 /// program that installed its own handler after an earlier attach gets
 /// dipc's back in front of it (and chained to it) at the next one.
 pub fn install() -> Result<(), i32> {
-    // SAFETY: sigaction with a null new action only reads the current one.
+    // SAFETY: sigaction is plain data; all zeros is a value.
     let mut cur: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: sigaction with a null new action only reads the current one.
     if unsafe { libc::sigaction(libc::SIGSEGV, std::ptr::null(), &mut cur) } != 0 {
         return Err(crate::shm::last_errno());
     }
@@ -100,25 +101,34 @@ extern "C" fn on_fault(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut l
     // SAFETY: __errno_location returns this thread's errno; the handler
     // must leave it as it found it.
     let errno = unsafe { libc::__errno_location() };
+    // SAFETY: errno points to this thread's errno (above).
     let saved = unsafe { *errno };
     // SAFETY: info and ctx are what the kernel passed to an SA_SIGINFO
     // handler (checked for null inside).
     unsafe { handle(sig, info, ctx) };
+    // SAFETY: as for `saved`: this thread's errno.
     unsafe { *errno = saved };
 }
 
+/// # Safety
+/// `info` and `ctx` are null or what the kernel passed to this SIGSEGV
+/// handler.
 unsafe fn handle(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     if info.is_null() {
-        return chain(sig, info, ctx);
+        // SAFETY: the kernel's arguments, passed on (this function's contract).
+        return unsafe { chain(sig, info, ctx) };
     }
     // SAFETY: info is the kernel's siginfo for this signal.
     let (code, addr) = unsafe { ((*info).si_code, (*info).si_addr() as usize) };
     // si_code <= 0: sent by kill/sigqueue/tgkill, not a fault.
+    // SAFETY: getpid has no preconditions and is async-signal-safe.
     if code <= 0 || table::OWNER_PID.load(SeqCst) != unsafe { libc::getpid() } {
-        return chain(sig, info, ctx);
+        // SAFETY: the kernel's arguments, passed on (this function's contract).
+        return unsafe { chain(sig, info, ctx) };
     }
     match lookup(addr, ctx) {
-        Hit::Foreign => chain(sig, info, ctx),
+        // SAFETY: the kernel's arguments, passed on (this function's contract).
+        Hit::Foreign => unsafe { chain(sig, info, ctx) },
         Hit::Dead { slot } => no_agent(slot, addr),
         Hit::Ask(mut req) => {
             let word = AtomicU32::new(0);
@@ -378,9 +388,15 @@ fn raise_sigbus(addr: usize) {
 }
 
 /// Passes a fault that is not ours to the action installed before ours.
+///
+/// # Safety
+/// `info` and `ctx` are null or what the kernel passed to this SIGSEGV
+/// handler.
 unsafe fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     let h = PREV_HANDLER.load(SeqCst);
     let flags = PREV_FLAGS.load(SeqCst);
+    // SAFETY: a non-null `info` is the kernel's siginfo (this function's
+    // contract).
     let from_kernel = !info.is_null() && unsafe { (*info).si_code } > 0;
     if h == libc::SIG_IGN && !from_kernel {
         return;
