@@ -450,8 +450,8 @@ pub fn recv_fd<S: AsFd>(sock: &S) -> io::Result<std::os::fd::OwnedFd> {
 /// from the application, is already waiting (opening a session for it,
 /// sending it, checking for its reply without sleeping): a signal handled
 /// during such a step interrupts no system call, and would be lost to a
-/// call that then sleeps. [`HeldSignals::release`] tells whether one came
-/// that the process handles, and lets it be handled.
+/// call that then sleeps. [`HeldSignals::wait_readable`] lets them in
+/// only while the call sleeps; dropping it lets them in for good.
 pub struct HeldSignals {
     /// The thread's mask before, restored on release (or drop).
     old: Option<libc::sigset_t>,
@@ -476,36 +476,34 @@ impl HeldSignals {
         }
     }
 
-    /// Whether a signal came while held that was not blocked before and
-    /// that the process catches (a handler, not the default or ignore);
-    /// the mask is back as it was, so such a signal is handled now.
-    pub fn release(mut self) -> bool {
-        let Some(old) = self.old.take() else {
-            return false;
+    /// Waits until `fd` is readable or `timeout` passes, with the thread's
+    /// mask from before [`HeldSignals::hold`] in force only during the
+    /// wait (`ppoll` sets it atomically): a signal that came while held, or
+    /// comes during the wait, and that the process handles ends the wait
+    /// with `EINTR` once its handler ran. One that came just before the
+    /// wait cannot be handled outside it and leave the wait asleep.
+    /// Returns whether `fd` is readable (false: the time passed).
+    pub fn wait_readable(&self, fd: RawFd, timeout: std::time::Duration) -> io::Result<bool> {
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
         };
-        // SAFETY: as in `hold`; sigaction with a null new action only
-        // reads the disposition.
-        unsafe {
-            let mut pending: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut pending);
-            let mut caught = false;
-            if libc::sigpending(&mut pending) == 0 {
-                for sig in 1..=libc::SIGRTMAX() {
-                    if libc::sigismember(&pending, sig) != 1 || libc::sigismember(&old, sig) == 1 {
-                        continue;
-                    }
-                    let mut sa: libc::sigaction = std::mem::zeroed();
-                    if libc::sigaction(sig, std::ptr::null(), &mut sa) == 0
-                        && sa.sa_sigaction != libc::SIG_DFL
-                        && sa.sa_sigaction != libc::SIG_IGN
-                    {
-                        caught = true;
-                    }
-                }
-            }
-            libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
-            caught
+        let ts = libc::timespec {
+            tv_sec: timeout.as_secs().min(i64::MAX as u64) as libc::time_t,
+            tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
+        };
+        let mask = self
+            .old
+            .as_ref()
+            .map_or(std::ptr::null(), |m| m as *const libc::sigset_t);
+        // SAFETY: one valid pollfd, a valid timespec, and a null or valid
+        // sigset_t, all living across the call.
+        let n = unsafe { libc::ppoll(&mut p, 1, &ts, mask) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
         }
+        Ok(n > 0)
     }
 }
 
@@ -587,21 +585,33 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn held_signals_tell_whether_a_caught_one_came() {
+    fn a_held_signal_ends_the_wait_that_follows() {
         catch_sigusr2();
+        let (a, b) = UnixStream::pair().unwrap();
+        let short = std::time::Duration::from_millis(50);
         // SAFETY: pthread_self and pthread_kill on this live thread.
         let me = unsafe { libc::pthread_self() };
         let held = HeldSignals::hold();
-        assert!(!HeldSignals::hold().release(), "none came");
+        assert!(
+            !held.wait_readable(a.as_raw_fd(), short).unwrap(),
+            "nothing came"
+        );
+        // A caught signal that comes before the wait, while held, is not
+        // lost: the wait lets it in and ends with EINTR.
         // SAFETY: as above.
         unsafe { libc::pthread_kill(me, libc::SIGUSR2) };
-        assert!(held.release(), "SIGUSR2 has a handler and came while held");
-        // An ignored one does not count.
-        let held = HeldSignals::hold();
+        let e = held.wait_readable(a.as_raw_fd(), std::time::Duration::from_secs(10));
+        assert_eq!(e.map_err(|e| e.kind()), Err(io::ErrorKind::Interrupted));
+        // An ignored one neither ends the wait nor stays pending for it.
         // SAFETY: SIGWINCH is ignored by default; sending it to this
         // thread changes nothing.
         unsafe { libc::pthread_kill(me, libc::SIGWINCH) };
-        assert!(!held.release(), "SIGWINCH is not caught");
+        assert!(!held.wait_readable(a.as_raw_fd(), short).unwrap());
+        std::io::Write::write_all(&mut &b, b"x").unwrap();
+        assert!(
+            held.wait_readable(a.as_raw_fd(), short).unwrap(),
+            "readable"
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ use dipc_common::wire::Message;
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -222,11 +223,13 @@ impl Client<TcpStream> {
     ///
     /// Before sleeping for the reply, the call checks for it without
     /// sleeping for up to the session's spin (`library.spin_us`, adapted).
-    /// Signals are `held` from the start of a call that may block until it
-    /// sleeps (through the session's opening, the send and the spin): one
-    /// the process handles that came meanwhile interrupts the call as one
-    /// that comes while it sleeps does, instead of being handled where no
-    /// system call could report it (and the call then sleeping on).
+    /// Signals are `held` from the start of a call that may block (through
+    /// the session's opening, the send and the spin) and let in only while
+    /// it sleeps, atomically (`HeldSignals::wait_readable`): one the process
+    /// handles that came meanwhile, or comes at any moment up to the sleep,
+    /// interrupts the call as one that comes while it sleeps does, instead
+    /// of being handled where no system call could report it (and the call
+    /// then sleeping on).
     pub fn call_blocking(
         &mut self,
         msg: &Message,
@@ -238,20 +241,32 @@ impl Client<TcpStream> {
         let sent = Instant::now();
         self.ch.send(id, msg)?;
         net::spin_readable(self.ch.get_ref(), self.spin.window());
-        let mut signalled = held.is_some_and(HeldSignals::release);
+        let mut held = held;
         let mut cancels = 0u32;
         let r = loop {
-            let r = if cancels > 0 {
-                self.ch.recv()
-            } else if std::mem::take(&mut signalled) {
-                Err(ChannelError::Interrupted)
-            } else {
-                self.ch.recv_interruptible()
+            let r = match held.as_ref() {
+                _ if cancels > 0 => self.ch.recv(),
+                Some(h) if self.ch.buffered() == 0 => {
+                    let wait = crate::state::config()?.timeouts.request;
+                    match h.wait_readable(self.ch.get_ref().as_raw_fd(), wait) {
+                        Ok(true) => self.ch.recv(),
+                        Ok(false) => Err(ChannelError::TimedOut),
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                            Err(ChannelError::Interrupted)
+                        }
+                        Err(e) => Err(e.into()),
+                    }
+                }
+                Some(_) => self.ch.recv(),
+                None => self.ch.recv_interruptible(),
             };
             match r {
                 Ok((rid, reply)) if rid == id => break unwrap_reply(reply),
                 Ok(_) => continue,
                 Err(ChannelError::Interrupted) => {
+                    // The handler ran in the wait; the mask is as the
+                    // program set it from here on.
+                    held = None;
                     self.ch.send(id, &Message::Cancel)?;
                     self.ch
                         .get_ref()
