@@ -71,6 +71,15 @@ pub struct Config {
     pub limits: Limits,
     /// Keys the preload library makes distributed without `IPC_DIPC`.
     pub preload: PreloadConfig,
+    /// `[metrics]`: the optional Prometheus listener.
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: where dipcd serves its counters over HTTP (`GET /metrics`,
+/// Prometheus text format); off unless `listen` is set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MetricsConfig {
+    pub listen: Option<SocketAddr>,
 }
 
 /// `[preload]`: what `libdipc_preload.so` does for programs that do not
@@ -353,6 +362,7 @@ impl Default for Config {
                 spin: Duration::from_micros(SPIN_US_DEFAULT),
             },
             preload: PreloadConfig::default(),
+            metrics: MetricsConfig::default(),
             limits: Limits {
                 clients_per_uid: 256,
                 placeholders_per_uid: 1024,
@@ -461,8 +471,9 @@ impl Config {
 /// a key is misspelt.
 const TOP_VALUES: &[&str] = &["runtime_dir", "secret_file", "max_frame", "admin_group"];
 const TOP_TABLES: &[&str] = &[
-    "host", "referee", "timeouts", "cluster", "shm", "library", "limits", "preload",
+    "host", "referee", "timeouts", "cluster", "shm", "library", "limits", "preload", "metrics",
 ];
+const METRICS_KEYS: &[&str] = &["listen"];
 const PRELOAD_KEYS: &[&str] = &["keys"];
 const HOST_KEYS: &[&str] = &["address", "port", "arbiter"];
 const REFEREE_KEYS: &[&str] = &["address", "port"];
@@ -538,6 +549,7 @@ impl Checker<'_> {
                 "library" => self.apply_library(self.table(name, value, LIBRARY_KEYS)?, config)?,
                 "limits" => self.apply_limits(self.table(name, value, LIMITS_KEYS)?, config)?,
                 "preload" => self.apply_preload(self.table(name, value, PRELOAD_KEYS)?, config)?,
+                "metrics" => self.apply_metrics(self.table(name, value, METRICS_KEYS)?, config)?,
                 _ => {
                     let tables: Vec<String> = TOP_TABLES.iter().map(|t| format!("[{t}]")).collect();
                     return Err(self.err(
@@ -626,6 +638,27 @@ impl Checker<'_> {
                     config.shm.quantum = self.millis(&key, value, QUANTUM_MS_MIN, QUANTUM_MS_MAX)?
                 }
                 _ => return Err(self.unknown(&key, "shm", SHM_KEYS)),
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_metrics(&self, t: &Table, config: &mut Config) -> Result<(), ConfigError> {
+        for (name, value) in t {
+            let key = format!("metrics.{name}");
+            match name.as_str() {
+                "listen" => {
+                    let what = "an IP address and port such as \"127.0.0.1:9477\"";
+                    let s = self.non_empty_str(&key, value, what)?;
+                    let addr: SocketAddr = s.parse().map_err(|_| {
+                        self.err(&key, format!("must be {what}, got {}", show(value)))
+                    })?;
+                    if addr.port() == 0 {
+                        return Err(self.err(&key, "needs a port other than 0"));
+                    }
+                    config.metrics.listen = Some(addr);
+                }
+                _ => return Err(self.unknown(&key, "metrics", METRICS_KEYS)),
             }
         }
         Ok(())
@@ -1080,6 +1113,7 @@ mod tests {
                 spin: Duration::ZERO,
             },
             preload: PreloadConfig::default(),
+            metrics: MetricsConfig::default(),
             limits: Limits {
                 clients_per_uid: 7,
                 placeholders_per_uid: 8,
@@ -1102,6 +1136,17 @@ mod tests {
         assert_eq!(c.shm.mode, ShmMode::Segment);
         assert_eq!(c.shm.quantum, Duration::from_millis(10));
         assert_eq!(c.host, Config::default().host);
+    }
+
+    #[test]
+    fn the_metrics_listener_is_off_unless_set() {
+        assert_eq!(Config::default().metrics.listen, None);
+        let c = parse("[metrics]\nlisten = \"127.0.0.1:9477\"\n").unwrap();
+        assert_eq!(c.metrics.listen, Some("127.0.0.1:9477".parse().unwrap()));
+        key_err("[metrics]\nlisten = \"localhost:9477\"\n", "metrics.listen");
+        key_err("[metrics]\nlisten = \"127.0.0.1\"\n", "metrics.listen");
+        key_err("[metrics]\nlisten = \"127.0.0.1:0\"\n", "metrics.listen");
+        key_err("[metrics]\nport = 1\n", "metrics.port");
     }
 
     #[test]

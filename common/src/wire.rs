@@ -441,6 +441,9 @@ kinds! {
     CallReply = 149,
     WorkerCheck = 180,
     IpcStatAny = 170,
+    StatsAsk = 195,
+    Stats = 196,
+    StatsReport = 197,
 }
 
 /// Every message of the protocol.
@@ -1036,6 +1039,20 @@ pub enum Message {
     WorkerCheck {
         pid: i32,
     },
+    /// What this host counts (see `crate::metrics`): asked of dipcd by a
+    /// local process, or of a worker, which asks its dipcd. The answer is
+    /// `Stats`.
+    StatsAsk,
+    /// A host's counters as named pairs (`Metrics::to_pairs`), at most
+    /// `metrics::MAX_PAIRS`.
+    Stats {
+        pairs: Vec<(String, u64)>,
+    },
+    /// From a worker or a shm manager to its dipcd: what it counted since
+    /// its last report (`Done`, or `EPERM` from any other process).
+    StatsReport {
+        pairs: Vec<(String, u64)>,
+    },
 }
 
 impl Message {
@@ -1120,6 +1137,9 @@ impl Message {
             Message::CallRequest { .. } => Kind::CallRequest,
             Message::CallReply { .. } => Kind::CallReply,
             Message::WorkerCheck { .. } => Kind::WorkerCheck,
+            Message::StatsAsk => Kind::StatsAsk,
+            Message::Stats { .. } => Kind::Stats,
+            Message::StatsReport { .. } => Kind::StatsReport,
             Message::NameRegister { .. } => Kind::NameRegister,
             Message::NameRelease { .. } => Kind::NameRelease,
             Message::NameLookup { .. } => Kind::NameLookup,
@@ -1605,6 +1625,14 @@ impl Message {
                 w.bytes(output);
             }
             Message::WorkerCheck { pid } => w.i32(*pid),
+            Message::StatsAsk => {}
+            Message::Stats { pairs } | Message::StatsReport { pairs } => {
+                w.u32(pairs.len() as u32);
+                for (name, n) in pairs {
+                    w.string(name);
+                    w.u64(*n);
+                }
+            }
             Message::Names { names, more } => {
                 w.u8(u8::from(*more));
                 w.u32(names.len() as u32);
@@ -2191,6 +2219,24 @@ impl Message {
                 output: r.bytes("output")?.to_vec(),
             },
             Kind::WorkerCheck => Message::WorkerCheck { pid: r.i32("pid")? },
+            Kind::StatsAsk => Message::StatsAsk,
+            Kind::Stats | Kind::StatsReport => {
+                // A name (its length word) and a count: 12 bytes at least.
+                let n = r.count("pairs", 12)?;
+                if n > crate::metrics::MAX_PAIRS {
+                    return Err(invalid("pairs", "more than metrics::MAX_PAIRS"));
+                }
+                let mut pairs = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let name = r.string("pair name")?;
+                    pairs.push((name, r.u64("pair value")?));
+                }
+                if kind == Kind::Stats {
+                    Message::Stats { pairs }
+                } else {
+                    Message::StatsReport { pairs }
+                }
+            }
             Kind::NameRegister => Message::NameRegister {
                 pid_d: r.i64("pid_d")?,
                 pid: r.i32("pid")?,
@@ -3206,6 +3252,11 @@ mod tests {
                 output: vec![1, 2, 3],
             },
             Message::WorkerCheck { pid: 1 },
+            Message::StatsAsk,
+            Message::Stats {
+                pairs: vec![("call.msgsnd".into(), 3), ("uptime_s".into(), u64::MAX)],
+            },
+            Message::StatsReport { pairs: vec![] },
         ]
     }
 
