@@ -19,6 +19,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 mod ipcs;
+mod stats;
 
 #[derive(Parser)]
 #[command(
@@ -82,6 +83,17 @@ enum Command {
         #[arg(short = 'm')]
         segments: bool,
     },
+    /// Show what a host's dipcd counted since it started: requests,
+    /// remote calls served, errors, the calls' service times, sessions,
+    /// data moved, shared memory faults (this host's unless HOST is given)
+    Stats {
+        /// The host's address, with its front_end port if not this host's
+        host: Option<String>,
+    },
+    /// An operator's summary of the cluster: hosts (state, uptime, calls
+    /// served, sessions, processes), keys in use, registered processes and
+    /// this host's errors
+    Status,
     /// Measure a round trip to another host's daemon through this host's
     /// dipcd (connect, authenticate, ping)
     Ping {
@@ -126,6 +138,8 @@ fn main() -> ExitCode {
         Command::RmKey { kind, key } => rm_key(&config, kind, key),
         Command::Ping { host, count } => ping(&config, host, *count, args.json),
         Command::Migrate { pid_d, host } => migrate(&config, *pid_d, host),
+        Command::Stats { host } => stats::stats(&config, host.as_deref(), args.json),
+        Command::Status => stats::status(&config, args.json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
