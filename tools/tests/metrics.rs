@@ -447,3 +447,33 @@ fn shared_memory_faults_and_invalidations_are_counted() {
         "{after:#}"
     );
 }
+
+/// Only this host's workers and shm managers add to its counters: a
+/// local process's report, root's included, is refused and counts
+/// nothing.
+#[test]
+fn a_report_from_any_other_process_is_refused() {
+    let c = Cluster::up(1);
+    let before = stats(&c, 1, None);
+    let out = attack(&c, 1, &["forged-stats"]);
+    assert_has(&out, "forged-stats as nobody", "reply: error EPERM");
+    let out = attack_on(&c, 1, true, &["forged-stats"]);
+    assert_has(&out, "forged-stats as root", "reply: error EPERM");
+    let after = stats(&c, 1, None);
+    assert_eq!(
+        num(&after, &["calls_served", "msgsnd"]),
+        num(&before, &["calls_served", "msgsnd"]),
+        "{after:#}"
+    );
+    assert_eq!(
+        num(&after, &["call_latency", "count"]),
+        num(&before, &["call_latency", "count"]),
+        "{after:#}"
+    );
+    // The refusals are dipcd's answers: counted as its errors.
+    assert!(
+        num(&after, &["request_errors", "EPERM"]) >= num(&before, &["request_errors", "EPERM"]) + 2,
+        "{after:#}"
+    );
+    assert!(num(&after, &["requests", "StatsReport"]) >= 2, "{after:#}");
+}
