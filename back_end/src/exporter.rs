@@ -236,3 +236,101 @@ impl Exporter {
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mio::{Events, Poll};
+    use std::io::{Read, Write};
+
+    const LISTEN: Token = Token(1);
+    const FIRST: usize = 100;
+
+    fn exporter(poll: &Poll) -> Exporter {
+        let addr = "127.0.0.1:0".parse().unwrap();
+        Exporter::bind(addr, poll.registry(), LISTEN, FIRST).unwrap()
+    }
+
+    /// Runs the exporter's side as dipcd's loop does, for `rounds` polls.
+    fn pump(poll: &mut Poll, ex: &mut Exporter, rounds: usize) {
+        let mut events = Events::with_capacity(64);
+        for _ in 0..rounds {
+            poll.poll(&mut events, Some(Duration::from_millis(20)))
+                .unwrap();
+            for ev in events.iter() {
+                match ev.token() {
+                    LISTEN => ex.accept(poll.registry()),
+                    Token(t) if ex.owns(t) => {
+                        if let Asked::Metrics = ex.ready(poll.registry(), t) {
+                            ex.answer(poll.registry(), t, "dipc_uptime_seconds 1\n");
+                        }
+                    }
+                    Token(_) => {}
+                }
+            }
+        }
+    }
+
+    /// Sends `request` and returns everything answered until the close.
+    fn ask(poll: &mut Poll, ex: &mut Exporter, request: &[u8]) -> String {
+        let mut c = std::net::TcpStream::connect(ex.local_addr().unwrap()).unwrap();
+        c.write_all(request).unwrap();
+        c.set_nonblocking(true).unwrap();
+        let mut got = Vec::new();
+        for _ in 0..200 {
+            pump(poll, ex, 1);
+            let mut buf = [0u8; 4096];
+            match c.read(&mut buf) {
+                Ok(0) => return String::from_utf8_lossy(&got).into_owned(),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        panic!("no close; got {:?}", String::from_utf8_lossy(&got));
+    }
+
+    #[test]
+    fn get_metrics_is_answered_and_nothing_else() {
+        let mut poll = Poll::new().unwrap();
+        let mut ex = exporter(&poll);
+        let ok = ask(
+            &mut poll,
+            &mut ex,
+            b"GET /metrics HTTP/1.1\r\nHost: h\r\n\r\n",
+        );
+        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
+        assert!(ok.contains("Content-Length: 22\r\n"), "{ok}");
+        assert!(ok.ends_with("\r\n\r\ndipc_uptime_seconds 1\n"), "{ok}");
+        let q = ask(&mut poll, &mut ex, b"GET /metrics?x=1 HTTP/1.0\r\n\r\n");
+        assert!(q.starts_with("HTTP/1.1 200 OK\r\n"), "{q}");
+        let nf = ask(&mut poll, &mut ex, b"GET / HTTP/1.1\r\n\r\n");
+        assert!(nf.starts_with("HTTP/1.1 404 "), "{nf}");
+        let post = ask(&mut poll, &mut ex, b"POST /metrics HTTP/1.1\r\n\r\n");
+        assert!(post.starts_with("HTTP/1.1 405 "), "{post}");
+        let big = vec![b'a'; MAX_REQUEST + 1];
+        let long = ask(&mut poll, &mut ex, &big);
+        assert!(long.starts_with("HTTP/1.1 431 "), "{long}");
+        assert!(ex.conns.is_empty());
+    }
+
+    #[test]
+    fn connections_are_capped_and_dropped_after_the_time_limit() {
+        let mut poll = Poll::new().unwrap();
+        let mut ex = exporter(&poll);
+        let addr = ex.local_addr().unwrap();
+        let idle: Vec<_> = (0..MAX_CONNECTIONS + 4)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        pump(&mut poll, &mut ex, 10);
+        assert_eq!(ex.conns.len(), MAX_CONNECTIONS);
+        ex.expire(poll.registry(), Instant::now());
+        assert_eq!(ex.conns.len(), MAX_CONNECTIONS);
+        ex.expire(
+            poll.registry(),
+            Instant::now() + TIME_LIMIT + Duration::from_secs(1),
+        );
+        assert!(ex.conns.is_empty());
+        drop(idle);
+    }
+}
