@@ -168,7 +168,7 @@ fn serve_session(s: Session, first: Option<(u64, Message)>, worker: bool) -> i32
     let mut tally = stats::Tally::new(worker);
     let mut dipcd = pids::Dipcd::default();
     let code = serve_calls(s, first, &mut tally, &mut dipcd);
-    tally.report(config, &mut dipcd);
+    tally.report(config);
     code
 }
 
@@ -211,7 +211,7 @@ fn serve_calls(
         let next = match first.take() {
             Some(f) => Ok(f),
             None => {
-                tally.before_wait(config, dipcd, &ch);
+                tally.before_wait(config, &ch);
                 ch.recv()
             }
         };
@@ -377,8 +377,9 @@ fn serve_calls(
                     Message::ShmQuery { id: sid, .. } => shm::query(config, sid),
                     // This host's counters, from its dipcd.
                     Message::StatsAsk => {
-                        tally.report(config, dipcd);
-                        dipcd.call(config, &Message::StatsAsk).unwrap_or_else(|e| e)
+                        tally.report(config);
+                        local_call(config, &config.back_end_socket(), &Message::StatsAsk)
+                            .unwrap_or_else(|e| e)
                     }
                     Message::MigrateSpawn {
                         program,

@@ -2,15 +2,18 @@
 //! dipcd (`StatsReport`), which keeps the host's counters.
 //!
 //! Each session keeps its own tally (the sessions of an undo context run
-//! in threads of one worker) and reports it as a delta on the worker's
-//! kept connection to dipcd: when the session ends, at most every
-//! [`REPORT_EVERY`] while calls come, and once a session with unreported
-//! counts has been idle for that long. A report per call would add a
-//! round trip to dipcd to every remote call; one at the end only would
-//! hide the calls of a long session (an application keeps its sessions as
-//! long as it lives) until it ends.
+//! in threads of one worker) and reports it as a delta: when the session
+//! ends, at most every [`REPORT_EVERY`] while calls come, and once a
+//! session with unreported counts has been idle for that long. A report
+//! per call would add a round trip to dipcd to every remote call; one at
+//! the end only would hide the calls of a long session (an application
+//! keeps its sessions as long as it lives) until it ends.
+//!
+//! Each report is a connection of its own, closed after the answer: a
+//! worker runs as its caller's uid, and a connection kept for the
+//! session's life would count against that uid's
+//! `limits.clients_per_uid` on this host for as long.
 
-use crate::pids::Dipcd;
 use dipc_common::channel::Channel;
 use dipc_common::config::Config;
 use dipc_common::metrics::{Call, Metrics};
@@ -64,7 +67,7 @@ impl Tally {
 
     /// Before waiting for the next request: reports if it is time, or
     /// waits at most until it is and reports if nothing came meanwhile.
-    pub fn before_wait(&mut self, config: &Config, dipcd: &mut Dipcd, ch: &Channel<TcpStream>) {
+    pub fn before_wait(&mut self, config: &Config, ch: &Channel<TcpStream>) {
         if !self.dirty {
             return;
         }
@@ -84,18 +87,19 @@ impl Tally {
         } else if !left.is_zero() {
             return;
         }
-        self.report(config, dipcd);
+        self.report(config);
     }
 
     /// Sends what is not reported yet. A dipcd that cannot take it (it is
     /// stopping) loses it: the counters die with it anyway.
-    pub fn report(&mut self, config: &Config, dipcd: &mut Dipcd) {
+    pub fn report(&mut self, config: &Config) {
         self.reported = Instant::now();
         if !std::mem::replace(&mut self.dirty, false) {
             return;
         }
         let pairs = std::mem::take(&mut self.m).to_pairs();
-        if let Err(e) = dipcd.call(config, &Message::StatsReport { pairs }) {
+        let report = Message::StatsReport { pairs };
+        if let Err(e) = crate::local_call(config, &config.back_end_socket(), &report) {
             debug!("worker: counts not reported: {e:?}");
         }
     }
