@@ -477,3 +477,62 @@ fn a_report_from_any_other_process_is_refused() {
     );
     assert!(num(&after, &["requests", "StatsReport"]) >= 2, "{after:#}");
 }
+
+/// A worker runs as its caller's uid: its reports must not hold one of
+/// that uid's `limits.clients_per_uid` connections to dipcd while its
+/// session lasts.
+#[test]
+fn served_sessions_hold_none_of_their_users_dipcd_connections() {
+    let c = Cluster::up(2);
+    // Read on host 2 itself: a query from another host would be a session
+    // (and a worker) of its own.
+    let before = num(&stats(&c, 2, None), &["worker_sessions"]);
+    let target = front_end(2);
+    let mut s = c.spawn(
+        1,
+        &as_nobody(&[
+            "dipc-attack",
+            "sessions",
+            &target,
+            "--count",
+            "3",
+            "--hold-ms",
+            "60000",
+        ]),
+    );
+    s.wait_for_stdout("sessions: ", Duration::from_secs(30));
+    assert!(
+        s.stdout().contains("sessions: 3 opened"),
+        "{}",
+        s.describe()
+    );
+    // Their workers have reported (each at least once).
+    let mut last = Value::Null;
+    let reported = wait_for(REPORTED, || {
+        last = stats(&c, 2, None);
+        num(&last, &["worker_sessions"]) >= before + 3
+    });
+    assert!(
+        reported.is_some(),
+        "the sessions were never reported: {last:#}"
+    );
+    let mut a = c.spawn(
+        2,
+        &as_nobody(&[
+            "dipc-attack",
+            "clients",
+            "--count",
+            "300",
+            "--hold-ms",
+            "1000",
+        ]),
+    );
+    a.wait_for_stdout("clients: ", Duration::from_secs(30));
+    assert!(
+        a.stdout().contains("clients: 256 opened, 44 refused"),
+        "nobody must still get all of its limits.clients_per_uid (256) connections:\n{}",
+        a.describe()
+    );
+    a.kill();
+    s.kill();
+}
