@@ -536,3 +536,99 @@ fn served_sessions_hold_none_of_their_users_dipcd_connections() {
     a.kill();
     s.kill();
 }
+
+/// Sends `sig` (`STOP`, `CONT`) to host `i`'s dipcd.
+fn signal_dipcd(i: usize, sig: &str) {
+    let file = state_dir().join(format!("h{i}")).join("dipcd.pid");
+    let pid = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    let out = run_with_timeout(
+        std::process::Command::new("kill").args([&format!("-{sig}"), pid.trim()]),
+        Duration::from_secs(10),
+    );
+    assert!(out.status.success(), "kill -{sig}: {}", describe(&out));
+}
+
+/// Host `i`'s dipcd, paused (SIGSTOP) until this is dropped.
+struct Paused(usize);
+
+impl Paused {
+    fn new(i: usize) -> Paused {
+        signal_dipcd(i, "STOP");
+        Paused(i)
+    }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        signal_dipcd(self.0, "CONT");
+    }
+}
+
+/// The messages in the queue of key `key` (as ipcs prints it) on `host`.
+fn qnum(c: &Cluster, host: usize, key: &str) -> u64 {
+    let out = c.exec_ok(host, &["ipcs", "-q"]);
+    out.lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no queue {key} on host {host}:\n{out}"))
+}
+
+/// Counting never holds up serving: with the serving host's dipcd paused,
+/// its worker goes on taking a session's sends (a report waiting for
+/// dipcd would stop it for the request time-out at each report), and the
+/// counts arrive once dipcd runs again.
+#[test]
+fn calls_are_served_and_counted_while_the_hosts_dipcd_is_paused() {
+    let c = Cluster::up(2);
+    c.exec_ok(
+        2,
+        &["dipc-msg", "get", "0x3e79", "--create", "--mode", "0666"],
+    );
+    // 300 sends 20 ms apart in one session: 6 s at least.
+    let mut p = c.spawn(
+        1,
+        &[
+            "dipc-msg",
+            "stress",
+            "produce",
+            "0x3e79",
+            "--producer",
+            "1",
+            "--count",
+            "300",
+            "--max-size",
+            "16",
+            "--pause-us",
+            "20000",
+        ],
+    );
+    let mut last = Value::Null;
+    let counting = wait_for(REPORTED, || {
+        last = stats(&c, 2, None);
+        num(&last, &["calls_served", "msgsnd"]) >= 10
+    });
+    assert!(counting.is_some(), "no sends counted: {last:#}");
+    {
+        let _paused = Paused::new(2);
+        // A report falls due within a second of calls.
+        std::thread::sleep(Duration::from_millis(1500));
+        let n = qnum(&c, 2, "0x00003e79");
+        let more = wait_for(Duration::from_secs(3), || {
+            qnum(&c, 2, "0x00003e79") >= n + 10
+        });
+        assert!(
+            more.is_some(),
+            "host 2's worker stopped serving while its dipcd was paused: {n} messages, then {}",
+            qnum(&c, 2, "0x00003e79")
+        );
+    }
+    let st = p.wait(Duration::from_secs(60));
+    assert!(st.success(), "{}", p.describe());
+    let mut last = Value::Null;
+    let all = wait_for(REPORTED, || {
+        last = stats(&c, 2, None);
+        num(&last, &["calls_served", "msgsnd"]) >= 300
+    });
+    assert!(all.is_some(), "not every send counted: {last:#}");
+}
