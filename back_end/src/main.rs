@@ -82,7 +82,7 @@ const LINK: Token = Token(2);
 const METRICS_LISTENER: Token = Token(3);
 /// The Prometheus listener's connections take tokens from here up, far
 /// above the clients' and pidfds' (see `exporter`).
-const FIRST_SCRAPER: usize = 1 << 40;
+const FIRST_SCRAPER: usize = usize::MAX / 2;
 const FIRST_CLIENT: usize = 16;
 /// The "client" of relayed requests no client waits for (clients and
 /// pidfds have tokens from `FIRST_CLIENT` up).
