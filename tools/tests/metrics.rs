@@ -75,6 +75,9 @@ fn counters_move_as_remote_calls_are_made() {
     c.exec_ok(2, &[&counter, "init", "0x3e72"]);
     let mut t = c.spawn(2, &[&target, "7", "1", "60"]);
     let pid_d = t.pid_d().to_string();
+    let mailbox = prog("mailbox");
+    let mut m = c.spawn(2, &[&mailbox, "sleep"]);
+    let mailbox_pid_d = m.pid_d().to_string();
 
     let before = stats(&c, 3, Some(2));
     let opened_before = num(&stats(&c, 1, None), &["sessions_opened"]);
@@ -91,12 +94,14 @@ fn counters_move_as_remote_calls_are_made() {
     c.exec_ok(1, &[&counter, "run", "0x3e72", "10"]);
     let out = c.exec_ok(1, &[&pidctl, "kill", &pid_d, "rt1", "7"]);
     assert_eq!(out.trim(), "sent 7");
+    c.exec_ok(1, &[&mailbox, "send", &mailbox_pid_d, "3", "m"]);
     let st = t.wait(Duration::from_secs(30));
     assert!(st.success(), "{}", t.describe());
 
     let b = |path: &[&str]| num(&before, path);
     let after = wait_stats(&c, 3, 2, |a| {
         num(a, &["calls_served", "kill_d"]) >= b(&["calls_served", "kill_d"]) + 7
+            && num(a, &["calls_served", "send_d"]) >= b(&["calls_served", "send_d"]) + 3
             && num(a, &["calls_served", "msgsnd"]) >= b(&["calls_served", "msgsnd"]) + SENDS
     });
     let a = |path: &[&str]| num(&after, path);
@@ -112,6 +117,10 @@ fn counters_move_as_remote_calls_are_made() {
     rose(&["calls_served", "msgrcv"], 1);
     rose(&["calls_served", "semop"], 20);
     rose(&["calls_served", "kill_d"], 7);
+    rose(&["calls_served", "send_d"], 3);
+    // sig_target has ended; the mailbox process is still registered.
+    assert!(a(&["registered_processes"]) >= 1, "{after:#}");
+    assert!(a(&["uptime_s"]) >= 1, "{after:#}");
     rose(&["bytes_in"], SENDS * 9);
     rose(&["bytes_out"], 9);
     // Every served call is in the histogram: at least the ones above.
@@ -131,6 +140,7 @@ fn counters_move_as_remote_calls_are_made() {
     );
     assert_eq!(counts.last().copied(), Some(a(&["call_latency", "count"])));
 
+    m.kill();
     // Host 1 opened those sessions (through employers of its dipcd).
     let opened = num(&stats(&c, 1, None), &["sessions_opened"]);
     assert!(
