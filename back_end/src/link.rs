@@ -178,17 +178,30 @@ impl Link {
         true
     }
 
+    /// Sends a message that takes no answer (request id 0), such as the
+    /// load report. Returns false if the link is not up.
+    pub fn push(&mut self, msg: &Message) -> bool {
+        let (State::Joined, Some(conn)) = (&self.state, self.conn.as_mut()) else {
+            return false;
+        };
+        conn.queue(0, msg);
+        let _ = conn.flush();
+        true
+    }
+
     /// Timers: start a connection, send a heartbeat, or give up on a
     /// silent referee. Cheap when nothing is due, so the daemon calls it
     /// between the events of a long batch too: a busy host's heartbeats
-    /// then go out on time.
+    /// then go out on time. Returns whether a heartbeat went out (the
+    /// load report goes with it).
     pub fn tick(
         &mut self,
         registry: &Registry,
         config: &Config,
         secret: &Secret,
         out: &mut Vec<LinkEvent>,
-    ) {
+    ) -> bool {
+        let mut beat = false;
         let now = Instant::now();
         match &self.state {
             State::Idle(at) if now >= *at => self.connect(registry, config, out),
@@ -217,6 +230,8 @@ impl Link {
                         c.queue(0, &Message::Heartbeat);
                         if c.flush().is_err() {
                             self.reset(registry, out);
+                        } else {
+                            beat = true;
                         }
                     }
                 }
@@ -233,6 +248,7 @@ impl Link {
                 }
             }
         }
+        beat
     }
 
     fn connect(&mut self, registry: &Registry, config: &Config, out: &mut Vec<LinkEvent>) {

@@ -28,12 +28,14 @@
 mod exporter;
 mod grants;
 mod link;
+mod load;
 mod moves;
 mod owned;
 mod pids;
 mod placeholders;
 
 use clap::Parser;
+use dipc_back_end::cli::Args;
 use dipc_common::auth::{Secret, Vouch};
 use dipc_common::channel::{ChannelError, Framed};
 use dipc_common::config::Config;
@@ -60,21 +62,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
-
-#[derive(Parser)]
-#[command(
-    name = "dipcd",
-    version,
-    about = "The dipc daemon: one per host of a dipc cluster"
-)]
-struct Args {
-    /// Configuration file [default: $DIPC_CONFIG, else /etc/dipc/dipc.conf]
-    #[arg(short, long, value_name = "PATH")]
-    config: Option<PathBuf>,
-}
 
 const SIGNALS: Token = Token(0);
 const LISTENER: Token = Token(1);
@@ -206,6 +195,7 @@ fn run(config: &Config) -> io::Result<u8> {
         grant_tokens: HashMap::new(),
         front_end: pid.as_raw(),
         joined_once: false,
+        meter: load::Meter::new(Instant::now()),
         metrics: Metrics::default(),
         started: Instant::now(),
         exporter: None,
@@ -297,6 +287,8 @@ struct Daemon<'a> {
     front_end: i32,
     /// Whether the host has joined the cluster since dipcd started.
     joined_once: bool,
+    /// This host's load, reported with each heartbeat.
+    meter: load::Meter,
     /// What this host counts (see `dipc_common::metrics`).
     metrics: Metrics,
     started: Instant,
@@ -420,8 +412,13 @@ impl Daemon<'_> {
     }
 
     fn tick_link(&mut self, out: &mut Vec<LinkEvent>) {
-        self.link
+        let beat = self
+            .link
             .tick(self.poll.registry(), self.config, &self.secret, out);
+        if beat {
+            let report = self.meter.report(self.pids.all(), Instant::now());
+            self.link.push(&report);
+        }
     }
 
     fn accept(&mut self, listener: &mut UnixListener) {
@@ -765,6 +762,21 @@ impl Daemon<'_> {
                 };
                 self.relay(c, relay(None), &ask);
             }
+            // The process declares itself migratable: the balancer may
+            // move it (it is listed in this host's load reports).
+            Message::Migratable => {
+                let reply = match self.pids.get_mut(c.cred.pid) {
+                    Some(r) if r.pid_d > 0 => {
+                        r.migratable = true;
+                        Message::Done { value: 0 }
+                    }
+                    _ => Message::error(
+                        libc::ENOTCONN,
+                        format!("pid {} is not a registered process", c.cred.pid),
+                    ),
+                };
+                c.framed.queue(id, &reply);
+            }
             Message::MoveToken { pid_d, .. } | Message::MoveAbort { pid_d, .. } => {
                 self.relay_move(c, relay(None), &msg, pid_d)
             }
@@ -800,6 +812,7 @@ impl Daemon<'_> {
             // Names are as open as the pids they stand for.
             Message::PidLookup { .. }
             | Message::ListPids { .. }
+            | Message::ListLoad
             | Message::NameLookup { .. }
             | Message::ListNames { .. } => {
                 self.relay(c, relay(None), &msg);

@@ -42,6 +42,9 @@ pub struct Reg {
     pub names: Vec<String>,
     /// Where it takes calls (`CallEndpoint`): an abstract Unix socket name.
     pub endpoint: Option<Vec<u8>>,
+    /// It declared itself migratable (`Migratable`): the balancer may move
+    /// it.
+    pub migratable: bool,
 }
 
 impl Reg {
@@ -208,6 +211,7 @@ impl Pids {
                 starttime,
                 mailbox,
                 endpoint: None,
+                migratable: false,
                 pidfd,
                 token,
                 waiters: Vec::new(),
@@ -307,6 +311,11 @@ impl Pids {
     /// will not come.
     pub fn forget_name_ops(&mut self) {
         self.name_ops.clear();
+    }
+
+    /// Every registration, for the load report.
+    pub fn all(&self) -> impl Iterator<Item = &Reg> {
+        self.by_pid.values()
     }
 
     pub fn confirmed(&self) -> impl Iterator<Item = &Reg> {

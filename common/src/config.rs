@@ -71,8 +71,25 @@ pub struct Config {
     pub limits: Limits,
     /// Keys the preload library makes distributed without `IPC_DIPC`.
     pub preload: PreloadConfig,
+    /// The referee's load balancer (read on the arbiter only).
+    pub balance: BalanceConfig,
     /// `[metrics]`: the optional Prometheus listener.
     pub metrics: MetricsConfig,
+}
+
+/// `[balance]`: the referee's load balancer, off by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BalanceConfig {
+    pub enabled: bool,
+    /// How often it measures each host's load (over this window) and
+    /// decides.
+    pub interval: Duration,
+    /// The least difference, in thousandths of a CPU, between the busiest
+    /// and the least busy host's load that makes it move a process.
+    pub threshold_milli: u32,
+    /// The least time a process runs on a host before the balancer moves
+    /// it (again).
+    pub min_stay: Duration,
 }
 
 /// `[metrics]`: where dipcd serves its counters over HTTP (`GET /metrics`,
@@ -362,6 +379,12 @@ impl Default for Config {
                 spin: Duration::from_micros(SPIN_US_DEFAULT),
             },
             preload: PreloadConfig::default(),
+            balance: BalanceConfig {
+                enabled: false,
+                interval: Duration::from_millis(5000),
+                threshold_milli: 500,
+                min_stay: Duration::from_millis(30_000),
+            },
             metrics: MetricsConfig::default(),
             limits: Limits {
                 clients_per_uid: 256,
@@ -471,9 +494,13 @@ impl Config {
 /// a key is misspelt.
 const TOP_VALUES: &[&str] = &["runtime_dir", "secret_file", "max_frame", "admin_group"];
 const TOP_TABLES: &[&str] = &[
-    "host", "referee", "timeouts", "cluster", "shm", "library", "limits", "preload", "metrics",
+    "host", "referee", "timeouts", "cluster", "shm", "library", "limits", "preload", "balance",
+    "metrics",
 ];
 const METRICS_KEYS: &[&str] = &["listen"];
+const BALANCE_KEYS: &[&str] = &["enabled", "interval_ms", "threshold", "min_stay_ms"];
+/// Bounds of `balance.threshold`, in CPUs.
+const THRESHOLD_MAX: f64 = 1024.0;
 const PRELOAD_KEYS: &[&str] = &["keys"];
 const HOST_KEYS: &[&str] = &["address", "port", "arbiter"];
 const REFEREE_KEYS: &[&str] = &["address", "port"];
@@ -549,6 +576,7 @@ impl Checker<'_> {
                 "library" => self.apply_library(self.table(name, value, LIBRARY_KEYS)?, config)?,
                 "limits" => self.apply_limits(self.table(name, value, LIMITS_KEYS)?, config)?,
                 "preload" => self.apply_preload(self.table(name, value, PRELOAD_KEYS)?, config)?,
+                "balance" => self.apply_balance(self.table(name, value, BALANCE_KEYS)?, config)?,
                 "metrics" => self.apply_metrics(self.table(name, value, METRICS_KEYS)?, config)?,
                 _ => {
                     let tables: Vec<String> = TOP_TABLES.iter().map(|t| format!("[{t}]")).collect();
@@ -738,6 +766,44 @@ impl Checker<'_> {
                     config.limits.employers_per_uid = self.narrow(&key, n)?;
                 }
                 _ => return Err(self.unknown(&key, "limits", LIMITS_KEYS)),
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_balance(&self, t: &Table, config: &mut Config) -> Result<(), ConfigError> {
+        for (name, value) in t {
+            let key = format!("balance.{name}");
+            match name.as_str() {
+                "enabled" => config.balance.enabled = self.boolean(&key, value)?,
+                "interval_ms" => {
+                    config.balance.interval = self.millis(&key, value, 100, TIMEOUT_MS_MAX)?
+                }
+                "min_stay_ms" => {
+                    config.balance.min_stay = self.millis(&key, value, 0, TIMEOUT_MS_MAX)?
+                }
+                "threshold" => {
+                    let cpus = match value {
+                        Value::Float(f) => Some(*f),
+                        Value::Integer(n) => Some(*n as f64),
+                        _ => None,
+                    };
+                    match cpus {
+                        Some(c) if (0.0..=THRESHOLD_MAX).contains(&c) => {
+                            config.balance.threshold_milli = (c * 1000.0).round() as u32
+                        }
+                        _ => {
+                            return Err(self.err(
+                                &key,
+                                format!(
+                                "must be a number of CPUs between 0 and {THRESHOLD_MAX}, got {}",
+                                show(value)
+                            ),
+                            ))
+                        }
+                    }
+                }
+                _ => return Err(self.unknown(&key, "balance", BALANCE_KEYS)),
             }
         }
         Ok(())
@@ -1079,6 +1145,12 @@ mod tests {
             sessions_per_uid = 9
             workers_per_host = 10
             employers_per_uid = 11
+
+            [balance]
+            enabled = true
+            interval_ms = 250
+            threshold = 0.25
+            min_stay_ms = 0
             "#,
         )
         .unwrap();
@@ -1113,6 +1185,12 @@ mod tests {
                 spin: Duration::ZERO,
             },
             preload: PreloadConfig::default(),
+            balance: BalanceConfig {
+                enabled: true,
+                interval: Duration::from_millis(250),
+                threshold_milli: 250,
+                min_stay: Duration::from_millis(0),
+            },
             metrics: MetricsConfig::default(),
             limits: Limits {
                 clients_per_uid: 7,
@@ -1200,6 +1278,11 @@ mod tests {
         key_err("[referee]\nport = -1\n", "referee.port");
         key_err("[host]\narbiter = \"yes\"\n", "host.arbiter");
         key_err("[shm]\nquantum_ms = 60001\n", "shm.quantum_ms");
+        key_err("[balance]\nthreshold = -0.5\n", "balance.threshold");
+        key_err("[balance]\nthreshold = \"1\"\n", "balance.threshold");
+        key_err("[balance]\ninterval_ms = 99\n", "balance.interval_ms");
+        key_err("[balance]\nenabled = 1\n", "balance.enabled");
+        key_err("[balance]\nmove_every = 1\n", "balance.move_every");
         key_err("[shm]\nquantum_ms = -1\n", "shm.quantum_ms");
         key_err("[shm]\nmode = \"pages\"\n", "shm.mode");
         key_err("[shm]\nmode = 1\n", "shm.mode");

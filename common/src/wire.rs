@@ -293,6 +293,14 @@ pub struct IpcSet {
     pub qbytes: u64,
 }
 
+/// What a program started for a move writes on its answer pipe once it
+/// waits for the state (its configuration read, its connection to dipcd
+/// open): the worker lets the old process freeze only then (or after a
+/// short wait), so the program's start is not part of the frozen time.
+/// The pipe then carries the take-over's errno (0: taken over), never this
+/// value.
+pub const TAKEOVER_READY: i32 = i32::MIN;
+
 /// The program a move starts on its target host (see `MigrateSpawn`):
 /// paths, arguments and environment as the kernel takes them (bytes).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -326,6 +334,55 @@ pub struct PidRecord {
     pub mailbox: i32,
     /// Milliseconds since it registered.
     pub since_ms: u64,
+}
+
+/// The most processes one `LoadReport` (and one host of `Loads`) lists;
+/// a host with more reports the busiest ones.
+pub const MAX_LOAD_PROCS: usize = 256;
+/// The most moves `Loads` lists (the balancer keeps no more).
+pub const MAX_BALANCE_MOVES: usize = 64;
+/// The most bytes of a process name in a load report (a dipc name is cut
+/// there).
+pub const MAX_LOAD_NAME: usize = 64;
+
+/// A migratable process in a load report (see `LoadReport`, `Loads`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadProc {
+    pub pid_d: i64,
+    pub pid: i32,
+    /// Its first dipc name, else its command name (`/proc/PID/comm`).
+    pub name: String,
+    /// In `LoadReport`: CPU milliseconds it used in the report's window;
+    /// in `Loads`: its CPU use over the balancer's last window, in
+    /// thousandths of a CPU.
+    pub cpu: u32,
+    /// How long it has run on this host (its age: a process that moved in
+    /// is a new process here).
+    pub stay_ms: u64,
+}
+
+/// One host's load as the referee last measured it (`Loads`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostLoad {
+    pub host: SocketAddr,
+    /// CPU used by the host's registered processes over the window, in
+    /// thousandths of a CPU.
+    pub load: u32,
+    /// The window's length; 0 if the host sent no report in it.
+    pub window_ms: u32,
+    pub procs: Vec<LoadProc>,
+}
+
+/// A move the balancer asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BalanceMove {
+    /// When it was asked, milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    pub pid_d: i64,
+    pub from: SocketAddr,
+    pub to: SocketAddr,
+    /// 0 asked (not seen done yet), 1 done, 2 failed (not seen done in time).
+    pub outcome: u8,
 }
 
 macro_rules! kinds {
@@ -441,6 +498,10 @@ kinds! {
     CallReply = 149,
     WorkerCheck = 180,
     IpcStatAny = 170,
+    Migratable = 190,
+    LoadReport = 191,
+    ListLoad = 192,
+    Loads = 193,
     StatsAsk = 195,
     Stats = 196,
     StatsReport = 197,
@@ -1039,6 +1100,30 @@ pub enum Message {
     WorkerCheck {
         pid: i32,
     },
+    /// From a registered process to its dipcd: it has declared itself
+    /// migratable (`migrate::migratable`), so the balancer may move it.
+    /// dipcd takes the pid from SO_PEERCRED; the reply is `Done`, or
+    /// `ENOTCONN` if the process is not registered.
+    Migratable,
+    /// From a host's dipcd to the referee with each heartbeat (request id
+    /// 0, no reply): the CPU milliseconds its registered processes used
+    /// in the last `window_ms`, and its migratable processes (at most
+    /// [`MAX_LOAD_PROCS`]).
+    LoadReport {
+        window_ms: u32,
+        cpu_ms: u32,
+        procs: Vec<LoadProc>,
+    },
+    /// Asks the referee for `Loads` (`dipcref load`; any user, through
+    /// dipcd).
+    ListLoad,
+    /// Each host's load over the balancer's last window, with its
+    /// migratable processes, and the balancer's recent moves (oldest
+    /// first).
+    Loads {
+        hosts: Vec<HostLoad>,
+        moves: Vec<BalanceMove>,
+    },
     /// What this host counts (see `crate::metrics`): asked of dipcd by a
     /// local process, or of a worker, which asks its dipcd. The answer is
     /// `Stats`.
@@ -1137,6 +1222,10 @@ impl Message {
             Message::CallRequest { .. } => Kind::CallRequest,
             Message::CallReply { .. } => Kind::CallReply,
             Message::WorkerCheck { .. } => Kind::WorkerCheck,
+            Message::Migratable => Kind::Migratable,
+            Message::LoadReport { .. } => Kind::LoadReport,
+            Message::ListLoad => Kind::ListLoad,
+            Message::Loads { .. } => Kind::Loads,
             Message::StatsAsk => Kind::StatsAsk,
             Message::Stats { .. } => Kind::Stats,
             Message::StatsReport { .. } => Kind::StatsReport,
@@ -1625,6 +1714,38 @@ impl Message {
                 w.bytes(output);
             }
             Message::WorkerCheck { pid } => w.i32(*pid),
+            Message::LoadReport {
+                window_ms,
+                cpu_ms,
+                procs,
+            } => {
+                w.u32(*window_ms);
+                w.u32(*cpu_ms);
+                w.u32(procs.len() as u32);
+                for p in procs {
+                    w.load_proc(p);
+                }
+            }
+            Message::Loads { hosts, moves } => {
+                w.u32(hosts.len() as u32);
+                for h in hosts {
+                    w.addr(&h.host);
+                    w.u32(h.load);
+                    w.u32(h.window_ms);
+                    w.u32(h.procs.len() as u32);
+                    for p in &h.procs {
+                        w.load_proc(p);
+                    }
+                }
+                w.u32(moves.len() as u32);
+                for m in moves {
+                    w.u64(m.at_ms);
+                    w.i64(m.pid_d);
+                    w.addr(&m.from);
+                    w.addr(&m.to);
+                    w.u8(m.outcome);
+                }
+            }
             Message::StatsAsk => {}
             Message::Stats { pairs } | Message::StatsReport { pairs } => {
                 w.u32(pairs.len() as u32);
@@ -1713,7 +1834,7 @@ impl Message {
             | Message::Ping
             | Message::ShmDetach
             | Message::Pong => {}
-            Message::Received => {}
+            Message::Received | Message::Migratable | Message::ListLoad => {}
         }
     }
 
@@ -2219,6 +2340,49 @@ impl Message {
                 output: r.bytes("output")?.to_vec(),
             },
             Kind::WorkerCheck => Message::WorkerCheck { pid: r.i32("pid")? },
+            Kind::Migratable => Message::Migratable,
+            Kind::ListLoad => Message::ListLoad,
+            Kind::LoadReport => {
+                let window_ms = r.u32("window_ms")?;
+                let cpu_ms = r.u32("cpu_ms")?;
+                let procs = r.load_procs()?;
+                Message::LoadReport {
+                    window_ms,
+                    cpu_ms,
+                    procs,
+                }
+            }
+            Kind::Loads => {
+                // At least an address, two u32 and a count each.
+                let n = r.count("hosts", ADDR_MIN + 12)?;
+                let mut hosts = Vec::with_capacity(n);
+                for _ in 0..n {
+                    hosts.push(HostLoad {
+                        host: r.addr("host")?,
+                        load: r.u32("load")?,
+                        window_ms: r.u32("window_ms")?,
+                        procs: r.load_procs()?,
+                    });
+                }
+                let n = r.count("moves", 16 + 2 * ADDR_MIN + 1)?;
+                if n > MAX_BALANCE_MOVES {
+                    return Err(invalid(
+                        "moves",
+                        format!("{n} (at most {MAX_BALANCE_MOVES})"),
+                    ));
+                }
+                let mut moves = Vec::with_capacity(n);
+                for _ in 0..n {
+                    moves.push(BalanceMove {
+                        at_ms: r.u64("at_ms")?,
+                        pid_d: r.i64("pid_d")?,
+                        from: r.addr("from")?,
+                        to: r.addr("to")?,
+                        outcome: r.u8("outcome")?,
+                    });
+                }
+                Message::Loads { hosts, moves }
+            }
             Kind::StatsAsk => Message::StatsAsk,
             Kind::Stats | Kind::StatsReport => {
                 // A name (its length word) and a count: 12 bytes at least.
@@ -2390,6 +2554,16 @@ pub fn encode_shm_data(request_id: u64, unit: u32, offset: u64, data: &[u8], out
     finish_header(out, start, Kind::ShmData, request_id);
 }
 
+/// A `MigrateData` frame from borrowed bytes: a process's state goes out
+/// in chunks of up to a frame each, and copying each chunk into a message
+/// first would add a pass over all of it while the process is frozen.
+pub fn encode_migrate_data(request_id: u64, data: &[u8], out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; HEADER_LEN]);
+    Writer(out).bytes(data);
+    finish_header(out, start, Kind::MigrateData, request_id);
+}
+
 /// One received frame, its payload still in the receive buffer: a reader
 /// that wants a large payload somewhere else (a segment's content, into
 /// the mapping) takes it from there, without a message in between.
@@ -2406,6 +2580,21 @@ impl RawFrame<'_> {
     }
 
     /// A `ShmData` frame's content, borrowed; `None` for any other kind.
+    /// A `MigrateData` frame's bytes, borrowed; `None` for any other kind.
+    pub fn migrate_data(&self) -> Option<Result<&[u8], WireError>> {
+        if self.kind != Kind::MigrateData {
+            return None;
+        }
+        let mut r = Reader { buf: self.payload };
+        Some(r.bytes("data").and_then(|d| match r.buf.len() {
+            0 => Ok(d),
+            extra => Err(WireError::TrailingBytes {
+                kind: Kind::MigrateData.name(),
+                extra,
+            }),
+        }))
+    }
+
     pub fn shm_data(&self) -> Option<Result<ShmChunk<'_>, WireError>> {
         if self.kind != Kind::ShmData {
             return None;
@@ -2515,6 +2704,13 @@ impl Writer<'_> {
             self.u16(*x);
         }
     }
+    fn load_proc(&mut self, p: &LoadProc) {
+        self.i64(p.pid_d);
+        self.i32(p.pid);
+        self.string(&p.name);
+        self.u32(p.cpu);
+        self.u64(p.stay_ms);
+    }
     fn pid_record(&mut self, p: &PidRecord) {
         self.i64(p.pid_d);
         self.addr(&p.host);
@@ -2546,6 +2742,10 @@ impl Writer<'_> {
 
 /// The smallest encoded [`PidRecord`]: 8 + (1+4+2) + 4 + 4 + 8 + 4 + 8.
 const PID_RECORD_MIN: usize = 43;
+/// The smallest encoded address: family, IPv4, port.
+const ADDR_MIN: usize = 7;
+/// The smallest encoded [`LoadProc`]: 8 + 4 + 4 (empty name) + 4 + 8.
+const LOAD_PROC_MIN: usize = 28;
 
 /// Reads fields off a payload; every read checks the bytes are there.
 struct Reader<'a> {
@@ -2604,6 +2804,33 @@ impl<'a> Reader<'a> {
             mode: self.u32("perm.mode")?,
             seq: self.u32("perm.seq")?,
         })
+    }
+    /// A count (at most [`MAX_LOAD_PROCS`]) and that many [`LoadProc`].
+    fn load_procs(&mut self) -> Result<Vec<LoadProc>, WireError> {
+        let n = self.count("procs", LOAD_PROC_MIN)?;
+        if n > MAX_LOAD_PROCS {
+            return Err(invalid("procs", format!("{n} (at most {MAX_LOAD_PROCS})")));
+        }
+        let mut v = Vec::with_capacity(n);
+        for _ in 0..n {
+            let pid_d = self.i64("proc.pid_d")?;
+            let pid = self.i32("proc.pid")?;
+            let name = self.string("proc.name")?;
+            if name.len() > MAX_LOAD_NAME {
+                return Err(invalid(
+                    "proc.name",
+                    format!("{} bytes (at most {MAX_LOAD_NAME})", name.len()),
+                ));
+            }
+            v.push(LoadProc {
+                pid_d,
+                pid,
+                name,
+                cpu: self.u32("proc.cpu")?,
+                stay_ms: self.u64("proc.stay_ms")?,
+            });
+        }
+        Ok(v)
     }
     fn pid_record(&mut self) -> Result<PidRecord, WireError> {
         Ok(PidRecord {
@@ -3252,6 +3479,53 @@ mod tests {
                 output: vec![1, 2, 3],
             },
             Message::WorkerCheck { pid: 1 },
+            Message::Migratable,
+            Message::ListLoad,
+            Message::LoadReport {
+                window_ms: 250,
+                cpu_ms: 0,
+                procs: vec![],
+            },
+            Message::LoadReport {
+                window_ms: 251,
+                cpu_ms: 480,
+                procs: vec![LoadProc {
+                    pid_d: 7,
+                    pid: 4242,
+                    name: "spinner".into(),
+                    cpu: 240,
+                    stay_ms: 12_000,
+                }],
+            },
+            Message::Loads {
+                hosts: vec![
+                    HostLoad {
+                        host: "10.0.0.2:7100".parse().unwrap(),
+                        load: 1999,
+                        window_ms: 1000,
+                        procs: vec![LoadProc {
+                            pid_d: 9,
+                            pid: 1,
+                            name: String::new(),
+                            cpu: 333,
+                            stay_ms: 0,
+                        }],
+                    },
+                    HostLoad {
+                        host: "[fd00::3]:7100".parse().unwrap(),
+                        load: 0,
+                        window_ms: 0,
+                        procs: vec![],
+                    },
+                ],
+                moves: vec![BalanceMove {
+                    at_ms: 1_700_000_000_000,
+                    pid_d: 9,
+                    from: "10.0.0.2:7100".parse().unwrap(),
+                    to: "[fd00::3]:7100".parse().unwrap(),
+                    outcome: 1,
+                }],
+            },
             Message::StatsAsk,
             Message::Stats {
                 pairs: vec![("call.msgsnd".into(), 3), ("uptime_s".into(), u64::MAX)],
@@ -3295,6 +3569,36 @@ mod tests {
             assert_eq!(id, i as u64 * 977);
             assert_eq!(&back, m);
         }
+    }
+
+    #[test]
+    fn load_reports_past_their_bounds_are_refused() {
+        let proc_ = |name: &str| LoadProc {
+            pid_d: 1,
+            pid: 2,
+            name: name.into(),
+            cpu: 3,
+            stay_ms: 4,
+        };
+        let too_many = Message::LoadReport {
+            window_ms: 1,
+            cpu_ms: 1,
+            procs: vec![proc_("p"); MAX_LOAD_PROCS + 1],
+        };
+        let f = frame(0, &too_many);
+        assert!(decode_frame(&f, 1 << 24).is_err());
+        let long_name = Message::LoadReport {
+            window_ms: 1,
+            cpu_ms: 1,
+            procs: vec![proc_(&"n".repeat(MAX_LOAD_NAME + 1))],
+        };
+        assert!(decode_frame(&frame(0, &long_name), MAX).is_err());
+        let just = Message::LoadReport {
+            window_ms: 1,
+            cpu_ms: 1,
+            procs: vec![proc_(&"n".repeat(MAX_LOAD_NAME)); MAX_LOAD_PROCS],
+        };
+        assert!(decode_frame(&frame(0, &just), 1 << 24).is_ok());
     }
 
     #[test]
@@ -3405,6 +3709,38 @@ mod tests {
         };
         encode_frame(9, &msg, &mut b);
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn migrate_data_from_borrowed_bytes_is_the_message_frame() {
+        let (mut a, mut b) = (vec![1u8], vec![1u8]);
+        encode_migrate_data(7, b"state", &mut a);
+        let msg = Message::MigrateData {
+            data: b"state".to_vec(),
+        };
+        encode_frame(7, &msg, &mut b);
+        assert_eq!(a, b);
+        let payload = &a[1 + HEADER_LEN..];
+        let raw = RawFrame {
+            kind: Kind::MigrateData,
+            request_id: 7,
+            payload,
+        };
+        assert_eq!(raw.migrate_data(), Some(Ok(&b"state"[..])));
+        let long = [payload, b"x"].concat();
+        let raw = RawFrame {
+            payload: &long,
+            ..raw
+        };
+        assert!(matches!(
+            raw.migrate_data(),
+            Some(Err(WireError::TrailingBytes { extra: 1, .. }))
+        ));
+        let raw = RawFrame {
+            kind: Kind::ShmData,
+            ..raw
+        };
+        assert_eq!(raw.migrate_data(), None);
     }
 
     #[test]

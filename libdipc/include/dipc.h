@@ -240,12 +240,16 @@ void dipc_serve_stop(void);
  * dipc_migrate(host) moves the calling process to the host whose address
  * is host ("10.66.0.2", or "10.66.0.2:7100"): the same program starts
  * there as the same user, takes the pid_d, names, mailbox contents and
- * held signals over, and this process exits with status 0. It returns
+ * held signals over, and this process exits with status 0. The ids of
+ * distributed queues, semaphore sets and segments keep working there, and
+ * attached distributed segments are attached again at the same addresses
+ * (the move fails with shmat's errno if an address is taken there). It returns
  * only on failure, with the process as it was: EINVAL not migratable (or a
  * bad host), ENOTCONN not registered, ENOENT/EACCES/ENOEXEC the target
  * cannot run the program, EPERM the target would run it as another user
  * (root squash), EBUSY it made a SEM_UNDO operation through dipc (here or
- * on another host) or has a distributed segment attached, or the errors
+ * on another host), has a dead distributed segment attached or knows more
+ * than 4096 distributed ids, or the errors
  * of a lost host. */
 typedef size_t (*dipc_save_fn)(void *ctx, void *buf, size_t cap);
 typedef void (*dipc_restore_fn)(void *ctx, const void *state, size_t len);

@@ -326,6 +326,43 @@ impl<S: std::io::Read + std::io::Write> Client<S> {
         unwrap_reply(self.ch.call(id, msg)?)
     }
 
+    /// Sends each of `parts` as a request of its own (`encode` writes the
+    /// frame for a request id and a part), keeping up to `window` of them
+    /// unanswered, and requires every reply to be `Done`. A bulk transfer
+    /// then costs about one round trip instead of one a part, and the two
+    /// ends work on successive parts at the same time. The window bounds
+    /// the replies waiting unread, so the peer never blocks writing them
+    /// while this end blocks writing requests.
+    pub fn call_each<'a>(
+        &mut self,
+        parts: impl IntoIterator<Item = &'a [u8]>,
+        window: usize,
+        encode: impl Fn(u64, &[u8], &mut Vec<u8>),
+    ) -> Result<(), ClientError> {
+        let mut answered = self.next_id - 1;
+        for part in parts {
+            let id = self.next_id;
+            self.next_id += 1;
+            self.ch.send_encoded(|out| encode(id, part, out))?;
+            if id - answered > window.max(1) as u64 {
+                answered = self.done_reply(answered + 1)?;
+            }
+        }
+        while answered + 1 < self.next_id {
+            answered = self.done_reply(answered + 1)?;
+        }
+        Ok(())
+    }
+
+    /// Reply `id` of [`Client::call_each`] (replies come in order).
+    fn done_reply(&mut self, id: u64) -> Result<u64, ClientError> {
+        let (got, reply) = self.ch.recv()?;
+        match unwrap_reply(reply)? {
+            Message::Done { .. } if got == id => Ok(id),
+            other => Err(ClientError::Unexpected(other.kind().name())),
+        }
+    }
+
     /// The connection itself and how its frames look, for a protocol that
     /// continues on it outside request and reply (a shared memory attach
     /// hands the session to the segment's manager).

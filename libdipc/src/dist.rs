@@ -90,8 +90,7 @@ pub fn get(ops: &KindOps, key: i32, flags: i32, size: u64) -> Result<i32, Errno>
                     if excl {
                         return Err(libc::EEXIST);
                     }
-                    state::set_route(kind, lid, Route::Owned { key });
-                    return Ok(lid);
+                    return bind(kind, lid, Route::Owned { key }, || Ok(origin));
                 }
                 // Removed without the referee being told (a plain
                 // IPC_RMID), and maybe made again by a plain get: free the
@@ -133,8 +132,9 @@ pub fn get(ops: &KindOps, key: i32, flags: i32, size: u64) -> Result<i32, Errno>
             -1 => placeholder(kind, key, (owner, id, origin), vouch)?,
             l => l,
         };
-        state::set_route(kind, local_id, Route::Remote { owner, id, origin });
-        return Ok(local_id);
+        return bind(kind, local_id, Route::Remote { owner, id, origin }, || {
+            Ok(origin)
+        });
     }
     Err(libc::ENOENT)
 }
@@ -204,18 +204,88 @@ fn create(
         }
         return Err(client_errno(e));
     }
-    state::set_route(kind, id, Route::Owned { key });
-    Ok(id)
+    bind(kind, id, Route::Owned { key }, || {
+        owned_origin(kind, key, id)
+    })
+}
+
+/// Routes the structure this host's kernel knows as `id`, and returns the
+/// id the process is to use for it: `id`, unless that number is one the
+/// process brought from another host (see `crate::moved_ids`); then one
+/// of its own, under which calls go through this host's worker like any
+/// remote call (`origin` names the structure there).
+fn bind(
+    kind: IpcKind,
+    id: i32,
+    r: Route,
+    origin: impl FnOnce() -> Result<Origin, Errno>,
+) -> Result<i32, Errno> {
+    if !state::is_moved(kind, id) {
+        state::set_route(kind, id, r);
+        return Ok(id);
+    }
+    let r = match r {
+        Route::Remote { .. } => r,
+        Route::Owned { .. } | Route::Local => Route::Remote {
+            owner: state::config().map_err(client_errno)?.front_end_addr(),
+            id,
+            origin: origin()?,
+        },
+    };
+    let alias = state::alias(kind, r);
+    log::debug!(
+        "dipc: {} id {id} of this host is a moved id of this process: known as {alias}",
+        kind.name()
+    );
+    Ok(alias)
+}
+
+/// The origin of `key`, owned by this host as `id`, as the referee has it.
+fn owned_origin(kind: IpcKind, key: i32, id: i32) -> Result<Origin, Errno> {
+    let me = state::config().map_err(client_errno)?.front_end_addr();
+    let mut ctl = state::control_conn().map_err(client_errno)?;
+    match ctl.call(&Message::KeyGet {
+        kind,
+        key,
+        flags: 0,
+    }) {
+        Ok(Message::KeyOwner {
+            owner,
+            id: have,
+            origin,
+            ..
+        }) if owner == me && have == id => Ok(origin),
+        Ok(Message::KeyOwner { id: -1, .. }) => {
+            // Removed meanwhile, and the look-up granted its creation.
+            let _ = ctl.call(&Message::KeyAbort { kind, key });
+            Err(libc::EIDRM)
+        }
+        Ok(_) => Err(libc::EIDRM),
+        Err(e) => Err(client_errno(e)),
+    }
 }
 
 /// A plain (not distributed) get returned `id`: it is a structure of this
 /// host, whatever this process knew the number as before (the placeholder
 /// of a key that has since been freed, whose number the kernel gave to
 /// another structure).
-pub fn plain(kind: IpcKind, id: i32) {
+///
+/// `ENOSPC` if the number is one the process brought from another host
+/// (see `crate::moved_ids`): a structure that is not distributed has no
+/// other way to be reached than its own id.
+pub fn plain(kind: IpcKind, id: i32) -> Result<i32, Errno> {
+    if state::is_moved(kind, id) {
+        log::warn!(
+            "dipc: {} id {id} of this host is also an id this process brought when it \
+             moved here: use IPC_DIPC to reach it",
+            kind.name()
+        );
+        return Err(libc::ENOSPC);
+    }
     if state::route(kind, id).is_some_and(|r| r != Route::Local) {
         state::set_route(kind, id, Route::Local);
     }
+    Ok(id)
 }
 
 /// Where `id` lives. An id this process has not had from [`get`] is looked

@@ -11,6 +11,7 @@ pub mod client;
 mod dist;
 pub mod dprocs;
 pub mod migrate;
+mod moved_ids;
 pub mod msg;
 pub mod pid;
 mod retry;

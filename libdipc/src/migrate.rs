@@ -16,11 +16,15 @@
 //! 3. the process *freezes*: it blocks its signals, sets its mailbox's
 //!    `msg_qbytes` to 0 (a sender now waits in the kernel instead of
 //!    adding a message; one with `DIPC_NOWAIT` gets `EAGAIN`), takes
-//!    every message out of it in order, and calls *save*;
-//! 4. state and messages go to the new program (into a memfd it maps,
-//!    so restore reads the state in place), which puts the messages
-//!    in a fresh mailbox in the same order and takes the pid_d over at the
-//!    referee with the token (the record now names it, names included);
+//!    every message out of it in order, calls *save*, and detaches its
+//!    distributed segments (written back to their managers);
+//! 4. state, messages, the distributed ids it knows and its segments'
+//!    ids and addresses go to the new program (into a memfd it maps,
+//!    so restore reads the state in place), which routes the ids (see
+//!    `moved_ids`), attaches the segments at the same addresses, puts the
+//!    messages in a fresh mailbox in the same order and takes the pid_d
+//!    over at the referee with the token (the record now names it, names
+//!    included);
 //! 5. the old process removes its old mailbox: each sender that waited on
 //!    it gets `ESRCH`, asks the referee again, finds the new mailbox and
 //!    sends there (the message was never in the old one: exactly once,
@@ -37,18 +41,21 @@
 //!
 //! If step 4 fails, the process stays: its messages go back into a fresh
 //! mailbox of its own (re-pointed at the referee with the same token,
-//! ahead of any waiting sender), its signal mask is restored, and
-//! `migrate` returns the error.
+//! ahead of any waiting sender), its segments are attached again where
+//! they were, its signal mask is restored, and `migrate` returns the
+//! error.
 //!
 //! The state source is a [`StateSource`]: today the program's own
 //! serialiser; a whole-image back end (CRIU) would be another source that
 //! hands a process image to a restorer instead of starting the program.
 
+use crate::moved_ids::{self, Carried};
 use crate::pid::{self, PidD};
+use crate::shm::AttachedAt;
 use crate::state;
 use crate::Client;
 use dipc_common::sysv;
-use dipc_common::wire::{IpcSet, Message, Program};
+use dipc_common::wire::{self, IpcSet, Message, Origin, Program};
 use std::convert::Infallible;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
@@ -67,6 +74,15 @@ pub const MAX_PAYLOAD: usize = 1 << 30;
 
 /// Tells what follows in the bytes the new program is handed.
 const MAGIC: &[u8; 8] = b"DIPCMIG1";
+
+/// State chunks sent ahead of their replies: enough to keep both hosts
+/// busy (this end encrypting and sending the next chunk while the target
+/// decrypts and stores the last), few enough that the replies waiting
+/// unread stay small.
+const DATA_WINDOW: usize = 8;
+
+/// The most state bytes in one `MigrateData`.
+const DATA_CHUNK: usize = 128 << 10;
 
 /// Where a moving process's state comes from.
 pub trait StateSource: Send + Sync {
@@ -191,16 +207,34 @@ pub fn migratable_with<R: FnOnce(&[u8])>(
     *lock(&SOURCE) = Some(source);
     let me = std::process::id();
     let arrived = lock(&ARRIVED).take().filter(|a| a.pid == me);
-    match arrived {
+    let moved = match arrived {
         Some(a) => {
             let bytes = a.map.bytes();
             restore(bytes.get(a.state.clone()).unwrap_or_default());
             drop(a.map);
             set_mask(a.mask);
             tell_names(a.pid_d);
+            true
+        }
+        None => false,
+    };
+    // dipcd lists it in its load reports, for the balancer. After the
+    // restore, which a process that moved in waits for: this is not part
+    // of the move. A process that moved in and already runs its restored
+    // state goes on if this fails (it still moves when asked; only the
+    // balancer does not see it); any other gets the error.
+    let told = match state::control(&Message::Migratable) {
+        Ok(Message::Done { .. }) => Ok(()),
+        Ok(_) => Err(errno_err(libc::EPROTO)),
+        Err(e) => Err(client_err(e)),
+    };
+    match told {
+        Err(e) if !moved => Err(e),
+        Err(e) => {
+            log::warn!("the load balancer will not see this process: {e}");
             Ok(true)
         }
-        None => Ok(false),
+        Ok(()) => Ok(moved),
     }
 }
 
@@ -354,10 +388,12 @@ fn encode_head(
     mask: u64,
     qbytes: u64,
     mail: &[Mail],
+    ipc: &Ipc,
     state_len: usize,
 ) -> Vec<u8> {
+    let carried = &ipc.carried;
     let n: usize = mail.iter().map(|(_, t)| 12 + t.len()).sum();
-    let mut b = Vec::with_capacity(48 + n);
+    let mut b = Vec::with_capacity(52 + n + carried.len() * 64);
     b.extend_from_slice(MAGIC);
     b.extend_from_slice(&pid_d.to_be_bytes());
     b.extend_from_slice(&token.to_be_bytes());
@@ -368,6 +404,23 @@ fn encode_head(
         b.extend_from_slice(&t.to_be_bytes());
         b.extend_from_slice(&(text.len() as u32).to_be_bytes());
         b.extend_from_slice(text);
+    }
+    b.extend_from_slice(&(carried.len() as u32).to_be_bytes());
+    for c in carried {
+        b.push(moved_ids::kind_code(c.kind));
+        b.extend_from_slice(&c.id.to_be_bytes());
+        let owner = c.owner.to_string();
+        b.push(owner.len() as u8);
+        b.extend_from_slice(owner.as_bytes());
+        b.extend_from_slice(&c.owner_id.to_be_bytes());
+        b.extend_from_slice(&c.origin.key.to_be_bytes());
+        b.extend_from_slice(&c.origin.incarnation.to_be_bytes());
+    }
+    b.extend_from_slice(&(ipc.attached.len() as u32).to_be_bytes());
+    for a in &ipc.attached {
+        b.extend_from_slice(&a.id.to_be_bytes());
+        b.extend_from_slice(&(a.addr as u64).to_be_bytes());
+        b.extend_from_slice(&a.flags.to_be_bytes());
     }
     b.extend_from_slice(&(state_len as u64).to_be_bytes());
     b
@@ -381,6 +434,7 @@ struct Handed {
     mask: u64,
     qbytes: u64,
     mail: Vec<Mail>,
+    ipc: Ipc,
     /// Where the state is in the bytes decoded.
     state: std::ops::Range<usize>,
 }
@@ -425,6 +479,42 @@ fn decode(b: &[u8]) -> Result<Handed, String> {
         let len = r.u32("length")? as usize;
         mail.push((t, r.take(len, "text")?.to_vec()));
     }
+    let n = r.u32("id count")? as usize;
+    if n > moved_ids::MAX_CARRIED {
+        return Err(format!("{n} ids"));
+    }
+    let mut carried = Vec::with_capacity(n);
+    for _ in 0..n {
+        let kind = r.take(1, "kind")?[0];
+        let kind = moved_ids::kind_from(kind).ok_or_else(|| format!("kind {kind}"))?;
+        let id = r.u32("id")? as i32;
+        let len = r.take(1, "owner length")?[0] as usize;
+        let owner = std::str::from_utf8(r.take(len, "owner")?)
+            .ok()
+            .and_then(|o| o.parse::<SocketAddr>().ok())
+            .ok_or("an owner that is not an address")?;
+        let owner_id = r.u32("owner's id")? as i32;
+        let key = r.u32("key")? as i32;
+        let incarnation = r.u64("incarnation")?;
+        carried.push(Carried {
+            kind,
+            id,
+            owner,
+            owner_id,
+            origin: Origin { key, incarnation },
+        });
+    }
+    let n = r.u32("attachment count")? as usize;
+    if n > crate::shm::MAX_ATTACHED {
+        return Err(format!("{n} attachments"));
+    }
+    let mut attached = Vec::with_capacity(n);
+    for _ in 0..n {
+        let id = r.u32("shm id")? as i32;
+        let addr = usize::try_from(r.u64("address")?).map_err(|_| "an address too high")?;
+        let flags = r.u32("shmat flags")? as i32;
+        attached.push(AttachedAt { id, addr, flags });
+    }
     let len = r.u64("state length")?;
     let len = usize::try_from(len).map_err(|_| "state too long".to_string())?;
     let at = b.len() - r.0.len();
@@ -439,8 +529,18 @@ fn decode(b: &[u8]) -> Result<Handed, String> {
         mask,
         qbytes,
         mail,
+        ipc: Ipc { carried, attached },
         state,
     })
+}
+
+/// The System V side of a moving process: its distributed ids, and the
+/// segments attached (detached before the hand-over, attached again at
+/// the same addresses by the new process).
+#[derive(Debug, PartialEq)]
+struct Ipc {
+    carried: Vec<Carried>,
+    attached: Vec<AttachedAt>,
 }
 
 /// Parses an address of the target host: `a.b.c.d:port`, or an address
@@ -460,7 +560,9 @@ pub fn parse_host(s: &str) -> io::Result<SocketAddr> {
 /// registered, the target's errno if the program cannot start there
 /// (`ENOENT`, `EACCES`, `ENOEXEC`, `EPERM` for a squashed root...),
 /// `EBUSY` if it made a `SEM_UNDO` operation through dipc (on this host
-/// or another) or has a distributed segment attached, and the errors of the hosts involved. On success the process exits with
+/// or another), has a dead distributed segment attached or knows more than
+/// 4096 distributed ids (which move with it, see
+/// `moved_ids`), and the errors of the hosts involved. On success the process exits with
 /// status 0 once the new one runs.
 pub fn migrate(host: SocketAddr) -> io::Result<Infallible> {
     let source = lock(&SOURCE)
@@ -469,10 +571,16 @@ pub fn migrate(host: SocketAddr) -> io::Result<Infallible> {
     let pid_d = pid::current().ok_or_else(|| errno_err(libc::ENOTCONN))?;
     let mailbox = pid::mailbox().ok_or_else(|| errno_err(libc::ENOTCONN))?;
     let config = state::config().map_err(client_err)?;
-    // What the process holds on other hosts' behalf cannot move with it:
-    // undo adjustments would change what its exit does there, and an
-    // attached segment's pages would not be at its addresses.
-    if state::holds_remote_undo() || state::holds_local_undo() || crate::shm::any_attached() {
+    // Undo adjustments cannot move: they would change what the process's
+    // exit does where they are.
+    if state::holds_remote_undo() || state::holds_local_undo() {
+        return Err(errno_err(libc::EBUSY));
+    }
+    let ipc = Ipc {
+        carried: moved_ids::collect(config.front_end_addr()),
+        attached: crate::shm::attachments().map_err(errno_err)?,
+    };
+    if ipc.carried.len() > moved_ids::MAX_CARRIED {
         return Err(errno_err(libc::EBUSY));
     }
     let token = match state::control(&Message::MoveToken { pid_d, pid: 0 }) {
@@ -501,22 +609,29 @@ pub fn migrate(host: SocketAddr) -> io::Result<Infallible> {
             return Err(abort(e));
         }
     };
+    let mut detached = false;
     let sent = source.save().and_then(|state| {
-        let head = encode_head(pid_d, token, mask, qbytes, &mail, state.len());
+        let head = encode_head(pid_d, token, mask, qbytes, &mail, &ipc, state.len());
         if head.len().saturating_add(state.len()) > MAX_PAYLOAD {
             return Err(errno_err(libc::EFBIG));
         }
-        // Room for the frame's header and the data's length word.
-        let chunk = (config.max_frame as usize).saturating_sub(1024).max(1024);
-        for part in head.chunks(chunk).chain(state.chunks(chunk)) {
-            match session.call(&Message::MigrateData {
-                data: part.to_vec(),
-            }) {
-                Ok(Message::Done { .. }) => {}
-                Ok(_) => return Err(errno_err(libc::EPROTO)),
-                Err(e) => return Err(client_err(e)),
-            }
-        }
+        // What the process wrote goes back to the segments' managers, from
+        // which the new process's copies fill.
+        crate::shm::detach_all(&ipc.attached).map_err(errno_err)?;
+        detached = true;
+        // Chunks smaller than a frame (room left for its header and the
+        // data's length word) so that even a state of a few hundred KiB
+        // is in several pieces, which the two ends work on at once.
+        let chunk = (config.max_frame as usize)
+            .saturating_sub(1024)
+            .clamp(1024, DATA_CHUNK);
+        session
+            .call_each(
+                head.chunks(chunk).chain(state.chunks(chunk)),
+                DATA_WINDOW,
+                wire::encode_migrate_data,
+            )
+            .map_err(client_err)?;
         match session.call(&Message::MigrateCommit { go: true }) {
             Ok(Message::Done { .. }) => Ok(()),
             Ok(_) => Err(errno_err(libc::EPROTO)),
@@ -529,6 +644,16 @@ pub fn migrate(host: SocketAddr) -> io::Result<Infallible> {
         Ok(()) => handed_over(pid_d, mailbox),
         Err(e) => {
             stay(pid_d, token, mailbox, qbytes, &mail, host);
+            if detached {
+                if let Err((errno, at)) = crate::shm::reattach(&ipc.attached) {
+                    // Another thread of the process mapped something there
+                    // meanwhile, or the segment's owner is lost.
+                    log::error!(
+                        "pid_d {pid_d} stays; its segment at {at:#x} could not be attached \
+                         again: errno {errno}"
+                    );
+                }
+            }
             set_mask(mask);
             Err(e)
         }
@@ -689,7 +814,7 @@ pub(crate) fn arrive() -> Option<(PidD, i32)> {
             std::fs::File::from_raw_fd(answer),
         )
     };
-    match take_over(data, &mut go) {
+    match take_over(data, &mut go, &mut answer) {
         Ok((pid_d, mailbox)) => {
             let _ = answer.write_all(&0i32.to_be_bytes());
             Some((pid_d, mailbox))
@@ -720,7 +845,19 @@ fn tell_names(pid_d: PidD) {
     }
 }
 
-fn take_over(data: std::fs::File, go: &mut std::fs::File) -> Result<(PidD, i32), (i32, String)> {
+fn take_over(
+    data: std::fs::File,
+    go: &mut std::fs::File,
+    answer: &mut std::fs::File,
+) -> Result<(PidD, i32), (i32, String)> {
+    // The configuration and a connection to dipcd are ready before the
+    // old process freezes (it does once this program says it is ready),
+    // so that neither is part of the time it stays frozen.
+    if let Ok(conn) = state::control_conn() {
+        drop(conn);
+    }
+    // A worker that no longer waits for it sees it at commit, or never.
+    let _ = answer.write_all(&wire::TAKEOVER_READY.to_be_bytes());
     let mut len = [0u8; 8];
     go.read_exact(&mut len)
         .map_err(|e| (libc::ECHILD, format!("the move was called off: {e}")))?;
@@ -739,14 +876,28 @@ fn take_over(data: std::fs::File, go: &mut std::fs::File) -> Result<(PidD, i32),
         .map_err(|e| (libc::EIO, format!("mapping the state: {e}")))?;
     drop(data);
     let h = decode(map.bytes()).map_err(|e| (libc::EPROTO, e))?;
+    moved_ids::rebind(&h.ipc.carried)?;
+    crate::shm::reattach(&h.ipc.attached).map_err(|(e, at)| {
+        (
+            e,
+            format!("cannot attach its segment again at {at:#x}: errno {e}"),
+        )
+    })?;
+    // From here on a failure must detach them again: an exit without
+    // shmdt would lose what they hold for writing.
+    let detach = || {
+        let _ = crate::shm::detach_all(&h.ipc.attached);
+    };
     // SAFETY: msgget takes plain integers.
     let mailbox = unsafe { libc::msgget(libc::IPC_PRIVATE, libc::IPC_CREAT | 0o622) };
     if mailbox < 0 {
         let e = sysv::errno();
+        detach();
         return Err((e, format!("cannot make a mailbox: errno {e}")));
     }
     let fail = |e: (i32, String)| {
         let _ = sysv::msgctl_rmid(mailbox);
+        detach();
         e
     };
     refill(mailbox, h.qbytes, &h.mail).map_err(|e| {
@@ -925,7 +1076,34 @@ mod tests {
     #[test]
     fn handed_bytes_round_trip_and_lies_are_refused() {
         let mail = vec![(3, b"one".to_vec()), (9, vec![]), (3, vec![7; 100])];
-        let mut b = encode_head(42, u64::MAX, 0b101, 16384, &mail, 5);
+        let carried = vec![
+            Carried {
+                kind: dipc_common::wire::IpcKind::Sem,
+                id: 7,
+                owner: "10.66.0.2:7000".parse().unwrap(),
+                owner_id: 32769,
+                origin: Origin {
+                    key: -5,
+                    incarnation: 99,
+                },
+            },
+            Carried {
+                kind: dipc_common::wire::IpcKind::Shm,
+                id: 0,
+                owner: "[::1]:1".parse().unwrap(),
+                owner_id: 0,
+                origin: Origin::default(),
+            },
+        ];
+        let ipc = Ipc {
+            carried,
+            attached: vec![AttachedAt {
+                id: 3,
+                addr: 0x7f00_1234_0000,
+                flags: libc::SHM_RDONLY,
+            }],
+        };
+        let mut b = encode_head(42, u64::MAX, 0b101, 16384, &mail, &ipc, 5);
         b.extend_from_slice(b"state");
         let h = decode(&b).unwrap();
         let at = b.len() - 5;
@@ -937,6 +1115,7 @@ mod tests {
                 mask: 0b101,
                 qbytes: 16384,
                 mail,
+                ipc,
                 state: at..at + 5,
             }
         );

@@ -38,7 +38,7 @@ static OPS: KindOps = KindOps {
 /// is distributed: the referee decides which host owns it.
 pub fn get(key: i32, flags: i32) -> Result<i32, Errno> {
     if flags & IPC_DIPC == 0 || key == libc::IPC_PRIVATE {
-        return plain_get(key, flags & !IPC_DIPC, 0).inspect(|&id| dist::plain(IpcKind::Msg, id));
+        return plain_get(key, flags & !IPC_DIPC, 0).and_then(|id| dist::plain(IpcKind::Msg, id));
     }
     dist::get(&OPS, key, flags, 0)
 }

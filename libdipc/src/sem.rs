@@ -54,7 +54,7 @@ pub fn get(key: i32, nsems: i32, flags: i32) -> Result<i32, Errno> {
     }
     if flags & IPC_DIPC == 0 || key == libc::IPC_PRIVATE {
         return plain_get(key, flags & !IPC_DIPC, nsems as u64)
-            .inspect(|&id| dist::plain(IpcKind::Sem, id));
+            .and_then(|id| dist::plain(IpcKind::Sem, id));
     }
     dist::get(&OPS, key, flags, nsems as u64)
 }

@@ -285,6 +285,81 @@ pub fn forget_route(kind: IpcKind, id: i32) {
     if let Some(m) = g.as_mut() {
         m.remove(&(kind, id));
     }
+    if let Some(m) = MOVED.write().unwrap_or_else(|p| p.into_inner()).as_mut() {
+        m.remove(&(kind, id));
+    }
+}
+
+/// Ids this process brought from another host when it moved, and the ids
+/// this host's structures are known to it by instead where their numbers
+/// met (see `crate::moved_ids`). Their routes are never `Local` or
+/// `Owned`: the number is not the structure's on this host, so no plain
+/// system call may be made with it.
+static MOVED: RwLock<Option<std::collections::HashSet<(IpcKind, i32)>>> = RwLock::new(None);
+
+/// The highest number handed out for a structure of this host whose own
+/// id is taken by a moved id (the next ones count down from it). The
+/// kernel makes an id as `seq << 15 | index` (`ipc/util.c`), the index
+/// cycling below the larger of 64 and 1.5 times the structures of the kind
+/// in use, `seq` growing by one at each cycle: numbers this high need
+/// `seq` at its last value (millions of structures made) and an index
+/// near 32767 (some 21,000 in use at once), so they are, in practice,
+/// never a structure's.
+pub const ALIAS_TOP: i32 = i32::MAX;
+
+/// Routes `id` as a moved id (see [`MOVED`]).
+pub fn pin_route(kind: IpcKind, id: i32, r: Route) {
+    debug_assert!(matches!(r, Route::Remote { .. }));
+    set_route(kind, id, r);
+    MOVED
+        .write()
+        .unwrap_or_else(|p| p.into_inner())
+        .get_or_insert_with(Default::default)
+        .insert((kind, id));
+}
+
+/// Whether `id` is a moved id of this process, not the number of this
+/// host's structure.
+pub fn is_moved(kind: IpcKind, id: i32) -> bool {
+    MOVED
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .is_some_and(|m| m.contains(&(kind, id)))
+}
+
+/// Routes a structure of this host, or a distributed one, whose own id
+/// `id` on this host is also a moved id of this process: under a number
+/// of its own, counted down from [`ALIAS_TOP`]. `r` must not route by
+/// the id (`Remote`).
+pub fn alias(kind: IpcKind, r: Route) -> i32 {
+    let mut g = ROUTES.write().unwrap_or_else(|p| p.into_inner());
+    let m = g.get_or_insert_with(HashMap::new);
+    let mut id = ALIAS_TOP;
+    while m.contains_key(&(kind, id)) {
+        id -= 1;
+    }
+    fast_update(kind, id, Some(r));
+    m.insert((kind, id), r);
+    drop(g);
+    MOVED
+        .write()
+        .unwrap_or_else(|p| p.into_inner())
+        .get_or_insert_with(Default::default)
+        .insert((kind, id));
+    id
+}
+
+/// Every distributed id this process knows, with its route: what a move
+/// carries (see `crate::moved_ids`).
+pub fn distributed_routes() -> Vec<(IpcKind, i32, Route)> {
+    let g = ROUTES.read().unwrap_or_else(|p| p.into_inner());
+    g.as_ref().map_or_else(Vec::new, |m| {
+        m.iter()
+            .filter(|(_, r)| **r != Route::Local)
+            .map(|(&(k, id), &r)| (k, id, r))
+            .collect()
+    })
 }
 
 /// A key look-up or other short request to this host's dipcd.

@@ -31,6 +31,7 @@
 //! what hosts have not told it yet (a get of a key it does not know, a new
 //! pid_d) and answers them once a host claims the key or the period ends.
 
+pub mod balance;
 pub mod hosts;
 pub mod keys;
 pub mod pids;
@@ -104,6 +105,10 @@ struct Referee<'a> {
     /// Until then, requests that need every host's claims are parked.
     settle_until: Instant,
     parked: Vec<Parked>,
+    /// Hosts' loads and the load balancer (see [`balance`]).
+    balance: balance::Balancer,
+    /// When the balancer's current window ends.
+    next_balance: Instant,
 }
 
 /// A request held back while the referee settles (see the module docs).
@@ -169,7 +174,18 @@ fn serve(config: &Config, secret: Secret) -> io::Result<()> {
         pids: PidTable::default(),
         settle_until: Instant::now() + config.referee_settle(),
         parked: Vec::new(),
+        balance: balance::Balancer::default(),
+        next_balance: Instant::now() + config.balance.interval,
     };
+    if config.balance.enabled {
+        info!(
+            "referee: load balancer on: every {} ms, threshold {} thousandths of a CPU, \
+             processes stay {} ms at least",
+            config.balance.interval.as_millis(),
+            config.balance.threshold_milli,
+            config.balance.min_stay.as_millis()
+        );
+    }
     info!(
         "referee: unknown keys and new pid_d wait {} ms for the hosts to rejoin",
         config.referee_settle().as_millis()
@@ -453,6 +469,22 @@ impl Referee<'_> {
             (State::Ready { host: Some(h), .. }, Message::Heartbeat) => {
                 self.hosts.heartbeat(h, t);
                 c.framed.queue(id, &Message::HeartbeatAck);
+            }
+            // Sent with each heartbeat; no answer.
+            (
+                State::Ready { host: Some(h), .. },
+                Message::LoadReport {
+                    window_ms,
+                    cpu_ms,
+                    procs,
+                },
+            ) => self.balance.report(*h, window_ms, cpu_ms, procs),
+            (State::Ready { .. }, Message::ListLoad) => {
+                // Each process at most 8 + 4 + 4 + MAX_LOAD_NAME + 4 + 8
+                // bytes: half a frame of them.
+                let limit = (self.config.max_frame as usize / 2 / 128).max(1);
+                let (hosts, moves) = self.balance.snapshot(limit);
+                c.framed.queue(id, &Message::Loads { hosts, moves });
             }
             (State::Ready { .. }, Message::ListHosts) => {
                 c.framed.queue(
@@ -899,6 +931,7 @@ impl Referee<'_> {
             if self.hosts.disconnected(&h, t) {
                 info!("host {h} down: connection closed");
             }
+            self.balance.host_gone(&h);
             // Its dipcd no longer watches these processes for us.
             let n = self.pids.conn_closed(t);
             if n > 0 {
@@ -931,6 +964,10 @@ impl Referee<'_> {
                 }
             }
         }
+        if now >= self.next_balance {
+            self.balance_round(now);
+            self.next_balance = now + self.config.balance.interval;
+        }
         let replies = self.keys.expire(now, self.config.timeouts.request);
         for (to, id, msg) in replies {
             if let Some(o) = self.conns.get_mut(&to) {
@@ -948,6 +985,56 @@ impl Referee<'_> {
             if let Some(c) = self.conns.remove(&t) {
                 warn!("referee: {}: handshake not finished in time", describe(&c));
                 self.drop_conn(t, c);
+            }
+        }
+    }
+}
+
+impl Referee<'_> {
+    /// Ends the balancer's window and asks for the moves it decides, as
+    /// `dipcref migrate` does: a `MoveAsk` pushed to the process's host.
+    fn balance_round(&mut self, now: Instant) {
+        let up: Vec<SocketAddr> = self
+            .hosts
+            .snapshot(now)
+            .into_iter()
+            .filter(|h| h.up)
+            .map(|h| h.addr)
+            .collect();
+        let timeout =
+            balance::move_timeout(self.config.balance.interval, self.config.timeouts.request);
+        let pids = &self.pids;
+        let moves = self
+            .balance
+            .round(now, &self.config.balance, timeout, &up, |pid_d| {
+                pids.lookup(pid_d, now).map(|r| r.host)
+            });
+        for d in moves {
+            let asked = match self.pids.may_move(d.pid_d, 0, true) {
+                Ok((conn, _)) if self.pids.lookup(d.pid_d, now).map(|r| r.host) == Some(d.from) => {
+                    match self.conns.get_mut(&conn) {
+                        Some(o) => {
+                            let ask = Message::MoveAsk {
+                                pid_d: d.pid_d,
+                                target: d.to,
+                                uid: 0,
+                                admin: true,
+                            };
+                            o.framed.queue(0, &ask);
+                            let _ = o.framed.flush();
+                            true
+                        }
+                        None => false,
+                    }
+                }
+                _ => false,
+            };
+            if !asked {
+                info!(
+                    "balance: cannot ask pid_d {} to move from {}: it is no longer there",
+                    d.pid_d, d.from
+                );
+                self.balance.not_asked(&d);
             }
         }
     }

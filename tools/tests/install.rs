@@ -28,6 +28,36 @@ fn text(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// `man -l PAGE` renders the installed page (plain or gzipped) without a
+/// warning, with its NAME line.
+fn man_renders(page: &Path, name: &str) {
+    assert!(page.exists(), "{} was not installed", page.display());
+    let out = run(Command::new("man")
+        .args(["--warnings", "-l"])
+        .arg(page)
+        .env("MANWIDTH", "80")
+        // A locale the machine may lack makes man warn on stderr.
+        .env("LC_ALL", "C.UTF-8"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.is_empty(), "man -l {}: {err}", page.display());
+    let shown = text(&out);
+    // man justifies the lines: compare words.
+    let words = shown.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        words.contains(&format!("NAME {name} - ")),
+        "man -l {}:\n{shown}",
+        page.display()
+    );
+}
+
+const PAGES: [(&str, &str); 5] = [
+    ("man8/dipcd.8", "dipcd"),
+    ("man8/dipcref.8", "dipcref"),
+    ("man5/dipc.conf.5", "dipc.conf"),
+    ("man7/dipc.7", "dipc"),
+    ("man3/dipc.3", "dipc"),
+];
+
 #[test]
 fn a_prefix_install_builds_a_c_program_with_pkg_config() {
     let root: PathBuf = std::env::temp_dir().join(format!("dipc-install-{}", std::process::id()));
@@ -47,6 +77,9 @@ fn a_prefix_install_builds_a_c_program_with_pkg_config() {
         "etc/dipc/dipc.conf",
     ] {
         assert!(root.join(f).exists(), "{f} was not installed");
+    }
+    for (page, name) in PAGES {
+        man_renders(&root.join("usr/share/man").join(page), name);
     }
     let lib = root.join("usr/lib/libdipc.so.0");
     let dynamic = text(&run(Command::new("readelf").arg("-d").arg(&lib)));
@@ -121,6 +154,10 @@ fn the_debian_package_installs_into_a_clean_root() {
         "etc/dipc/dipc.conf",
     ] {
         assert!(root.join(f).exists(), "{f} is not in the installed package");
+    }
+    // Compressed, as Debian ships manual pages.
+    for (page, name) in PAGES {
+        man_renders(&root.join(format!("usr/share/man/{page}.gz")), name);
     }
     let flags = text(&run(Command::new("pkg-config")
         .args(["--cflags", "--libs", "dipc"])

@@ -369,6 +369,7 @@ fn status_lists_every_host() {
         "KEYS: 1 in use (1 msg, 0 sem, 0 shm)",
     );
     assert_has(&text, "dipcref status", "ERRORS ON THIS HOST");
+    assert_has(&text, "dipcref status", " LOAD ");
 
     let out = c.exec_ok(1, &["dipcref", "status", "--json"]);
     let v: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{out}: {e}"));

@@ -1,5 +1,6 @@
 //! Running dipcd as a systemd service: the unit file, and the readiness
-//! it promises (`Type=notify`: ready once the host has joined).
+//! it promises (`Type=notify`: ready once the host has joined) from the
+//! dipcd that `tools/install` puts in place.
 
 mod common;
 
@@ -43,27 +44,59 @@ fn the_unit_file_verifies() {
     );
 }
 
-/// A dipcd started as systemd starts it (`$NOTIFY_SOCKET` set) says
-/// `READY=1` once its host has joined the cluster, not before, and
-/// `STOPPING=1` when it stops.
+/// The installed dipcd, started as the installed unit starts it (its
+/// `ExecStart` and `Environment`, with `$NOTIFY_SOCKET` set, inside a
+/// simulated host), says `READY=1` once its host has joined the cluster,
+/// not before, and `STOPPING=1` when SIGTERM stops it.
 #[test]
-fn dipcd_notifies_readiness_once_joined() {
+fn the_installed_dipcd_notifies_readiness_once_joined() {
     let c = Cluster::up(2);
     let dir = c.scratch_dir("notify");
+    let prefix = dir.join("prefix");
+    let out = Command::new(repo().join("tools/install"))
+        .args(["--no-build", "--prefix"])
+        .arg(&prefix)
+        .output()
+        .expect("tools/install runs");
+    assert!(out.status.success(), "tools/install: {}", describe(&out));
+    let unit = std::fs::read_to_string(prefix.join("lib/systemd/system/dipcd.service"))
+        .expect("the installed unit");
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .unwrap_or_else(|| panic!("no ExecStart in the installed unit:\n{unit}"));
+    let argv: Vec<&str> = exec.split_whitespace().collect();
+    let dipcd = prefix.join("sbin/dipcd");
+    assert_eq!(
+        argv.first().copied(),
+        dipcd.to_str(),
+        "the installed unit does not start the installed dipcd: {exec}"
+    );
+    // The unit's -c names the installed configuration; the provisioning
+    // step writes this host's settings there.
+    let conf = argv
+        .iter()
+        .position(|a| *a == "-c")
+        .and_then(|i| argv.get(i + 1))
+        .unwrap_or_else(|| panic!("ExecStart has no -c PATH: {exec}"));
+    assert_eq!(
+        *conf,
+        prefix.join("etc/dipc/dipc.conf").to_str().expect("utf-8")
+    );
+    DaemonConfig::extra(&dir, &host_addr(2), 7200).write(Path::new(conf));
+    let mut env: Vec<(&str, &str)> = unit
+        .lines()
+        .filter_map(|l| l.strip_prefix("Environment="))
+        .flat_map(|v| v.split_whitespace())
+        .filter_map(|kv| kv.split_once('='))
+        .collect();
     let sock_path = dir.join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).expect("bind the notify socket");
     sock.set_read_timeout(Some(Duration::from_millis(200)))
         .expect("timeout");
-    let cfg = DaemonConfig::extra(&dir, &host_addr(2), 7200);
-    let conf = dir.join("dipc.conf");
-    cfg.write(&conf);
+    env.push(("NOTIFY_SOCKET", sock_path.to_str().expect("utf-8 path")));
     let started = Instant::now();
-    let mut d = c.spawn_dipcd_with(
-        2,
-        &conf,
-        &dir,
-        &[("NOTIFY_SOCKET", sock_path.to_str().expect("utf-8 path"))],
-    );
+    let mut d = c.spawn_daemon_with(2, &argv, &dir, &env);
     let mut got = Vec::new();
     let mut buf = [0u8; 512];
     while !got.iter().any(|m: &String| m.contains("READY=1")) {

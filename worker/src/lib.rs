@@ -212,7 +212,30 @@ fn serve_calls(
             Some(f) => Ok(f),
             None => {
                 tally.before_wait(config, &ch);
-                ch.recv()
+                match ch.recv_raw() {
+                    Ok(f) => match f.migrate_data() {
+                        // A moving process's state goes from the frame's
+                        // buffer straight into the new program's memfd: it
+                        // is frozen meanwhile, and a copy into a message
+                        // would be one more pass over all of it.
+                        Some(Ok(data)) => {
+                            let started = std::time::Instant::now();
+                            let id = f.request_id;
+                            let bytes = data.len();
+                            let reply = migrate::data(&mut moving, data);
+                            tally.served(Call::Migrate, &reply, started, bytes);
+                            if let Err(e) = ch.send(id, &reply) {
+                                info!("worker for {peer}: reply lost: {e}");
+                                put_back(held);
+                                return 1;
+                            }
+                            continue;
+                        }
+                        Some(Err(e)) => Err(e.into()),
+                        None => f.decode().map(|m| (f.request_id, m)).map_err(Into::into),
+                    },
+                    Err(e) => Err(e),
+                }
             }
         };
         let (id, req) = match next {
@@ -397,6 +420,7 @@ fn serve_calls(
                             Err(e) => *e,
                         }
                     }
+                    // (taken above, from the frame's buffer)
                     Message::MigrateData { data } => migrate::data(&mut moving, &data),
                     Message::MigrateCommit { go } => {
                         migrate::commit(&mut moving, go, config.timeouts.request / 2)

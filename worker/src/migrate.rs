@@ -31,7 +31,7 @@
 use dipc_common::channel::Channel;
 use dipc_common::config::Config;
 use dipc_common::procs;
-use dipc_common::wire::{Message, Program};
+use dipc_common::wire::{Message, Program, TAKEOVER_READY};
 use std::ffi::CString;
 use std::fs::File;
 use std::io::Write;
@@ -252,7 +252,7 @@ pub fn spawn(
             format!("the started program (pid {pid}) ended at once: errno {e}"),
         )
     })?;
-    Ok(Started {
+    let mut st = Started {
         pid,
         pidfd,
         data,
@@ -260,7 +260,73 @@ pub fn spawn(
         go: File::from(go_w),
         answer: File::from(ans_r),
         committed: false,
-    })
+    };
+    // A program that is slower than this to get ready (much work before
+    // it registers) is waited for after the freeze instead, as commit
+    // waits for its take-over anyway.
+    match st.next_word(Instant::now() + READY_WAIT)? {
+        Word::Value(TAKEOVER_READY) | Word::Late => Ok(st),
+        Word::Value(e) => Err(err(
+            e,
+            format!("pid {pid} could not get ready to take over: errno {e}"),
+        )),
+        Word::Closed => Err(err(
+            libc::ECHILD,
+            format!("pid {pid} ended before it was ready to take over"),
+        )),
+    }
+}
+
+/// How long `spawn` waits for the started program to be ready.
+const READY_WAIT: Duration = Duration::from_secs(1);
+
+/// What the started program said on its answer pipe.
+enum Word {
+    Value(i32),
+    /// The pipe closed: the program ended.
+    Closed,
+    /// Nothing yet by the deadline.
+    Late,
+}
+
+impl Started {
+    /// The program's next word on the answer pipe, waiting until
+    /// `deadline`. A word is 4 bytes, written at once (so never split
+    /// between two reads of a pipe).
+    fn next_word(&mut self, deadline: Instant) -> Result<Word, Box<Message>> {
+        let fd = self.answer.as_raw_fd();
+        let mut got = Vec::new();
+        while got.len() < 4 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(Word::Late);
+            }
+            let mut p = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            if unsafe { libc::poll(&mut p, 1, left.as_millis().max(1) as i32) } <= 0 {
+                continue;
+            }
+            let mut b = [0u8; 4];
+            // SAFETY: reads into a local buffer.
+            let n = unsafe { libc::read(fd, b.as_mut_ptr().cast(), 4 - got.len()) };
+            match n {
+                0 => return Ok(Word::Closed),
+                n if n < 0 => {
+                    if dipc_common::sysv::errno() != libc::EINTR {
+                        return Err(err(libc::EIO, "reading the program's answer"));
+                    }
+                }
+                n => got.extend_from_slice(&b[..n as usize]),
+            }
+        }
+        Ok(Word::Value(i32::from_be_bytes([
+            got[0], got[1], got[2], got[3],
+        ])))
+    }
 }
 
 struct Fds {
@@ -423,45 +489,26 @@ pub fn commit(s: &mut Option<Started>, go: bool, wait: Duration) -> Message {
     if let Err(e) = st.go.write_all(&st.len.to_be_bytes()) {
         return Message::error(libc::ECHILD, format!("the started program is gone: {e}"));
     }
-    let fd = st.answer.as_raw_fd();
     let deadline = Instant::now() + wait;
-    let mut got = Vec::new();
-    while got.len() < 4 {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Message::error(
-                libc::ETIMEDOUT,
-                format!("pid {} did not take its pid_d over in time", st.pid),
-            );
-        }
-        let mut p = libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        if unsafe { libc::poll(&mut p, 1, left.as_millis().max(1) as i32) } <= 0 {
-            continue;
-        }
-        let mut b = [0u8; 4];
-        // SAFETY: reads into a local buffer.
-        let n = unsafe { libc::read(fd, b.as_mut_ptr().cast(), 4 - got.len()) };
-        match n {
-            0 => {
+    let e = loop {
+        match st.next_word(deadline) {
+            Ok(Word::Value(TAKEOVER_READY)) => continue,
+            Ok(Word::Value(e)) => break e,
+            Ok(Word::Closed) => {
                 return Message::error(
                     libc::ECHILD,
                     format!("pid {} ended before it took its pid_d over", st.pid),
                 )
             }
-            n if n < 0 => {
-                if dipc_common::sysv::errno() != libc::EINTR {
-                    return Message::error(libc::EIO, "reading the program's answer");
-                }
+            Ok(Word::Late) => {
+                return Message::error(
+                    libc::ETIMEDOUT,
+                    format!("pid {} did not take its pid_d over in time", st.pid),
+                )
             }
-            n => got.extend_from_slice(&b[..n as usize]),
+            Err(m) => return *m,
         }
-    }
-    let e = i32::from_be_bytes([got[0], got[1], got[2], got[3]]);
+    };
     if e != 0 {
         return Message::error(
             e,

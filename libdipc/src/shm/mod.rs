@@ -145,7 +145,7 @@ fn remote_ctl(
 /// host (whose kernel checks it, see `dist::get`).
 pub fn get(key: i32, size: usize, flags: i32) -> Result<i32, Errno> {
     if flags & IPC_DIPC == 0 || key == libc::IPC_PRIVATE {
-        return plain_get(key, flags, size as u64).inspect(|&id| dist::plain(IpcKind::Shm, id));
+        return plain_get(key, flags, size as u64).and_then(|id| dist::plain(IpcKind::Shm, id));
     }
     dist::get(&OPS, key, flags, size as u64)
 }
@@ -220,7 +220,102 @@ pub unsafe fn attach(
         timeout: config.timeouts.request,
         max_frame: config.max_frame,
     };
-    agent::attach(conn, codec, params).map(|a| a as *mut libc::c_void)
+    let app = agent::attach(conn, codec, params)?;
+    lock_ids().push(AttachedId {
+        pid: std::process::id(),
+        addr: app,
+        id,
+        flags: flags & (libc::SHM_RDONLY | libc::SHM_EXEC),
+    });
+    Ok(app as *mut libc::c_void)
+}
+
+/// The id and flags each distributed attachment of this process was made
+/// with: what a move re-attaches in the new process (see
+/// [`attachments`]). A forked child has none (it inherits no distributed
+/// attachment), hence the pid.
+struct AttachedId {
+    pid: u32,
+    addr: usize,
+    id: i32,
+    flags: i32,
+}
+
+static IDS: std::sync::Mutex<Vec<AttachedId>> = std::sync::Mutex::new(Vec::new());
+
+fn lock_ids() -> std::sync::MutexGuard<'static, Vec<AttachedId>> {
+    // Every change is one push or one retain: a panic elsewhere cannot
+    // leave the list half changed.
+    IDS.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A distributed attachment, as a move carries it: `shmat(id, addr,
+/// flags)` makes it again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct AttachedAt {
+    pub id: i32,
+    pub addr: usize,
+    pub flags: i32,
+}
+
+/// At most this many attachments a process can have (the agent's slots).
+pub(crate) const MAX_ATTACHED: usize = table::MAX_SLOTS;
+
+/// This process's distributed attachments. `EBUSY` if one of them is dead
+/// (its manager was lost: it cannot be written back, nor made again).
+pub(crate) fn attachments() -> Result<Vec<AttachedAt>, Errno> {
+    let me = std::process::id();
+    let ids = lock_ids();
+    let mut v = Vec::new();
+    for slot in table::attached() {
+        let s = &table::SLOTS[slot];
+        let addr = s.start.load(std::sync::atomic::Ordering::SeqCst);
+        let known = ids.iter().find(|a| a.pid == me && a.addr == addr);
+        match (s.state.load(std::sync::atomic::Ordering::SeqCst), known) {
+            (table::ACTIVE, Some(a)) => v.push(AttachedAt {
+                id: a.id,
+                addr,
+                flags: a.flags,
+            }),
+            _ => return Err(libc::EBUSY),
+        }
+    }
+    Ok(v)
+}
+
+/// Detaches `list` (what this process wrote goes back to the managers).
+/// On a failure, those already detached are attached again and the error
+/// is returned.
+pub(crate) fn detach_all(list: &[AttachedAt]) -> Result<(), Errno> {
+    for (i, a) in list.iter().enumerate() {
+        // SAFETY: the process is frozen at its safe point: nothing of it
+        // uses the segment until it is attached again at the address.
+        if let Err(e) = unsafe { detach(a.addr as *const libc::c_void) } {
+            if let Err((e2, at)) = reattach(&list[..i]) {
+                log::error!("dipc: re-attaching shm id {} at {at:#x}: errno {e2}", a.id);
+            }
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Attaches `list` again, each at its address. On a failure, those already
+/// attached are detached again; the error names the address.
+pub(crate) fn reattach(list: &[AttachedAt]) -> Result<(), (Errno, usize)> {
+    for (i, a) in list.iter().enumerate() {
+        // SAFETY: without SHM_REMAP the mapping never replaces another.
+        let got = unsafe { attach(a.id, a.addr as *const libc::c_void, a.flags) };
+        if got != Ok(a.addr as *mut libc::c_void) {
+            if let Ok(p) = got {
+                // SAFETY: just attached here, and not handed out.
+                let _ = unsafe { detach(p) };
+            }
+            let _ = detach_all(&list[..i]);
+            return Err((got.err().unwrap_or(libc::EADDRINUSE), a.addr));
+        }
+    }
+    Ok(())
 }
 
 /// Attaches on the owner host: dipcd makes sure the manager runs, then
@@ -340,6 +435,8 @@ pub fn attach_with_connection(
 /// As for shmdt(2): nothing may use the attachment at `addr` afterwards.
 pub unsafe fn detach(addr: *const libc::c_void) -> Result<(), Errno> {
     if let Some(slot) = table::find_start(addr as usize) {
+        let me = std::process::id();
+        lock_ids().retain(|a| a.pid == me && a.addr != addr as usize);
         return agent::detach(slot);
     }
     // SAFETY: the caller's contract is shmdt's.
@@ -351,14 +448,6 @@ pub unsafe fn detach(addr: *const libc::c_void) -> Result<(), Errno> {
 
 /// The participant count of a segment of this host, from its manager;
 /// `None` if no manager runs (then the kernel's count stands).
-/// Whether this process has a distributed segment attached.
-pub(crate) fn any_attached() -> bool {
-    use std::sync::atomic::Ordering::SeqCst;
-    table::SLOTS
-        .iter()
-        .any(|s| s.state.load(SeqCst) != table::FREE)
-}
-
 pub(crate) fn manager_nattch(id: i32) -> Option<u64> {
     let config = state::config().ok()?;
     let s = UnixStream::connect(config.shm_socket(id)).ok()?;

@@ -335,6 +335,18 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Reads JSON lines of client sides (those of `report` or of
+    /// `preload-report`) and writes an SVG per report row into OUT: the
+    /// cumulative distribution of each bench's round trips (see
+    /// dipc_tools::plot).
+    Plot {
+        /// File of JSON lines ("-" for stdin).
+        #[arg(long, default_value = "-")]
+        input: String,
+        /// Directory for the SVG files (created if missing).
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
     /// Reads the JSON lines of the preload part (preload/bench's
     /// sysv_pingpong) and prints the preload's ratios: owner-local against
     /// raw System V, remote against libdipc called directly.
@@ -2232,7 +2244,29 @@ fn run(cli: Cli) -> io::Result<()> {
         Cmd::DprocStop { id_file, wait } => dproc_stop(&id_file, wait),
         Cmd::Report { input, json } => report(&input, json),
         Cmd::PreloadReport { input, json } => preload_report(&input, json),
+        Cmd::Plot { input, out } => plot(&input, &out),
     }
+}
+
+fn plot(input: &str, out: &std::path::Path) -> io::Result<()> {
+    let reader: Box<dyn BufRead> = if input == "-" {
+        Box::new(io::BufReader::new(io::stdin()))
+    } else {
+        Box::new(io::BufReader::new(
+            std::fs::File::open(input).map_err(|e| err(format!("{input}: {e}")))?,
+        ))
+    };
+    let figures = dipc_tools::plot::figures(reader, input)?;
+    if figures.is_empty() {
+        return Err(err(format!("{input}: no round trips to plot")));
+    }
+    std::fs::create_dir_all(out).map_err(|e| err(format!("{}: {e}", out.display())))?;
+    for f in &figures {
+        let path = dipc_tools::plot::write_svg(f, out).map_err(err)?;
+        // stderr: what the bench prints on stdout stays the report.
+        eprintln!("dipc-bench: wrote {}", path.display());
+    }
+    Ok(())
 }
 
 /// The preload part's figures, a row per (kind, size): `sysv` (the plain

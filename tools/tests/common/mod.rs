@@ -129,6 +129,20 @@ pub fn create_queue(c: &Cluster, host: usize, key: &str, mode: &str) -> i32 {
         .unwrap_or_else(|e| panic!("dipc-msg get printed {out:?}: {e}"))
 }
 
+/// The processes running `exe` (by the exact path of their executable).
+pub fn running(exe: &Path) -> Vec<i32> {
+    let mut v = Vec::new();
+    for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if fs::read_link(e.path().join("exe")).is_ok_and(|p| p == exe) {
+            v.push(pid);
+        }
+    }
+    v
+}
+
 /// Host `i`'s front_end address, as `IP:PORT`.
 pub fn front_end(i: usize) -> String {
     format!("{}:{HOST_PORT}", host_addr(i))
@@ -777,11 +791,23 @@ impl Cluster {
         dir: &Path,
         env: &[(&str, &str)],
     ) -> ExtraDaemon {
+        let config = config.to_str().expect("utf-8 config path");
+        self.spawn_daemon_with(host, &["dipcd", "-c", config], dir, env)
+    }
+
+    /// Starts the daemon command `argv` (a dipcd of another build, say: an
+    /// installed one) on `host`, its log in `dir/dipcd.log`.
+    pub fn spawn_daemon_with(
+        &self,
+        host: usize,
+        argv: &[&str],
+        dir: &Path,
+        env: &[(&str, &str)],
+    ) -> ExtraDaemon {
         let log = dir.join("dipcd.log");
         let f = File::create(&log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
         let f2 = f.try_clone().expect("dup log file");
-        let config = config.to_str().expect("utf-8 config path");
-        let mut cmd = self.exec_command(host, &["dipcd", "-c", config]);
+        let mut cmd = self.exec_command(host, argv);
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info");
         }

@@ -6,104 +6,22 @@
 //! the caller is root or in `admin_group`. `dipcref pids` (the table of
 //! registered processes) is open to every user: it always goes through
 //! dipcd, which relays it for anyone (see `referee::pids` for why), and
-//! so is `dipcref names`.
+//! so are `dipcref names` and `dipcref load` (each host's load and its
+//! migratable processes: what `pids` and `ps` show already, with their
+//! CPU use).
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use dipc::client::{Client, ClientError};
 use dipc_common::config::Config;
-use dipc_common::wire::{HostInfo, IpcKind, KeyInfo, Message, Origin, PidRecord};
+use dipc_common::wire::{BalanceMove, HostInfo, IpcKind, KeyInfo, Message, Origin, PidRecord};
+use dipc_tools::dipcref_cli::{Args, Command};
 use serde_json::json;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
 mod ipcs;
 mod stats;
-
-#[derive(Parser)]
-#[command(
-    name = "dipcref",
-    version,
-    about = "Inspect and administer a dipc cluster's referee"
-)]
-struct Args {
-    /// Configuration file [default: $DIPC_CONFIG, else /etc/dipc/dipc.conf]
-    #[arg(short, long, value_name = "PATH", global = true)]
-    config: Option<PathBuf>,
-    /// Print JSON instead of a table
-    #[arg(long, global = true)]
-    json: bool,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// List the hosts of the cluster: address, state, when last heard from
-    Hosts,
-    /// List the distributed keys: kind, key, owner host, id there, creator
-    Keys,
-    /// List the registered processes: pid_d, host, pid, uid, time since
-    /// they registered
-    Pids,
-    /// List the names of distributed processes and the pid_d holding each
-    Names,
-    /// Forget a stale key (its structure is gone but the referee still
-    /// lists it); every host drops its placeholder
-    RmKey {
-        /// msg, sem or shm
-        kind: String,
-        /// The key, decimal or 0x-hex
-        key: String,
-    },
-    /// Show each distributed shared memory segment's units: which host may
-    /// write, which hosts hold read copies
-    Shm,
-    /// Ask a migratable process to move to another host at its next
-    /// migration point (root, admin_group, or the process's own user)
-    Migrate {
-        /// The process's pid_d
-        pid_d: i64,
-        /// The target host's address, with its front_end port if not this
-        /// host's
-        host: String,
-    },
-    /// List every distributed structure as ipcs(1) does, with its owner
-    /// host and id there and the figures read from the owner's kernel
-    /// (all kinds unless -q, -s or -m is given)
-    Ipcs {
-        /// Message queues
-        #[arg(short = 'q')]
-        queues: bool,
-        /// Semaphore sets
-        #[arg(short = 's')]
-        semaphores: bool,
-        /// Shared memory segments
-        #[arg(short = 'm')]
-        segments: bool,
-    },
-    /// Show what a host's dipcd counted since it started: requests,
-    /// remote calls served, errors, the calls' service times, sessions,
-    /// data moved, shared memory faults (this host's unless HOST is given)
-    Stats {
-        /// The host's address, with its front_end port if not this host's
-        host: Option<String>,
-    },
-    /// An operator's summary of the cluster: hosts (state, uptime, calls
-    /// served, sessions, processes), keys in use, registered processes and
-    /// this host's errors
-    Status,
-    /// Measure a round trip to another host's daemon through this host's
-    /// dipcd (connect, authenticate, ping)
-    Ping {
-        /// The host's address, with its front_end port if not this host's
-        host: String,
-        /// How many round trips to time
-        #[arg(short = 'n', long, default_value_t = 1)]
-        count: u32,
-    },
-}
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -135,6 +53,7 @@ fn main() -> ExitCode {
         }
         Command::Pids => pids(&config, args.json),
         Command::Names => names(&config, args.json),
+        Command::Load => load(&config, args.json),
         Command::RmKey { kind, key } => rm_key(&config, kind, key),
         Command::Ping { host, count } => ping(&config, host, *count, args.json),
         Command::Migrate { pid_d, host } => migrate(&config, *pid_d, host),
@@ -376,6 +295,101 @@ fn names(config: &Config, as_json: bool) -> Result<(), ClientError> {
     println!("{:>8}  NAME", "PID_D");
     for (name, pid_d) in &names {
         println!("{pid_d:>8}  {name}");
+    }
+    Ok(())
+}
+
+/// Open to every user, as `pids`.
+fn load(config: &Config, as_json: bool) -> Result<(), ClientError> {
+    let mut c = Client::for_config(config)?;
+    let (hosts, moves) = match c.call(&Message::ListLoad)? {
+        Message::Loads { hosts, moves } => (hosts, moves),
+        other => return Err(ClientError::Unexpected(other.kind().name())),
+    };
+    let outcome = |m: &BalanceMove| match m.outcome {
+        0 => "asked",
+        1 => "done",
+        _ => "failed",
+    };
+    if as_json {
+        let hosts: Vec<_> = hosts
+            .iter()
+            .map(|h| {
+                let procs: Vec<_> = h
+                    .procs
+                    .iter()
+                    .map(|p| {
+                        json!({
+                            "pid_d": p.pid_d,
+                            "pid": p.pid,
+                            "name": p.name,
+                            "cpu_milli": p.cpu,
+                            "stay_ms": p.stay_ms,
+                        })
+                    })
+                    .collect();
+                json!({
+                    "host": h.host.to_string(),
+                    "load_milli": h.load,
+                    "window_ms": h.window_ms,
+                    "procs": procs,
+                })
+            })
+            .collect();
+        let moves: Vec<_> = moves
+            .iter()
+            .map(|m| {
+                json!({
+                    "at_ms": m.at_ms,
+                    "pid_d": m.pid_d,
+                    "from": m.from.to_string(),
+                    "to": m.to.to_string(),
+                    "outcome": outcome(m),
+                })
+            })
+            .collect();
+        println!("{}", json!({ "hosts": hosts, "moves": moves }));
+        return Ok(());
+    }
+    let cpus = |milli: u32| format!("{:.2}", f64::from(milli) / 1000.0);
+    println!("{:<28} {:>8} {:>8}", "HOST", "LOAD", "WINDOW");
+    for h in &hosts {
+        println!(
+            "{:<28} {:>8} {:>8}",
+            h.host.to_string(),
+            cpus(h.load),
+            secs(u64::from(h.window_ms))
+        );
+        for p in &h.procs {
+            println!(
+                "    pid_d {:<8} pid {:<8} cpu {:>6}  on it {:>10}  {}",
+                p.pid_d,
+                p.pid,
+                cpus(p.cpu),
+                secs(p.stay_ms),
+                p.name
+            );
+        }
+    }
+    if moves.is_empty() {
+        return Ok(());
+    }
+    println!();
+    println!(
+        "{:<12} {:>8}  {:<24} {:<24} OUTCOME",
+        "MOVED (UTC)", "PID_D", "FROM", "TO"
+    );
+    for m in &moves {
+        let day_ms = m.at_ms % 86_400_000;
+        let (h, mi, se) = (day_ms / 3_600_000, day_ms / 60_000 % 60, day_ms / 1000 % 60);
+        println!(
+            "{:<12} {:>8}  {:<24} {:<24} {}",
+            format!("{h:02}:{mi:02}:{se:02}"),
+            m.pid_d,
+            m.from.to_string(),
+            m.to.to_string(),
+            outcome(m)
+        );
     }
     Ok(())
 }

@@ -4,8 +4,8 @@
 //! this host's through `dipcd.sock`, another's through a session to that
 //! host (the route `dipcref ping` and `dipcref shm` take), whose worker
 //! asks its own dipcd. `status` puts together the referee's tables (as
-//! `hosts`, `keys`, `pids` and `names` read them) and each up host's
-//! counters.
+//! `hosts`, `keys`, `pids`, `names` and `load` read them) and each up
+//! host's counters.
 
 use super::{admin_client, all_keys, secs, state, target_addr};
 use dipc::client::{Client, ClientError};
@@ -14,6 +14,7 @@ use dipc_common::metrics::{errno_name, Metrics, BUCKETS};
 use dipc_common::wire::{HostInfo, IpcKind, Message};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 
 /// The counters of the host at `addr` (this host's if `addr` is its own).
@@ -213,6 +214,16 @@ pub fn status(config: &Config, as_json: bool) -> Result<(), ClientError> {
     let mut local = Client::for_config(config)?;
     let pids = dipc::pid::list_with(|m| local.call(m))?;
     let names = dipc::dprocs::names_with(|m| local.call(m))?;
+    // Each host's load over the balancer's last window (thousandths of a
+    // CPU), for the hosts that reported in it.
+    let loads: HashMap<SocketAddr, u32> = match local.call(&Message::ListLoad)? {
+        Message::Loads { hosts, .. } => hosts
+            .into_iter()
+            .filter(|h| h.window_ms > 0)
+            .map(|h| (h.host, h.load))
+            .collect(),
+        other => return Err(ClientError::Unexpected(other.kind().name())),
+    };
     let lines: Vec<HostLine> = hosts
         .into_iter()
         .map(|info| {
@@ -252,6 +263,7 @@ pub fn status(config: &Config, as_json: bool) -> Result<(), ClientError> {
                     "address": l.info.addr.to_string(),
                     "state": state(&l.info),
                     "last_heard_ms": l.info.last_heard_ms,
+                    "load_milli": loads.get(&l.info.addr),
                     "processes": per_host.get(&l.info.addr.to_string()).copied().unwrap_or(0),
                 });
                 match &l.stats {
@@ -297,11 +309,9 @@ pub fn status(config: &Config, as_json: bool) -> Result<(), ClientError> {
     );
     println!();
     println!("HOSTS: {} ({up} up)", lines.len());
-    // The balancer's per-host load, once the referee's host table carries
-    // it, is a column of this table.
     println!(
-        "  {:<28} {:<5} {:>11} {:>10} {:>12} {:>9} {:>9}",
-        "ADDRESS", "STATE", "LAST HEARD", "UPTIME", "CALLS SERVED", "SESSIONS", "PROCS"
+        "  {:<28} {:<5} {:>6} {:>11} {:>10} {:>12} {:>9} {:>9}",
+        "ADDRESS", "STATE", "LOAD", "LAST HEARD", "UPTIME", "CALLS SERVED", "SESSIONS", "PROCS"
     );
     let mut notes = Vec::new();
     for l in &lines {
@@ -319,8 +329,11 @@ pub fn status(config: &Config, as_json: bool) -> Result<(), ClientError> {
             }
             None => ("-".into(), "-".into(), "-".into()),
         };
+        let load = loads
+            .get(&l.info.addr)
+            .map_or("-".to_owned(), |&m| format!("{:.2}", f64::from(m) / 1000.0));
         println!(
-            "  {addr:<28} {:<5} {:>11} {uptime:>10} {calls:>12} {sessions:>9} {procs:>9}",
+            "  {addr:<28} {:<5} {load:>6} {:>11} {uptime:>10} {calls:>12} {sessions:>9} {procs:>9}",
             state(&l.info),
             format!("{} ago", secs(l.info.last_heard_ms)),
         );
