@@ -25,6 +25,7 @@
 //! sockets. Logs go to stderr through `env_logger` (`RUST_LOG`, default
 //! `info`).
 
+mod exporter;
 mod grants;
 mod link;
 mod load;
@@ -39,6 +40,7 @@ use dipc_common::auth::{Secret, Vouch};
 use dipc_common::channel::{ChannelError, Framed};
 use dipc_common::config::Config;
 use dipc_common::incarnation;
+use dipc_common::metrics::Metrics;
 use dipc_common::net::Stream;
 use dipc_common::procs;
 use dipc_common::sys::{self, PeerCred};
@@ -66,6 +68,10 @@ use std::time::{Duration, Instant};
 const SIGNALS: Token = Token(0);
 const LISTENER: Token = Token(1);
 const LINK: Token = Token(2);
+const METRICS_LISTENER: Token = Token(3);
+/// The Prometheus listener's connections take tokens from here up, far
+/// above the clients' and pidfds' (see `exporter`).
+const FIRST_SCRAPER: usize = usize::MAX / 2;
 const FIRST_CLIENT: usize = 16;
 /// The "client" of relayed requests no client waits for (clients and
 /// pidfds have tokens from `FIRST_CLIENT` up).
@@ -190,7 +196,16 @@ fn run(config: &Config) -> io::Result<u8> {
         front_end: pid.as_raw(),
         joined_once: false,
         meter: load::Meter::new(Instant::now()),
+        metrics: Metrics::default(),
+        started: Instant::now(),
+        exporter: None,
     };
+    if let Some(addr) = config.metrics.listen {
+        let ex = exporter::Exporter::bind(addr, d.poll.registry(), METRICS_LISTENER, FIRST_SCRAPER)
+            .map_err(|e| io::Error::new(e.kind(), format!("metrics.listen {addr}: {e}")))?;
+        info!("serving metrics on http://{}/metrics", ex.local_addr()?);
+        d.exporter = Some(ex);
+    }
     let mut listener = UnixListener::from_std(listener);
     d.poll.registry().register(
         &mut SourceFd(&signals.as_raw_fd()),
@@ -218,6 +233,17 @@ fn run(config: &Config) -> io::Result<u8> {
 struct Client {
     framed: Framed<Stream>,
     cred: PeerCred,
+    /// The errnos of the errors answered since dipcd last counted them.
+    errnos: Vec<i32>,
+}
+
+impl Client {
+    fn answer(&mut self, id: u64, msg: &Message) {
+        if let Message::Error { errno, .. } = msg {
+            self.errnos.push(*errno);
+        }
+        self.framed.queue(id, msg);
+    }
 }
 
 /// The process granted the creation of a key, watched until it commits or
@@ -263,6 +289,11 @@ struct Daemon<'a> {
     joined_once: bool,
     /// This host's load, reported with each heartbeat.
     meter: load::Meter,
+    /// What this host counts (see `dipc_common::metrics`).
+    metrics: Metrics,
+    started: Instant,
+    /// The Prometheus listener, if dipc.conf asks for one.
+    exporter: Option<exporter::Exporter>,
 }
 
 impl Daemon<'_> {
@@ -313,6 +344,14 @@ impl Daemon<'_> {
                         }
                     }
                     LISTENER => self.accept(listener),
+                    METRICS_LISTENER => {
+                        if let Some(ex) = self.exporter.as_mut() {
+                            ex.accept(self.poll.registry());
+                        }
+                    }
+                    Token(t) if self.exporter.as_ref().is_some_and(|ex| ex.owns(t)) => {
+                        self.scraper_ready(t)
+                    }
                     LINK => self.link.ready(
                         self.poll.registry(),
                         self.config,
@@ -331,6 +370,9 @@ impl Daemon<'_> {
             }
             self.expire_grants(Instant::now());
             self.expire_stalled_clients(Instant::now());
+            if let Some(ex) = self.exporter.as_mut() {
+                ex.expire(self.poll.registry(), Instant::now());
+            }
             self.tick_link(&mut link_events);
             for ev in link_events.drain(..) {
                 match ev {
@@ -438,6 +480,7 @@ impl Daemon<'_> {
                         Client {
                             framed: Framed::server(Stream::Unix(s), LOCAL_REQUEST_MAX, 2),
                             cred,
+                            errnos: Vec::new(),
                         },
                     );
                 }
@@ -457,7 +500,11 @@ impl Daemon<'_> {
         let mut close = false;
         loop {
             match c.framed.read_frame() {
-                Ok(Some((id, msg))) => self.request(t, &mut c, id, msg),
+                Ok(Some((id, msg))) => {
+                    self.metrics.request(msg.kind());
+                    self.request(t, &mut c, id, msg);
+                    self.count_errors(&mut c);
+                }
                 Ok(None) => break,
                 Err(ChannelError::Closed) => {
                     close = true;
@@ -486,12 +533,12 @@ impl Daemon<'_> {
             then: Then::Nothing,
         };
         match msg {
-            Message::Ping => c.framed.queue(id, &Message::Pong),
+            Message::Ping => c.answer(id, &Message::Pong),
             Message::ListHosts | Message::ListKeys { .. } | Message::DropKey { .. } => {
                 if sys::is_admin(&c.cred, self.admin_gid) {
                     self.relay(c, relay(None), &msg);
                 } else {
-                    c.framed.queue(
+                    c.answer(
                         id,
                         &Message::error(
                             libc::EACCES,
@@ -502,7 +549,7 @@ impl Daemon<'_> {
             }
             // Every get of IPC_PRIVATE makes a new structure: there is
             // nothing to share under it (the library keeps it local).
-            Message::KeyGet { key, .. } if key == libc::IPC_PRIVATE => c.framed.queue(
+            Message::KeyGet { key, .. } if key == libc::IPC_PRIVATE => c.answer(
                 id,
                 &Message::error(libc::EINVAL, "IPC_PRIVATE is not a distributed key"),
             ),
@@ -524,7 +571,7 @@ impl Daemon<'_> {
                             c.cred.pid, c.cred.uid
                         );
                         self.abort_creation((kind, key));
-                        c.framed.queue(id, &Message::error(errno, why));
+                        c.answer(id, &Message::error(errno, why));
                         return;
                     }
                     // The creator is who the kernel says is calling; the
@@ -577,7 +624,7 @@ impl Daemon<'_> {
                     incarnation,
                 };
                 if incarnation == self.incarnation && sysv::key_may_name(kind, key, sid) {
-                    c.framed.queue(
+                    c.answer(
                         id,
                         &Message::error(
                             libc::EBUSY,
@@ -607,7 +654,7 @@ impl Daemon<'_> {
             }
             Message::ShmOpen { id: sid } => {
                 let reply = self.open_manager(sid, c);
-                c.framed.queue(id, &reply);
+                c.answer(id, &reply);
             }
             Message::Placeholder {
                 kind,
@@ -618,7 +665,7 @@ impl Daemon<'_> {
                 vouch,
             } => {
                 let reply = self.placeholder(c.cred.uid, (kind, key), (owner, rid, origin), &vouch);
-                c.framed.queue(id, &reply);
+                c.answer(id, &reply);
             }
             Message::Resolve { kind, local_id } => {
                 let reply = match self.placeholders.resolve(kind, local_id) {
@@ -630,7 +677,7 @@ impl Daemon<'_> {
                     },
                     None => Message::error(libc::ENOENT, "not a placeholder"),
                 };
-                c.framed.queue(id, &reply);
+                c.answer(id, &reply);
             }
             Message::Register { mailbox } => self.register(t, c, id, mailbox, None),
             // Calls (`dprocs`): a registered process states its endpoint;
@@ -652,7 +699,7 @@ impl Daemon<'_> {
                         format!("pid {} is not registered", c.cred.pid),
                     ),
                 };
-                c.framed.queue(id, &reply);
+                c.answer(id, &reply);
             }
             Message::CallRoute { pid_d } => {
                 let reply = match self.pids.by_pid_d(pid_d) {
@@ -672,7 +719,7 @@ impl Daemon<'_> {
                         format!("pid_d {pid_d} is not registered on this host"),
                     ),
                 };
-                c.framed.queue(id, &reply);
+                c.answer(id, &reply);
             }
             // A process that took a call link from `pid` asks whether a
             // worker passed it (only a worker's word on the caller counts).
@@ -685,7 +732,7 @@ impl Daemon<'_> {
                         format!("pid {pid} is not a worker of this host"),
                     )
                 };
-                c.framed.queue(id, &reply);
+                c.answer(id, &reply);
             }
             // A process moving in takes its pid_d over (see `moves`).
             Message::MoveIn {
@@ -746,7 +793,7 @@ impl Daemon<'_> {
                         format!("pid {pid} is not a registered process of this host"),
                     ),
                 };
-                c.framed.queue(id, &reply);
+                c.answer(id, &reply);
             }
             Message::Unregister { pid_d, .. } => {
                 // The referee checks the triple: pid_d, this host, and the
@@ -792,7 +839,17 @@ impl Daemon<'_> {
                 };
                 self.relay(c, to, &Message::ListHosts);
             }
-            other => c.framed.queue(
+            Message::StatsAsk => {
+                let reply = Message::Stats {
+                    pairs: self.snapshot().to_pairs(),
+                };
+                c.answer(id, &reply);
+            }
+            Message::StatsReport { pairs } => {
+                let reply = self.stats_report(c, &pairs);
+                c.answer(id, &reply);
+            }
+            other => c.answer(
                 id,
                 &Message::error(
                     libc::EINVAL,
@@ -834,7 +891,7 @@ impl Daemon<'_> {
                 return true;
             }
         }
-        c.framed.queue(
+        c.answer(
             id,
             &Message::error(
                 libc::EPERM,
@@ -1020,7 +1077,7 @@ impl Daemon<'_> {
     fn relay(&mut self, c: &mut Client, to: Relayed, msg: &Message) -> bool {
         let sent = self.link.relay(to, msg);
         if !sent {
-            c.framed.queue(
+            c.answer(
                 to.id,
                 &Message::error(
                     libc::ENOTCONN,
@@ -1097,6 +1154,7 @@ impl Daemon<'_> {
         }) {
             Ok(pid) => {
                 debug!("shm manager {pid} for segment {sid}");
+                self.metrics.managers_started += 1;
                 self.managers.insert(sid, pid);
                 Message::Done { value: 0 }
             }
@@ -1404,15 +1462,65 @@ impl Daemon<'_> {
         }) {
             Ok(pid) => {
                 debug!("employer {pid} for local pid {}", c.cred.pid);
+                self.metrics.sessions_opened += 1;
                 self.employers.insert(pid, c.cred.uid);
             }
             Err(e) => warn!("cannot fork an employer: {e}"),
         }
     }
 
+    fn count_errors(&mut self, c: &mut Client) {
+        for e in c.errnos.drain(..) {
+            self.metrics.request_error(e);
+        }
+    }
+
+    /// The counters with the gauges read now.
+    fn snapshot(&self) -> Metrics {
+        let mut m = self.metrics.clone();
+        m.clients = self.clients.len() as u64;
+        m.managers_running = self.managers.len() as u64;
+        m.registered = self.pids.confirmed().count() as u64;
+        m.uptime_s = self.started.elapsed().as_secs();
+        m
+    }
+
+    /// A worker's or a shm manager's counts: only this host's workers
+    /// (the front_end's children) and managers (ours) may add theirs, and
+    /// each only to what it counts.
+    fn stats_report(&mut self, c: &Client, pairs: &[(String, u64)]) -> Message {
+        let from = Metrics::from_pairs(pairs);
+        let pid = c.cred.pid;
+        if self.managers.values().any(|p| p.as_raw() == pid) {
+            self.metrics.add_manager(&from);
+        } else if pid > 0 && procs::parent(pid) == Ok(self.front_end) {
+            self.metrics.add_worker(&from);
+        } else {
+            return Message::error(
+                libc::EPERM,
+                format!("pid {pid} is neither a worker nor a shm manager of this host"),
+            );
+        }
+        Message::Done { value: 0 }
+    }
+
+    /// A Prometheus scrape's connection is readable or writable.
+    fn scraper_ready(&mut self, t: usize) {
+        let Some(mut ex) = self.exporter.take() else {
+            return;
+        };
+        if let exporter::Asked::Metrics = ex.ready(self.poll.registry(), t) {
+            ex.answer(self.poll.registry(), t, &self.snapshot().prometheus());
+        }
+        self.exporter = Some(ex);
+    }
+
     fn reply(&mut self, client: usize, id: u64, msg: &Message) {
         if let Some(c) = self.clients.get_mut(&client) {
-            c.framed.queue(id, msg);
+            c.answer(id, msg);
+            for e in c.errnos.drain(..) {
+                self.metrics.request_error(e);
+            }
             if c.framed.flush().is_err() {
                 if let Some(mut c) = self.clients.remove(&client) {
                     let _ = self.poll.registry().deregister(&mut c.framed.stream);
@@ -1446,7 +1554,7 @@ impl Daemon<'_> {
                         pid_d: r.pid_d,
                         mailbox: r.mailbox,
                     };
-                    c.framed.queue(id, &reply);
+                    c.answer(id, &reply);
                 } else {
                     r.waiters.push((t, id));
                 }
@@ -1456,7 +1564,7 @@ impl Daemon<'_> {
             self.process_exited(cred.pid);
         }
         let fail = |c: &mut Client, (errno, why): (i32, String)| {
-            c.framed.queue(id, &Message::error(errno, why));
+            c.answer(id, &Message::error(errno, why));
         };
         let proc = match procs::open_checked(cred.pid, None) {
             Ok(p) => p,

@@ -47,7 +47,7 @@ impl Daemon<'_> {
         };
         let (serial, starttime, own) = (r.serial, r.starttime, r.pid_d);
         let refuse = |c: &mut Client, errno: i32, why: String| {
-            c.framed.queue(id, &Message::error(errno, why));
+            c.answer(id, &Message::error(errno, why));
         };
         if own != pid_d {
             return refuse(

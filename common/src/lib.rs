@@ -13,6 +13,7 @@ pub mod channel;
 pub mod config;
 pub mod incarnation;
 pub mod keypolicy;
+pub mod metrics;
 pub mod net;
 pub mod procs;
 pub mod secure;

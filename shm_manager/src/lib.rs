@@ -20,6 +20,7 @@ pub mod units;
 
 use dipc_common::channel::{ChannelError, Codec, Framed};
 use dipc_common::config::{Config, ShmMode};
+use dipc_common::metrics::Metrics;
 use dipc_common::net::Stream;
 use dipc_common::secure::Secure;
 use dipc_common::sys::{self, PeerCred};
@@ -97,6 +98,9 @@ struct Manager<'a> {
     /// [`FRAMES_PER_TURN`]) with more maybe waiting: served again, in
     /// turn, before the manager waits for new events.
     again: Vec<usize>,
+    /// Faults, invalidations and bytes not yet reported to dipcd (see
+    /// [`Manager::report`]).
+    counted: Metrics,
 }
 
 /// Frames taken from one participant before the others get their turn:
@@ -162,6 +166,7 @@ impl<'a> Manager<'a> {
             units: Units::new(count, config.shm.quantum, config.timeouts.request),
             actions: Vec::new(),
             again: Vec::new(),
+            counted: Metrics::default(),
         })
     }
 
@@ -213,11 +218,39 @@ impl<'a> Manager<'a> {
             self.carry_out();
             if now >= next_check {
                 next_check = now + CHECK_EVERY;
+                self.report();
                 if let Some(why) = self.finished() {
                     info!("shm manager for segment {}: {why}; exiting", self.id);
                     return 0;
                 }
             }
+        }
+    }
+
+    /// Sends dipcd what was counted since the last report (at most every
+    /// `CHECK_EVERY`, and once more on the way out: see `Drop`). dipcd
+    /// answers at once from its own loop, which never waits for a manager;
+    /// a dipcd that cannot be reached (stopping) loses the counts.
+    fn report(&mut self) {
+        if self.counted == Metrics::default() {
+            return;
+        }
+        let pairs = std::mem::take(&mut self.counted).to_pairs();
+        let path = self.config.back_end_socket();
+        let sent = std::os::unix::net::UnixStream::connect(&path).and_then(|s| {
+            s.set_read_timeout(Some(self.config.timeouts.request))?;
+            s.set_write_timeout(Some(self.config.timeouts.request))?;
+            let mut ch = dipc_common::channel::Channel::new(s, self.config.max_frame);
+            ch.call(1, &Message::StatsReport { pairs })
+                .map_err(|e| io::Error::other(e.to_string()))
+        });
+        match sent {
+            Ok(Message::Done { .. }) => {}
+            Ok(other) => debug!(
+                "shm manager {}: dipcd answered counts with {other:?}",
+                self.id
+            ),
+            Err(e) => debug!("shm manager {}: counts not reported: {e}", self.id),
         }
     }
 
@@ -584,6 +617,7 @@ impl<'a> Manager<'a> {
                 if write && readonly {
                     return Err(format!("write fault on unit {unit} of a read-only attach"));
                 }
+                self.counted.shm_faults += 1;
                 self.units.fault(now, t, unit, write, &mut self.actions);
             }
             Message::ShmData { unit, offset, data } if unit < count => {
@@ -607,6 +641,7 @@ impl<'a> Manager<'a> {
                         data.len(),
                     )
                 };
+                self.counted.bytes_in += data.len() as u64;
             }
             Message::ShmRevoked { unit } if unit < count => {
                 self.units.revoked(now, t, unit, &mut self.actions);
@@ -665,6 +700,7 @@ impl<'a> Manager<'a> {
                             });
                             off += n;
                         }
+                        self.counted.bytes_out += ulen as u64;
                     }
                     touched.push(to);
                     continue;
@@ -686,6 +722,9 @@ impl<'a> Manager<'a> {
                 ),
             };
             if let Some(Conn::Open(p)) = self.conns.get_mut(&to) {
+                if matches!(msg, Message::ShmRevoke { .. }) {
+                    self.counted.shm_invalidations += 1;
+                }
                 p.framed.queue(0, &msg);
                 touched.push(to);
             }
@@ -720,6 +759,7 @@ impl<'a> Manager<'a> {
 
 impl Drop for Manager<'_> {
     fn drop(&mut self) {
+        self.report();
         // SAFETY: base is the address shmat returned.
         unsafe { dipc_common::sysv::raw::shmdt(self.base as *const libc::c_void) };
     }

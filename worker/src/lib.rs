@@ -35,11 +35,13 @@ mod pids;
 mod sem;
 mod session;
 mod shm;
+mod stats;
 mod undo;
 
 use dipc_common::auth::{Secret, ServerHandshake, VouchKey};
 use dipc_common::channel::{Channel, ChannelError, Codec};
 use dipc_common::config::Config;
+use dipc_common::metrics::Call;
 use dipc_common::wire::Message;
 use log::{debug, info, warn};
 use std::net::{IpAddr, TcpStream};
@@ -99,7 +101,7 @@ pub fn serve(
         stated_uid: 0,
         sender: None,
     };
-    let code = serve_session(s, Some(first));
+    let code = serve_session(s, Some(first), true);
     undo::session_ended(true);
     code
 }
@@ -153,12 +155,29 @@ fn serve_handed(
         stated_uid: caller.stated_uid,
         sender: Some(caller.sender),
     };
-    serve_session(s, None);
+    serve_session(s, None, false);
 }
 
-/// Serves a session's requests (`first` first) until it ends; returns
-/// the worker's exit code.
-fn serve_session(s: Session, mut first: Option<(u64, Message)>) -> i32 {
+/// Serves a session's requests (`first` first) until it ends, and
+/// reports what it served to dipcd; returns the worker's exit code.
+/// `worker`: this is the worker process's first session.
+fn serve_session(s: Session, first: Option<(u64, Message)>, worker: bool) -> i32 {
+    let Some((config, ..)) = SERVED.get() else {
+        return 1;
+    };
+    let mut tally = stats::Tally::new(worker);
+    let mut dipcd = pids::Dipcd::default();
+    let code = serve_calls(s, first, &mut tally, &mut dipcd);
+    tally.report(config);
+    code
+}
+
+fn serve_calls(
+    s: Session,
+    mut first: Option<(u64, Message)>,
+    tally: &mut stats::Tally,
+    dipcd: &mut pids::Dipcd,
+) -> i32 {
     let Some((config, incarnation, vouch_key)) = SERVED.get() else {
         return 1;
     };
@@ -178,7 +197,6 @@ fn serve_session(s: Session, mut first: Option<(u64, Message)>) -> i32 {
             return 1;
         }
     };
-    let mut dipcd = pids::Dipcd::default();
     // The program started for the caller's move, until it is committed.
     let mut moving: Option<migrate::Started> = None;
     let mut origins = origin::Origins::new(incarnation, config.front_end_addr());
@@ -192,27 +210,33 @@ fn serve_session(s: Session, mut first: Option<(u64, Message)>) -> i32 {
     loop {
         let next = match first.take() {
             Some(f) => Ok(f),
-            None => match ch.recv_raw() {
-                Ok(f) => match f.migrate_data() {
-                    // A moving process's state goes from the frame's
-                    // buffer straight into the new program's memfd: it
-                    // is frozen meanwhile, and a copy into a message
-                    // would be one more pass over all of it.
-                    Some(Ok(data)) => {
-                        let id = f.request_id;
-                        let reply = migrate::data(&mut moving, data);
-                        if let Err(e) = ch.send(id, &reply) {
-                            info!("worker for {peer}: reply lost: {e}");
-                            put_back(held);
-                            return 1;
+            None => {
+                tally.before_wait(config, &ch);
+                match ch.recv_raw() {
+                    Ok(f) => match f.migrate_data() {
+                        // A moving process's state goes from the frame's
+                        // buffer straight into the new program's memfd: it
+                        // is frozen meanwhile, and a copy into a message
+                        // would be one more pass over all of it.
+                        Some(Ok(data)) => {
+                            let started = std::time::Instant::now();
+                            let id = f.request_id;
+                            let bytes = data.len();
+                            let reply = migrate::data(&mut moving, data);
+                            tally.served(Call::Migrate, &reply, started, bytes);
+                            if let Err(e) = ch.send(id, &reply) {
+                                info!("worker for {peer}: reply lost: {e}");
+                                put_back(held);
+                                return 1;
+                            }
+                            continue;
                         }
-                        continue;
-                    }
-                    Some(Err(e)) => Err(e.into()),
-                    None => f.decode().map(|m| (f.request_id, m)).map_err(Into::into),
-                },
-                Err(e) => Err(e),
-            },
+                        Some(Err(e)) => Err(e.into()),
+                        None => f.decode().map(|m| (f.request_id, m)).map_err(Into::into),
+                    },
+                    Err(e) => Err(e),
+                }
+            }
         };
         let (id, req) = match next {
             Ok(r) => r,
@@ -239,6 +263,9 @@ fn serve_session(s: Session, mut first: Option<(u64, Message)>) -> i32 {
             // The caller sends a request only once it has the last reply.
             _ => held = None,
         }
+        let started = std::time::Instant::now();
+        let call = Call::of(req.kind());
+        let bytes_in = stats::bytes_in(&req);
         let rcv_queue = match &req {
             Message::MsgRcv { id, .. } => Some(*id),
             _ => None,
@@ -344,6 +371,7 @@ fn serve_session(s: Session, mut first: Option<(u64, Message)>) -> i32 {
                     } => match shm::hand_over(config, &ch, id, (sid, origin), readonly, host) {
                         Ok(()) => {
                             debug!("worker: {peer}'s connection handed to the manager of segment {sid}");
+                            tally.served(Call::ShmAttach, &Message::Done { value: 0 }, started, 0);
                             return 0;
                         }
                         Err(reply) => reply,
@@ -357,6 +385,8 @@ fn serve_session(s: Session, mut first: Option<(u64, Message)>) -> i32 {
                                 debug!(
                                     "worker: {peer}'s connection is a call link to pid_d {pid_d}"
                                 );
+                                let done = Message::Done { value: 0 };
+                                tally.served(Call::CallOpen, &done, started, 0);
                                 return 0;
                             }
                             Err(reply) => reply,
@@ -366,8 +396,14 @@ fn serve_session(s: Session, mut first: Option<(u64, Message)>) -> i32 {
                         pid,
                         starttime,
                         sig,
-                    } => pids::kill(config, &mut dipcd, pid, starttime, sig),
+                    } => pids::kill(config, dipcd, pid, starttime, sig),
                     Message::ShmQuery { id: sid, .. } => shm::query(config, sid),
+                    // This host's counters, from its dipcd.
+                    Message::StatsAsk => {
+                        tally.report(config);
+                        local_call(config, &config.back_end_socket(), &Message::StatsAsk)
+                            .unwrap_or_else(|e| e)
+                    }
                     Message::MigrateSpawn {
                         program,
                         pid_d,
@@ -429,6 +465,9 @@ fn serve_session(s: Session, mut first: Option<(u64, Message)>) -> i32 {
             r.done(config, &mut origins, &reply);
         }
         let sent = ch.send(id, &reply);
+        if let Some(call) = call {
+            tally.served(call, &reply, started, bytes_in);
+        }
         held = rcv_queue.and_then(|q| msg::Held::of(id, q, reply));
         if let Err(e) = sent {
             info!("worker for {peer}: reply lost: {e}");

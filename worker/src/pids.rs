@@ -43,29 +43,34 @@ impl Dipcd {
     }
 
     /// Asks dipcd whether `{pid, starttime}` is a registration of this
-    /// host. A kept connection that fails (dipcd restarted) is replaced
-    /// once.
+    /// host.
     fn registered(&mut self, config: &Config, pid: i32, starttime: u64) -> Result<(), Message> {
-        let ask = Message::PidCheck { pid, starttime };
+        match self.call(config, &Message::PidCheck { pid, starttime })? {
+            Message::Done { .. } => Ok(()),
+            other => Err(Message::error(
+                libc::EPROTO,
+                format!("dipcd answered PidCheck with {}", other.kind().name()),
+            )),
+        }
+    }
+
+    /// A request to dipcd on the kept connection; its answer, or the error
+    /// (dipcd's or the connection's). A kept connection that fails (dipcd
+    /// restarted) is replaced once.
+    pub fn call(&mut self, config: &Config, ask: &Message) -> Result<Message, Message> {
         for fresh in [false, true] {
             let mut ch = match self.0.take() {
                 Some(ch) if !fresh => ch,
                 _ => Self::open(config)?,
             };
-            match ch.call(1, &ask) {
-                Ok(Message::Done { .. }) => {
-                    self.0 = Some(ch);
-                    return Ok(());
-                }
+            match ch.call(1, ask) {
                 Ok(e @ Message::Error { .. }) => {
                     self.0 = Some(ch);
                     return Err(e);
                 }
-                Ok(other) => {
-                    return Err(Message::error(
-                        libc::EPROTO,
-                        format!("dipcd answered PidCheck with {}", other.kind().name()),
-                    ))
+                Ok(answer) => {
+                    self.0 = Some(ch);
+                    return Ok(answer);
                 }
                 Err(e) if fresh => {
                     return Err(Message::error(e.errno(), format!("dipcd: {e}")));

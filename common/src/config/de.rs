@@ -98,6 +98,21 @@ pub(super) fn min_stay_ms<'de, D: Deserializer<'de>>(d: D) -> Res<'de, D, Durati
     millis(d, 0, TIMEOUT_MS_MAX)
 }
 
+pub(super) fn metrics_listen<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Res<'de, D, Option<std::net::SocketAddr>> {
+    value(d, |v| {
+        let what = "an IP address and port such as \"127.0.0.1:9477\"";
+        let addr: std::net::SocketAddr = non_empty_str(v, what)?
+            .parse()
+            .map_err(|_| expected(what, v))?;
+        if addr.port() == 0 {
+            return Err("needs a port other than 0".into());
+        }
+        Ok(Some(addr))
+    })
+}
+
 pub(super) fn spin_us<'de, D: Deserializer<'de>>(d: D) -> Res<'de, D, Duration> {
     int(d, 0, super::SPIN_US_MAX).map(Duration::from_micros)
 }

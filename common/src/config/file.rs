@@ -6,8 +6,8 @@
 //! differently from [`Config`] lives here: the top level and `[cluster]`.
 
 use super::{
-    de, BalanceConfig, Cidr, Config, ConfigError, HostConfig, LibraryConfig, Limits, PreloadConfig,
-    RefereeConfig, ShmConfig, Timeouts,
+    de, BalanceConfig, Cidr, Config, ConfigError, HostConfig, LibraryConfig, Limits, MetricsConfig,
+    PreloadConfig, RefereeConfig, ShmConfig, Timeouts,
 };
 use serde::Deserialize;
 use serde_path_to_error::Segment;
@@ -45,6 +45,8 @@ struct File {
     preload: PreloadConfig,
     #[serde(deserialize_with = "de::section")]
     balance: BalanceConfig,
+    #[serde(deserialize_with = "de::section")]
+    metrics: MetricsConfig,
 }
 
 /// `[cluster]`: who may join, and what a remote root may do.
@@ -77,6 +79,7 @@ impl Default for File {
             limits: c.limits,
             preload: c.preload,
             balance: c.balance,
+            metrics: c.metrics,
         }
     }
 }
@@ -105,6 +108,7 @@ impl File {
             limits: self.limits,
             preload: self.preload,
             balance: self.balance,
+            metrics: self.metrics,
         }
     }
 }

@@ -71,6 +71,17 @@ pub struct Config {
     pub preload: PreloadConfig,
     /// The referee's load balancer (read on the arbiter only).
     pub balance: BalanceConfig,
+    /// `[metrics]`: the optional Prometheus listener.
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: where dipcd serves its counters over HTTP (`GET /metrics`,
+/// Prometheus text format); off unless `listen` is set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default, expecting = "a table [metrics]")]
+pub struct MetricsConfig {
+    #[serde(deserialize_with = "de::metrics_listen")]
+    pub listen: Option<SocketAddr>,
 }
 
 /// `[balance]`: the referee's load balancer, off by default.
@@ -271,6 +282,7 @@ impl Default for Config {
             library: LibraryConfig::default(),
             preload: PreloadConfig::default(),
             balance: BalanceConfig::default(),
+            metrics: MetricsConfig::default(),
             limits: Limits::default(),
         }
     }

@@ -169,6 +169,7 @@ fn full_custom_file() {
             threshold_milli: 250,
             min_stay: Duration::from_millis(0),
         },
+        metrics: MetricsConfig::default(),
         limits: Limits {
             clients_per_uid: 7,
             placeholders_per_uid: 8,
@@ -191,6 +192,17 @@ fn partial_file_keeps_other_defaults() {
     assert_eq!(c.shm.mode, ShmMode::Segment);
     assert_eq!(c.shm.quantum, Duration::from_millis(10));
     assert_eq!(c.host, Config::default().host);
+}
+
+#[test]
+fn the_metrics_listener_is_off_unless_set() {
+    assert_eq!(Config::default().metrics.listen, None);
+    let c = parse("[metrics]\nlisten = \"127.0.0.1:9477\"\n").unwrap();
+    assert_eq!(c.metrics.listen, Some("127.0.0.1:9477".parse().unwrap()));
+    key_err("[metrics]\nlisten = \"localhost:9477\"\n", "metrics.listen");
+    key_err("[metrics]\nlisten = \"127.0.0.1\"\n", "metrics.listen");
+    key_err("[metrics]\nlisten = \"127.0.0.1:0\"\n", "metrics.listen");
+    key_err("[metrics]\nport = 1\n", "metrics.port");
 }
 
 #[test]
@@ -504,6 +516,7 @@ fn cidr_bad_inputs() {
 fn every_section_refuses_unknown_keys() {
     for section in [
         "host", "referee", "timeouts", "cluster", "shm", "library", "limits", "preload", "balance",
+        "metrics",
     ] {
         let r = key_err(
             &format!("[{section}]\nnosuch = 1\n"),
@@ -520,7 +533,7 @@ fn every_section_refuses_unknown_keys() {
     let r = key_err("colour = 1\n", "colour");
     assert!(
         r.starts_with("unknown key (known top-level keys and tables: runtime_dir, ")
-            && r.ends_with(", preload, balance)"),
+            && r.ends_with(", preload, balance, metrics)"),
         "{r}"
     );
 }

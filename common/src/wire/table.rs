@@ -16,6 +16,7 @@
 use super::fields::{KeyAfter, Max};
 use super::types::*;
 use super::{WireError, MAX_GROUPS, MAX_HANDSHAKE};
+use crate::metrics::MAX_PAIRS;
 use std::net::SocketAddr;
 
 messages! {
@@ -649,6 +650,20 @@ messages! {
     Loads = 193 {
         hosts: Vec<HostLoad>,
         moves: Vec<BalanceMove> as Max<MAX_BALANCE_MOVES>,
+    },
+    /// What this host counts (see `crate::metrics`): asked of dipcd by a
+    /// local process, or of a worker, which asks its dipcd. The answer is
+    /// `Stats`.
+    StatsAsk = 195,
+    /// A host's counters as named pairs (`Metrics::to_pairs`), at most
+    /// `metrics::MAX_PAIRS`.
+    Stats = 196 {
+        pairs: Vec<(String, u64)> as Max<MAX_PAIRS>,
+    },
+    /// From a worker or a shm manager to its dipcd: what it counted since
+    /// its last report (`Done`, or `EPERM` from any other process).
+    StatsReport = 197 {
+        pairs: Vec<(String, u64)> as Max<MAX_PAIRS>,
     },
     /// An administrator (or the process's own user) asks that the process
     /// `pid_d` move to the host `target` at its next migration point

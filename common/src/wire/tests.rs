@@ -620,6 +620,11 @@ fn samples() -> Vec<Message> {
                 outcome: 1,
             }],
         },
+        Message::StatsAsk,
+        Message::Stats {
+            pairs: vec![("call.msgsnd".into(), 3), ("uptime_s".into(), u64::MAX)],
+        },
+        Message::StatsReport { pairs: vec![] },
     ]
 }
 

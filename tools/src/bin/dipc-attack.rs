@@ -153,6 +153,10 @@
 //!   secret); segment ID's shm manager. Whenever the daemon closes the
 //!   connection another is opened. Prints `seed S`, then `garbage: N
 //!   frames on C connections, K closed by the peer, B reply bytes`.
+//! - `forged-stats`: sends dipcd a `StatsReport` of a million served
+//!   msgsnd calls, as a worker reports them. Prints `reply: ...`.
+//!   Withstood if refused with `EPERM` (only this host's workers and shm
+//!   managers may add to its counters).
 //! - `stall TARGET --count N --hold-ms MS`: N TCP connections to TARGET
 //!   that send one byte of a handshake and nothing more. Prints
 //!   `stall: N sent`, then after MS ms `stall: C closed by the peer`.
@@ -327,6 +331,8 @@ enum Command {
         #[arg(value_parser = parse_key)]
         key: i32,
     },
+    /// Report served calls to dipcd as if a worker
+    ForgedStats,
     /// Call a distributed process in another process's name
     ForgedCall {
         /// The callee's pid_d (a process of this host)
@@ -571,6 +577,7 @@ fn main() -> ExitCode {
         ),
         Command::RemotePrivate { target, kind } => remote_private(&config, target, kind.kind()),
         Command::ForgedPlaceholder { kind, key } => forged_placeholder(&config, kind.kind(), key),
+        Command::ForgedStats => forged_stats(&config),
         Command::ForgedCall {
             target,
             victim,
@@ -1787,6 +1794,33 @@ fn garbage(
         "garbage: {sent} frames on {conns} connections, {closed} closed by the peer, {replied} reply bytes"
     );
     WITHSTOOD
+}
+
+fn forged_stats(config: &Config) -> u8 {
+    println!("uid {}", uid());
+    let mut ch = match dipcd(config) {
+        Ok(ch) => ch,
+        Err(e) => return not_tried("dipcd", &e),
+    };
+    let report = Message::StatsReport {
+        pairs: vec![
+            ("call.msgsnd".into(), 1_000_000),
+            ("latency.0".into(), 1_000_000),
+        ],
+    };
+    match ch.call(1, &report) {
+        Ok(reply) => {
+            println!("reply: {}", show(&reply));
+            verdict(matches!(
+                reply,
+                Message::Error {
+                    errno: libc::EPERM,
+                    ..
+                }
+            ))
+        }
+        Err(e) => not_tried("StatsReport", &e),
+    }
 }
 
 fn forged_placeholder(config: &Config, kind: IpcKind, key: i32) -> u8 {

@@ -21,6 +21,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 mod ipcs;
+mod stats;
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -56,6 +57,8 @@ fn main() -> ExitCode {
         Command::RmKey { kind, key } => rm_key(&config, kind, key),
         Command::Ping { host, count } => ping(&config, host, *count, args.json),
         Command::Migrate { pid_d, host } => migrate(&config, *pid_d, host),
+        Command::Stats { host } => stats::stats(&config, host.as_deref(), args.json),
+        Command::Status => stats::status(&config, args.json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
