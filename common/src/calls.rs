@@ -54,7 +54,7 @@ pub fn listen(pid_d: i64) -> io::Result<(UnixListener, Vec<u8>)> {
 }
 
 /// Connects to the endpoint `name` of process `{pid, starttime}`, without
-/// waiting: `EAGAIN` if it has [`BACKLOG`] calls waiting to be taken,
+/// waiting: `EAGAIN` if it has `BACKLOG` (1024) calls waiting to be taken,
 /// `ECONNREFUSED` if nobody listens, `ESRCH` if another process does.
 /// The stream returned blocks.
 pub fn connect(name: &[u8], pid: i32, starttime: u64) -> io::Result<UnixStream> {

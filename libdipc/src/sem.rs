@@ -5,7 +5,7 @@
 //! is made on the owner by a worker acting with the caller's credentials.
 //! Every `SEM_UNDO` operation of a process on one owner is made by one
 //! worker there, its undo context, whichever thread and session it comes
-//! from (see [`crate::state`]), so `SEM_UNDO` adjustments are undone by the
+//! from (see `crate::state`), so `SEM_UNDO` adjustments are undone by the
 //! owner's kernel when the process exits (its sessions close, however it
 //! died) and not before. If the context is lost while the process lives
 //! (its sessions were cut), the next call on that owner fails with

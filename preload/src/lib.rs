@@ -14,7 +14,8 @@
 //! the same arguments, results and `errno`:
 //!
 //! - a get is distributed when it carries `IPC_DIPC` or when its key is in
-//!   the key policy (see [`policy`]); `IPC_PRIVATE` and every other key
+//!   the key policy (`[preload] keys` in dipc.conf or `$DIPC_PRELOAD_KEYS`,
+//!   see `dipc_common::keypolicy`); `IPC_PRIVATE` and every other key
 //!   make a plain local structure with the plain system call;
 //! - a call on an id costs one in-process look-up of where the id lives
 //!   (libdipc's route table) before the plain system call, unless the id is

@@ -12,16 +12,16 @@
 //! employer that keeps its connection open keeps the same worker as its
 //! proxy on this host. A session that joins its process's `SEM_UNDO`
 //! context (`SemJoin`) goes to the one worker of that context, which serves
-//! each of the process's joined sessions in a thread ([`undo`]): `SEM_UNDO`
+//! each of the process's joined sessions in a thread (`undo`): `SEM_UNDO`
 //! adjustments then live and die with that worker, which ends with the
 //! process's last session.
 //!
 //! Every call on a System V structure carries what the caller's get
 //! resolved its id from, and is refused (`EIDRM`) if the id no longer
-//! names that structure ([`origin`]).
+//! names that structure (`origin`).
 //!
 //! It also delivers `kill_d` signals and `dipc_send` messages to processes
-//! of this host ([`pids`]), as the caller, so the kernel applies its
+//! of this host (`pids`), as the caller, so the kernel applies its
 //! permission rules to the caller's uid; a signal goes only to a process
 //! this host's dipcd has registered.
 

@@ -17,10 +17,10 @@
 //! its endpoint; to a process of another host it is one of the caller's
 //! sessions, which Q's worker passes on to Q, so that Q reads the request
 //! and answers on the very connection (one network round trip a call, no
-//! daemon on the way). Links are kept for the next calls (see [`link`]).
+//! daemon on the way). Links are kept for the next calls (see `link`).
 //!
 //! Q knows who calls from the kernel: the credentials of the connection,
-//! checked with its dipcd (see [`serve`]). Nothing resends a request, so a
+//! checked with its dipcd (see `serve`). Nothing resends a request, so a
 //! procedure runs at most once per call; a caller that gives up (time-out,
 //! signal) closes its link, and Q drops the call if it has not run it yet.
 //! A caller notices at once that Q exited (its links close); a lost host
