@@ -243,25 +243,37 @@ fn bind(
 /// The origin of `key`, owned by this host as `id`, as the referee has it.
 fn owned_origin(kind: IpcKind, key: i32, id: i32) -> Result<Origin, Errno> {
     let me = state::config().map_err(client_errno)?.front_end_addr();
-    let mut ctl = state::control_conn().map_err(client_errno)?;
+    match look_up(kind, key).map_err(client_errno)? {
+        Some((owner, have, origin)) if owner == me && have == id => Ok(origin),
+        // Removed meanwhile.
+        _ => Err(libc::EIDRM),
+    }
+}
+
+/// Where the referee has `key` now: its owner, id there and origin;
+/// `None` if no structure has it. Creates nothing: a look-up that the
+/// referee answers with the key's creation (it is free) gives that up on
+/// the connection it came on.
+pub fn look_up(
+    kind: IpcKind,
+    key: i32,
+) -> Result<Option<(std::net::SocketAddr, i32, Origin)>, crate::ClientError> {
+    let mut ctl = state::control_conn()?;
     match ctl.call(&Message::KeyGet {
         kind,
         key,
         flags: 0,
     }) {
-        Ok(Message::KeyOwner {
-            owner,
-            id: have,
-            origin,
-            ..
-        }) if owner == me && have == id => Ok(origin),
         Ok(Message::KeyOwner { id: -1, .. }) => {
-            // Removed meanwhile, and the look-up granted its creation.
             let _ = ctl.call(&Message::KeyAbort { kind, key });
-            Err(libc::EIDRM)
+            Ok(None)
         }
-        Ok(_) => Err(libc::EIDRM),
-        Err(e) => Err(client_errno(e)),
+        Ok(Message::KeyOwner {
+            owner, id, origin, ..
+        }) => Ok(Some((owner, id, origin))),
+        Ok(other) => Err(crate::ClientError::Unexpected(other.kind().name())),
+        Err(crate::ClientError::Remote { errno, .. }) if errno == libc::ENOENT => Ok(None),
+        Err(e) => Err(e),
     }
 }
 

@@ -27,7 +27,7 @@
 //! alone.
 
 use crate::state::{self, Route};
-use dipc_common::wire::{IpcKind, Message, Origin};
+use dipc_common::wire::{IpcKind, Origin};
 use std::net::SocketAddr;
 
 /// One distributed id of a moving process.
@@ -110,43 +110,12 @@ pub fn rebind(carried: &[Carried]) -> Result<(), (i32, String)> {
         .map_err(|e| (libc::EINVAL, e.to_string()))?
         .front_end_addr();
     for c in carried {
-        let ask = Message::KeyGet {
-            kind: c.kind,
-            key: c.origin.key,
-            flags: 0,
-        };
-        let mut ctl = state::control_conn().map_err(|e| (e.errno(), e.to_string()))?;
-        let found = match ctl.call(&ask) {
-            // Free: the look-up granted this host the key's creation, which
-            // must be given up on the connection it came on.
-            Ok(Message::KeyOwner { id: -1, .. }) => {
-                let _ = ctl.call(&Message::KeyAbort {
-                    kind: c.kind,
-                    key: c.origin.key,
-                });
-                None
-            }
-            Ok(Message::KeyOwner {
-                owner, id, origin, ..
-            }) => Some((owner, id, origin)),
-            Ok(other) => {
-                return Err((
-                    libc::EPROTO,
-                    format!(
-                        "the referee answered {} to a key look-up",
-                        other.kind().name()
-                    ),
-                ))
-            }
-            // No structure has the key any more.
-            Err(crate::ClientError::Remote { errno, .. }) if errno == libc::ENOENT => None,
-            Err(e) => {
-                return Err((
-                    e.errno(),
-                    format!("looking key {:#x} up again: {e}", c.origin.key),
-                ))
-            }
-        };
+        let found = crate::dist::look_up(c.kind, c.origin.key).map_err(|e| {
+            (
+                e.errno(),
+                format!("looking key {:#x} up again: {e}", c.origin.key),
+            )
+        })?;
         let route = match found {
             Some((owner, id, origin))
                 if owner == c.owner
