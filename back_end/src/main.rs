@@ -849,6 +849,10 @@ impl Daemon<'_> {
                 let reply = self.stats_report(c, &pairs);
                 c.answer(id, &reply);
             }
+            Message::CallsMade { pairs } => {
+                self.metrics.add_caller(&Metrics::from_pairs(&pairs));
+                c.answer(id, &Message::Done { value: 0 });
+            }
             other => c.answer(
                 id,
                 &Message::error(

@@ -7,7 +7,36 @@ use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, Sockadd
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd};
+use std::os::unix::net::UnixStream;
 use std::time::Duration;
+
+/// Connects to a daemon's Unix socket (dipcd's) and writes `msg` as one
+/// frame (request id 1), never blocking: a daemon too busy to accept (its backlog full) or a frame that does not
+/// fit in the socket's buffer at once is a failure. For reports that must
+/// not hold up their sender (a paused dipcd takes them when it resumes):
+/// the caller reads the answer when it likes, or drops the stream.
+pub fn post(path: &std::path::Path, msg: &crate::wire::Message) -> io::Result<UnixStream> {
+    use nix::sys::socket::{connect, UnixAddr};
+    let fd = socket::socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    let addr = UnixAddr::new(path)?;
+    connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr)?;
+    let mut s = UnixStream::from(fd);
+    let mut frame = Vec::new();
+    crate::wire::encode_frame(1, msg, &mut frame);
+    let n = s.write(&frame)?;
+    if n != frame.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::WriteZero,
+            format!("{n} of the report's {} bytes written", frame.len()),
+        ));
+    }
+    Ok(s)
+}
 
 /// Connects to `remote` from `local` (port chosen by the kernel).
 ///

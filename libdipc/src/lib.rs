@@ -10,6 +10,7 @@ pub mod capi;
 pub mod client;
 mod dist;
 pub mod dprocs;
+mod made;
 pub mod migrate;
 mod moved_ids;
 pub mod msg;

@@ -25,13 +25,14 @@
 
 use crate::client::{Client, ClientError, Creds};
 use dipc_common::config::{Config, SPIN_US_MAX};
+use dipc_common::metrics::Call;
 use dipc_common::sys::{self, HeldSignals};
 use dipc_common::wire::{IpcKind, Message, Origin};
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Where the structure behind an id lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -433,6 +434,20 @@ pub fn remote(owner: SocketAddr, msg: &Message, may_block: bool) -> Result<Messa
 /// (see `Client::pid_d`) if one is given: `ENOTCONN` if dipcd does not
 /// know this process as `pid_d`.
 pub fn remote_as(
+    owner: SocketAddr,
+    msg: &Message,
+    may_block: bool,
+    pid_d: Option<i64>,
+) -> Result<Message, ClientError> {
+    let started = Instant::now();
+    let r = call_remote(owner, msg, may_block, pid_d);
+    // The owner's worker counts what it serves; this host counts what its
+    // processes asked for, failures to reach the owner included.
+    crate::made::record(Call::of(msg.kind()).unwrap_or(Call::Other), &r, started);
+    r
+}
+
+fn call_remote(
     owner: SocketAddr,
     msg: &Message,
     may_block: bool,

@@ -72,14 +72,14 @@ pub enum Command {
         segments: bool,
     },
     /// Show what a host's dipcd counted since it started: requests,
-    /// remote calls served, errors, the calls' service times, sessions,
+    /// remote calls served and made, errors, the calls' times, sessions,
     /// data moved, shared memory faults (this host's unless HOST is given)
     Stats {
         /// The host's address, with its front_end port if not this host's
         host: Option<String>,
     },
     /// An operator's summary of the cluster: hosts (state, load, uptime,
-    /// calls served, sessions, processes), keys in use, registered
+    /// calls served and made, sessions, processes), keys in use, registered
     /// processes and this host's errors
     Status,
     /// Measure a round trip to another host's daemon through this host's

@@ -5,7 +5,9 @@
 //!
 //! Calls are counted where they are served: a msgsnd from host 1 on a
 //! queue of host 2 moves host 2's counters (its worker's report to its
-//! dipcd), and host 1's count of sessions opened.
+//! dipcd), and host 1's count of sessions opened. They are counted where
+//! they are made too: host 1's library reports its processes' calls to
+//! host 1's dipcd (`calls_made`).
 
 mod common;
 
@@ -431,6 +433,82 @@ fn a_long_session_is_counted_while_it_lasts() {
     p.kill();
 }
 
+/// The calling host counts the remote calls its processes make: a long
+/// run's while it runs (the library reports each second), a short one's
+/// at its exit, failures under their errno, and the caller's wait in its
+/// own histogram. The host that only served them made none.
+#[test]
+fn calls_made_are_counted_on_the_calling_host() {
+    let c = Cluster::up(2);
+    c.exec_ok(
+        2,
+        &["dipc-msg", "get", "0x3e7a", "--create", "--mode", "0666"],
+    );
+    let before = stats(&c, 1, None);
+    let b = |path: &[&str]| num(&before, path);
+    // 400 sends 20 ms apart: 8 s at least, in one process.
+    let mut p = c.spawn(
+        1,
+        &[
+            "dipc-msg",
+            "stress",
+            "produce",
+            "0x3e7a",
+            "--producer",
+            "1",
+            "--count",
+            "400",
+            "--max-size",
+            "16",
+            "--pause-us",
+            "20000",
+        ],
+    );
+    let sends = b(&["calls_made", "msgsnd"]);
+    wait_stats(&c, 1, 1, |a| {
+        num(a, &["calls_made", "msgsnd"]) >= sends + 20
+    });
+    assert!(
+        p.running(),
+        "the producer ended before its calls were counted: {}",
+        p.describe()
+    );
+    p.kill();
+    // A process of one call reports it as it exits. These fail: the
+    // receive has a type no message has.
+    let enomsg = b(&["calls_made_errors", "ENOMSG"]);
+    for _ in 0..3 {
+        c.exec_err(
+            1,
+            &["dipc-msg", "recv", "0x3e7a", "--type", "99", "--nowait"],
+            &["ENOMSG"],
+        );
+    }
+    let after = wait_stats(&c, 1, 1, |a| {
+        num(a, &["calls_made_errors", "ENOMSG"]) >= enomsg + 3
+    });
+    let a = |path: &[&str]| num(&after, path);
+    assert!(a(&["calls_made", "msgrcv"]) >= b(&["calls_made", "msgrcv"]) + 3);
+    assert!(
+        a(&["calls_made_latency", "count"]) >= b(&["calls_made_latency", "count"]) + 23,
+        "{after:#}"
+    );
+    assert!(a(&["calls_made_latency", "sum_us"]) > 0, "{after:#}");
+    // Made calls are not served calls: host 1 served none of these.
+    assert_eq!(
+        a(&["calls_served", "msgsnd"]),
+        b(&["calls_served", "msgsnd"])
+    );
+    let text = c.exec_ok(1, &["dipcref", "stats"]);
+    assert_has(&text, "dipcref stats", "REMOTE CALLS MADE FROM HERE");
+    let served = stats(&c, 1, Some(2));
+    assert_eq!(
+        served["calls_made"],
+        Value::Object(Default::default()),
+        "host 2 made no remote calls: {served:#}"
+    );
+}
+
 /// A segment's manager (on its owner host) counts the faults it serves
 /// and the rights it takes back, and reports them to its dipcd.
 #[test]
@@ -642,4 +720,56 @@ fn calls_are_served_and_counted_while_the_hosts_dipcd_is_paused() {
         num(&last, &["calls_served", "msgsnd"]) >= 300
     });
     assert!(all.is_some(), "not every send counted: {last:#}");
+}
+
+/// The library's reports of calls made are posted, never waited for: a
+/// paused dipcd on the calling host holds up none of its processes'
+/// calls on another host, and takes their reports once it resumes.
+#[test]
+fn calls_go_on_while_the_callers_dipcd_is_paused() {
+    let c = Cluster::up(2);
+    c.exec_ok(
+        2,
+        &["dipc-msg", "get", "0x3e7b", "--create", "--mode", "0666"],
+    );
+    let made = num(&stats(&c, 1, None), &["calls_made", "msgsnd"]);
+    // 300 sends 20 ms apart in one session: 6 s at least.
+    let mut p = c.spawn(
+        1,
+        &[
+            "dipc-msg",
+            "stress",
+            "produce",
+            "0x3e7b",
+            "--producer",
+            "1",
+            "--count",
+            "300",
+            "--max-size",
+            "16",
+            "--pause-us",
+            "20000",
+        ],
+    );
+    let started = wait_for(REPORTED, || qnum(&c, 2, "0x00003e7b") >= 10);
+    assert!(started.is_some(), "{}", p.describe());
+    {
+        let _paused = Paused::new(1);
+        // A report falls due within a second of calls.
+        std::thread::sleep(Duration::from_millis(1500));
+        let n = qnum(&c, 2, "0x00003e7b");
+        let more = wait_for(Duration::from_secs(3), || {
+            qnum(&c, 2, "0x00003e7b") >= n + 10
+        });
+        assert!(
+            more.is_some(),
+            "host 1's process stopped calling while its dipcd was paused: {n} messages, then {}",
+            qnum(&c, 2, "0x00003e7b")
+        );
+    }
+    let st = p.wait(Duration::from_secs(60));
+    assert!(st.success(), "{}", p.describe());
+    wait_stats(&c, 1, 1, |a| {
+        num(a, &["calls_made", "msgsnd"]) >= made + 300
+    });
 }

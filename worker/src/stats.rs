@@ -23,9 +23,10 @@
 use dipc_common::channel::Channel;
 use dipc_common::config::Config;
 use dipc_common::metrics::{Call, Metrics};
-use dipc_common::wire::{self, Message};
+use dipc_common::net;
+use dipc_common::wire::Message;
 use log::debug;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::TcpStream;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
@@ -137,7 +138,7 @@ impl Tally {
         let report = Message::StatsReport {
             pairs: self.m.to_pairs(),
         };
-        match send_only(&config.back_end_socket(), &report) {
+        match net::post(&config.back_end_socket(), &report) {
             Ok(s) => {
                 self.m = Metrics::default();
                 self.dirty = false;
@@ -189,32 +190,6 @@ impl Tally {
             debug!("worker: counts not reported: {e:?}");
         }
     }
-}
-
-/// Connects to dipcd and writes `msg` as one frame, never blocking: a
-/// dipcd too busy to accept (its backlog full) or a frame that does not
-/// fit in the socket's buffer at once is a failure.
-fn send_only(path: &std::path::Path, msg: &Message) -> io::Result<UnixStream> {
-    use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
-    let fd = socket(
-        AddressFamily::Unix,
-        SockType::Stream,
-        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
-    let addr = UnixAddr::new(path)?;
-    connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr)?;
-    let mut s = UnixStream::from(fd);
-    let mut frame = Vec::new();
-    wire::encode_frame(1, msg, &mut frame);
-    let n = s.write(&frame)?;
-    if n != frame.len() {
-        return Err(io::Error::new(
-            io::ErrorKind::WriteZero,
-            format!("{n} of the report's {} bytes written", frame.len()),
-        ));
-    }
-    Ok(s)
 }
 
 /// The data bytes a request brings to this host.

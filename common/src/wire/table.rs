@@ -665,6 +665,13 @@ messages! {
     StatsReport = 197 {
         pairs: Vec<(String, u64)> as Max<MAX_PAIRS>,
     },
+    /// From any local process to its dipcd: the remote calls it made (to
+    /// other hosts' workers, past dipcd) since its last report, as
+    /// `Metrics::to_pairs` of its `made` counts; dipcd adds those and
+    /// nothing else (`Done`).
+    CallsMade = 198 {
+        pairs: Vec<(String, u64)> as Max<MAX_PAIRS>,
+    },
     /// An administrator (or the process's own user) asks that the process
     /// `pid_d` move to the host `target` at its next migration point
     /// (`dipcref migrate`). From `dipcref`, `uid` and `admin` are ignored:

@@ -625,6 +625,9 @@ fn samples() -> Vec<Message> {
             pairs: vec![("call.msgsnd".into(), 3), ("uptime_s".into(), u64::MAX)],
         },
         Message::StatsReport { pairs: vec![] },
+        Message::CallsMade {
+            pairs: vec![("made.msgsnd".into(), 7)],
+        },
     ]
 }
 

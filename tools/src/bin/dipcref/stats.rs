@@ -10,7 +10,7 @@
 use super::{admin_client, all_keys, secs, state, target_addr};
 use dipc::client::{Client, ClientError};
 use dipc_common::config::Config;
-use dipc_common::metrics::{errno_name, Metrics, BUCKETS};
+use dipc_common::metrics::{errno_name, Calls, Histogram, Metrics, BUCKETS};
 use dipc_common::wire::{HostInfo, IpcKind, Message};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
@@ -64,16 +64,6 @@ fn object<K: ToString>(pairs: impl IntoIterator<Item = (K, u64)>) -> Value {
 /// The stable machine-readable form: every field is always present (zeros
 /// included), maps by name leave zeros out.
 pub fn stats_json(addr: SocketAddr, m: &Metrics) -> Value {
-    let mut cumulative = 0;
-    let mut buckets: Vec<Value> = m.latency.counts[..BUCKETS]
-        .iter()
-        .enumerate()
-        .map(|(i, &n)| {
-            cumulative += n;
-            json!({ "le_us": 1u64 << i, "count": cumulative })
-        })
-        .collect();
-    buckets.push(json!({ "le_us": "+Inf", "count": m.latency.count() }));
     json!({
         "host": addr.to_string(),
         "uptime_s": m.uptime_s,
@@ -82,13 +72,12 @@ pub fn stats_json(addr: SocketAddr, m: &Metrics) -> Value {
         "shm_managers": m.managers_running,
         "requests": object(m.requests_by_name()),
         "request_errors": object(by_errno(&m.request_errors)),
-        "calls_served": object(m.calls_by_name()),
-        "call_errors": object(by_errno(&m.call_errors)),
-        "call_latency": {
-            "count": m.latency.count(),
-            "sum_us": m.latency.sum_us,
-            "buckets": buckets,
-        },
+        "calls_served": object(m.served.by_name()),
+        "call_errors": object(by_errno(&m.served.errors)),
+        "call_latency": latency_json(&m.served.latency),
+        "calls_made": object(m.made.by_name()),
+        "calls_made_errors": object(by_errno(&m.made.errors)),
+        "calls_made_latency": latency_json(&m.made.latency),
         "sessions_opened": m.sessions_opened,
         "workers": m.workers,
         "worker_sessions": m.worker_sessions,
@@ -100,13 +89,31 @@ pub fn stats_json(addr: SocketAddr, m: &Metrics) -> Value {
     })
 }
 
+fn latency_json(h: &Histogram) -> Value {
+    let mut cumulative = 0;
+    let mut buckets: Vec<Value> = h.counts[..BUCKETS]
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| {
+            cumulative += n;
+            json!({ "le_us": 1u64 << i, "count": cumulative })
+        })
+        .collect();
+    buckets.push(json!({ "le_us": "+Inf", "count": h.count() }));
+    json!({
+        "count": h.count(),
+        "sum_us": h.sum_us,
+        "buckets": buckets,
+    })
+}
+
 /// The upper bound of the bucket holding the `q` quantile (`None`:
 /// above the last finite bucket).
-fn quantile_bound(m: &Metrics, q: f64) -> Option<u64> {
-    let total = m.latency.count();
+fn quantile_bound(h: &Histogram, q: f64) -> Option<u64> {
+    let total = h.count();
     let rank = ((total as f64) * q).ceil().max(1.0) as u64;
     let mut seen = 0;
-    for (i, &n) in m.latency.counts[..BUCKETS].iter().enumerate() {
+    for (i, &n) in h.counts[..BUCKETS].iter().enumerate() {
         seen += n;
         if seen >= rank {
             return Some(1 << i);
@@ -151,35 +158,18 @@ pub fn stats_text(addr: SocketAddr, m: &Metrics) -> String {
         "ERRORS ANSWERED TO THEM",
         &by_errno(&m.request_errors),
     );
-    section(
+    calls_text(
         &mut o,
+        &m.served,
         "REMOTE CALLS SERVED HERE",
-        &owned(m.calls_by_name()),
+        "SERVICE TIME OF THOSE CALLS (arrival at the worker to its reply)",
     );
-    section(&mut o, "ERRORS OF THOSE CALLS", &by_errno(&m.call_errors));
-    let count = m.latency.count();
-    o.push_str("SERVICE TIME OF THOSE CALLS (arrival at the worker to its reply)\n");
-    if count == 0 {
-        o.push_str("  (no calls)\n");
-    } else {
-        o.push_str(&format!(
-            "  {count} calls, mean {:.1} µs, median <= {}, 99th percentile <= {}\n",
-            m.latency.sum_us as f64 / count as f64,
-            us(quantile_bound(m, 0.5)),
-            us(quantile_bound(m, 0.99)),
-        ));
-        for (i, &n) in m.latency.counts.iter().enumerate() {
-            if n == 0 {
-                continue;
-            }
-            let label = if i < BUCKETS {
-                format!("<= {}", us(Some(1 << i)))
-            } else {
-                us(None)
-            };
-            o.push_str(&format!("  {label:<24} {n:>12}\n"));
-        }
-    }
+    calls_text(
+        &mut o,
+        &m.made,
+        "REMOTE CALLS MADE FROM HERE (as this host's processes reported them)",
+        "WAIT OF THOSE CALLS (the caller's, from the call to its answer)",
+    );
     let rows = [
         ("sessions opened from here", m.sessions_opened),
         ("sessions served here", m.worker_sessions),
@@ -195,6 +185,41 @@ pub fn stats_text(addr: SocketAddr, m: &Metrics) -> String {
         o.push_str(&format!("  {name:<24} {n:>12}\n"));
     }
     o
+}
+
+/// One direction of remote calls: by call, by errno, and the times.
+fn calls_text(o: &mut String, c: &Calls, title: &str, time_title: &str) {
+    let names: Vec<(String, u64)> = c
+        .by_name()
+        .into_iter()
+        .map(|(k, n)| (k.to_owned(), n))
+        .collect();
+    section(o, title, &names);
+    section(o, "ERRORS OF THOSE CALLS", &by_errno(&c.errors));
+    let h = &c.latency;
+    let count = h.count();
+    o.push_str(&format!("{time_title}\n"));
+    if count == 0 {
+        o.push_str("  (no calls)\n");
+        return;
+    }
+    o.push_str(&format!(
+        "  {count} calls, mean {:.1} µs, median <= {}, 99th percentile <= {}\n",
+        h.sum_us as f64 / count as f64,
+        us(quantile_bound(h, 0.5)),
+        us(quantile_bound(h, 0.99)),
+    ));
+    for (i, &n) in h.counts.iter().enumerate() {
+        if n == 0 {
+            continue;
+        }
+        let label = if i < BUCKETS {
+            format!("<= {}", us(Some(1 << i)))
+        } else {
+            us(None)
+        };
+        o.push_str(&format!("  {label:<24} {n:>12}\n"));
+    }
 }
 
 /// One host's line of `status`.
@@ -269,7 +294,8 @@ pub fn status(config: &Config, as_json: bool) -> Result<(), ClientError> {
                 match &l.stats {
                     Some(Ok(m)) => {
                         h["uptime_s"] = m.uptime_s.into();
-                        h["calls_served"] = m.calls.iter().sum::<u64>().into();
+                        h["calls_served"] = m.served.total().into();
+                        h["calls_made"] = m.made.total().into();
                         h["worker_sessions"] = m.worker_sessions.into();
                         h["sessions_opened"] = m.sessions_opened.into();
                     }
@@ -284,7 +310,8 @@ pub fn status(config: &Config, as_json: bool) -> Result<(), ClientError> {
             |m| {
                 json!({
                     "requests": object(by_errno(&m.request_errors)),
-                    "calls": object(by_errno(&m.call_errors)),
+                    "calls": object(by_errno(&m.served.errors)),
+                    "calls_made": object(by_errno(&m.made.errors)),
                 })
             },
         );
@@ -310,30 +337,39 @@ pub fn status(config: &Config, as_json: bool) -> Result<(), ClientError> {
     println!();
     println!("HOSTS: {} ({up} up)", lines.len());
     println!(
-        "  {:<28} {:<5} {:>6} {:>11} {:>10} {:>12} {:>9} {:>9}",
-        "ADDRESS", "STATE", "LOAD", "LAST HEARD", "UPTIME", "CALLS SERVED", "SESSIONS", "PROCS"
+        "  {:<28} {:<5} {:>6} {:>11} {:>10} {:>12} {:>12} {:>9} {:>9}",
+        "ADDRESS",
+        "STATE",
+        "LOAD",
+        "LAST HEARD",
+        "UPTIME",
+        "CALLS SERVED",
+        "CALLS MADE",
+        "SESSIONS",
+        "PROCS"
     );
     let mut notes = Vec::new();
     for l in &lines {
         let addr = l.info.addr.to_string();
         let procs = per_host.get(&addr).copied().unwrap_or(0);
-        let (uptime, calls, sessions) = match &l.stats {
+        let (uptime, calls, made, sessions) = match &l.stats {
             Some(Ok(m)) => (
                 format!("{} s", m.uptime_s),
-                m.calls.iter().sum::<u64>().to_string(),
+                m.served.total().to_string(),
+                m.made.total().to_string(),
                 m.worker_sessions.to_string(),
             ),
             Some(Err(e)) => {
                 notes.push(format!("  {addr}: counters unavailable: {e}"));
-                ("?".into(), "?".into(), "?".into())
+                ("?".into(), "?".into(), "?".into(), "?".into())
             }
-            None => ("-".into(), "-".into(), "-".into()),
+            None => ("-".into(), "-".into(), "-".into(), "-".into()),
         };
         let load = loads
             .get(&l.info.addr)
             .map_or("-".to_owned(), |&m| format!("{:.2}", f64::from(m) / 1000.0));
         println!(
-            "  {addr:<28} {:<5} {load:>6} {:>11} {uptime:>10} {calls:>12} {sessions:>9} {procs:>9}",
+            "  {addr:<28} {:<5} {load:>6} {:>11} {uptime:>10} {calls:>12} {made:>12} {sessions:>9} {procs:>9}",
             state(&l.info),
             format!("{} ago", secs(l.info.last_heard_ms)),
         );
@@ -376,7 +412,11 @@ pub fn status(config: &Config, as_json: bool) -> Result<(), ClientError> {
             );
             println!(
                 "  of remote calls served here: {}",
-                show(by_errno(&m.call_errors))
+                show(by_errno(&m.served.errors))
+            );
+            println!(
+                "  of remote calls made from here: {}",
+                show(by_errno(&m.made.errors))
             );
         }
         Err(e) => println!("  counters unavailable: {e}"),

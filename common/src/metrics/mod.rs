@@ -1,17 +1,25 @@
 //! What a host's daemons count about their work, and its two renderings
-//! outside the wire: named pairs (the wire's `Stats`, `StatsReport`) and
-//! the Prometheus text exposition format.
+//! outside the wire: named pairs (the wire's `Stats`, `StatsReport`,
+//! `CallsMade`) and the Prometheus text exposition format
+//! ([`prometheus`](Metrics::prometheus)).
 //!
 //! One [`Metrics`] lives in dipcd, which counts the requests it serves.
 //! Workers and shm managers are other processes: each keeps a `Metrics`
 //! of its own as a delta and reports it to dipcd (`StatsReport`), which
 //! adds the parts that process may speak for (see [`Metrics::add_worker`],
-//! [`Metrics::add_manager`]). Counters are plain `u64`s in fixed arrays:
+//! [`Metrics::add_manager`]). The calls a host's processes make to other
+//! hosts go from the library straight to the owner's worker, past dipcd:
+//! the library counts them in the process and reports them (`CallsMade`,
+//! [`Metrics::add_caller`]). Counters are plain `u64`s in fixed arrays:
 //! each counting process is single-threaded per `Metrics` (a worker's undo
-//! threads each keep their own), so an increment is an add.
+//! threads each keep their own; the library holds its tally under a lock),
+//! so an increment is an add.
+
+mod prometheus;
+#[cfg(test)]
+mod tests;
 
 use crate::wire::Kind;
-use std::fmt::Write as _;
 
 /// Slots of [`Metrics::requests`]: message kind numbers are below this.
 pub const KINDS: usize = 256;
@@ -125,14 +133,16 @@ pub struct Histogram {
 
 impl Default for Histogram {
     fn default() -> Histogram {
-        Histogram {
-            counts: [0; BUCKETS + 1],
-            sum_us: 0,
-        }
+        Histogram::EMPTY
     }
 }
 
 impl Histogram {
+    pub const EMPTY: Histogram = Histogram {
+        counts: [0; BUCKETS + 1],
+        sum_us: 0,
+    };
+
     /// The slot of a sample of `us` microseconds.
     pub fn slot(us: u64) -> usize {
         if us <= 1 {
@@ -152,11 +162,137 @@ impl Histogram {
         self.counts.iter().sum()
     }
 
-    fn add(&mut self, o: &Histogram) {
+    pub fn add(&mut self, o: &Histogram) {
         for (a, b) in self.counts.iter_mut().zip(o.counts.iter()) {
             *a = a.saturating_add(*b);
         }
         self.sum_us = self.sum_us.saturating_add(o.sum_us);
+    }
+}
+
+/// Remote calls counted one way (served here, or made from here): by what
+/// they were, the errno of those that failed, and their times.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Calls {
+    /// By [`Call`] slot.
+    pub by_call: [u64; CALLS.len()],
+    /// Failed calls by errno.
+    pub errors: [u64; ERRNOS],
+    pub latency: Histogram,
+}
+
+/// The pair names of one [`Calls`]: `{call}.msgsnd`, `{error}.11`,
+/// `{latency}.3`, `{latency}_sum_us`.
+struct CallNames {
+    call: &'static str,
+    error: &'static str,
+    latency: &'static str,
+    latency_sum: &'static str,
+}
+
+const SERVED: CallNames = CallNames {
+    call: "call",
+    error: "call_error",
+    latency: "latency",
+    latency_sum: "latency_sum_us",
+};
+const MADE: CallNames = CallNames {
+    call: "made",
+    error: "made_error",
+    latency: "made_latency",
+    latency_sum: "made_latency_sum_us",
+};
+
+impl Default for Calls {
+    fn default() -> Calls {
+        Calls::EMPTY
+    }
+}
+
+impl Calls {
+    /// No calls (a `const`, for a process-wide tally in a `static`).
+    pub const EMPTY: Calls = Calls {
+        by_call: [0; CALLS.len()],
+        errors: [0; ERRNOS],
+        latency: Histogram::EMPTY,
+    };
+
+    /// A call: what it was, its errno if it failed, its time.
+    pub fn record(&mut self, call: Call, errno: Option<i32>, us: u64) {
+        self.by_call[call as usize] += 1;
+        if let Some(e) = errno {
+            self.errors[errno_slot(e)] += 1;
+        }
+        self.latency.record(us);
+    }
+
+    pub fn add(&mut self, o: &Calls) {
+        add_all(&mut self.by_call, &o.by_call);
+        add_all(&mut self.errors, &o.errors);
+        self.latency.add(&o.latency);
+    }
+
+    /// All calls counted.
+    pub fn total(&self) -> u64 {
+        self.by_call.iter().sum()
+    }
+
+    /// Calls by name, zeros left out.
+    pub fn by_name(&self) -> Vec<(&'static str, u64)> {
+        CALLS
+            .iter()
+            .zip(self.by_call.iter())
+            .filter(|(_, &n)| n > 0)
+            .map(|(c, &n)| (c.name(), n))
+            .collect()
+    }
+
+    fn push_pairs(&self, names: &CallNames, v: &mut Vec<(String, u64)>) {
+        for (c, &n) in CALLS.iter().zip(self.by_call.iter()) {
+            if n > 0 {
+                v.push((format!("{}.{}", names.call, c.name()), n));
+            }
+        }
+        for (i, &n) in self.errors.iter().enumerate() {
+            if n > 0 {
+                v.push((format!("{}.{i}", names.error), n));
+            }
+        }
+        for (i, &n) in self.latency.counts.iter().enumerate() {
+            if n > 0 {
+                v.push((format!("{}.{i}", names.latency), n));
+            }
+        }
+        if self.latency.sum_us > 0 {
+            v.push((names.latency_sum.to_owned(), self.latency.sum_us));
+        }
+    }
+
+    /// Takes one named pair if it is one of these counts' (`true`).
+    fn set_pair(&mut self, names: &CallNames, family: &str, index: Option<&str>, n: u64) -> bool {
+        let slot = |len: usize| {
+            index
+                .and_then(|i| i.parse::<usize>().ok())
+                .filter(|&i| i < len)
+        };
+        if family == names.call {
+            if let Some(c) = CALLS.iter().find(|c| Some(c.name()) == index) {
+                self.by_call[*c as usize] = n;
+            }
+        } else if family == names.error {
+            if let Some(i) = slot(ERRNOS) {
+                self.errors[i] = n;
+            }
+        } else if family == names.latency {
+            if let Some(i) = slot(BUCKETS + 1) {
+                self.latency.counts[i] = n;
+            }
+        } else if family == names.latency_sum && index.is_none() {
+            self.latency.sum_us = n;
+        } else {
+            return false;
+        }
+        true
     }
 }
 
@@ -178,10 +314,13 @@ pub struct Metrics {
     /// Sessions those workers served (a worker serves one, or the
     /// sessions of one process's `SEM_UNDO` context).
     pub worker_sessions: u64,
-    /// Remote calls this host's workers served, by [`Call`].
-    pub calls: [u64; CALLS.len()],
-    /// Errors those calls answered with, by errno.
-    pub call_errors: [u64; ERRNOS],
+    /// Remote calls this host's workers served; their latency is the time
+    /// from a request's arrival at the worker to its reply's departure.
+    pub served: Calls,
+    /// Remote calls this host's processes made to other hosts, as the
+    /// library reported them; their latency is the caller's, from the
+    /// call's start (opening a session if it needs one) to its answer.
+    pub made: Calls,
     /// Data bytes remote calls brought in (message texts sent, `send_d`
     /// data, a migrating process's image) and shared memory contents
     /// written back to the managers.
@@ -189,9 +328,6 @@ pub struct Metrics {
     /// Data bytes remote calls took out (message texts received) and
     /// shared memory contents the managers sent.
     pub bytes_out: u64,
-    /// Time from a request's arrival at the worker to its reply's
-    /// departure.
-    pub latency: Histogram,
     /// Shared memory faults the managers served (a unit asked for).
     pub shm_faults: u64,
     /// Copies and write grants the managers took back from hosts.
@@ -214,11 +350,10 @@ impl Default for Metrics {
             managers_started: 0,
             workers: 0,
             worker_sessions: 0,
-            calls: [0; CALLS.len()],
-            call_errors: [0; ERRNOS],
+            served: Calls::default(),
+            made: Calls::default(),
             bytes_in: 0,
             bytes_out: 0,
-            latency: Histogram::default(),
             shm_faults: 0,
             shm_invalidations: 0,
             clients: 0,
@@ -255,11 +390,7 @@ impl Metrics {
 
     /// A served call: what it was, its errno if it failed, its time.
     pub fn call(&mut self, call: Call, errno: Option<i32>, us: u64) {
-        self.calls[call as usize] += 1;
-        if let Some(e) = errno {
-            self.call_errors[errno_slot(e)] += 1;
-        }
-        self.latency.record(us);
+        self.served.record(call, errno, us);
     }
 
     /// Whether nothing was counted (a delta with nothing to report).
@@ -272,11 +403,15 @@ impl Metrics {
     pub fn add_worker(&mut self, w: &Metrics) {
         self.workers = self.workers.saturating_add(w.workers);
         self.worker_sessions = self.worker_sessions.saturating_add(w.worker_sessions);
-        add_all(&mut self.calls, &w.calls);
-        add_all(&mut self.call_errors, &w.call_errors);
+        self.served.add(&w.served);
         self.bytes_in = self.bytes_in.saturating_add(w.bytes_in);
         self.bytes_out = self.bytes_out.saturating_add(w.bytes_out);
-        self.latency.add(&w.latency);
+    }
+
+    /// Adds a local process's report of the calls it made, nothing else:
+    /// any local process may send one, so it speaks only for itself.
+    pub fn add_caller(&mut self, p: &Metrics) {
+        self.made.add(&p.made);
     }
 
     /// Adds a shared memory manager's report: its faults, invalidations
@@ -303,21 +438,8 @@ impl Metrics {
                 v.push((format!("request_error.{i}"), n));
             }
         }
-        for (c, &n) in CALLS.iter().zip(self.calls.iter()) {
-            if n > 0 {
-                v.push((format!("call.{}", c.name()), n));
-            }
-        }
-        for (i, &n) in self.call_errors.iter().enumerate() {
-            if n > 0 {
-                v.push((format!("call_error.{i}"), n));
-            }
-        }
-        for (i, &n) in self.latency.counts.iter().enumerate() {
-            if n > 0 {
-                v.push((format!("latency.{i}"), n));
-            }
-        }
+        self.served.push_pairs(&SERVED, &mut v);
+        self.made.push_pairs(&MADE, &mut v);
         for (name, n) in self.scalars() {
             if n > 0 {
                 v.push((name.to_owned(), n));
@@ -326,7 +448,7 @@ impl Metrics {
         v
     }
 
-    fn scalars(&self) -> [(&'static str, u64); 13] {
+    fn scalars(&self) -> [(&'static str, u64); 12] {
         [
             ("sessions_opened", self.sessions_opened),
             ("managers_started", self.managers_started),
@@ -334,7 +456,6 @@ impl Metrics {
             ("worker_sessions", self.worker_sessions),
             ("bytes_in", self.bytes_in),
             ("bytes_out", self.bytes_out),
-            ("latency_sum_us", self.latency.sum_us),
             ("shm_faults", self.shm_faults),
             ("shm_invalidations", self.shm_invalidations),
             ("clients", self.clients),
@@ -369,28 +490,14 @@ impl Metrics {
                         m.request_errors[i] = n;
                     }
                 }
-                "call_error" => {
-                    if let Some(i) = slot(ERRNOS) {
-                        m.call_errors[i] = n;
-                    }
-                }
-                "latency" => {
-                    if let Some(i) = slot(BUCKETS + 1) {
-                        m.latency.counts[i] = n;
-                    }
-                }
-                "call" => {
-                    if let Some(c) = CALLS.iter().find(|c| Some(c.name()) == index) {
-                        m.calls[*c as usize] = n;
-                    }
-                }
+                _ if m.served.set_pair(&SERVED, family, index, n) => {}
+                _ if m.made.set_pair(&MADE, family, index, n) => {}
                 "sessions_opened" => m.sessions_opened = n,
                 "managers_started" => m.managers_started = n,
                 "workers" => m.workers = n,
                 "worker_sessions" => m.worker_sessions = n,
                 "bytes_in" => m.bytes_in = n,
                 "bytes_out" => m.bytes_out = n,
-                "latency_sum_us" => m.latency.sum_us = n,
                 "shm_faults" => m.shm_faults = n,
                 "shm_invalidations" => m.shm_invalidations = n,
                 "clients" => m.clients = n,
@@ -412,162 +519,6 @@ impl Metrics {
                 (n > 0).then(|| (k.name(), n))
             })
             .collect()
-    }
-
-    /// Served calls by name, zeros left out.
-    pub fn calls_by_name(&self) -> Vec<(&'static str, u64)> {
-        CALLS
-            .iter()
-            .zip(self.calls.iter())
-            .filter(|(_, &n)| n > 0)
-            .map(|(c, &n)| (c.name(), n))
-            .collect()
-    }
-
-    /// The text exposition format Prometheus scrapes
-    /// (<https://prometheus.io/docs/instrumenting/exposition_formats/>).
-    pub fn prometheus(&self) -> String {
-        let mut o = String::new();
-        let family = |o: &mut String, name: &str, kind: &str, help: &str| {
-            let _ = writeln!(o, "# HELP {name} {help}");
-            let _ = writeln!(o, "# TYPE {name} {kind}");
-        };
-        family(
-            &mut o,
-            "dipc_requests_total",
-            "counter",
-            "Requests dipcd took from local processes, by message kind.",
-        );
-        for (name, n) in self.requests_by_name() {
-            let _ = writeln!(o, "dipc_requests_total{{kind=\"{name}\"}} {n}");
-        }
-        family(
-            &mut o,
-            "dipc_request_errors_total",
-            "counter",
-            "Errors dipcd answered local requests with, by errno.",
-        );
-        errors(&mut o, "dipc_request_errors_total", &self.request_errors);
-        family(
-            &mut o,
-            "dipc_calls_served_total",
-            "counter",
-            "Remote calls this host's workers served, by call.",
-        );
-        for (c, &n) in CALLS.iter().zip(self.calls.iter()) {
-            let _ = writeln!(o, "dipc_calls_served_total{{call=\"{}\"}} {n}", c.name());
-        }
-        family(
-            &mut o,
-            "dipc_call_errors_total",
-            "counter",
-            "Errors the remote calls served here answered with, by errno.",
-        );
-        errors(&mut o, "dipc_call_errors_total", &self.call_errors);
-        family(
-            &mut o,
-            "dipc_call_latency_seconds",
-            "histogram",
-            "Time from a remote call's arrival at a worker to its reply.",
-        );
-        let mut cumulative = 0u64;
-        for (i, &n) in self.latency.counts[..BUCKETS].iter().enumerate() {
-            cumulative += n;
-            let le = (1u64 << i) as f64 / 1e6;
-            let _ = writeln!(
-                o,
-                "dipc_call_latency_seconds_bucket{{le=\"{le}\"}} {cumulative}"
-            );
-        }
-        let count = self.latency.count();
-        let _ = writeln!(o, "dipc_call_latency_seconds_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(
-            o,
-            "dipc_call_latency_seconds_sum {}",
-            self.latency.sum_us as f64 / 1e6
-        );
-        let _ = writeln!(o, "dipc_call_latency_seconds_count {count}");
-        let counters: [(&str, &str, u64); 8] = [
-            (
-                "dipc_sessions_opened_total",
-                "Sessions this host's processes opened to other hosts.",
-                self.sessions_opened,
-            ),
-            (
-                "dipc_workers_total",
-                "Worker processes that served sessions from other hosts.",
-                self.workers,
-            ),
-            (
-                "dipc_worker_sessions_total",
-                "Sessions from other hosts that this host's workers served.",
-                self.worker_sessions,
-            ),
-            (
-                "dipc_shm_managers_started_total",
-                "Shared memory managers started.",
-                self.managers_started,
-            ),
-            (
-                "dipc_bytes_in_total",
-                "Data bytes remote calls brought to this host.",
-                self.bytes_in,
-            ),
-            (
-                "dipc_bytes_out_total",
-                "Data bytes remote calls took from this host.",
-                self.bytes_out,
-            ),
-            (
-                "dipc_shm_faults_total",
-                "Shared memory faults this host's managers served.",
-                self.shm_faults,
-            ),
-            (
-                "dipc_shm_invalidations_total",
-                "Copies and write grants this host's managers took back.",
-                self.shm_invalidations,
-            ),
-        ];
-        for (name, help, n) in counters {
-            family(&mut o, name, "counter", help);
-            let _ = writeln!(o, "{name} {n}");
-        }
-        let gauges: [(&str, &str, u64); 4] = [
-            (
-                "dipc_clients",
-                "Local processes connected to dipcd.",
-                self.clients,
-            ),
-            (
-                "dipc_shm_managers",
-                "Shared memory managers running.",
-                self.managers_running,
-            ),
-            (
-                "dipc_registered_processes",
-                "Processes of this host registered in the cluster.",
-                self.registered,
-            ),
-            (
-                "dipc_uptime_seconds",
-                "Seconds since dipcd started.",
-                self.uptime_s,
-            ),
-        ];
-        for (name, help, n) in gauges {
-            family(&mut o, name, "gauge", help);
-            let _ = writeln!(o, "{name} {n}");
-        }
-        o
-    }
-}
-
-fn errors(o: &mut String, name: &str, by_errno: &[u64]) {
-    for (e, &n) in by_errno.iter().enumerate() {
-        if n > 0 {
-            let _ = writeln!(o, "{name}{{errno=\"{}\"}} {n}", errno_name(e as i32));
-        }
     }
 }
 
@@ -612,135 +563,4 @@ pub fn errno_name(e: i32) -> String {
         _ => return format!("E{e}"),
     };
     name.to_owned()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn sample() -> Metrics {
-        let mut m = Metrics::default();
-        m.request(Kind::KeyGet);
-        m.request(Kind::KeyGet);
-        m.request(Kind::Connect);
-        m.request_error(libc::ENOENT);
-        m.request_error(100_000);
-        m.call(Call::MsgSnd, None, 1);
-        m.call(Call::MsgSnd, None, 3);
-        m.call(Call::SemOp, Some(libc::EAGAIN), 1000);
-        m.call(Call::KillD, None, u64::MAX / 2);
-        m.sessions_opened = 4;
-        m.bytes_in = 10;
-        m.shm_faults = 7;
-        m.uptime_s = 12;
-        m
-    }
-
-    #[test]
-    fn buckets_are_log2_microseconds() {
-        assert_eq!(Histogram::slot(0), 0);
-        assert_eq!(Histogram::slot(1), 0);
-        assert_eq!(Histogram::slot(2), 1);
-        assert_eq!(Histogram::slot(3), 2);
-        assert_eq!(Histogram::slot(4), 2);
-        assert_eq!(Histogram::slot(5), 3);
-        assert_eq!(Histogram::slot(1 << 23), 23);
-        assert_eq!(Histogram::slot((1 << 23) + 1), BUCKETS);
-        assert_eq!(Histogram::slot(u64::MAX), BUCKETS);
-    }
-
-    #[test]
-    fn pairs_round_trip_and_unknown_names_are_skipped() {
-        let m = sample();
-        let mut pairs = m.to_pairs();
-        assert_eq!(Metrics::from_pairs(&pairs), m);
-        pairs.push(("a_future_counter".into(), 5));
-        pairs.push(("request.99999".into(), 5));
-        pairs.push(("call.nonsense".into(), 5));
-        assert_eq!(Metrics::from_pairs(&pairs), m);
-    }
-
-    #[test]
-    fn a_worker_report_adds_only_what_a_worker_counts() {
-        let mut d = Metrics::default();
-        let w = sample();
-        d.add_worker(&w);
-        assert_eq!(d.calls, w.calls);
-        assert_eq!(d.latency, w.latency);
-        assert_eq!(d.requests, [0; KINDS]);
-        assert_eq!(d.sessions_opened, 0);
-        assert_eq!(d.shm_faults, 0);
-        d.add_manager(&w);
-        assert_eq!(d.shm_faults, 7);
-    }
-
-    /// The checks a scraper makes: every sample belongs to a family with
-    /// HELP and TYPE given before it, every line is `name{labels} value`,
-    /// and the histogram is cumulative up to `+Inf` = `_count`.
-    #[test]
-    fn the_exposition_is_well_formed() {
-        let text = sample().prometheus();
-        let mut typed = std::collections::HashMap::new();
-        let mut buckets = Vec::new();
-        let mut count = None;
-        for line in text.lines() {
-            if let Some(rest) = line.strip_prefix("# TYPE ") {
-                let (name, kind) = rest.split_once(' ').unwrap();
-                assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
-                assert!(typed.insert(name.to_owned(), kind.to_owned()).is_none());
-                continue;
-            }
-            if line.starts_with("# HELP ") {
-                continue;
-            }
-            let (series, value) = line.rsplit_once(' ').unwrap();
-            let value: f64 = value.parse().unwrap_or_else(|_| panic!("{line}"));
-            let name = series.split('{').next().unwrap();
-            assert!(
-                name.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
-                "{line}"
-            );
-            if let Some(labels) = series.strip_prefix(name) {
-                if !labels.is_empty() {
-                    assert!(labels.starts_with('{') && labels.ends_with('}'), "{line}");
-                    for l in labels[1..labels.len() - 1].split(',') {
-                        let (k, v) = l.split_once('=').unwrap();
-                        assert!(!k.is_empty() && v.starts_with('"') && v.ends_with('"'));
-                    }
-                }
-            }
-            let family = ["_bucket", "_sum", "_count"]
-                .iter()
-                .find_map(|s| name.strip_suffix(s).filter(|f| typed.contains_key(*f)))
-                .unwrap_or(name);
-            let kind = typed
-                .get(family)
-                .unwrap_or_else(|| panic!("no TYPE before {line}"));
-            if kind == "counter" {
-                assert!(name.ends_with("_total"), "{line}");
-            }
-            if name == "dipc_call_latency_seconds_bucket" {
-                buckets.push((series.to_owned(), value));
-            }
-            if name == "dipc_call_latency_seconds_count" {
-                count = Some(value);
-            }
-        }
-        assert_eq!(buckets.len(), BUCKETS + 1);
-        assert!(buckets.windows(2).all(|w| w[0].1 <= w[1].1), "{buckets:?}");
-        let last = buckets.last().unwrap();
-        assert!(last.0.contains("le=\"+Inf\""));
-        assert_eq!(Some(last.1), count);
-        assert_eq!(count, Some(4.0));
-        // The 1 µs and 3 µs sends are in the 4 µs bucket; the semop of
-        // 1000 µs in 1024 µs; the slow kill_d only in +Inf.
-        assert!(text.contains("dipc_call_latency_seconds_bucket{le=\"0.000004\"} 2\n"));
-        assert!(text.contains("dipc_call_latency_seconds_bucket{le=\"0.001024\"} 3\n"));
-        assert!(text.contains("dipc_call_latency_seconds_bucket{le=\"8.388608\"} 3\n"));
-        assert!(text.contains("dipc_requests_total{kind=\"KeyGet\"} 2\n"));
-        assert!(text.contains("dipc_call_errors_total{errno=\"EAGAIN\"} 1\n"));
-        assert!(text.contains("dipc_request_errors_total{errno=\"other\"} 1\n"));
-        assert!(text.contains("dipc_shm_faults_total 7\n"));
-    }
 }

@@ -1,0 +1,174 @@
+//! The Prometheus text exposition format
+//! (<https://prometheus.io/docs/instrumenting/exposition_formats/>) of a
+//! host's [`Metrics`], which `[metrics] listen` serves.
+
+use super::{errno_name, Calls, Metrics, BUCKETS, CALLS};
+use std::fmt::Write as _;
+
+fn family(o: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(o, "# HELP {name} {help}");
+    let _ = writeln!(o, "# TYPE {name} {kind}");
+}
+
+fn errors(o: &mut String, name: &str, by_errno: &[u64]) {
+    for (e, &n) in by_errno.iter().enumerate() {
+        if n > 0 {
+            let _ = writeln!(o, "{name}{{errno=\"{}\"}} {n}", errno_name(e as i32));
+        }
+    }
+}
+
+/// One direction of remote calls: a counter by call, one by errno and a
+/// latency histogram, named `{calls}_total`, `{errors}_total`, `{latency}`.
+struct CallFamilies {
+    calls: &'static str,
+    calls_help: &'static str,
+    errors: &'static str,
+    errors_help: &'static str,
+    latency: &'static str,
+    latency_help: &'static str,
+}
+
+fn calls(o: &mut String, c: &Calls, f: &CallFamilies) {
+    let name = format!("{}_total", f.calls);
+    family(o, &name, "counter", f.calls_help);
+    for (call, &n) in CALLS.iter().zip(c.by_call.iter()) {
+        let _ = writeln!(o, "{name}{{call=\"{}\"}} {n}", call.name());
+    }
+    let name = format!("{}_total", f.errors);
+    family(o, &name, "counter", f.errors_help);
+    errors(o, &name, &c.errors);
+    let name = f.latency;
+    family(o, name, "histogram", f.latency_help);
+    let mut cumulative = 0u64;
+    for (i, &n) in c.latency.counts[..BUCKETS].iter().enumerate() {
+        cumulative += n;
+        let le = (1u64 << i) as f64 / 1e6;
+        let _ = writeln!(o, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+    }
+    let count = c.latency.count();
+    let _ = writeln!(o, "{name}_bucket{{le=\"+Inf\"}} {count}");
+    let _ = writeln!(o, "{name}_sum {}", c.latency.sum_us as f64 / 1e6);
+    let _ = writeln!(o, "{name}_count {count}");
+}
+
+impl Metrics {
+    /// The text exposition format Prometheus scrapes.
+    pub fn prometheus(&self) -> String {
+        let mut o = String::new();
+        family(
+            &mut o,
+            "dipc_requests_total",
+            "counter",
+            "Requests dipcd took from local processes, by message kind.",
+        );
+        for (name, n) in self.requests_by_name() {
+            let _ = writeln!(o, "dipc_requests_total{{kind=\"{name}\"}} {n}");
+        }
+        family(
+            &mut o,
+            "dipc_request_errors_total",
+            "counter",
+            "Errors dipcd answered local requests with, by errno.",
+        );
+        errors(&mut o, "dipc_request_errors_total", &self.request_errors);
+        calls(
+            &mut o,
+            &self.served,
+            &CallFamilies {
+                calls: "dipc_calls_served",
+                calls_help: "Remote calls this host's workers served, by call.",
+                errors: "dipc_call_errors",
+                errors_help: "Errors the remote calls served here answered with, by errno.",
+                latency: "dipc_call_latency_seconds",
+                latency_help: "Time from a remote call's arrival at a worker to its reply.",
+            },
+        );
+        calls(
+            &mut o,
+            &self.made,
+            &CallFamilies {
+                calls: "dipc_calls_made",
+                calls_help: "Remote calls this host's processes made to other hosts, by call.",
+                errors: "dipc_calls_made_errors",
+                errors_help: "Errors the remote calls made from here were answered with, by errno.",
+                latency: "dipc_calls_made_latency_seconds",
+                latency_help:
+                    "Time from a remote call's start in the calling process to its answer.",
+            },
+        );
+        let counters: [(&str, &str, u64); 8] = [
+            (
+                "dipc_sessions_opened_total",
+                "Sessions this host's processes opened to other hosts.",
+                self.sessions_opened,
+            ),
+            (
+                "dipc_workers_total",
+                "Worker processes that served sessions from other hosts.",
+                self.workers,
+            ),
+            (
+                "dipc_worker_sessions_total",
+                "Sessions from other hosts that this host's workers served.",
+                self.worker_sessions,
+            ),
+            (
+                "dipc_shm_managers_started_total",
+                "Shared memory managers started.",
+                self.managers_started,
+            ),
+            (
+                "dipc_bytes_in_total",
+                "Data bytes remote calls brought to this host.",
+                self.bytes_in,
+            ),
+            (
+                "dipc_bytes_out_total",
+                "Data bytes remote calls took from this host.",
+                self.bytes_out,
+            ),
+            (
+                "dipc_shm_faults_total",
+                "Shared memory faults this host's managers served.",
+                self.shm_faults,
+            ),
+            (
+                "dipc_shm_invalidations_total",
+                "Copies and write grants this host's managers took back.",
+                self.shm_invalidations,
+            ),
+        ];
+        for (name, help, n) in counters {
+            family(&mut o, name, "counter", help);
+            let _ = writeln!(o, "{name} {n}");
+        }
+        let gauges: [(&str, &str, u64); 4] = [
+            (
+                "dipc_clients",
+                "Local processes connected to dipcd.",
+                self.clients,
+            ),
+            (
+                "dipc_shm_managers",
+                "Shared memory managers running.",
+                self.managers_running,
+            ),
+            (
+                "dipc_registered_processes",
+                "Processes of this host registered in the cluster.",
+                self.registered,
+            ),
+            (
+                "dipc_uptime_seconds",
+                "Seconds since dipcd started.",
+                self.uptime_s,
+            ),
+        ];
+        for (name, help, n) in gauges {
+            family(&mut o, name, "gauge", help);
+            let _ = writeln!(o, "{name} {n}");
+        }
+        o
+    }
+}
