@@ -1,0 +1,127 @@
+//! Simulations of the referee's tables, in the spirit of TigerBeetle's
+//! VOPR: a seeded generator drives hosts' requests and failures (links
+//! closing, the referee restarting, the clock jumping past time-outs)
+//! against [`crate::keys`] and [`crate::pids`], and invariants are checked
+//! after every step. A failure names its seed and step and prints the last
+//! events; `DIPC_SIM_SEED=N` replays one seed, `DIPC_SIM_SEEDS=N` runs
+//! seeds `0..N` instead of the default count.
+
+mod keys;
+mod pids;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// splitmix64: small, fast, and the same on every machine.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
+    }
+}
+
+/// The fake clock: a base `Instant` plus what the simulation let pass.
+pub struct Clock {
+    base: Instant,
+    offset: Duration,
+}
+
+impl Clock {
+    pub fn new() -> Clock {
+        Clock {
+            base: Instant::now(),
+            offset: Duration::ZERO,
+        }
+    }
+
+    pub fn now(&self) -> Instant {
+        self.base + self.offset
+    }
+
+    pub fn advance(&mut self, by: Duration) {
+        self.offset += by;
+    }
+
+    pub fn ms(&self) -> u128 {
+        self.offset.as_millis()
+    }
+}
+
+/// The last events of a run, printed when it fails.
+#[derive(Default)]
+pub struct Trace(VecDeque<String>);
+
+impl Trace {
+    pub fn note(&mut self, clock: &Clock, s: String) {
+        if self.0.len() == 60 {
+            self.0.pop_front();
+        }
+        self.0.push_back(format!("t+{}ms {s}", clock.ms()));
+    }
+
+    fn dump(&self) -> String {
+        self.0
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+pub fn host(i: usize) -> SocketAddr {
+    SocketAddr::from(([10, 0, 0, i as u8 + 1], 7100))
+}
+
+/// The seeds to run: `DIPC_SIM_SEED` alone, else `0..DIPC_SIM_SEEDS`, else
+/// `0..default`.
+pub fn seeds(default: u64) -> Vec<u64> {
+    let var = |name| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
+    match (var("DIPC_SIM_SEED"), var("DIPC_SIM_SEEDS")) {
+        (Some(s), _) => vec![s],
+        (None, n) => (0..n.unwrap_or(default)).collect(),
+    }
+}
+
+/// Runs `steps` steps of a world, then lets it settle; on failure, the
+/// message names the simulation, the seed, the step and the last events.
+pub fn run<W>(
+    name: &str,
+    seed: u64,
+    steps: usize,
+    mut w: W,
+    step: impl Fn(&mut W) -> Result<(), String>,
+    settle: impl Fn(&mut W) -> Result<(), String>,
+    trace: impl Fn(&W) -> &Trace,
+) -> Result<W, String> {
+    let mut result = Ok(());
+    for i in 0..steps {
+        if let Err(e) = step(&mut w) {
+            result = Err(format!("step {i}: {e}"));
+            break;
+        }
+    }
+    if result.is_ok() {
+        result = settle(&mut w).map_err(|e| format!("settling: {e}"));
+    }
+    match result {
+        Ok(()) => Ok(w),
+        Err(e) => Err(format!(
+            "{name} simulation, seed {seed}: {e}\nlast events:\n{}\nreplay: DIPC_SIM_SEED={seed}",
+            trace(&w).dump()
+        )),
+    }
+}
