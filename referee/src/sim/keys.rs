@@ -1,4 +1,5 @@
-//! The key table ([`crate::keys::KeyTable`]) under hosts that get, create,
+//! The key table ([`crate::keys::KeyTable`]), with the host table
+//! deciding which claims it may adopt, under hosts that get, create,
 //! commit, abort and remove keys, lose their links, and a referee that
 //! restarts (hosts claim their keys back) or expires late creations.
 //! Checked after every step:
@@ -16,6 +17,7 @@
 //! - the table lists exactly the recorded structures.
 
 use super::{host, run, seeds, Clock, Rng, Trace};
+use crate::hosts::HostTable;
 use crate::keys::{ClaimRefused, KeyTable, Removal, Reply};
 use dipc_common::wire::{IpcKind, Message};
 use std::collections::{BTreeMap, BTreeSet};
@@ -47,6 +49,8 @@ struct Host {
     creating: BTreeSet<Key>,
     /// Structures this host made and has not removed.
     owned: BTreeMap<Key, (i32, u64)>,
+    /// It heartbeated after its claims on a connection to this referee.
+    claimed_here: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -66,6 +70,7 @@ struct World {
     clock: Clock,
     trace: Trace,
     table: KeyTable,
+    host_table: HostTable,
     hosts: Vec<Host>,
     next_conn: usize,
     next_req: u64,
@@ -89,6 +94,7 @@ struct Stats {
     handed_over: u64,
     claims_ok: u64,
     claims_refused: u64,
+    claims_freed: u64,
 }
 
 impl Stats {
@@ -101,6 +107,7 @@ impl Stats {
         self.handed_over += o.handed_over;
         self.claims_ok += o.claims_ok;
         self.claims_refused += o.claims_refused;
+        self.claims_freed += o.claims_freed;
     }
 
     fn all_seen(&self) -> bool {
@@ -113,6 +120,7 @@ impl Stats {
             self.handed_over,
             self.claims_ok,
             self.claims_refused,
+            self.claims_freed,
         ]
         .iter()
         .all(|&n| n > 0)
@@ -139,6 +147,7 @@ impl World {
             clock: Clock::new(),
             trace: Trace::default(),
             table: KeyTable::default(),
+            host_table: HostTable::default(),
             hosts: (0..HOSTS)
                 .map(|i| Host {
                     addr: host(i),
@@ -147,6 +156,7 @@ impl World {
                     next_id: 1,
                     creating: BTreeSet::new(),
                     owned: BTreeMap::new(),
+                    claimed_here: false,
                 })
                 .collect(),
             next_conn: 1,
@@ -158,7 +168,9 @@ impl World {
             stats: Stats::default(),
         };
         for h in 0..HOSTS {
-            w.hosts[h].conn = Some(w.new_conn());
+            if let Err(e) = w.join(h) {
+                panic!("seed {seed}: a first join failed: {e}");
+            }
         }
         w
     }
@@ -429,6 +441,9 @@ impl World {
         };
         self.note(format!("host {h}: conn {conn} closes"));
         self.closed.insert(conn);
+        if !self.host_table.disconnected(&self.hosts[h].addr, conn) {
+            return Err(format!("host {h} was not up on conn {conn}"));
+        }
         self.outstanding.retain(|&(c, _), _| c != conn);
         self.hosts[h].creating.clear();
         let mine: Vec<Key> = self
@@ -445,15 +460,28 @@ impl World {
         self.replies(r)
     }
 
-    /// A host joins again (a new connection) and claims its keys; `adopt`
-    /// when the referee never had its word (it restarted).
-    fn join(&mut self, h: usize, adopt: bool) -> Check {
+    /// A host joins (a new connection) and claims its keys, then, unless
+    /// its link breaks first, heartbeats. The host table decides whether
+    /// the referee takes its word for keys it lacks: only until the host
+    /// finished claiming on some connection to this referee.
+    fn join(&mut self, h: usize) -> Check {
         if self.hosts[h].conn.is_some() {
             return Ok(());
         }
         let conn = self.new_conn();
         self.hosts[h].conn = Some(conn);
         let addr = self.hosts[h].addr;
+        let old = self.host_table.join(addr, 1, conn, self.clock.now());
+        if old.is_some() {
+            return Err(format!("host {h} had a connection open: {old:?}"));
+        }
+        let adopt = self.host_table.may_adopt(&addr);
+        if adopt == self.hosts[h].claimed_here {
+            return Err(format!(
+                "host {h}: may adopt {adopt}, though claimed here before {}",
+                self.hosts[h].claimed_here
+            ));
+        }
         self.note(format!("host {h} joins on conn {conn} (adopt {adopt})"));
         let owned: Vec<(Key, (i32, u64))> =
             self.hosts[h].owned.iter().map(|(k, v)| (*k, *v)).collect();
@@ -483,12 +511,17 @@ impl World {
             }
             match got {
                 Ok(()) => self.stats.claims_ok += 1,
-                Err(_) => {
+                Err(e) => {
+                    self.stats.claims_freed += u64::from(e == ClaimRefused::Freed);
                     // The host hears its structure is not the key's.
                     self.hosts[h].owned.remove(&key);
                     self.stats.claims_refused += 1;
                 }
             }
+        }
+        if self.rng.chance(80) {
+            self.host_table.heartbeat(&addr, conn);
+            self.hosts[h].claimed_here = true;
         }
         Ok(())
     }
@@ -498,6 +531,7 @@ impl World {
     fn restart(&mut self) -> Check {
         self.note("referee restarts".into());
         self.table = KeyTable::default();
+        self.host_table = HostTable::default();
         self.made.clear();
         self.grants.clear();
         self.outstanding.clear();
@@ -506,9 +540,10 @@ impl World {
                 self.closed.insert(c);
             }
             self.hosts[h].creating.clear();
+            self.hosts[h].claimed_here = false;
         }
         for h in 0..HOSTS {
-            self.join(h, true)?;
+            self.join(h)?;
         }
         Ok(())
     }
@@ -566,7 +601,7 @@ impl World {
             50..=56 => self.abort(h),
             57..=64 => self.remove(h, key),
             65..=69 => self.close(h),
-            70..=79 => self.join(h, false),
+            70..=79 => self.join(h),
             80 => self.restart(),
             81..=82 => self.drop_key(key),
             83..=87 => self.expire(TIMEOUT + Duration::from_millis(1)),
@@ -610,7 +645,7 @@ impl World {
     /// answered.
     fn settle(&mut self) -> Check {
         for h in 0..HOSTS {
-            self.join(h, false)?;
+            self.join(h)?;
         }
         for _ in 0..100 {
             let busy: Vec<usize> = (0..HOSTS)
