@@ -8,6 +8,7 @@
 
 mod keys;
 mod pids;
+mod scripted;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
