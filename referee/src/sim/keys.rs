@@ -16,7 +16,7 @@
 //!   only to `IPC_EXCL` for a key made;
 //! - the table lists exactly the recorded structures.
 
-use super::{host, run, seeds, Clock, Rng, Trace};
+use super::{host, simulate, Clock, Counts, Rng, Trace};
 use crate::hosts::HostTable;
 use crate::keys::{ClaimRefused, KeyTable, Removal, Reply};
 use dipc_common::wire::{IpcKind, Message};
@@ -81,50 +81,7 @@ struct World {
     made: BTreeMap<Key, Structure>,
     /// Creation grants given and not yet finished.
     grants: BTreeMap<Key, Grant>,
-    stats: Stats,
-}
-
-#[derive(Debug, Default, Clone, Copy)]
-struct Stats {
-    grants: u64,
-    parked_then_served: u64,
-    commits: u64,
-    eexist: u64,
-    expired: u64,
-    handed_over: u64,
-    claims_ok: u64,
-    claims_refused: u64,
-    claims_freed: u64,
-}
-
-impl Stats {
-    fn add(&mut self, o: &Stats) {
-        self.grants += o.grants;
-        self.parked_then_served += o.parked_then_served;
-        self.commits += o.commits;
-        self.eexist += o.eexist;
-        self.expired += o.expired;
-        self.handed_over += o.handed_over;
-        self.claims_ok += o.claims_ok;
-        self.claims_refused += o.claims_refused;
-        self.claims_freed += o.claims_freed;
-    }
-
-    fn all_seen(&self) -> bool {
-        [
-            self.grants,
-            self.parked_then_served,
-            self.commits,
-            self.eexist,
-            self.expired,
-            self.handed_over,
-            self.claims_ok,
-            self.claims_refused,
-            self.claims_freed,
-        ]
-        .iter()
-        .all(|&n| n > 0)
-    }
+    counts: Counts,
 }
 
 type Check = Result<(), String>;
@@ -165,7 +122,7 @@ impl World {
             outstanding: BTreeMap::new(),
             made: BTreeMap::new(),
             grants: BTreeMap::new(),
-            stats: Stats::default(),
+            counts: Counts::default(),
         };
         for h in 0..HOSTS {
             if let Err(e) = w.join(h) {
@@ -233,7 +190,7 @@ impl World {
                         },
                     );
                     self.hosts[h].creating.insert(key);
-                    self.stats.grants += 1;
+                    self.counts.bump("grants");
                 }
                 (
                     Req::Get { key, .. },
@@ -264,7 +221,7 @@ impl World {
                     if flags != EXCL || !self.made.contains_key(&key) {
                         return Err(format!("{key:?}: EEXIST to flags {flags:#o}"));
                     }
-                    self.stats.eexist += 1;
+                    self.counts.bump("eexist");
                 }
                 (Req::Get { .. }, Message::Error { errno, .. }) if *errno == libc::EIDRM => {}
                 // Checked against the grant by `commit`, which records it.
@@ -318,15 +275,20 @@ impl World {
         Ok(())
     }
 
-    fn commit(&mut self, h: usize) -> Check {
-        let Some(conn) = self.hosts[h].conn else {
-            return Ok(());
-        };
+    /// One of the creations joined host `h` is busy with, which it now
+    /// finishes: its connection and the key.
+    fn finish_one(&mut self, h: usize) -> Option<(usize, Key)> {
+        let conn = self.hosts[h].conn?;
         let creating: Vec<Key> = self.hosts[h].creating.iter().copied().collect();
-        let Some(&key) = creating.get(self.rng.below(creating.len())) else {
+        let key = *creating.get(self.rng.below(creating.len()))?;
+        self.hosts[h].creating.remove(&key);
+        Some((conn, key))
+    }
+
+    fn commit(&mut self, h: usize) -> Check {
+        let Some((conn, key)) = self.finish_one(h) else {
             return Ok(());
         };
-        self.hosts[h].creating.remove(&key);
         let id = self.hosts[h].next_id;
         self.hosts[h].next_id += 1;
         let inc = self.hosts[h].incarnation;
@@ -356,14 +318,14 @@ impl World {
             };
             self.made.insert(key, s);
             self.hosts[h].owned.insert(key, (id, inc));
-            self.stats.commits += 1;
+            self.counts.bump("commits");
         }
         self.replies(r)?;
         if self.outstanding.contains_key(&(conn, req)) {
             return Err(format!("{key:?}: the commit was not answered"));
         }
         if self.parked() + 1 < waiting {
-            self.stats.parked_then_served += 1;
+            self.counts.bump("parked_then_served");
         }
         // Nobody waits on a key that is made.
         self.check_no_waiter_on(key)
@@ -392,18 +354,13 @@ impl World {
     }
 
     fn abort(&mut self, h: usize) -> Check {
-        let Some(conn) = self.hosts[h].conn else {
+        let Some((conn, key)) = self.finish_one(h) else {
             return Ok(());
         };
-        let creating: Vec<Key> = self.hosts[h].creating.iter().copied().collect();
-        let Some(&key) = creating.get(self.rng.below(creating.len())) else {
-            return Ok(());
-        };
-        self.hosts[h].creating.remove(&key);
         self.note(format!("host {h} conn {conn}: abort {key:?}"));
         if self.grants.get(&key).is_some_and(|g| g.conn == conn) {
             self.ended(key, "aborted");
-            self.stats.handed_over += 1;
+            self.counts.bump("handed_over");
         }
         let r = self.table.abort(key.0, key.1, conn, self.clock.now());
         self.replies(r)?;
@@ -454,7 +411,7 @@ impl World {
             .collect();
         for k in mine {
             self.ended(k, "its connection closed");
-            self.stats.handed_over += 1;
+            self.counts.bump("handed_over");
         }
         let r = self.table.conn_closed(conn, self.clock.now());
         self.replies(r)
@@ -510,12 +467,13 @@ impl World {
                 }
             }
             match got {
-                Ok(()) => self.stats.claims_ok += 1,
+                Ok(()) => self.counts.bump("claims_ok"),
                 Err(e) => {
-                    self.stats.claims_freed += u64::from(e == ClaimRefused::Freed);
+                    self.counts
+                        .add("claims_freed", u64::from(e == ClaimRefused::Freed));
                     // The host hears its structure is not the key's.
                     self.hosts[h].owned.remove(&key);
-                    self.stats.claims_refused += 1;
+                    self.counts.bump("claims_refused");
                 }
             }
         }
@@ -560,7 +518,7 @@ impl World {
             .collect();
         for k in late {
             self.ended(k, "expired");
-            self.stats.expired += 1;
+            self.counts.bump("expired");
         }
         let r = self.table.expire(now, TIMEOUT);
         self.replies(r)?;
@@ -591,28 +549,6 @@ impl World {
         }
     }
 
-    fn step(&mut self) -> Check {
-        let h = self.rng.below(HOSTS);
-        let kind = [IpcKind::Msg, IpcKind::Sem][self.rng.below(2)];
-        let key = (kind, 1 + self.rng.below(3) as i32);
-        match self.rng.below(100) {
-            0..=34 => self.get(h, key),
-            35..=49 => self.commit(h),
-            50..=56 => self.abort(h),
-            57..=64 => self.remove(h, key),
-            65..=69 => self.close(h),
-            70..=79 => self.join(h),
-            80 => self.restart(),
-            81..=82 => self.drop_key(key),
-            83..=87 => self.expire(TIMEOUT + Duration::from_millis(1)),
-            _ => {
-                let ms = self.rng.below(500) as u64;
-                self.expire(Duration::from_millis(ms))
-            }
-        }?;
-        self.check()
-    }
-
     fn check(&self) -> Check {
         let listed: BTreeMap<Key, Structure> = self
             .table
@@ -638,6 +574,30 @@ impl World {
             }
         }
         Ok(())
+    }
+}
+
+impl super::World for World {
+    fn step(&mut self) -> Check {
+        let h = self.rng.below(HOSTS);
+        let kind = [IpcKind::Msg, IpcKind::Sem][self.rng.below(2)];
+        let key = (kind, 1 + self.rng.below(3) as i32);
+        match self.rng.below(100) {
+            0..=34 => self.get(h, key),
+            35..=49 => self.commit(h),
+            50..=56 => self.abort(h),
+            57..=64 => self.remove(h, key),
+            65..=69 => self.close(h),
+            70..=79 => self.join(h),
+            80 => self.restart(),
+            81..=82 => self.drop_key(key),
+            83..=87 => self.expire(TIMEOUT + Duration::from_millis(1)),
+            _ => {
+                let ms = self.rng.below(500) as u64;
+                self.expire(Duration::from_millis(ms))
+            }
+        }?;
+        self.check()
     }
 
     /// Creators finish (commit or abort), links come back, the clock
@@ -667,29 +627,33 @@ impl World {
         }
         Ok(())
     }
+
+    fn trace(&self) -> &Trace {
+        &self.trace
+    }
+
+    fn counts(&self) -> &Counts {
+        &self.counts
+    }
 }
 
 #[test]
 fn keys_simulation() {
-    let seeds = seeds(DEFAULT_SEEDS);
-    let mut total = Stats::default();
-    for &seed in &seeds {
-        match run(
-            "keys",
-            seed,
-            STEPS,
-            World::new(seed),
-            World::step,
-            World::settle,
-            |w| &w.trace,
-        ) {
-            Ok(w) => total.add(&w.stats),
-            Err(e) => panic!("{e}"),
-        }
-    }
-    eprintln!("keys simulation: {} seeds, {total:?}", seeds.len());
-    assert!(
-        seeds.len() < 50 || total.all_seen(),
-        "the runs missed a case: {total:?}"
+    simulate(
+        "keys",
+        DEFAULT_SEEDS,
+        STEPS,
+        &[
+            "grants",
+            "parked_then_served",
+            "commits",
+            "eexist",
+            "expired",
+            "handed_over",
+            "claims_ok",
+            "claims_refused",
+            "claims_freed",
+        ],
+        World::new,
     );
 }

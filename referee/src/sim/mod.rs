@@ -10,7 +10,7 @@ mod keys;
 mod pids;
 mod scripted;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -97,32 +97,72 @@ pub fn seeds(default: u64) -> Vec<u64> {
     }
 }
 
-/// Runs `steps` steps of a world, then lets it settle; on failure, the
-/// message names the simulation, the seed, the step and the last events.
-pub fn run<W>(
+/// What the runs exercised, by name: a change that makes a simulation
+/// miss a case fails instead of passing vacuously.
+#[derive(Debug, Default)]
+pub struct Counts(BTreeMap<&'static str, u64>);
+
+impl Counts {
+    pub fn add(&mut self, what: &'static str, n: u64) {
+        *self.0.entry(what).or_default() += n;
+    }
+
+    pub fn bump(&mut self, what: &'static str) {
+        self.add(what, 1);
+    }
+}
+
+/// A simulated world: one random step at a time, then a settling that
+/// lets every pending thing finish.
+pub trait World {
+    fn step(&mut self) -> Result<(), String>;
+    fn settle(&mut self) -> Result<(), String>;
+    fn trace(&self) -> &Trace;
+    fn counts(&self) -> &Counts;
+}
+
+/// Runs the seeds (see [`seeds`]), `steps` steps each then settling, and
+/// fails naming the simulation, the seed, the step and the last events.
+/// A run of 50 seeds or more must have seen each of `expected`.
+pub fn simulate<W: World>(
     name: &str,
-    seed: u64,
+    default_seeds: u64,
     steps: usize,
-    mut w: W,
-    step: impl Fn(&mut W) -> Result<(), String>,
-    settle: impl Fn(&mut W) -> Result<(), String>,
-    trace: impl Fn(&W) -> &Trace,
-) -> Result<W, String> {
-    let mut result = Ok(());
-    for i in 0..steps {
-        if let Err(e) = step(&mut w) {
-            result = Err(format!("step {i}: {e}"));
-            break;
+    expected: &[&'static str],
+    new: impl Fn(u64) -> W,
+) {
+    let seeds = seeds(default_seeds);
+    let mut total = Counts::default();
+    for &seed in &seeds {
+        let mut w = new(seed);
+        let mut result = Ok(());
+        for i in 0..steps {
+            if let Err(e) = w.step() {
+                result = Err(format!("step {i}: {e}"));
+                break;
+            }
+        }
+        if result.is_ok() {
+            result = w.settle().map_err(|e| format!("settling: {e}"));
+        }
+        if let Err(e) = result {
+            panic!(
+                "{name} simulation, seed {seed}: {e}\nlast events:\n{}\nreplay: DIPC_SIM_SEED={seed}",
+                w.trace().dump()
+            );
+        }
+        for (what, n) in &w.counts().0 {
+            total.add(what, *n);
         }
     }
-    if result.is_ok() {
-        result = settle(&mut w).map_err(|e| format!("settling: {e}"));
-    }
-    match result {
-        Ok(()) => Ok(w),
-        Err(e) => Err(format!(
-            "{name} simulation, seed {seed}: {e}\nlast events:\n{}\nreplay: DIPC_SIM_SEED={seed}",
-            trace(&w).dump()
-        )),
-    }
+    eprintln!("{name} simulation: {} seeds, {:?}", seeds.len(), total.0);
+    let missed: Vec<&str> = expected
+        .iter()
+        .copied()
+        .filter(|w| !total.0.contains_key(w))
+        .collect();
+    assert!(
+        seeds.len() < 50 || missed.is_empty(),
+        "{name} simulation: the runs never saw {missed:?}"
+    );
 }

@@ -13,7 +13,7 @@
 //!   and goes with it;
 //! - a move token is good for one move, and only the latest one given.
 
-use super::{host, run, seeds, Clock, Rng, Trace};
+use super::{host, simulate, Clock, Counts, Rng, Trace};
 use crate::pids::{PidTable, Registration, RESTORE_WINDOW};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -70,47 +70,7 @@ struct World {
     /// Moves started: pid_d -> token; and tokens used up or voided.
     tokens: BTreeMap<i64, u64>,
     spent: Vec<(i64, u64)>,
-    stats: Stats,
-}
-
-#[derive(Debug, Default, Clone, Copy)]
-struct Stats {
-    registered: u64,
-    recycled: u64,
-    restored: u64,
-    restore_refused: u64,
-    moved: u64,
-    replays_refused: u64,
-    names: u64,
-    restarts: u64,
-}
-
-impl Stats {
-    fn add(&mut self, o: &Stats) {
-        self.registered += o.registered;
-        self.recycled += o.recycled;
-        self.restored += o.restored;
-        self.restore_refused += o.restore_refused;
-        self.moved += o.moved;
-        self.replays_refused += o.replays_refused;
-        self.names += o.names;
-        self.restarts += o.restarts;
-    }
-
-    fn all_seen(&self) -> bool {
-        [
-            self.registered,
-            self.recycled,
-            self.restored,
-            self.restore_refused,
-            self.moved,
-            self.replays_refused,
-            self.names,
-            self.restarts,
-        ]
-        .iter()
-        .all(|&n| n > 0)
-    }
+    counts: Counts,
 }
 
 type Check = Result<(), String>;
@@ -149,7 +109,7 @@ impl World {
             given: BTreeSet::new(),
             tokens: BTreeMap::new(),
             spent: Vec::new(),
-            stats: Stats::default(),
+            counts: Counts::default(),
         };
         for h in 0..HOSTS {
             w.next_conn += 1;
@@ -160,6 +120,18 @@ impl World {
 
     fn note(&mut self, s: String) {
         self.trace.note(&self.clock, s);
+    }
+
+    /// Records `p` under `pid_d` in the model.
+    fn record(&mut self, pid_d: i64, host: SocketAddr, conn: usize, p: &Proc) {
+        let r = Rec {
+            host,
+            pid: p.pid,
+            starttime: p.starttime,
+            mailbox: p.mailbox,
+            conn,
+        };
+        self.records.insert(pid_d, r);
     }
 
     /// Ends a record in the model, with its names and any move.
@@ -221,23 +193,14 @@ impl World {
             .collect();
         for s in stale {
             self.end_record(s);
-            self.stats.recycled += 1;
+            self.counts.bump("recycled");
         }
-        self.records.insert(
-            pid_d,
-            Rec {
-                host: addr,
-                pid,
-                starttime: start,
-                mailbox: p.mailbox,
-                conn,
-            },
-        );
+        self.record(pid_d, addr, conn, &p);
         self.hosts[h].procs.push(Proc {
             pid_d: Some(pid_d),
             ..p
         });
-        self.stats.registered += 1;
+        self.counts.bump("registered");
         Ok(())
     }
 
@@ -251,12 +214,18 @@ impl World {
         Some((i, self.hosts[h].procs[i].clone()))
     }
 
+    /// A random process of joined host `h` that holds a pid_d: its
+    /// index, the host's connection, the process and its pid_d.
+    fn pick_registered(&mut self, h: usize) -> Option<(usize, usize, Proc, i64)> {
+        let conn = self.hosts[h].conn?;
+        let (i, p) = self.pick(h)?;
+        let pid_d = p.pid_d?;
+        Some((i, conn, p, pid_d))
+    }
+
     /// A process registers again (its dipcd re-sends): same pid_d.
     fn again(&mut self, h: usize) -> Check {
-        let (Some(conn), Some((_, p))) = (self.hosts[h].conn, self.pick(h)) else {
-            return Ok(());
-        };
-        let Some(pid_d) = p.pid_d else {
+        let Some((_, conn, p, pid_d)) = self.pick_registered(h) else {
             return Ok(());
         };
         let addr = self.hosts[h].addr;
@@ -314,10 +283,7 @@ impl World {
     }
 
     fn name(&mut self, h: usize) -> Check {
-        let (Some(_), Some((i, p))) = (self.hosts[h].conn, self.pick(h)) else {
-            return Ok(());
-        };
-        let Some(pid_d) = p.pid_d else {
+        let Some((i, _, p, pid_d)) = self.pick_registered(h) else {
             return Ok(());
         };
         let addr = self.hosts[h].addr;
@@ -329,7 +295,7 @@ impl World {
                 (Ok(()), None) => {
                     self.names.insert(name.to_owned(), pid_d);
                     self.hosts[h].procs[i].names.insert(name.to_owned());
-                    self.stats.names += 1;
+                    self.counts.bump("names");
                 }
                 (Ok(()), Some(&q)) if q == pid_d => {}
                 (Err((e, _)), Some(&q)) if e == libc::EEXIST && q != pid_d => {}
@@ -361,10 +327,7 @@ impl World {
 
     /// A process asks to move: it gets a token.
     fn move_start(&mut self, h: usize) -> Check {
-        let (Some(_), Some((_, p))) = (self.hosts[h].conn, self.pick(h)) else {
-            return Ok(());
-        };
-        let Some(pid_d) = p.pid_d else {
+        let Some((_, _, p, pid_d)) = self.pick_registered(h) else {
             return Ok(());
         };
         let token = self.rng.next();
@@ -466,24 +429,15 @@ impl World {
             .collect();
         for q in stale {
             self.end_record(q);
-            self.stats.recycled += 1;
+            self.counts.bump("recycled");
         }
         // `i` may have moved if the recycled process was on this host.
         if let Some(i) = self.hosts[from].procs.iter().position(|q| q.pid == rec.pid) {
             self.hosts[from].procs.swap_remove(i);
         }
-        self.records.insert(
-            pid_d,
-            Rec {
-                host: addr,
-                pid: p.pid,
-                starttime: p.starttime,
-                mailbox: p.mailbox,
-                conn,
-            },
-        );
+        self.record(pid_d, addr, conn, &p);
         self.hosts[to].procs.push(p);
-        self.stats.moved += 1;
+        self.counts.bump("moved");
         // The old process's host can no longer end it.
         if self.table.unregister(pid_d, rec.host, rec.pid).is_ok() {
             return Err(format!("the old process ended {pid_d} after its move"));
@@ -520,7 +474,7 @@ impl World {
         if got.is_ok() {
             return Err(format!("a spent token took {pid_d} over"));
         }
-        self.stats.replays_refused += 1;
+        self.counts.bump("replays_refused");
         Ok(())
     }
 
@@ -576,23 +530,14 @@ impl World {
             match got {
                 Ok(q) if q == pid_d && !taken && known => {
                     self.given.insert(pid_d);
-                    self.records.insert(
-                        pid_d,
-                        Rec {
-                            host: addr,
-                            pid: p.pid,
-                            starttime: p.starttime,
-                            mailbox: p.mailbox,
-                            conn,
-                        },
-                    );
-                    self.stats.restored += 1;
+                    self.record(pid_d, addr, conn, &p);
+                    self.counts.bump("restored");
                     self.take_names_again(h, i, pid_d)?;
                 }
                 Err((e, _)) if (e == libc::EEXIST && taken) || (e == libc::EINVAL && !known) => {
                     // Its registration ended; the process goes on without.
                     self.hosts[h].procs[i].pid_d = None;
-                    self.stats.restore_refused += 1;
+                    self.counts.bump("restore_refused");
                 }
                 got => {
                     return Err(format!(
@@ -641,7 +586,7 @@ impl World {
         self.given.clear();
         self.tokens.clear();
         self.spent.clear();
-        self.stats.restarts += 1;
+        self.counts.bump("restarts");
         let up: Vec<usize> = (0..HOSTS)
             .filter(|&h| self.hosts[h].conn.take().is_some())
             .collect();
@@ -649,33 +594,6 @@ impl World {
             self.join(h)?;
         }
         Ok(())
-    }
-
-    fn step(&mut self) -> Check {
-        let h = self.rng.below(HOSTS);
-        match self.rng.below(100) {
-            0..=19 => self.spawn(h),
-            20..=24 => self.again(h),
-            25..=36 => self.exit(h),
-            37..=40 => self.bad_unregister(h),
-            41..=55 => self.name(h),
-            56..=62 => self.move_start(h),
-            63..=69 => self.move_finish(h),
-            70..=72 => self.replay(h),
-            73..=77 => self.close(h),
-            78..=87 => self.join(h),
-            88 => self.restart(),
-            89..=90 => {
-                self.clock.advance(RESTORE_WINDOW);
-                Ok(())
-            }
-            _ => {
-                let ms = self.rng.below(2000) as u64;
-                self.clock.advance(Duration::from_millis(ms));
-                Ok(())
-            }
-        }?;
-        self.check()
     }
 
     fn check(&self) -> Check {
@@ -743,6 +661,35 @@ impl World {
         }
         Ok(())
     }
+}
+
+impl super::World for World {
+    fn step(&mut self) -> Check {
+        let h = self.rng.below(HOSTS);
+        match self.rng.below(100) {
+            0..=19 => self.spawn(h),
+            20..=24 => self.again(h),
+            25..=36 => self.exit(h),
+            37..=40 => self.bad_unregister(h),
+            41..=55 => self.name(h),
+            56..=62 => self.move_start(h),
+            63..=69 => self.move_finish(h),
+            70..=72 => self.replay(h),
+            73..=77 => self.close(h),
+            78..=87 => self.join(h),
+            88 => self.restart(),
+            89..=90 => {
+                self.clock.advance(RESTORE_WINDOW);
+                Ok(())
+            }
+            _ => {
+                let ms = self.rng.below(2000) as u64;
+                self.clock.advance(Duration::from_millis(ms));
+                Ok(())
+            }
+        }?;
+        self.check()
+    }
 
     /// Every host joins again: each process that still holds a pid_d is
     /// found under it.
@@ -752,29 +699,32 @@ impl World {
         }
         self.check()
     }
+
+    fn trace(&self) -> &Trace {
+        &self.trace
+    }
+
+    fn counts(&self) -> &Counts {
+        &self.counts
+    }
 }
 
 #[test]
 fn pids_simulation() {
-    let seeds = seeds(DEFAULT_SEEDS);
-    let mut total = Stats::default();
-    for &seed in &seeds {
-        match run(
-            "pids",
-            seed,
-            STEPS,
-            World::new(seed),
-            World::step,
-            World::settle,
-            |w| &w.trace,
-        ) {
-            Ok(w) => total.add(&w.stats),
-            Err(e) => panic!("{e}"),
-        }
-    }
-    eprintln!("pids simulation: {} seeds, {total:?}", seeds.len());
-    assert!(
-        seeds.len() < 50 || total.all_seen(),
-        "the runs missed a case: {total:?}"
+    simulate(
+        "pids",
+        DEFAULT_SEEDS,
+        STEPS,
+        &[
+            "registered",
+            "recycled",
+            "restored",
+            "restore_refused",
+            "moved",
+            "replays_refused",
+            "names",
+            "restarts",
+        ],
+        World::new,
     );
 }
