@@ -6,6 +6,7 @@
 //! events; `DIPC_SIM_SEED=N` replays one seed, `DIPC_SIM_SEEDS=N` runs
 //! seeds `0..N` instead of the default count.
 
+mod hosts;
 mod keys;
 mod pids;
 mod scripted;
