@@ -3,7 +3,8 @@
 //! each racer is answered, and when.
 
 use super::host;
-use crate::keys::KeyTable;
+use crate::hosts::HostTable;
+use crate::keys::{ClaimRefused, KeyTable};
 use crate::pids::{PidTable, Registration, RESTORE_WINDOW};
 use dipc_common::wire::{IpcKind, Message};
 use std::time::{Duration, Instant};
@@ -160,4 +161,66 @@ fn a_broken_link_drops_records_until_the_host_restores_them_and_their_names() {
     // The old connection closing late takes nothing.
     assert_eq!(t.conn_closed(1), 0);
     assert_eq!(t.lookup(a, t0).map(|r| r.pid), Some(100));
+}
+
+/// `rejoin.rs`: the administrator frees a key while its owner is cut off;
+/// the owner had claimed its keys on this referee before (a heartbeat
+/// followed its claims), so its claim on coming back is refused and the
+/// key stays free. A host that never finished claiming here is still
+/// taken at its word.
+#[test]
+fn a_key_dropped_while_its_owner_was_away_stays_free() {
+    let h2 = host(1);
+    let t0 = Instant::now();
+    let (mut hosts, mut keys) = (HostTable::default(), KeyTable::default());
+    let k = (IpcKind::Msg, 0x4242);
+    hosts.join(h2, 1, 2, t0);
+    keys.get(k.0, k.1, CREAT, h2, (2, 1), t0);
+    keys.commit(k.0, k.1, (3, 7), 1000, 2, 2);
+    hosts.heartbeat(&h2, 2);
+    // Cut off; its connection closes; the administrator frees the key.
+    assert!(hosts.disconnected(&h2, 2));
+    assert!(keys.conn_closed(2, t0).is_empty());
+    assert_eq!(keys.drop_key(k.0, k.1).map(|r| r.len()), Some(0));
+    // Back, on a new connection: it claims what it still has.
+    hosts.join(h2, 1, 5, t0);
+    let adopt = hosts.may_adopt(&h2);
+    assert!(!adopt);
+    assert_eq!(
+        keys.claim(k.0, k.1, (3, 7), 1000, (h2, adopt), t0),
+        Err(ClaimRefused::Freed)
+    );
+    assert!(!keys.knows(k.0, k.1));
+    // A restarted referee has no word of it yet: it adopts the claim.
+    let (mut hosts, mut keys) = (HostTable::default(), KeyTable::default());
+    hosts.join(h2, 1, 1, t0);
+    let adopt = hosts.may_adopt(&h2);
+    assert_eq!(keys.claim(k.0, k.1, (3, 7), 1000, (h2, adopt), t0), Ok(()));
+}
+
+/// `rejoin.rs`: the owner of a key is cut off through a referee restart
+/// and another host makes the key anew meanwhile; the owner's claim when
+/// it comes back is refused, and the key stays the new maker's.
+#[test]
+fn a_host_cut_off_through_a_referee_restart_loses_a_key_made_again() {
+    let (h2, h3) = (host(1), host(2));
+    let t0 = Instant::now();
+    // The restarted referee: only host 3 is back.
+    let (mut hosts, mut keys) = (HostTable::default(), KeyTable::default());
+    let k = (IpcKind::Shm, 0x5151);
+    hosts.join(h3, 1, 3, t0);
+    hosts.heartbeat(&h3, 3);
+    let r = keys.get(k.0, k.1, CREAT, h3, (3, 1), t0);
+    assert_eq!(replies(&r), [(3, 1, format!("owner {h3} id -1"))]);
+    keys.commit(k.0, k.1, (8, 9), 1000, 3, 2);
+    // Host 2 returns with the structure it made before the restart.
+    hosts.join(h2, 1, 2, t0);
+    let adopt = hosts.may_adopt(&h2);
+    assert!(adopt, "the restarted referee never had host 2's claims");
+    assert!(matches!(
+        keys.claim(k.0, k.1, (3, 7), 1000, (h2, adopt), t0),
+        Err(ClaimRefused::Taken(_))
+    ));
+    let r = keys.get(k.0, k.1, 0, h2, (2, 1), t0);
+    assert_eq!(replies(&r), [(2, 1, format!("owner {h3} id 8"))]);
 }
