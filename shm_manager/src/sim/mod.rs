@@ -422,98 +422,31 @@ impl World {
                 let p = senders[self.rng.below(senders.len())];
                 self.deliver_up(p)
             }
-            25..=49 => {
-                if self.parts[p].silent {
-                    Ok(())
-                } else {
-                    self.deliver_down(p)
-                }
-            }
+            25..=49 if !self.parts[p].silent => self.deliver_down(p),
             50..=64 => {
                 let write = self.rng.chance(50);
-                let part = &mut self.parts[p];
-                let have = part.right[unit];
-                if part.silent
-                    || part.pending[unit].is_some()
-                    || have == Right::Write
-                    || (have == Right::Read && !write)
-                {
-                    return Ok(());
-                }
-                part.pending[unit] = Some(write);
-                part.outbox.push_back(Up::Fault {
-                    unit: unit as u32,
-                    write,
-                });
-                self.note(format!("{p} faults on {unit} (write {write})"));
+                self.fault(p, unit, write);
                 Ok(())
             }
-            65..=74 => {
-                if self.parts[p].silent {
-                    return Ok(());
-                }
-                match self.parts[p].right[unit] {
-                    Right::Write => {
-                        let v = self.next_value;
-                        self.next_value += 1;
-                        self.parts[p].copy[unit] = v;
-                        self.latest[unit] = v;
-                        self.note(format!("{p} writes {v} to {unit}"));
-                    }
-                    Right::Read if self.parts[p].copy[unit] != self.latest[unit] => {
-                        return Err(format!(
-                            "{p} reads {} from unit {unit}; the latest is {}",
-                            self.parts[p].copy[unit], self.latest[unit]
-                        ));
-                    }
-                    _ => {}
-                }
-                Ok(())
-            }
+            65..=74 => self.touch(p, unit),
             75..=76 => {
-                // Detach: once no fault is outstanding, write back each
-                // unit held for write, then ShmDetach.
-                let part = &mut self.parts[p];
-                if part.silent || part.pending.iter().any(Option::is_some) {
-                    return Ok(());
-                }
-                for u in 0..UNITS {
-                    if part.right[u] == Right::Write {
-                        part.outbox.push_back(Up::Data {
-                            unit: u as u32,
-                            value: part.copy[u],
-                        });
-                        part.outbox.push_back(Up::Revoked { unit: u as u32 });
-                    }
-                    part.right[u] = Right::None;
-                }
-                part.outbox.push_back(Up::Detach);
-                // It still sends what it queued; it reads nothing more.
-                part.life = Life::Ended;
-                part.inbox.clear();
-                self.note(format!("{p} detaches"));
-                self.count("detaches", 1);
+                self.detach(p);
                 Ok(())
             }
             77 if fail && self.rng.chance(30) => {
-                self.note(format!("{p} dies"));
-                self.count("deaths", 1);
-                let outbox = std::mem::take(&mut self.parts[p].outbox);
-                self.end(p);
-                self.parts[p].outbox = outbox;
-                self.parts[p].outbox.push_back(Up::Hangup);
+                self.die(p);
                 Ok(())
             }
             83..=85 if fail => {
-                let part = &mut self.parts[p];
-                if !part.silent && self.rng.below(4) != 0 {
-                    return Ok(());
+                if self.parts[p].silent || self.rng.below(4) == 0 {
+                    let part = &mut self.parts[p];
+                    part.silent = !part.silent;
+                    let s = part.silent;
+                    self.note(format!("{p} {}", if s { "stops" } else { "continues" }));
                 }
-                part.silent = !part.silent;
-                let s = part.silent;
-                self.note(format!("{p} {}", if s { "stops" } else { "continues" }));
                 Ok(())
             }
+            25..=49 => Ok(()),
             _ => {
                 let ms = match self.rng.below(20) {
                     0 if fail => REVOKE_TIMEOUT.as_millis() as u64 + 1,
@@ -523,6 +456,87 @@ impl World {
                 self.advance_clock(Duration::from_millis(ms))
             }
         }
+    }
+
+    /// `p` touches `unit` without the right it needs: its agent asks the
+    /// manager, once per unit until answered.
+    fn fault(&mut self, p: Pid, unit: usize, write: bool) {
+        let part = &mut self.parts[p];
+        let have = part.right[unit];
+        if part.silent
+            || part.pending[unit].is_some()
+            || have == Right::Write
+            || (have == Right::Read && !write)
+        {
+            return;
+        }
+        part.pending[unit] = Some(write);
+        part.outbox.push_back(Up::Fault {
+            unit: unit as u32,
+            write,
+        });
+        self.note(format!("{p} faults on {unit} (write {write})"));
+    }
+
+    /// `p` uses the right it holds on `unit`: a writer writes a new
+    /// value, a reader must read the latest.
+    fn touch(&mut self, p: Pid, unit: usize) -> Check {
+        if self.parts[p].silent {
+            return Ok(());
+        }
+        match self.parts[p].right[unit] {
+            Right::Write => {
+                let v = self.next_value;
+                self.next_value += 1;
+                self.parts[p].copy[unit] = v;
+                self.latest[unit] = v;
+                self.note(format!("{p} writes {v} to {unit}"));
+            }
+            Right::Read if self.parts[p].copy[unit] != self.latest[unit] => {
+                return Err(format!(
+                    "{p} reads {} from unit {unit}; the latest is {}",
+                    self.parts[p].copy[unit], self.latest[unit]
+                ));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// `shmdt`, as the agent does it: once no fault is outstanding, write
+    /// back each unit held for write, then `ShmDetach`. What it queued
+    /// still goes out; it reads nothing more.
+    fn detach(&mut self, p: Pid) {
+        let part = &mut self.parts[p];
+        if part.silent || part.pending.iter().any(Option::is_some) {
+            return;
+        }
+        for u in 0..UNITS {
+            if part.right[u] == Right::Write {
+                part.outbox.push_back(Up::Data {
+                    unit: u as u32,
+                    value: part.copy[u],
+                });
+                part.outbox.push_back(Up::Revoked { unit: u as u32 });
+            }
+            part.right[u] = Right::None;
+        }
+        part.outbox.push_back(Up::Detach);
+        part.life = Life::Ended;
+        part.inbox.clear();
+        self.note(format!("{p} detaches"));
+        self.count("detaches", 1);
+    }
+
+    /// `p` dies: what it sent before still arrives, then its connection
+    /// closes.
+    fn die(&mut self, p: Pid) {
+        self.note(format!("{p} dies"));
+        self.count("deaths", 1);
+        let outbox = std::mem::take(&mut self.parts[p].outbox);
+        self.end(p);
+        self.parts[p].outbox = outbox;
+        self.parts[p].outbox.push_back(Up::Hangup);
     }
 
     /// Parts that ended still deliver what they sent before.
