@@ -55,8 +55,15 @@ struct Host {
 
 #[derive(Debug, Clone, Copy)]
 enum Req {
-    Get { key: Key, flags: i32 },
-    Commit { key: Key },
+    Get {
+        key: Key,
+        flags: i32,
+    },
+    Commit {
+        key: Key,
+    },
+    /// A commit naming no structure (id -1): refused, the grant stays.
+    BadCommit,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -224,6 +231,9 @@ impl World {
                     self.counts.bump("eexist");
                 }
                 (Req::Get { .. }, Message::Error { errno, .. }) if *errno == libc::EIDRM => {}
+                (Req::Get { key, .. }, Message::Error { errno, .. })
+                    if *errno == libc::EINVAL && key.1 == libc::IPC_PRIVATE => {}
+                (Req::BadCommit, Message::Error { errno, .. }) if *errno == libc::EINVAL => {}
                 // Checked against the grant by `commit`, which records it.
                 (Req::Commit { .. }, Message::Done { .. }) => {}
                 (Req::Commit { key }, Message::Error { errno, .. })
@@ -242,6 +252,12 @@ impl World {
     fn get(&mut self, h: usize, key: Key) -> Check {
         let Some(conn) = self.hosts[h].conn else {
             return Ok(());
+        };
+        // IPC_PRIVATE names nothing to share: refused, never recorded.
+        let key = if self.rng.chance(3) {
+            (key.0, libc::IPC_PRIVATE)
+        } else {
+            key
         };
         let flags = [0, CREAT, CREAT, EXCL][self.rng.below(4)];
         let req = self.req();
@@ -287,6 +303,19 @@ impl World {
         let id = self.hosts[h].next_id;
         self.hosts[h].next_id += 1;
         let inc = self.hosts[h].incarnation;
+        if self.rng.chance(5) {
+            let req = self.req();
+            self.note(format!(
+                "host {h} conn {conn} req {req}: commit {key:?} as id -1"
+            ));
+            self.outstanding.insert((conn, req), Req::BadCommit);
+            let r = self.table.commit(key.0, key.1, (-1, inc), 1000, conn, req);
+            if r.len() != 1 {
+                return Err(format!("{key:?}: a commit of id -1 answered {}", r.len()));
+            }
+            self.replies(r)?;
+            self.check()?;
+        }
         let req = self.req();
         self.note(format!(
             "host {h} conn {conn} req {req}: commit {key:?} as id {id}"
