@@ -1,12 +1,11 @@
 //! Simulations of the referee's tables, in the spirit of TigerBeetle's
 //! VOPR: a seeded generator drives hosts' requests and failures (links
 //! closing, the referee restarting, the clock jumping past time-outs)
-//! against [`crate::keys`], [`crate::pids`] and [`crate::hosts`] (and
-//! random clusters against [`crate::balance::decide`]), and invariants are checked
-//! after every step. A failure names its seed and step and prints the last
-//! events; `DIPC_SIM_SEED=N` replays one seed, `DIPC_SIM_SEEDS=N` runs
-//! seeds `0..N` instead of the default count.
-
+//! against [`crate::keys`], [`crate::pids`] and [`crate::hosts`], and
+//! random clusters against [`crate::balance::decide`]; invariants are
+//! checked after every step. A failure names its seed and step and prints
+//! the last events; `DIPC_SIM_SEED=N` replays one seed, `DIPC_SIM_SEEDS=N`
+//! runs seeds `0..N` instead of the default count.
 mod balance;
 mod hosts;
 mod keys;
