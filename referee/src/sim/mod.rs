@@ -6,6 +6,7 @@
 //! checked after every step. A failure names its seed and step and prints
 //! the last events; `DIPC_SIM_SEED=N` replays one seed, `DIPC_SIM_SEEDS=N`
 //! runs seeds `0..N` instead of the default count.
+
 mod balance;
 mod hosts;
 mod keys;
