@@ -35,6 +35,8 @@ pub mod balance;
 pub mod hosts;
 pub mod keys;
 pub mod pids;
+#[cfg(test)]
+mod sim;
 
 use dipc_common::auth::{self, Secret};
 use dipc_common::channel::{ChannelError, Framed};

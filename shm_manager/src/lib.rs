@@ -16,6 +16,8 @@
 //! exits when the segment is removed (`IPC_RMID`) and nobody is attached,
 //! or when the segment is gone.
 
+#[cfg(test)]
+mod sim;
 pub mod units;
 
 use dipc_common::channel::{ChannelError, Codec, Framed};

@@ -52,6 +52,9 @@ pub enum Holders {
 struct Busy {
     waiting: BTreeSet<Pid>,
     since: Instant,
+    /// The writer was told to keep reading: it does, whatever becomes of
+    /// the fault that asked (its faulter may be gone by the answer).
+    keep_read: bool,
 }
 
 #[derive(Debug)]
@@ -128,7 +131,10 @@ impl Units {
         let Some(u) = self.units.get_mut(unit as usize) else {
             return;
         };
-        let asked = u.busy.as_mut().is_some_and(|b| b.waiting.remove(&p));
+        let (asked, told_keep) = match u.busy.as_mut() {
+            Some(b) => (b.waiting.remove(&p), b.keep_read),
+            None => (false, false),
+        };
         if !asked {
             // A write-back: the writer gives up its right.
             if u.holders == Holders::Writer(p) {
@@ -136,10 +142,11 @@ impl Units {
             }
             return;
         }
-        // The pending fault decided what p keeps; `settle` below re-derives
-        // it. A writer asked to keep reading becomes a reader (its content
-        // is now in the real segment); anything else loses its right.
-        let keep = matches!(u.queue.front(), Some(&(_, false))) && u.holders == Holders::Writer(p);
+        // A writer asked to keep reading becomes a reader (its content is
+        // now in the real segment), as the revocation told it, even if
+        // the fault that asked has gone from the queue since; anything
+        // else loses its right.
+        let keep = told_keep && u.holders == Holders::Writer(p);
         match &mut u.holders {
             Holders::Writer(w) if *w == p => {
                 let mut s = BTreeSet::new();
@@ -258,6 +265,7 @@ impl Units {
                 u.busy = Some(Busy {
                     waiting: conflicting.into_iter().collect(),
                     since: now,
+                    keep_read,
                 });
                 return;
             }
