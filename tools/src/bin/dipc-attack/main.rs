@@ -77,7 +77,7 @@
 //!   dipcd (`dipcd get: ...`). Withstood if both are refused.
 //! - `forged-call PID_D --as VICTIM --mode hello|worker|mailbox [--proc-name
 //!   P]`: calls procedure P of the process PID_D of this host in VICTIM's
-//!   name (see `tools/src/attack/calls.rs`). Withstood if the callee
+//!   name (see the `calls` module). Withstood if the callee
 //!   refuses the link (`hello: refused`); for `mailbox`, the test checks
 //!   that the callee did not run the request.
 //! - `forged-placeholder KIND KEY`: looks `KEY` up at dipcd (`owner ADDR
