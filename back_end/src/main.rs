@@ -24,6 +24,14 @@
 //! back_end itself dies. SIGTERM or SIGINT stops everything and removes the
 //! sockets. Logs go to stderr through `env_logger` (`RUST_LOG`, default
 //! `info`).
+//!
+//! This file is the command line and the start-up. The daemon itself is
+//! [`daemon`] (its state and event loop), with one module per concern:
+//! [`requests`] (what each local request does, and the referee's answers),
+//! [`creations`] (keys being created under a grant), [`registrations`],
+//! [`keys`] (placeholders, owned keys claimed at each join), [`managers`]
+//! (shm managers), [`sessions`] (employers), [`moves`], [`stats`] and
+//! [`supervise`] (children, reaping, shutdown).
 
 mod creations;
 mod daemon;
