@@ -16,7 +16,9 @@
 //! process dipcd already has): the messages taken out go back into the
 //! fresh mailbox ahead of any sender that waited on the frozen one.
 
-use super::{pids, Client, Daemon, Relayed, Then};
+use crate::daemon::{Client, Daemon};
+use crate::link::{Relayed, Then};
+use crate::pids;
 use dipc_common::wire::Message;
 use log::debug;
 

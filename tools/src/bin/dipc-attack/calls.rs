@@ -40,8 +40,8 @@ pub fn forged_call(
     mode: Mode,
     proc_name: &str,
 ) -> Result<bool, String> {
-    println!("uid {}", super::uid());
-    let mut ch = super::dipcd(config).map_err(|e| format!("dipcd: {e}"))?;
+    println!("uid {}", crate::common::uid());
+    let mut ch = crate::common::dipcd(config).map_err(|e| format!("dipcd: {e}"))?;
     if let Mode::Mailbox = mode {
         let rec = match ch.call(1, &Message::PidLookup { pid_d: target }) {
             Ok(Message::PidInfo { rec }) => rec,

@@ -1,0 +1,212 @@
+//! The creations this host was granted: which local process, on which
+//! connection, may commit or abort a key the referee let this host create,
+//! watched through a pidfd until it does.
+//!
+//! Separate from `grants` (the kernel check of a commit's id) because
+//! this is the bookkeeping of who holds a grant and when it is given up:
+//! its holder exits, its connection closes, or `request_ms` passes.
+
+use crate::daemon::{Client, Daemon, NO_CLIENT};
+use crate::link::{Relayed, Then};
+use dipc_common::procs;
+use dipc_common::wire::{IpcKind, Message};
+use log::info;
+use mio::unix::SourceFd;
+use mio::{Interest, Token};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::time::Instant;
+
+/// Creations in progress watched at once (each holds a pidfd); beyond
+/// this a grant is given up at once rather than let a process that asks
+/// for keys without creating them exhaust dipcd's descriptors.
+const MAX_GRANTS: usize = 1024;
+
+/// The process granted the creation of a key, watched until it commits or
+/// aborts it, on the connection it was granted on.
+pub(crate) struct Grant {
+    pid: i32,
+    /// The client connection the grant went to: the commit must come on
+    /// it, and if it closes first the creation is given up.
+    client: usize,
+    starttime: u64,
+    pidfd: std::os::fd::OwnedFd,
+    token: usize,
+    since: Instant,
+}
+
+impl Daemon<'_> {
+    /// Whether the calling process is the one granted the creation of
+    /// `key`, on the connection it was granted on (the grant is then used
+    /// up); otherwise answers `EPERM`. Any local user can reach this
+    /// socket: without the check, one could commit another's key to a
+    /// structure of its choosing.
+    pub(crate) fn take_grant(
+        &mut self,
+        t: usize,
+        c: &mut Client,
+        id: u64,
+        kind: IpcKind,
+        key: i32,
+    ) -> bool {
+        if let Some(g) = self.grants.get(&(kind, key)) {
+            if g.pid == c.cred.pid && g.client == t && procs::starttime(g.pid) == Ok(g.starttime) {
+                self.end_grant((kind, key));
+                return true;
+            }
+        }
+        c.answer(
+            id,
+            &Message::error(
+                libc::EPERM,
+                format!(
+                    "process {} was not granted the creation of {} key {key:#x}",
+                    c.cred.pid,
+                    kind.name()
+                ),
+            ),
+        );
+        false
+    }
+
+    /// Gives up the creation of `key` on the referee for a process that
+    /// can no longer make it, so that other hosts asking for the key need
+    /// not wait for the referee's time-out.
+    pub(crate) fn abort_creation(&mut self, (kind, key): (IpcKind, i32)) {
+        let nobody = Relayed {
+            client: NO_CLIENT,
+            id: 0,
+            key: None,
+            then: Then::Nothing,
+        };
+        self.link.relay(nobody, &Message::KeyAbort { kind, key });
+    }
+
+    /// Records that `pid`, on client connection `client`, may create `key`,
+    /// and watches it through a pidfd; without a live process to create
+    /// it, the creation is given up at once.
+    pub(crate) fn grant(&mut self, key: (IpcKind, i32), client: usize, pid: Option<i32>) {
+        self.end_grant(key);
+        let full = self.grants.len() >= MAX_GRANTS;
+        let watched = pid.ok_or(libc::ESRCH).and_then(|pid| {
+            if full {
+                return Err(libc::EMFILE);
+            }
+            let (pidfd, starttime) = procs::open_checked(pid, None)?;
+            let token = self.next_token;
+            self.poll
+                .registry()
+                .register(
+                    &mut SourceFd(&pidfd.as_raw_fd()),
+                    Token(token),
+                    Interest::READABLE,
+                )
+                .map_err(|e| e.raw_os_error().unwrap_or(libc::ENOMEM))?;
+            self.next_token += 1;
+            Ok(Grant {
+                pid,
+                client,
+                starttime,
+                pidfd,
+                token,
+                since: Instant::now(),
+            })
+        });
+        match watched {
+            Ok(g) => {
+                self.grant_tokens.insert(g.token, key);
+                self.grants.insert(key, g);
+            }
+            Err(e) => {
+                info!(
+                    "{} key {:#x}: cannot watch the process granted its creation ({}); \
+                     creation given up",
+                    key.0.name(),
+                    key.1,
+                    io::Error::from_raw_os_error(e)
+                );
+                self.abort_creation(key);
+            }
+        }
+    }
+
+    fn end_grant(&mut self, key: (IpcKind, i32)) -> Option<Grant> {
+        let g = self.grants.remove(&key)?;
+        self.grant_tokens.remove(&g.token);
+        let _ = self
+            .poll
+            .registry()
+            .deregister(&mut SourceFd(&g.pidfd.as_raw_fd()));
+        Some(g)
+    }
+
+    /// Gives up the creations not committed within `request_ms`, as the
+    /// referee does: a creator that neither commits nor aborts, nor exits,
+    /// frees the key at the deadline (and a late commit is refused).
+    pub(crate) fn expire_grants(&mut self, now: Instant) {
+        if self.grants.is_empty() {
+            return;
+        }
+        let limit = self.config.timeouts.request;
+        let old: Vec<(IpcKind, i32)> = self
+            .grants
+            .iter()
+            .filter(|(_, g)| now.duration_since(g.since) > limit)
+            .map(|(&k, _)| k)
+            .collect();
+        for key in old {
+            if let Some(g) = self.end_grant(key) {
+                info!(
+                    "{} key {:#x}: pid {} did not create it within {} ms; creation given up",
+                    key.0.name(),
+                    key.1,
+                    g.pid,
+                    limit.as_millis()
+                );
+                self.abort_creation(key);
+            }
+        }
+    }
+
+    /// The process granted a key's creation exited before it committed or
+    /// aborted it.
+    pub(crate) fn grant_holder_exited(&mut self, token: usize) {
+        let Some(&key) = self.grant_tokens.get(&token) else {
+            return;
+        };
+        if let Some(g) = self.end_grant(key) {
+            info!(
+                "{} key {:#x}: pid {} died before creating it; creation given up",
+                key.0.name(),
+                key.1,
+                g.pid
+            );
+            self.abort_creation(key);
+        }
+    }
+
+    /// Client connection `t` is gone (closed, or handed to an employer):
+    /// the creations granted on it can no longer be committed, so they are
+    /// given up now. Its process may well live on; a process that exits
+    /// closes its connections too, which may be seen first.
+    pub(crate) fn client_gone(&mut self, t: usize) {
+        let keys: Vec<(IpcKind, i32)> = self
+            .grants
+            .iter()
+            .filter(|(_, g)| g.client == t)
+            .map(|(&k, _)| k)
+            .collect();
+        for key in keys {
+            if let Some(g) = self.end_grant(key) {
+                info!(
+                    "{} key {:#x}: pid {} died before creating it, or closed the connection it \
+                     was granted on; creation given up",
+                    key.0.name(),
+                    key.1,
+                    g.pid
+                );
+                self.abort_creation(key);
+            }
+        }
+    }
+}
