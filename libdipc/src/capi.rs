@@ -28,16 +28,9 @@ fn fail<T: From<i8>>(e: Errno) -> T {
 }
 
 /// True when the id's calls are plain system calls here. Ids this process
-/// never saw from dipc_msgget are classified once (see `msg::route`).
-fn is_local(id: c_int) -> bool {
-    if state::known_local(IpcKind::Msg, id) {
-        return true;
-    }
-    match state::route(IpcKind::Msg, id) {
-        Some(Route::Local | Route::Owned { .. }) => true,
-        Some(Route::Remote { .. }) => false,
-        None => !msg::is_remote(id),
-    }
+/// never saw from a get are classified once (see `dist::route`).
+fn is_local(kind: IpcKind, id: c_int, route: fn(c_int) -> Route) -> bool {
+    state::known_local(kind, id) || !matches!(route(id), Route::Remote { .. })
 }
 
 #[no_mangle]
@@ -55,7 +48,7 @@ pub unsafe extern "C" fn dipc_msgsnd(
     msgsz: size_t,
     msgflg: c_int,
 ) -> c_int {
-    if is_local(msqid) {
+    if is_local(IpcKind::Msg, msqid, msg::route) {
         // SAFETY: the caller's buffer goes to the kernel as msgsnd(2) takes
         // it (this function's contract).
         return unsafe { dipc_common::sysv::raw::msgsnd(msqid, msgp, msgsz, msgflg) };
@@ -90,7 +83,7 @@ pub unsafe extern "C" fn dipc_msgrcv(
     msgtyp: c_long,
     msgflg: c_int,
 ) -> ssize_t {
-    if is_local(msqid) {
+    if is_local(IpcKind::Msg, msqid, msg::route) {
         // SAFETY: the caller's buffer goes to the kernel as msgrcv(2) takes
         // it (this function's contract).
         return unsafe { dipc_common::sysv::raw::msgrcv(msqid, msgp, msgsz, msgtyp, msgflg) };
@@ -119,7 +112,7 @@ pub unsafe extern "C" fn dipc_msgctl(msqid: c_int, cmd: c_int, buf: *mut msqid_d
             return unsafe { dipc_common::sysv::raw::msgctl(msqid, cmd, buf) };
         }
         libc::IPC_STAT => {
-            if is_local(msqid) {
+            if is_local(IpcKind::Msg, msqid, msg::route) {
                 // SAFETY: `buf` is valid for `cmd` (this function's contract).
                 return unsafe { dipc_common::sysv::raw::msgctl(msqid, cmd, buf) };
             }
@@ -148,17 +141,6 @@ pub unsafe extern "C" fn dipc_msgctl(msqid: c_int, cmd: c_int, buf: *mut msqid_d
     match r {
         Ok(()) => 0,
         Err(e) => fail(e),
-    }
-}
-
-fn sem_is_local(id: c_int) -> bool {
-    if state::known_local(IpcKind::Sem, id) {
-        return true;
-    }
-    match state::route(IpcKind::Sem, id) {
-        Some(Route::Local | Route::Owned { .. }) => true,
-        Some(Route::Remote { .. }) => false,
-        None => matches!(crate::sem::route(id), Route::Local | Route::Owned { .. }),
     }
 }
 
@@ -205,7 +187,7 @@ unsafe fn note_undo(r: c_int, sops: *const libc::sembuf, nsops: size_t) {
 /// `sops` must point to `nsops` `struct sembuf`, as for semop(2).
 #[no_mangle]
 pub unsafe extern "C" fn dipc_semop(semid: c_int, sops: *mut libc::sembuf, nsops: size_t) -> c_int {
-    if sem_is_local(semid) {
+    if is_local(IpcKind::Sem, semid, crate::sem::route) {
         // SAFETY: `sops` holds `nsops` sembufs (this function's contract),
         // which the kernel has read when it returns 0.
         unsafe {
@@ -230,7 +212,7 @@ pub unsafe extern "C" fn dipc_semtimedop(
     nsops: size_t,
     timeout: *const libc::timespec,
 ) -> c_int {
-    if sem_is_local(semid) {
+    if is_local(IpcKind::Sem, semid, crate::sem::route) {
         // SAFETY: `sops` holds `nsops` sembufs and `timeout` is null or
         // valid (this function's contract); the kernel has read the sembufs
         // when it returns 0.
@@ -295,7 +277,7 @@ pub unsafe extern "C" fn dipc_semctl(semid: c_int, semnum: c_int, cmd: c_int, ar
         libc::IPC_INFO | libc::SEM_INFO | libc::SEM_STAT | SEM_STAT_ANY => return raw(),
         // Removal also frees the key at the referee, wherever the set is.
         libc::IPC_RMID => sem::remove(semid).map(|()| 0),
-        _ if sem_is_local(semid) => return raw(),
+        _ if is_local(IpcKind::Sem, semid, crate::sem::route) => return raw(),
         libc::GETVAL | libc::GETPID | libc::GETNCNT | libc::GETZCNT => {
             sem::ctl_int(semid, semnum, cmd, 0)
         }

@@ -26,7 +26,7 @@
 //! this host's dipcd has registered.
 
 mod calls;
-mod ipcs;
+mod ctl;
 mod keys;
 mod migrate;
 mod msg;
@@ -42,7 +42,7 @@ use dipc_common::auth::{Secret, ServerHandshake, VouchKey};
 use dipc_common::channel::{Channel, ChannelError, Codec};
 use dipc_common::config::Config;
 use dipc_common::metrics::Call;
-use dipc_common::wire::Message;
+use dipc_common::wire::{IpcKind, Message};
 use log::{debug, info, warn};
 use std::net::{IpAddr, TcpStream};
 use std::os::fd::{AsFd, AsRawFd};
@@ -376,9 +376,19 @@ fn serve_calls(
                         }
                         Err(reply) => reply,
                     },
+                    Message::MsgCtl {
+                        id: sid, cmd, set, ..
+                    } => ctl::ctl(config, IpcKind::Msg, sid, cmd, set),
+                    Message::SemCtl {
+                        id: sid,
+                        num,
+                        cmd,
+                        arg,
+                        ..
+                    } => sem::ctl(config, sid, num, cmd, &arg),
                     Message::ShmCtl {
                         id: sid, cmd, set, ..
-                    } => shm::ctl(config, sid, cmd, set),
+                    } => ctl::ctl(config, IpcKind::Shm, sid, cmd, set),
                     Message::CallOpen { pid_d } => {
                         match calls::hand_over(config, &ch, sender.unwrap_or(0), pid_d) {
                             Ok(()) => {
@@ -425,7 +435,7 @@ fn serve_calls(
                     Message::MigrateCommit { go } => {
                         migrate::commit(&mut moving, go, config.timeouts.request / 2)
                     }
-                    Message::IpcStatAny { kind, id: sid, .. } => ipcs::stat_any(config, kind, sid),
+                    Message::IpcStatAny { kind, id: sid, .. } => ctl::stat(config, kind, sid, true),
                     Message::IpcGet {
                         kind,
                         key,
@@ -530,16 +540,12 @@ fn handle(req: &Message, sender: i64, extra: i32) -> Message {
             flags,
             ..
         } => msg::rcv(*id, *size, *mtype, *flags | extra),
-        Message::MsgCtl { id, cmd, set, .. } => msg::ctl(*id, *cmd, *set),
         Message::SemOp {
             id,
             ops,
             timeout_ns,
             ..
         } => sem::op(*id, ops, *timeout_ns, extra as i16),
-        Message::SemCtl {
-            id, num, cmd, arg, ..
-        } => sem::ctl(*id, *num, *cmd, arg),
         other => Message::error(
             libc::EPROTO,
             format!("a worker does not take {} messages", other.kind().name()),
