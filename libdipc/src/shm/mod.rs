@@ -23,7 +23,7 @@
 //! SIGSEGV handler (chaining to the program's: faults that are not dipc's
 //! reach the program's handler, or kill the process as usual) and starts
 //! one helper thread, the *agent*, which talks to the managers and changes
-//! page protections for the whole process. See `fault.rs` and `agent.rs`.
+//! page protections for the whole process. See `fault.rs` and `agent/`.
 //!
 //! **Errors.** The System V errnos, from the owner's kernel or its manager
 //! (`EACCES`, `EINVAL`, `EIDRM`, `ENOENT`, ...). A lost owner adds
