@@ -1,12 +1,16 @@
-//! What every distributed kind shares: getting a key through the referee
-//! (and creating the structure here when this host wins), classifying ids,
-//! and freeing the key after `IPC_RMID`. `msg` and `sem` supply only
-//! their kind's system calls.
+//! What every distributed kind shares, as the kernel's `ipc/util.c` serves
+//! `msg.c`, `sem.c` and `shm.c`: getting a key through the referee (and
+//! creating the structure here when this host wins), classifying ids, the
+//! control calls that take the plain path here or go to the owner's worker
+//! (`IPC_STAT`, `IPC_SET`, `IPC_RMID`, and a set's own commands), and
+//! freeing the key after `IPC_RMID`. `msg`, `sem` and `shm` supply only
+//! their kind's system calls and request ([`KindOps`]).
 
 use crate::retry;
 use crate::state::{self, Route};
 use crate::ClientError;
-use dipc_common::wire::{IpcKind, Message, Origin};
+use dipc_common::wire::{IpcKind, IpcPerm, IpcSet, Message, Origin, SemArg};
+use std::net::SocketAddr;
 
 /// Errors are raw `errno` values, as the System V calls give them.
 pub type Errno = i32;
@@ -20,7 +24,8 @@ pub fn client_errno(e: ClientError) -> Errno {
     e.errno()
 }
 
-/// The system calls of one kind that key handling needs.
+/// What differs between the kinds: their system calls and the control
+/// request their owner's worker takes.
 pub struct KindOps {
     pub kind: IpcKind,
     /// The kind's `*get(key, flags, size)`; `size` is `nsems` for a
@@ -29,14 +34,32 @@ pub struct KindOps {
     pub get: fn(i32, i32, u64) -> Result<i32, Errno>,
     /// `IPC_RMID`.
     pub rmid: fn(i32) -> Result<(), Errno>,
-    /// Whether a local id could be a placeholder: `IPC_STAT` shows a
-    /// private key, mode 0 and creator root, or is refused to us.
-    pub maybe_placeholder: fn(i32) -> bool,
+    /// `IPC_SET`.
+    pub set: fn(i32, &IpcSet) -> Result<(), Errno>,
+    /// The permissions `IPC_STAT` shows.
+    pub perm: fn(i32) -> Result<IpcPerm, Errno>,
+    /// The control request for the owner's worker on its `(id, origin)`:
+    /// semaphore number (0 but for a set's own commands), command and
+    /// argument. Queues and segments take only `SemArg::None` and
+    /// `SemArg::Set`.
+    pub ctl: fn((i32, Origin), i32, i32, SemArg) -> Message,
 }
 
-/// `*get` with `IPC_DIPC` handling: plain without it (or for
-/// `IPC_PRIVATE`), else through the referee.
+/// `IPC_SET`'s argument as queues' and segments' control requests carry
+/// it (see [`KindOps::ctl`]).
+pub fn ipc_set(arg: SemArg) -> Option<IpcSet> {
+    match arg {
+        SemArg::Set(s) => Some(s),
+        _ => None,
+    }
+}
+
+/// `*get`: plain without `IPC_DIPC` (or for `IPC_PRIVATE`), else through
+/// the referee.
 pub fn get(ops: &KindOps, key: i32, flags: i32, size: u64) -> Result<i32, Errno> {
+    if flags & IPC_DIPC == 0 || key == libc::IPC_PRIVATE {
+        return (ops.get)(key, flags & !IPC_DIPC, size).and_then(|id| plain(ops.kind, id));
+    }
     let flags = flags & !IPC_DIPC;
     // The referee answers an existing key with its owner even to
     // IPC_EXCL (it cannot tell whether the structure still exists): the
@@ -144,7 +167,7 @@ pub fn get(ops: &KindOps, key: i32, flags: i32, size: u64) -> Result<i32, Errno>
 fn placeholder(
     kind: IpcKind,
     key: i32,
-    (owner, id, origin): (std::net::SocketAddr, i32, Origin),
+    (owner, id, origin): (SocketAddr, i32, Origin),
     vouch: [u8; 32],
 ) -> Result<i32, Errno> {
     let ask = Message::Placeholder {
@@ -257,7 +280,7 @@ fn owned_origin(kind: IpcKind, key: i32, id: i32) -> Result<Origin, Errno> {
 pub fn look_up(
     kind: IpcKind,
     key: i32,
-) -> Result<Option<(std::net::SocketAddr, i32, Origin)>, crate::ClientError> {
+) -> Result<Option<(SocketAddr, i32, Origin)>, crate::ClientError> {
     let mut ctl = state::control_conn()?;
     match ctl.call(&Message::KeyGet {
         kind,
@@ -308,7 +331,7 @@ pub fn route(ops: &KindOps, id: i32) -> Route {
         return r;
     }
     let mut r = Route::Local;
-    if (ops.maybe_placeholder)(id) {
+    if maybe_placeholder(ops, id) {
         if let Ok(Message::KeyOwner {
             owner,
             id: rid,
@@ -329,15 +352,60 @@ pub fn route(ops: &KindOps, id: i32) -> Route {
     r
 }
 
-/// `IPC_RMID` of any kind: the plain call for a structure of this host,
-/// `remote_rmid(owner, owner_id, origin)` (the call made by the worker on
-/// the owner) for one owned elsewhere; a distributed structure's key is then
-/// freed cluster-wide.
-pub fn remove(
+/// Whether a local id could be a placeholder: `IPC_STAT` shows a private
+/// key, mode 0 and creator root, or is refused to us.
+fn maybe_placeholder(ops: &KindOps, id: i32) -> bool {
+    match (ops.perm)(id) {
+        Ok(p) => p.key == libc::IPC_PRIVATE && p.mode & 0o777 == 0 && p.cuid == 0,
+        Err(e) => e == libc::EACCES,
+    }
+}
+
+/// The control request `ctl` (`(num, cmd, arg)`, see [`KindOps::ctl`]) on
+/// the structure `target` of `owner`, made by the worker there.
+fn remote_ctl(
+    ops: &KindOps,
+    owner: SocketAddr,
+    target: (i32, Origin),
+    (num, cmd, arg): (i32, i32, SemArg),
+) -> Result<Message, Errno> {
+    let req = (ops.ctl)(target, num, cmd, arg);
+    state::remote(owner, &req, false).map_err(client_errno)
+}
+
+/// A control call on `id`: `local(route)` on a structure of this host
+/// (`Route::Local` or `Route::Owned`), else the request `ctl` to the
+/// owner's worker, whose answer `reply` takes (`EPROTO` if it does not).
+pub fn ctl<T>(
     ops: &KindOps,
     id: i32,
-    remote_rmid: impl FnOnce(std::net::SocketAddr, i32, Origin) -> Result<Message, Errno>,
-) -> Result<(), Errno> {
+    local: impl FnOnce(Route) -> Result<T, Errno>,
+    ctl: (i32, i32, SemArg),
+    reply: impl FnOnce(Message) -> Option<T>,
+) -> Result<T, Errno> {
+    match route(ops, id) {
+        Route::Remote { owner, id, origin } => {
+            reply(remote_ctl(ops, owner, (id, origin), ctl)?).ok_or(libc::EPROTO)
+        }
+        r => local(r),
+    }
+}
+
+/// The reply of a call that returns nothing: `Done`.
+pub fn done(m: Message) -> Option<()> {
+    matches!(m, Message::Done { .. }).then_some(())
+}
+
+/// `IPC_SET` of any kind.
+pub fn set(ops: &KindOps, id: i32, s: &IpcSet) -> Result<(), Errno> {
+    let ctl = (0, libc::IPC_SET, SemArg::Set(*s));
+    self::ctl(ops, id, |_| (ops.set)(id, s), ctl, done)
+}
+
+/// `IPC_RMID` of any kind: the plain call for a structure of this host,
+/// the call made by the worker on the owner for one owned elsewhere; a
+/// distributed structure's key is then freed cluster-wide.
+pub fn remove(ops: &KindOps, id: i32) -> Result<(), Errno> {
     match route(ops, id) {
         Route::Local => (ops.rmid)(id),
         Route::Owned { key } => {
@@ -349,14 +417,17 @@ pub fn remove(
             owner,
             id: rid,
             origin,
-        } => match remote_rmid(owner, rid, origin)? {
-            // The owner's worker has freed the key (only the owner may).
-            Message::Done { .. } => {
-                state::forget_route(ops.kind, id);
-                Ok(())
+        } => {
+            let ctl = (0, libc::IPC_RMID, SemArg::None);
+            match remote_ctl(ops, owner, (rid, origin), ctl)? {
+                // The owner's worker has freed the key (only the owner may).
+                Message::Done { .. } => {
+                    state::forget_route(ops.kind, id);
+                    Ok(())
+                }
+                _ => Err(libc::EPROTO),
             }
-            _ => Err(libc::EPROTO),
-        },
+        }
     }
 }
 

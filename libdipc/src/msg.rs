@@ -12,57 +12,34 @@ use crate::dist::{self, client_errno, KindOps};
 pub use crate::dist::{Errno, IPC_DIPC};
 use crate::state::{self, Route};
 use dipc_common::sysv;
-use dipc_common::wire::{IpcKind, IpcSet, Message, MsqInfo, Origin};
+use dipc_common::wire::{IpcKind, IpcSet, Message, MsqInfo, SemArg};
 use std::io;
 use std::mem::size_of;
 
-fn plain_get(key: i32, flags: i32, _size: u64) -> Result<i32, Errno> {
-    sysv::msgget(key, flags)
-}
-
-fn maybe_placeholder(id: i32) -> bool {
-    match sysv::msgctl_stat(id) {
-        Ok(i) => i.perm.key == libc::IPC_PRIVATE && i.perm.mode & 0o777 == 0 && i.perm.cuid == 0,
-        Err(e) => e == libc::EACCES,
-    }
-}
-
 static OPS: KindOps = KindOps {
     kind: IpcKind::Msg,
-    get: plain_get,
+    get: |key, flags, _| sysv::msgget(key, flags),
     rmid: sysv::msgctl_rmid,
-    maybe_placeholder,
+    set: sysv::msgctl_set,
+    perm: |id| sysv::msgctl_stat(id).map(|i| i.perm),
+    ctl: |(id, origin), _, cmd, arg| Message::MsgCtl {
+        id,
+        origin,
+        cmd,
+        set: dist::ipc_set(arg),
+    },
 };
 
 /// `msgget`. With `IPC_DIPC` (and a key other than `IPC_PRIVATE`) the queue
 /// is distributed: the referee decides which host owns it.
 pub fn get(key: i32, flags: i32) -> Result<i32, Errno> {
-    if flags & IPC_DIPC == 0 || key == libc::IPC_PRIVATE {
-        return plain_get(key, flags & !IPC_DIPC, 0).and_then(|id| dist::plain(IpcKind::Msg, id));
-    }
     dist::get(&OPS, key, flags, 0)
 }
 
-fn route(id: i32) -> Route {
+pub(crate) fn route(id: i32) -> Route {
     dist::route(&OPS, id)
 }
 
-fn remote_ctl(
-    owner: std::net::SocketAddr,
-    (id, origin): (i32, Origin),
-    cmd: i32,
-    set: Option<IpcSet>,
-) -> Result<Message, Errno> {
-    let req = Message::MsgCtl {
-        id,
-        origin,
-        cmd,
-        set,
-    };
-    state::remote(owner, &req, false).map_err(client_errno)
-}
-
-/// `msgsnd` of a message whose type is `mtype` and text `text`.
 /// The longest text a message to another host may have: what a frame
 /// carries, longer than any kernel's msgmax can be here.
 pub(crate) fn text_max() -> Result<usize, Errno> {
@@ -70,6 +47,7 @@ pub(crate) fn text_max() -> Result<usize, Errno> {
     Ok(max.saturating_sub(256))
 }
 
+/// `msgsnd` of a message whose type is `mtype` and text `text`.
 pub fn send(id: i32, mtype: i64, text: &[u8], flags: i32) -> Result<(), Errno> {
     match route(id) {
         Route::Local | Route::Owned { .. } => sysv::msgsnd(id, mtype, text, flags),
@@ -128,35 +106,27 @@ pub fn recv(id: i32, size: usize, mtype: i64, flags: i32) -> Result<(i64, Vec<u8
 
 /// `msgctl` with `IPC_STAT`.
 pub fn stat(id: i32) -> Result<MsqInfo, Errno> {
-    match route(id) {
-        Route::Local | Route::Owned { .. } => sysv::msgctl_stat(id),
-        Route::Remote { owner, id, origin } => {
-            match remote_ctl(owner, (id, origin), libc::IPC_STAT, None)? {
-                Message::MsqStat { info } => Ok(info),
-                _ => Err(libc::EPROTO),
-            }
-        }
-    }
+    let ctl = (0, libc::IPC_STAT, SemArg::None);
+    dist::ctl(
+        &OPS,
+        id,
+        |_| sysv::msgctl_stat(id),
+        ctl,
+        |m| match m {
+            Message::MsqStat { info } => Some(info),
+            _ => None,
+        },
+    )
 }
 
 /// `msgctl` with `IPC_SET`.
 pub fn set(id: i32, set: &IpcSet) -> Result<(), Errno> {
-    match route(id) {
-        Route::Local | Route::Owned { .. } => sysv::msgctl_set(id, set),
-        Route::Remote { owner, id, origin } => {
-            match remote_ctl(owner, (id, origin), libc::IPC_SET, Some(*set))? {
-                Message::Done { .. } => Ok(()),
-                _ => Err(libc::EPROTO),
-            }
-        }
-    }
+    dist::set(&OPS, id, set)
 }
 
 /// `msgctl` with `IPC_RMID`: removes the queue, everywhere.
 pub fn remove(id: i32) -> Result<(), Errno> {
-    dist::remove(&OPS, id, |owner, rid, origin| {
-        remote_ctl(owner, (rid, origin), libc::IPC_RMID, None)
-    })
+    dist::remove(&OPS, id)
 }
 
 /// Whether `id` (as returned by [`get`]) is owned by another host.

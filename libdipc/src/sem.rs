@@ -18,32 +18,24 @@ pub use crate::dist::{Errno, IPC_DIPC};
 use crate::msg::io_err;
 use crate::state::{self, Route};
 use dipc_common::sysv;
-use dipc_common::wire::{IpcKind, Message, Origin, SemArg};
+use dipc_common::wire::{IpcKind, Message, SemArg};
 pub use dipc_common::wire::{IpcSet, SemBuf, SemInfo};
 use std::io;
-use std::net::SocketAddr;
 use std::time::Duration;
-
-fn plain_get(key: i32, flags: i32, nsems: u64) -> Result<i32, Errno> {
-    sysv::semget(key, nsems, flags)
-}
-
-fn rmid(id: i32) -> Result<(), Errno> {
-    sysv::semctl_int(id, 0, libc::IPC_RMID, 0).map(|_| ())
-}
-
-fn maybe_placeholder(id: i32) -> bool {
-    match sysv::semctl_stat(id) {
-        Ok(i) => i.perm.key == libc::IPC_PRIVATE && i.perm.mode & 0o777 == 0 && i.perm.cuid == 0,
-        Err(e) => e == libc::EACCES,
-    }
-}
 
 static OPS: KindOps = KindOps {
     kind: IpcKind::Sem,
-    get: plain_get,
-    rmid,
-    maybe_placeholder,
+    get: |key, flags, nsems| sysv::semget(key, nsems, flags),
+    rmid: |id| sysv::semctl_int(id, 0, libc::IPC_RMID, 0).map(|_| ()),
+    set: sysv::semctl_set,
+    perm: |id| sysv::semctl_stat(id).map(|i| i.perm),
+    ctl: |(id, origin), num, cmd, arg| Message::SemCtl {
+        id,
+        origin,
+        num,
+        cmd,
+        arg,
+    },
 };
 
 /// `semget`. With `IPC_DIPC` (and a key other than `IPC_PRIVATE`) the set
@@ -52,32 +44,11 @@ pub fn get(key: i32, nsems: i32, flags: i32) -> Result<i32, Errno> {
     if nsems < 0 {
         return Err(libc::EINVAL);
     }
-    if flags & IPC_DIPC == 0 || key == libc::IPC_PRIVATE {
-        return plain_get(key, flags & !IPC_DIPC, nsems as u64)
-            .and_then(|id| dist::plain(IpcKind::Sem, id));
-    }
     dist::get(&OPS, key, flags, nsems as u64)
 }
 
 pub(crate) fn route(id: i32) -> Route {
     dist::route(&OPS, id)
-}
-
-fn remote_ctl(
-    owner: SocketAddr,
-    (id, origin): (i32, Origin),
-    num: i32,
-    cmd: i32,
-    arg: SemArg,
-) -> Result<Message, Errno> {
-    let req = Message::SemCtl {
-        id,
-        origin,
-        num,
-        cmd,
-        arg,
-    };
-    state::remote(owner, &req, false).map_err(client_errno)
 }
 
 /// `semop`, or `semtimedop` with a time-out.
@@ -109,81 +80,58 @@ pub fn op(id: i32, ops: &[SemBuf], timeout: Option<Duration>) -> Result<(), Errn
 /// `semctl` commands that return an int: `GETVAL`, `SETVAL` (with `val`),
 /// `GETPID`, `GETNCNT`, `GETZCNT`.
 pub fn ctl_int(id: i32, num: i32, cmd: i32, val: i32) -> Result<i32, Errno> {
-    match route(id) {
-        Route::Local | Route::Owned { .. } => sysv::semctl_int(id, num, cmd, val),
-        Route::Remote { owner, id, origin } => {
-            let arg = if cmd == libc::SETVAL {
-                SemArg::Val(val)
-            } else {
-                SemArg::None
-            };
-            match remote_ctl(owner, (id, origin), num, cmd, arg)? {
-                Message::Done { value } => Ok(value as i32),
-                _ => Err(libc::EPROTO),
-            }
-        }
-    }
+    let arg = if cmd == libc::SETVAL {
+        SemArg::Val(val)
+    } else {
+        SemArg::None
+    };
+    let local = |_| sysv::semctl_int(id, num, cmd, val);
+    dist::ctl(&OPS, id, local, (num, cmd, arg), |m| match m {
+        Message::Done { value } => Some(value as i32),
+        _ => None,
+    })
 }
 
 pub fn getall(id: i32) -> Result<Vec<u16>, Errno> {
-    match route(id) {
-        Route::Local | Route::Owned { .. } => sysv::semctl_getall(id),
-        Route::Remote { owner, id, origin } => {
-            match remote_ctl(owner, (id, origin), 0, libc::GETALL, SemArg::None)? {
-                Message::SemVals { vals } => Ok(vals),
-                _ => Err(libc::EPROTO),
-            }
-        }
-    }
+    let ctl = (0, libc::GETALL, SemArg::None);
+    dist::ctl(
+        &OPS,
+        id,
+        |_| sysv::semctl_getall(id),
+        ctl,
+        |m| match m {
+            Message::SemVals { vals } => Some(vals),
+            _ => None,
+        },
+    )
 }
 
 pub fn setall(id: i32, vals: &[u16]) -> Result<(), Errno> {
-    match route(id) {
-        Route::Local | Route::Owned { .. } => sysv::semctl_setall(id, vals),
-        Route::Remote { owner, id, origin } => {
-            match remote_ctl(
-                owner,
-                (id, origin),
-                0,
-                libc::SETALL,
-                SemArg::All(vals.to_vec()),
-            )? {
-                Message::Done { .. } => Ok(()),
-                _ => Err(libc::EPROTO),
-            }
-        }
-    }
+    let ctl = (0, libc::SETALL, SemArg::All(vals.to_vec()));
+    dist::ctl(&OPS, id, |_| sysv::semctl_setall(id, vals), ctl, dist::done)
 }
 
 pub fn stat(id: i32) -> Result<SemInfo, Errno> {
-    match route(id) {
-        Route::Local | Route::Owned { .. } => sysv::semctl_stat(id),
-        Route::Remote { owner, id, origin } => {
-            match remote_ctl(owner, (id, origin), 0, libc::IPC_STAT, SemArg::None)? {
-                Message::SemStat { info } => Ok(info),
-                _ => Err(libc::EPROTO),
-            }
-        }
-    }
+    let ctl = (0, libc::IPC_STAT, SemArg::None);
+    dist::ctl(
+        &OPS,
+        id,
+        |_| sysv::semctl_stat(id),
+        ctl,
+        |m| match m {
+            Message::SemStat { info } => Some(info),
+            _ => None,
+        },
+    )
 }
 
 pub fn set(id: i32, s: &IpcSet) -> Result<(), Errno> {
-    match route(id) {
-        Route::Local | Route::Owned { .. } => sysv::semctl_set(id, s),
-        Route::Remote { owner, id, origin } => {
-            match remote_ctl(owner, (id, origin), 0, libc::IPC_SET, SemArg::Set(*s))? {
-                Message::Done { .. } => Ok(()),
-                _ => Err(libc::EPROTO),
-            }
-        }
-    }
+    dist::set(&OPS, id, s)
 }
 
 /// `IPC_RMID`: removes the set everywhere; blocked callers get `EIDRM`.
 pub fn remove(id: i32) -> Result<(), Errno> {
-    dist::remove(&OPS, id, |owner, rid, origin| {
-        remote_ctl(owner, (rid, origin), 0, libc::IPC_RMID, SemArg::None)
-    })
+    dist::remove(&OPS, id)
 }
 
 /// A semaphore set, for Rust programs.

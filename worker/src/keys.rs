@@ -120,27 +120,13 @@ pub struct Removal {
 impl Removal {
     /// For a request that passed `Origins::check`.
     pub fn of(req: &Message) -> Option<Removal> {
-        let (kind, id, origin) = match req {
-            Message::MsgCtl {
-                id,
-                origin,
-                cmd: libc::IPC_RMID,
-                ..
-            } => (IpcKind::Msg, *id, *origin),
-            Message::SemCtl {
-                id,
-                origin,
-                cmd: libc::IPC_RMID,
-                ..
-            } => (IpcKind::Sem, *id, *origin),
-            Message::ShmCtl {
-                id,
-                origin,
-                cmd: libc::IPC_RMID,
-                ..
-            } => (IpcKind::Shm, *id, *origin),
+        let cmd = match req {
+            Message::MsgCtl { cmd, .. }
+            | Message::SemCtl { cmd, .. }
+            | Message::ShmCtl { cmd, .. } => *cmd,
             _ => return None,
         };
+        let (kind, id, origin) = crate::origin::target(req).filter(|_| cmd == libc::IPC_RMID)?;
         (origin.key != libc::IPC_PRIVATE).then_some(Removal { kind, id, origin })
     }
 

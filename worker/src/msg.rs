@@ -116,18 +116,3 @@ pub fn rcv(id: i32, size: u64, mtype: i64, flags: i32) -> Message {
         Err(e) => fail(e),
     }
 }
-
-pub fn ctl(id: i32, cmd: i32, set: Option<dipc_common::wire::IpcSet>) -> Message {
-    let r = match (cmd, set) {
-        (libc::IPC_STAT, _) => {
-            return sysv::msgctl_stat(id).map_or_else(fail, |info| Message::MsqStat { info })
-        }
-        (libc::IPC_SET, Some(set)) => sysv::msgctl_set(id, &set),
-        (libc::IPC_RMID, _) => sysv::msgctl_rmid(id),
-        _ => Err(libc::EINVAL),
-    };
-    match r {
-        Ok(()) => Message::Done { value: 0 },
-        Err(e) => fail(e),
-    }
-}

@@ -5,16 +5,16 @@
 //! connection to the manager (with the attach request riding on it, and
 //! the secure channel's state, so the manager carries on the channel), and
 //! ends. The manager checks the attach against the worker's credentials,
-//! which are the caller's. Control requests (`IPC_STAT`, `IPC_SET`,
-//! `IPC_RMID`) are plain calls here, except that `shm_nattch` is the
-//! manager's count of attaches on every host.
+//! which are the caller's. Control requests are those of every kind (see
+//! [`crate::ctl`]), but for `shm_nattch`, the manager's count of attaches
+//! on every host.
 
 use crate::{fail, local_call};
 use dipc_common::channel::Channel;
 use dipc_common::config::Config;
 use dipc_common::sys;
 use dipc_common::sysv;
-use dipc_common::wire::{self, IpcSet, Message, Origin};
+use dipc_common::wire::{self, Message, Origin};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
 
@@ -81,25 +81,19 @@ pub fn query(config: &Config, id: i32) -> Message {
     local_call(config, &path, &q).unwrap_or_else(|e| e)
 }
 
-pub fn ctl(config: &Config, id: i32, cmd: i32, set: Option<IpcSet>) -> Message {
-    let r = match (cmd, set) {
-        (libc::IPC_STAT, _) => {
-            return match sysv::shmctl_stat(id) {
-                Ok(mut info) => {
-                    if let Message::ShmState { nattch, .. } = query(config, id) {
-                        info.nattch = nattch;
-                    }
-                    Message::ShmStat { info }
-                }
-                Err(e) => fail(e),
-            }
-        }
-        (libc::IPC_SET, Some(set)) => sysv::shmctl_set(id, &set),
-        (libc::IPC_RMID, _) => sysv::shmctl_rmid(id),
-        _ => Err(libc::EINVAL),
+/// The participant count of segment `id` from its manager; `None` if no
+/// manager runs or it does not answer.
+pub fn manager_nattch(config: &Config, id: i32) -> Option<u64> {
+    let path = config.shm_socket(id);
+    if !path.exists() {
+        return None;
+    }
+    let q = Message::ShmQuery {
+        id,
+        origin: Origin::default(),
     };
-    match r {
-        Ok(()) => Message::Done { value: 0 },
-        Err(e) => fail(e),
+    match local_call(config, &path, &q) {
+        Ok(Message::ShmState { nattch, .. }) => Some(nattch),
+        _ => None,
     }
 }

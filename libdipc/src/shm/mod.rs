@@ -23,7 +23,7 @@
 //! SIGSEGV handler (chaining to the program's: faults that are not dipc's
 //! reach the program's handler, or kill the process as usual) and starts
 //! one helper thread, the *agent*, which talks to the managers and changes
-//! page protections for the whole process. See `fault.rs` and `agent.rs`.
+//! page protections for the whole process. See `fault.rs` and `agent/`.
 //!
 //! **Errors.** The System V errnos, from the owner's kernel or its manager
 //! (`EACCES`, `EINVAL`, `EIDRM`, `ENOENT`, ...). A lost owner adds
@@ -84,7 +84,7 @@ use agent::{Conn, Params};
 use dipc_common::channel::{Channel, Codec};
 use dipc_common::config::Config;
 use dipc_common::sysv;
-use dipc_common::wire::{IpcKind, Message, Origin};
+use dipc_common::wire::{IpcKind, Message, Origin, SemArg};
 pub use dipc_common::wire::{IpcSet, ShmInfo};
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
@@ -101,42 +101,23 @@ pub(crate) fn last_errno() -> Errno {
     sysv::errno()
 }
 
-fn plain_get(key: i32, flags: i32, size: u64) -> Result<i32, Errno> {
-    // IPC_DIPC is SHM_NORESERVE to the kernel: never pass it on.
-    sysv::shmget(key, size, flags & !IPC_DIPC)
-}
-
-fn maybe_placeholder(id: i32) -> bool {
-    match sysv::shmctl_stat(id) {
-        Ok(i) => i.perm.key == libc::IPC_PRIVATE && i.perm.mode & 0o777 == 0 && i.perm.cuid == 0,
-        Err(e) => e == libc::EACCES,
-    }
-}
-
 static OPS: KindOps = KindOps {
     kind: IpcKind::Shm,
-    get: plain_get,
+    // IPC_DIPC is SHM_NORESERVE to the kernel: never pass it on.
+    get: |key, flags, size| sysv::shmget(key, size, flags & !IPC_DIPC),
     rmid: sysv::shmctl_rmid,
-    maybe_placeholder,
+    set: sysv::shmctl_set,
+    perm: |id| sysv::shmctl_stat(id).map(|i| i.perm),
+    ctl: |(id, origin), _, cmd, arg| Message::ShmCtl {
+        id,
+        origin,
+        cmd,
+        set: dist::ipc_set(arg),
+    },
 };
 
 pub(crate) fn route(id: i32) -> Route {
     dist::route(&OPS, id)
-}
-
-fn remote_ctl(
-    owner: SocketAddr,
-    (id, origin): (i32, Origin),
-    cmd: i32,
-    set: Option<IpcSet>,
-) -> Result<Message, Errno> {
-    let req = Message::ShmCtl {
-        id,
-        origin,
-        cmd,
-        set,
-    };
-    state::remote(owner, &req, false).map_err(client_errno)
 }
 
 /// `shmget`. With `IPC_DIPC` (and a key other than `IPC_PRIVATE`) the
@@ -144,9 +125,6 @@ fn remote_ctl(
 /// with a `size` larger than it is `EINVAL`, also when it lives on another
 /// host (whose kernel checks it, see `dist::get`).
 pub fn get(key: i32, size: usize, flags: i32) -> Result<i32, Errno> {
-    if flags & IPC_DIPC == 0 || key == libc::IPC_PRIVATE {
-        return plain_get(key, flags, size as u64).and_then(|id| dist::plain(IpcKind::Shm, id));
-    }
     dist::get(&OPS, key, flags, size as u64)
 }
 
@@ -465,43 +443,31 @@ pub(crate) fn manager_nattch(id: i32) -> Option<u64> {
 
 /// `shmctl` with `IPC_STAT`. `nattch` counts attaches on every host.
 pub fn stat(id: i32) -> Result<ShmInfo, Errno> {
-    match route(id) {
-        Route::Local => sysv::shmctl_stat(id),
-        Route::Owned { .. } => {
-            let mut info = sysv::shmctl_stat(id)?;
+    let local = |r| {
+        let mut info = sysv::shmctl_stat(id)?;
+        if r != Route::Local {
             if let Some(n) = manager_nattch(id) {
                 info.nattch = n;
             }
-            Ok(info)
         }
-        Route::Remote { owner, id, origin } => {
-            match remote_ctl(owner, (id, origin), libc::IPC_STAT, None)? {
-                Message::ShmStat { info } => Ok(info),
-                _ => Err(libc::EPROTO),
-            }
-        }
-    }
+        Ok(info)
+    };
+    let ctl = (0, libc::IPC_STAT, SemArg::None);
+    dist::ctl(&OPS, id, local, ctl, |m| match m {
+        Message::ShmStat { info } => Some(info),
+        _ => None,
+    })
 }
 
 /// `shmctl` with `IPC_SET`.
 pub fn set(id: i32, set: &IpcSet) -> Result<(), Errno> {
-    match route(id) {
-        Route::Local | Route::Owned { .. } => sysv::shmctl_set(id, set),
-        Route::Remote { owner, id, origin } => {
-            match remote_ctl(owner, (id, origin), libc::IPC_SET, Some(*set))? {
-                Message::Done { .. } => Ok(()),
-                _ => Err(libc::EPROTO),
-            }
-        }
-    }
+    dist::set(&OPS, id, set)
 }
 
 /// `shmctl` with `IPC_RMID`: marks the segment for removal, everywhere; it
 /// goes when the last attach anywhere ends, and its key is free at once.
 pub fn remove(id: i32) -> Result<(), Errno> {
-    dist::remove(&OPS, id, |owner, rid, origin| {
-        remote_ctl(owner, (rid, origin), libc::IPC_RMID, None)
-    })
+    dist::remove(&OPS, id)
 }
 
 /// Whether `id` (as returned by [`get`]) is a distributed segment (owned

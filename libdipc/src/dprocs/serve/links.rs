@@ -1,22 +1,12 @@
-//! The callee's side: [`Process::serve`], which interleaves a process's
-//! initial statements and the calls that come on its links.
-//!
-//! The links come to the process's endpoint (see `dipc_common::calls`).
-//! Each starts with a `CallHello` naming the caller, and is believed only
-//! with the kernel's word on who connected: a process of this host must
-//! be the registration it names (its dipcd answers `PidCheck` for the
-//! connection's pid and start time); a link from another host must come
-//! from one of this host's workers (`WorkerCheck`), which took the caller's
-//! pid_d from the session's statement by the caller's dipcd. The procedure
-//! sees the caller's uid as the kernel gave it on the connection: on
-//! another host's link, the uid the worker acts as (root squashed).
-//!
-//! Each link carries one call at a time. Everything is read without
-//! blocking and every buffer is bounded, so a caller that stalls, floods,
-//! or never reads its replies costs its own link and nothing else.
+//! The links of a serving process: accepting them at its endpoint,
+//! believing a `CallHello` only with the kernel's word on who connected,
+//! reading calls and writing replies without blocking, each within its
+//! bounds, and closing the link idle the longest when there are too many.
 
-use super::{max_input, max_output, stop_requested, Endpoint, MAX_PROC_NAME};
-use crate::pid::{self, errno_err, PidD};
+use super::MAX_LINKS;
+use crate::dprocs::link::Conn;
+use crate::dprocs::{max_input, max_output, stop_requested, Endpoint};
+use crate::pid::{self, PidD};
 use crate::state;
 use dipc_common::calls;
 use dipc_common::channel::Codec;
@@ -26,302 +16,81 @@ use dipc_common::procs;
 use dipc_common::secure::Secure;
 use dipc_common::sys;
 use dipc_common::wire::{self, Message};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::link::Conn;
-
-/// Links a serving process keeps at most (each carries one call at a
-/// time, so this also bounds the calls it holds), or half its descriptor
-/// limit (`RLIMIT_NOFILE`) if that is less. Past it the link idle
-/// the longest is closed (its caller opens a new one when it next calls);
-/// if every link has a call waiting, a new caller is refused (`EAGAIN`).
-pub const MAX_LINKS: usize = 1024;
 /// How long a link must have been idle to be closed for a new one: a
 /// caller sends its call right after the link opens or its last reply
 /// came, so one idle this long is not about to be used.
-const IDLE_BEFORE_CLOSE: Duration = Duration::from_secs(1);
+pub(super) const IDLE_BEFORE_CLOSE: Duration = Duration::from_secs(1);
 /// Connections that have not said who calls yet, at most; more wait in
 /// the endpoint's backlog.
-const MAX_NEWCOMERS: usize = 128;
+pub(super) const MAX_NEWCOMERS: usize = 128;
 /// The longest a new link may take to say who calls.
-const HELLO_WITHIN: Duration = Duration::from_secs(10);
+pub(super) const HELLO_WITHIN: Duration = Duration::from_secs(10);
 /// The most bytes (and descriptors) a `CallHello` may take.
-const HELLO_MAX: usize = 4096;
+pub(super) const HELLO_MAX: usize = 4096;
 /// How often an idle serving process checks that it is still registered.
-const IDLE_CHECK: Duration = Duration::from_millis(250);
+pub(super) const IDLE_CHECK: Duration = Duration::from_millis(250);
 /// Maximal frames of replies that may wait for a caller that does not
 /// read them before its link is dropped.
-const LINK_RECORDS: usize = 2;
-
-/// One call as the procedure sees it.
-#[derive(Debug)]
-pub struct Request<'a> {
-    /// The caller's pid_d, as the kernel's credentials of its link vouch.
-    pub caller: PidD,
-    /// The caller's uid (effective, when it connected; on another host's
-    /// link, the uid its worker acts as: root is squashed).
-    pub uid: u32,
-    /// The input the caller sent.
-    pub input: &'a [u8],
-    /// The largest output the caller takes.
-    pub max_out: usize,
-    /// 0 at first; a procedure that waits in its middle sets it before
-    /// answering [`Answer::Wait`] and finds it again when it is retried.
-    pub phase: u32,
-}
-
-/// What a procedure answers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Answer {
-    /// It ended; the output goes back to the caller.
-    Done(Vec<u8>),
-    /// Its guard is false: postpone it and try again after the next step.
-    /// A procedure must not have changed the state before answering this
-    /// unless it also moved its `phase` on.
-    Wait,
-    /// It ended with an errno for the caller.
-    Fail(i32),
-}
-
-/// What one step of the initial statements answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
-    /// It did a step and has more to do: call it again.
-    Continue,
-    /// Its guard is false: serve requests, and try it again after each.
-    Wait,
-    /// The initial statements have ended; the process serves from now on.
-    Done,
-}
-
-type Procedure<S> = Box<dyn FnMut(&mut S, &mut Request) -> Answer>;
-type Initial<S> = Box<dyn FnMut(&mut S, &mut u32) -> Step>;
-
-/// A request waiting to run (or to be retried).
-struct Pending {
-    link: u64,
-    id: u64,
-    caller: PidD,
-    uid: u32,
-    proc_index: usize,
-    input: Vec<u8>,
-    max_out: usize,
-    phase: u32,
-}
-
-/// A distributed process: its state, public procedures and initial
-/// statements.
-///
-/// ```no_run
-/// use dipc::dprocs::{Answer, Process};
-/// struct Buffer { letter: Option<Vec<u8>> }
-/// dipc::pid::regist()?;
-/// dipc::dprocs::register_name("Buffer")?;
-/// Process::new(Buffer { letter: None })
-///     .procedure("Send", |b, r| match b.letter {
-///         Some(_) => Answer::Wait,                      // when not Full
-///         None => { b.letter = Some(r.input.to_vec()); Answer::Done(vec![]) }
-///     })
-///     .procedure("Receive", |b, _| match b.letter.take() {
-///         Some(m) => Answer::Done(m),                   // when Full
-///         None => Answer::Wait,
-///     })
-///     .serve()?;
-/// # Ok::<(), std::io::Error>(())
-/// ```
-pub struct Process<S> {
-    state: S,
-    names: Vec<String>,
-    procs: Vec<Procedure<S>>,
-    initial: Option<Initial<S>>,
-}
-
-impl<S> Process<S> {
-    pub fn new(state: S) -> Process<S> {
-        Process {
-            state,
-            names: Vec::new(),
-            procs: Vec::new(),
-            initial: None,
-        }
-    }
-
-    /// Declares public procedure `name` (a later one of the same name
-    /// replaces it).
-    pub fn procedure(
-        mut self,
-        name: &str,
-        f: impl FnMut(&mut S, &mut Request) -> Answer + 'static,
-    ) -> Self {
-        match self.names.iter().position(|n| n == name) {
-            Some(i) => self.procs[i] = Box::new(f),
-            None => {
-                self.names.push(name.to_owned());
-                self.procs.push(Box::new(f));
-            }
-        }
-        self
-    }
-
-    /// Declares the initial statements, as a function run one step at a
-    /// time with its own `phase` (0 at first) to know where it is.
-    pub fn initial(mut self, f: impl FnMut(&mut S, &mut u32) -> Step + 'static) -> Self {
-        self.initial = Some(Box::new(f));
-        self
-    }
-
-    /// Runs the process: its initial statements and the calls that come,
-    /// one step at a time. Returns the state when [`super::stop`] was
-    /// called or the registration ended (`uregist`, or dipcd ended it); an
-    /// error if the process is not registered (`ENOTCONN`) or a procedure
-    /// name is bad (`EINVAL`).
-    pub fn serve(mut self) -> io::Result<S> {
-        let endpoint = super::endpoint().ok_or_else(|| errno_err(libc::ENOTCONN))?;
-        if self
-            .names
-            .iter()
-            .any(|n| n.is_empty() || n.len() > MAX_PROC_NAME)
-        {
-            return Err(errno_err(libc::EINVAL));
-        }
-        super::STOP.store(false, std::sync::atomic::Ordering::Release);
-        let mut links = Links::new(endpoint);
-        self.run(&mut links)?;
-        Ok(self.state)
-    }
-
-    fn run(&mut self, links: &mut Links) -> io::Result<()> {
-        let mut pending: VecDeque<Pending> = VecDeque::new();
-        let mut initial_phase = 0u32;
-        loop {
-            // Steps until nothing can continue: after each, the initial
-            // statements, then the postponed requests oldest first.
-            'steps: loop {
-                if stop_requested() {
-                    return Ok(());
-                }
-                if let Some(init) = self.initial.as_mut() {
-                    match init(&mut self.state, &mut initial_phase) {
-                        Step::Continue => continue 'steps,
-                        Step::Done => {
-                            self.initial = None;
-                            continue 'steps;
-                        }
-                        Step::Wait => {}
-                    }
-                }
-                for i in 0..pending.len() {
-                    let p = &mut pending[i];
-                    let before = p.phase;
-                    let mut req = Request {
-                        caller: p.caller,
-                        uid: p.uid,
-                        input: &p.input,
-                        max_out: p.max_out,
-                        phase: p.phase,
-                    };
-                    let answer = (self.procs[p.proc_index])(&mut self.state, &mut req);
-                    p.phase = req.phase;
-                    let (status, output) = match answer {
-                        Answer::Wait if p.phase == before => continue,
-                        // It did part of its work and waits again: a step.
-                        Answer::Wait => continue 'steps,
-                        Answer::Done(out) if out.len() > p.max_out => (libc::E2BIG, Vec::new()),
-                        Answer::Done(out) => (0, out),
-                        Answer::Fail(e) if e > 0 => (e, Vec::new()),
-                        Answer::Fail(_) => (libc::EIO, Vec::new()),
-                    };
-                    if let Some(p) = pending.remove(i) {
-                        links.reply(p.link, p.id, status, output);
-                    }
-                    continue 'steps;
-                }
-                break;
-            }
-            // Nothing can continue: wait for calls.
-            let mut fresh = Vec::new();
-            if !links.wait(&mut fresh)? {
-                return Ok(());
-            }
-            // The postponed requests of links that closed: their callers
-            // gave up (or exited), and a call runs at most once.
-            pending.retain(|p| links.is_open(p.link));
-            for c in fresh {
-                let Some(proc_index) = self.names.iter().position(|n| *n == c.proc_name) else {
-                    links.reply(c.link, c.id, libc::ENOSYS, Vec::new());
-                    continue;
-                };
-                pending.push_back(Pending {
-                    link: c.link,
-                    id: c.id,
-                    caller: c.caller,
-                    uid: c.uid,
-                    proc_index,
-                    input: c.input,
-                    max_out: c.max_out,
-                    phase: 0,
-                });
-            }
-        }
-    }
-}
+pub(super) const LINK_RECORDS: usize = 2;
 
 /// A call read from a link.
-struct Incoming {
-    link: u64,
-    id: u64,
-    caller: PidD,
-    uid: u32,
-    proc_name: String,
-    input: Vec<u8>,
-    max_out: usize,
+pub(super) struct Incoming {
+    pub(super) link: u64,
+    pub(super) id: u64,
+    pub(super) caller: PidD,
+    pub(super) uid: u32,
+    pub(super) proc_name: String,
+    pub(super) input: Vec<u8>,
+    pub(super) max_out: usize,
 }
 
 /// A connection to the endpoint that has not said who calls yet.
-struct Newcomer {
-    conn: UnixStream,
-    cred: sys::PeerCred,
-    since: Instant,
-    buf: Vec<u8>,
-    fds: Vec<OwnedFd>,
+pub(super) struct Newcomer {
+    pub(super) conn: UnixStream,
+    pub(super) cred: sys::PeerCred,
+    pub(super) since: Instant,
+    pub(super) buf: Vec<u8>,
+    pub(super) fds: Vec<OwnedFd>,
 }
 
 /// A link that said who calls.
-struct Caller {
-    framed: Framed<Box<dyn Conn>>,
-    caller: PidD,
-    uid: u32,
+pub(super) struct Caller {
+    pub(super) framed: Framed<Box<dyn Conn>>,
+    pub(super) caller: PidD,
+    pub(super) uid: u32,
     /// A call of this link is postponed or running: the next may come
     /// only after its reply.
-    busy: bool,
-    last_used: Instant,
+    pub(super) busy: bool,
+    pub(super) last_used: Instant,
 }
 
 /// The endpoint and the links of a serving process.
-struct Links {
-    endpoint: Arc<Endpoint>,
-    newcomers: HashMap<u64, Newcomer>,
-    callers: HashMap<u64, Caller>,
-    next: u64,
-    spin: Duration,
-    max_frame: u32,
+pub(super) struct Links {
+    pub(super) endpoint: Arc<Endpoint>,
+    pub(super) newcomers: HashMap<u64, Newcomer>,
+    pub(super) callers: HashMap<u64, Caller>,
+    pub(super) next: u64,
+    pub(super) spin: Duration,
+    pub(super) max_frame: u32,
     /// Until when to look for more without sleeping (after a busy spell).
-    spin_until: Option<Instant>,
-    next_check: Instant,
+    pub(super) spin_until: Option<Instant>,
+    pub(super) next_check: Instant,
     /// [`MAX_LINKS`], or fewer under a low descriptor limit.
-    max_links: usize,
+    pub(super) max_links: usize,
     /// Out of descriptors: new links wait in the backlog until then.
-    accept_after: Option<Instant>,
+    pub(super) accept_after: Option<Instant>,
 }
 
 /// The links a process can keep with its descriptor limit: half of it,
 /// the rest for the process's own use.
-fn links_for_fd_limit() -> usize {
+pub(super) fn links_for_fd_limit() -> usize {
     let mut r = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -336,7 +105,7 @@ fn links_for_fd_limit() -> usize {
 }
 
 impl Links {
-    fn new(endpoint: Arc<Endpoint>) -> Links {
+    pub(super) fn new(endpoint: Arc<Endpoint>) -> Links {
         let config = state::config().ok();
         Links {
             endpoint,
@@ -352,12 +121,12 @@ impl Links {
         }
     }
 
-    fn is_open(&self, link: u64) -> bool {
+    pub(super) fn is_open(&self, link: u64) -> bool {
         self.callers.contains_key(&link)
     }
 
     /// Sends a reply on `link`, if it is still open.
-    fn reply(&mut self, link: u64, id: u64, status: i32, output: Vec<u8>) {
+    pub(super) fn reply(&mut self, link: u64, id: u64, status: i32, output: Vec<u8>) {
         let Some(c) = self.callers.get_mut(&link) else {
             return;
         };
@@ -372,7 +141,7 @@ impl Links {
     /// Waits for something to happen and takes it in: new links, calls
     /// (into `fresh`), links that closed. `false` once the registration
     /// has ended.
-    fn wait(&mut self, fresh: &mut Vec<Incoming>) -> io::Result<bool> {
+    pub(super) fn wait(&mut self, fresh: &mut Vec<Incoming>) -> io::Result<bool> {
         loop {
             let now = Instant::now();
             if now >= self.next_check {
@@ -419,7 +188,7 @@ impl Links {
     /// registration may end by `uregist` in another thread, or by dipcd
     /// (which removes the mailbox).
     fn still_registered(&self) -> bool {
-        let Some(e) = super::endpoint() else {
+        let Some(e) = crate::dprocs::endpoint() else {
             return false;
         };
         if !Arc::ptr_eq(&e, &self.endpoint) {

@@ -1,9 +1,6 @@
-//! The C interface (`include/dipc.h`): the same arguments, return values
-//! and `errno` as the System V calls. On structures of this host the calls
-//! go straight to the kernel with the caller's buffers; only calls on
-//! structures owned elsewhere go through the Rust layer (and every attach
-//! of a distributed segment, which is a private copy, see [`crate::shm`]).
+//! The System V calls: `dipc_msg*`, `dipc_sem*`, `dipc_shm*`.
 
+use super::{fail, set_errno};
 use crate::dist::Errno;
 use crate::msg::{self, MTYPE_LEN};
 use crate::state::{self, Route};
@@ -17,27 +14,10 @@ const MSG_STAT_ANY: c_int = 13;
 /// Linux's SEM_STAT_ANY (not in the libc crate).
 const SEM_STAT_ANY: c_int = 20;
 
-fn set_errno(e: Errno) {
-    // SAFETY: __errno_location returns this thread's errno.
-    unsafe { *libc::__errno_location() = e };
-}
-
-fn fail<T: From<i8>>(e: Errno) -> T {
-    set_errno(e);
-    T::from(-1)
-}
-
 /// True when the id's calls are plain system calls here. Ids this process
-/// never saw from dipc_msgget are classified once (see `msg::route`).
-fn is_local(id: c_int) -> bool {
-    if state::known_local(IpcKind::Msg, id) {
-        return true;
-    }
-    match state::route(IpcKind::Msg, id) {
-        Some(Route::Local | Route::Owned { .. }) => true,
-        Some(Route::Remote { .. }) => false,
-        None => !msg::is_remote(id),
-    }
+/// never saw from a get are classified once (see `dist::route`).
+fn is_local(kind: IpcKind, id: c_int, route: fn(c_int) -> Route) -> bool {
+    state::known_local(kind, id) || !matches!(route(id), Route::Remote { .. })
 }
 
 #[no_mangle]
@@ -55,7 +35,7 @@ pub unsafe extern "C" fn dipc_msgsnd(
     msgsz: size_t,
     msgflg: c_int,
 ) -> c_int {
-    if is_local(msqid) {
+    if is_local(IpcKind::Msg, msqid, msg::route) {
         // SAFETY: the caller's buffer goes to the kernel as msgsnd(2) takes
         // it (this function's contract).
         return unsafe { dipc_common::sysv::raw::msgsnd(msqid, msgp, msgsz, msgflg) };
@@ -90,7 +70,7 @@ pub unsafe extern "C" fn dipc_msgrcv(
     msgtyp: c_long,
     msgflg: c_int,
 ) -> ssize_t {
-    if is_local(msqid) {
+    if is_local(IpcKind::Msg, msqid, msg::route) {
         // SAFETY: the caller's buffer goes to the kernel as msgrcv(2) takes
         // it (this function's contract).
         return unsafe { dipc_common::sysv::raw::msgrcv(msqid, msgp, msgsz, msgtyp, msgflg) };
@@ -119,7 +99,7 @@ pub unsafe extern "C" fn dipc_msgctl(msqid: c_int, cmd: c_int, buf: *mut msqid_d
             return unsafe { dipc_common::sysv::raw::msgctl(msqid, cmd, buf) };
         }
         libc::IPC_STAT => {
-            if is_local(msqid) {
+            if is_local(IpcKind::Msg, msqid, msg::route) {
                 // SAFETY: `buf` is valid for `cmd` (this function's contract).
                 return unsafe { dipc_common::sysv::raw::msgctl(msqid, cmd, buf) };
             }
@@ -148,17 +128,6 @@ pub unsafe extern "C" fn dipc_msgctl(msqid: c_int, cmd: c_int, buf: *mut msqid_d
     match r {
         Ok(()) => 0,
         Err(e) => fail(e),
-    }
-}
-
-fn sem_is_local(id: c_int) -> bool {
-    if state::known_local(IpcKind::Sem, id) {
-        return true;
-    }
-    match state::route(IpcKind::Sem, id) {
-        Some(Route::Local | Route::Owned { .. }) => true,
-        Some(Route::Remote { .. }) => false,
-        None => matches!(crate::sem::route(id), Route::Local | Route::Owned { .. }),
     }
 }
 
@@ -205,7 +174,7 @@ unsafe fn note_undo(r: c_int, sops: *const libc::sembuf, nsops: size_t) {
 /// `sops` must point to `nsops` `struct sembuf`, as for semop(2).
 #[no_mangle]
 pub unsafe extern "C" fn dipc_semop(semid: c_int, sops: *mut libc::sembuf, nsops: size_t) -> c_int {
-    if sem_is_local(semid) {
+    if is_local(IpcKind::Sem, semid, crate::sem::route) {
         // SAFETY: `sops` holds `nsops` sembufs (this function's contract),
         // which the kernel has read when it returns 0.
         unsafe {
@@ -230,7 +199,7 @@ pub unsafe extern "C" fn dipc_semtimedop(
     nsops: size_t,
     timeout: *const libc::timespec,
 ) -> c_int {
-    if sem_is_local(semid) {
+    if is_local(IpcKind::Sem, semid, crate::sem::route) {
         // SAFETY: `sops` holds `nsops` sembufs and `timeout` is null or
         // valid (this function's contract); the kernel has read the sembufs
         // when it returns 0.
@@ -295,7 +264,7 @@ pub unsafe extern "C" fn dipc_semctl(semid: c_int, semnum: c_int, cmd: c_int, ar
         libc::IPC_INFO | libc::SEM_INFO | libc::SEM_STAT | SEM_STAT_ANY => return raw(),
         // Removal also frees the key at the referee, wherever the set is.
         libc::IPC_RMID => sem::remove(semid).map(|()| 0),
-        _ if sem_is_local(semid) => return raw(),
+        _ if is_local(IpcKind::Sem, semid, crate::sem::route) => return raw(),
         libc::GETVAL | libc::GETPID | libc::GETNCNT | libc::GETZCNT => {
             sem::ctl_int(semid, semnum, cmd, 0)
         }
@@ -424,329 +393,4 @@ pub unsafe extern "C" fn dipc_shmctl(shmid: c_int, cmd: c_int, buf: *mut libc::s
         Ok(()) => 0,
         Err(e) => fail(e),
     }
-}
-
-// ------------------------------------------------------------ process ids
-
-fn io_fail<T: From<i8>>(e: std::io::Error) -> T {
-    fail(e.raw_os_error().unwrap_or(libc::EIO))
-}
-
-/// `pid_d regist(void)`: joins the cluster's process table.
-#[no_mangle]
-pub extern "C" fn regist() -> i64 {
-    crate::pid::regist().unwrap_or_else(io_fail)
-}
-
-/// `int uregist(pid_d)`: leaves it (only the caller's own registration).
-#[no_mangle]
-pub extern "C" fn uregist(pid_d: i64) -> c_int {
-    crate::pid::uregist(pid_d).map_or_else(io_fail, |()| 0)
-}
-
-/// `int kill_d(pid_d, int sig)`: `kill(2)` for a pid_d on any host.
-#[no_mangle]
-pub extern "C" fn kill_d(pid_d: i64, sig: c_int) -> c_int {
-    crate::pid::kill_d(pid_d, sig).map_or_else(io_fail, |()| 0)
-}
-
-/// # Safety
-/// `buf` must point to `len` readable bytes (or be null with `len == 0`).
-#[no_mangle]
-pub unsafe extern "C" fn dipc_send(
-    dest: i64,
-    buf: *const c_void,
-    len: size_t,
-    flags: c_int,
-) -> c_int {
-    match msg::text_max() {
-        Ok(max) if len <= max => {}
-        Ok(_) => return fail(libc::EMSGSIZE),
-        Err(e) => return fail(e),
-    }
-    let data = match umem::read_slice(buf.cast::<u8>(), len) {
-        Ok(d) => d,
-        Err(e) => return fail(e),
-    };
-    crate::pid::send(dest, &data, flags).map_or_else(io_fail, |()| 0)
-}
-
-/// # Safety
-/// `src` must point to a `pid_d`; `buf` to room for `len` bytes (or be
-/// null with `len == 0`).
-#[no_mangle]
-pub unsafe extern "C" fn dipc_receive(
-    src: *mut i64,
-    buf: *mut c_void,
-    len: size_t,
-    flags: c_int,
-) -> ssize_t {
-    if buf.is_null() && len != 0 {
-        return fail(libc::EFAULT);
-    }
-    let want = match umem::read(src) {
-        Ok(w) => w,
-        Err(e) => return fail(e),
-    };
-    // Checked before a message is taken: one cannot be put back.
-    if let Err(e) = umem::write(src, &want) {
-        return fail(e);
-    }
-    match crate::pid::receive(want, len, flags) {
-        Ok((from, text)) => {
-            let r =
-                umem::write_slice(buf.cast::<u8>(), &text).and_then(|()| umem::write(src, &from));
-            match r {
-                Ok(()) => text.len() as ssize_t,
-                Err(e) => fail(e),
-            }
-        }
-        Err(e) => io_fail(e),
-    }
-}
-
-/// `int dipc_poll(int timeout_ms)`: 1 if a message waits in the caller's
-/// mailbox, 0 if none came within `timeout_ms` (negative: wait as long as
-/// it takes).
-#[no_mangle]
-pub extern "C" fn dipc_poll(timeout_ms: c_int) -> c_int {
-    let t = u64::try_from(timeout_ms)
-        .ok()
-        .map(std::time::Duration::from_millis);
-    match crate::pid::poll(t) {
-        Ok(true) => 1,
-        Ok(false) => 0,
-        Err(e) => io_fail(e),
-    }
-}
-
-// ------------------------------------------------------------ distributed processes
-
-/// A procedure's guard is false (or the initial statements wait): try
-/// again after the next step.
-pub const DIPC_WAIT: c_int = -1;
-/// The initial statements did a step and have more to do.
-pub const DIPC_STEP: c_int = 1;
-
-/// `struct dipc_call_info` of `dipc.h`: one call as a procedure sees it.
-#[repr(C)]
-pub struct DipcCallInfo {
-    pub caller: i64,
-    pub uid: libc::uid_t,
-    pub proc_name: *const libc::c_char,
-    pub input: *const c_void,
-    pub inlen: size_t,
-    pub out: *mut c_void,
-    pub outcap: size_t,
-    pub outlen: size_t,
-    pub phase: libc::c_uint,
-}
-
-pub type DipcProcFn = Option<unsafe extern "C" fn(*mut c_void, *mut DipcCallInfo) -> c_int>;
-pub type DipcInitialFn = Option<unsafe extern "C" fn(*mut c_void, *mut libc::c_uint) -> c_int>;
-
-/// `struct dipc_proc` of `dipc.h`: a public procedure.
-#[repr(C)]
-pub struct DipcProc {
-    pub name: *const libc::c_char,
-    pub func: DipcProcFn,
-}
-
-/// # Safety
-/// `name` must be null or a NUL-terminated string.
-unsafe fn c_str<'a>(name: *const libc::c_char) -> Result<&'a str, Errno> {
-    if name.is_null() {
-        return Err(libc::EFAULT);
-    }
-    // SAFETY: `name` is a NUL-terminated string (this function's contract).
-    unsafe { std::ffi::CStr::from_ptr(name) }
-        .to_str()
-        .map_err(|_| libc::EINVAL)
-}
-
-/// `int dipc_name_register(const char *name)`.
-///
-/// # Safety
-/// `name` must be a NUL-terminated string.
-#[no_mangle]
-pub unsafe extern "C" fn dipc_name_register(name: *const libc::c_char) -> c_int {
-    // SAFETY: `name` is a NUL-terminated string (this function's contract).
-    match unsafe { c_str(name) } {
-        Ok(n) => crate::dprocs::register_name(n).map_or_else(io_fail, |()| 0),
-        Err(e) => fail(e),
-    }
-}
-
-/// `int dipc_name_release(const char *name)`.
-///
-/// # Safety
-/// `name` must be a NUL-terminated string.
-#[no_mangle]
-pub unsafe extern "C" fn dipc_name_release(name: *const libc::c_char) -> c_int {
-    // SAFETY: `name` is a NUL-terminated string (this function's contract).
-    match unsafe { c_str(name) } {
-        Ok(n) => crate::dprocs::release_name(n).map_or_else(io_fail, |()| 0),
-        Err(e) => fail(e),
-    }
-}
-
-/// `pid_d dipc_name_lookup(const char *name)`.
-///
-/// # Safety
-/// `name` must be a NUL-terminated string.
-#[no_mangle]
-pub unsafe extern "C" fn dipc_name_lookup(name: *const libc::c_char) -> i64 {
-    // SAFETY: `name` is a NUL-terminated string (this function's contract).
-    match unsafe { c_str(name) } {
-        Ok(n) => crate::dprocs::lookup_name(n).unwrap_or_else(io_fail),
-        Err(e) => fail(e),
-    }
-}
-
-/// `ssize_t dipc_call(pid_d q, const char *proc, const void *in, size_t
-/// inlen, void *out, size_t outlen, int timeout_ms)`: the output's length.
-///
-/// # Safety
-/// `proc_name` a NUL-terminated string; `input` `inlen` readable bytes and
-/// `out` room for `outlen` (either may be null when its length is 0).
-#[no_mangle]
-pub unsafe extern "C" fn dipc_call(
-    q: i64,
-    proc_name: *const libc::c_char,
-    input: *const c_void,
-    inlen: size_t,
-    out: *mut c_void,
-    outlen: size_t,
-    timeout_ms: c_int,
-) -> ssize_t {
-    // SAFETY: `proc_name` is a NUL-terminated string (this function's
-    // contract).
-    let name = match unsafe { c_str(proc_name) } {
-        Ok(n) => n,
-        Err(e) => return fail(e),
-    };
-    if out.is_null() && outlen != 0 {
-        return fail(libc::EFAULT);
-    }
-    // Bounded before it is copied; a bad pointer is EFAULT (umem).
-    if inlen > crate::dprocs::max_input(name) {
-        return fail(libc::EMSGSIZE);
-    }
-    let data = match umem::read_slice(input.cast::<u8>(), inlen) {
-        Ok(d) => d,
-        Err(e) => return fail(e),
-    };
-    let timeout = u64::try_from(timeout_ms)
-        .ok()
-        .filter(|t| *t > 0)
-        .map(std::time::Duration::from_millis);
-    match crate::dprocs::call(q, name, &data, outlen, timeout) {
-        Ok(r) => match umem::write_slice(out.cast::<u8>(), &r) {
-            Ok(()) => r.len() as ssize_t,
-            Err(e) => fail(e),
-        },
-        Err(e) => io_fail(e),
-    }
-}
-
-/// `void dipc_serve_stop(void)`: `dipc_serve` returns after this step.
-#[no_mangle]
-pub extern "C" fn dipc_serve_stop() {
-    crate::dprocs::stop();
-}
-
-/// The C program's state, handed to every callback.
-struct CState(*mut c_void);
-
-/// A C procedure: the answer of `f` turned into an [`Answer`].
-fn c_procedure(
-    name: std::ffi::CString,
-    f: unsafe extern "C" fn(*mut c_void, *mut DipcCallInfo) -> c_int,
-) -> impl FnMut(&mut CState, &mut crate::dprocs::Request) -> crate::dprocs::Answer {
-    use crate::dprocs::Answer;
-    move |st, req| {
-        let mut out = vec![0u8; req.max_out];
-        let mut info = DipcCallInfo {
-            caller: req.caller,
-            uid: req.uid,
-            proc_name: name.as_ptr(),
-            input: req.input.as_ptr().cast(),
-            inlen: req.input.len(),
-            out: out.as_mut_ptr().cast(),
-            outcap: out.len(),
-            outlen: 0,
-            phase: req.phase,
-        };
-        // SAFETY: the program's callback, given its state and a call
-        // whose buffers live until it returns.
-        let r = unsafe { f(st.0, &mut info) };
-        req.phase = info.phase;
-        match r {
-            0 if info.outlen <= out.len() => {
-                out.truncate(info.outlen);
-                Answer::Done(out)
-            }
-            0 => Answer::Fail(libc::E2BIG),
-            DIPC_WAIT => Answer::Wait,
-            e if e > 0 => Answer::Fail(e),
-            _ => Answer::Fail(libc::EIO),
-        }
-    }
-}
-
-/// `int dipc_serve(void *state, const struct dipc_proc *procs, size_t
-/// nprocs, dipc_initial_fn initial)`: runs the process (see
-/// [`crate::dprocs::Process::serve`]); 0 once stopped or unregistered.
-///
-/// # Safety
-/// `procs` must point to `nprocs` entries with NUL-terminated names;
-/// the callbacks must be safe to call with `state`.
-#[no_mangle]
-pub unsafe extern "C" fn dipc_serve(
-    state: *mut c_void,
-    procs: *const DipcProc,
-    nprocs: size_t,
-    initial: DipcInitialFn,
-) -> c_int {
-    use crate::dprocs::{Process, Step};
-    if procs.is_null() && nprocs != 0 {
-        return fail(libc::EFAULT);
-    }
-    let table: &[DipcProc] = if nprocs == 0 {
-        &[]
-    } else {
-        // SAFETY: `procs` points to `nprocs` entries (this function's
-        // contract), which outlive this call.
-        unsafe { std::slice::from_raw_parts(procs, nprocs) }
-    };
-    let mut p = Process::new(CState(state));
-    for d in table {
-        // SAFETY: each entry's name is NUL-terminated (this function's
-        // contract).
-        let (name, Some(f)) = (unsafe { c_str(d.name) }, d.func) else {
-            return fail(libc::EFAULT);
-        };
-        let name = match name {
-            Ok(n) => n.to_owned(),
-            Err(e) => return fail(e),
-        };
-        let Ok(cname) = std::ffi::CString::new(name.clone()) else {
-            return fail(libc::EINVAL);
-        };
-        p = p.procedure(&name, c_procedure(cname, f));
-    }
-    if let Some(init) = initial {
-        p = p.initial(move |st, phase| {
-            let mut ph: libc::c_uint = *phase;
-            // SAFETY: the program's callback with its state.
-            let r = unsafe { init(st.0, &mut ph) };
-            *phase = ph;
-            match r {
-                DIPC_STEP => Step::Continue,
-                DIPC_WAIT => Step::Wait,
-                _ => Step::Done,
-            }
-        });
-    }
-    p.serve().map_or_else(io_fail, |_| 0)
 }
