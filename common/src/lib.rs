@@ -16,6 +16,7 @@ pub mod keypolicy;
 pub mod metrics;
 pub mod net;
 pub mod procs;
+pub mod reactor;
 pub mod secure;
 pub mod silence;
 pub mod sys;
