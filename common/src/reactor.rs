@@ -27,25 +27,31 @@
 //! - at most [`FRAMES_PER_TURN`] frames are taken from one connection
 //!   before the others get their turn, so a peer that writes faster than
 //!   the daemon reads cannot hold the others up;
-//! - whatever the handler queued is written as soon as the handler returns.
+//! - whatever the handler queued is written as soon as it returns, or at
+//!   the end of a connection's turn (one write for a run of replies).
+
+mod handler;
+mod table;
+
+pub use handler::{Action, Handler, Out, Recorder};
 
 use crate::channel::{ChannelError, Codec, Framed, FramedParts};
 use crate::net::{tune_tcp, Stream};
-use crate::secure::Secure;
 use crate::sys::{self, PeerCred};
-use crate::wire::{self, Message};
+use crate::wire::Message;
 use log::{debug, warn};
 use mio::net::{TcpListener, UnixListener};
 use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Registry, Token};
+use mio::{Events, Interest, Poll, Token};
 use nix::sys::signal::Signal;
 use nix::sys::signalfd::SignalFd;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
+use table::{Closing, Conn, Table};
 
 /// A connection, as the handler knows it. Stable for the connection's
 /// life and never reused while the reactor runs.
@@ -175,313 +181,6 @@ pub enum Event {
     /// [`Handler::wake_at`] at the latest: the handler checks its own
     /// deadlines against `now`.
     Tick,
-}
-
-/// What a handler may ask of the reactor. Calls about a connection that is
-/// gone are ignored.
-pub trait Out {
-    /// Queues a frame.
-    fn send(&mut self, conn: ConnId, id: u64, msg: &Message);
-    /// Queues the one whole frame `encode` appends (see
-    /// `wire::encode_shm_data`), for a frame encoded from borrowed data.
-    fn send_encoded(&mut self, conn: ConnId, encode: &mut dyn FnMut(&mut Vec<u8>));
-    /// Frames after this one, both ways, are sealed by `secure`.
-    fn secure(&mut self, conn: ConnId, secure: Secure);
-    /// Writes what the socket takes now of what is queued and closes.
-    fn close(&mut self, conn: ConnId);
-    /// Stops reading and closes once everything queued is written.
-    fn close_when_flushed(&mut self, conn: ConnId);
-    /// Takes the connection out of the reactor once what is queued is
-    /// written, and hands it to [`Handler::taken`].
-    fn take(&mut self, conn: ConnId);
-    /// Carries the connection on over `stream` (a socket the peer passed),
-    /// framed by `codec`; the old socket is closed. Refused (the
-    /// connection closes) if bytes past the last frame wait on the old one.
-    fn adopt(&mut self, conn: ConnId, stream: Stream, codec: Codec);
-    /// Ends [`Reactor::run`] with this exit code.
-    fn stop(&mut self, code: i32);
-}
-
-/// A daemon's logic.
-pub trait Handler {
-    fn event(&mut self, now: Instant, ev: Event, out: &mut dyn Out);
-    /// When the handler next wants an [`Event::Tick`] if nothing else
-    /// wakes the loop (a time in the past: at once).
-    fn wake_at(&self) -> Option<Instant> {
-        None
-    }
-    /// A connection taken out with [`Out::take`]: its socket, codec, and
-    /// the bytes read and not framed yet (those queued were written).
-    fn taken(&mut self, conn: ConnId, parts: FramedParts<Stream>, out: &mut dyn Out) {
-        let _ = (conn, parts, out);
-    }
-}
-
-/// One thing a handler asked for, as a [`Recorder`] keeps it.
-#[derive(Debug)]
-pub enum Action {
-    Send {
-        conn: ConnId,
-        id: u64,
-        msg: Message,
-    },
-    /// A frame from [`Out::send_encoded`], as encoded.
-    SendEncoded {
-        conn: ConnId,
-        frame: Vec<u8>,
-    },
-    Secure {
-        conn: ConnId,
-    },
-    Close {
-        conn: ConnId,
-    },
-    CloseWhenFlushed {
-        conn: ConnId,
-    },
-    Take {
-        conn: ConnId,
-    },
-    Adopt {
-        conn: ConnId,
-    },
-    Stop(i32),
-}
-
-/// An [`Out`] that records what a handler asks, for tests of a daemon's
-/// logic without sockets.
-#[derive(Debug, Default)]
-pub struct Recorder {
-    pub actions: Vec<Action>,
-}
-
-impl Recorder {
-    /// The actions recorded since the last call.
-    pub fn take_all(&mut self) -> Vec<Action> {
-        std::mem::take(&mut self.actions)
-    }
-
-    /// The frames queued for `conn` since the last [`Recorder::take_all`],
-    /// encoded ones decoded.
-    pub fn sent(&self, conn: ConnId) -> Vec<(u64, Message)> {
-        self.actions
-            .iter()
-            .filter_map(|a| match a {
-                Action::Send { conn: c, id, msg } if *c == conn => Some((*id, msg.clone())),
-                Action::SendEncoded { conn: c, frame } if *c == conn => {
-                    match wire::decode_frame(frame, u32::MAX) {
-                        Ok(Some((_, id, msg))) => Some((id, msg)),
-                        _ => None,
-                    }
-                }
-                _ => None,
-            })
-            .collect()
-    }
-
-    /// Whether the handler closed `conn` (either way) or took it.
-    pub fn closed(&self, conn: ConnId) -> bool {
-        self.actions.iter().any(|a| {
-            matches!(a, Action::Close { conn: c } | Action::CloseWhenFlushed { conn: c }
-                | Action::Take { conn: c } if *c == conn)
-        })
-    }
-}
-
-impl Out for Recorder {
-    fn send(&mut self, conn: ConnId, id: u64, msg: &Message) {
-        self.actions.push(Action::Send {
-            conn,
-            id,
-            msg: msg.clone(),
-        });
-    }
-    fn send_encoded(&mut self, conn: ConnId, encode: &mut dyn FnMut(&mut Vec<u8>)) {
-        let mut frame = Vec::new();
-        encode(&mut frame);
-        self.actions.push(Action::SendEncoded { conn, frame });
-    }
-    fn secure(&mut self, conn: ConnId, _: Secure) {
-        self.actions.push(Action::Secure { conn });
-    }
-    fn close(&mut self, conn: ConnId) {
-        self.actions.push(Action::Close { conn });
-    }
-    fn close_when_flushed(&mut self, conn: ConnId) {
-        self.actions.push(Action::CloseWhenFlushed { conn });
-    }
-    fn take(&mut self, conn: ConnId) {
-        self.actions.push(Action::Take { conn });
-    }
-    fn adopt(&mut self, conn: ConnId, _: Stream, _: Codec) {
-        self.actions.push(Action::Adopt { conn });
-    }
-    fn stop(&mut self, code: i32) {
-        self.actions.push(Action::Stop(code));
-    }
-}
-
-/// A connection's socket: the stream, and the descriptors its peer passed
-/// that no frame has carried to the handler yet.
-struct Sock {
-    stream: Stream,
-    fds: Option<Vec<OwnedFd>>,
-}
-
-impl Read for Sock {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match (&self.stream, &mut self.fds) {
-            (Stream::Unix(s), Some(fds)) => {
-                let (n, got) = sys::recv_with_fds(s, buf)?;
-                fds.extend(got);
-                if fds.len() > MAX_PASSED_FDS {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("the peer passed more than {MAX_PASSED_FDS} descriptors"),
-                    ));
-                }
-                Ok(n)
-            }
-            _ => self.stream.read(buf),
-        }
-    }
-}
-
-impl Write for Sock {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.stream.write(buf)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.stream.flush()
-    }
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Closing {
-    No,
-    Now,
-    WhenFlushed,
-    Take,
-}
-
-struct Conn {
-    framed: Framed<Sock>,
-    listener: ListenerId,
-    closing: Closing,
-}
-
-/// The connections and what the handler asked about them; the [`Out`] the
-/// reactor hands the handler.
-struct Table {
-    registry: Registry,
-    conns: HashMap<ConnId, Conn>,
-    opts: Vec<Options>,
-    /// Connections with frames queued or a close asked for since they were
-    /// last flushed.
-    touched: Vec<ConnId>,
-    /// Connections to end, and why.
-    doomed: Vec<(ConnId, Gone)>,
-    stop: Option<i32>,
-}
-
-impl Table {
-    fn touch(&mut self, conn: ConnId) {
-        if !self.touched.contains(&conn) {
-            self.touched.push(conn);
-        }
-    }
-
-    fn set_closing(&mut self, conn: ConnId, how: Closing) {
-        if let Some(c) = self.conns.get_mut(&conn) {
-            if c.closing == Closing::No {
-                c.closing = how;
-            }
-            self.touch(conn);
-        }
-    }
-
-    fn framed(&mut self, stream: Stream, listener: ListenerId, codec: Codec) -> Framed<Sock> {
-        let o = &self.opts[listener];
-        let mut f = Framed::new(
-            Sock {
-                fds: (o.pass_fds && matches!(stream, Stream::Unix(_))).then(Vec::new),
-                stream,
-            },
-            o.max_frame,
-        )
-        .with_codec(codec);
-        if let Some(b) = o.pause_at {
-            f = f.pause_reading_at(b);
-        }
-        if let Some(b) = o.close_at {
-            f = f.close_writing_at(b);
-        }
-        f
-    }
-}
-
-impl Out for Table {
-    fn send(&mut self, conn: ConnId, id: u64, msg: &Message) {
-        if let Some(c) = self.conns.get_mut(&conn) {
-            c.framed.queue(id, msg);
-            self.touch(conn);
-        }
-    }
-    fn send_encoded(&mut self, conn: ConnId, encode: &mut dyn FnMut(&mut Vec<u8>)) {
-        if let Some(c) = self.conns.get_mut(&conn) {
-            c.framed.queue_encoded(encode);
-            self.touch(conn);
-        }
-    }
-    fn secure(&mut self, conn: ConnId, secure: Secure) {
-        if let Some(c) = self.conns.get_mut(&conn) {
-            c.framed.secure(secure);
-        }
-    }
-    fn close(&mut self, conn: ConnId) {
-        self.set_closing(conn, Closing::Now);
-    }
-    fn close_when_flushed(&mut self, conn: ConnId) {
-        self.set_closing(conn, Closing::WhenFlushed);
-    }
-    fn take(&mut self, conn: ConnId) {
-        self.set_closing(conn, Closing::Take);
-    }
-    fn adopt(&mut self, conn: ConnId, mut stream: Stream, codec: Codec) {
-        let Some(mut old) = self.conns.remove(&conn) else {
-            return;
-        };
-        let _ = self.registry.deregister(&mut old.framed.stream.stream);
-        let listener = old.listener;
-        let parts = old.framed.into_parts();
-        if !parts.unread.is_empty() {
-            self.doomed.push((
-                conn,
-                Gone::Protocol("bytes after the frame that passed a connection".into()),
-            ));
-        } else if let Err(e) = self.registry.register(
-            &mut stream,
-            Token(conn),
-            Interest::READABLE | Interest::WRITABLE,
-        ) {
-            self.doomed.push((conn, Gone::Io(e.to_string())));
-        }
-        // The old socket is closed here; what the handler queues from now
-        // on goes to the new one.
-        let framed = self.framed(stream, listener, codec);
-        self.conns.insert(
-            conn,
-            Conn {
-                framed,
-                listener,
-                closing: old.closing,
-            },
-        );
-        self.touch(conn);
-    }
-    fn stop(&mut self, code: i32) {
-        self.stop.get_or_insert(code);
-    }
 }
 
 /// The event loop (see the module docs).
@@ -616,6 +315,9 @@ impl Reactor {
 
     /// The handler's wake-up, or the next stall deadline if sooner.
     fn next_wake<H: Handler>(&self, h: &H) -> Option<Instant> {
+        if self.table.opts.iter().all(|o| o.stall.is_none()) {
+            return h.wake_at();
+        }
         let stall = self
             .table
             .conns
@@ -629,6 +331,9 @@ impl Reactor {
     }
 
     fn expire_stalled<H: Handler>(&mut self, h: &mut H) {
+        if self.table.opts.iter().all(|o| o.stall.is_none()) {
+            return;
+        }
         let now = Instant::now();
         for (t, c) in &self.table.conns {
             let limit = self.table.opts[c.listener].stall;
@@ -749,13 +454,19 @@ impl Reactor {
     }
 
     /// Reads what connection `t` sent, a turn's worth of frames, and
-    /// writes what waits for it.
+    /// writes what waits for it and what the handler queued meanwhile (in
+    /// one go, so a run of requests costs one write).
     fn ready<H: Handler>(&mut self, h: &mut H, t: ConnId) {
+        let mut turn_used = true;
         for _ in 0..FRAMES_PER_TURN {
             let Some(c) = self.table.conns.get_mut(&t) else {
-                return;
+                return self.settle(h);
             };
-            if c.closing != Closing::No || self.table.stop.is_some() {
+            if c.closing != Closing::No
+                || self.table.stop.is_some()
+                || self.table.doomed.iter().any(|(d, _)| *d == t)
+            {
+                turn_used = false;
                 break;
             }
             match c.framed.read_frame() {
@@ -767,31 +478,31 @@ impl Reactor {
                         .as_mut()
                         .map(std::mem::take)
                         .unwrap_or_default();
-                    self.dispatch(
-                        h,
-                        Event::Frame {
-                            conn: t,
-                            id,
-                            msg,
-                            fds,
-                        },
-                    );
+                    let ev = Event::Frame {
+                        conn: t,
+                        id,
+                        msg,
+                        fds,
+                    };
+                    h.event(Instant::now(), ev, &mut self.table);
                 }
                 Ok(None) => {
-                    self.table.touch(t);
-                    return self.settle(h);
+                    turn_used = false;
+                    break;
                 }
                 Err(e) => {
                     self.table.doomed.push((t, gone(e)));
-                    return self.settle(h);
+                    turn_used = false;
+                    break;
                 }
             }
         }
-        if self
-            .table
-            .conns
-            .get(&t)
-            .is_some_and(|c| c.closing == Closing::No)
+        if turn_used
+            && self
+                .table
+                .conns
+                .get(&t)
+                .is_some_and(|c| c.closing == Closing::No)
         {
             self.again.push(t);
         }

@@ -1,5 +1,7 @@
 use super::*;
 use crate::channel::Channel;
+use crate::wire;
+use std::io::{Read, Write};
 use std::os::unix::net::UnixStream as StdUnix;
 use std::path::PathBuf;
 use std::thread;
