@@ -255,21 +255,6 @@ impl Reactor {
         Ok(id)
     }
 
-    /// Adds a connection the daemon opened or was given, framed as those
-    /// of `listener`; the handler hears of it as [`Event::Accepted`].
-    pub fn add<H: Handler>(
-        &mut self,
-        h: &mut H,
-        stream: Stream,
-        listener: ListenerId,
-        peer: Peer,
-    ) -> Option<ConnId> {
-        if listener >= self.listeners.len() {
-            return None;
-        }
-        self.admit(h, stream, listener, peer)
-    }
-
     /// Connections open now.
     pub fn connections(&self) -> usize {
         self.table.conns.len()
@@ -525,11 +510,15 @@ impl Reactor {
                     continue;
                 };
                 match (c.framed.flush(), c.closing) {
-                    (Err(e), _) => self.table.doomed.push((t, Gone::Io(e.to_string()))),
-                    (Ok(_), Closing::Now) | (Ok(true), Closing::WhenFlushed) => {
+                    (Err(e), Closing::No | Closing::Take) => {
+                        self.table.doomed.push((t, Gone::Io(e.to_string())))
+                    }
+                    // Closed by us: what the peer missed of our last words
+                    // is no news.
+                    (Err(_), _) | (Ok(_), Closing::Now) | (Ok(true), Closing::WhenFlushed) => {
                         self.table.doomed.push((t, Gone::Local))
                     }
-                    (Ok(true), Closing::Take) => self.hand_over(h, t),
+                    (Ok(_), Closing::Take) => self.hand_over(h, t),
                     (Ok(_), _) => {}
                 }
             }

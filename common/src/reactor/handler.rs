@@ -23,8 +23,9 @@ pub trait Out {
     fn close(&mut self, conn: ConnId);
     /// Stops reading and closes once everything queued is written.
     fn close_when_flushed(&mut self, conn: ConnId);
-    /// Takes the connection out of the reactor once what is queued is
-    /// written, and hands it to [`Handler::taken`].
+    /// Takes the connection out of the reactor, once what is queued is
+    /// written as far as the socket takes it now, and hands it to
+    /// [`Handler::taken`].
     fn take(&mut self, conn: ConnId);
     /// Carries the connection on over `stream` (a socket the peer passed),
     /// framed by `codec`; the old socket is closed. Refused (the
@@ -42,8 +43,8 @@ pub trait Handler {
     fn wake_at(&self) -> Option<Instant> {
         None
     }
-    /// A connection taken out with [`Out::take`]: its socket, codec, and
-    /// the bytes read and not framed yet (those queued were written).
+    /// A connection taken out with [`Out::take`]: its socket, codec, the
+    /// bytes read and not framed yet and those queued and not written yet.
     fn taken(&mut self, conn: ConnId, parts: FramedParts<Stream>, out: &mut dyn Out) {
         let _ = (conn, parts, out);
     }
