@@ -270,9 +270,12 @@ impl Reactor {
             let timeout = match self.again.is_empty() {
                 // Someone has frames waiting: only look for new events.
                 false => Some(Duration::ZERO),
-                true => self
-                    .next_wake(h)
-                    .map(|w| w.saturating_duration_since(Instant::now())),
+                // At least a millisecond: a handler whose deadline is
+                // due and stays due does not spin the loop.
+                true => self.next_wake(h).map(|w| {
+                    w.saturating_duration_since(Instant::now())
+                        .max(Duration::from_millis(1))
+                }),
             };
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
