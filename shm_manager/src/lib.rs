@@ -617,7 +617,10 @@ fn allowed(perm: &IpcPerm, caller: &Creds, want: u32) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+mod tests;
+
+#[cfg(test)]
+mod permission_tests {
     use super::*;
     use dipc_common::sys::PeerCred;
 
