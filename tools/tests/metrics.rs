@@ -49,6 +49,30 @@ fn num(v: &Value, path: &[&str]) -> u64 {
         .unwrap_or_else(|| panic!("{path:?} is not a count in {v}"))
 }
 
+/// A `dipc-msg` producer on host 1 sending `count` messages to the queue
+/// `key` 20 ms apart, in one process and one session: `count` / 50
+/// seconds at least.
+fn producer(c: &Cluster, key: &str, count: u32) -> Background {
+    let count = count.to_string();
+    c.spawn(
+        1,
+        &[
+            "dipc-msg",
+            "stress",
+            "produce",
+            key,
+            "--producer",
+            "1",
+            "--count",
+            &count,
+            "--max-size",
+            "16",
+            "--pause-us",
+            "20000",
+        ],
+    )
+}
+
 /// Waits until `host`'s counters (read from `from`) satisfy `ok`; panics
 /// with the last reading if they never do.
 fn wait_stats(c: &Cluster, from: usize, host: usize, ok: impl Fn(&Value) -> bool) -> Value {
@@ -405,23 +429,7 @@ fn a_long_session_is_counted_while_it_lasts() {
     );
     let before = num(&stats(&c, 1, Some(2)), &["calls_served", "msgsnd"]);
     // 400 sends 20 ms apart: 8 s at least, in one session.
-    let mut p = c.spawn(
-        1,
-        &[
-            "dipc-msg",
-            "stress",
-            "produce",
-            "0x3e77",
-            "--producer",
-            "1",
-            "--count",
-            "400",
-            "--max-size",
-            "16",
-            "--pause-us",
-            "20000",
-        ],
-    );
+    let mut p = producer(&c, "0x3e77", 400);
     wait_stats(&c, 1, 2, |a| {
         num(a, &["calls_served", "msgsnd"]) >= before + 20
     });
@@ -447,23 +455,7 @@ fn calls_made_are_counted_on_the_calling_host() {
     let before = stats(&c, 1, None);
     let b = |path: &[&str]| num(&before, path);
     // 400 sends 20 ms apart: 8 s at least, in one process.
-    let mut p = c.spawn(
-        1,
-        &[
-            "dipc-msg",
-            "stress",
-            "produce",
-            "0x3e7a",
-            "--producer",
-            "1",
-            "--count",
-            "400",
-            "--max-size",
-            "16",
-            "--pause-us",
-            "20000",
-        ],
-    );
+    let mut p = producer(&c, "0x3e7a", 400);
     let sends = b(&["calls_made", "msgsnd"]);
     wait_stats(&c, 1, 1, |a| {
         num(a, &["calls_made", "msgsnd"]) >= sends + 20
@@ -675,23 +667,7 @@ fn calls_are_served_and_counted_while_the_hosts_dipcd_is_paused() {
         &["dipc-msg", "get", "0x3e79", "--create", "--mode", "0666"],
     );
     // 300 sends 20 ms apart in one session: 6 s at least.
-    let mut p = c.spawn(
-        1,
-        &[
-            "dipc-msg",
-            "stress",
-            "produce",
-            "0x3e79",
-            "--producer",
-            "1",
-            "--count",
-            "300",
-            "--max-size",
-            "16",
-            "--pause-us",
-            "20000",
-        ],
-    );
+    let mut p = producer(&c, "0x3e79", 300);
     let mut last = Value::Null;
     let counting = wait_for(REPORTED, || {
         last = stats(&c, 2, None);
@@ -734,23 +710,7 @@ fn calls_go_on_while_the_callers_dipcd_is_paused() {
     );
     let made = num(&stats(&c, 1, None), &["calls_made", "msgsnd"]);
     // 300 sends 20 ms apart in one session: 6 s at least.
-    let mut p = c.spawn(
-        1,
-        &[
-            "dipc-msg",
-            "stress",
-            "produce",
-            "0x3e7b",
-            "--producer",
-            "1",
-            "--count",
-            "300",
-            "--max-size",
-            "16",
-            "--pause-us",
-            "20000",
-        ],
-    );
+    let mut p = producer(&c, "0x3e7b", 300);
     let started = wait_for(REPORTED, || qnum(&c, 2, "0x00003e7b") >= 10);
     assert!(started.is_some(), "{}", p.describe());
     {
