@@ -126,33 +126,53 @@ pub fn tune_tcp<F: AsFd>(sock: &F, dead_after: Duration) -> io::Result<()> {
     Ok(())
 }
 
-/// A stream in a mio loop: TCP from another host or Unix from a local
-/// process.
-pub enum Stream {
-    Tcp(mio::net::TcpStream),
-    Unix(mio::net::UnixStream),
+/// A connected stream that is TCP (to or from another host) or a Unix
+/// socket (this host's processes and daemons), wherever either may come:
+/// one type with the two flavours of socket as parameters, mio's for the
+/// event loops ([`Stream`]) and std's for code that blocks
+/// ([`BlockingStream`]).
+pub enum AnyStream<T, U> {
+    Tcp(T),
+    Unix(U),
 }
 
-impl Read for Stream {
+/// A stream in a mio loop: TCP from another host or Unix from a local
+/// process.
+pub type Stream = AnyStream<mio::net::TcpStream, mio::net::UnixStream>;
+
+/// A blocking stream: the library's connection to a segment's manager, a
+/// Unix socket on the owner host or a TCP session elsewhere.
+pub type BlockingStream = AnyStream<TcpStream, UnixStream>;
+
+impl<T: Read, U: Read> Read for AnyStream<T, U> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
-            Stream::Tcp(s) => s.read(buf),
-            Stream::Unix(s) => s.read(buf),
+            AnyStream::Tcp(s) => s.read(buf),
+            AnyStream::Unix(s) => s.read(buf),
         }
     }
 }
 
-impl Write for Stream {
+impl<T: Write, U: Write> Write for AnyStream<T, U> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
-            Stream::Tcp(s) => s.write(buf),
-            Stream::Unix(s) => s.write(buf),
+            AnyStream::Tcp(s) => s.write(buf),
+            AnyStream::Unix(s) => s.write(buf),
         }
     }
     fn flush(&mut self) -> io::Result<()> {
         match self {
-            Stream::Tcp(s) => s.flush(),
-            Stream::Unix(s) => s.flush(),
+            AnyStream::Tcp(s) => s.flush(),
+            AnyStream::Unix(s) => s.flush(),
+        }
+    }
+}
+
+impl<T: AsRawFd, U: AsRawFd> AsRawFd for AnyStream<T, U> {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        match self {
+            AnyStream::Tcp(s) => s.as_raw_fd(),
+            AnyStream::Unix(s) => s.as_raw_fd(),
         }
     }
 }
@@ -165,8 +185,8 @@ impl mio::event::Source for Stream {
         interests: mio::Interest,
     ) -> io::Result<()> {
         match self {
-            Stream::Tcp(s) => s.register(registry, token, interests),
-            Stream::Unix(s) => s.register(registry, token, interests),
+            AnyStream::Tcp(s) => s.register(registry, token, interests),
+            AnyStream::Unix(s) => s.register(registry, token, interests),
         }
     }
     fn reregister(
@@ -176,23 +196,31 @@ impl mio::event::Source for Stream {
         interests: mio::Interest,
     ) -> io::Result<()> {
         match self {
-            Stream::Tcp(s) => s.reregister(registry, token, interests),
-            Stream::Unix(s) => s.reregister(registry, token, interests),
+            AnyStream::Tcp(s) => s.reregister(registry, token, interests),
+            AnyStream::Unix(s) => s.reregister(registry, token, interests),
         }
     }
     fn deregister(&mut self, registry: &mio::Registry) -> io::Result<()> {
         match self {
-            Stream::Tcp(s) => s.deregister(registry),
-            Stream::Unix(s) => s.deregister(registry),
+            AnyStream::Tcp(s) => s.deregister(registry),
+            AnyStream::Unix(s) => s.deregister(registry),
         }
     }
 }
 
-impl AsRawFd for Stream {
-    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+impl BlockingStream {
+    /// Bounds every read and write on the stream, so a silent or stuck
+    /// peer cannot hold its user.
+    pub fn set_timeouts(&self, t: Duration) -> io::Result<()> {
         match self {
-            Stream::Tcp(s) => s.as_raw_fd(),
-            Stream::Unix(s) => s.as_raw_fd(),
+            AnyStream::Tcp(s) => {
+                s.set_read_timeout(Some(t))?;
+                s.set_write_timeout(Some(t))
+            }
+            AnyStream::Unix(s) => {
+                s.set_read_timeout(Some(t))?;
+                s.set_write_timeout(Some(t))
+            }
         }
     }
 }

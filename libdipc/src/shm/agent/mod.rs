@@ -44,10 +44,8 @@ use maps::{trap_memfd, Maps};
 use run::Agent;
 use seg::Seg;
 use std::collections::{HashMap, HashSet};
-use std::io::{self, Read, Write};
-use std::net::TcpStream;
+use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::net::UnixStream;
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU8};
 use std::sync::mpsc;
@@ -58,57 +56,7 @@ const MAX_CHUNK: usize = 256 * 1024;
 
 /// A connection to a segment's manager: a Unix socket on the owner host, a
 /// TCP session (passed on to the manager by the worker) elsewhere.
-pub enum Conn {
-    Unix(UnixStream),
-    Tcp(TcpStream),
-}
-
-impl Conn {
-    /// Bounds every read and write on the connection, so a silent or stuck
-    /// manager cannot hold the agent.
-    pub fn set_timeouts(&self, t: Duration) -> io::Result<()> {
-        match self {
-            Conn::Unix(s) => {
-                s.set_read_timeout(Some(t))?;
-                s.set_write_timeout(Some(t))
-            }
-            Conn::Tcp(s) => {
-                s.set_read_timeout(Some(t))?;
-                s.set_write_timeout(Some(t))
-            }
-        }
-    }
-}
-
-impl Read for Conn {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Conn::Unix(s) => s.read(buf),
-            Conn::Tcp(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Conn {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Conn::Unix(s) => s.write(buf),
-            Conn::Tcp(s) => s.write(buf),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl AsRawFd for Conn {
-    fn as_raw_fd(&self) -> RawFd {
-        match self {
-            Conn::Unix(s) => s.as_raw_fd(),
-            Conn::Tcp(s) => s.as_raw_fd(),
-        }
-    }
-}
+pub type Conn = dipc_common::net::BlockingStream;
 
 /// What an attach needs besides the connection.
 #[derive(Debug, Clone, Copy)]
