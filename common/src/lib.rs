@@ -1,8 +1,9 @@
 //! Everything the dipc processes share: the wire format ([`wire`]), framed
 //! sockets ([`channel`]), the cluster secret and the handshake that opens
 //! every connection between hosts ([`auth`]), the secure channel it opens
-//! ([`secure`]), `dipc.conf` ([`config`]) and the small pieces of process
-//! plumbing the daemons have in common ([`sys`], [`procs`]).
+//! ([`secure`]), `dipc.conf` ([`config`]), the event loop the daemons run
+//! their logic on ([`reactor`]) and the small pieces of process plumbing
+//! they have in common ([`sys`], [`procs`]).
 //!
 //! The wire format is defined here and only here, so a daemon and a library
 //! built from the same tree always agree on it.
@@ -16,6 +17,7 @@ pub mod keypolicy;
 pub mod metrics;
 pub mod net;
 pub mod procs;
+pub mod reactor;
 pub mod secure;
 pub mod silence;
 pub mod sys;

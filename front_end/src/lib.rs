@@ -15,25 +15,21 @@
 //! counts, forks and reaps, so a slow request never delays another.
 
 use dipc_common::auth::{self, Secret, ServerHandshake};
-use dipc_common::channel::{ChannelError, Framed};
+use dipc_common::channel::FramedParts;
 use dipc_common::config::Config;
-use dipc_common::net::tune_tcp;
+use dipc_common::net::Stream;
+use dipc_common::reactor::{self, ConnId, Event, Gone, Handler, Listener, Out, Peer, Reactor};
 use dipc_common::sys;
 use dipc_common::wire::{Message, Role};
 use log::{debug, error, info, warn};
-use mio::net::{TcpListener, TcpStream};
-use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token};
+use mio::net::TcpListener;
 use nix::sys::signal::Signal;
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use std::time::Instant;
 
-const SIGNALS: Token = Token(0);
-const LISTENER: Token = Token(1);
 /// Workers alive at once; sessions beyond are refused until some exit.
 pub const MAX_WORKERS: usize = 1024;
 /// Connections in their handshake at once, and from one address: a host
@@ -54,7 +50,7 @@ const PENDING_FRAME_MAX: u32 = 66 * 1024;
 /// its workers check remote calls against.
 pub fn run(config: &Config, secret: &Secret, incarnation: u64) -> i32 {
     match serve(config, secret, incarnation) {
-        Ok(()) => 0,
+        Ok(code) => code,
         Err(e) => {
             error!("front_end: {e}");
             1
@@ -62,14 +58,36 @@ pub fn run(config: &Config, secret: &Secret, incarnation: u64) -> i32 {
     }
 }
 
+fn serve(config: &Config, secret: &Secret, incarnation: u64) -> io::Result<i32> {
+    let mut r = Reactor::new(MAX_PENDING)?;
+    r.watch_signals()?;
+    let addr = config.front_end_addr();
+    let listener = TcpListener::bind(addr)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+    let opts = reactor::Options {
+        dead_after: Some(config.timeouts.heartbeat_timeout),
+        ..reactor::Options::new(PENDING_FRAME_MAX)
+    };
+    r.listen(Listener::Tcp(listener), opts)?;
+    info!("front_end listening on {addr}");
+    r.run(&mut FrontEnd::new(config, secret, incarnation))
+}
+
 /// A connection whose session is not open yet.
 struct Pending {
-    framed: Framed<TcpStream>,
     ip: IpAddr,
     deadline: Instant,
     /// What the caller stated in the handshake, once it is done: the next
     /// frame is the session's first.
     hs: Option<ServerHandshake>,
+}
+
+/// A connection on its way to a worker (see [`Handler::taken`]).
+struct Handing {
+    ip: IpAddr,
+    uid: u32,
+    hs: ServerHandshake,
+    first: (u64, Message),
 }
 
 /// A worker's peer host and the uid its session acts for.
@@ -78,242 +96,77 @@ struct Worker {
     uid: u32,
 }
 
-struct FrontEnd<'a> {
+/// The front_end's logic: which connections it authenticates, which
+/// sessions it hands to a worker and which it refuses.
+pub struct FrontEnd<'a> {
     config: &'a Config,
     secret: &'a Secret,
-    poll: Poll,
-    pending: HashMap<usize, Pending>,
-    next_token: usize,
+    pending: HashMap<ConnId, Pending>,
+    handing: HashMap<ConnId, Handing>,
     workers: HashMap<i32, Worker>,
     /// This host's incarnation, which workers check calls against.
     incarnation: u64,
 }
 
-fn serve(config: &Config, secret: &Secret, incarnation: u64) -> io::Result<()> {
-    let mut signals = sys::signal_fd()?;
-    let addr = config.front_end_addr();
-    let mut listener = TcpListener::bind(addr)
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
-    let poll = Poll::new()?;
-    poll.registry().register(
-        &mut SourceFd(&signals.as_raw_fd()),
-        SIGNALS,
-        Interest::READABLE,
-    )?;
-    poll.registry()
-        .register(&mut listener, LISTENER, Interest::READABLE)?;
-    info!("front_end listening on {addr}");
-    let mut fe = FrontEnd {
-        config,
-        secret,
-        poll,
-        pending: HashMap::new(),
-        next_token: 2,
-        workers: HashMap::new(),
-        incarnation,
-    };
-    let mut events = Events::with_capacity(64);
-    loop {
-        let timeout = fe
-            .pending
-            .values()
-            .map(|p| p.deadline)
-            .min()
-            .map(|d| d.saturating_duration_since(Instant::now()));
-        match fe.poll.poll(&mut events, timeout) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-        for ev in events.iter() {
-            match ev.token() {
-                SIGNALS => {
-                    for sig in sys::read_signals(&mut signals) {
-                        match sig {
-                            Signal::SIGTERM | Signal::SIGINT => {
-                                info!("front_end: {sig} received, exiting");
-                                // Workers get SIGTERM from the kernel as we
-                                // exit (their parent-death signal).
-                                return Ok(());
-                            }
-                            Signal::SIGCHLD => fe.reap(),
-                            _ => {}
-                        }
-                    }
-                }
-                LISTENER => fe.accept(&mut listener),
-                Token(t) => fe.advance(t),
-            }
-        }
-        fe.expire();
-    }
-}
-
-impl FrontEnd<'_> {
-    fn accept(&mut self, listener: &mut TcpListener) {
-        loop {
-            let (mut stream, from) = match listener.accept() {
-                Ok(a) => a,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) => {
-                    warn!("front_end: accept: {e}");
+impl Handler for FrontEnd<'_> {
+    fn event(&mut self, now: Instant, ev: Event, out: &mut dyn Out) {
+        match ev {
+            Event::Accepted { conn, peer, .. } => self.accepted(now, conn, peer, out),
+            Event::Frame { conn, id, msg, .. } => self.frame(conn, id, msg, out),
+            Event::Closed { conn, why } => {
+                self.handing.remove(&conn);
+                let Some(p) = self.pending.remove(&conn) else {
                     return;
+                };
+                match why {
+                    Gone::Peer => {
+                        debug!("front_end: {} closed before its session opened", p.ip)
+                    }
+                    Gone::Local => {}
+                    Gone::Io(e) | Gone::Protocol(e) => {
+                        warn!("refused connection from {}: {e}", p.ip)
+                    }
+                    Gone::Stalled => warn!("refused connection from {}: stalled", p.ip),
                 }
-            };
-            let ip = from.ip().to_canonical();
-            if !self.config.is_allowed(ip) {
-                warn!("refused connection from {ip}: address not in allowed_hosts");
-                continue;
             }
-            let from_ip = self.pending.values().filter(|p| p.ip == ip).count();
-            if self.pending.len() >= MAX_PENDING || from_ip >= MAX_PENDING_PER_HOST {
-                warn!(
-                    "refused connection from {ip}: {from_ip} of its connections ({} in all) are still in their handshake",
-                    self.pending.len()
-                );
-                continue;
+            Event::Signal(sig @ (Signal::SIGTERM | Signal::SIGINT)) => {
+                info!("front_end: {sig} received, exiting");
+                // Workers get SIGTERM from the kernel as we exit (their
+                // parent-death signal).
+                out.stop(0);
             }
-            if let Err(e) = tune_tcp(&stream, self.config.timeouts.heartbeat_timeout) {
-                debug!("front_end: socket options for {ip}: {e}");
+            Event::Signal(_) => {}
+            Event::Child { pid, .. } => {
+                self.workers.remove(&pid);
             }
-            let t = self.next_token;
-            self.next_token += 1;
-            if let Err(e) = self.poll.registry().register(
-                &mut stream,
-                Token(t),
-                Interest::READABLE | Interest::WRITABLE,
-            ) {
-                warn!("front_end: cannot register a connection from {ip}: {e}");
-                continue;
-            }
-            self.pending.insert(
-                t,
-                Pending {
-                    framed: Framed::new(stream, PENDING_FRAME_MAX),
-                    ip,
-                    deadline: Instant::now() + self.config.timeouts.request,
-                    hs: None,
-                },
-            );
-            // Bytes may have come with the connection.
-            self.advance(t);
+            Event::Tick => self.expire(now, out),
         }
     }
 
-    /// Reads what a pending connection sent: the handshake, then the
-    /// session's first frame, which hands the connection to a worker.
-    fn advance(&mut self, t: usize) {
-        let Some(mut p) = self.pending.remove(&t) else {
+    fn wake_at(&self) -> Option<Instant> {
+        self.pending.values().map(|p| p.deadline).min()
+    }
+
+    fn taken(&mut self, conn: ConnId, parts: FramedParts<Stream>, _: &mut dyn Out) {
+        let Some(h) = self.handing.remove(&conn) else {
             return;
         };
-        loop {
-            match p.framed.read_frame() {
-                Ok(Some((id, msg))) if p.hs.is_none() => {
-                    match auth::accept(self.secret, &msg, Role::Employer) {
-                        Ok((hs, secure, reply)) => {
-                            debug!(
-                                "front_end: {} authenticated as {:?} of {}",
-                                p.ip, hs.role, hs.host
-                            );
-                            // The answer goes out in plain, everything
-                            // after it sealed.
-                            p.framed.queue(id, &reply);
-                            p.framed.secure(secure);
-                            p.hs = Some(hs);
-                        }
-                        Err(e) => {
-                            warn!("refused connection from {}: {e}", p.ip);
-                            p.framed.queue(
-                                0,
-                                &Message::Refused {
-                                    reason: e.to_string(),
-                                },
-                            );
-                            return self.close(p);
-                        }
-                    }
-                }
-                Ok(Some(first)) => return self.open_session(p, first),
-                Ok(None) => break,
-                Err(ChannelError::Closed) => {
-                    debug!("front_end: {} closed before its session opened", p.ip);
-                    return self.close(p);
-                }
-                Err(e) => {
-                    warn!("refused connection from {}: {e}", p.ip);
-                    return self.close(p);
-                }
-            }
-        }
-        if let Err(e) = p.framed.flush() {
-            debug!("front_end: {}: {e}", p.ip);
-            return self.close(p);
-        }
-        self.pending.insert(t, p);
-    }
-
-    /// The session's first frame is in: a worker takes the connection, or
-    /// the caller learns which limit it is over.
-    fn open_session(&mut self, mut p: Pending, (id, msg): (u64, Message)) {
-        let Message::Session { uid, pid, .. } = msg else {
-            warn!(
-                "refused connection from {}: {} before Session",
-                p.ip,
-                msg.kind().name()
-            );
-            p.framed.queue(
-                id,
-                &Message::error(libc::EPROTO, "a session begins with Session"),
-            );
-            return self.close(p);
+        let Stream::Tcp(stream) = parts.stream else {
+            return;
         };
-        let limits = &self.config.limits;
-        let of_host = self.workers.values().filter(|w| w.ip == p.ip).count();
-        let of_uid = self.workers.values().filter(|w| w.uid == uid).count();
-        let over = if self.workers.len() >= MAX_WORKERS {
-            Some(format!("{MAX_WORKERS} workers busy on this host"))
-        } else if of_host >= limits.workers_per_host {
-            Some(format!(
-                "{} holds {of_host} sessions here (limits.workers_per_host in dipc.conf)",
-                p.ip
-            ))
-        } else if uid != 0 && of_uid >= limits.sessions_per_uid {
-            Some(format!(
-                "uid {uid} holds {of_uid} sessions here (limits.sessions_per_uid in dipc.conf)"
-            ))
-        } else {
-            None
-        };
-        if let Some(why) = over {
-            warn!(
-                "refused a session for pid {pid} uid {uid} on {}: {why}",
-                p.ip
-            );
-            p.framed.queue(id, &Message::error(libc::EAGAIN, why));
-            return self.close(p);
-        }
-        let ip = p.ip;
-        let Some(hs) = p.hs.take() else {
-            return self.close(p);
-        };
-        if let Err(e) = p.framed.flush() {
-            debug!("front_end: {ip}: {e}");
-            return self.close(p);
-        }
-        let _ = self.poll.registry().deregister(&mut p.framed.stream);
-        let parts = p.framed.into_parts();
         // The worker blocks; hand it a blocking socket.
-        let stream = std::net::TcpStream::from(parts.stream);
+        let stream = std::net::TcpStream::from(stream);
         if let Err(e) = stream.set_nonblocking(false) {
             warn!("front_end: {e}");
             return;
         }
+        let Handing { ip, uid, hs, first } = h;
         let handed = dipc_worker::Handed {
             hs,
             codec: parts.codec,
             unread: parts.unread,
             unwritten: parts.unwritten,
-            first: (id, msg),
+            first,
         };
         let (config, secret, incarnation) = (self.config, self.secret, self.incarnation);
         // The worker keeps this socket only (see sys::fork_child); the
@@ -324,22 +177,158 @@ impl FrontEnd<'_> {
         }) {
             Ok(child) => {
                 debug!("front_end: worker {child} for uid {uid} on {ip}");
-                self.workers.insert(child.as_raw(), Worker { ip, uid });
+                self.worker_started(child.as_raw(), ip, uid);
             }
             Err(e) => warn!("front_end: cannot fork a worker for {ip}: {e}"),
         }
     }
+}
 
-    /// Says what was queued (best effort) and closes.
-    fn close(&mut self, mut p: Pending) {
-        let _ = p.framed.flush();
-        let _ = self.poll.registry().deregister(&mut p.framed.stream);
+impl<'a> FrontEnd<'a> {
+    pub fn new(config: &'a Config, secret: &'a Secret, incarnation: u64) -> FrontEnd<'a> {
+        FrontEnd {
+            config,
+            secret,
+            pending: HashMap::new(),
+            handing: HashMap::new(),
+            workers: HashMap::new(),
+            incarnation,
+        }
+    }
+
+    /// Counts worker `pid`, serving `uid` of `ip`, until it exits.
+    fn worker_started(&mut self, pid: i32, ip: IpAddr, uid: u32) {
+        self.workers.insert(pid, Worker { ip, uid });
+    }
+
+    fn accepted(&mut self, now: Instant, conn: ConnId, peer: Peer, out: &mut dyn Out) {
+        let Peer::Tcp(from) = peer else {
+            return out.close(conn);
+        };
+        let ip = from.ip();
+        if !self.config.is_allowed(ip) {
+            warn!("refused connection from {ip}: address not in allowed_hosts");
+            return out.close(conn);
+        }
+        let from_ip = self.pending.values().filter(|p| p.ip == ip).count();
+        if self.pending.len() >= MAX_PENDING || from_ip >= MAX_PENDING_PER_HOST {
+            warn!(
+                "refused connection from {ip}: {from_ip} of its connections ({} in all) are still in their handshake",
+                self.pending.len()
+            );
+            return out.close(conn);
+        }
+        self.pending.insert(
+            conn,
+            Pending {
+                ip,
+                deadline: now + self.config.timeouts.request,
+                hs: None,
+            },
+        );
+    }
+
+    /// A frame of a pending connection: the handshake, then the session's
+    /// first frame, which hands the connection to a worker.
+    fn frame(&mut self, conn: ConnId, id: u64, msg: Message, out: &mut dyn Out) {
+        let Some(p) = self.pending.get_mut(&conn) else {
+            return;
+        };
+        if p.hs.is_some() {
+            return self.open_session(conn, (id, msg), out);
+        }
+        match auth::accept(self.secret, &msg, Role::Employer) {
+            Ok((hs, secure, reply)) => {
+                debug!(
+                    "front_end: {} authenticated as {:?} of {}",
+                    p.ip, hs.role, hs.host
+                );
+                // The answer goes out in plain, everything after it
+                // sealed.
+                out.send(conn, id, &reply);
+                out.secure(conn, secure);
+                p.hs = Some(hs);
+            }
+            Err(e) => {
+                warn!("refused connection from {}: {e}", p.ip);
+                out.send(
+                    conn,
+                    0,
+                    &Message::Refused {
+                        reason: e.to_string(),
+                    },
+                );
+                self.pending.remove(&conn);
+                out.close(conn);
+            }
+        }
+    }
+
+    /// The session's first frame is in: a worker takes the connection, or
+    /// the caller learns which limit it is over.
+    fn open_session(&mut self, conn: ConnId, (id, msg): (u64, Message), out: &mut dyn Out) {
+        let Some(p) = self.pending.remove(&conn) else {
+            return;
+        };
+        let Message::Session { uid, pid, .. } = msg else {
+            warn!(
+                "refused connection from {}: {} before Session",
+                p.ip,
+                msg.kind().name()
+            );
+            out.send(
+                conn,
+                id,
+                &Message::error(libc::EPROTO, "a session begins with Session"),
+            );
+            return out.close(conn);
+        };
+        if let Some(why) = self.over_limits(p.ip, uid) {
+            warn!(
+                "refused a session for pid {pid} uid {uid} on {}: {why}",
+                p.ip
+            );
+            out.send(conn, id, &Message::error(libc::EAGAIN, why));
+            return out.close(conn);
+        }
+        let Some(hs) = p.hs else {
+            return out.close(conn);
+        };
+        self.handing.insert(
+            conn,
+            Handing {
+                ip: p.ip,
+                uid,
+                hs,
+                first: (id, msg),
+            },
+        );
+        out.take(conn);
+    }
+
+    /// Which limit a new session of `uid` from `ip` is over, if any.
+    fn over_limits(&self, ip: IpAddr, uid: u32) -> Option<String> {
+        let limits = &self.config.limits;
+        let of_host = self.workers.values().filter(|w| w.ip == ip).count();
+        let of_uid = self.workers.values().filter(|w| w.uid == uid).count();
+        if self.workers.len() >= MAX_WORKERS {
+            Some(format!("{MAX_WORKERS} workers busy on this host"))
+        } else if of_host >= limits.workers_per_host {
+            Some(format!(
+                "{ip} holds {of_host} sessions here (limits.workers_per_host in dipc.conf)"
+            ))
+        } else if uid != 0 && of_uid >= limits.sessions_per_uid {
+            Some(format!(
+                "uid {uid} holds {of_uid} sessions here (limits.sessions_per_uid in dipc.conf)"
+            ))
+        } else {
+            None
+        }
     }
 
     /// Drops connections whose handshake or session did not come in time.
-    fn expire(&mut self) {
-        let now = Instant::now();
-        let late: Vec<usize> = self
+    fn expire(&mut self, now: Instant, out: &mut dyn Out) {
+        let late: Vec<ConnId> = self
             .pending
             .iter()
             .filter(|(_, p)| p.deadline <= now)
@@ -357,21 +346,11 @@ impl FrontEnd<'_> {
                     },
                     self.config.timeouts.request.as_millis()
                 );
-                self.close(p);
-            }
-        }
-    }
-
-    fn reap(&mut self) {
-        loop {
-            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) | Err(_) => return,
-                Ok(status) => {
-                    if let Some(pid) = status.pid() {
-                        self.workers.remove(&pid.as_raw());
-                    }
-                }
+                out.close(t);
             }
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -39,37 +39,33 @@ pub mod pids;
 mod sim;
 
 use dipc_common::auth::{self, Secret};
-use dipc_common::channel::{ChannelError, Framed};
 use dipc_common::config::Config;
-use dipc_common::net::{tune_tcp, Stream};
+use dipc_common::reactor::{self, ConnId, Event, Gone, Handler, Listener, Out, Peer, Reactor};
 use dipc_common::sys;
 use dipc_common::wire::{IpcKind, Message, Role};
 use hosts::HostTable;
 use keys::{ClaimRefused, KeyTable, Removal, Reply};
 use log::{debug, error, info, warn};
 use mio::net::{TcpListener, UnixListener};
-use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token};
 use nix::sys::signal::Signal;
 use pids::{PidTable, Registration};
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::AsRawFd;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-const SIGNALS: Token = Token(0);
-const TCP: Token = Token(1);
-const BACK_DOOR: Token = Token(2);
-const FIRST_CONN: usize = 16;
 /// Connections beyond this are refused, so a flood cannot exhaust memory
 /// or descriptors.
 const MAX_CONNS: usize = 4096;
 /// Requests parked while the referee settles; beyond this they get
 /// `EAGAIN` at once rather than memory.
 const MAX_PARKED: usize = 65536;
+/// The reactor's listeners, in the order `serve` adds them.
+const TCP: usize = 0;
+const BACK_DOOR: usize = 1;
 
-enum Peer {
+enum PeerKind {
     /// Another daemon, by source address.
     Tcp(IpAddr),
     /// A local administrator on the back door.
@@ -87,20 +83,22 @@ enum State {
 }
 
 struct Conn {
-    framed: Framed<Stream>,
-    peer: Peer,
+    peer: PeerKind,
     state: State,
     /// The handshake must finish by then.
     deadline: Option<Instant>,
-    close: bool,
 }
 
-struct Referee<'a> {
+/// The referee's logic (see the module docs), driven by the reactor's
+/// events.
+pub struct Referee<'a> {
     config: &'a Config,
     secret: Secret,
-    poll: Poll,
-    conns: HashMap<usize, Conn>,
-    next_token: usize,
+    /// Who may use the back door besides root.
+    admin_gid: Option<u32>,
+    /// The back door's path, removed on the way out.
+    door_path: PathBuf,
+    conns: HashMap<ConnId, Conn>,
     hosts: HostTable,
     keys: KeyTable,
     pids: PidTable,
@@ -111,11 +109,14 @@ struct Referee<'a> {
     balance: balance::Balancer,
     /// When the balancer's current window ends.
     next_balance: Instant,
+    /// When the hosts' silences and the handshakes' deadlines are looked
+    /// at next.
+    next_sweep: Instant,
 }
 
 /// A request held back while the referee settles (see the module docs).
 struct Parked {
-    conn: usize,
+    conn: ConnId,
     id: u64,
     /// The joined host that asked.
     host: SocketAddr,
@@ -125,7 +126,7 @@ struct Parked {
 /// Runs the referee until SIGTERM or SIGINT; returns the exit code.
 pub fn run(config: &Config, secret: Secret) -> i32 {
     match serve(config, secret) {
-        Ok(()) => 0,
+        Ok(code) => code,
         Err(e) => {
             error!("referee: {e}");
             1
@@ -139,46 +140,34 @@ fn sweep_tick(config: &Config) -> Duration {
     (config.timeouts.heartbeat_interval / 2).max(Duration::from_millis(20))
 }
 
-fn serve(config: &Config, secret: Secret) -> io::Result<()> {
-    let mut signals = sys::signal_fd()?;
-    let poll = Poll::new()?;
+fn serve(config: &Config, secret: Secret) -> io::Result<i32> {
+    let mut r = Reactor::new(MAX_CONNS)?;
+    r.watch_signals()?;
     let addr = config.referee_addr();
-    let mut tcp = TcpListener::bind(addr)
+    let tcp = TcpListener::bind(addr)
         .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
     let admin_gid = match &config.admin_group {
         Some(g) => Some(sys::group_gid(g)?),
         None => None,
     };
     let door_path = config.referee_socket();
-    let mut door = UnixListener::from_std(sys::bind_unix(&door_path, 0o660, admin_gid)?);
-    poll.registry().register(
-        &mut SourceFd(&signals.as_raw_fd()),
-        SIGNALS,
-        Interest::READABLE,
-    )?;
-    poll.registry()
-        .register(&mut tcp, TCP, Interest::READABLE)?;
-    poll.registry()
-        .register(&mut door, BACK_DOOR, Interest::READABLE)?;
+    let door = UnixListener::from_std(sys::bind_unix(&door_path, 0o660, admin_gid)?);
+    // A host's link also takes what other hosts' changes push to it; one
+    // that reads none of it is dropped after a few maximal records.
+    let opts = reactor::Options::server(config.max_frame, 4);
+    let tcp_opts = reactor::Options {
+        dead_after: Some(config.timeouts.heartbeat_timeout),
+        ..opts.clone()
+    };
+    if r.listen(Listener::Tcp(tcp), tcp_opts)? != TCP
+        || r.listen(Listener::Unix(door), opts)? != BACK_DOOR
+    {
+        return Err(io::Error::other("listeners out of order"));
+    }
     info!(
         "referee listening on {addr}, back door {}",
         door_path.display()
     );
-
-    let mut r = Referee {
-        config,
-        secret,
-        poll,
-        conns: HashMap::new(),
-        next_token: FIRST_CONN,
-        hosts: HostTable::default(),
-        keys: KeyTable::default(),
-        pids: PidTable::default(),
-        settle_until: Instant::now() + config.referee_settle(),
-        parked: Vec::new(),
-        balance: balance::Balancer::default(),
-        next_balance: Instant::now() + config.balance.interval,
-    };
     if config.balance.enabled {
         info!(
             "referee: load balancer on: every {} ms, threshold {} thousandths of a CPU, \
@@ -192,189 +181,151 @@ fn serve(config: &Config, secret: Secret) -> io::Result<()> {
         "referee: unknown keys and new pid_d wait {} ms for the hosts to rejoin",
         config.referee_settle().as_millis()
     );
-    let mut events = Events::with_capacity(256);
-    let tick = sweep_tick(config);
-    let mut next_sweep = Instant::now() + tick;
-    loop {
-        let mut until = next_sweep;
-        if !r.parked.is_empty() {
-            until = until.min(r.settle_until);
-        }
-        let wait = until.saturating_duration_since(Instant::now());
-        match r.poll.poll(&mut events, Some(wait)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-        for ev in events.iter() {
-            match ev.token() {
-                SIGNALS => {
-                    for sig in sys::read_signals(&mut signals) {
-                        if matches!(sig, Signal::SIGTERM | Signal::SIGINT) {
-                            info!("referee: {sig} received, exiting");
-                            let _ = std::fs::remove_file(&door_path);
-                            return Ok(());
-                        }
+    let mut referee = Referee::new(config, secret, admin_gid, Instant::now());
+    referee.door_path = door_path;
+    r.run(&mut referee)
+}
+
+impl Handler for Referee<'_> {
+    fn event(&mut self, now: Instant, ev: Event, out: &mut dyn Out) {
+        match ev {
+            Event::Accepted {
+                conn,
+                listener,
+                peer,
+            } => self.accepted(now, conn, listener, peer, out),
+            Event::Frame { conn, id, msg, .. } => {
+                let Some(mut c) = self.conns.remove(&conn) else {
+                    return;
+                };
+                self.handle(now, (conn, &mut c), id, msg, out);
+                self.conns.insert(conn, c);
+            }
+            Event::Closed { conn, why } => {
+                let Some(c) = self.conns.remove(&conn) else {
+                    return;
+                };
+                match why {
+                    Gone::Protocol(e) => {
+                        warn!("referee: {}: protocol error: {e}", describe(&c));
+                        out.send(conn, 0, &Message::error(libc::EPROTO, e));
                     }
+                    Gone::Io(e) => debug!("referee: connection {conn}: {e}"),
+                    Gone::Peer | Gone::Local | Gone::Stalled => {}
                 }
-                TCP => r.accept_tcp(&mut tcp),
-                BACK_DOOR => r.accept_admin(&mut door, admin_gid),
-                Token(t) => r.ready(t),
+                self.drop_conn(now, conn, c, out);
+            }
+            Event::Signal(sig @ (Signal::SIGTERM | Signal::SIGINT)) => {
+                info!("referee: {sig} received, exiting");
+                if !self.door_path.as_os_str().is_empty() {
+                    let _ = std::fs::remove_file(&self.door_path);
+                }
+                out.stop(0);
+            }
+            Event::Signal(_) | Event::Child { .. } => {}
+            Event::Tick => {
+                if now >= self.next_sweep {
+                    self.sweep(now, out);
+                    self.next_sweep = now + sweep_tick(self.config);
+                }
+                if !self.parked.is_empty() && now >= self.settle_until {
+                    self.replay_parked(now, out);
+                }
             }
         }
-        if Instant::now() >= next_sweep {
-            r.sweep();
-            next_sweep = Instant::now() + tick;
-        }
-        if !r.parked.is_empty() && Instant::now() >= r.settle_until {
-            r.replay_parked();
-        }
+    }
+
+    fn wake_at(&self) -> Option<Instant> {
+        Some(match self.parked.is_empty() {
+            true => self.next_sweep,
+            false => self.next_sweep.min(self.settle_until),
+        })
     }
 }
 
-impl Referee<'_> {
-    fn add(&mut self, mut stream: Stream, peer: Peer, state: State, deadline: Option<Instant>) {
-        if self.conns.len() >= MAX_CONNS {
-            warn!("referee: {MAX_CONNS} connections open; refusing another");
-            return;
+impl<'a> Referee<'a> {
+    /// A referee that started at `now`, with empty tables.
+    pub fn new(
+        config: &'a Config,
+        secret: Secret,
+        admin_gid: Option<u32>,
+        now: Instant,
+    ) -> Referee<'a> {
+        Referee {
+            config,
+            secret,
+            admin_gid,
+            door_path: PathBuf::new(),
+            conns: HashMap::new(),
+            hosts: HostTable::default(),
+            keys: KeyTable::default(),
+            pids: PidTable::default(),
+            settle_until: now + config.referee_settle(),
+            parked: Vec::new(),
+            balance: balance::Balancer::default(),
+            next_balance: now + config.balance.interval,
+            next_sweep: now + sweep_tick(config),
         }
-        let t = self.next_token;
-        self.next_token += 1;
-        if let Err(e) = self.poll.registry().register(
-            &mut stream,
-            Token(t),
-            Interest::READABLE | Interest::WRITABLE,
-        ) {
-            warn!("referee: cannot register a connection: {e}");
-            return;
-        }
-        self.conns.insert(
-            t,
-            Conn {
-                // A host's link also takes what other hosts' changes
-                // push to it; one that reads none of it is dropped after
-                // a few maximal records.
-                framed: Framed::server(stream, self.config.max_frame, 4),
-                peer,
-                state,
-                deadline,
-                close: false,
-            },
-        );
     }
 
-    fn accept_tcp(&mut self, l: &mut TcpListener) {
-        loop {
-            match l.accept() {
-                Ok((s, from)) => {
-                    let ip = from.ip().to_canonical();
-                    if !self.config.is_allowed(ip) {
-                        warn!("refused connection from {ip}: address not in allowed_hosts");
-                        continue;
-                    }
-                    if let Err(e) = tune_tcp(&s, self.config.timeouts.heartbeat_timeout) {
-                        debug!("referee: socket options for {ip}: {e}");
-                    }
-                    let deadline = Instant::now() + self.config.timeouts.request;
-                    self.add(
-                        Stream::Tcp(s),
-                        Peer::Tcp(ip),
-                        State::AwaitHello,
-                        Some(deadline),
-                    );
+    fn accepted(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        listener: usize,
+        peer: Peer,
+        out: &mut dyn Out,
+    ) {
+        match (listener, peer) {
+            (TCP, Peer::Tcp(from)) => {
+                let ip = from.ip();
+                if !self.config.is_allowed(ip) {
+                    warn!("refused connection from {ip}: address not in allowed_hosts");
+                    return out.close(conn);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) => {
-                    warn!("referee: accept: {e}");
-                    return;
-                }
+                self.conns.insert(
+                    conn,
+                    Conn {
+                        peer: PeerKind::Tcp(ip),
+                        state: State::AwaitHello,
+                        deadline: Some(now + self.config.timeouts.request),
+                    },
+                );
             }
-        }
-    }
-
-    fn accept_admin(&mut self, l: &mut UnixListener, admin_gid: Option<u32>) {
-        loop {
-            match l.accept() {
-                Ok((s, _)) => {
-                    let cred = match sys::peer_cred(&s) {
-                        Ok(c) => c,
-                        Err(e) => {
-                            warn!("referee back door: no peer credentials: {e}");
-                            continue;
-                        }
-                    };
-                    let mut framed = Framed::new(Stream::Unix(s), self.config.max_frame);
-                    if !sys::is_admin(&cred, admin_gid) {
-                        warn!(
-                            "referee back door: refused uid {} gid {} (pid {}): not root or admin_group",
-                            cred.uid, cred.gid, cred.pid
-                        );
-                        framed.queue(
-                            0,
-                            &Message::error(
-                                libc::EACCES,
-                                "the referee's back door is open to root and admin_group only",
-                            ),
-                        );
-                        let _ = framed.flush();
-                        continue;
-                    }
-                    self.add(
-                        framed.stream,
-                        Peer::Admin,
-                        State::Ready {
+            (BACK_DOOR, Peer::Unix(Ok(creds))) if sys::is_admin(&creds.cred, self.admin_gid) => {
+                self.conns.insert(
+                    conn,
+                    Conn {
+                        peer: PeerKind::Admin,
+                        state: State::Ready {
                             stated: None,
                             host: None,
                         },
-                        None,
-                    );
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) => {
-                    warn!("referee back door: accept: {e}");
-                    return;
-                }
+                        deadline: None,
+                    },
+                );
             }
-        }
-    }
-
-    fn ready(&mut self, t: usize) {
-        let Some(mut c) = self.conns.remove(&t) else {
-            return;
-        };
-        let mut eof = false;
-        loop {
-            match c.framed.read_frame() {
-                Ok(Some((id, msg))) => {
-                    self.handle(t, &mut c, id, msg);
-                    if c.close {
-                        break;
-                    }
-                }
-                Ok(None) => break,
-                Err(ChannelError::Closed) => {
-                    eof = true;
-                    break;
-                }
-                Err(ChannelError::Io(e)) => {
-                    debug!("referee: connection {t}: {e}");
-                    eof = true;
-                    break;
-                }
-                Err(e) => {
-                    warn!("referee: {}: protocol error: {e}", describe(&c));
-                    c.framed
-                        .queue(0, &Message::error(libc::EPROTO, e.to_string()));
-                    c.close = true;
-                    break;
-                }
+            (BACK_DOOR, Peer::Unix(Ok(creds))) => {
+                let cred = creds.cred;
+                warn!(
+                    "referee back door: refused uid {} gid {} (pid {}): not root or admin_group",
+                    cred.uid, cred.gid, cred.pid
+                );
+                out.send(
+                    conn,
+                    0,
+                    &Message::error(
+                        libc::EACCES,
+                        "the referee's back door is open to root and admin_group only",
+                    ),
+                );
+                out.close(conn);
             }
-        }
-        let flushed = c.framed.flush();
-        if eof || c.close || flushed.is_err() {
-            self.drop_conn(t, c);
-        } else {
-            self.conns.insert(t, c);
+            (_, Peer::Unix(Err(e))) => {
+                warn!("referee back door: no peer credentials: {e}");
+                out.close(conn);
+            }
+            (_, _) => out.close(conn),
         }
     }
 
@@ -386,11 +337,17 @@ impl Referee<'_> {
         (self.config.max_frame as usize / 2 / 64).clamp(1, 8192)
     }
 
-    fn handle(&mut self, t: usize, c: &mut Conn, id: u64, msg: Message) {
-        let now = Instant::now();
+    fn handle(
+        &mut self,
+        now: Instant,
+        (t, c): (ConnId, &mut Conn),
+        id: u64,
+        msg: Message,
+        out: &mut dyn Out,
+    ) {
         let ip = match c.peer {
-            Peer::Tcp(ip) => Some(ip),
-            Peer::Admin => None,
+            PeerKind::Tcp(ip) => Some(ip),
+            PeerKind::Admin => None,
         };
         if let State::Ready { host: Some(h), .. } = c.state {
             // Every frame of a joined host shows it alive.
@@ -399,7 +356,7 @@ impl Referee<'_> {
         let msg = match (&c.state, msg) {
             (State::Ready { host: Some(h), .. }, msg) if now < self.settle_until => {
                 let h = *h;
-                match self.park(c, (t, id), h, msg) {
+                match self.park(out, (t, id), h, msg) {
                     Some(msg) => msg,
                     None => return,
                 }
@@ -411,14 +368,14 @@ impl Referee<'_> {
                 Ok((hs, secure, reply)) => {
                     // The answer goes out in plain, everything after it
                     // sealed.
-                    c.framed.queue(id, &reply);
-                    c.framed.secure(secure);
+                    out.send(t, id, &reply);
+                    out.secure(t, secure);
                     c.state = State::Ready {
                         stated: Some(hs.host),
                         host: None,
                     };
                 }
-                Err(e) => self.refuse(c, &e.to_string()),
+                Err(e) => self.refuse(out, (t, c), &e.to_string()),
             },
             (
                 State::Ready {
@@ -430,7 +387,8 @@ impl Referee<'_> {
                 let ip = ip.unwrap_or(front_end.ip());
                 if front_end != *stated || front_end.ip().to_canonical() != ip {
                     self.refuse(
-                        c,
+                        out,
+                        (t, c),
                         &format!(
                             "join as {front_end} does not match the handshake's {stated} \
                              or the connection's address {ip}"
@@ -443,10 +401,11 @@ impl Referee<'_> {
                     .hosts
                     .join(front_end, dipc_common::wire::VERSION, t, now)
                 {
-                    if let Some(mut oc) = self.conns.remove(&old) {
-                        // The host restarted; its old connection is dead.
+                    if let Some(oc) = self.conns.get_mut(&old) {
+                        // The host restarted; its old connection is dead
+                        // (and no longer speaks for the host).
                         oc.state = State::AwaitHello;
-                        self.drop_conn(old, oc);
+                        out.close(old);
                     }
                 }
                 info!("host {front_end} joined");
@@ -454,7 +413,7 @@ impl Referee<'_> {
                     stated: Some(front_end),
                     host: Some(front_end),
                 };
-                c.framed.queue(id, &Message::Joined);
+                out.send(t, id, &Message::Joined);
             }
             // A host's link takes nothing but Join until it has joined: it
             // speaks for its own host only.
@@ -466,11 +425,11 @@ impl Referee<'_> {
                 other,
             ) => {
                 let why = format!("{} before Join", other.kind().name());
-                self.refuse(c, &why);
+                self.refuse(out, (t, c), &why);
             }
             (State::Ready { host: Some(h), .. }, Message::Heartbeat) => {
                 self.hosts.heartbeat(h, t);
-                c.framed.queue(id, &Message::HeartbeatAck);
+                out.send(t, id, &Message::HeartbeatAck);
             }
             // Sent with each heartbeat; no answer.
             (
@@ -486,10 +445,11 @@ impl Referee<'_> {
                 // bytes: half a frame of them.
                 let limit = (self.config.max_frame as usize / 2 / 128).max(1);
                 let (hosts, moves) = self.balance.snapshot(limit);
-                c.framed.queue(id, &Message::Loads { hosts, moves });
+                out.send(t, id, &Message::Loads { hosts, moves });
             }
             (State::Ready { .. }, Message::ListHosts) => {
-                c.framed.queue(
+                out.send(
+                    t,
                     id,
                     &Message::Hosts {
                         hosts: self.hosts.snapshot(now),
@@ -504,7 +464,7 @@ impl Referee<'_> {
             ) => {
                 let asker = *asker;
                 let replies = self.keys.get(kind, key, flags, asker, (t, id), now);
-                self.deliver(t, c, replies);
+                self.deliver(out, replies);
             }
             (
                 State::Ready { host: Some(h), .. },
@@ -523,12 +483,12 @@ impl Referee<'_> {
                 let replies = self
                     .keys
                     .commit(kind, key, (sid, incarnation), creator_uid, t, id);
-                self.deliver(t, c, replies);
+                self.deliver(out, replies);
             }
             (State::Ready { host: Some(_), .. }, Message::KeyAbort { kind, key }) => {
                 let replies = self.keys.abort(kind, key, t, now);
-                self.deliver(t, c, replies);
-                c.framed.queue(id, &Message::Done { value: 0 });
+                self.deliver(out, replies);
+                out.send(t, id, &Message::Done { value: 0 });
             }
             (
                 State::Ready { host: Some(h), .. },
@@ -542,7 +502,7 @@ impl Referee<'_> {
                 let reply = match self.keys.remove(kind, key, (sid, incarnation), *h) {
                     Removal::Removed => {
                         info!("{} key {key:#x} (id {sid}) removed", kind.name());
-                        self.push_gone(t, c, kind, key);
+                        self.push_gone(out, (t, c), kind, key);
                         Message::Done { value: 0 }
                     }
                     Removal::NoSuchEntry => Message::Done { value: 0 },
@@ -561,7 +521,7 @@ impl Referee<'_> {
                         )
                     }
                 };
-                c.framed.queue(id, &reply);
+                out.send(t, id, &reply);
             }
             (
                 State::Ready { host: Some(h), .. },
@@ -582,7 +542,7 @@ impl Referee<'_> {
                     Ok(()) => {
                         debug!("{} key {key:#x}: id {sid} on {h} (claimed)", kind.name());
                         let replies = self.unpark_key(kind, key, now);
-                        self.deliver(t, c, replies);
+                        self.deliver(out, replies);
                         Message::Done { value: 0 }
                     }
                     Err(ClaimRefused::Taken(why)) => {
@@ -609,21 +569,22 @@ impl Referee<'_> {
                         )
                     }
                 };
-                c.framed.queue(id, &reply);
+                out.send(t, id, &reply);
             }
             (State::Ready { .. }, Message::ListKeys { after }) => {
                 let (keys, more) = self.keys.page(after, self.page_len(), now);
-                c.framed.queue(id, &Message::Keys { keys, more });
+                out.send(t, id, &Message::Keys { keys, more });
             }
             (State::Ready { .. }, Message::DropKey { kind, key }) => {
                 match self.keys.drop_key(kind, key) {
                     Some(replies) => {
                         warn!("{} key {key:#x} dropped by an administrator", kind.name());
-                        self.deliver(t, c, replies);
-                        self.push_gone(t, c, kind, key);
-                        c.framed.queue(id, &Message::Done { value: 0 });
+                        self.deliver(out, replies);
+                        self.push_gone(out, (t, c), kind, key);
+                        out.send(t, id, &Message::Done { value: 0 });
                     }
-                    None => c.framed.queue(
+                    None => out.send(
+                        t,
                         id,
                         &Message::error(
                             libc::ENOENT,
@@ -657,7 +618,7 @@ impl Referee<'_> {
                     }
                     Err((errno, why)) => Message::error(errno, why),
                 };
-                c.framed.queue(id, &reply);
+                out.send(t, id, &reply);
             }
             (State::Ready { host: Some(h), .. }, Message::Unregister { pid_d, pid }) => {
                 let reply = match self.pids.unregister(pid_d, *h, pid) {
@@ -667,7 +628,7 @@ impl Referee<'_> {
                     }
                     Err((errno, why)) => Message::error(errno, why),
                 };
-                c.framed.queue(id, &reply);
+                out.send(t, id, &reply);
             }
             (State::Ready { host: Some(h), .. }, Message::MoveToken { pid_d, pid }) => {
                 let token = dipc_common::sys::random_u64();
@@ -678,11 +639,11 @@ impl Referee<'_> {
                     }
                     Err((errno, why)) => Message::error(errno, why),
                 };
-                c.framed.queue(id, &reply);
+                out.send(t, id, &reply);
             }
             (State::Ready { host: Some(h), .. }, Message::MoveAbort { pid_d, pid }) => {
                 let reply = done_or_error(self.pids.move_abort(pid_d, *h, pid));
-                c.framed.queue(id, &reply);
+                out.send(t, id, &reply);
             }
             (
                 State::Ready { host: Some(h), .. },
@@ -710,11 +671,11 @@ impl Referee<'_> {
                     }
                     Err((errno, why)) => Message::error(errno, why),
                 };
-                c.framed.queue(id, &reply);
+                out.send(t, id, &reply);
             }
             (State::Ready { host: Some(_), .. }, Message::MoveCheck { pid_d, token, uid }) => {
                 let reply = done_or_error(self.pids.check_move(pid_d, token, uid));
-                c.framed.queue(id, &reply);
+                out.send(t, id, &reply);
             }
             (
                 State::Ready { host: Some(_), .. },
@@ -734,24 +695,19 @@ impl Referee<'_> {
                             admin,
                         };
                         info!("uid {uid} asks pid_d {pid_d} (pid {pid}) to move to {target}");
-                        if conn == t {
-                            c.framed.queue(0, &ask);
-                        } else if let Some(o) = self.conns.get_mut(&conn) {
-                            o.framed.queue(0, &ask);
-                            let _ = o.framed.flush();
-                        }
+                        out.send(conn, 0, &ask);
                         Message::Done { value: 0 }
                     }
                     Err((errno, why)) => Message::error(errno, why),
                 };
-                c.framed.queue(id, &reply);
+                out.send(t, id, &reply);
             }
             (State::Ready { .. }, Message::PidLookup { pid_d }) => {
                 let reply = match self.pids.lookup(pid_d, now) {
                     Some(rec) => Message::PidInfo { rec },
                     None => Message::error(libc::ESRCH, format!("no registered process {pid_d}")),
                 };
-                c.framed.queue(id, &reply);
+                out.send(t, id, &reply);
             }
             (State::Ready { host: Some(h), .. }, Message::NameRegister { pid_d, pid, name }) => {
                 let reply = match self.pids.name(pid_d, *h, pid, &name) {
@@ -761,44 +717,45 @@ impl Referee<'_> {
                     }
                     Err((errno, why)) => Message::error(errno, why),
                 };
-                c.framed.queue(id, &reply);
+                out.send(t, id, &reply);
             }
             (State::Ready { host: Some(h), .. }, Message::NameRelease { pid_d, pid, name }) => {
                 let reply = done_or_error(self.pids.release(pid_d, *h, pid, &name));
-                c.framed.queue(id, &reply);
+                out.send(t, id, &reply);
             }
             (State::Ready { .. }, Message::NameLookup { name }) => {
                 let reply = match self.pids.lookup_name(&name, now) {
                     Some(rec) => Message::PidInfo { rec },
                     None => Message::error(libc::ENOENT, format!("no process is named {name:?}")),
                 };
-                c.framed.queue(id, &reply);
+                out.send(t, id, &reply);
             }
             (State::Ready { .. }, Message::ListNames { after }) => {
                 // Half a frame, each entry at most MAX_NAME + 12 bytes.
                 let limit = (self.config.max_frame as usize / 2 / (pids::MAX_NAME + 12)).max(1);
                 let (names, more) = self.pids.names_page(&after, limit);
-                c.framed.queue(id, &Message::Names { names, more });
+                out.send(t, id, &Message::Names { names, more });
             }
             (State::Ready { .. }, Message::ListPids { after }) => {
                 let (pids, more) = self.pids.page(after, self.page_len(), now);
-                c.framed.queue(id, &Message::Pids { pids, more });
+                out.send(t, id, &Message::Pids { pids, more });
             }
-            (State::Ready { .. }, Message::Ping) => c.framed.queue(id, &Message::Pong),
+            (State::Ready { .. }, Message::Ping) => out.send(t, id, &Message::Pong),
             (_, other) => {
                 warn!(
                     "referee: {}: unexpected {} message",
                     describe(c),
                     other.kind().name()
                 );
-                c.framed.queue(
+                out.send(
+                    t,
                     id,
                     &Message::error(
                         libc::EPROTO,
                         format!("the referee does not take {} here", other.kind().name()),
                     ),
                 );
-                c.close = true;
+                out.close(t);
             }
         }
     }
@@ -811,8 +768,8 @@ impl Referee<'_> {
     /// to be handled now.
     fn park(
         &mut self,
-        c: &mut Conn,
-        (t, id): (usize, u64),
+        out: &mut dyn Out,
+        (t, id): (ConnId, u64),
         host: SocketAddr,
         msg: Message,
     ) -> Option<Message> {
@@ -827,7 +784,8 @@ impl Referee<'_> {
             return Some(msg);
         }
         if self.parked.len() >= MAX_PARKED {
-            c.framed.queue(
+            out.send(
+                t,
                 id,
                 &Message::error(
                     libc::EAGAIN,
@@ -863,7 +821,7 @@ impl Referee<'_> {
 
     /// The settle period is over: the parked requests are handled as if
     /// they came now, on connections still open.
-    fn replay_parked(&mut self) {
+    fn replay_parked(&mut self, now: Instant, out: &mut dyn Out) {
         let parked = std::mem::take(&mut self.parked);
         info!(
             "referee: settled; answering {} parked requests",
@@ -873,62 +831,54 @@ impl Referee<'_> {
             let Some(mut c) = self.conns.remove(&p.conn) else {
                 continue;
             };
-            self.handle(p.conn, &mut c, p.id, p.msg);
-            let flushed = c.framed.flush();
-            if c.close || flushed.is_err() {
-                self.drop_conn(p.conn, c);
-            } else {
-                self.conns.insert(p.conn, c);
-            }
+            self.handle(now, (p.conn, &mut c), p.id, p.msg, out);
+            self.conns.insert(p.conn, c);
         }
     }
 
-    /// Sends replies, to the current connection `c` (token `t`, taken out
-    /// of the map while it is handled) or to others.
-    fn deliver(&mut self, t: usize, c: &mut Conn, replies: Vec<Reply>) {
+    /// Sends replies, each to its connection.
+    fn deliver(&mut self, out: &mut dyn Out, replies: Vec<Reply>) {
         for (to, id, msg) in replies {
-            if to == t {
-                c.framed.queue(id, &msg);
-            } else if let Some(o) = self.conns.get_mut(&to) {
-                o.framed.queue(id, &msg);
-                let _ = o.framed.flush();
-            }
+            out.send(to, id, &msg);
         }
     }
 
     /// Tells every joined host that a key is free, so each drops its
-    /// placeholder.
-    fn push_gone(&mut self, t: usize, c: &mut Conn, kind: IpcKind, key: i32) {
+    /// placeholder (the one asking, `c`, is out of the table while it is
+    /// handled).
+    fn push_gone(&mut self, out: &mut dyn Out, (t, c): (ConnId, &Conn), kind: IpcKind, key: i32) {
         let gone = Message::KeyGone { kind, key };
-        if let State::Ready { host: Some(_), .. } = c.state {
-            c.framed.queue(0, &gone);
+        let joined = |c: &Conn| matches!(c.state, State::Ready { host: Some(_), .. });
+        if joined(c) {
+            out.send(t, 0, &gone);
         }
-        for (tok, o) in self.conns.iter_mut() {
-            if *tok != t && matches!(o.state, State::Ready { host: Some(_), .. }) {
-                o.framed.queue(0, &gone);
-                let _ = o.framed.flush();
+        for (tok, o) in &self.conns {
+            if joined(o) {
+                out.send(*tok, 0, &gone);
             }
         }
     }
 
-    fn refuse(&self, c: &mut Conn, reason: &str) {
+    fn refuse(&self, out: &mut dyn Out, (t, c): (ConnId, &Conn), reason: &str) {
         match c.peer {
-            Peer::Tcp(ip) => warn!("refused connection from {ip}: {reason}"),
-            Peer::Admin => warn!("referee back door: {reason}"),
+            PeerKind::Tcp(ip) => warn!("refused connection from {ip}: {reason}"),
+            PeerKind::Admin => warn!("referee back door: {reason}"),
         }
-        c.framed.queue(
+        out.send(
+            t,
             0,
             &Message::Refused {
                 reason: reason.to_owned(),
             },
         );
-        c.close = true;
+        out.close(t);
     }
 
-    fn drop_conn(&mut self, t: usize, mut c: Conn) {
-        let _ = self.poll.registry().deregister(&mut c.framed.stream);
-        let replies = self.keys.conn_closed(t, Instant::now());
-        self.deliver(t, &mut c, replies);
+    /// Releases what a connection held: the keys it was granted and did
+    /// not commit, and for a joined host its link.
+    fn drop_conn(&mut self, now: Instant, t: ConnId, c: Conn, out: &mut dyn Out) {
+        let replies = self.keys.conn_closed(t, now);
+        self.deliver(out, replies);
         if let State::Ready { host: Some(h), .. } = c.state {
             if self.hosts.disconnected(&h, t) {
                 info!("host {h} down: connection closed");
@@ -949,8 +899,7 @@ impl Referee<'_> {
         sweep_tick(self.config) * 2
     }
 
-    fn sweep(&mut self) {
-        let now = Instant::now();
+    fn sweep(&mut self, now: Instant, out: &mut dyn Out) {
         for (addr, conn) in self.hosts.expire(
             now,
             self.config.timeouts.heartbeat_timeout,
@@ -961,41 +910,26 @@ impl Referee<'_> {
                 self.config.timeouts.heartbeat_timeout.as_millis()
             );
             if let Some(t) = conn {
-                if let Some(c) = self.conns.remove(&t) {
-                    self.drop_conn(t, c);
-                }
+                out.close(t);
             }
         }
         if now >= self.next_balance {
-            self.balance_round(now);
+            self.balance_round(now, out);
             self.next_balance = now + self.config.balance.interval;
         }
         let replies = self.keys.expire(now, self.config.timeouts.request);
-        for (to, id, msg) in replies {
-            if let Some(o) = self.conns.get_mut(&to) {
-                o.framed.queue(id, &msg);
-                let _ = o.framed.flush();
-            }
-        }
-        let late: Vec<usize> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.deadline.is_some_and(|d| now > d))
-            .map(|(t, _)| *t)
-            .collect();
-        for t in late {
-            if let Some(c) = self.conns.remove(&t) {
-                warn!("referee: {}: handshake not finished in time", describe(&c));
-                self.drop_conn(t, c);
+        self.deliver(out, replies);
+        for (t, c) in &self.conns {
+            if c.deadline.is_some_and(|d| now > d) {
+                warn!("referee: {}: handshake not finished in time", describe(c));
+                out.close(*t);
             }
         }
     }
-}
 
-impl Referee<'_> {
     /// Ends the balancer's window and asks for the moves it decides, as
     /// `dipcref migrate` does: a `MoveAsk` pushed to the process's host.
-    fn balance_round(&mut self, now: Instant) {
+    fn balance_round(&mut self, now: Instant, out: &mut dyn Out) {
         let up: Vec<SocketAddr> = self
             .hosts
             .snapshot(now)
@@ -1014,20 +948,14 @@ impl Referee<'_> {
         for d in moves {
             let asked = match self.pids.may_move(d.pid_d, 0, true) {
                 Ok((conn, _)) if self.pids.lookup(d.pid_d, now).map(|r| r.host) == Some(d.from) => {
-                    match self.conns.get_mut(&conn) {
-                        Some(o) => {
-                            let ask = Message::MoveAsk {
-                                pid_d: d.pid_d,
-                                target: d.to,
-                                uid: 0,
-                                admin: true,
-                            };
-                            o.framed.queue(0, &ask);
-                            let _ = o.framed.flush();
-                            true
-                        }
-                        None => false,
-                    }
+                    let ask = Message::MoveAsk {
+                        pid_d: d.pid_d,
+                        target: d.to,
+                        uid: 0,
+                        admin: true,
+                    };
+                    out.send(conn, 0, &ask);
+                    self.conns.contains_key(&conn)
                 }
                 _ => false,
             };
@@ -1045,8 +973,8 @@ impl Referee<'_> {
 fn describe(c: &Conn) -> String {
     match (&c.peer, &c.state) {
         (_, State::Ready { host: Some(h), .. }) => format!("host {h}"),
-        (Peer::Tcp(ip), _) => format!("peer {ip}"),
-        (Peer::Admin, _) => "back door client".to_owned(),
+        (PeerKind::Tcp(ip), _) => format!("peer {ip}"),
+        (PeerKind::Admin, _) => "back door client".to_owned(),
     }
 }
 
@@ -1057,3 +985,6 @@ fn done_or_error(r: Result<(), (i32, String)>) -> Message {
         Err((errno, why)) => Message::error(errno, why),
     }
 }
+
+#[cfg(test)]
+mod tests;

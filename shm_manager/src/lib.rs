@@ -10,7 +10,8 @@
 //! and who may write ([`units`]), and moves the contents: the real segment
 //! here holds every unit that nobody holds for write.
 //!
-//! The manager is a single-threaded mio loop, never blocking on one
+//! The manager is a state machine on the daemons' reactor
+//! (`dipc_common::reactor`), single-threaded and never blocking on one
 //! participant: a participant that does not answer a revocation within the
 //! request time-out is dropped (and a unit it held for write is lost). It
 //! exits when the segment is removed (`IPC_RMID`) and nobody is attached,
@@ -20,17 +21,18 @@
 mod sim;
 pub mod units;
 
-use dipc_common::channel::{ChannelError, Codec, Framed};
+use dipc_common::channel::Codec;
 use dipc_common::config::{Config, ShmMode};
 use dipc_common::metrics::Metrics;
 use dipc_common::net::Stream;
+use dipc_common::reactor::{
+    self, ConnId, Creds, Event, Gone, Handler, Listener, Out, Peer, Reactor,
+};
 use dipc_common::secure::Secure;
-use dipc_common::sys::{self, PeerCred};
 use dipc_common::sysv;
 use dipc_common::wire::{self, IpcPerm, Message, UnitRun};
 use log::{debug, error, info, warn};
-use mio::net::{UnixListener, UnixStream};
-use mio::{Events, Interest, Poll, Token};
+use mio::net::UnixListener;
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
@@ -38,7 +40,6 @@ use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 use units::{Action, Holders, Pid, Units};
 
-const LISTENER: Token = Token(0);
 /// `SHM_DEST` in `shm_perm.mode`: removed, freed at the last detach
 /// (linux/shm.h; not in the libc crate).
 const SHM_DEST: u32 = 0o1000;
@@ -51,8 +52,24 @@ const MAX_CONNECTIONS: usize = 4096;
 
 /// Runs the manager of segment `id` on `listener`; returns the exit code.
 pub fn run(listener: std::os::unix::net::UnixListener, id: i32, config: &Config) -> i32 {
-    match Manager::new(listener, id, config) {
-        Ok(mut m) => m.serve(),
+    let served = Manager::new(id, config).and_then(|mut m| {
+        listener.set_nonblocking(true)?;
+        let mut r = Reactor::new(MAX_CONNECTIONS)?;
+        // Never paused: a participant's agent writes a unit's content
+        // with blocking writes while it may have content of ours to read,
+        // so a manager that stopped reading it could wait on it for ever.
+        // What waits for a participant is bounded by the units it asked
+        // for. A worker passes a remote participant's TCP connection along
+        // with the first frame.
+        let opts = reactor::Options {
+            pass_fds: true,
+            ..reactor::Options::new(config.max_frame)
+        };
+        r.listen(Listener::Unix(UnixListener::from_std(listener)), opts)?;
+        r.run(&mut m)
+    });
+    match served {
+        Ok(code) => code,
         Err(e) => {
             error!("shm manager for segment {id}: {e}");
             1
@@ -60,34 +77,24 @@ pub fn run(listener: std::os::unix::net::UnixListener, id: i32, config: &Config)
     }
 }
 
-/// A connection that has not said what it is yet.
-struct Pending {
-    stream: UnixStream,
-    buf: Vec<u8>,
-    fds: Vec<OwnedFd>,
-}
-
 struct Participant {
-    framed: Framed<Stream>,
     host: SocketAddr,
     readonly: bool,
-    /// Close once everything queued is written (after a detach, a query
-    /// or a refusal).
+    /// Closing once everything queued is written (after a detach, a query
+    /// or a refusal): no longer attached.
     closing: bool,
 }
 
 enum Conn {
-    Pending(Pending),
+    /// Has not said what it is yet.
+    Pending(Result<Creds, String>),
     Open(Participant),
 }
 
 struct Manager<'a> {
     config: &'a Config,
     id: i32,
-    poll: Poll,
-    listener: UnixListener,
-    conns: HashMap<usize, Conn>,
-    next_token: usize,
+    conns: HashMap<ConnId, Conn>,
     /// The real segment, attached here.
     base: *mut u8,
     size: u64,
@@ -96,19 +103,12 @@ struct Manager<'a> {
     unit: usize,
     units: Units,
     actions: Vec<Action>,
-    /// Participants that used their budget of frames (see
-    /// [`FRAMES_PER_TURN`]) with more maybe waiting: served again, in
-    /// turn, before the manager waits for new events.
-    again: Vec<usize>,
+    /// When the segment's own state is looked at next.
+    next_check: Instant,
     /// Faults, invalidations and bytes not yet reported to dipcd (see
     /// [`Manager::report`]).
     counted: Metrics,
 }
-
-/// Frames taken from one participant before the others get their turn:
-/// one that writes faster than the manager reads cannot hold the others
-/// up for longer than this many frames each.
-const FRAMES_PER_TURN: usize = 64;
 
 fn io_err(what: &str, errno: i32) -> io::Error {
     io::Error::new(
@@ -117,12 +117,59 @@ fn io_err(what: &str, errno: i32) -> io::Error {
     )
 }
 
+impl Handler for Manager<'_> {
+    fn event(&mut self, now: Instant, ev: Event, out: &mut dyn Out) {
+        match ev {
+            Event::Accepted { conn, peer, .. } => {
+                let creds = match peer {
+                    Peer::Unix(c) => c,
+                    Peer::Tcp(_) => Err("not a local connection".into()),
+                };
+                self.conns.insert(conn, Conn::Pending(creds));
+            }
+            Event::Frame { conn, id, msg, fds } => match self.conns.get(&conn) {
+                Some(Conn::Pending(_)) => self.first_frame(conn, id, msg, fds, out),
+                Some(Conn::Open(_)) => {
+                    if let Err(why) = self.handle(now, (conn, id), msg, out) {
+                        warn!("shm manager {}: participant {conn}: {why}", self.id);
+                        out.close(conn);
+                    }
+                    self.carry_out(out);
+                }
+                None => {}
+            },
+            Event::Closed { conn, why } => {
+                match &why {
+                    Gone::Protocol(e) => {
+                        warn!("shm manager {}: participant {conn}: {e}", self.id)
+                    }
+                    Gone::Io(e) => debug!("shm manager {}: participant {conn}: {e}", self.id),
+                    _ => {}
+                }
+                if let Some(Conn::Open(p)) = self.conns.remove(&conn) {
+                    if !p.closing {
+                        debug!("shm manager {}: participant {conn} gone", self.id);
+                        self.units.gone(now, conn, &mut self.actions);
+                        self.carry_out(out);
+                    }
+                }
+            }
+            Event::Tick => self.tick(now, out),
+            Event::Signal(_) | Event::Child { .. } => {}
+        }
+    }
+
+    fn wake_at(&self) -> Option<Instant> {
+        Some(
+            self.units
+                .deadline()
+                .map_or(self.next_check, |d| d.min(self.next_check)),
+        )
+    }
+}
+
 impl<'a> Manager<'a> {
-    fn new(
-        listener: std::os::unix::net::UnixListener,
-        id: i32,
-        config: &'a Config,
-    ) -> io::Result<Manager<'a>> {
+    fn new(id: i32, config: &'a Config) -> io::Result<Manager<'a>> {
         let info = sysv::shmctl_stat(id).map_err(|e| io_err("IPC_STAT", e))?;
         // SAFETY: attaching an existing segment read-write at an address the
         // kernel chooses; the mapping is only used within its length.
@@ -144,11 +191,6 @@ impl<'a> Manager<'a> {
         if count > u32::MAX as usize {
             return Err(io_err("segment size", libc::EFBIG));
         }
-        listener.set_nonblocking(true)?;
-        let mut listener = UnixListener::from_std(listener);
-        let poll = Poll::new()?;
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
         info!(
             "shm manager for segment {id}: {size} bytes, {count} unit(s) of {unit} bytes ({:?} mode), quantum {} ms",
             config.shm.mode,
@@ -157,74 +199,37 @@ impl<'a> Manager<'a> {
         Ok(Manager {
             config,
             id,
-            poll,
-            listener,
             conns: HashMap::new(),
-            next_token: 1,
             base: base as *mut u8,
             size,
             len,
             unit,
             units: Units::new(count, config.shm.quantum, config.timeouts.request),
             actions: Vec::new(),
-            again: Vec::new(),
+            next_check: Instant::now() + CHECK_EVERY,
             counted: Metrics::default(),
         })
     }
 
-    fn serve(&mut self) -> i32 {
-        let mut events = Events::with_capacity(256);
-        let mut next_check = Instant::now() + CHECK_EVERY;
-        loop {
-            let now = Instant::now();
-            let deadline = self
-                .units
-                .deadline()
-                .map_or(next_check, |d| d.min(next_check));
-            let wait = match self.again.is_empty() {
-                true => deadline
-                    .saturating_duration_since(now)
-                    .max(Duration::from_millis(1)),
-                // Someone has frames waiting: only look for new events.
-                false => Duration::ZERO,
-            };
-            if let Err(e) = self.poll.poll(&mut events, Some(wait)) {
-                if e.kind() != io::ErrorKind::Interrupted {
-                    error!("shm manager {}: poll: {e}", self.id);
-                    return 1;
-                }
-            }
-            // Those that had frames left get their turn first, then the
-            // new events (each at most once per turn).
-            let mut turn = std::mem::take(&mut self.again);
-            for ev in events.iter() {
-                match ev.token() {
-                    LISTENER => self.accept(),
-                    Token(t) if !turn.contains(&t) => turn.push(t),
-                    Token(_) => {}
-                }
-            }
-            for t in turn {
-                self.ready(t);
-            }
-            let now = Instant::now();
-            let late = self.units.tick(now, &mut self.actions);
-            for p in late {
-                warn!(
-                    "shm manager {}: participant {p} did not answer a revocation within {} ms; dropping it",
-                    self.id,
-                    self.config.timeouts.request.as_millis()
-                );
-                self.drop_participant(p);
-            }
-            self.carry_out();
-            if now >= next_check {
-                next_check = now + CHECK_EVERY;
-                self.report();
-                if let Some(why) = self.finished() {
-                    info!("shm manager for segment {}: {why}; exiting", self.id);
-                    return 0;
-                }
+    /// Drops the participants that did not answer a revocation in time,
+    /// and looks at the segment's own state every `CHECK_EVERY`.
+    fn tick(&mut self, now: Instant, out: &mut dyn Out) {
+        let late = self.units.tick(now, &mut self.actions);
+        for p in late {
+            warn!(
+                "shm manager {}: participant {p} did not answer a revocation within {} ms; dropping it",
+                self.id,
+                self.config.timeouts.request.as_millis()
+            );
+            out.close(p);
+        }
+        self.carry_out(out);
+        if now >= self.next_check {
+            self.next_check = now + CHECK_EVERY;
+            self.report();
+            if let Some(why) = self.finished() {
+                info!("shm manager for segment {}: {why}; exiting", self.id);
+                out.stop(0);
             }
         }
     }
@@ -277,116 +282,26 @@ impl<'a> Manager<'a> {
             .count()
     }
 
-    fn accept(&mut self) {
-        loop {
-            match self.listener.accept() {
-                Ok((mut s, _)) => {
-                    if self.conns.len() >= MAX_CONNECTIONS {
-                        warn!("shm manager {}: too many connections", self.id);
-                        continue;
-                    }
-                    let t = self.next_token;
-                    self.next_token += 1;
-                    if let Err(e) =
-                        self.poll
-                            .registry()
-                            .register(&mut s, Token(t), Interest::READABLE)
-                    {
-                        warn!("shm manager {}: {e}", self.id);
-                        continue;
-                    }
-                    self.conns.insert(
-                        t,
-                        Conn::Pending(Pending {
-                            stream: s,
-                            buf: Vec::new(),
-                            fds: Vec::new(),
-                        }),
-                    );
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) => {
-                    warn!("shm manager {}: accept: {e}", self.id);
-                    return;
-                }
-            }
-        }
-    }
-
-    fn ready(&mut self, t: usize) {
-        match self.conns.get_mut(&t) {
-            Some(Conn::Pending(_)) => self.pending_ready(t),
-            Some(Conn::Open(_)) => self.participant_ready(t),
-            None => {}
-        }
-    }
-
-    /// Reads a new connection's first frame, with the descriptor a worker
-    /// may have passed along with it.
-    fn pending_ready(&mut self, t: usize) {
-        let Some(Conn::Pending(mut p)) = self.conns.remove(&t) else {
+    /// A new connection's first frame, with the descriptor a worker may
+    /// have passed along with it.
+    fn first_frame(
+        &mut self,
+        t: ConnId,
+        rid: u64,
+        msg: Message,
+        mut fds: Vec<OwnedFd>,
+        out: &mut dyn Out,
+    ) {
+        // The peer's credentials as the kernel recorded them when it
+        // connected (not /proc/PID later, when the pid may be another
+        // process's).
+        let Some(Conn::Pending(cred)) = self.conns.remove(&t) else {
             return;
         };
-        let mut chunk = [0u8; 4096];
-        let mut eof = false;
-        loop {
-            match sys::recv_with_fds(&p.stream, &mut chunk) {
-                // A worker closes its side right after passing a
-                // connection: what it sent is still to be read below.
-                Ok((0, _)) => {
-                    eof = true;
-                    break;
-                }
-                Ok((n, fds)) => {
-                    p.buf.extend_from_slice(&chunk[..n]);
-                    p.fds.extend(fds);
-                    if p.buf.len() > 64 * 1024 {
-                        warn!("shm manager {}: oversized first frame", self.id);
-                        let _ = self.poll.registry().deregister(&mut p.stream);
-                        return;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    debug!("shm manager {}: {e}", self.id);
-                    let _ = self.poll.registry().deregister(&mut p.stream);
-                    return;
-                }
-            }
-        }
-        match wire::decode_frame(&p.buf, self.config.max_frame) {
-            Ok(None) if eof => {
-                let _ = self.poll.registry().deregister(&mut p.stream);
-            }
-            Ok(None) => {
-                self.conns.insert(t, Conn::Pending(p));
-            }
-            Ok(Some((used, rid, msg))) if used == p.buf.len() => self.first_frame(t, p, rid, msg),
-            Ok(Some(_)) | Err(_) => {
-                warn!(
-                    "shm manager {}: a new connection sent something unexpected",
-                    self.id
-                );
-                let _ = self.poll.registry().deregister(&mut p.stream);
-            }
-        }
-    }
-
-    fn first_frame(&mut self, t: usize, mut p: Pending, rid: u64, msg: Message) {
-        let _ = self.poll.registry().deregister(&mut p.stream);
-        // The peer's groups as the kernel recorded them when it connected
-        // (not /proc/PID later, when the pid may be another process's).
-        let cred = sys::peer_cred(&p.stream).and_then(|c| {
-            Ok(Caller {
-                cred: c,
-                groups: sys::peer_groups(&p.stream)?,
-            })
-        });
         // A TCP connection a worker passes comes with its secure channel's
         // state, and only such a connection does: the manager carries on
         // the caller's channel, sealed as before.
-        let passed = p.fds.pop();
+        let passed = fds.pop();
         let codec = match (&msg, &passed) {
             (Message::ShmAttach { handover: None, .. }, None)
             | (Message::ShmQuery { .. }, None) => Codec::Plain,
@@ -403,29 +318,20 @@ impl<'a> Manager<'a> {
                      or channel state without a connection",
                     self.id
                 );
-                return;
+                return out.close(t);
             }
         };
         // The participant's stream: a TCP connection a worker passed, or
         // this Unix connection.
-        let stream = match passed {
-            Some(fd) => {
-                let s = std::net::TcpStream::from(fd);
-                if let Err(e) = s.set_nonblocking(true) {
-                    warn!("shm manager {}: {e}", self.id);
-                    return;
-                }
-                Stream::Tcp(mio::net::TcpStream::from_std(s))
+        if let Some(fd) = passed {
+            let s = std::net::TcpStream::from(fd);
+            if let Err(e) = s.set_nonblocking(true) {
+                warn!("shm manager {}: {e}", self.id);
+                return out.close(t);
             }
-            None => Stream::Unix(p.stream),
-        };
+            out.adopt(t, Stream::Tcp(mio::net::TcpStream::from_std(s)), codec);
+        }
         let mut part = Participant {
-            // Never paused: a participant's agent writes a unit's content
-            // with blocking writes while it may have content of ours to
-            // read, so a manager that stopped reading it could wait on it
-            // for ever. What waits for a participant is bounded by the
-            // units it asked for.
-            framed: Framed::new(stream, self.config.max_frame).with_codec(codec),
             host: self.config.front_end_addr(),
             readonly: true,
             closing: true,
@@ -471,23 +377,17 @@ impl<'a> Manager<'a> {
                 format!("a shm manager does not take {}", other.kind().name()),
             ),
         };
-        part.framed.queue(rid, &reply);
-        if let Err(e) = self.poll.registry().register(
-            &mut part.framed.stream,
-            Token(t),
-            Interest::READABLE | Interest::WRITABLE,
-        ) {
-            warn!("shm manager {}: {e}", self.id);
-            return;
+        out.send(t, rid, &reply);
+        if part.closing {
+            out.close_when_flushed(t);
         }
         self.conns.insert(t, Conn::Open(part));
-        self.flush(t);
     }
 
     /// The kernel's rule for attaching (ipcperms): read, and write unless
     /// read-only, for the caller's class (owner, group, other); root may
     /// do anything.
-    fn permitted(&self, caller: &Caller, readonly: bool) -> Result<(), Message> {
+    fn permitted(&self, caller: &Creds, readonly: bool) -> Result<(), Message> {
         let perm = sysv::shmctl_stat(self.id)
             .map_err(|e| Message::error(e, format!("IPC_STAT of segment {}", self.id)))?
             .perm;
@@ -507,7 +407,7 @@ impl<'a> Manager<'a> {
         }
     }
 
-    fn query(&self, caller: &Caller) -> Message {
+    fn query(&self, caller: &Creds) -> Message {
         if let Err(reply) = self.permitted(caller, true) {
             return reply;
         }
@@ -571,44 +471,13 @@ impl<'a> Manager<'a> {
         }
     }
 
-    fn participant_ready(&mut self, t: usize) {
-        let mut gone = false;
-        let mut taken = 0;
-        while let Some(Conn::Open(p)) = self.conns.get_mut(&t) {
-            if taken == FRAMES_PER_TURN {
-                self.again.push(t);
-                break;
-            }
-            taken += 1;
-            match p.framed.read_frame() {
-                Ok(Some((rid, msg))) => {
-                    if let Err(why) = self.handle(t, rid, msg) {
-                        warn!("shm manager {}: participant {t}: {why}", self.id);
-                        gone = true;
-                        break;
-                    }
-                }
-                Ok(None) => break,
-                Err(ChannelError::Closed | ChannelError::Io(_)) => {
-                    gone = true;
-                    break;
-                }
-                Err(e) => {
-                    warn!("shm manager {}: participant {t}: {e}", self.id);
-                    gone = true;
-                    break;
-                }
-            }
-        }
-        if gone {
-            self.drop_participant(t);
-        }
-        self.carry_out();
-        self.flush(t);
-    }
-
-    fn handle(&mut self, t: usize, rid: u64, msg: Message) -> Result<(), String> {
-        let now = Instant::now();
+    fn handle(
+        &mut self,
+        now: Instant,
+        (t, rid): (ConnId, u64),
+        msg: Message,
+        out: &mut dyn Out,
+    ) -> Result<(), String> {
         let count = self.units.len() as u32;
         let readonly = match self.conns.get(&t) {
             Some(Conn::Open(p)) => p.readonly,
@@ -651,9 +520,10 @@ impl<'a> Manager<'a> {
             Message::ShmDetach => {
                 self.units.gone(now, t, &mut self.actions);
                 if let Some(Conn::Open(p)) = self.conns.get_mut(&t) {
-                    p.framed.queue(rid, &Message::Done { value: 0 });
                     p.closing = true;
                 }
+                out.send(t, rid, &Message::Done { value: 0 });
+                out.close_when_flushed(t);
                 debug!("shm manager {}: participant {t} detached", self.id);
             }
             other => return Err(format!("unexpected {}", other.kind().name())),
@@ -668,25 +538,14 @@ impl<'a> Manager<'a> {
         (start, self.unit.min(self.len - start))
     }
 
-    fn drop_participant(&mut self, t: usize) {
-        if let Some(Conn::Open(mut p)) = self.conns.remove(&t) {
-            let _ = self.poll.registry().deregister(&mut p.framed.stream);
-            if !p.closing {
-                debug!("shm manager {}: participant {t} gone", self.id);
-            }
-        }
-        self.units.gone(Instant::now(), t, &mut self.actions);
-    }
-
     /// Carries out what the coherence state machine decided.
-    fn carry_out(&mut self) {
-        let mut touched = Vec::new();
+    fn carry_out(&mut self, out: &mut dyn Out) {
         let actions = std::mem::take(&mut self.actions);
         for a in actions {
             let (to, msg) = match a {
                 Action::SendData { to, unit } => {
                     let (start, ulen) = self.unit_range(unit);
-                    if let Some(Conn::Open(p)) = self.conns.get_mut(&to) {
+                    if let Some(Conn::Open(_)) = self.conns.get(&to) {
                         let mut off = 0;
                         while off < ulen {
                             let n = CHUNK
@@ -697,14 +556,13 @@ impl<'a> Manager<'a> {
                             let data = unsafe {
                                 std::slice::from_raw_parts(self.base.add(start + off), n)
                             };
-                            p.framed.queue_encoded(|out| {
-                                wire::encode_shm_data(0, unit, off as u64, data, out)
+                            out.send_encoded(to, &mut |o| {
+                                wire::encode_shm_data(0, unit, off as u64, data, o)
                             });
                             off += n;
                         }
                         self.counted.bytes_out += ulen as u64;
                     }
-                    touched.push(to);
                     continue;
                 }
                 Action::Grant { to, unit, write } => (to, Message::ShmGrant { unit, write }),
@@ -723,37 +581,11 @@ impl<'a> Manager<'a> {
                     },
                 ),
             };
-            if let Some(Conn::Open(p)) = self.conns.get_mut(&to) {
+            if let Some(Conn::Open(_)) = self.conns.get(&to) {
                 if matches!(msg, Message::ShmRevoke { .. }) {
                     self.counted.shm_invalidations += 1;
                 }
-                p.framed.queue(0, &msg);
-                touched.push(to);
-            }
-        }
-        touched.sort_unstable();
-        touched.dedup();
-        for t in touched {
-            self.flush(t);
-        }
-    }
-
-    /// Writes what is queued for `t`; closes it once a closing connection
-    /// has nothing left to write.
-    fn flush(&mut self, t: usize) {
-        let Some(Conn::Open(p)) = self.conns.get_mut(&t) else {
-            return;
-        };
-        match p.framed.flush() {
-            Ok(true) if p.closing => {
-                let _ = self.poll.registry().deregister(&mut p.framed.stream);
-                self.conns.remove(&t);
-            }
-            Ok(_) => {}
-            Err(e) => {
-                debug!("shm manager {}: participant {t}: {e}", self.id);
-                self.drop_participant(t);
-                self.carry_out();
+                out.send(to, 0, &msg);
             }
         }
     }
@@ -777,15 +609,8 @@ fn page_size() -> usize {
     }
 }
 
-/// Who is at the other end of a local connection: SO_PEERCRED and
-/// SO_PEERGROUPS, both as of its `connect`.
-struct Caller {
-    cred: PeerCred,
-    groups: Vec<u32>,
-}
-
 /// ipcperms for a non-root caller (see `sysv::permits`).
-fn allowed(perm: &IpcPerm, caller: &Caller, want: u32) -> bool {
+fn allowed(perm: &IpcPerm, caller: &Creds, want: u32) -> bool {
     sysv::permits(
         perm,
         (caller.cred.uid, caller.cred.gid, &caller.groups),
@@ -794,8 +619,12 @@ fn allowed(perm: &IpcPerm, caller: &Caller, want: u32) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+mod tests;
+
+#[cfg(test)]
+mod permission_tests {
     use super::*;
+    use dipc_common::sys::PeerCred;
 
     #[test]
     fn permission_classes_follow_the_kernel() {
@@ -808,7 +637,7 @@ mod tests {
             mode: 0o640,
             seq: 0,
         };
-        let cred = |uid, gid, groups: &[u32]| Caller {
+        let cred = |uid, gid, groups: &[u32]| Creds {
             cred: PeerCred {
                 pid: std::process::id() as i32,
                 uid,

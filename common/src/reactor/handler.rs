@@ -1,0 +1,155 @@
+//! What a daemon's logic sees of the reactor: the [`Handler`] it
+//! implements and the [`Out`] it answers through, and the [`Recorder`]
+//! that stands for the reactor in its unit tests.
+
+use super::{ConnId, Event};
+use crate::channel::{Codec, FramedParts};
+use crate::net::Stream;
+use crate::secure::Secure;
+use crate::wire::{self, Message};
+use std::time::Instant;
+
+/// What a handler may ask of the reactor. Calls about a connection that is
+/// gone are ignored.
+pub trait Out {
+    /// Queues a frame.
+    fn send(&mut self, conn: ConnId, id: u64, msg: &Message);
+    /// Queues the one whole frame `encode` appends (see
+    /// `wire::encode_shm_data`), for a frame encoded from borrowed data.
+    fn send_encoded(&mut self, conn: ConnId, encode: &mut dyn FnMut(&mut Vec<u8>));
+    /// Frames after this one, both ways, are sealed by `secure`.
+    fn secure(&mut self, conn: ConnId, secure: Secure);
+    /// Writes what the socket takes now of what is queued and closes.
+    fn close(&mut self, conn: ConnId);
+    /// Stops reading and closes once everything queued is written.
+    fn close_when_flushed(&mut self, conn: ConnId);
+    /// Takes the connection out of the reactor, once what is queued is
+    /// written as far as the socket takes it now, and hands it to
+    /// [`Handler::taken`].
+    fn take(&mut self, conn: ConnId);
+    /// Carries the connection on over `stream` (a socket the peer passed),
+    /// framed by `codec`; the old socket is closed. Refused (the
+    /// connection closes) if bytes past the last frame wait on the old one.
+    fn adopt(&mut self, conn: ConnId, stream: Stream, codec: Codec);
+    /// Ends [`Reactor::run`](super::Reactor::run) with this exit code.
+    fn stop(&mut self, code: i32);
+}
+
+/// A daemon's logic.
+pub trait Handler {
+    fn event(&mut self, now: Instant, ev: Event, out: &mut dyn Out);
+    /// When the handler next wants an [`Event::Tick`] if nothing else
+    /// wakes the loop (a time in the past: at once).
+    fn wake_at(&self) -> Option<Instant> {
+        None
+    }
+    /// A connection taken out with [`Out::take`]: its socket, codec, the
+    /// bytes read and not framed yet and those queued and not written yet.
+    fn taken(&mut self, conn: ConnId, parts: FramedParts<Stream>, out: &mut dyn Out) {
+        let _ = (conn, parts, out);
+    }
+}
+
+/// One thing a handler asked for, as a [`Recorder`] keeps it.
+#[derive(Debug)]
+pub enum Action {
+    Send {
+        conn: ConnId,
+        id: u64,
+        msg: Message,
+    },
+    /// A frame from [`Out::send_encoded`], as encoded.
+    SendEncoded {
+        conn: ConnId,
+        frame: Vec<u8>,
+    },
+    Secure {
+        conn: ConnId,
+    },
+    Close {
+        conn: ConnId,
+    },
+    CloseWhenFlushed {
+        conn: ConnId,
+    },
+    Take {
+        conn: ConnId,
+    },
+    Adopt {
+        conn: ConnId,
+    },
+    Stop(i32),
+}
+
+/// An [`Out`] that records what a handler asks, for tests of a daemon's
+/// logic without sockets.
+#[derive(Debug, Default)]
+pub struct Recorder {
+    pub actions: Vec<Action>,
+}
+
+impl Recorder {
+    /// The actions recorded since the last call.
+    pub fn take_all(&mut self) -> Vec<Action> {
+        std::mem::take(&mut self.actions)
+    }
+
+    /// The frames queued for `conn` since the last [`Recorder::take_all`],
+    /// encoded ones decoded.
+    pub fn sent(&self, conn: ConnId) -> Vec<(u64, Message)> {
+        self.actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Send { conn: c, id, msg } if *c == conn => Some((*id, msg.clone())),
+                Action::SendEncoded { conn: c, frame } if *c == conn => {
+                    match wire::decode_frame(frame, u32::MAX) {
+                        Ok(Some((_, id, msg))) => Some((id, msg)),
+                        _ => None,
+                    }
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Whether the handler closed `conn` (either way) or took it.
+    pub fn closed(&self, conn: ConnId) -> bool {
+        self.actions.iter().any(|a| {
+            matches!(a, Action::Close { conn: c } | Action::CloseWhenFlushed { conn: c }
+                | Action::Take { conn: c } if *c == conn)
+        })
+    }
+}
+
+impl Out for Recorder {
+    fn send(&mut self, conn: ConnId, id: u64, msg: &Message) {
+        self.actions.push(Action::Send {
+            conn,
+            id,
+            msg: msg.clone(),
+        });
+    }
+    fn send_encoded(&mut self, conn: ConnId, encode: &mut dyn FnMut(&mut Vec<u8>)) {
+        let mut frame = Vec::new();
+        encode(&mut frame);
+        self.actions.push(Action::SendEncoded { conn, frame });
+    }
+    fn secure(&mut self, conn: ConnId, _: Secure) {
+        self.actions.push(Action::Secure { conn });
+    }
+    fn close(&mut self, conn: ConnId) {
+        self.actions.push(Action::Close { conn });
+    }
+    fn close_when_flushed(&mut self, conn: ConnId) {
+        self.actions.push(Action::CloseWhenFlushed { conn });
+    }
+    fn take(&mut self, conn: ConnId) {
+        self.actions.push(Action::Take { conn });
+    }
+    fn adopt(&mut self, conn: ConnId, _: Stream, _: Codec) {
+        self.actions.push(Action::Adopt { conn });
+    }
+    fn stop(&mut self, code: i32) {
+        self.actions.push(Action::Stop(code));
+    }
+}

@@ -1,0 +1,291 @@
+//! The referee's connection-level logic driven by events and a made-up
+//! clock, without sockets: links joining, requests parked while the
+//! referee settles, what a closed connection held.
+
+use super::*;
+use dipc_common::auth::ClientHandshake;
+use dipc_common::reactor::{Action, Creds, Recorder};
+use dipc_common::sys::PeerCred;
+
+fn config() -> Config {
+    Config {
+        allowed_hosts: vec!["10.66.0.0/24".parse().unwrap()],
+        ..Config::default()
+    }
+}
+
+fn secret() -> Secret {
+    Secret::from_bytes(&[7; 32]).unwrap()
+}
+
+fn front_end(i: u8) -> SocketAddr {
+    SocketAddr::from(([10, 66, 0, i], 7100))
+}
+
+struct Ref<'a> {
+    r: Referee<'a>,
+    out: Recorder,
+    now: Instant,
+}
+
+impl Ref<'_> {
+    fn ev(&mut self, ev: Event) -> Vec<Action> {
+        self.r.event(self.now, ev, &mut self.out);
+        self.out.take_all()
+    }
+
+    /// What `conn` was sent by `ev`.
+    fn sent(&mut self, conn: ConnId, ev: Event) -> Vec<(u64, Message)> {
+        self.r.event(self.now, ev, &mut self.out);
+        let sent = self.out.sent(conn);
+        self.out.take_all();
+        sent
+    }
+
+    fn frame(conn: ConnId, id: u64, msg: Message) -> Event {
+        Event::Frame {
+            conn,
+            id,
+            msg,
+            fds: Vec::new(),
+        }
+    }
+
+    /// Host `i`'s link, on `conn`, through the handshake and `Join`.
+    fn join(&mut self, conn: ConnId, i: u8) {
+        let from = SocketAddr::from(([10, 66, 0, i], 40000));
+        assert!(self
+            .ev(Event::Accepted {
+                conn,
+                listener: TCP,
+                peer: Peer::Tcp(from),
+            })
+            .is_empty());
+        let hello = ClientHandshake::start(&secret(), Role::Host, front_end(i))
+            .unwrap()
+            .1;
+        let a = self.ev(Self::frame(conn, 1, hello));
+        assert!(matches!(a[1], Action::Secure { .. }), "{a:?}");
+        let joined = self.sent(
+            conn,
+            Self::frame(
+                conn,
+                2,
+                Message::Join {
+                    front_end: front_end(i),
+                },
+            ),
+        );
+        assert_eq!(joined, vec![(2, Message::Joined)]);
+    }
+
+    fn get(&mut self, conn: ConnId, id: u64, key: i32, flags: i32) -> Vec<(u64, Message)> {
+        let msg = Message::KeyGet {
+            kind: IpcKind::Msg,
+            key,
+            flags,
+        };
+        self.sent(conn, Self::frame(conn, id, msg))
+    }
+}
+
+macro_rules! referee {
+    ($r:ident) => {
+        let config = config();
+        let now = Instant::now();
+        let mut $r = Ref {
+            r: Referee::new(&config, secret(), None, now),
+            out: Recorder::default(),
+            now,
+        };
+    };
+}
+
+fn owner_of(m: &Message) -> Option<(SocketAddr, i32)> {
+    match m {
+        Message::KeyOwner { owner, id, .. } => Some((*owner, *id)),
+        _ => None,
+    }
+}
+
+#[test]
+fn a_get_parked_while_settling_is_answered_when_the_period_ends() {
+    referee!(r);
+    let settled = r.now + r.r.config.referee_settle();
+    r.join(100, 2);
+    r.join(101, 3);
+    // A key nobody has claimed yet: no answer now.
+    assert!(r.get(100, 7, 5, 0).is_empty());
+    assert!(r.r.wake_at().is_some_and(|w| w <= settled));
+    // Just before the period ends, key 5 is still parked.
+    r.now = settled - Duration::from_millis(1);
+    assert!(r.sent(100, Event::Tick).is_empty());
+    r.now = settled;
+    let replayed = r.sent(100, Event::Tick);
+    assert!(
+        matches!(replayed.as_slice(), [(7, Message::Error { errno, .. })] if *errno == libc::ENOENT),
+        "{replayed:?}"
+    );
+    // Nothing is parked once settled.
+    assert!(r.get(100, 9, 77, 0).len() == 1);
+}
+
+#[test]
+fn a_claim_answers_the_gets_parked_for_its_key() {
+    referee!(r);
+    r.join(100, 2);
+    r.join(101, 3);
+    assert!(r.get(100, 8, 6, libc::IPC_CREAT).is_empty());
+    let claim = Message::KeyClaim {
+        kind: IpcKind::Msg,
+        key: 6,
+        id: 42,
+        creator_uid: 0,
+        incarnation: 9,
+    };
+    r.r.event(r.now, Ref::frame(101, 3, claim), &mut r.out);
+    let to_asker = r.out.sent(100);
+    let to_claimer = r.out.sent(101);
+    r.out.take_all();
+    assert_eq!(to_claimer, vec![(3, Message::Done { value: 0 })]);
+    assert_eq!(to_asker.len(), 1, "{to_asker:?}");
+    assert_eq!(to_asker[0].0, 8);
+    assert_eq!(owner_of(&to_asker[0].1), Some((front_end(3), 42)));
+}
+
+#[test]
+fn a_closed_connection_gives_up_its_creation_to_the_next_asker() {
+    referee!(r);
+    r.now += r.r.config.referee_settle();
+    r.join(100, 2);
+    r.join(101, 3);
+    // Host 2 wins the creation of key 9; host 3 waits behind it.
+    let won = r.get(100, 1, 9, libc::IPC_CREAT);
+    assert_eq!(won.len(), 1);
+    assert_eq!(owner_of(&won[0].1), Some((front_end(2), -1)));
+    assert!(r.get(101, 2, 9, libc::IPC_CREAT).is_empty());
+    // Host 2's link closes before it commits: host 3 creates the key.
+    let next = r.sent(
+        101,
+        Event::Closed {
+            conn: 100,
+            why: Gone::Peer,
+        },
+    );
+    assert_eq!(next.len(), 1, "{next:?}");
+    assert_eq!(next[0].0, 2);
+    assert_eq!(owner_of(&next[0].1), Some((front_end(3), -1)));
+}
+
+#[test]
+fn a_link_speaks_for_its_own_host_only() {
+    referee!(r);
+    let from = SocketAddr::from(([10, 66, 0, 2], 40000));
+    r.ev(Event::Accepted {
+        conn: 100,
+        listener: TCP,
+        peer: Peer::Tcp(from),
+    });
+    // The handshake states host 3's address from host 2's.
+    let hello = ClientHandshake::start(&secret(), Role::Host, front_end(3))
+        .unwrap()
+        .1;
+    r.ev(Ref::frame(100, 1, hello));
+    let a = r.ev(Ref::frame(
+        100,
+        2,
+        Message::Join {
+            front_end: front_end(3),
+        },
+    ));
+    assert!(
+        matches!(
+            &a[..],
+            [
+                Action::Send {
+                    msg: Message::Refused { .. },
+                    ..
+                },
+                Action::Close { conn: 100 }
+            ]
+        ),
+        "{a:?}"
+    );
+    // Nor is anything but Join taken before it.
+    r.ev(Event::Accepted {
+        conn: 101,
+        listener: TCP,
+        peer: Peer::Tcp(from),
+    });
+    let hello = ClientHandshake::start(&secret(), Role::Host, front_end(2))
+        .unwrap()
+        .1;
+    r.ev(Ref::frame(101, 1, hello));
+    let a = r.ev(Ref::frame(101, 2, Message::ListHosts));
+    assert!(
+        matches!(
+            &a[..],
+            [
+                Action::Send {
+                    msg: Message::Refused { .. },
+                    ..
+                },
+                Action::Close { conn: 101 }
+            ]
+        ),
+        "{a:?}"
+    );
+}
+
+#[test]
+fn a_handshake_not_finished_in_time_is_dropped() {
+    referee!(r);
+    r.ev(Event::Accepted {
+        conn: 100,
+        listener: TCP,
+        peer: Peer::Tcp(SocketAddr::from(([10, 66, 0, 2], 40000))),
+    });
+    let deadline = r.now + r.r.config.timeouts.request;
+    r.now = deadline;
+    assert!(!r
+        .ev(Event::Tick)
+        .iter()
+        .any(|a| matches!(a, Action::Close { .. })));
+    r.now = deadline + sweep_tick(r.r.config);
+    let a = r.ev(Event::Tick);
+    assert!(
+        a.iter().any(|a| matches!(a, Action::Close { conn: 100 })),
+        "{a:?}"
+    );
+}
+
+#[test]
+fn the_back_door_is_for_root_and_the_admin_group() {
+    referee!(r);
+    let door = |uid, gid| Event::Accepted {
+        conn: 200 + uid as usize,
+        listener: BACK_DOOR,
+        peer: Peer::Unix(Ok(Creds {
+            cred: PeerCred { pid: 1, uid, gid },
+            groups: Vec::new(),
+        })),
+    };
+    let a = r.ev(door(1000, 1000));
+    assert!(
+        matches!(&a[..], [Action::Send { msg: Message::Error { errno, .. }, .. }, Action::Close { conn: 1200 }] if *errno == libc::EACCES),
+        "{a:?}"
+    );
+    assert!(r.ev(door(0, 0)).is_empty());
+    let hosts = r.sent(200, Ref::frame(200, 5, Message::ListHosts));
+    assert!(
+        matches!(hosts.as_slice(), [(5, Message::Hosts { .. })]),
+        "{hosts:?}"
+    );
+    // A connection from an address not allowed is closed at once.
+    let a = r.ev(Event::Accepted {
+        conn: 300,
+        listener: TCP,
+        peer: Peer::Tcp(SocketAddr::from(([192, 168, 0, 1], 40000))),
+    });
+    assert!(matches!(&a[..], [Action::Close { conn: 300 }]), "{a:?}");
+}
