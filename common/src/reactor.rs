@@ -14,7 +14,8 @@
 //! [`Event`]s (a connection accepted, a frame, a connection gone, a signal,
 //! a child that exited, a tick) with the time `now`, and that answers
 //! through [`Out`] (send a frame, seal a connection, close it, take it out
-//! of the loop, stop). Nothing in a handler touches a socket, so its logic
+//! of the loop, open one to another host, watch a descriptor of its own
+//! for readiness, stop). Nothing in a handler touches a socket, so its logic
 //! runs in a unit test with a [`Recorder`] for `Out` and a made-up clock:
 //! events in, actions out.
 //!
@@ -33,7 +34,7 @@
 mod handler;
 mod table;
 
-pub use handler::{Action, Handler, Out, Recorder};
+pub use handler::{Action, Handler, Out, Recorder, Watch};
 
 use crate::channel::{ChannelError, Codec, Framed, FramedParts};
 use crate::net::{tune_tcp, Stream};
@@ -42,14 +43,15 @@ use crate::wire::Message;
 use log::{debug, warn};
 use mio::net::{TcpListener, UnixListener};
 use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token};
+pub use mio::Interest;
+use mio::{Events, Poll, Token};
 use nix::sys::signal::Signal;
 use nix::sys::signalfd::SignalFd;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 use table::{Closing, Conn, Table};
 
@@ -171,8 +173,16 @@ pub enum Event {
         msg: Message,
         fds: Vec<OwnedFd>,
     },
+    /// A connection opened with [`Out::connect`] is established: frames
+    /// queued for it before are written from now on. One that fails ends
+    /// with [`Event::Closed`] instead.
+    Connected { conn: ConnId },
     /// The connection's last event (see the module docs).
     Closed { conn: ConnId, why: Gone },
+    /// A descriptor watched with [`Watch::watch`] under `key` is ready (as
+    /// epoll says, edge-triggered: the handler reads or writes it until it
+    /// would block).
+    Ready { key: u64 },
     /// A signal other than SIGCHLD (see [`Reactor::watch_signals`]).
     Signal(Signal),
     /// A child exited (reaped on SIGCHLD).
@@ -187,10 +197,11 @@ pub enum Event {
 pub struct Reactor {
     poll: Poll,
     table: Table,
-    listeners: Vec<Listener>,
+    /// By [`ListenerId`]; `None` for a class of outgoing connections
+    /// (see [`Reactor::outgoing`]).
+    listeners: Vec<Option<Listener>>,
     signals: Option<SignalFd>,
     max_conns: usize,
-    next_conn: usize,
     /// Connections that used their turn with frames maybe left.
     again: Vec<ConnId>,
 }
@@ -210,11 +221,13 @@ impl Reactor {
                 touched: Vec::new(),
                 doomed: Vec::new(),
                 stop: None,
+                next_conn: FIRST_CONN,
+                watched: HashMap::new(),
+                watch_tokens: HashMap::new(),
             },
             listeners: Vec::new(),
             signals: None,
             max_conns,
-            next_conn: FIRST_CONN,
             again: Vec::new(),
         })
     }
@@ -250,9 +263,28 @@ impl Reactor {
                 .registry()
                 .register(u, token, Interest::READABLE)?,
         }
-        self.listeners.push(l);
+        self.listeners.push(Some(l));
         self.table.opts.push(opts);
         Ok(id)
+    }
+
+    /// A class of outgoing connections (see [`Out::connect`]), framed and
+    /// bounded by `opts` as a listener's would be. Takes an id from the
+    /// listeners' range; no socket is bound.
+    pub fn outgoing(&mut self, opts: Options) -> io::Result<ListenerId> {
+        let id = self.listeners.len();
+        if 1 + id >= FIRST_CONN {
+            return Err(io::Error::other("too many listeners"));
+        }
+        self.listeners.push(None);
+        self.table.opts.push(opts);
+        Ok(id)
+    }
+
+    /// Watches a descriptor for readiness before the loop runs (as
+    /// [`Watch::watch`] does from a handler).
+    pub fn watch(&mut self, key: u64, fd: RawFd, interest: Interest) -> io::Result<()> {
+        self.table.watch(key, fd, interest)
     }
 
     /// Connections open now.
@@ -289,6 +321,11 @@ impl Reactor {
                 match ev.token() {
                     SIGNALS => self.signals(h),
                     Token(t) if t < FIRST_CONN => self.accept(h, t - 1),
+                    Token(t) if self.table.watched.contains_key(&t) => {
+                        if let Some(&key) = self.table.watched.get(&t) {
+                            self.dispatch(h, Event::Ready { key });
+                        }
+                    }
                     Token(t) if !turn.contains(&t) => turn.push(t),
                     Token(_) => {}
                 }
@@ -365,11 +402,12 @@ impl Reactor {
     fn accept<H: Handler>(&mut self, h: &mut H, listener: ListenerId) {
         loop {
             let got = match &self.listeners[listener] {
-                Listener::Tcp(l) => l.accept().map(|(s, from)| {
+                None => return,
+                Some(Listener::Tcp(l)) => l.accept().map(|(s, from)| {
                     let from = SocketAddr::new(from.ip().to_canonical(), from.port());
                     (Stream::Tcp(s), Peer::Tcp(from))
                 }),
-                Listener::Unix(l) => l.accept().map(|(s, _)| {
+                Some(Listener::Unix(l)) => l.accept().map(|(s, _)| {
                     let creds = creds(s.as_fd()).map_err(|e| e.to_string());
                     (Stream::Unix(s), Peer::Unix(creds))
                 }),
@@ -411,8 +449,8 @@ impl Reactor {
                 debug!("socket options for {}: {e}", describe(&peer));
             }
         }
-        let t = self.next_conn;
-        self.next_conn += 1;
+        let t = self.table.next_conn;
+        self.table.next_conn += 1;
         if let Err(e) = self.poll.registry().register(
             &mut stream,
             Token(t),
@@ -428,6 +466,7 @@ impl Reactor {
                 framed,
                 listener,
                 closing: Closing::No,
+                connecting: false,
             },
         );
         self.dispatch(
@@ -445,6 +484,9 @@ impl Reactor {
     /// writes what waits for it and what the handler queued meanwhile (in
     /// one go, so a run of requests costs one write).
     fn ready<H: Handler>(&mut self, h: &mut H, t: ConnId) {
+        if self.table.conns.get(&t).is_some_and(|c| c.connecting) && !self.connected(h, t) {
+            return self.settle(h);
+        }
         let mut turn_used = true;
         for _ in 0..FRAMES_PER_TURN {
             let Some(c) = self.table.conns.get_mut(&t) else {
@@ -498,6 +540,38 @@ impl Reactor {
         self.settle(h);
     }
 
+    /// An outgoing connection's socket is ready: whether it is now
+    /// established ([`Event::Connected`] handed to the handler). One that
+    /// failed is doomed.
+    fn connected<H: Handler>(&mut self, h: &mut H, t: ConnId) -> bool {
+        let Some(c) = self.table.conns.get_mut(&t) else {
+            return false;
+        };
+        let Stream::Tcp(s) = &c.framed.stream.stream else {
+            // A Unix connect completes at once (see Table::connect).
+            c.connecting = false;
+            return true;
+        };
+        match s.take_error() {
+            Ok(None) if s.peer_addr().is_ok() => {}
+            // Still connecting.
+            Ok(None) => return false,
+            Ok(Some(e)) | Err(e) => {
+                self.table.doomed.push((t, Gone::Io(e.to_string())));
+                return false;
+            }
+        }
+        c.connecting = false;
+        // What the handler queued meanwhile goes now.
+        self.table.touch(t);
+        h.event(
+            Instant::now(),
+            Event::Connected { conn: t },
+            &mut self.table,
+        );
+        true
+    }
+
     fn dispatch<H: Handler>(&mut self, h: &mut H, ev: Event) {
         h.event(Instant::now(), ev, &mut self.table);
         self.settle(h);
@@ -512,6 +586,10 @@ impl Reactor {
                 let Some(c) = self.table.conns.get_mut(&t) else {
                     continue;
                 };
+                if c.connecting && c.closing == Closing::No {
+                    // Written once connected (see Reactor::connected).
+                    continue;
+                }
                 match (c.framed.flush(), c.closing) {
                     (Err(e), Closing::No | Closing::Take) => {
                         self.table.doomed.push((t, Gone::Io(e.to_string())))
