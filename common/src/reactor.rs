@@ -31,6 +31,7 @@
 //! - whatever the handler queued is written as soon as it returns, or at
 //!   the end of a connection's turn (one write for a run of replies).
 
+mod dial;
 mod handler;
 mod table;
 
@@ -51,7 +52,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 use table::{Closing, Conn, Table};
 
@@ -266,25 +267,6 @@ impl Reactor {
         self.listeners.push(Some(l));
         self.table.opts.push(opts);
         Ok(id)
-    }
-
-    /// A class of outgoing connections (see [`Out::connect`]), framed and
-    /// bounded by `opts` as a listener's would be. Takes an id from the
-    /// listeners' range; no socket is bound.
-    pub fn outgoing(&mut self, opts: Options) -> io::Result<ListenerId> {
-        let id = self.listeners.len();
-        if 1 + id >= FIRST_CONN {
-            return Err(io::Error::other("too many listeners"));
-        }
-        self.listeners.push(None);
-        self.table.opts.push(opts);
-        Ok(id)
-    }
-
-    /// Watches a descriptor for readiness before the loop runs (as
-    /// [`Watch::watch`] does from a handler).
-    pub fn watch(&mut self, key: u64, fd: RawFd, interest: Interest) -> io::Result<()> {
-        self.table.watch(key, fd, interest)
     }
 
     /// Connections open now.
@@ -538,38 +520,6 @@ impl Reactor {
         }
         self.table.touch(t);
         self.settle(h);
-    }
-
-    /// An outgoing connection's socket is ready: whether it is now
-    /// established ([`Event::Connected`] handed to the handler). One that
-    /// failed is doomed.
-    fn connected<H: Handler>(&mut self, h: &mut H, t: ConnId) -> bool {
-        let Some(c) = self.table.conns.get_mut(&t) else {
-            return false;
-        };
-        let Stream::Tcp(s) = &c.framed.stream.stream else {
-            // A Unix connect completes at once (see Table::connect).
-            c.connecting = false;
-            return true;
-        };
-        match s.take_error() {
-            Ok(None) if s.peer_addr().is_ok() => {}
-            // Still connecting.
-            Ok(None) => return false,
-            Ok(Some(e)) | Err(e) => {
-                self.table.doomed.push((t, Gone::Io(e.to_string())));
-                return false;
-            }
-        }
-        c.connecting = false;
-        // What the handler queued meanwhile goes now.
-        self.table.touch(t);
-        h.event(
-            Instant::now(),
-            Event::Connected { conn: t },
-            &mut self.table,
-        );
-        true
     }
 
     fn dispatch<H: Handler>(&mut self, h: &mut H, ev: Event) {
