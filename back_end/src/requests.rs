@@ -424,7 +424,15 @@ impl Daemon<'_> {
                 msg
             }
             Then::Claim { kind, key, id } => {
-                if let Message::Error { message, .. } = &msg {
+                // Only the referee's refusal (the key is another's, or was
+                // freed while this host was away) takes it from this host;
+                // a claim whose answer did not come (the link broke) is
+                // made again at the next join.
+                if let Message::Error {
+                    errno: libc::EEXIST | libc::ENOENT,
+                    message,
+                } = &msg
+                {
                     warn!(
                         "{} key {key:#x} (id {id} here) is no longer this host's: {message}; \
                          the structure stays as a local one",

@@ -374,3 +374,18 @@ fn a_claim_the_referee_refuses_is_not_made_again() {
     let again = h.join();
     assert!(q.claims(&again).is_empty(), "{again:?}");
 }
+
+/// A claim still unanswered when the link breaks was refused by nobody:
+/// the key stays this host's and is claimed at the next join. (It was
+/// forgotten: the link's own "connection lost" answer was taken for the
+/// referee's refusal, and the key never claimed again.)
+#[test]
+fn a_claim_unanswered_when_the_link_breaks_is_made_again_at_the_next_join() {
+    let mut h = host("unanswered");
+    let q = OwnedQueue::new(&mut h, 3);
+    assert_eq!(q.claims(&h.join()).len(), 1);
+    lose_link(&mut h);
+    let again = h.join();
+    assert_eq!(q.claims(&again).len(), 1, "{again:?}");
+    assert_eq!(h.d.owned.list().len(), 1);
+}
