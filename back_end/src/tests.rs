@@ -127,20 +127,25 @@ impl Host {
 
     /// A local client of process `pid` (this test's uid) on `conn`.
     fn client(&mut self, conn: ConnId, pid: i32) {
+        let acts = self.accept(conn, pid, nix::unistd::getuid().as_raw());
+        assert!(acts.is_empty(), "{acts:?}");
+    }
+
+    /// What dipcd does when process `pid` of `uid` connects on `conn`.
+    fn accept(&mut self, conn: ConnId, pid: i32, uid: u32) -> Vec<Action> {
         let cred = PeerCred {
             pid,
-            uid: nix::unistd::getuid().as_raw(),
+            uid,
             gid: nix::unistd::getgid().as_raw(),
         };
-        let acts = self.ev(Event::Accepted {
+        self.ev(Event::Accepted {
             conn,
             listener: 0,
             peer: Peer::Unix(Ok(Creds {
                 cred,
                 groups: Vec::new(),
             })),
-        });
-        assert!(acts.is_empty(), "{acts:?}");
+        })
     }
 
     /// Client `conn` asks to create `KEY`, and the referee grants this
@@ -388,4 +393,39 @@ fn a_claim_unanswered_when_the_link_breaks_is_made_again_at_the_next_join() {
     let again = h.join();
     assert_eq!(q.claims(&again).len(), 1, "{again:?}");
     assert_eq!(h.d.owned.list().len(), 1);
+}
+
+/// A user at its `limits.clients_per_uid` is told why (EAGAIN, as the
+/// answer to its first call) and its new connection closed once that is
+/// written; root is not counted.
+#[test]
+fn a_client_past_its_uids_limit_is_answered_eagain_and_closed() {
+    let mut h = host("per-uid");
+    let limit = h.d.config.limits.clients_per_uid;
+    for i in 0..limit {
+        assert!(h.accept(3000 + i, 100 + i as i32, 1000).is_empty());
+    }
+    let acts = h.accept(3000 + limit, 99, 1000);
+    let answer: Vec<_> = acts
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send { conn, id, msg } if *conn == 3000 + limit => Some((*id, msg)),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        matches!(&answer[..], [(0, Message::Error { errno, .. })] if *errno == libc::EAGAIN),
+        "{acts:?}"
+    );
+    assert!(
+        matches!(acts.last(), Some(Action::CloseWhenFlushed { conn }) if *conn == 3000 + limit),
+        "{acts:?}"
+    );
+    assert!(h.accept(4000, 98, 0).is_empty(), "root was refused");
+    // One of the user's connections closes: it may connect again.
+    h.ev(Event::Closed {
+        conn: 3000,
+        why: Gone::Peer,
+    });
+    assert!(h.accept(4001, 97, 1000).is_empty());
 }
