@@ -412,3 +412,44 @@ fn a_flooding_participant_does_not_hold_up_the_others() {
         "b's fault was answered only once a had stopped flooding"
     );
 }
+
+#[test]
+fn nothing_a_participant_sends_after_its_detach_is_taken() {
+    let (seg, config) = start("after-detach", "page");
+    let (a, _) = attach(config, seg.0);
+    // A detach and a write fault in one write: the fault must not make the
+    // detached participant a writer that nobody will ever hear from.
+    let mut frames = Vec::new();
+    dipc_common::wire::encode_frame(2, &Message::ShmDetach, &mut frames);
+    dipc_common::wire::encode_frame(
+        3,
+        &Message::ShmFault {
+            unit: 0,
+            write: true,
+        },
+        &mut frames,
+    );
+    let mut s = a.into_inner();
+    std::io::Write::write_all(&mut s, &frames).unwrap();
+    let mut a = Channel::new(s, config.max_frame);
+    assert_eq!(a.recv().unwrap(), (2, Message::Done { value: 0 }));
+    // Another participant writes unit 0: granted, not lost.
+    let (mut b, _) = attach(config, seg.0);
+    b.send(
+        1,
+        &Message::ShmFault {
+            unit: 0,
+            write: true,
+        },
+    )
+    .unwrap();
+    let (data, grant) = until_grant(&mut b, 0);
+    assert_eq!(
+        grant,
+        Message::ShmGrant {
+            unit: 0,
+            write: true
+        }
+    );
+    assert_eq!(data, pattern(0, PAGE));
+}
