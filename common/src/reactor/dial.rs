@@ -10,7 +10,7 @@ use std::os::fd::RawFd;
 use std::time::Instant;
 
 impl Reactor {
-    /// A class of outgoing connections (see [`Out::connect`]), framed and
+    /// A class of outgoing connections (see [`Out::connect`](super::Out::connect)), framed and
     /// bounded by `opts` as a listener's would be. Takes an id from the
     /// listeners' range; no socket is bound.
     pub fn outgoing(&mut self, opts: Options) -> io::Result<ListenerId> {
@@ -57,7 +57,7 @@ impl Reactor {
 }
 
 /// Descriptors watched before the loop runs, or after it ended, as a
-/// handler watches them through [`Out`].
+/// handler watches them through [`Out`](super::Out).
 impl Watch for Reactor {
     fn watch(&mut self, key: u64, fd: RawFd, interest: Interest) -> io::Result<()> {
         self.table.watch(key, fd, interest)
