@@ -429,3 +429,55 @@ fn a_client_past_its_uids_limit_is_answered_eagain_and_closed() {
     });
     assert!(h.accept(4001, 97, 1000).is_empty());
 }
+
+/// A `Connect` goes to an employer (the client's connection is taken out
+/// of the reactor, with its grants given up) only if the referee has the
+/// target as an up host; otherwise the client is told and stays.
+#[test]
+fn a_connect_takes_the_client_out_only_to_an_up_host() {
+    use dipc_common::wire::HostInfo;
+    let mut h = host("connect");
+    h.join();
+    let up: std::net::SocketAddr = "10.66.0.2:7100".parse().unwrap();
+    let down: std::net::SocketAddr = "10.66.0.3:7100".parse().unwrap();
+    let hosts = Message::Hosts {
+        hosts: vec![
+            HostInfo {
+                addr: up,
+                up: true,
+                last_heard_ms: 0,
+                joined_ms: 0,
+                version: 1,
+            },
+            HostInfo {
+                addr: down,
+                up: false,
+                last_heard_ms: 0,
+                joined_ms: 0,
+                version: 1,
+            },
+        ],
+    };
+    h.client(2000, std::process::id() as i32);
+    let link = h.link();
+    // To a host that is down: refused, the client stays.
+    let asked = h.referee_gets(frame(2000, 1, Message::Connect { target: down }));
+    assert!(matches!(&asked[..], [(_, Message::ListHosts)]), "{asked:?}");
+    let acts = h.ev(frame(link, asked[0].0, hosts.clone()));
+    assert!(
+        acts.iter().any(|a| matches!(a,
+            Action::Send { conn: 2000, id: 1, msg: Message::Error { errno, .. } }
+                if *errno == libc::EHOSTUNREACH)),
+        "{acts:?}"
+    );
+    assert!(!acts.iter().any(|a| matches!(a, Action::Take { .. })));
+    // To an up host: taken out for an employer, and no longer a client.
+    let asked = h.referee_gets(frame(2000, 2, Message::Connect { target: up }));
+    let acts = h.ev(frame(link, asked[0].0, hosts));
+    assert!(
+        matches!(acts.last(), Some(Action::Take { conn: 2000 })),
+        "{acts:?}"
+    );
+    assert!(h.d.clients.is_empty());
+    assert!(h.d.handoffs.contains_key(&2000));
+}
