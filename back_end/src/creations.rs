@@ -6,13 +6,12 @@
 //! this is the bookkeeping of who holds a grant and when it is given up:
 //! its holder exits, its connection closes, or `request_ms` passes.
 
-use crate::daemon::{Client, Daemon, NO_CLIENT};
-use crate::link::{Relayed, Then};
+use crate::daemon::{Client, Daemon};
+use crate::link::Relayed;
 use dipc_common::procs;
+use dipc_common::reactor::{ConnId, Interest, Watch};
 use dipc_common::wire::{IpcKind, Message};
 use log::info;
-use mio::unix::SourceFd;
-use mio::{Interest, Token};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::time::Instant;
@@ -28,10 +27,11 @@ pub(crate) struct Grant {
     pid: i32,
     /// The client connection the grant went to: the commit must come on
     /// it, and if it closes first the creation is given up.
-    client: usize,
+    client: ConnId,
     starttime: u64,
-    pidfd: std::os::fd::OwnedFd,
-    token: usize,
+    /// Open while watched under `key` (the poll knows it by its number).
+    _pidfd: std::os::fd::OwnedFd,
+    key: u64,
     since: Instant,
 }
 
@@ -43,7 +43,7 @@ impl Daemon<'_> {
     /// structure of its choosing.
     pub(crate) fn take_grant(
         &mut self,
-        t: usize,
+        t: ConnId,
         c: &mut Client,
         id: u64,
         kind: IpcKind,
@@ -73,19 +73,17 @@ impl Daemon<'_> {
     /// can no longer make it, so that other hosts asking for the key need
     /// not wait for the referee's time-out.
     pub(crate) fn abort_creation(&mut self, (kind, key): (IpcKind, i32)) {
-        let nobody = Relayed {
-            client: NO_CLIENT,
-            id: 0,
-            key: None,
-            then: Then::Nothing,
-        };
-        self.link.relay(nobody, &Message::KeyAbort { kind, key });
+        self.link.relay(
+            &mut self.io,
+            Relayed::nobody(),
+            &Message::KeyAbort { kind, key },
+        );
     }
 
     /// Records that `pid`, on client connection `client`, may create `key`,
     /// and watches it through a pidfd; without a live process to create
     /// it, the creation is given up at once.
-    pub(crate) fn grant(&mut self, key: (IpcKind, i32), client: usize, pid: Option<i32>) {
+    pub(crate) fn grant(&mut self, key: (IpcKind, i32), client: ConnId, pid: Option<i32>) {
         self.end_grant(key);
         let full = self.grants.len() >= MAX_GRANTS;
         let watched = pid.ok_or(libc::ESRCH).and_then(|pid| {
@@ -93,28 +91,23 @@ impl Daemon<'_> {
                 return Err(libc::EMFILE);
             }
             let (pidfd, starttime) = procs::open_checked(pid, None)?;
-            let token = self.next_token;
-            self.poll
-                .registry()
-                .register(
-                    &mut SourceFd(&pidfd.as_raw_fd()),
-                    Token(token),
-                    Interest::READABLE,
-                )
+            let key = self.next_key;
+            self.io
+                .watch(key, pidfd.as_raw_fd(), Interest::READABLE)
                 .map_err(|e| e.raw_os_error().unwrap_or(libc::ENOMEM))?;
-            self.next_token += 1;
+            self.next_key += 1;
             Ok(Grant {
                 pid,
                 client,
                 starttime,
-                pidfd,
-                token,
-                since: Instant::now(),
+                _pidfd: pidfd,
+                key,
+                since: self.now,
             })
         });
         match watched {
             Ok(g) => {
-                self.grant_tokens.insert(g.token, key);
+                self.grant_keys.insert(g.key, key);
                 self.grants.insert(key, g);
             }
             Err(e) => {
@@ -130,13 +123,17 @@ impl Daemon<'_> {
         }
     }
 
+    /// The grant of `key` is given up: the referee is told.
+    pub(crate) fn end_grant_and_abort(&mut self, key: (IpcKind, i32)) {
+        if self.end_grant(key).is_some() {
+            self.abort_creation(key);
+        }
+    }
+
     fn end_grant(&mut self, key: (IpcKind, i32)) -> Option<Grant> {
         let g = self.grants.remove(&key)?;
-        self.grant_tokens.remove(&g.token);
-        let _ = self
-            .poll
-            .registry()
-            .deregister(&mut SourceFd(&g.pidfd.as_raw_fd()));
+        self.grant_keys.remove(&g.key);
+        self.io.unwatch(g.key);
         Some(g)
     }
 
@@ -170,8 +167,8 @@ impl Daemon<'_> {
 
     /// The process granted a key's creation exited before it committed or
     /// aborted it.
-    pub(crate) fn grant_holder_exited(&mut self, token: usize) {
-        let Some(&key) = self.grant_tokens.get(&token) else {
+    pub(crate) fn grant_holder_exited(&mut self, watched: u64) {
+        let Some(&key) = self.grant_keys.get(&watched) else {
             return;
         };
         if let Some(g) = self.end_grant(key) {
@@ -189,7 +186,7 @@ impl Daemon<'_> {
     /// the creations granted on it can no longer be committed, so they are
     /// given up now. Its process may well live on; a process that exits
     /// closes its connections too, which may be seen first.
-    pub(crate) fn client_gone(&mut self, t: usize) {
+    pub(crate) fn client_gone(&mut self, t: ConnId) {
         let keys: Vec<(IpcKind, i32)> = self
             .grants
             .iter()

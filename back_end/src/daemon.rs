@@ -1,48 +1,52 @@
-//! The daemon's state and its event loop: what dipcd holds (local
-//! clients, the referee link, grants, registrations, managers and
-//! employers) and how one poll wakes each part.
+//! The daemon's state and its handling of the reactor's events: what
+//! dipcd holds (local clients, the referee link, grants, registrations,
+//! managers and employers) and which part each event goes to.
 //!
-//! Each concern's handling lives in its own module as an `impl Daemon`
-//! block (`requests`, `creations`, `registrations`, `keys`, `managers`,
-//! `sessions`, `moves`, `stats`); this one keeps only what they share:
-//! the struct, the loop, accepting and reading local clients, and
-//! relaying to the referee and answering back.
+//! dipcd is a `Handler` of `dipc_common::reactor`: the reactor owns the
+//! sockets (the local clients' Unix listener and connections, the link to
+//! the referee), their framing bounds and stall deadline, the signals and
+//! the reaping; dipcd's pidfds and the exporter's HTTP sockets are its own,
+//! watched by the reactor for readiness. Each concern's handling lives in
+//! its own module as an `impl Daemon` block (`requests`, `creations`,
+//! `registrations`, `keys`, `managers`, `sessions`, `moves`, `stats`);
+//! this one keeps only what they share: the struct, the dispatch of
+//! events, local clients coming and going, and relaying to the referee
+//! and answering back.
 
 use crate::creations::Grant;
 use crate::exporter;
-use crate::link::{Link, LinkEvent, Relayed, Then};
+use crate::link::{Link, LinkEvent, Relayed};
 use crate::load;
+use crate::outbox::Outbox;
 use crate::owned::OwnedKeys;
 use crate::pids::Pids;
 use crate::placeholders::Placeholders;
-use crate::supervise::{reap, Child};
+use crate::supervise::Child;
 use dipc_common::auth::Secret;
-use dipc_common::channel::{ChannelError, Framed};
+use dipc_common::channel::FramedParts;
 use dipc_common::config::Config;
 use dipc_common::metrics::Metrics;
 use dipc_common::net::Stream;
+use dipc_common::reactor::{ConnId, Event, Gone, Handler, ListenerId, Out, Peer};
 use dipc_common::sys::{self, PeerCred};
 use dipc_common::wire::{IpcKind, Message};
 use log::{debug, error, info, warn};
-use mio::net::UnixListener;
-use mio::{Events, Interest, Poll, Token};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use std::collections::HashMap;
-use std::io;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-pub(crate) const SIGNALS: Token = Token(0);
-pub(crate) const LISTENER: Token = Token(1);
-pub(crate) const LINK: Token = Token(2);
-pub(crate) const METRICS_LISTENER: Token = Token(3);
-/// The Prometheus listener's connections take tokens from here up, far
-/// above the clients' and pidfds' (see `exporter`).
-pub(crate) const FIRST_SCRAPER: usize = usize::MAX / 2;
-pub(crate) const FIRST_CLIENT: usize = 16;
-/// The "client" of relayed requests no client waits for (clients and
-/// pidfds have tokens from `FIRST_CLIENT` up).
-pub(crate) const NO_CLIENT: usize = 0;
+/// The key the exporter's listener is watched under.
+pub(crate) const METRICS_LISTENER: u64 = 1;
+/// The keys of the exporter's connections start here, far above those
+/// of the pidfds (see `exporter`).
+pub(crate) const FIRST_SCRAPER: u64 = u64::MAX / 2;
+/// Pidfds (registered processes, grant holders) are watched under keys
+/// from here up.
+pub(crate) const FIRST_PIDFD: u64 = 16;
+/// The "client" of relayed requests no client waits for (the reactor's
+/// connection ids are never 0).
+pub(crate) const NO_CLIENT: ConnId = 0;
 pub(crate) const MAX_CLIENTS: usize = 4096;
 /// Longest request a local client sends: requests name keys, ids, pids
 /// and addresses (the data of a message goes to the kernel or to a worker,
@@ -53,28 +57,66 @@ pub(crate) const MAX_CLIENTS: usize = 4096;
 pub(crate) const LOCAL_REQUEST_MAX: u32 = 64 * 1024;
 
 pub(crate) struct Client {
-    pub(crate) framed: Framed<Stream>,
     pub(crate) cred: PeerCred,
-    /// The errnos of the errors answered since dipcd last counted them.
+    /// Its supplementary groups (SO_PEERGROUPS, as of its `connect`).
+    pub(crate) groups: Vec<u32>,
+    /// The errors answered since dipcd last counted them.
     pub(crate) errnos: Vec<i32>,
+    /// Replies not handed to the reactor yet (see `Daemon::flush`).
+    replies: Vec<(u64, Message)>,
 }
 
 impl Client {
+    pub(crate) fn new(cred: PeerCred, groups: Vec<u32>) -> Client {
+        Client {
+            cred,
+            groups,
+            errnos: Vec::new(),
+            replies: Vec::new(),
+        }
+    }
+
     pub(crate) fn answer(&mut self, id: u64, msg: &Message) {
         if let Message::Error { errno, .. } = msg {
             self.errnos.push(*errno);
         }
-        self.framed.queue(id, msg);
+        self.queue(id, msg);
     }
+
+    /// Hands its replies to `io` (for a client that leaves the map).
+    pub(crate) fn flush_into(&mut self, conn: ConnId, io: &mut Outbox) {
+        for (id, msg) in self.replies.drain(..) {
+            io.send(conn, id, &msg);
+        }
+    }
+
+    /// A reply that is not counted among the errors.
+    pub(crate) fn queue(&mut self, id: u64, msg: &Message) {
+        self.replies.push((id, msg.clone()));
+    }
+}
+
+/// A client being handed to an employer: what the employer is to do.
+pub(crate) struct Handoff {
+    pub(crate) cred: PeerCred,
+    pub(crate) pid_d: i64,
+    pub(crate) id: u64,
+    pub(crate) msg: Message,
 }
 
 pub(crate) struct Daemon<'a> {
     pub(crate) config: &'a Config,
     pub(crate) secret: Secret,
-    pub(crate) poll: Poll,
-    pub(crate) clients: HashMap<usize, Client>,
-    pub(crate) next_token: usize,
+    /// What the handling of the current event asks of the reactor.
+    pub(crate) io: Outbox,
+    /// The time of the event being handled.
+    pub(crate) now: Instant,
+    pub(crate) clients: HashMap<ConnId, Client>,
+    /// Clients answered during the current event.
+    pub(crate) answered: Vec<ConnId>,
     pub(crate) link: Link,
+    pub(crate) link_events: Vec<LinkEvent>,
+    pub(crate) next_key: u64,
     pub(crate) admin_gid: Option<u32>,
     pub(crate) placeholders: Placeholders,
     /// The distributed keys this host owns, claimed again at each join.
@@ -85,15 +127,20 @@ pub(crate) struct Daemon<'a> {
     pub(crate) managers: HashMap<i32, Pid>,
     /// Employers opening sessions, and the uid each works for.
     pub(crate) employers: HashMap<Pid, u32>,
+    /// Clients taken out of the reactor for an employer (`Out::take`),
+    /// until the reactor hands them over.
+    pub(crate) handoffs: HashMap<ConnId, Handoff>,
     pub(crate) pids: Pids,
     /// Keys this host was granted to create, with the local process the
     /// grant went to: only it may commit or abort the key, and if it dies
-    /// first (its pidfd, in the poll, turns readable), dipcd aborts for it.
+    /// first (its pidfd turns readable), dipcd aborts for it.
     pub(crate) grants: HashMap<(IpcKind, i32), Grant>,
-    /// The key whose grant holder's pidfd is under each token.
-    pub(crate) grant_tokens: HashMap<usize, (IpcKind, i32)>,
+    /// The key whose grant holder's pidfd is watched under each key.
+    pub(crate) grant_keys: HashMap<u64, (IpcKind, i32)>,
     /// The front_end's pid: its children are this host's workers.
     pub(crate) front_end: i32,
+    /// The supervised children (front_end, referee).
+    pub(crate) children: Vec<Child>,
     /// Whether the host has joined the cluster since dipcd started.
     pub(crate) joined_once: bool,
     /// This host's load, reported with each heartbeat.
@@ -105,265 +152,309 @@ pub(crate) struct Daemon<'a> {
     pub(crate) exporter: Option<exporter::Exporter>,
 }
 
+impl<'a> Daemon<'a> {
+    /// dipcd's state at start: nothing joined, nobody connected. The
+    /// front_end is `front_end.0`; `front_end.1` the children it
+    /// supervises; `link` the reactor's class of the link's connection.
+    pub(crate) fn new(
+        config: &'a Config,
+        secret: Secret,
+        incarnation: u64,
+        front_end: (i32, Vec<Child>),
+        link: ListenerId,
+    ) -> std::io::Result<Daemon<'a>> {
+        let now = Instant::now();
+        Ok(Daemon {
+            config,
+            secret,
+            io: Outbox::default(),
+            now,
+            clients: HashMap::new(),
+            answered: Vec::new(),
+            link: Link::new(link, now),
+            link_events: Vec::new(),
+            next_key: FIRST_PIDFD,
+            admin_gid: match &config.admin_group {
+                Some(g) => Some(sys::group_gid(g)?),
+                None => None,
+            },
+            placeholders: Placeholders::new(config.runtime_dir.join("placeholders"), incarnation),
+            owned: OwnedKeys::new(config.runtime_dir.join("owned"), incarnation),
+            incarnation,
+            managers: HashMap::new(),
+            employers: HashMap::new(),
+            handoffs: HashMap::new(),
+            pids: Pids::new(config.runtime_dir.join("mailboxes")),
+            grants: HashMap::new(),
+            grant_keys: HashMap::new(),
+            front_end: front_end.0,
+            children: front_end.1,
+            joined_once: false,
+            meter: load::Meter::new(now),
+            metrics: Metrics::default(),
+            started: now,
+            exporter: None,
+        })
+    }
+}
+
+impl Handler for Daemon<'_> {
+    fn event(&mut self, now: Instant, ev: Event, out: &mut dyn Out) {
+        self.now = now;
+        match ev {
+            Event::Accepted { conn, peer, .. } => self.accepted(conn, peer),
+            Event::Frame { conn, id, msg, .. } if self.link.is(conn) => {
+                self.link.frame(
+                    now,
+                    (id, msg),
+                    &mut self.io,
+                    self.config,
+                    &mut self.link_events,
+                );
+            }
+            Event::Frame { conn, id, msg, .. } => self.client_frame(conn, id, msg),
+            Event::Connected { conn } if self.link.is(conn) => self.link.connected(
+                now,
+                &mut self.io,
+                (self.config, &self.secret),
+                &mut self.link_events,
+            ),
+            Event::Connected { .. } => {}
+            Event::Closed { conn, why } if self.link.is(conn) => {
+                self.link
+                    .closed(now, why, &mut self.io, self.config, &mut self.link_events)
+            }
+            Event::Closed { conn, why } => self.client_closed(conn, why),
+            Event::Signal(sig @ (Signal::SIGTERM | Signal::SIGINT)) => {
+                info!("{sig} received, stopping");
+                self.io.stop(0);
+            }
+            Event::Signal(_) => {}
+            Event::Child { pid, status } => self.child_exited(Pid::from_raw(pid), status),
+            Event::Ready { key } => self.ready(key, out),
+            Event::Tick => self.tick(now, out),
+        }
+        self.link_done();
+        self.flush(out);
+    }
+
+    fn wake_at(&self) -> Option<Instant> {
+        // At least every heartbeat interval while joined, which is often
+        // enough for the grants' and the exporter's time limits too.
+        Some(self.link.deadline(self.config))
+    }
+
+    fn taken(&mut self, conn: ConnId, parts: FramedParts<Stream>, out: &mut dyn Out) {
+        if let Some(h) = self.handoffs.remove(&conn) {
+            self.hand_off(h, parts);
+        }
+        self.flush(out);
+    }
+}
+
 impl Daemon<'_> {
-    pub(crate) fn serve(
-        &mut self,
-        signals: &mut nix::sys::signalfd::SignalFd,
-        listener: &mut UnixListener,
-        children: &mut Vec<Child>,
-    ) -> u8 {
-        let mut events = Events::with_capacity(256);
-        let mut link_events = Vec::new();
-        loop {
-            let now = Instant::now();
-            let wait = self
-                .link
-                .deadline(self.config)
-                .saturating_duration_since(now)
-                .max(Duration::from_millis(1));
-            if let Err(e) = self.poll.poll(&mut events, Some(wait)) {
-                if e.kind() != io::ErrorKind::Interrupted {
-                    error!("poll: {e}");
-                    return 1;
-                }
-            }
-            for ev in events.iter() {
-                match ev.token() {
-                    SIGNALS => {
-                        for sig in sys::read_signals(signals) {
-                            match sig {
-                                Signal::SIGTERM | Signal::SIGINT => {
-                                    info!("{sig} received, stopping");
-                                    return 0;
-                                }
-                                Signal::SIGCHLD => {
-                                    let mut exited = Vec::new();
-                                    let dead = reap(children, &mut exited);
-                                    for pid in exited {
-                                        self.manager_exited(pid);
-                                        self.employers.remove(&pid);
-                                    }
-                                    if let Some(dead) = dead {
-                                        error!("{dead}; stopping this host");
-                                        return 1;
-                                    }
-                                }
-                                _ => {}
-                            }
-                        }
-                    }
-                    LISTENER => self.accept(listener),
-                    METRICS_LISTENER => {
-                        if let Some(ex) = self.exporter.as_mut() {
-                            ex.accept(self.poll.registry());
-                        }
-                    }
-                    Token(t) if self.exporter.as_ref().is_some_and(|ex| ex.owns(t)) => {
-                        self.scraper_ready(t)
-                    }
-                    LINK => self.link.ready(
-                        self.poll.registry(),
-                        self.config,
-                        &self.secret,
-                        &mut link_events,
-                    ),
-                    Token(t) => match self.pids.pid_of_token(t) {
-                        Some(pid) => self.process_exited(pid),
-                        None if self.grant_tokens.contains_key(&t) => self.grant_holder_exited(t),
-                        None => self.client_ready(t),
-                    },
-                }
-                // A batch of many clients (each perhaps a fork) can take
-                // longer than the heartbeat time-out under load.
-                self.tick_link(&mut link_events);
-            }
-            self.expire_grants(Instant::now());
-            self.expire_stalled_clients(Instant::now());
-            if let Some(ex) = self.exporter.as_mut() {
-                ex.expire(self.poll.registry(), Instant::now());
-            }
-            self.tick_link(&mut link_events);
-            for ev in link_events.drain(..) {
-                match ev {
-                    LinkEvent::Reply { to, msg } => self.relayed_reply(to, msg),
-                    LinkEvent::Push(Message::KeyGone { kind, key }) => {
-                        self.placeholders.gone(kind, key);
-                        self.owned.remove(kind, key, None);
-                    }
-                    LinkEvent::Push(Message::MoveAsk { pid_d, target, .. }) => {
-                        self.pids.ask_move(pid_d, target)
-                    }
-                    LinkEvent::Push(other) => {
-                        debug!("referee sent an unexpected {}", other.kind().name())
-                    }
-                    LinkEvent::Joined => {
-                        self.claim_keys();
-                        self.verify_placeholders();
-                        self.restore_pids();
-                        // systemd's Type=notify: ready once the host is a
-                        // member (again, after a link break: the status).
-                        let state = if std::mem::replace(&mut self.joined_once, true) {
-                            "STATUS=joined the cluster again"
-                        } else {
-                            "READY=1\nSTATUS=joined the cluster"
-                        };
-                        if let Err(e) = sys::notify_service_manager(state) {
-                            warn!("cannot notify the service manager: {e}");
-                        }
-                    }
-                    LinkEvent::Fatal(why) => {
-                        error!("{why}; stopping this host");
-                        return 1;
-                    }
+    /// Hands what the event asked to the reactor: the clients' replies,
+    /// then everything else in order.
+    pub(crate) fn flush(&mut self, out: &mut dyn Out) {
+        for t in std::mem::take(&mut self.answered) {
+            if let Some(c) = self.clients.get_mut(&t) {
+                c.flush_into(t, &mut self.io);
+                for e in c.errnos.drain(..) {
+                    self.metrics.request_error(e);
                 }
             }
         }
+        for (key, e) in self.io.drain(out) {
+            self.unwatchable(key, e);
+        }
     }
 
-    fn tick_link(&mut self, out: &mut Vec<LinkEvent>) {
+    /// The poll refused a pidfd: the process behind it cannot be watched,
+    /// so what depends on watching it ends now.
+    fn unwatchable(&mut self, key: u64, e: std::io::Error) {
+        if let Some(&k) = self.grant_keys.get(&key) {
+            info!(
+                "{} key {:#x}: cannot watch the process granted its creation ({e}); \
+                 creation given up",
+                k.0.name(),
+                k.1
+            );
+            self.end_grant_and_abort(k);
+        } else if let Some(pid) = self.pids.pid_of_key(key) {
+            warn!("cannot watch pid {pid} ({e}); its registration ends");
+            self.process_exited(pid);
+        }
+    }
+
+    fn ready(&mut self, key: u64, out: &mut dyn Out) {
+        if self.exporter.as_ref().is_some_and(|ex| ex.owns(key)) {
+            // The exporter calls the reactor itself: what is asked before
+            // goes first (see `Outbox`).
+            self.flush(out);
+            self.scraper_ready(key, out);
+        } else if key == METRICS_LISTENER {
+            self.flush(out);
+            if let Some(ex) = self.exporter.as_mut() {
+                ex.accept(out);
+            }
+        } else if let Some(pid) = self.pids.pid_of_key(key) {
+            self.process_exited(pid);
+        } else if self.grant_keys.contains_key(&key) {
+            self.grant_holder_exited(key);
+        }
+    }
+
+    fn tick(&mut self, now: Instant, out: &mut dyn Out) {
+        self.expire_grants(now);
+        self.flush(out);
+        if let Some(ex) = self.exporter.as_mut() {
+            ex.expire(out, now);
+        }
         let beat = self
             .link
-            .tick(self.poll.registry(), self.config, &self.secret, out);
+            .tick(now, (&mut self.io, out), self.config, &mut self.link_events);
         if beat {
-            let report = self.meter.report(self.pids.all(), Instant::now());
-            self.link.push(&report);
+            let report = self.meter.report(self.pids.all(), now);
+            self.link.push(&mut self.io, &report);
         }
     }
 
-    fn accept(&mut self, listener: &mut UnixListener) {
-        loop {
-            match listener.accept() {
-                Ok((mut s, _)) => {
-                    if self.clients.len() >= MAX_CLIENTS {
-                        warn!("{MAX_CLIENTS} local clients connected; refusing another");
-                        continue;
-                    }
-                    let cred = match sys::peer_cred(&s) {
-                        Ok(c) => c,
-                        Err(e) => {
-                            warn!("local client without credentials: {e}");
-                            continue;
-                        }
-                    };
-                    let limit = self.config.limits.clients_per_uid;
-                    if cred.uid != 0
-                        && self
-                            .clients
-                            .values()
-                            .filter(|c| c.cred.uid == cred.uid)
-                            .count()
-                            >= limit
-                    {
-                        warn!(
-                            "refused a local client of uid {} (pid {}): it has {limit} connections (limits.clients_per_uid)",
-                            cred.uid, cred.pid
-                        );
-                        // Said on a fresh socket that has room for it; the
-                        // client's first call gets it as its answer.
-                        let mut f = Framed::new(Stream::Unix(s), self.config.max_frame);
-                        f.queue(
-                            0,
-                            &Message::error(
-                                libc::EAGAIN,
-                                format!(
-                                    "uid {} holds {limit} connections to dipcd (limits.clients_per_uid in dipc.conf)",
-                                    cred.uid
-                                ),
-                            ),
-                        );
-                        let _ = f.flush();
-                        continue;
-                    }
-                    let t = self.next_token;
-                    self.next_token += 1;
-                    if let Err(e) = self.poll.registry().register(
-                        &mut s,
-                        Token(t),
-                        Interest::READABLE | Interest::WRITABLE,
-                    ) {
-                        warn!("cannot register a local client: {e}");
-                        continue;
-                    }
-                    self.clients.insert(
-                        t,
-                        Client {
-                            framed: Framed::server(Stream::Unix(s), LOCAL_REQUEST_MAX, 2),
-                            cred,
-                            errnos: Vec::new(),
-                        },
-                    );
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) => {
-                    warn!("accept on {}: {e}", self.config.back_end_socket().display());
-                    return;
-                }
+    /// Acts on what the link reported.
+    fn link_done(&mut self) {
+        while !self.link_events.is_empty() {
+            for ev in std::mem::take(&mut self.link_events) {
+                self.link_event(ev);
             }
         }
     }
 
-    fn client_ready(&mut self, t: usize) {
+    fn link_event(&mut self, ev: LinkEvent) {
+        match ev {
+            LinkEvent::Reply { to, msg } => self.relayed_reply(to, msg),
+            LinkEvent::Push(Message::KeyGone { kind, key }) => {
+                self.placeholders.gone(kind, key);
+                self.owned.remove(kind, key, None);
+            }
+            LinkEvent::Push(Message::MoveAsk { pid_d, target, .. }) => {
+                self.pids.ask_move(pid_d, target)
+            }
+            LinkEvent::Push(other) => {
+                debug!("referee sent an unexpected {}", other.kind().name())
+            }
+            LinkEvent::Joined => {
+                self.claim_keys();
+                self.verify_placeholders();
+                self.restore_pids();
+                // systemd's Type=notify: ready once the host is a
+                // member (again, after a link break: the status).
+                let state = if std::mem::replace(&mut self.joined_once, true) {
+                    "STATUS=joined the cluster again"
+                } else {
+                    "READY=1\nSTATUS=joined the cluster"
+                };
+                if let Err(e) = sys::notify_service_manager(state) {
+                    warn!("cannot notify the service manager: {e}");
+                }
+            }
+            LinkEvent::Fatal(why) => {
+                error!("{why}; stopping this host");
+                self.io.stop(1);
+            }
+        }
+    }
+
+    /// A child exited (the reactor reaped it). A supervised one stops the
+    /// host: it is either wholly up or wholly down.
+    fn child_exited(&mut self, pid: Pid, status: nix::sys::wait::WaitStatus) {
+        self.manager_exited(pid);
+        self.employers.remove(&pid);
+        if let Some(i) = self.children.iter().position(|c| c.pid == pid) {
+            let c = self.children.remove(i);
+            error!(
+                "{} (pid {pid}) died: {status:?}; stopping this host",
+                c.name
+            );
+            self.io.stop(1);
+        }
+    }
+
+    fn accepted(&mut self, conn: ConnId, peer: Peer) {
+        let creds = match peer {
+            Peer::Unix(Ok(c)) => c,
+            Peer::Unix(Err(e)) => {
+                warn!("local client without credentials: {e}");
+                self.io.close(conn);
+                return;
+            }
+            Peer::Tcp(from) => {
+                warn!("a TCP connection from {from} on dipcd's socket; closed");
+                self.io.close(conn);
+                return;
+            }
+        };
+        let cred = creds.cred;
+        let limit = self.config.limits.clients_per_uid;
+        if cred.uid != 0
+            && self
+                .clients
+                .values()
+                .filter(|c| c.cred.uid == cred.uid)
+                .count()
+                >= limit
+        {
+            warn!(
+                "refused a local client of uid {} (pid {}): it has {limit} connections (limits.clients_per_uid)",
+                cred.uid, cred.pid
+            );
+            // The client's first call gets it as its answer.
+            self.io.send(
+                conn,
+                0,
+                &Message::error(
+                    libc::EAGAIN,
+                    format!(
+                        "uid {} holds {limit} connections to dipcd (limits.clients_per_uid in dipc.conf)",
+                        cred.uid
+                    ),
+                ),
+            );
+            self.io.close_when_flushed(conn);
+            return;
+        }
+        self.clients.insert(conn, Client::new(cred, creds.groups));
+    }
+
+    fn client_frame(&mut self, t: ConnId, id: u64, msg: Message) {
         let Some(mut c) = self.clients.remove(&t) else {
+            // Refused at its accept, or being handed to an employer.
             return;
         };
-        let mut close = false;
-        loop {
-            match c.framed.read_frame() {
-                Ok(Some((id, msg))) => {
-                    self.metrics.request(msg.kind());
-                    self.request(t, &mut c, id, msg);
-                    self.count_errors(&mut c);
-                }
-                Ok(None) => break,
-                Err(ChannelError::Closed) => {
-                    close = true;
-                    break;
-                }
-                Err(e) => {
-                    warn!("local client pid {}: {e}", c.cred.pid);
-                    close = true;
-                    break;
-                }
-            }
-        }
-        if c.framed.flush().is_err() || close {
-            let _ = self.poll.registry().deregister(&mut c.framed.stream);
-            self.client_gone(t);
-        } else {
-            self.clients.insert(t, c);
-        }
+        self.metrics.request(msg.kind());
+        self.request(t, &mut c, id, msg);
+        self.count_errors(&mut c);
+        c.flush_into(t, &mut self.io);
+        self.clients.insert(t, c);
     }
 
-    /// Closes local clients that began a request and did not finish it
-    /// within `request_ms` (a request is one small frame, sent at once).
-    fn expire_stalled_clients(&mut self, now: Instant) {
-        let limit = self.config.timeouts.request;
-        let stalled: Vec<usize> = self
-            .clients
-            .iter()
-            .filter(|(_, c)| {
-                c.framed
-                    .partial_since()
-                    .is_some_and(|t| now.duration_since(t) >= limit)
-            })
-            .map(|(t, _)| *t)
-            .collect();
-        for t in stalled {
-            if let Some(mut c) = self.clients.remove(&t) {
-                warn!(
-                    "local client pid {} (uid {}): a request begun {} ms ago is not finished; closed",
-                    c.cred.pid,
-                    c.cred.uid,
-                    limit.as_millis()
-                );
-                let _ = self.poll.registry().deregister(&mut c.framed.stream);
-                self.client_gone(t);
-            }
+    fn client_closed(&mut self, t: ConnId, why: Gone) {
+        let Some(c) = self.clients.remove(&t) else {
+            return;
+        };
+        match why {
+            Gone::Peer | Gone::Local => {}
+            Gone::Stalled => warn!(
+                "local client pid {} (uid {}): a request begun {} ms ago is not finished; closed",
+                c.cred.pid,
+                c.cred.uid,
+                self.config.timeouts.request.as_millis()
+            ),
+            Gone::Io(e) | Gone::Protocol(e) => warn!("local client pid {}: {e}", c.cred.pid),
         }
+        self.client_gone(t);
     }
 
     pub(crate) fn relay(&mut self, c: &mut Client, to: Relayed, msg: &Message) -> bool {
-        let sent = self.link.relay(to, msg);
+        let sent = self.link.relay(&mut self.io, to, msg);
         if !sent {
             c.answer(
                 to.id,
@@ -379,27 +470,10 @@ impl Daemon<'_> {
         sent
     }
 
-    pub(crate) fn reply(&mut self, client: usize, id: u64, msg: &Message) {
+    pub(crate) fn reply(&mut self, client: ConnId, id: u64, msg: &Message) {
         if let Some(c) = self.clients.get_mut(&client) {
             c.answer(id, msg);
-            for e in c.errnos.drain(..) {
-                self.metrics.request_error(e);
-            }
-            if c.framed.flush().is_err() {
-                if let Some(mut c) = self.clients.remove(&client) {
-                    let _ = self.poll.registry().deregister(&mut c.framed.stream);
-                    self.client_gone(client);
-                }
-            }
-        }
-    }
-
-    pub(crate) fn no_client(&self) -> Relayed {
-        Relayed {
-            client: NO_CLIENT,
-            id: 0,
-            key: None,
-            then: Then::Nothing,
+            self.answered.push(client);
         }
     }
 }

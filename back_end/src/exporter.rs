@@ -1,6 +1,7 @@
 //! The optional Prometheus listener (`[metrics] listen` in dipc.conf):
 //! `GET /metrics` over plain HTTP/1.x, one request per connection, served
-//! from dipcd's loop without ever blocking it.
+//! from dipcd's loop without ever blocking it. Its sockets are its own
+//! (they carry no frames); the reactor only watches them (`Watch`).
 //!
 //! What a scraper may make dipcd hold is bounded: at most
 //! [`MAX_CONNECTIONS`] at once (more are closed at once), a request of at
@@ -8,12 +9,13 @@
 //! accept to the last byte of the answer, after which the connection is
 //! dropped whatever its state.
 
+use dipc_common::reactor::{Interest, Watch};
 use log::{debug, warn};
 use mio::net::{TcpListener, TcpStream};
-use mio::{Interest, Registry, Token};
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 pub const MAX_CONNECTIONS: usize = 16;
@@ -30,11 +32,11 @@ struct Conn {
 
 pub struct Exporter {
     listener: TcpListener,
-    /// Connection tokens are `first_token + n`: a range of their own, so
-    /// that the daemon tells them from its other tokens by value.
-    first_token: usize,
-    next: usize,
-    conns: HashMap<usize, Conn>,
+    /// Connections are watched under `first_key + n`: a range of their
+    /// own, so that the daemon tells them from its other keys by value.
+    first_key: u64,
+    next: u64,
+    conns: HashMap<u64, Conn>,
 }
 
 /// What a readable connection asked for.
@@ -46,18 +48,18 @@ pub enum Asked {
 }
 
 impl Exporter {
-    pub fn bind(
+    pub fn bind<W: Watch + ?Sized>(
         addr: SocketAddr,
-        registry: &Registry,
-        listener_token: Token,
-        first_token: usize,
+        w: &mut W,
+        listener_key: u64,
+        first_key: u64,
     ) -> io::Result<Exporter> {
-        let mut listener = TcpListener::bind(addr)?;
-        registry.register(&mut listener, listener_token, Interest::READABLE)?;
+        let listener = TcpListener::bind(addr)?;
+        w.watch(listener_key, listener.as_raw_fd(), Interest::READABLE)?;
         Ok(Exporter {
             listener,
-            first_token,
-            next: first_token,
+            first_key,
+            next: first_key,
             conns: HashMap::new(),
         })
     }
@@ -66,14 +68,14 @@ impl Exporter {
         self.listener.local_addr()
     }
 
-    pub fn owns(&self, t: usize) -> bool {
-        t >= self.first_token
+    pub fn owns(&self, key: u64) -> bool {
+        key >= self.first_key
     }
 
-    pub fn accept(&mut self, registry: &Registry) {
+    pub fn accept<W: Watch + ?Sized>(&mut self, w: &mut W) {
         loop {
             match self.listener.accept() {
-                Ok((mut stream, peer)) => {
+                Ok((stream, peer)) => {
                     if self.conns.len() >= MAX_CONNECTIONS {
                         debug!(
                             "metrics: {MAX_CONNECTIONS} connections open; closed one from {peer}"
@@ -82,9 +84,9 @@ impl Exporter {
                     }
                     let t = self.next;
                     self.next += 1;
-                    if let Err(e) = registry.register(
-                        &mut stream,
-                        Token(t),
+                    if let Err(e) = w.watch(
+                        t,
+                        stream.as_raw_fd(),
                         Interest::READABLE | Interest::WRITABLE,
                     ) {
                         warn!("metrics: cannot register a connection: {e}");
@@ -110,32 +112,32 @@ impl Exporter {
     }
 
     /// Reads what connection `t` sent, and sends what it is owed.
-    pub fn ready(&mut self, registry: &Registry, t: usize) -> Asked {
+    pub fn ready<W: Watch + ?Sized>(&mut self, w: &mut W, t: u64) -> Asked {
         let Some(c) = self.conns.get_mut(&t) else {
             return Asked::Nothing;
         };
         if c.answer.is_some() {
-            self.send(registry, t);
+            self.send(w, t);
             return Asked::Nothing;
         }
         let mut buf = [0u8; 2048];
         loop {
             match c.stream.read(&mut buf) {
                 Ok(0) => {
-                    self.close(registry, t);
+                    self.close(w, t);
                     return Asked::Nothing;
                 }
                 Ok(n) => {
                     c.request.extend_from_slice(&buf[..n]);
                     if c.request.len() > MAX_REQUEST {
-                        self.reply(registry, t, "431 Request Header Fields Too Large", "");
+                        self.reply(w, t, "431 Request Header Fields Too Large", "");
                         return Asked::Nothing;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => {
-                    self.close(registry, t);
+                    self.close(w, t);
                     return Asked::Nothing;
                 }
             }
@@ -152,48 +154,43 @@ impl Exporter {
         match (method, path) {
             ("GET", "/metrics") => Asked::Metrics,
             ("GET", _) => {
-                self.reply(registry, t, "404 Not Found", "only /metrics is served\n");
+                self.reply(w, t, "404 Not Found", "only /metrics is served\n");
                 Asked::Nothing
             }
             _ => {
-                self.reply(
-                    registry,
-                    t,
-                    "405 Method Not Allowed",
-                    "only GET is served\n",
-                );
+                self.reply(w, t, "405 Method Not Allowed", "only GET is served\n");
                 Asked::Nothing
             }
         }
     }
 
     /// Answers connection `t`'s `GET /metrics` with `body`.
-    pub fn answer(&mut self, registry: &Registry, t: usize, body: &str) {
+    pub fn answer<W: Watch + ?Sized>(&mut self, w: &mut W, t: u64, body: &str) {
         let head = format!(
             "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n\
              Content-Length: {}\r\nConnection: close\r\n\r\n",
             body.len()
         );
-        self.queue(registry, t, [head.as_bytes(), body.as_bytes()].concat());
+        self.queue(w, t, [head.as_bytes(), body.as_bytes()].concat());
     }
 
-    fn reply(&mut self, registry: &Registry, t: usize, status: &str, body: &str) {
+    fn reply<W: Watch + ?Sized>(&mut self, w: &mut W, t: u64, status: &str, body: &str) {
         let text = format!(
             "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\
              Connection: close\r\n\r\n{body}",
             body.len()
         );
-        self.queue(registry, t, text.into_bytes());
+        self.queue(w, t, text.into_bytes());
     }
 
-    fn queue(&mut self, registry: &Registry, t: usize, bytes: Vec<u8>) {
+    fn queue<W: Watch + ?Sized>(&mut self, w: &mut W, t: u64, bytes: Vec<u8>) {
         if let Some(c) = self.conns.get_mut(&t) {
             c.answer = Some((bytes, 0));
-            self.send(registry, t);
+            self.send(w, t);
         }
     }
 
-    fn send(&mut self, registry: &Registry, t: usize) {
+    fn send<W: Watch + ?Sized>(&mut self, w: &mut W, t: u64) {
         let Some(c) = self.conns.get_mut(&t) else {
             return;
         };
@@ -209,18 +206,20 @@ impl Exporter {
                 Err(_) => break,
             }
         }
-        self.close(registry, t);
+        self.close(w, t);
     }
 
-    fn close(&mut self, registry: &Registry, t: usize) {
-        if let Some(mut c) = self.conns.remove(&t) {
-            let _ = registry.deregister(&mut c.stream);
+    fn close<W: Watch + ?Sized>(&mut self, w: &mut W, t: u64) {
+        if let Some(c) = self.conns.remove(&t) {
+            // Unwatched before its descriptor closes.
+            w.unwatch(t);
+            drop(c);
         }
     }
 
     /// Drops the connections past their time.
-    pub fn expire(&mut self, registry: &Registry, now: Instant) {
-        let late: Vec<usize> = self
+    pub fn expire<W: Watch + ?Sized>(&mut self, w: &mut W, now: Instant) {
+        let late: Vec<u64> = self
             .conns
             .iter()
             .filter(|(_, c)| now.duration_since(c.since) > TIME_LIMIT)
@@ -228,7 +227,7 @@ impl Exporter {
             .collect();
         for t in late {
             debug!("metrics: a connection took over {TIME_LIMIT:?}; dropped");
-            self.close(registry, t);
+            self.close(w, t);
         }
     }
 }
@@ -240,15 +239,33 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mio::{Events, Poll};
+    use mio::unix::SourceFd;
+    use mio::{Events, Poll, Registry, Token};
     use std::io::{Read, Write};
+    use std::os::fd::RawFd;
 
-    const LISTEN: Token = Token(1);
-    const FIRST: usize = 100;
+    const LISTEN: u64 = 1;
+    const FIRST: u64 = 100;
+
+    /// A poll of the test's own, watching under the key as token.
+    struct Polled<'a>(&'a Registry, HashMap<u64, RawFd>);
+
+    impl Watch for Polled<'_> {
+        fn watch(&mut self, key: u64, fd: RawFd, i: Interest) -> io::Result<()> {
+            self.1.insert(key, fd);
+            self.0.register(&mut SourceFd(&fd), Token(key as usize), i)
+        }
+        fn unwatch(&mut self, key: u64) {
+            if let Some(fd) = self.1.remove(&key) {
+                let _ = self.0.deregister(&mut SourceFd(&fd));
+            }
+        }
+    }
 
     fn exporter(poll: &Poll) -> Exporter {
         let addr = "127.0.0.1:0".parse().unwrap();
-        Exporter::bind(addr, poll.registry(), LISTEN, FIRST).unwrap()
+        let mut w = Polled(poll.registry(), HashMap::new());
+        Exporter::bind(addr, &mut w, LISTEN, FIRST).unwrap()
     }
 
     /// Runs the exporter's side as dipcd's loop does, for `rounds` polls.
@@ -257,15 +274,16 @@ mod tests {
         for _ in 0..rounds {
             poll.poll(&mut events, Some(Duration::from_millis(20)))
                 .unwrap();
+            let mut w = Polled(poll.registry(), HashMap::new());
             for ev in events.iter() {
-                match ev.token() {
-                    LISTEN => ex.accept(poll.registry()),
-                    Token(t) if ex.owns(t) => {
-                        if let Asked::Metrics = ex.ready(poll.registry(), t) {
-                            ex.answer(poll.registry(), t, "dipc_uptime_seconds 1\n");
+                match ev.token().0 as u64 {
+                    LISTEN => ex.accept(&mut w),
+                    t if ex.owns(t) => {
+                        if let Asked::Metrics = ex.ready(&mut w, t) {
+                            ex.answer(&mut w, t, "dipc_uptime_seconds 1\n");
                         }
                     }
-                    Token(_) => {}
+                    _ => {}
                 }
             }
         }
@@ -324,12 +342,10 @@ mod tests {
             .collect();
         pump(&mut poll, &mut ex, 10);
         assert_eq!(ex.conns.len(), MAX_CONNECTIONS);
-        ex.expire(poll.registry(), Instant::now());
+        let mut w = Polled(poll.registry(), HashMap::new());
+        ex.expire(&mut w, Instant::now());
         assert_eq!(ex.conns.len(), MAX_CONNECTIONS);
-        ex.expire(
-            poll.registry(),
-            Instant::now() + TIME_LIMIT + Duration::from_secs(1),
-        );
+        ex.expire(&mut w, Instant::now() + TIME_LIMIT + Duration::from_secs(1));
         assert!(ex.conns.is_empty());
         drop(idle);
     }

@@ -104,7 +104,7 @@ impl Daemon<'_> {
                     id: o.id,
                     incarnation: self.incarnation,
                 };
-                self.link.relay(self.no_client(), &msg);
+                self.link.relay(&mut self.io, Relayed::nobody(), &msg);
                 continue;
             }
             let to = Relayed {
@@ -113,7 +113,7 @@ impl Daemon<'_> {
                     key,
                     id: o.id,
                 },
-                ..self.no_client()
+                ..Relayed::nobody()
             };
             let msg = Message::KeyClaim {
                 kind,
@@ -122,7 +122,7 @@ impl Daemon<'_> {
                 creator_uid: o.creator_uid,
                 incarnation: self.incarnation,
             };
-            self.link.relay(to, &msg);
+            self.link.relay(&mut self.io, to, &msg);
         }
     }
 
@@ -133,14 +133,14 @@ impl Daemon<'_> {
         for (kind, key, what) in self.placeholders.list() {
             let to = Relayed {
                 then: Then::Verify { kind, key, what },
-                ..self.no_client()
+                ..Relayed::nobody()
             };
             let msg = Message::KeyGet {
                 kind,
                 key,
                 flags: 0,
             };
-            self.link.relay(to, &msg);
+            self.link.relay(&mut self.io, to, &msg);
         }
     }
 }

@@ -1,5 +1,6 @@
-//! This host's connection to the referee, driven by the back_end's event
-//! loop without ever blocking it: connect, run the handshake on the
+//! This host's connection to the referee, a connection of dipcd's reactor
+//! (`dipc_common::reactor`) that the link opens and never blocks on:
+//! connect, run the handshake on the
 //! cluster secret (after which every frame is sealed, see
 //! `dipc_common::secure`), join, then a heartbeat every
 //! `heartbeat_interval_ms`. A link that goes quiet for
@@ -9,14 +10,14 @@
 //! fix a configuration error, and a host that silently stays out of the
 //! cluster is worse than one that stops and says why.
 
+use crate::outbox::Outbox;
 use dipc_common::auth::{AuthError, ClientHandshake, Secret};
-use dipc_common::channel::{ChannelError, Framed};
 use dipc_common::config::{Config, REFEREE_RETRY_MAX};
-use dipc_common::net::{connect_from, tune_tcp, Stream};
+use dipc_common::net::{connect_from, Stream};
+use dipc_common::reactor::{ConnId, Gone, ListenerId, Out};
 use dipc_common::silence::Silence;
 use dipc_common::wire::{IpcKind, Message, Role};
 use log::{debug, info, warn};
-use mio::{Interest, Registry, Token};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -50,12 +51,25 @@ pub enum LinkEvent {
 /// What a relayed request was, for the back_end to finish its reply.
 #[derive(Debug, Clone, Copy)]
 pub struct Relayed {
-    pub client: usize,
+    pub client: ConnId,
     pub id: u64,
     /// The key asked for, for a `KeyGet`.
     pub key: Option<(IpcKind, i32)>,
     /// What the back_end must do with the reply besides passing it on.
     pub then: Then,
+}
+
+impl Relayed {
+    /// A request no client waits for (an abort, an unregistration, what
+    /// dipcd restores after a join).
+    pub fn nobody() -> Relayed {
+        Relayed {
+            client: crate::daemon::NO_CLIENT,
+            id: 0,
+            key: None,
+            then: Then::Nothing,
+        }
+    }
 }
 
 /// The follow-up of a relayed request (of the process table, or of a
@@ -120,13 +134,19 @@ pub enum Then {
 }
 
 pub struct Link {
-    token: Token,
+    /// The reactor's class of the link's connection (its frame bound and
+    /// keep-alives).
+    class: ListenerId,
     state: State,
-    conn: Option<Framed<Stream>>,
+    conn: Option<ConnId>,
     backoff: Duration,
     last_heard: Instant,
     /// The referee's silence while joined (see `dipc_common::silence`).
     silence: Silence,
+    /// Set when a look found the referee silent past the time-out: its
+    /// frames may wait unread behind a long turn of ours, so the reactor
+    /// polls once more before the link is dropped.
+    suspect: Option<Instant>,
     next_heartbeat: Instant,
     next_id: u64,
     /// Relayed requests by our request id.
@@ -134,15 +154,15 @@ pub struct Link {
 }
 
 impl Link {
-    pub fn new(token: Token) -> Link {
-        let now = Instant::now();
+    pub fn new(class: ListenerId, now: Instant) -> Link {
         Link {
-            token,
+            class,
             state: State::Idle(now),
             conn: None,
             backoff: MIN_BACKOFF,
             last_heard: now,
             silence: Silence::new(now),
+            suspect: None,
             next_heartbeat: now,
             next_id: 1,
             pending: HashMap::new(),
@@ -153,58 +173,63 @@ impl Link {
         matches!(self.state, State::Joined)
     }
 
-    /// When the event loop must next call [`Link::tick`].
+    /// Whether `conn` is the link's connection.
+    pub fn is(&self, conn: ConnId) -> bool {
+        self.conn == Some(conn)
+    }
+
+    /// When the daemon must next call [`Link::tick`].
     pub fn deadline(&self, config: &Config) -> Instant {
         match self.state {
             State::Idle(at) => at,
-            State::Joined => self
-                .next_heartbeat
-                .min(self.last_heard + config.timeouts.heartbeat_timeout),
+            State::Joined => match self.suspect {
+                Some(at) => at,
+                None => self
+                    .next_heartbeat
+                    .min(self.last_heard + config.timeouts.heartbeat_timeout),
+            },
             _ => self.last_heard + config.timeouts.connect.max(config.timeouts.request),
         }
     }
 
     /// Relays a request for a local client. Returns false if the link is
     /// not up.
-    pub fn relay(&mut self, to: Relayed, msg: &Message) -> bool {
-        let (State::Joined, Some(conn)) = (&self.state, self.conn.as_mut()) else {
+    pub fn relay(&mut self, io: &mut Outbox, to: Relayed, msg: &Message) -> bool {
+        let (State::Joined, Some(conn)) = (&self.state, self.conn) else {
             return false;
         };
         let ours = self.next_id;
         self.next_id += 1;
-        conn.queue(ours, msg);
+        io.send(conn, ours, msg);
         self.pending.insert(ours, to);
-        let _ = conn.flush();
         true
     }
 
     /// Sends a message that takes no answer (request id 0), such as the
     /// load report. Returns false if the link is not up.
-    pub fn push(&mut self, msg: &Message) -> bool {
-        let (State::Joined, Some(conn)) = (&self.state, self.conn.as_mut()) else {
+    pub fn push(&mut self, io: &mut Outbox, msg: &Message) -> bool {
+        let (State::Joined, Some(conn)) = (&self.state, self.conn) else {
             return false;
         };
-        conn.queue(0, msg);
-        let _ = conn.flush();
+        io.send(conn, 0, msg);
         true
     }
 
     /// Timers: start a connection, send a heartbeat, or give up on a
-    /// silent referee. Cheap when nothing is due, so the daemon calls it
-    /// between the events of a long batch too: a busy host's heartbeats
-    /// then go out on time. Returns whether a heartbeat went out (the
-    /// load report goes with it).
+    /// silent referee. Returns whether a heartbeat went out (the load
+    /// report goes with it). `out` opens the connection; everything else
+    /// goes through `io`, which the caller has drained before (see
+    /// [`Outbox`]).
     pub fn tick(
         &mut self,
-        registry: &Registry,
+        now: Instant,
+        (io, out): (&mut Outbox, &mut dyn Out),
         config: &Config,
-        secret: &Secret,
-        out: &mut Vec<LinkEvent>,
+        events: &mut Vec<LinkEvent>,
     ) -> bool {
         let mut beat = false;
-        let now = Instant::now();
         match &self.state {
-            State::Idle(at) if now >= *at => self.connect(registry, config, out),
+            State::Idle(at) if now >= *at => self.connect(now, io, out, config, events),
             State::Idle(_) => {}
             State::Joined => {
                 // The loop looks at least every heartbeat interval (its
@@ -212,27 +237,23 @@ impl Link {
                 let step = config.timeouts.heartbeat_interval * 2;
                 let timeout = config.timeouts.heartbeat_timeout;
                 if self.silence.look(now, step) > timeout {
-                    // The referee's frames may be waiting unread behind a
-                    // long batch of ours: read them before blaming it.
-                    self.ready(registry, config, secret, out);
-                }
-                if !self.is_joined() {
-                    // Reading found the link closed (and reset it).
-                } else if self.silence.look(now, step) > timeout {
-                    warn!(
-                        "referee silent for {} ms; reconnecting",
-                        config.timeouts.heartbeat_timeout.as_millis()
-                    );
-                    self.reset(registry, out);
+                    if self.suspect.is_none() {
+                        // The referee's frames may be waiting unread behind
+                        // a long turn of ours: one more poll reads them
+                        // before it is blamed.
+                        self.suspect = Some(now);
+                    } else {
+                        warn!(
+                            "referee silent for {} ms; reconnecting",
+                            config.timeouts.heartbeat_timeout.as_millis()
+                        );
+                        self.reset(now, io, events);
+                    }
                 } else if now >= self.next_heartbeat {
                     self.next_heartbeat = now + config.timeouts.heartbeat_interval;
-                    if let Some(c) = self.conn.as_mut() {
-                        c.queue(0, &Message::Heartbeat);
-                        if c.flush().is_err() {
-                            self.reset(registry, out);
-                        } else {
-                            beat = true;
-                        }
+                    if let Some(c) = self.conn {
+                        io.send(c, 0, &Message::Heartbeat);
+                        beat = true;
                     }
                 }
             }
@@ -244,51 +265,48 @@ impl Link {
                         "referee {}: no answer while joining; retrying",
                         config.referee_addr()
                     );
-                    self.reset(registry, out);
+                    self.reset(now, io, events);
                 }
             }
         }
         beat
     }
 
-    fn connect(&mut self, registry: &Registry, config: &Config, out: &mut Vec<LinkEvent>) {
+    fn connect(
+        &mut self,
+        now: Instant,
+        io: &mut Outbox,
+        out: &mut dyn Out,
+        config: &Config,
+        events: &mut Vec<LinkEvent>,
+    ) {
         let referee = config.referee_addr();
-        let attempt = connect_from(config.host.address, referee, None).and_then(|s| {
-            tune_tcp(&s, config.timeouts.heartbeat_timeout)?;
-            Ok(s)
-        });
+        // Keep-alives that notice a dead referee come with the class.
+        let attempt = connect_from(config.host.address, referee, None)
+            .and_then(|s| out.connect(Stream::Tcp(mio::net::TcpStream::from_std(s)), self.class));
         match attempt {
-            Ok(s) => {
-                let mut stream = Stream::Tcp(mio::net::TcpStream::from_std(s));
-                if let Err(e) = registry.register(
-                    &mut stream,
-                    self.token,
-                    Interest::READABLE | Interest::WRITABLE,
-                ) {
-                    warn!("referee link: {e}");
-                    self.reset(registry, out);
-                    return;
-                }
-                self.conn = Some(Framed::new(stream, config.max_frame));
-                self.last_heard = Instant::now();
-                self.silence.heard(self.last_heard);
+            Ok(conn) => {
+                self.conn = Some(conn);
+                self.last_heard = now;
+                self.silence.heard(now);
+                self.suspect = None;
                 self.state = State::Connecting;
             }
             Err(e) => {
                 debug!("cannot reach the referee at {referee}: {e}");
-                self.reset(registry, out);
+                self.reset(now, io, events);
             }
         }
     }
 
     /// Drops the connection and schedules the next attempt. Relayed requests
     /// in flight get an error.
-    fn reset(&mut self, registry: &Registry, out: &mut Vec<LinkEvent>) {
-        if let Some(mut c) = self.conn.take() {
-            let _ = registry.deregister(&mut c.stream);
+    fn reset(&mut self, now: Instant, io: &mut Outbox, events: &mut Vec<LinkEvent>) {
+        if let Some(c) = self.conn.take() {
+            io.close(c);
         }
         for (_, to) in self.pending.drain() {
-            out.push(LinkEvent::Reply {
+            events.push(LinkEvent::Reply {
                 to,
                 msg: Message::error(libc::ECONNRESET, "connection to the referee lost"),
             });
@@ -296,76 +314,55 @@ impl Link {
         if self.is_joined() {
             warn!("lost the referee; reconnecting");
         }
-        self.state = State::Idle(Instant::now() + self.backoff);
+        self.suspect = None;
+        self.state = State::Idle(now + self.backoff);
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
     }
 
-    /// The link's socket is ready.
-    pub fn ready(
+    /// The link's connection is established: the handshake starts.
+    pub fn connected(
         &mut self,
-        registry: &Registry,
-        config: &Config,
-        secret: &Secret,
-        out: &mut Vec<LinkEvent>,
+        now: Instant,
+        io: &mut Outbox,
+        (config, secret): (&Config, &Secret),
+        events: &mut Vec<LinkEvent>,
     ) {
-        let Some(conn) = self.conn.as_mut() else {
+        let (Some(conn), State::Connecting) = (self.conn, &self.state) else {
             return;
         };
-        if let State::Connecting = self.state {
-            let Stream::Tcp(s) = &conn.stream else {
-                return;
-            };
-            match s.take_error() {
-                Ok(None) if s.peer_addr().is_ok() => {}
-                Ok(None) => return, // still connecting
-                Ok(Some(e)) | Err(e) => {
-                    debug!("cannot reach the referee at {}: {e}", config.referee_addr());
-                    self.reset(registry, out);
-                    return;
-                }
+        match ClientHandshake::start(secret, Role::Host, config.front_end_addr()) {
+            Ok((hs, hello)) => {
+                io.send(conn, 0, &hello);
+                self.state = State::AwaitHandshake(Box::new(hs));
             }
-            let (hs, hello) =
-                match ClientHandshake::start(secret, Role::Host, config.front_end_addr()) {
-                    Ok(x) => x,
-                    Err(e) => {
-                        warn!("referee link: {e}");
-                        self.reset(registry, out);
-                        return;
-                    }
-                };
-            conn.queue(0, &hello);
-            self.state = State::AwaitHandshake(Box::new(hs));
-        }
-        let mut eof = false;
-        loop {
-            let frame = match self.conn.as_mut().map(|c| c.read_frame()) {
-                Some(Ok(Some(f))) => f,
-                Some(Ok(None)) | None => break,
-                Some(Err(ChannelError::Closed)) => {
-                    eof = true;
-                    break;
-                }
-                Some(Err(ChannelError::Io(e))) => {
-                    debug!("referee link: {e}");
-                    eof = true;
-                    break;
-                }
-                Some(Err(e)) => {
-                    warn!("referee link: protocol error: {e}");
-                    self.reset(registry, out);
-                    return;
-                }
-            };
-            self.last_heard = Instant::now();
-            self.silence.heard(self.last_heard);
-            if let Err(fatal) = self.handle(frame.0, frame.1, config, out) {
-                out.push(LinkEvent::Fatal(fatal));
-                self.reset(registry, out);
-                return;
+            Err(e) => {
+                warn!("referee link: {e}");
+                self.reset(now, io, events);
             }
         }
-        let flushed = self.conn.as_mut().map(|c| c.flush());
-        if eof && matches!(self.state, State::AwaitHandshake(_)) {
+    }
+
+    /// The link's connection is gone (the reactor saw it end).
+    pub fn closed(
+        &mut self,
+        now: Instant,
+        why: Gone,
+        io: &mut Outbox,
+        config: &Config,
+        events: &mut Vec<LinkEvent>,
+    ) {
+        self.conn = None;
+        match why {
+            Gone::Local => return,
+            Gone::Io(e) if matches!(self.state, State::Connecting) => {
+                debug!("cannot reach the referee at {}: {e}", config.referee_addr())
+            }
+            Gone::Io(e) => debug!("referee link: {e}"),
+            Gone::Protocol(e) => warn!("referee link: protocol error: {e}"),
+            Gone::Stalled => debug!("referee link: stalled mid-frame"),
+            Gone::Peer => {}
+        }
+        if matches!(self.state, State::AwaitHandshake(_)) {
             // The referee drops a peer it does not allow without a word.
             warn!(
                 "the referee at {} closed the connection before authentication; is {} in its cluster.allowed_hosts?",
@@ -373,28 +370,48 @@ impl Link {
                 config.host.address
             );
         }
-        if eof || matches!(flushed, Some(Err(_))) {
-            self.reset(registry, out);
+        self.reset(now, io, events);
+    }
+
+    /// A frame from the referee.
+    pub fn frame(
+        &mut self,
+        now: Instant,
+        (id, msg): (u64, Message),
+        io: &mut Outbox,
+        config: &Config,
+        events: &mut Vec<LinkEvent>,
+    ) {
+        self.last_heard = now;
+        self.silence.heard(now);
+        self.suspect = None;
+        if let Err(fatal) = self.handle(now, id, msg, io, config, events) {
+            events.push(LinkEvent::Fatal(fatal));
+            self.reset(now, io, events);
         }
     }
 
     fn handle(
         &mut self,
+        now: Instant,
         id: u64,
         msg: Message,
+        io: &mut Outbox,
         config: &Config,
-        out: &mut Vec<LinkEvent>,
+        events: &mut Vec<LinkEvent>,
     ) -> Result<(), String> {
         let referee = config.referee_addr();
         let state = std::mem::replace(&mut self.state, State::AwaitJoined);
-        let Some(conn) = self.conn.as_mut() else {
+        let Some(conn) = self.conn else {
+            self.state = state;
             return Ok(());
         };
         self.state = match state {
             State::AwaitHandshake(hs) => match hs.on_reply(&msg) {
                 Ok(secure) => {
-                    conn.secure(secure);
-                    conn.queue(
+                    io.secure(conn, secure);
+                    io.send(
+                        conn,
                         0,
                         &Message::Join {
                             front_end: config.front_end_addr(),
@@ -413,9 +430,9 @@ impl Link {
             State::AwaitJoined => match msg {
                 Message::Joined => {
                     info!("joined the cluster (referee {referee})");
-                    out.push(LinkEvent::Joined);
+                    events.push(LinkEvent::Joined);
                     self.backoff = MIN_BACKOFF;
-                    self.next_heartbeat = Instant::now() + config.timeouts.heartbeat_interval;
+                    self.next_heartbeat = now + config.timeouts.heartbeat_interval;
                     State::Joined
                 }
                 Message::Refused { reason } => {
@@ -432,8 +449,8 @@ impl Link {
                 match msg {
                     Message::HeartbeatAck => {}
                     msg => match self.pending.remove(&id) {
-                        Some(to) => out.push(LinkEvent::Reply { to, msg }),
-                        None if id == 0 => out.push(LinkEvent::Push(msg)),
+                        Some(to) => events.push(LinkEvent::Reply { to, msg }),
+                        None if id == 0 => events.push(LinkEvent::Push(msg)),
                         None => debug!("referee link: stale reply {}", msg.kind().name()),
                     },
                 }
@@ -446,80 +463,4 @@ impl Link {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use mio::Poll;
-
-    /// A joined link on one end of a socket pair; the referee's end is the
-    /// other.
-    fn joined(poll: &Poll) -> (Link, std::os::unix::net::UnixStream) {
-        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
-        ours.set_nonblocking(true).unwrap();
-        let mut stream = Stream::Unix(mio::net::UnixStream::from_std(ours));
-        poll.registry()
-            .register(&mut stream, Token(2), Interest::READABLE)
-            .unwrap();
-        let mut link = Link::new(Token(2));
-        link.conn = Some(Framed::new(stream, 1 << 20));
-        link.state = State::Joined;
-        (link, theirs)
-    }
-
-    fn secret() -> Secret {
-        Secret::from_bytes(&[b'7'; 64]).unwrap()
-    }
-
-    /// Makes the link's referee silent for just over the time-out, as
-    /// counted by looks at every heartbeat interval while the daemon runs.
-    fn silent_by_count(link: &mut Link, config: &Config) {
-        let t0 = Instant::now();
-        link.silence = Silence::new(t0);
-        link.next_heartbeat = t0 + config.timeouts.heartbeat_timeout * 10;
-        let step = config.timeouts.heartbeat_interval * 2;
-        let mut now = t0;
-        while link.silence.look(now, step) <= config.timeouts.heartbeat_timeout {
-            now += config.timeouts.heartbeat_interval;
-        }
-    }
-
-    #[test]
-    fn frames_waiting_unread_count_as_heard() {
-        let poll = Poll::new().unwrap();
-        let config = Config::default();
-        let (mut link, mut referee) = joined(&poll);
-        silent_by_count(&mut link, &config);
-        // The referee's ack came in time and waits unread behind a long
-        // batch of the daemon's.
-        let mut ack = Vec::new();
-        dipc_common::wire::encode_frame(0, &Message::HeartbeatAck, &mut ack);
-        std::io::Write::write_all(&mut referee, &ack).unwrap();
-        let mut out = Vec::new();
-        link.tick(poll.registry(), &config, &secret(), &mut out);
-        assert!(link.is_joined(), "a live referee was dropped");
-        assert!(out.is_empty());
-    }
-
-    #[test]
-    fn a_stall_of_the_daemon_is_not_the_referees_silence() {
-        let poll = Poll::new().unwrap();
-        let config = Config::default();
-        let (mut link, _referee) = joined(&poll);
-        // The daemon did not run for three heartbeat time-outs.
-        link.silence = Silence::new(Instant::now() - config.timeouts.heartbeat_timeout * 3);
-        link.next_heartbeat = Instant::now() + config.timeouts.heartbeat_interval;
-        let mut out = Vec::new();
-        link.tick(poll.registry(), &config, &secret(), &mut out);
-        assert!(link.is_joined(), "the referee was blamed for our stall");
-    }
-
-    #[test]
-    fn a_referee_silent_while_the_daemon_runs_is_dropped() {
-        let poll = Poll::new().unwrap();
-        let config = Config::default();
-        let (mut link, _referee) = joined(&poll);
-        silent_by_count(&mut link, &config);
-        let mut out = Vec::new();
-        link.tick(poll.registry(), &config, &secret(), &mut out);
-        assert!(!link.is_joined());
-    }
-}
+mod tests;

@@ -26,7 +26,9 @@
 //! `info`).
 //!
 //! This file is the command line and the start-up. The daemon itself is
-//! [`daemon`] (its state and event loop), with one module per concern:
+//! [`daemon`] (its state, a `Handler` of `dipc_common::reactor`, which
+//! runs the loop), with [`outbox`] (what it asks of the reactor, handed over
+//! after each event) and one module per concern:
 //! [`requests`] (what each local request does, and the referee's answers),
 //! [`creations`] (keys being created under a grant), [`registrations`],
 //! [`keys`] (placeholders, owned keys claimed at each join), [`managers`]
@@ -42,6 +44,7 @@ mod link;
 mod load;
 mod managers;
 mod moves;
+mod outbox;
 mod owned;
 mod pids;
 mod placeholders;
@@ -52,27 +55,19 @@ mod stats;
 mod supervise;
 
 use clap::Parser;
-use daemon::{Daemon, FIRST_CLIENT, FIRST_SCRAPER, LINK, LISTENER, METRICS_LISTENER, SIGNALS};
+use daemon::{Daemon, FIRST_SCRAPER, LOCAL_REQUEST_MAX, MAX_CLIENTS, METRICS_LISTENER};
 use dipc_back_end::cli::Args;
 use dipc_common::auth::Secret;
 use dipc_common::config::Config;
 use dipc_common::incarnation;
-use dipc_common::metrics::Metrics;
+use dipc_common::reactor::{self, Listener, Reactor};
 use dipc_common::sys;
-use link::Link;
 use log::{error, info};
 use mio::net::UnixListener;
-use mio::unix::SourceFd;
-use mio::{Interest, Poll};
 use nix::sys::signal::Signal;
-use owned::OwnedKeys;
-use pids::Pids;
-use placeholders::Placeholders;
-use std::collections::HashMap;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::process::ExitCode;
-use std::time::Instant;
 use supervise::{shutdown, Child};
 
 fn main() -> ExitCode {
@@ -109,8 +104,10 @@ fn run(config: &Config) -> io::Result<u8> {
         );
     }
     // Block the signals before forking, so none is lost between a fork and
-    // the child's own signalfd.
-    let mut signals = sys::signal_fd()?;
+    // the child's own signalfd. The link to the referee, besides the
+    // local clients' listener, may hold one connection more.
+    let mut r = Reactor::new(MAX_CLIENTS + 1)?;
+    r.watch_signals()?;
     let listener = sys::bind_unix(&config.back_end_socket(), 0o666, None)?;
     info!(
         "dipcd starting: host {}, referee {}{}",
@@ -154,58 +151,44 @@ fn run(config: &Config) -> io::Result<u8> {
         pid,
     });
 
-    let mut d = Daemon {
-        config,
-        secret,
-        poll: Poll::new()?,
-        clients: HashMap::new(),
-        next_token: FIRST_CLIENT,
-        link: Link::new(LINK),
-        admin_gid: match &config.admin_group {
-            Some(g) => Some(sys::group_gid(g)?),
-            None => None,
-        },
-        placeholders: Placeholders::new(config.runtime_dir.join("placeholders"), incarnation),
-        owned: OwnedKeys::new(config.runtime_dir.join("owned"), incarnation),
-        incarnation,
-        managers: HashMap::new(),
-        employers: HashMap::new(),
-        pids: Pids::new(config.runtime_dir.join("mailboxes")),
-        grants: HashMap::new(),
-        grant_tokens: HashMap::new(),
-        front_end: pid.as_raw(),
-        joined_once: false,
-        meter: load::Meter::new(Instant::now()),
-        metrics: Metrics::default(),
-        started: Instant::now(),
-        exporter: None,
+    // A request is one small frame, sent at once: a client that begins
+    // one and does not finish it within request_ms is dropped.
+    let local = reactor::Options {
+        stall: Some(config.timeouts.request),
+        ..reactor::Options::server(LOCAL_REQUEST_MAX, 2)
     };
+    r.listen(Listener::Unix(UnixListener::from_std(listener)), local)?;
+    let link = r.outgoing(reactor::Options {
+        dead_after: Some(config.timeouts.heartbeat_timeout),
+        ..reactor::Options::new(config.max_frame)
+    })?;
+    let mut d = Daemon::new(config, secret, incarnation, (pid.as_raw(), children), link)?;
     if let Some(addr) = config.metrics.listen {
-        let ex = exporter::Exporter::bind(addr, d.poll.registry(), METRICS_LISTENER, FIRST_SCRAPER)
+        let ex = exporter::Exporter::bind(addr, &mut r, METRICS_LISTENER, FIRST_SCRAPER)
             .map_err(|e| io::Error::new(e.kind(), format!("metrics.listen {addr}: {e}")))?;
         info!("serving metrics on http://{}/metrics", ex.local_addr()?);
         d.exporter = Some(ex);
     }
-    let mut listener = UnixListener::from_std(listener);
-    d.poll.registry().register(
-        &mut SourceFd(&signals.as_raw_fd()),
-        SIGNALS,
-        Interest::READABLE,
-    )?;
-    d.poll
-        .registry()
-        .register(&mut listener, LISTENER, Interest::READABLE)?;
 
-    let code = d.serve(&mut signals, &mut listener, &mut children);
+    let code = match r.run(&mut d) {
+        Ok(code) => code,
+        Err(e) => {
+            error!("poll: {e}");
+            1
+        }
+    };
     let _ = sys::notify_service_manager("STOPPING=1");
     d.placeholders.clear();
     // The managers get SIGTERM from the kernel when dipcd exits.
     for sid in d.managers.keys() {
         let _ = std::fs::remove_file(config.shm_socket(*sid));
     }
-    d.pids.clear(d.poll.registry());
-    shutdown(&children);
+    d.pids.clear(&mut r);
+    shutdown(&d.children);
     let _ = std::fs::remove_file(config.back_end_socket());
     info!("dipcd stopped");
-    Ok(code)
+    Ok(u8::try_from(code).unwrap_or(1))
 }
+
+#[cfg(test)]
+mod tests;

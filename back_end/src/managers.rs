@@ -41,24 +41,13 @@ impl Daemon<'_> {
                 format!("segment {sid} is private (IPC_PRIVATE): it is not distributed"),
             );
         }
-        if c.cred.uid != 0 {
-            // SAFETY: the client's socket stays open for this call.
-            let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(c.framed.stream.as_raw_fd()) };
-            let groups = match sys::peer_groups(&fd) {
-                Ok(g) => g,
-                Err(e) => {
-                    return Message::error(
-                        e.raw_os_error().unwrap_or(libc::EIO),
-                        format!("the client's groups (SO_PEERGROUPS): {e}"),
-                    )
-                }
-            };
-            if !sysv::permits(&perm, (c.cred.uid, c.cred.gid, &groups), 4) {
-                return Message::error(
-                    libc::EACCES,
-                    format!("uid {} may not attach segment {sid}", c.cred.uid),
-                );
-            }
+        // The groups are the client's as of its connect (SO_PEERGROUPS,
+        // read by the reactor at its accept).
+        if c.cred.uid != 0 && !sysv::permits(&perm, (c.cred.uid, c.cred.gid, &c.groups), 4) {
+            return Message::error(
+                libc::EACCES,
+                format!("uid {} may not attach segment {sid}", c.cred.uid),
+            );
         }
         let path = self.config.shm_socket(sid);
         let _ = std::fs::remove_file(&path);

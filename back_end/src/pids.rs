@@ -4,7 +4,7 @@
 //! dipcd takes a registering process's pid and uid from SO_PEERCRED, opens
 //! a pidfd for it and reads its start time, so the record names that very
 //! process: a pid recycled later is another process. The pidfd sits in
-//! dipcd's mio poll and becomes readable when the process exits, however it
+//! dipcd's poll (the reactor's, see `Watch`) and becomes readable when the process exits, however it
 //! exits; dipcd then tells the referee and removes the process's mailbox
 //! queue (which wakes a sender blocked on it with `EIDRM`). The referee
 //! holds the cluster-wide record; this table holds what only the host can
@@ -13,11 +13,10 @@
 //! its next start (its registrations ended with it).
 
 use dipc_common::procs;
+use dipc_common::reactor::{Interest, Watch};
 use dipc_common::sys::PeerCred;
 use dipc_common::sysv;
 use log::{debug, warn};
-use mio::unix::SourceFd;
-use mio::{Interest, Registry, Token};
 use std::collections::HashMap;
 use std::fs;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -34,7 +33,7 @@ pub struct Reg {
     pub starttime: u64,
     pub mailbox: i32,
     pidfd: OwnedFd,
-    token: usize,
+    key: u64,
     /// Requests (client, request id) waiting for the referee's answer.
     pub waiters: Vec<(usize, u64)>,
     /// The names the referee gave it: the referee forgets them with the
@@ -57,7 +56,7 @@ impl Reg {
 
 pub struct Pids {
     by_pid: HashMap<i32, Reg>,
-    by_token: HashMap<usize, i32>,
+    by_key: HashMap<u64, i32>,
     next_serial: u64,
     file: PathBuf,
     /// Name requests relayed to the referee and not answered yet: op ->
@@ -117,7 +116,7 @@ impl Pids {
         }
         let p = Pids {
             by_pid: HashMap::new(),
-            by_token: HashMap::new(),
+            by_key: HashMap::new(),
             next_serial: 1,
             file,
             name_ops: HashMap::new(),
@@ -172,9 +171,9 @@ impl Pids {
         }
     }
 
-    /// The pid whose pidfd is registered under `token`.
-    pub fn pid_of_token(&self, token: usize) -> Option<i32> {
-        self.by_token.get(&token).copied()
+    /// The pid whose pidfd is watched under `key`.
+    pub fn pid_of_key(&self, key: u64) -> Option<i32> {
+        self.by_key.get(&key).copied()
     }
 
     /// Whether another registration uses `mailbox`.
@@ -182,22 +181,17 @@ impl Pids {
         self.by_pid.values().any(|r| r.mailbox == mailbox)
     }
 
-    /// Starts a registration: the pidfd goes into the poll under `token`.
+    /// Starts a registration: the pidfd is watched under `key`.
     /// Returns the serial.
     pub fn add(
         &mut self,
-        registry: &Registry,
-        token: usize,
+        w: &mut dyn Watch,
+        key: u64,
         cred: &PeerCred,
         (pidfd, starttime): (OwnedFd, u64),
         mailbox: i32,
     ) -> Result<u64, (i32, String)> {
-        registry
-            .register(
-                &mut SourceFd(&pidfd.as_raw_fd()),
-                Token(token),
-                Interest::READABLE,
-            )
+        w.watch(key, pidfd.as_raw_fd(), Interest::READABLE)
             .map_err(|e| (libc::ENOMEM, format!("cannot watch pid {}: {e}", cred.pid)))?;
         let serial = self.next_serial;
         self.next_serial += 1;
@@ -213,12 +207,12 @@ impl Pids {
                 endpoint: None,
                 migratable: false,
                 pidfd,
-                token,
+                key,
                 waiters: Vec::new(),
                 names: Vec::new(),
             },
         );
-        self.by_token.insert(token, cred.pid);
+        self.by_key.insert(key, cred.pid);
         self.persist();
         Ok(serial)
     }
@@ -259,11 +253,11 @@ impl Pids {
 
     /// Ends a registration: stops watching the process and, with
     /// `remove`, removes its mailbox queue. Returns it.
-    pub fn end(&mut self, registry: &Registry, pid: i32, remove: bool) -> Option<Reg> {
+    pub fn end(&mut self, w: &mut dyn Watch, pid: i32, remove: bool) -> Option<Reg> {
         let r = self.by_pid.remove(&pid)?;
         let _ = fs::remove_file(self.moves_dir().join(pid.to_string()));
-        self.by_token.remove(&r.token);
-        let _ = registry.deregister(&mut SourceFd(&r.pidfd.as_raw_fd()));
+        self.by_key.remove(&r.key);
+        w.unwatch(r.key);
         if remove {
             remove_mailbox(r.mailbox, r.uid);
         }
@@ -323,10 +317,10 @@ impl Pids {
     }
 
     /// dipcd stops: every registration ends with it.
-    pub fn clear(&mut self, registry: &Registry) {
+    pub fn clear(&mut self, w: &mut dyn Watch) {
         let pids: Vec<i32> = self.by_pid.keys().copied().collect();
         for p in pids {
-            self.end(registry, p, true);
+            self.end(w, p, true);
         }
         let _ = fs::remove_file(&self.file);
     }

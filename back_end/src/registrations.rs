@@ -64,12 +64,9 @@ impl Daemon<'_> {
             );
         }
         let starttime = proc.1;
-        let token = self.next_token;
-        self.next_token += 1;
-        let serial = match self
-            .pids
-            .add(self.poll.registry(), token, &cred, proc, mailbox)
-        {
+        let key = self.next_key;
+        self.next_key += 1;
+        let serial = match self.pids.add(&mut self.io, key, &cred, proc, mailbox) {
             Ok(s) => s,
             Err(e) => return fail(c, e),
         };
@@ -101,7 +98,7 @@ impl Daemon<'_> {
         };
         if !self.relay(c, to, &msg) {
             // Not joined: the error is queued to the client already.
-            self.pids.end(self.poll.registry(), cred.pid, false);
+            self.pids.end(&mut self.io, cred.pid, false);
         }
     }
 
@@ -136,11 +133,11 @@ impl Daemon<'_> {
             (Message::Registered { pid_d, .. }, false) => {
                 // The process exited while the referee was answering.
                 let un = Message::Unregister { pid_d: *pid_d, pid };
-                self.link.relay(self.no_client(), &un);
+                self.link.relay(&mut self.io, Relayed::nobody(), &un);
                 Message::error(libc::ESRCH, format!("pid {pid} exited"))
             }
             (_, true) => {
-                if let Some(r) = self.pids.end(self.poll.registry(), pid, false) {
+                if let Some(r) = self.pids.end(&mut self.io, pid, false) {
                     for (client, id) in r.waiters {
                         self.reply(client, id, &msg);
                     }
@@ -157,7 +154,7 @@ impl Daemon<'_> {
         if let Message::Error { message, .. } = msg {
             if self.pids.get(pid).is_some_and(|r| r.serial == serial) {
                 warn!("pid {pid} lost its registration: {message}");
-                self.pids.end(self.poll.registry(), pid, true);
+                self.pids.end(&mut self.io, pid, true);
             }
         }
     }
@@ -189,7 +186,7 @@ impl Daemon<'_> {
         for (pid_d, pid, uid, starttime, mailbox, serial, names) in regs {
             let to = Relayed {
                 then: Then::Restore { pid, serial },
-                ..self.no_client()
+                ..Relayed::nobody()
             };
             let msg = Message::PidRegister {
                 pid_d,
@@ -198,7 +195,7 @@ impl Daemon<'_> {
                 starttime,
                 mailbox,
             };
-            self.link.relay(to, &msg);
+            self.link.relay(&mut self.io, to, &msg);
             // After the record on the same link, so the referee has it.
             for name in names {
                 let to = Relayed {
@@ -206,10 +203,13 @@ impl Daemon<'_> {
                         op: self.pids.name_op(pid, &name, true),
                         restore: true,
                     },
-                    ..self.no_client()
+                    ..Relayed::nobody()
                 };
-                self.link
-                    .relay(to, &Message::NameRegister { pid_d, pid, name });
+                self.link.relay(
+                    &mut self.io,
+                    to,
+                    &Message::NameRegister { pid_d, pid, name },
+                );
             }
         }
     }
@@ -217,7 +217,7 @@ impl Daemon<'_> {
     /// A registered process exited (its pidfd is readable): unregister it
     /// and remove its mailbox, which fails a send blocked on it.
     pub(crate) fn process_exited(&mut self, pid: i32) {
-        let Some(r) = self.pids.end(self.poll.registry(), pid, true) else {
+        let Some(r) = self.pids.end(&mut self.io, pid, true) else {
             return;
         };
         debug!("pid {pid} (pid_d {}) exited", r.pid_d);
@@ -226,7 +226,7 @@ impl Daemon<'_> {
                 pid_d: r.pid_d,
                 pid,
             };
-            self.link.relay(self.no_client(), &msg);
+            self.link.relay(&mut self.io, Relayed::nobody(), &msg);
         }
         let gone = Message::error(libc::ESRCH, format!("pid {pid} exited"));
         for (client, id) in r.waiters {

@@ -268,7 +268,7 @@ impl Daemon<'_> {
                         format!("pid {} is not a registered process", c.cred.pid),
                     ),
                 };
-                c.framed.queue(id, &reply);
+                c.queue(id, &reply);
             }
             Message::MoveToken { pid_d, .. } | Message::MoveAbort { pid_d, .. } => {
                 self.relay_move(c, relay(None), &msg, pid_d)
@@ -396,7 +396,7 @@ impl Daemon<'_> {
                     && self.pids.get(pid).is_some_and(|r| r.pid_d == pid_d)
                 {
                     debug!("pid_d {pid_d} (pid {pid}) unregistered");
-                    self.pids.end(self.poll.registry(), pid, true);
+                    self.pids.end(&mut self.io, pid, true);
                 }
                 msg
             }
@@ -424,7 +424,15 @@ impl Daemon<'_> {
                 msg
             }
             Then::Claim { kind, key, id } => {
-                if let Message::Error { message, .. } = &msg {
+                // Only the referee's refusal (the key is another's, or was
+                // freed while this host was away) takes it from this host;
+                // a claim whose answer did not come (the link broke) is
+                // made again at the next join.
+                if let Message::Error {
+                    errno: libc::EEXIST | libc::ENOENT,
+                    message,
+                } = &msg
+                {
                     warn!(
                         "{} key {key:#x} (id {id} here) is no longer this host's: {message}; \
                          the structure stays as a local one",

@@ -3,16 +3,19 @@
 //! employer, which opens the connection to the target's worker.
 //!
 //! Separate because it is the one request that leaves dipcd's loop: the
-//! client's socket goes to another process.
+//! client's connection is taken out of the reactor (`Out::take`) and its
+//! socket goes to another process.
 
-use crate::daemon::{Client, Daemon};
+use crate::daemon::{Daemon, Handoff};
+use dipc_common::channel::FramedParts;
 use dipc_common::net::Stream;
+use dipc_common::reactor::ConnId;
 use dipc_common::sys;
 use dipc_common::wire::{HostInfo, Message};
 use log::{debug, warn};
 use nix::sys::signal::Signal;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 
 impl Daemon<'_> {
@@ -21,7 +24,7 @@ impl Daemon<'_> {
     /// else it is refused.
     pub(crate) fn connect_checked(
         &mut self,
-        client: usize,
+        client: ConnId,
         id: u64,
         target: SocketAddr,
         msg: Message,
@@ -65,7 +68,27 @@ impl Daemon<'_> {
             Some(addr) => {
                 if let Some(mut c) = self.clients.remove(&client) {
                     self.client_gone(client);
-                    self.hand_off(&mut c, id, Message::Connect { target: addr });
+                    // The pid_d the worker will type this session's
+                    // messages with: the caller's, if it is registered
+                    // (and still the process that registered, not a
+                    // successor with a recycled pid).
+                    let pid_d = match self.pids.get(c.cred.pid) {
+                        Some(r) if r.pid_d > 0 && !r.exited() => r.pid_d,
+                        _ => 0,
+                    };
+                    c.flush_into(client, &mut self.io);
+                    self.handoffs.insert(
+                        client,
+                        Handoff {
+                            cred: c.cred,
+                            pid_d,
+                            id,
+                            msg: Message::Connect { target: addr },
+                        },
+                    );
+                    // Handed to `hand_off` once what is queued for it is
+                    // written.
+                    self.io.take(client);
                 }
             }
             None => {
@@ -86,41 +109,36 @@ impl Daemon<'_> {
     /// Forks an employer that opens the connection a `Connect` asks for and
     /// passes it to the client. Clients send one request at a time, so
     /// nothing else is buffered for it here.
-    fn hand_off(&mut self, c: &mut Client, id: u64, msg: Message) {
-        let _ = self.poll.registry().deregister(&mut c.framed.stream);
-        let fd = match &c.framed.stream {
-            Stream::Unix(s) => nix::unistd::dup(s.as_raw_fd()),
-            Stream::Tcp(s) => nix::unistd::dup(s.as_raw_fd()),
-        };
-        let fd = match fd {
-            Ok(fd) => fd,
-            Err(e) => {
-                warn!("cannot hand a session to an employer: {e}");
+    pub(crate) fn hand_off(&mut self, h: Handoff, parts: FramedParts<Stream>) {
+        if !parts.unread.is_empty() || !parts.unwritten.is_empty() {
+            debug!(
+                "local pid {}: {} bytes unread and {} unwritten left behind at its hand-off",
+                h.cred.pid,
+                parts.unread.len(),
+                parts.unwritten.len()
+            );
+        }
+        let session = match parts.stream {
+            Stream::Unix(s) => UnixStream::from(s),
+            Stream::Tcp(_) => {
+                warn!("cannot hand a TCP connection to an employer");
                 return;
             }
         };
-        // SAFETY: fd is a fresh duplicate that this process owns.
-        let session = unsafe { UnixStream::from_raw_fd(fd) };
         if let Err(e) = session.set_nonblocking(false) {
             warn!("cannot hand a session to an employer: {e}");
             return;
         }
-        // The pid_d the worker will type this session's messages with: the
-        // caller's, if it is registered (and still the process that
-        // registered, not a successor with a recycled pid).
-        let pid_d = match self.pids.get(c.cred.pid) {
-            Some(r) if r.pid_d > 0 && !r.exited() => r.pid_d,
-            _ => 0,
-        };
-        let (config, secret, cred) = (self.config, &self.secret, c.cred);
+        let (config, secret, cred) = (self.config, &self.secret, h.cred);
+        let (pid_d, first) = (h.pid_d, (h.id, h.msg));
         let keep = [session.as_raw_fd()];
         match sys::fork_child("dipc-employer", Signal::SIGTERM, &keep, move || {
-            dipc_employer::serve(session, cred, pid_d, (id, msg), config, secret)
+            dipc_employer::serve(session, cred, pid_d, first, config, secret)
         }) {
             Ok(pid) => {
-                debug!("employer {pid} for local pid {}", c.cred.pid);
+                debug!("employer {pid} for local pid {}", cred.pid);
                 self.metrics.sessions_opened += 1;
-                self.employers.insert(pid, c.cred.uid);
+                self.employers.insert(pid, cred.uid);
             }
             Err(e) => warn!("cannot fork an employer: {e}"),
         }

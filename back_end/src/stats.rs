@@ -7,6 +7,7 @@ use crate::daemon::{Client, Daemon};
 use crate::exporter;
 use dipc_common::metrics::Metrics;
 use dipc_common::procs;
+use dipc_common::reactor::Watch;
 use dipc_common::wire::Message;
 
 impl Daemon<'_> {
@@ -46,12 +47,12 @@ impl Daemon<'_> {
     }
 
     /// A Prometheus scrape's connection is readable or writable.
-    pub(crate) fn scraper_ready(&mut self, t: usize) {
+    pub(crate) fn scraper_ready<W: Watch + ?Sized>(&mut self, key: u64, w: &mut W) {
         let Some(mut ex) = self.exporter.take() else {
             return;
         };
-        if let exporter::Asked::Metrics = ex.ready(self.poll.registry(), t) {
-            ex.answer(self.poll.registry(), t, &self.snapshot().prometheus());
+        if let exporter::Asked::Metrics = ex.ready(w, key) {
+            ex.answer(w, key, &self.snapshot().prometheus());
         }
         self.exporter = Some(ex);
     }

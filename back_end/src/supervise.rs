@@ -1,6 +1,7 @@
 //! Supervision of the host's long-lived children (front_end, referee):
-//! reaping whatever exits, noticing when a supervised one died, and
-//! stopping them all at shutdown.
+//! who they are, and stopping them all at shutdown. The reactor reaps
+//! whatever exits; the daemon stops the host when a supervised one died
+//! (`Daemon::child_exited`).
 //!
 //! Separate because it is plain process handling, with no daemon state.
 
@@ -14,24 +15,6 @@ use std::time::{Duration, Instant};
 pub(crate) struct Child {
     pub(crate) name: &'static str,
     pub(crate) pid: Pid,
-}
-
-/// Reaps exited children into `exited`. Returns a description if a
-/// supervised one died.
-pub(crate) fn reap(children: &mut Vec<Child>, exited: &mut Vec<Pid>) -> Option<String> {
-    let mut dead = None;
-    loop {
-        let status = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) | Err(_) => return dead,
-            Ok(s) => s,
-        };
-        let Some(pid) = status.pid() else { continue };
-        exited.push(pid);
-        if let Some(i) = children.iter().position(|c| c.pid == pid) {
-            let c = children.remove(i);
-            dead = Some(format!("{} (pid {pid}) died: {status:?}", c.name));
-        }
-    }
 }
 
 /// Stops the supervised children: SIGTERM, then SIGKILL after two seconds.

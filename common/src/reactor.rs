@@ -14,7 +14,8 @@
 //! [`Event`]s (a connection accepted, a frame, a connection gone, a signal,
 //! a child that exited, a tick) with the time `now`, and that answers
 //! through [`Out`] (send a frame, seal a connection, close it, take it out
-//! of the loop, stop). Nothing in a handler touches a socket, so its logic
+//! of the loop, open one to another host, watch a descriptor of its own
+//! for readiness, stop). Nothing in a handler touches a socket, so its logic
 //! runs in a unit test with a [`Recorder`] for `Out` and a made-up clock:
 //! events in, actions out.
 //!
@@ -30,10 +31,11 @@
 //! - whatever the handler queued is written as soon as it returns, or at
 //!   the end of a connection's turn (one write for a run of replies).
 
+mod dial;
 mod handler;
 mod table;
 
-pub use handler::{Action, Handler, Out, Recorder};
+pub use handler::{Action, Handler, Out, Recorder, Watch};
 
 use crate::channel::{ChannelError, Codec, Framed, FramedParts};
 use crate::net::{tune_tcp, Stream};
@@ -42,7 +44,8 @@ use crate::wire::Message;
 use log::{debug, warn};
 use mio::net::{TcpListener, UnixListener};
 use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token};
+pub use mio::Interest;
+use mio::{Events, Poll, Token};
 use nix::sys::signal::Signal;
 use nix::sys::signalfd::SignalFd;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -171,8 +174,16 @@ pub enum Event {
         msg: Message,
         fds: Vec<OwnedFd>,
     },
+    /// A connection opened with [`Out::connect`] is established: frames
+    /// queued for it before are written from now on. One that fails ends
+    /// with [`Event::Closed`] instead.
+    Connected { conn: ConnId },
     /// The connection's last event (see the module docs).
     Closed { conn: ConnId, why: Gone },
+    /// A descriptor watched with [`Watch::watch`] under `key` is ready (as
+    /// epoll says, edge-triggered: the handler reads or writes it until it
+    /// would block).
+    Ready { key: u64 },
     /// A signal other than SIGCHLD (see [`Reactor::watch_signals`]).
     Signal(Signal),
     /// A child exited (reaped on SIGCHLD).
@@ -187,10 +198,11 @@ pub enum Event {
 pub struct Reactor {
     poll: Poll,
     table: Table,
-    listeners: Vec<Listener>,
+    /// By [`ListenerId`]; `None` for a class of outgoing connections
+    /// (see [`Reactor::outgoing`]).
+    listeners: Vec<Option<Listener>>,
     signals: Option<SignalFd>,
     max_conns: usize,
-    next_conn: usize,
     /// Connections that used their turn with frames maybe left.
     again: Vec<ConnId>,
 }
@@ -210,11 +222,13 @@ impl Reactor {
                 touched: Vec::new(),
                 doomed: Vec::new(),
                 stop: None,
+                next_conn: FIRST_CONN,
+                watched: HashMap::new(),
+                watch_tokens: HashMap::new(),
             },
             listeners: Vec::new(),
             signals: None,
             max_conns,
-            next_conn: FIRST_CONN,
             again: Vec::new(),
         })
     }
@@ -250,7 +264,7 @@ impl Reactor {
                 .registry()
                 .register(u, token, Interest::READABLE)?,
         }
-        self.listeners.push(l);
+        self.listeners.push(Some(l));
         self.table.opts.push(opts);
         Ok(id)
     }
@@ -289,6 +303,11 @@ impl Reactor {
                 match ev.token() {
                     SIGNALS => self.signals(h),
                     Token(t) if t < FIRST_CONN => self.accept(h, t - 1),
+                    Token(t) if self.table.watched.contains_key(&t) => {
+                        if let Some(&key) = self.table.watched.get(&t) {
+                            self.dispatch(h, Event::Ready { key });
+                        }
+                    }
                     Token(t) if !turn.contains(&t) => turn.push(t),
                     Token(_) => {}
                 }
@@ -365,11 +384,12 @@ impl Reactor {
     fn accept<H: Handler>(&mut self, h: &mut H, listener: ListenerId) {
         loop {
             let got = match &self.listeners[listener] {
-                Listener::Tcp(l) => l.accept().map(|(s, from)| {
+                None => return,
+                Some(Listener::Tcp(l)) => l.accept().map(|(s, from)| {
                     let from = SocketAddr::new(from.ip().to_canonical(), from.port());
                     (Stream::Tcp(s), Peer::Tcp(from))
                 }),
-                Listener::Unix(l) => l.accept().map(|(s, _)| {
+                Some(Listener::Unix(l)) => l.accept().map(|(s, _)| {
                     let creds = creds(s.as_fd()).map_err(|e| e.to_string());
                     (Stream::Unix(s), Peer::Unix(creds))
                 }),
@@ -411,8 +431,8 @@ impl Reactor {
                 debug!("socket options for {}: {e}", describe(&peer));
             }
         }
-        let t = self.next_conn;
-        self.next_conn += 1;
+        let t = self.table.next_conn;
+        self.table.next_conn += 1;
         if let Err(e) = self.poll.registry().register(
             &mut stream,
             Token(t),
@@ -428,6 +448,7 @@ impl Reactor {
                 framed,
                 listener,
                 closing: Closing::No,
+                connecting: false,
             },
         );
         self.dispatch(
@@ -445,6 +466,9 @@ impl Reactor {
     /// writes what waits for it and what the handler queued meanwhile (in
     /// one go, so a run of requests costs one write).
     fn ready<H: Handler>(&mut self, h: &mut H, t: ConnId) {
+        if self.table.conns.get(&t).is_some_and(|c| c.connecting) && !self.connected(h, t) {
+            return self.settle(h);
+        }
         let mut turn_used = true;
         for _ in 0..FRAMES_PER_TURN {
             let Some(c) = self.table.conns.get_mut(&t) else {
@@ -512,6 +536,10 @@ impl Reactor {
                 let Some(c) = self.table.conns.get_mut(&t) else {
                     continue;
                 };
+                if c.connecting && c.closing == Closing::No {
+                    // Written once connected (see Reactor::connected).
+                    continue;
+                }
                 match (c.framed.flush(), c.closing) {
                     (Err(e), Closing::No | Closing::Take) => {
                         self.table.doomed.push((t, Gone::Io(e.to_string())))

@@ -136,6 +136,8 @@ impl Handler for FrontEnd<'_> {
                 out.stop(0);
             }
             Event::Signal(_) => {}
+            // It opens and watches nothing of its own.
+            Event::Connected { .. } | Event::Ready { .. } => {}
             Event::Child { pid, .. } => {
                 self.workers.remove(&pid);
             }

@@ -224,6 +224,8 @@ impl Handler for Referee<'_> {
                 out.stop(0);
             }
             Event::Signal(_) | Event::Child { .. } => {}
+            // It opens and watches nothing of its own.
+            Event::Connected { .. } | Event::Ready { .. } => {}
             Event::Tick => {
                 if now >= self.next_sweep {
                     self.sweep(now, out);

@@ -157,6 +157,8 @@ impl Handler for Manager<'_> {
             }
             Event::Tick => self.tick(now, out),
             Event::Signal(_) | Event::Child { .. } => {}
+            // It opens and watches nothing of its own.
+            Event::Connected { .. } | Event::Ready { .. } => {}
         }
     }
 

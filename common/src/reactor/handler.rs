@@ -2,16 +2,37 @@
 //! implements and the [`Out`] it answers through, and the [`Recorder`]
 //! that stands for the reactor in its unit tests.
 
-use super::{ConnId, Event};
+use super::{ConnId, Event, Interest, ListenerId};
 use crate::channel::{Codec, FramedParts};
 use crate::net::Stream;
 use crate::secure::Secure;
 use crate::wire::{self, Message};
+use std::io;
+use std::os::fd::RawFd;
 use std::time::Instant;
+
+/// Readiness of descriptors the handler owns and reads itself (a pidfd, a
+/// socket that does not carry frames): each comes as [`Event::Ready`]
+/// under the handler's own `key`.
+pub trait Watch {
+    /// Watches `fd` under `key` (one watched under `key` before is
+    /// watched no more). The handler keeps `fd` open until it calls
+    /// [`Watch::unwatch`]: a descriptor closed while watched leaves the
+    /// poll by itself, but its number may come back for another one.
+    fn watch(&mut self, key: u64, fd: RawFd, interest: Interest) -> io::Result<()>;
+    /// Stops watching the descriptor under `key`.
+    fn unwatch(&mut self, key: u64);
+}
 
 /// What a handler may ask of the reactor. Calls about a connection that is
 /// gone are ignored.
-pub trait Out {
+pub trait Out: Watch {
+    /// Carries on `stream`, a connection this process opened (connected or
+    /// still connecting, non-blocking), framed and bounded as the class
+    /// `class` says (see [`Reactor::outgoing`](super::Reactor::outgoing)).
+    /// [`Event::Connected`] comes once it is established, or
+    /// [`Event::Closed`] if it fails; frames may be queued before.
+    fn connect(&mut self, stream: Stream, class: ListenerId) -> io::Result<ConnId>;
     /// Queues a frame.
     fn send(&mut self, conn: ConnId, id: u64, msg: &Message);
     /// Queues the one whole frame `encode` appends (see
@@ -78,6 +99,18 @@ pub enum Action {
     Adopt {
         conn: ConnId,
     },
+    /// [`Out::connect`], and the id the recorder gave it.
+    Connect {
+        conn: ConnId,
+        class: ListenerId,
+    },
+    Watch {
+        key: u64,
+        fd: RawFd,
+    },
+    Unwatch {
+        key: u64,
+    },
     Stop(i32),
 }
 
@@ -86,6 +119,8 @@ pub enum Action {
 #[derive(Debug, Default)]
 pub struct Recorder {
     pub actions: Vec<Action>,
+    /// The next id [`Out::connect`] gives (then counts up).
+    pub next_conn: ConnId,
 }
 
 impl Recorder {
@@ -112,6 +147,20 @@ impl Recorder {
             .collect()
     }
 
+    /// The keys watched now (watched and not unwatched since, in all that
+    /// was recorded, [`Recorder::take_all`] or not).
+    pub fn watching(&self) -> Vec<u64> {
+        let mut keys: Vec<u64> = Vec::new();
+        for a in &self.actions {
+            match a {
+                Action::Watch { key, .. } if !keys.contains(key) => keys.push(*key),
+                Action::Unwatch { key } => keys.retain(|k| k != key),
+                _ => {}
+            }
+        }
+        keys
+    }
+
     /// Whether the handler closed `conn` (either way) or took it.
     pub fn closed(&self, conn: ConnId) -> bool {
         self.actions.iter().any(|a| {
@@ -121,7 +170,24 @@ impl Recorder {
     }
 }
 
+impl Watch for Recorder {
+    fn watch(&mut self, key: u64, fd: RawFd, _: Interest) -> io::Result<()> {
+        self.actions.push(Action::Watch { key, fd });
+        Ok(())
+    }
+    fn unwatch(&mut self, key: u64) {
+        self.actions.push(Action::Unwatch { key });
+    }
+}
+
 impl Out for Recorder {
+    /// The stream is closed: a test plays the peer through events.
+    fn connect(&mut self, _: Stream, class: ListenerId) -> io::Result<ConnId> {
+        let conn = self.next_conn;
+        self.next_conn += 1;
+        self.actions.push(Action::Connect { conn, class });
+        Ok(conn)
+    }
     fn send(&mut self, conn: ConnId, id: u64, msg: &Message) {
         self.actions.push(Action::Send {
             conn,

@@ -1,16 +1,17 @@
 //! The reactor's connections, and the [`Out`] through which the handler
 //! acts on them while the reactor runs.
 
-use super::{ConnId, Gone, ListenerId, Options, Out, MAX_PASSED_FDS};
+use super::{ConnId, Gone, ListenerId, Options, Out, Watch, MAX_PASSED_FDS};
 use crate::channel::{Codec, Framed};
-use crate::net::Stream;
+use crate::net::{tune_tcp, Stream};
 use crate::secure::Secure;
 use crate::sys;
 use crate::wire::Message;
+use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{OwnedFd, RawFd};
 
 /// A connection's socket: the stream, and the descriptors its peer passed
 /// that no frame has carried to the handler yet.
@@ -59,6 +60,8 @@ pub(super) struct Conn {
     pub(super) framed: Framed<Sock>,
     pub(super) listener: ListenerId,
     pub(super) closing: Closing,
+    /// Opened by us and not established yet: not read, nothing written.
+    pub(super) connecting: bool,
 }
 
 /// The connections and what the handler asked about them; the [`Out`] the
@@ -73,6 +76,13 @@ pub(super) struct Table {
     /// Connections to end, and why.
     pub(super) doomed: Vec<(ConnId, Gone)>,
     pub(super) stop: Option<i32>,
+    /// The token the next connection or watched descriptor gets (never
+    /// reused while the reactor runs).
+    pub(super) next_conn: usize,
+    /// The handler's key of each watched descriptor, by token.
+    pub(super) watched: HashMap<usize, u64>,
+    /// The token and descriptor of each key watched.
+    pub(super) watch_tokens: HashMap<u64, (usize, RawFd)>,
 }
 
 impl Table {
@@ -116,7 +126,54 @@ impl Table {
     }
 }
 
+impl Watch for Table {
+    fn watch(&mut self, key: u64, fd: RawFd, interest: Interest) -> io::Result<()> {
+        self.unwatch(key);
+        let t = self.next_conn;
+        self.registry
+            .register(&mut SourceFd(&fd), Token(t), interest)?;
+        self.next_conn += 1;
+        self.watched.insert(t, key);
+        self.watch_tokens.insert(key, (t, fd));
+        Ok(())
+    }
+    fn unwatch(&mut self, key: u64) {
+        if let Some((t, fd)) = self.watch_tokens.remove(&key) {
+            self.watched.remove(&t);
+            let _ = self.registry.deregister(&mut SourceFd(&fd));
+        }
+    }
+}
+
 impl Out for Table {
+    fn connect(&mut self, mut stream: Stream, class: ListenerId) -> io::Result<ConnId> {
+        let Some(o) = self.opts.get(class) else {
+            return Err(io::Error::other(format!("no connection class {class}")));
+        };
+        if let (Stream::Tcp(s), Some(d)) = (&stream, o.dead_after) {
+            tune_tcp(s, d)?;
+        }
+        let t = self.next_conn;
+        self.registry.register(
+            &mut stream,
+            Token(t),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        self.next_conn += 1;
+        // A Unix connect is done or refused by the time it returns.
+        let connecting = matches!(stream, Stream::Tcp(_));
+        let framed = self.framed(stream, class, crate::channel::Codec::Plain);
+        self.conns.insert(
+            t,
+            Conn {
+                framed,
+                listener: class,
+                closing: Closing::No,
+                connecting,
+            },
+        );
+        Ok(t)
+    }
     fn send(&mut self, conn: ConnId, id: u64, msg: &Message) {
         if let Some(c) = self.conns.get_mut(&conn) {
             c.framed.queue(id, msg);
@@ -171,6 +228,7 @@ impl Out for Table {
                 framed,
                 listener,
                 closing: old.closing,
+                connecting: false,
             },
         );
         self.touch(conn);

@@ -13,6 +13,8 @@ struct Script<F> {
     seen: Vec<String>,
     give_up: Instant,
     taken: Vec<(ConnId, FramedParts<Stream>)>,
+    /// Ticks at least this often (else only at `give_up`).
+    tick_every: Option<Duration>,
 }
 
 impl<F: FnMut(&Event, &mut dyn Out)> Handler for Script<F> {
@@ -26,7 +28,10 @@ impl<F: FnMut(&Event, &mut dyn Out)> Handler for Script<F> {
         }
     }
     fn wake_at(&self) -> Option<Instant> {
-        Some(self.give_up)
+        match self.tick_every {
+            Some(d) => Some((Instant::now() + d).min(self.give_up)),
+            None => Some(self.give_up),
+        }
     }
     fn taken(&mut self, conn: ConnId, parts: FramedParts<Stream>, out: &mut dyn Out) {
         self.taken.push((conn, parts));
@@ -40,6 +45,7 @@ fn script<F: FnMut(&Event, &mut dyn Out)>(f: F) -> Script<F> {
         seen: Vec::new(),
         give_up: Instant::now() + Duration::from_secs(10),
         taken: Vec::new(),
+        tick_every: None,
     }
 }
 
@@ -302,4 +308,119 @@ fn a_recorder_keeps_what_a_handler_asks() {
     assert!(rec.closed(71) && !rec.closed(70));
     assert_eq!(rec.take_all().len(), 3);
     assert!(rec.actions.is_empty());
+}
+
+/// A connection the handler opens to a TCP peer: frames queued before it
+/// is established go out once it is, the peer's come back as frames.
+#[test]
+fn an_outgoing_connection_carries_frames_queued_before_it_is_established() {
+    let peer = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = peer.local_addr().unwrap();
+    let server = thread::spawn(move || {
+        let (s, _) = peer.accept().unwrap();
+        let mut ch = Channel::new(s, 4096);
+        let got = ch.recv().unwrap();
+        ch.send(got.0, &Message::Pong).unwrap();
+        got
+    });
+    let mut r = Reactor::new(4).unwrap();
+    let class = r
+        .outgoing(Options {
+            dead_after: Some(Duration::from_secs(5)),
+            ..Options::new(4096)
+        })
+        .unwrap();
+    let mut opened = None;
+    let mut h = script(move |ev, out| match ev {
+        Event::Tick if opened.is_none() => {
+            let s = crate::net::connect_from("127.0.0.1".parse().unwrap(), addr, None).unwrap();
+            let conn = out
+                .connect(Stream::Tcp(mio::net::TcpStream::from_std(s)), class)
+                .unwrap();
+            out.send(conn, 7, &Message::Ping);
+            opened = Some(conn);
+        }
+        Event::Frame { conn, .. } => {
+            assert_eq!(Some(*conn), opened);
+            out.close(*conn);
+        }
+        Event::Closed { .. } => out.stop(0),
+        _ => {}
+    });
+    // The first tick opens it.
+    h.tick_every = Some(Duration::from_millis(5));
+    assert_eq!(r.run(&mut h).unwrap(), 0);
+    assert_eq!(server.join().unwrap(), (7, Message::Ping));
+    let connected = h.seen.iter().position(|e| e.starts_with("Connected"));
+    let frame = h.seen.iter().position(|e| e.starts_with("Frame"));
+    assert!(connected.is_some() && connected < frame, "{:?}", h.seen);
+    assert!(
+        h.seen.last().unwrap().contains("why: Local"),
+        "{:?}",
+        h.seen
+    );
+    assert_eq!(r.connections(), 0);
+}
+
+#[test]
+fn an_outgoing_connection_that_is_refused_ends_closed_not_connected() {
+    // A port nobody listens on: bound, then closed.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut r = Reactor::new(4).unwrap();
+    let class = r.outgoing(Options::new(4096)).unwrap();
+    let mut opened = false;
+    let mut h = script(move |ev, out| match ev {
+        Event::Tick if !opened => {
+            opened = true;
+            let s = crate::net::connect_from("127.0.0.1".parse().unwrap(), addr, None).unwrap();
+            let conn = out
+                .connect(Stream::Tcp(mio::net::TcpStream::from_std(s)), class)
+                .unwrap();
+            out.send(conn, 1, &Message::Ping);
+        }
+        Event::Closed { .. } => out.stop(0),
+        _ => {}
+    });
+    h.tick_every = Some(Duration::from_millis(5));
+    assert_eq!(r.run(&mut h).unwrap(), 0);
+    assert_eq!(h.seen.len(), 1, "{:?}", h.seen);
+    assert!(h.seen[0].contains("why: Io"), "{:?}", h.seen);
+}
+
+/// A descriptor of the handler's own: ready under its key while watched,
+/// silent once unwatched.
+#[test]
+fn a_watched_descriptor_is_ready_under_its_key_until_unwatched() {
+    let (a, mut b) = StdUnix::pair().unwrap();
+    a.set_nonblocking(true).unwrap();
+    let fd = a.as_raw_fd();
+    let mut r = Reactor::new(4).unwrap();
+    r.watch(42, fd, Interest::READABLE).unwrap();
+    b.write_all(b"x").unwrap();
+    let mut a = a;
+    let mut readies = 0;
+    let mut h = script(move |ev, out| match ev {
+        Event::Ready { key } => {
+            assert_eq!(*key, 42);
+            readies += 1;
+            let mut buf = [0u8; 8];
+            while a.read(&mut buf).is_ok() {}
+            out.unwatch(42);
+            // Another byte: no event now that it is unwatched.
+            b.write_all(b"y").unwrap();
+        }
+        Event::Tick if readies == 1 => {
+            readies += 1;
+        }
+        // A second tick after the unwatch, with the byte waiting.
+        Event::Tick if readies == 2 => out.stop(0),
+        _ => {}
+    });
+    h.tick_every = Some(Duration::from_millis(5));
+    assert_eq!(r.run(&mut h).unwrap(), 0);
+    let ready: Vec<_> = h.seen.iter().filter(|e| e.starts_with("Ready")).collect();
+    assert_eq!(ready.len(), 1, "{:?}", h.seen);
 }
