@@ -30,9 +30,12 @@ use std::fmt;
 #[macro_use]
 mod macros;
 mod fields;
+#[macro_use]
 mod table;
+mod protocols;
 mod types;
 
+pub use protocols::*;
 pub use table::{Kind, Message};
 pub use types::*;
 
