@@ -8,13 +8,13 @@ use crate::daemon::Daemon;
 use crate::owned::Owned;
 use dipc_common::auth::{self, Secret};
 use dipc_common::config::Config;
-use dipc_common::reactor::{Action, ConnId, Creds, Event, Gone, Handler, Peer, Recorder};
+use dipc_common::reactor::{sent_to, Action, ConnId, Creds, Event, Gone, Harness, Peer};
 use dipc_common::sys::PeerCred;
 use dipc_common::sysv;
 use dipc_common::wire::{IpcKind, Message, Origin, Role};
 use std::path::PathBuf;
 use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const LINK_CLASS: usize = 1;
 const KEY: i32 = 0x5d1c_0001;
@@ -42,12 +42,23 @@ fn config(name: &str) -> (&'static Config, std::net::TcpListener) {
 }
 
 struct Host {
-    d: Daemon<'static>,
-    out: Recorder,
-    now: Instant,
+    t: Harness<Daemon<'static>>,
     link: Option<ConnId>,
     dir: PathBuf,
     _referee: std::net::TcpListener,
+}
+
+impl std::ops::Deref for Host {
+    type Target = Harness<Daemon<'static>>;
+    fn deref(&self) -> &Self::Target {
+        &self.t
+    }
+}
+
+impl std::ops::DerefMut for Host {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.t
+    }
 }
 
 impl Drop for Host {
@@ -59,42 +70,18 @@ impl Drop for Host {
 fn host(name: &str) -> Host {
     let (config, referee) = config(name);
     let d = Daemon::new(config, secret(), 0x1234, (1, Vec::new()), LINK_CLASS).unwrap();
+    let now = d.now;
+    let mut t = Harness::new(d, now);
+    t.out.next_conn = 1000;
     Host {
-        now: d.now,
-        d,
-        out: Recorder {
-            next_conn: 1000,
-            ..Recorder::default()
-        },
+        t,
         link: None,
         dir: config.runtime_dir.clone(),
         _referee: referee,
     }
 }
 
-fn frame(conn: ConnId, id: u64, msg: Message) -> Event {
-    Event::Frame {
-        conn,
-        id,
-        msg,
-        fds: Vec::new(),
-    }
-}
-
 impl Host {
-    fn ev(&mut self, ev: Event) -> Vec<Action> {
-        self.d.event(self.now, ev, &mut self.out);
-        self.out.take_all()
-    }
-
-    /// What `conn` was sent while `ev` was handled.
-    fn sent(&mut self, conn: ConnId, ev: Event) -> Vec<(u64, Message)> {
-        self.d.event(self.now, ev, &mut self.out);
-        let sent = self.out.sent(conn);
-        self.out.take_all();
-        sent
-    }
-
     fn link(&self) -> ConnId {
         self.link.expect("the link is open")
     }
@@ -108,7 +95,7 @@ impl Host {
     /// A tick opens the link; the test, as the referee, takes the
     /// handshake and the join. Returns what dipcd sent after `Joined`.
     fn join(&mut self) -> Vec<(u64, Message)> {
-        let acts = self.ev(Event::Tick);
+        let acts = self.handle(Event::Tick);
         let conn = acts
             .iter()
             .find_map(|a| match a {
@@ -120,9 +107,9 @@ impl Host {
         let hello = self.referee_gets(Event::Connected { conn });
         assert_eq!(hello.len(), 1, "{hello:?}");
         let (_, _, reply) = auth::accept(&secret(), &hello[0].1, Role::Host).unwrap();
-        let join = self.referee_gets(frame(conn, 0, reply));
+        let join = self.referee_gets(Event::frame(conn, 0, reply));
         assert!(matches!(join[..], [(0, Message::Join { .. })]), "{join:?}");
-        self.referee_gets(frame(conn, 0, Message::Joined))
+        self.referee_gets(Event::frame(conn, 0, Message::Joined))
     }
 
     /// A local client of process `pid` (this test's uid) on `conn`.
@@ -138,7 +125,7 @@ impl Host {
             uid,
             gid: nix::unistd::getgid().as_raw(),
         };
-        self.ev(Event::Accepted {
+        self.handle(Event::Accepted {
             conn,
             listener: 0,
             peer: Peer::Unix(Ok(Creds {
@@ -157,10 +144,10 @@ impl Host {
             key: KEY,
             flags: libc::IPC_CREAT,
         };
-        let relayed = self.referee_gets(frame(conn, 7, get.clone()));
+        let relayed = self.referee_gets(Event::frame(conn, 7, get.clone()));
         assert!(matches!(&relayed[..], [(_, m)] if *m == get), "{relayed:?}");
         let grant = Message::KeyOwner {
-            owner: self.d.config.front_end_addr(),
+            owner: self.handler.config.front_end_addr(),
             id: -1,
             local_id: -1,
             origin: Origin {
@@ -169,14 +156,9 @@ impl Host {
             },
         };
         let link = self.link();
-        self.d.event(
-            self.now,
-            frame(link, relayed[0].0, grant.clone()),
-            &mut self.out,
-        );
-        assert_eq!(self.out.sent(conn), vec![(7, grant)]);
+        let sent = self.sent(conn, Event::frame(link, relayed[0].0, grant.clone()));
+        assert_eq!(sent, vec![(7, grant)]);
         let watched = self.out.watching();
-        self.out.take_all();
         assert_eq!(watched.len(), 1, "the holder is not watched");
         watched[0]
     }
@@ -219,22 +201,15 @@ fn a_grant_holders_connection_that_closes_gives_up_the_creation() {
     h.client(2000, p.id() as i32);
     let watched = h.granted(2000);
     let link = h.link();
-    h.d.event(
-        h.now,
-        Event::Closed {
-            conn: 2000,
-            why: Gone::Peer,
-        },
-        &mut h.out,
-    );
-    assert_eq!(aborts(&h.out.sent(link)), 1);
+    let acts = h.handle(Event::Closed {
+        conn: 2000,
+        why: Gone::Peer,
+    });
+    assert_eq!(aborts(&sent_to(&acts, link)), 1);
     assert!(
-        h.out
-            .actions
-            .iter()
+        acts.iter()
             .any(|a| matches!(a, Action::Unwatch { key } if *key == watched)),
-        "the holder is still watched: {:?}",
-        h.out.actions
+        "the holder is still watched: {acts:?}"
     );
     p.kill().unwrap();
     p.wait().unwrap();
@@ -247,9 +222,10 @@ fn a_grant_not_committed_within_request_ms_is_given_up() {
     let mut p = holder();
     h.client(2000, p.id() as i32);
     h.granted(2000);
-    h.now += h.d.config.timeouts.request / 2;
+    let request = h.handler.config.timeouts.request;
+    h.now += request / 2;
     assert_eq!(aborts(&h.referee_gets(Event::Tick)), 0);
-    h.now += h.d.config.timeouts.request;
+    h.now += request;
     assert_eq!(aborts(&h.referee_gets(Event::Tick)), 1);
     // A late commit is refused.
     let commit = Message::KeyCommit {
@@ -259,7 +235,7 @@ fn a_grant_not_committed_within_request_ms_is_given_up() {
         creator_uid: 0,
         incarnation: 0,
     };
-    let answer = h.sent(2000, frame(2000, 8, commit));
+    let answer = h.sent(2000, Event::frame(2000, 8, commit));
     assert!(
         matches!(&answer[..], [(8, Message::Error { errno, .. })] if *errno == libc::EPERM),
         "{answer:?}"
@@ -282,7 +258,7 @@ fn a_stalled_client_is_dropped_with_its_grants() {
         why: Gone::Stalled,
     });
     assert_eq!(aborts(&sent), 1, "{sent:?}");
-    assert!(h.d.clients.is_empty());
+    assert!(h.handler.clients.is_empty());
     p.kill().unwrap();
     p.wait().unwrap();
 }
@@ -298,7 +274,9 @@ impl OwnedQueue {
         let key = KEY + ((std::process::id() as i32 & 0xfff) << 4) + n;
         let id = sysv::msgget(key, libc::IPC_CREAT | 0o600).unwrap();
         let creator_uid = nix::unistd::getuid().as_raw();
-        h.d.owned.add(IpcKind::Msg, key, Owned { id, creator_uid });
+        h.handler
+            .owned
+            .add(IpcKind::Msg, key, Owned { id, creator_uid });
         OwnedQueue { key, id }
     }
 
@@ -323,11 +301,11 @@ impl Drop for OwnedQueue {
 /// backoff; returns once the backoff has passed.
 fn lose_link(h: &mut Host) {
     let old = h.link();
-    h.ev(Event::Closed {
+    h.handle(Event::Closed {
         conn: old,
         why: Gone::Peer,
     });
-    let acts = h.ev(Event::Tick);
+    let acts = h.handle(Event::Tick);
     assert!(
         !acts.iter().any(|a| matches!(a, Action::Connect { .. })),
         "{acts:?}"
@@ -343,10 +321,10 @@ fn the_link_lost_and_joined_again_claims_the_owned_keys_again() {
     let asked = q.claims(&first);
     assert_eq!(asked.len(), 1, "{first:?}");
     let link = h.link();
-    h.ev(frame(link, asked[0], Message::Done { value: 0 }));
+    h.handle(Event::frame(link, asked[0], Message::Done { value: 0 }));
     // A request in flight when the link breaks is answered.
     h.client(2000, std::process::id() as i32);
-    let ask = h.referee_gets(frame(2000, 9, Message::ListLoad));
+    let ask = h.referee_gets(Event::frame(2000, 9, Message::ListLoad));
     assert_eq!(ask.len(), 1, "{ask:?}");
     let answer = h.sent(
         2000,
@@ -374,7 +352,11 @@ fn a_claim_the_referee_refuses_is_not_made_again() {
     let q = OwnedQueue::new(&mut h, 2);
     let asked = q.claims(&h.join());
     let link = h.link();
-    h.ev(frame(link, asked[0], Message::error(libc::EEXIST, "taken")));
+    h.handle(Event::frame(
+        link,
+        asked[0],
+        Message::error(libc::EEXIST, "taken"),
+    ));
     lose_link(&mut h);
     let again = h.join();
     assert!(q.claims(&again).is_empty(), "{again:?}");
@@ -392,7 +374,7 @@ fn a_claim_unanswered_when_the_link_breaks_is_made_again_at_the_next_join() {
     lose_link(&mut h);
     let again = h.join();
     assert_eq!(q.claims(&again).len(), 1, "{again:?}");
-    assert_eq!(h.d.owned.list().len(), 1);
+    assert_eq!(h.handler.owned.list().len(), 1);
 }
 
 /// A user at its `limits.clients_per_uid` is told why (EAGAIN, as the
@@ -401,7 +383,7 @@ fn a_claim_unanswered_when_the_link_breaks_is_made_again_at_the_next_join() {
 #[test]
 fn a_client_past_its_uids_limit_is_answered_eagain_and_closed() {
     let mut h = host("per-uid");
-    let limit = h.d.config.limits.clients_per_uid;
+    let limit = h.handler.config.limits.clients_per_uid;
     for i in 0..limit {
         assert!(h.accept(3000 + i, 100 + i as i32, 1000).is_empty());
     }
@@ -423,7 +405,7 @@ fn a_client_past_its_uids_limit_is_answered_eagain_and_closed() {
     );
     assert!(h.accept(4000, 98, 0).is_empty(), "root was refused");
     // One of the user's connections closes: it may connect again.
-    h.ev(Event::Closed {
+    h.handle(Event::Closed {
         conn: 3000,
         why: Gone::Peer,
     });
@@ -461,9 +443,9 @@ fn a_connect_takes_the_client_out_only_to_an_up_host() {
     h.client(2000, std::process::id() as i32);
     let link = h.link();
     // To a host that is down: refused, the client stays.
-    let asked = h.referee_gets(frame(2000, 1, Message::Connect { target: down }));
+    let asked = h.referee_gets(Event::frame(2000, 1, Message::Connect { target: down }));
     assert!(matches!(&asked[..], [(_, Message::ListHosts)]), "{asked:?}");
-    let acts = h.ev(frame(link, asked[0].0, hosts.clone()));
+    let acts = h.handle(Event::frame(link, asked[0].0, hosts.clone()));
     assert!(
         acts.iter().any(|a| matches!(a,
             Action::Send { conn: 2000, id: 1, msg: Message::Error { errno, .. } }
@@ -472,12 +454,12 @@ fn a_connect_takes_the_client_out_only_to_an_up_host() {
     );
     assert!(!acts.iter().any(|a| matches!(a, Action::Take { .. })));
     // To an up host: taken out for an employer, and no longer a client.
-    let asked = h.referee_gets(frame(2000, 2, Message::Connect { target: up }));
-    let acts = h.ev(frame(link, asked[0].0, hosts));
+    let asked = h.referee_gets(Event::frame(2000, 2, Message::Connect { target: up }));
+    let acts = h.handle(Event::frame(link, asked[0].0, hosts));
     assert!(
         matches!(acts.last(), Some(Action::Take { conn: 2000 })),
         "{acts:?}"
     );
-    assert!(h.d.clients.is_empty());
-    assert!(h.d.handoffs.contains_key(&2000));
+    assert!(h.handler.clients.is_empty());
+    assert!(h.handler.handoffs.contains_key(&2000));
 }
