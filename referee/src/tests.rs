@@ -256,3 +256,77 @@ fn the_back_door_is_for_root_and_the_admin_group() {
     });
     assert!(matches!(&a[..], [Action::Close { conn: 300 }]), "{a:?}");
 }
+
+/// A host's link breaks with creations in flight, and the host joins
+/// again on a new connection: what its dipcd says at that join (see
+/// dipcd's tests) leaves the table right. A commit the referee took (its
+/// answer lost) is kept when the host claims it, and freed when the host
+/// says its creator removed it; a commit that never came, or a creation
+/// whose abort never came, was given up when the link closed: the claim
+/// of it is refused as freed, and the key is another host's to create.
+#[test]
+fn creations_in_flight_on_a_broken_link_are_settled_by_the_next_join() {
+    referee!(r);
+    r.now += r.handler.config.referee_settle();
+    join(&mut r, 100, 2);
+    join(&mut r, 101, 3);
+    // Host 2's claims are in (its first heartbeat): a key it claims that
+    // the table lacks is no longer adopted.
+    let ack = r.sent(100, Event::frame(100, 0, Message::Heartbeat));
+    assert_eq!(ack, vec![(0, Message::HeartbeatAck)]);
+    let (kept, removed, never, aborted) = (11, 12, 13, 14);
+    for (n, key) in [kept, removed, never, aborted].into_iter().enumerate() {
+        let grant = get(&mut r, 100, 10 + n as u64, key, libc::IPC_CREAT);
+        assert_eq!(owner_of(&grant[0].1), Some((front_end(2), -1)), "{grant:?}");
+    }
+    let commit = |key| Message::KeyCommit {
+        kind: IpcKind::Msg,
+        key,
+        id: 40 + key,
+        creator_uid: 1000,
+        incarnation: 7,
+    };
+    for key in [kept, removed] {
+        let done = r.sent(100, Event::frame(100, 20, commit(key)));
+        assert_eq!(done, vec![(20, Message::Done { value: 0 })]);
+    }
+    r.handle(Event::Closed {
+        conn: 100,
+        why: Gone::Peer,
+    });
+    join(&mut r, 102, 2);
+    let claim = |key| Message::KeyClaim {
+        kind: IpcKind::Msg,
+        key,
+        id: 40 + key,
+        creator_uid: 1000,
+        incarnation: 7,
+    };
+    assert_eq!(
+        r.sent(102, Event::frame(102, 30, claim(kept))),
+        vec![(30, Message::Done { value: 0 })]
+    );
+    let remove = Message::KeyRemove {
+        kind: IpcKind::Msg,
+        key: removed,
+        id: 40 + removed,
+        incarnation: 7,
+    };
+    let a = r.handle(Event::frame(102, 31, remove));
+    assert!(
+        sent_to(&a, 102).contains(&(31, Message::Done { value: 0 })),
+        "{a:?}"
+    );
+    let refused = r.sent(102, Event::frame(102, 32, claim(never)));
+    assert!(
+        matches!(&refused[..], [(32, Message::Error { errno, .. })] if *errno == libc::ENOENT),
+        "{refused:?}"
+    );
+    // What host 3 finds.
+    let found = get(&mut r, 101, 40, kept, 0);
+    assert_eq!(owner_of(&found[0].1), Some((front_end(2), 40 + kept)));
+    for (n, key) in [removed, never, aborted].into_iter().enumerate() {
+        let grant = get(&mut r, 101, 41 + n as u64, key, libc::IPC_CREAT);
+        assert_eq!(owner_of(&grant[0].1), Some((front_end(3), -1)), "{grant:?}");
+    }
+}
