@@ -43,7 +43,7 @@ use dipc_common::auth::{self, Secret};
 use dipc_common::config::Config;
 use dipc_common::reactor::{self, ConnId, Event, Gone, Handler, Listener, Out, Peer, Reactor};
 use dipc_common::sys;
-use dipc_common::wire::{IpcKind, Message, Role};
+use dipc_common::wire::{IpcKind, Message, Protocol, Role, ToReferee};
 use hosts::HostTable;
 use keys::{ClaimRefused, KeyTable, Removal, Reply};
 use log::{debug, error, info, warn};
@@ -121,7 +121,7 @@ struct Parked {
     id: u64,
     /// The joined host that asked.
     host: SocketAddr,
-    msg: Message,
+    msg: ToReferee,
 }
 
 /// Runs the referee until SIGTERM or SIGINT; returns the exit code.

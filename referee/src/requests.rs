@@ -24,26 +24,12 @@ impl Referee<'_> {
         msg: Message,
         out: &mut dyn Out,
     ) {
-        let ip = match c.peer {
-            PeerKind::Tcp(ip) => Some(ip),
-            PeerKind::Admin => None,
-        };
         if let State::Ready { host: Some(h), .. } = c.state {
             // Every frame of a joined host shows it alive.
             self.hosts.heard(&h, now);
         }
-        let msg = match (&c.state, msg) {
-            (State::Ready { host: Some(h), .. }, msg) if now < self.settle_until => {
-                let h = *h;
-                match self.park(out, (t, id), h, msg) {
-                    Some(msg) => msg,
-                    None => return,
-                }
-            }
-            (_, msg) => msg,
-        };
-        match (&c.state, msg) {
-            (State::AwaitHello, msg) => match auth::accept(&self.secret, &msg, Role::Host) {
+        if let State::AwaitHello = c.state {
+            match auth::accept(&self.secret, &msg, Role::Host) {
                 Ok((hs, secure, reply)) => {
                     // The answer goes out in plain, everything after it
                     // sealed.
@@ -55,13 +41,46 @@ impl Referee<'_> {
                     };
                 }
                 Err(e) => self.refuse(out, (t, c), &e.to_string()),
-            },
+            }
+            return;
+        }
+        let msg = match ToReferee::accept(msg) {
+            Ok(msg) => msg,
+            Err(e) => return self.unexpected(out, (t, c), id, e.kind),
+        };
+        self.request(now, (t, c), id, msg, out);
+    }
+
+    /// A request of a connection past its handshake.
+    fn request(
+        &mut self,
+        now: Instant,
+        (t, c): (ConnId, &mut Conn),
+        id: u64,
+        msg: ToReferee,
+        out: &mut dyn Out,
+    ) {
+        let ip = match c.peer {
+            PeerKind::Tcp(ip) => Some(ip),
+            PeerKind::Admin => None,
+        };
+        let msg = match (&c.state, msg) {
+            (State::Ready { host: Some(h), .. }, msg) if now < self.settle_until => {
+                let h = *h;
+                match self.park(out, (t, id), h, msg) {
+                    Some(msg) => msg,
+                    None => return,
+                }
+            }
+            (_, msg) => msg,
+        };
+        match (&c.state, msg) {
             (
                 State::Ready {
                     stated: Some(stated),
                     host: None,
                 },
-                Message::Join { front_end },
+                ToReferee::Join { front_end },
             ) if ip.is_some() => {
                 let ip = ip.unwrap_or(front_end.ip());
                 if front_end != *stated || front_end.ip().to_canonical() != ip {
@@ -106,27 +125,27 @@ impl Referee<'_> {
                 let why = format!("{} before Join", other.kind().name());
                 self.refuse(out, (t, c), &why);
             }
-            (State::Ready { host: Some(h), .. }, Message::Heartbeat) => {
+            (State::Ready { host: Some(h), .. }, ToReferee::Heartbeat) => {
                 self.hosts.heartbeat(h, t);
                 out.send(t, id, &Message::HeartbeatAck);
             }
             // Sent with each heartbeat; no answer.
             (
                 State::Ready { host: Some(h), .. },
-                Message::LoadReport {
+                ToReferee::LoadReport {
                     window_ms,
                     cpu_ms,
                     procs,
                 },
             ) => self.balance.report(*h, window_ms, cpu_ms, procs),
-            (State::Ready { .. }, Message::ListLoad) => {
+            (State::Ready { .. }, ToReferee::ListLoad) => {
                 // Each process at most 8 + 4 + 4 + MAX_LOAD_NAME + 4 + 8
                 // bytes: half a frame of them.
                 let limit = (self.config.max_frame as usize / 2 / 128).max(1);
                 let (hosts, moves) = self.balance.snapshot(limit);
                 out.send(t, id, &Message::Loads { hosts, moves });
             }
-            (State::Ready { .. }, Message::ListHosts) => {
+            (State::Ready { .. }, ToReferee::ListHosts) => {
                 out.send(
                     t,
                     id,
@@ -139,7 +158,7 @@ impl Referee<'_> {
                 State::Ready {
                     host: Some(asker), ..
                 },
-                Message::KeyGet { kind, key, flags },
+                ToReferee::KeyGet { kind, key, flags },
             ) => {
                 let asker = *asker;
                 let replies = self.keys.get(kind, key, flags, asker, (t, id), now);
@@ -147,7 +166,7 @@ impl Referee<'_> {
             }
             (
                 State::Ready { host: Some(h), .. },
-                Message::KeyCommit {
+                ToReferee::KeyCommit {
                     kind,
                     key,
                     id: sid,
@@ -164,14 +183,14 @@ impl Referee<'_> {
                     .commit(kind, key, (sid, incarnation), creator_uid, t, id);
                 self.deliver(out, replies);
             }
-            (State::Ready { host: Some(_), .. }, Message::KeyAbort { kind, key }) => {
+            (State::Ready { host: Some(_), .. }, ToReferee::KeyAbort { kind, key }) => {
                 let replies = self.keys.abort(kind, key, t, now);
                 self.deliver(out, replies);
                 out.send(t, id, &Message::Done { value: 0 });
             }
             (
                 State::Ready { host: Some(h), .. },
-                Message::KeyRemove {
+                ToReferee::KeyRemove {
                     kind,
                     key,
                     id: sid,
@@ -204,7 +223,7 @@ impl Referee<'_> {
             }
             (
                 State::Ready { host: Some(h), .. },
-                Message::KeyClaim {
+                ToReferee::KeyClaim {
                     kind,
                     key,
                     id: sid,
@@ -250,11 +269,11 @@ impl Referee<'_> {
                 };
                 out.send(t, id, &reply);
             }
-            (State::Ready { .. }, Message::ListKeys { after }) => {
+            (State::Ready { .. }, ToReferee::ListKeys { after }) => {
                 let (keys, more) = self.keys.page(after, self.page_len(), now);
                 out.send(t, id, &Message::Keys { keys, more });
             }
-            (State::Ready { .. }, Message::DropKey { kind, key }) => {
+            (State::Ready { .. }, ToReferee::DropKey { kind, key }) => {
                 match self.keys.drop_key(kind, key) {
                     Some(replies) => {
                         warn!("{} key {key:#x} dropped by an administrator", kind.name());
@@ -274,7 +293,7 @@ impl Referee<'_> {
             }
             (
                 State::Ready { host: Some(h), .. },
-                Message::PidRegister {
+                ToReferee::PidRegister {
                     pid_d,
                     pid,
                     uid,
@@ -299,7 +318,7 @@ impl Referee<'_> {
                 };
                 out.send(t, id, &reply);
             }
-            (State::Ready { host: Some(h), .. }, Message::Unregister { pid_d, pid }) => {
+            (State::Ready { host: Some(h), .. }, ToReferee::Unregister { pid_d, pid }) => {
                 let reply = match self.pids.unregister(pid_d, *h, pid) {
                     Ok(()) => {
                         debug!("pid_d {pid_d} (pid {pid} on {h}) unregistered");
@@ -309,7 +328,7 @@ impl Referee<'_> {
                 };
                 out.send(t, id, &reply);
             }
-            (State::Ready { host: Some(h), .. }, Message::MoveToken { pid_d, pid }) => {
+            (State::Ready { host: Some(h), .. }, ToReferee::MoveToken { pid_d, pid }) => {
                 let token = dipc_common::sys::random_u64();
                 let reply = match self.pids.move_token(pid_d, *h, pid, token) {
                     Ok(t) => {
@@ -320,13 +339,13 @@ impl Referee<'_> {
                 };
                 out.send(t, id, &reply);
             }
-            (State::Ready { host: Some(h), .. }, Message::MoveAbort { pid_d, pid }) => {
+            (State::Ready { host: Some(h), .. }, ToReferee::MoveAbort { pid_d, pid }) => {
                 let reply = done_or_error(self.pids.move_abort(pid_d, *h, pid));
                 out.send(t, id, &reply);
             }
             (
                 State::Ready { host: Some(h), .. },
-                Message::MoveIn {
+                ToReferee::MoveIn {
                     pid_d,
                     pid,
                     uid,
@@ -352,13 +371,13 @@ impl Referee<'_> {
                 };
                 out.send(t, id, &reply);
             }
-            (State::Ready { host: Some(_), .. }, Message::MoveCheck { pid_d, token, uid }) => {
+            (State::Ready { host: Some(_), .. }, ToReferee::MoveCheck { pid_d, token, uid }) => {
                 let reply = done_or_error(self.pids.check_move(pid_d, token, uid));
                 out.send(t, id, &reply);
             }
             (
                 State::Ready { host: Some(_), .. },
-                Message::MoveAsk {
+                ToReferee::MoveAsk {
                     pid_d,
                     target,
                     uid,
@@ -381,14 +400,14 @@ impl Referee<'_> {
                 };
                 out.send(t, id, &reply);
             }
-            (State::Ready { .. }, Message::PidLookup { pid_d }) => {
+            (State::Ready { .. }, ToReferee::PidLookup { pid_d }) => {
                 let reply = match self.pids.lookup(pid_d, now) {
                     Some(rec) => Message::PidInfo { rec },
                     None => Message::error(libc::ESRCH, format!("no registered process {pid_d}")),
                 };
                 out.send(t, id, &reply);
             }
-            (State::Ready { host: Some(h), .. }, Message::NameRegister { pid_d, pid, name }) => {
+            (State::Ready { host: Some(h), .. }, ToReferee::NameRegister { pid_d, pid, name }) => {
                 let reply = match self.pids.name(pid_d, *h, pid, &name) {
                     Ok(()) => {
                         debug!("pid_d {pid_d} is named {name:?}");
@@ -398,45 +417,46 @@ impl Referee<'_> {
                 };
                 out.send(t, id, &reply);
             }
-            (State::Ready { host: Some(h), .. }, Message::NameRelease { pid_d, pid, name }) => {
+            (State::Ready { host: Some(h), .. }, ToReferee::NameRelease { pid_d, pid, name }) => {
                 let reply = done_or_error(self.pids.release(pid_d, *h, pid, &name));
                 out.send(t, id, &reply);
             }
-            (State::Ready { .. }, Message::NameLookup { name }) => {
+            (State::Ready { .. }, ToReferee::NameLookup { name }) => {
                 let reply = match self.pids.lookup_name(&name, now) {
                     Some(rec) => Message::PidInfo { rec },
                     None => Message::error(libc::ENOENT, format!("no process is named {name:?}")),
                 };
                 out.send(t, id, &reply);
             }
-            (State::Ready { .. }, Message::ListNames { after }) => {
+            (State::Ready { .. }, ToReferee::ListNames { after }) => {
                 // Half a frame, each entry at most MAX_NAME + 12 bytes.
                 let limit = (self.config.max_frame as usize / 2 / (pids::MAX_NAME + 12)).max(1);
                 let (names, more) = self.pids.names_page(&after, limit);
                 out.send(t, id, &Message::Names { names, more });
             }
-            (State::Ready { .. }, Message::ListPids { after }) => {
+            (State::Ready { .. }, ToReferee::ListPids { after }) => {
                 let (pids, more) = self.pids.page(after, self.page_len(), now);
                 out.send(t, id, &Message::Pids { pids, more });
             }
-            (State::Ready { .. }, Message::Ping) => out.send(t, id, &Message::Pong),
-            (_, other) => {
-                warn!(
-                    "referee: {}: unexpected {} message",
-                    describe(c),
-                    other.kind().name()
-                );
-                out.send(
-                    t,
-                    id,
-                    &Message::error(
-                        libc::EPROTO,
-                        format!("the referee does not take {} here", other.kind().name()),
-                    ),
-                );
-                out.close(t);
-            }
+            (State::Ready { .. }, ToReferee::Ping) => out.send(t, id, &Message::Pong),
+            // A host's request on the back door, which speaks for no host.
+            (_, other) => self.unexpected(out, (t, c), id, other.kind().name()),
         }
+    }
+
+    /// Answers a message the connection may not send (another protocol's,
+    /// or a host's request on the back door) and closes it.
+    fn unexpected(&mut self, out: &mut dyn Out, (t, c): (ConnId, &Conn), id: u64, kind: &str) {
+        warn!("referee: {}: unexpected {kind} message", describe(c));
+        out.send(
+            t,
+            id,
+            &Message::error(
+                libc::EPROTO,
+                format!("the referee does not take {kind} here"),
+            ),
+        );
+        out.close(t);
     }
 
     /// While the referee settles, holds back a request of joined host
@@ -450,13 +470,13 @@ impl Referee<'_> {
         out: &mut dyn Out,
         (t, id): (ConnId, u64),
         host: SocketAddr,
-        msg: Message,
-    ) -> Option<Message> {
+        msg: ToReferee,
+    ) -> Option<ToReferee> {
         let hold = match &msg {
-            Message::KeyGet { kind, key, .. } => {
+            ToReferee::KeyGet { kind, key, .. } => {
                 *key != libc::IPC_PRIVATE && !self.keys.knows(*kind, *key)
             }
-            Message::PidRegister { pid_d: 0, .. } => true,
+            ToReferee::PidRegister { pid_d: 0, .. } => true,
             _ => false,
         };
         if !hold {
@@ -486,12 +506,12 @@ impl Referee<'_> {
     /// A host claimed `key`: the gets parked for it can be answered.
     fn unpark_key(&mut self, kind: IpcKind, key: i32, now: Instant) -> Vec<Reply> {
         let (mine, rest) = std::mem::take(&mut self.parked).into_iter().partition(
-            |p| matches!(p.msg, Message::KeyGet { kind: k, key: n, .. } if k == kind && n == key),
+            |p| matches!(p.msg, ToReferee::KeyGet { kind: k, key: n, .. } if k == kind && n == key),
         );
         self.parked = rest;
         let mut out = Vec::new();
         for p in mine {
-            if let Message::KeyGet { flags, .. } = p.msg {
+            if let ToReferee::KeyGet { flags, .. } = p.msg {
                 out.extend(self.keys.get(kind, key, flags, p.host, (p.conn, p.id), now));
             }
         }
@@ -510,7 +530,7 @@ impl Referee<'_> {
             let Some(mut c) = self.conns.remove(&p.conn) else {
                 continue;
             };
-            self.handle(now, (p.conn, &mut c), p.id, p.msg, out);
+            self.request(now, (p.conn, &mut c), p.id, p.msg, out);
             self.conns.insert(p.conn, c);
         }
     }

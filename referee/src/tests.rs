@@ -289,3 +289,27 @@ fn the_back_door_is_for_root_and_the_admin_group() {
     });
     assert!(matches!(&a[..], [Action::Close { conn: 300 }]), "{a:?}");
 }
+
+/// A message that is not one a host sends the referee (here an shm
+/// agent's `ShmDetach`) is refused by name and its link closed, even while the
+/// referee settles (it is not parked), and nothing else is touched.
+#[test]
+fn a_message_of_another_protocol_is_refused_and_closes_the_link() {
+    referee!(r);
+    r.join(100, 2);
+    r.join(101, 3);
+    let a = r.ev(Ref::frame(100, 4, Message::ShmDetach));
+    assert!(
+        matches!(
+            a.as_slice(),
+            [Action::Send { conn: 100, id: 4, msg: Message::Error { errno, message } }, Action::Close { conn: 100 }]
+                if *errno == libc::EPROTO && message == "the referee does not take ShmDetach here"
+        ),
+        "{a:?}"
+    );
+    // The other host's link still works.
+    assert_eq!(
+        r.sent(101, Ref::frame(101, 5, Message::Ping)),
+        vec![(5, Message::Pong)]
+    );
+}

@@ -61,12 +61,23 @@ macro_rules! record {
 /// the [`Message`](super::Message) enum, `Message::kind`, the encoder and
 /// the bounded decoder (which refuses bytes left over).
 macro_rules! messages {
-    ($(
+    (@with ($d:tt) $(
         $(#[$m:meta])*
         $name:ident = $num:literal $({
             $( $(#[$fm:meta])* $f:ident : $t:ty $(as $c:ty)? ),* $(,)?
         })?
     ),* $(,)?) => {
+        /// Hands a message's declaration (name, fields without codecs) to the macro named, after the tokens given: how
+        /// `protocol!` builds its enums from names only, so that fields
+        /// are listed once, in the table.
+        macro_rules! message_fields { $(
+            ($name, $d cb:ident, $d ($d args:tt)*) => {
+                $d cb! { $d ($d args)* {
+                    $name $({ $( $f: $t ),* })?
+                } }
+            };
+        )* }
+
         /// Message type numbers, as carried in the header.
         #[derive(Debug, Clone, Copy, PartialEq, Eq)]
         #[repr(u16)]
@@ -134,6 +145,60 @@ macro_rules! messages {
                         $f: $crate::wire::fields::Sample::sample(),
                     )*)? },
                 )* }
+            }
+        }
+    };
+    ($($table:tt)*) => {
+        // `$` handed to the arm above, which writes a macro of its own.
+        messages! { @with ($) $($table)* }
+    };
+}
+
+/// Declares the enum of the messages that may arrive on one side of one
+/// kind of connection, from their names: the variants are the table's
+/// (same fields; each links to its docs), so a handler matches exactly as it would on
+/// [`Message`](super::Message), and the compiler says which messages it
+/// must answer and that no other can reach it. Generates the enum, its
+/// [`Protocol`](super::Protocol) impl (the conversion from a decoded
+/// `Message`, which gives back a message of another protocol untouched)
+/// and `From<enum> for Message`.
+macro_rules! protocol {
+    ($(#[$pm:meta])* $p:ident { $($n:ident),* $(,)? }) => {
+        protocol! { @got [$(#[$pm])* $p] [$($n)*] }
+    };
+    (@got $head:tt [$next:ident $($rest:ident)*] $($acc:tt)*) => {
+        message_fields! { $next, protocol, @got $head [$($rest)*] $($acc)* }
+    };
+    (@got [$(#[$pm:meta])* $p:ident] [] $({
+        $name:ident $({ $( $f:ident : $t:ty ),* })?
+    })*) => {
+        $(#[$pm])*
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub enum $p { $(
+            #[doc = concat!("[`Message::", stringify!($name), "`](super::Message::", stringify!($name), ")")]
+            $name $({ $( $f: $t, )* })?,
+        )* }
+
+        impl $crate::wire::Protocol for $p {
+            const NAME: &'static str = stringify!($p);
+            const KINDS: &'static [$crate::wire::Kind] = &[$($crate::wire::Kind::$name,)*];
+
+            fn from_message(msg: $crate::wire::Message) -> Result<Self, $crate::wire::Message> {
+                match msg {
+                    $( $crate::wire::Message::$name $({ $($f,)* })? => Ok($p::$name $({ $($f,)* })?), )*
+                    #[allow(unreachable_patterns)]
+                    other => Err(other),
+                }
+            }
+
+            fn kind(&self) -> $crate::wire::Kind {
+                match self { $( $p::$name { .. } => $crate::wire::Kind::$name, )* }
+            }
+        }
+
+        impl From<$p> for $crate::wire::Message {
+            fn from(msg: $p) -> Self {
+                match msg { $( $p::$name $({ $($f,)* })? => $crate::wire::Message::$name $({ $($f,)* })?, )* }
             }
         }
     };
