@@ -12,7 +12,7 @@ use crate::msg::Held;
 use crate::origin::{self, Origins};
 use crate::session;
 use dipc_common::config::Config;
-use dipc_common::wire::Message;
+use dipc_common::wire::{Message, Protocol, ToWorker};
 use log::debug;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -53,8 +53,10 @@ pub enum Verdict {
     /// The session is open (`SenderPid`): the read time-out ends
     /// ([`Gate::read_timeout`]); answer `Done`.
     Open,
-    /// Carry the request out for `Who`.
-    Serve(Who),
+    /// Carry the request out for `Who`. Never one of the session's own
+    /// requests (`Session`, `SenderPid`, `Ping`, `Cancel`, `Received`):
+    /// the gate answers those.
+    Serve(Who, ToWorker),
 }
 
 pub struct Gate {
@@ -128,9 +130,24 @@ impl Gate {
 
     /// What to do with request `req`, frame `id`; `behind`: the bytes
     /// already received after it.
-    pub fn admit(&mut self, config: &Config, id: u64, req: &Message, behind: usize) -> Verdict {
+    pub fn admit(&mut self, config: &Config, id: u64, req: Message, behind: usize) -> Verdict {
+        let req = match ToWorker::accept(req) {
+            Ok(req) => req,
+            Err(e) => {
+                // A request all the same: it confirms the last reply, and
+                // is refused as any call before the session is open.
+                self.held = None;
+                return Verdict::Answer(match self.who() {
+                    None => before_session(e.kind),
+                    Some(_) => Message::error(
+                        libc::EPROTO,
+                        format!("a worker does not take {} messages", e.kind),
+                    ),
+                });
+            }
+        };
         match req {
-            Message::Received => {
+            ToWorker::Received => {
                 if self.held.as_ref().is_some_and(|h| h.call == id) {
                     self.held = None;
                 }
@@ -138,31 +155,30 @@ impl Gate {
             }
             // A cancel that crossed the reply comes before the caller has
             // read it: no confirmation.
-            Message::Cancel => {}
+            ToWorker::Cancel => {}
             // The caller sends a request only once it has the last reply.
             _ => self.held = None,
         }
         let who = self.who();
         // A call on a stale id goes no further (only once the session is
         // open: before, the request is refused below anyway).
-        if let (Some(_), Some((kind, sid, o))) = (who, origin::target(req)) {
+        if let (Some(_), Some((kind, sid, o))) = (who, origin::target(&req)) {
             if let Err(reply) = self.origins.check(config, kind, sid, o) {
                 return Verdict::Answer(reply);
             }
         }
         match req {
             // A cancel that crossed our reply: the call it meant is over.
-            Message::Cancel => Verdict::Skip,
-            Message::Ping => Verdict::Answer(Message::Pong),
-            Message::Session {
+            ToWorker::Cancel | ToWorker::Received => Verdict::Skip,
+            ToWorker::Ping => Verdict::Answer(Message::Pong),
+            ToWorker::Session {
                 pid,
                 uid,
                 gid,
                 groups,
             } if self.caller.is_none() => {
-                let (s_uid, s_gid, s_groups) =
-                    session::squash(*uid, *gid, groups, self.root_squash);
-                if (s_uid, s_gid, &s_groups) != (*uid, *gid, groups) {
+                let (s_uid, s_gid, s_groups) = session::squash(uid, gid, &groups, self.root_squash);
+                if (s_uid, s_gid, &s_groups) != (uid, gid, &groups) {
                     debug!(
                         "worker: root squash: pid {pid} on {} stated uid {uid} gid {gid} \
                          groups {groups:?}, acts as uid {s_uid} gid {s_gid} groups {s_groups:?}",
@@ -170,38 +186,37 @@ impl Gate {
                     );
                 }
                 Verdict::Become(Become {
-                    pid: *pid,
-                    stated_uid: *uid,
+                    pid,
+                    stated_uid: uid,
                     uid: s_uid,
                     gid: s_gid,
                     groups: s_groups,
                 })
             }
-            Message::SenderPid { pid_d } if self.caller.is_some() && self.sender.is_none() => {
-                self.sender = Some(*pid_d);
+            ToWorker::SenderPid { pid_d } if self.caller.is_some() && self.sender.is_none() => {
+                self.sender = Some(pid_d);
                 Verdict::Open
             }
             // Stated once, by the employer, before the application had the
             // channel: a second statement is the application's own.
-            Message::Session { .. } | Message::SenderPid { .. } => Verdict::Answer(Message::error(
-                libc::EPERM,
-                "the session's credentials and sender are stated once, by the employer",
-            )),
-            req => match who {
-                None => Verdict::Answer(Message::error(
+            ToWorker::Session { .. } | ToWorker::SenderPid { .. } => {
+                Verdict::Answer(Message::error(
                     libc::EPERM,
-                    format!("{} before the session's credentials", req.kind().name()),
-                )),
+                    "the session's credentials and sender are stated once, by the employer",
+                ))
+            }
+            req => match who {
+                None => Verdict::Answer(before_session(req.kind().name())),
                 // The attach hands the socket over: the caller waits for
                 // the manager's answer, so nothing may follow the attach
                 // yet.
-                Some(_) if matches!(req, Message::ShmAttach { .. }) && behind > 0 => {
+                Some(_) if matches!(req, ToWorker::ShmAttach { .. }) && behind > 0 => {
                     Verdict::Answer(Message::error(
                         libc::EPROTO,
                         "a request sent behind ShmAttach, before its answer",
                     ))
                 }
-                Some(w) => Verdict::Serve(w),
+                Some(w) => Verdict::Serve(w, req),
             },
         }
     }
@@ -246,6 +261,14 @@ impl Gate {
             h.put_back(self.request);
         }
     }
+}
+
+/// The refusal of a request of kind `kind` before the session is open.
+fn before_session(kind: &str) -> Message {
+    Message::error(
+        libc::EPERM,
+        format!("{kind} before the session's credentials"),
+    )
 }
 
 #[cfg(test)]

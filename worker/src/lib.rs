@@ -8,7 +8,8 @@
 //! after another, and replies, every frame sealed by the connection's
 //! secure channel. The first requests must be the employer's `Session`
 //! (whose credentials the worker takes on) and `SenderPid`; neither is
-//! taken twice. A worker serves one connection for its whole life, so an
+//! taken twice. These rules, apart from the socket, are the session's
+//! `gate`. A worker serves one connection for its whole life, so an
 //! employer that keeps its connection open keeps the same worker as its
 //! proxy on this host. A session that joins its process's `SEM_UNDO`
 //! context (`SemJoin`) goes to the one worker of that context, which serves
@@ -46,7 +47,7 @@ use dipc_common::auth::{Secret, ServerHandshake, VouchKey};
 use dipc_common::channel::{Channel, ChannelError, Codec};
 use dipc_common::config::Config;
 use dipc_common::metrics::Call;
-use dipc_common::wire::{IpcKind, Message};
+use dipc_common::wire::{IpcKind, Message, Protocol, ToWorker};
 use log::{debug, info, warn};
 use std::net::{IpAddr, TcpStream};
 
@@ -243,7 +244,7 @@ fn serve_calls(
             Message::MsgRcv { id, .. } => Some(*id),
             _ => None,
         };
-        let reply = match gate.admit(config, id, &req, ch.buffered()) {
+        let reply = match gate.admit(config, id, req, ch.buffered()) {
             gate::Verdict::Skip => continue,
             gate::Verdict::Answer(reply) => reply,
             gate::Verdict::Become(b) => {
@@ -257,10 +258,10 @@ fn serve_calls(
                 }
                 Message::Done { value: 0 }
             }
-            gate::Verdict::Serve(who) => {
+            gate::Verdict::Serve(who, req) => {
                 let removal = keys::Removal::of(&req);
                 let reply = match req {
-                    Message::SemJoin { nonce } => {
+                    ToWorker::SemJoin { nonce } => {
                         let who = undo::Caller {
                             host,
                             pid: who.pid,
@@ -277,7 +278,7 @@ fn serve_calls(
                             Err(reply) => reply,
                         }
                     }
-                    Message::ShmAttach {
+                    ToWorker::ShmAttach {
                         id: sid,
                         origin,
                         readonly,
@@ -290,20 +291,20 @@ fn serve_calls(
                         }
                         Err(reply) => reply,
                     },
-                    Message::MsgCtl {
+                    ToWorker::MsgCtl {
                         id: sid, cmd, set, ..
                     } => ctl::ctl(config, IpcKind::Msg, sid, cmd, set),
-                    Message::SemCtl {
+                    ToWorker::SemCtl {
                         id: sid,
                         num,
                         cmd,
                         arg,
                         ..
                     } => sem::ctl(config, sid, num, cmd, &arg),
-                    Message::ShmCtl {
+                    ToWorker::ShmCtl {
                         id: sid, cmd, set, ..
                     } => ctl::ctl(config, IpcKind::Shm, sid, cmd, set),
-                    Message::CallOpen { pid_d } => {
+                    ToWorker::CallOpen { pid_d } => {
                         match calls::hand_over(config, &ch, who.sender, pid_d) {
                             Ok(()) => {
                                 debug!(
@@ -316,19 +317,19 @@ fn serve_calls(
                             Err(reply) => reply,
                         }
                     }
-                    Message::KillD {
+                    ToWorker::KillD {
                         pid,
                         starttime,
                         sig,
                     } => pids::kill(config, dipcd, pid, starttime, sig),
-                    Message::ShmQuery { id: sid, .. } => shm::query(config, sid),
+                    ToWorker::ShmQuery { id: sid, .. } => shm::query(config, sid),
                     // This host's counters, from its dipcd.
-                    Message::StatsAsk => {
+                    ToWorker::StatsAsk => {
                         tally.report(config);
                         local_call(config, &config.back_end_socket(), &Message::StatsAsk)
                             .unwrap_or_else(|e| e)
                     }
-                    Message::MigrateSpawn {
+                    ToWorker::MigrateSpawn {
                         program,
                         pid_d,
                         token,
@@ -345,12 +346,14 @@ fn serve_calls(
                         }
                     }
                     // (taken above, from the frame's buffer)
-                    Message::MigrateData { data } => migrate::data(&mut moving, &data),
-                    Message::MigrateCommit { go } => {
+                    ToWorker::MigrateData { data } => migrate::data(&mut moving, &data),
+                    ToWorker::MigrateCommit { go } => {
                         migrate::commit(&mut moving, go, config.timeouts.request / 2)
                     }
-                    Message::IpcStatAny { kind, id: sid, .. } => ctl::stat(config, kind, sid, true),
-                    Message::IpcGet {
+                    ToWorker::IpcStatAny { kind, id: sid, .. } => {
+                        ctl::stat(config, kind, sid, true)
+                    }
+                    ToWorker::IpcGet {
                         kind,
                         key,
                         id: sid,
@@ -366,7 +369,10 @@ fn serve_calls(
                         size,
                         (vouch_key, who.stated_uid),
                     ),
-                    req => {
+                    req @ (ToWorker::MsgSnd { .. }
+                    | ToWorker::MsgRcv { .. }
+                    | ToWorker::SemOp { .. }
+                    | ToWorker::SendD { .. }) => {
                         // First without waiting: most calls do not block, and those
                         // then need no SIGIO switched on and off around them.
                         let waits = may_wait(&req);
@@ -380,6 +386,14 @@ fn serve_calls(
                         } else {
                             first
                         }
+                    }
+                    // Answered by the gate, never served.
+                    req @ (ToWorker::Session { .. }
+                    | ToWorker::SenderPid { .. }
+                    | ToWorker::Ping
+                    | ToWorker::Cancel
+                    | ToWorker::Received) => {
+                        Message::error(libc::EPROTO, format!("{} is not a call", req.kind().name()))
                     }
                 };
                 if let Some(r) = removal {

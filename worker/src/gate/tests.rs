@@ -50,12 +50,12 @@ fn session(pid: i32, uid: u32, gid: u32, groups: &[u32]) -> Message {
 /// 77, as a worker (with the credentials taken on) sees it.
 fn open_gate(c: &Config) -> Gate {
     let mut g = Gate::new(c, INC, PEER);
-    let Verdict::Become(b) = g.admit(c, 1, &session(42, 1000, 100, &[100]), 0) else {
+    let Verdict::Become(b) = g.admit(c, 1, session(42, 1000, 100, &[100]), 0) else {
         panic!("Session was not taken");
     };
     assert_eq!(g.became(&b, Ok(())), Message::Done { value: 0 });
     assert_eq!(
-        g.admit(c, 2, &Message::SenderPid { pid_d: 77 }, 0),
+        g.admit(c, 2, Message::SenderPid { pid_d: 77 }, 0),
         Verdict::Open
     );
     g
@@ -66,6 +66,14 @@ const WHO: Who = Who {
     stated_uid: 1000,
     sender: 77,
 };
+
+/// The request a verdict says to serve, and for whom.
+fn served(v: Verdict) -> (Who, Message) {
+    match v {
+        Verdict::Serve(who, req) => (who, req.into()),
+        other => panic!("expected the call to be served, got {other:?}"),
+    }
+}
 
 fn errno(v: &Verdict) -> (i32, String) {
     match v {
@@ -141,7 +149,7 @@ fn session_comes_first_and_its_credentials_are_squashed() {
     let c = config();
     let mut g = Gate::new(&c, INC, PEER);
     assert_eq!(g.read_timeout(), Some(c.timeouts.request));
-    let v = g.admit(&c, 1, &session(42, 0, 0, &[0, 5]), 0);
+    let v = g.admit(&c, 1, session(42, 0, 0, &[0, 5]), 0);
     let Verdict::Become(b) = v else {
         panic!("Session: {v:?}");
     };
@@ -160,7 +168,7 @@ fn session_comes_first_and_its_credentials_are_squashed() {
     assert_eq!(g.who(), None);
     assert_eq!(g.read_timeout(), Some(c.timeouts.request));
     assert_eq!(
-        g.admit(&c, 2, &Message::SenderPid { pid_d: 9 }, 0),
+        g.admit(&c, 2, Message::SenderPid { pid_d: 9 }, 0),
         Verdict::Open
     );
     let who = Who {
@@ -170,7 +178,10 @@ fn session_comes_first_and_its_credentials_are_squashed() {
     };
     assert_eq!(g.who(), Some(who));
     assert_eq!(g.read_timeout(), None);
-    assert_eq!(g.admit(&c, 3, &Message::StatsAsk, 0), Verdict::Serve(who));
+    assert_eq!(
+        served(g.admit(&c, 3, Message::StatsAsk, 0)),
+        (who, Message::StatsAsk)
+    );
 }
 
 #[test]
@@ -178,7 +189,7 @@ fn without_root_squash_the_stated_credentials_are_kept() {
     let mut c = config();
     c.root_squash = false;
     let mut g = Gate::new(&c, INC, PEER);
-    let v = g.admit(&c, 1, &session(42, 0, 0, &[0, 5]), 0);
+    let v = g.admit(&c, 1, session(42, 0, 0, &[0, 5]), 0);
     let Verdict::Become(b) = v else {
         panic!("Session: {v:?}");
     };
@@ -209,7 +220,7 @@ fn every_call_before_the_session_is_open_is_refused_by_name() {
     let mut refused_all = |g: &mut Gate, when: &str| {
         for req in &calls {
             frame += 1;
-            let (e, text) = errno(&g.admit(&c, frame, req, 0));
+            let (e, text) = errno(&g.admit(&c, frame, req.clone(), 0));
             assert_eq!(e, libc::EPERM, "{when}: {req:?}");
             assert_eq!(
                 text,
@@ -219,7 +230,7 @@ fn every_call_before_the_session_is_open_is_refused_by_name() {
         }
     };
     refused_all(&mut g, "before Session");
-    let Verdict::Become(b) = g.admit(&c, 100, &session(42, 1000, 100, &[]), 0) else {
+    let Verdict::Become(b) = g.admit(&c, 100, session(42, 1000, 100, &[]), 0) else {
         panic!("Session was not taken");
     };
     g.became(&b, Ok(()));
@@ -233,7 +244,7 @@ fn sender_pid_comes_once_and_only_after_session() {
     let c = config();
     let mut g = Gate::new(&c, INC, PEER);
     let once = "the session's credentials and sender are stated once, by the employer";
-    let (e, text) = errno(&g.admit(&c, 1, &Message::SenderPid { pid_d: 5 }, 0));
+    let (e, text) = errno(&g.admit(&c, 1, Message::SenderPid { pid_d: 5 }, 0));
     assert_eq!((e, text.as_str()), (libc::EPERM, once));
     let mut g = open_gate(&c);
     for (n, req) in [
@@ -245,7 +256,7 @@ fn sender_pid_comes_once_and_only_after_session() {
     .iter()
     .enumerate()
     {
-        let (e, text) = errno(&g.admit(&c, 10 + n as u64, req, 0));
+        let (e, text) = errno(&g.admit(&c, 10 + n as u64, req.clone(), 0));
         assert_eq!((e, text.as_str()), (libc::EPERM, once), "{req:?}");
     }
     assert_eq!(g.who(), Some(WHO));
@@ -255,20 +266,20 @@ fn sender_pid_comes_once_and_only_after_session() {
 fn a_session_whose_credentials_could_not_be_taken_stays_closed() {
     let c = config();
     let mut g = Gate::new(&c, INC, PEER);
-    let Verdict::Become(b) = g.admit(&c, 1, &session(42, 1000, 100, &[]), 0) else {
+    let Verdict::Become(b) = g.admit(&c, 1, session(42, 1000, 100, &[]), 0) else {
         panic!("Session was not taken");
     };
     assert_eq!(
         g.became(&b, Err("setresuid(1000): EPERM".into())),
         Message::error(libc::EPERM, "setresuid(1000): EPERM")
     );
-    let (e, _) = errno(&g.admit(&c, 2, &Message::SenderPid { pid_d: 1 }, 0));
+    let (e, _) = errno(&g.admit(&c, 2, Message::SenderPid { pid_d: 1 }, 0));
     assert_eq!(e, libc::EPERM);
     assert_eq!(g.who(), None);
     assert_eq!(g.read_timeout(), Some(c.timeouts.request));
     // Nothing was taken on: a Session may still come.
     assert!(matches!(
-        g.admit(&c, 3, &session(42, 1000, 100, &[]), 0),
+        g.admit(&c, 3, session(42, 1000, 100, &[]), 0),
         Verdict::Become(_)
     ));
 }
@@ -278,17 +289,17 @@ fn ping_is_answered_and_a_cancel_with_nothing_running_is_ignored() {
     let c = config();
     let mut g = Gate::new(&c, INC, PEER);
     assert_eq!(
-        g.admit(&c, 1, &Message::Ping, 0),
+        g.admit(&c, 1, Message::Ping, 0),
         Verdict::Answer(Message::Pong)
     );
-    assert_eq!(g.admit(&c, 2, &Message::Cancel, 0), Verdict::Skip);
-    assert_eq!(g.admit(&c, 3, &Message::Received, 0), Verdict::Skip);
+    assert_eq!(g.admit(&c, 2, Message::Cancel, 0), Verdict::Skip);
+    assert_eq!(g.admit(&c, 3, Message::Received, 0), Verdict::Skip);
     let mut g = open_gate(&c);
     assert_eq!(
-        g.admit(&c, 4, &Message::Ping, 0),
+        g.admit(&c, 4, Message::Ping, 0),
         Verdict::Answer(Message::Pong)
     );
-    assert_eq!(g.admit(&c, 5, &Message::Cancel, 0), Verdict::Skip);
+    assert_eq!(g.admit(&c, 5, Message::Cancel, 0), Verdict::Skip);
 }
 
 #[test]
@@ -297,8 +308,11 @@ fn a_handed_session_is_open_from_the_start() {
     let mut g = Gate::opened(&c, INC, PEER, WHO);
     assert_eq!(g.who(), Some(WHO));
     assert_eq!(g.read_timeout(), None);
-    assert_eq!(g.admit(&c, 1, &Message::StatsAsk, 0), Verdict::Serve(WHO));
-    let (e, _) = errno(&g.admit(&c, 2, &session(1, 0, 0, &[]), 0));
+    assert_eq!(
+        served(g.admit(&c, 1, Message::StatsAsk, 0)),
+        (WHO, Message::StatsAsk)
+    );
+    let (e, _) = errno(&g.admit(&c, 2, session(1, 0, 0, &[]), 0));
     assert_eq!(e, libc::EPERM);
 }
 
@@ -318,9 +332,9 @@ fn a_request_behind_an_attach_is_refused() {
         readonly: false,
         handover: None,
     };
-    let (e, text) = errno(&g.admit(&c, 1, &attach, 12));
+    let (e, text) = errno(&g.admit(&c, 1, attach.clone(), 12));
     assert_eq!(e, libc::EPROTO, "{text}");
-    assert_eq!(g.admit(&c, 2, &attach, 0), Verdict::Serve(WHO));
+    assert_eq!(served(g.admit(&c, 2, attach.clone(), 0)), (WHO, attach));
 }
 
 #[test]
@@ -335,7 +349,7 @@ fn a_call_on_an_id_that_names_another_structure_is_refused_with_eidrm() {
         key: 0x5eed,
         incarnation: INC,
     };
-    let (e, text) = errno(&g.admit(&c, 1, &snd(q.0, stale), 0));
+    let (e, text) = errno(&g.admit(&c, 1, snd(q.0, stale), 0));
     assert_eq!(e, libc::EIDRM, "{text}");
     assert!(
         text.contains("no longer names the structure of its key"),
@@ -346,7 +360,7 @@ fn a_call_on_an_id_that_names_another_structure_is_refused_with_eidrm() {
         key: 0,
         incarnation: INC - 1,
     };
-    let (e, text) = errno(&g.admit(&c, 2, &snd(q.0, old), 0));
+    let (e, text) = errno(&g.admit(&c, 2, snd(q.0, old), 0));
     assert_eq!(e, libc::EIDRM, "{text}");
     assert!(text.contains("restarted"), "{text}");
     // Nothing reached the queue.
@@ -356,7 +370,7 @@ fn a_call_on_an_id_that_names_another_structure_is_refused_with_eidrm() {
     let gone = q.0;
     drop(q);
     let mut g = open_gate(&c);
-    let (e, _) = errno(&g.admit(&c, 3, &snd(gone, stale), 0));
+    let (e, _) = errno(&g.admit(&c, 3, snd(gone, stale), 0));
     assert_eq!(e, libc::EINVAL);
 }
 
@@ -369,7 +383,7 @@ fn a_stale_id_before_the_session_is_open_gets_the_session_error() {
         key: 0x5eed,
         incarnation: INC,
     };
-    let (e, _) = errno(&g.admit(&c, 1, &snd(q.0, stale), 0));
+    let (e, _) = errno(&g.admit(&c, 1, snd(q.0, stale), 0));
     assert_eq!(e, libc::EPERM);
 }
 
@@ -391,7 +405,7 @@ fn a_current_id_is_checked_with_dipcd_once_then_served() {
             origin: o,
         },
     );
-    assert_eq!(g.admit(&c, 1, &snd(q.0, o), 0), Verdict::Serve(WHO));
+    assert_eq!(served(g.admit(&c, 1, snd(q.0, o), 0)).0, WHO);
     assert_eq!(
         asked.join().expect("dipcd"),
         Message::KeyCheck {
@@ -401,7 +415,7 @@ fn a_current_id_is_checked_with_dipcd_once_then_served() {
     );
     // The verdict is kept: no dipcd any more, and the call is served.
     let _ = std::fs::remove_file(c.back_end_socket());
-    assert_eq!(g.admit(&c, 2, &rcv(q.0, o), 0), Verdict::Serve(WHO));
+    assert_eq!(served(g.admit(&c, 2, rcv(q.0, o), 0)).0, WHO);
 }
 
 #[test]
@@ -415,12 +429,12 @@ fn an_id_whose_key_the_referee_no_longer_has_here_is_refused() {
     };
     // `dipcref rm-key`: the kernel keeps the key, the referee does not.
     let asked = dipcd(&c, Message::error(libc::ENOENT, "no such key"));
-    let (e, text) = errno(&g.admit(&c, 1, &snd(q.0, o), 0));
+    let (e, text) = errno(&g.admit(&c, 1, snd(q.0, o), 0));
     assert_eq!(e, libc::EIDRM, "{text}");
     asked.join().expect("dipcd");
     // Unreachable dipcd: the call fails, and is not known to be safe.
     let mut g = open_gate(&c);
-    let (e, text) = errno(&g.admit(&c, 2, &snd(q.0, o), 0));
+    let (e, text) = errno(&g.admit(&c, 2, snd(q.0, o), 0));
     assert_ne!(e, libc::EIDRM, "{text}");
     assert!(text.contains("cannot reach"), "{text}");
 }
@@ -436,7 +450,7 @@ fn took_one(c: &Config) -> (Gate, Queue) {
     };
     g.origins().got(IpcKind::Msg, q.0, o);
     sysv::msgsnd(q.0, 3, b"held", libc::IPC_NOWAIT).expect("msgsnd");
-    assert_eq!(g.admit(c, 5, &rcv(q.0, o), 0), Verdict::Serve(WHO));
+    assert_eq!(served(g.admit(c, 5, rcv(q.0, o), 0)).0, WHO);
     let reply = crate::msg::rcv(q.0, 64, 0, libc::IPC_NOWAIT);
     assert_eq!(
         reply,
@@ -463,10 +477,10 @@ fn received_for_its_call_releases_the_message() {
     let c = config();
     let (mut g, q) = took_one(&c);
     // Confirmations of other frames, and a cancel, do not.
-    assert_eq!(g.admit(&c, 4, &Message::Received, 0), Verdict::Skip);
-    assert_eq!(g.admit(&c, 6, &Message::Received, 0), Verdict::Skip);
-    assert_eq!(g.admit(&c, 7, &Message::Cancel, 0), Verdict::Skip);
-    assert_eq!(g.admit(&c, 5, &Message::Received, 0), Verdict::Skip);
+    assert_eq!(g.admit(&c, 4, Message::Received, 0), Verdict::Skip);
+    assert_eq!(g.admit(&c, 6, Message::Received, 0), Verdict::Skip);
+    assert_eq!(g.admit(&c, 7, Message::Cancel, 0), Verdict::Skip);
+    assert_eq!(g.admit(&c, 5, Message::Received, 0), Verdict::Skip);
     g.end();
     assert_eq!(q.take(), Err(libc::ENOMSG));
 }
@@ -475,8 +489,8 @@ fn received_for_its_call_releases_the_message() {
 fn a_cancel_or_another_frames_confirmation_keeps_the_message_held() {
     let c = config();
     let (mut g, q) = took_one(&c);
-    g.admit(&c, 4, &Message::Received, 0);
-    g.admit(&c, 7, &Message::Cancel, 0);
+    g.admit(&c, 4, Message::Received, 0);
+    g.admit(&c, 7, Message::Cancel, 0);
     g.end();
     assert_eq!(q.take(), Ok((3, b"held".to_vec())));
 }
@@ -486,7 +500,7 @@ fn the_next_request_confirms_the_message() {
     let c = config();
     let (mut g, q) = took_one(&c);
     assert_eq!(
-        g.admit(&c, 6, &Message::Ping, 0),
+        g.admit(&c, 6, Message::Ping, 0),
         Verdict::Answer(Message::Pong)
     );
     g.end();
@@ -515,6 +529,35 @@ fn only_a_msgrcv_reply_with_a_message_is_held() {
             text: b"no".to_vec(),
         },
     );
+    g.end();
+    assert_eq!(q.take(), Err(libc::ENOMSG));
+}
+
+#[test]
+fn a_message_of_another_protocol_is_refused_by_name() {
+    let c = config();
+    let key_get = Message::KeyGet {
+        kind: IpcKind::Msg,
+        key: 0x77,
+        flags: 0,
+    };
+    let mut g = Gate::new(&c, INC, PEER);
+    let (e, text) = errno(&g.admit(&c, 1, key_get.clone(), 0));
+    assert_eq!(
+        (e, text.as_str()),
+        (libc::EPERM, "KeyGet before the session's credentials")
+    );
+    let mut g = open_gate(&c);
+    let (e, text) = errno(&g.admit(&c, 3, key_get.clone(), 0));
+    assert_eq!(
+        (e, text.as_str()),
+        (libc::EPROTO, "a worker does not take KeyGet messages")
+    );
+    // The session goes on.
+    assert_eq!(served(g.admit(&c, 4, Message::StatsAsk, 0)).0, WHO);
+    // Like any request, it confirms the last reply.
+    let (mut g, q) = took_one(&c);
+    g.admit(&c, 6, key_get, 0);
     g.end();
     assert_eq!(q.take(), Err(libc::ENOMSG));
 }
