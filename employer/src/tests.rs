@@ -98,6 +98,17 @@ fn error_of(r: Result<Channel<TcpStream>, Message>) -> (i32, String) {
     }
 }
 
+/// The error a session with `addr` fails with.
+fn refused_by(addr: SocketAddr) -> (i32, String) {
+    error_of(open_session(
+        &config(),
+        &secret(),
+        (cred(), vec![]),
+        77,
+        addr,
+    ))
+}
+
 #[test]
 fn the_worker_gets_the_credentials_given_then_the_sender() {
     let (addr, w) = worker(secret(), [Answer::Done, Answer::Done]);
@@ -185,54 +196,51 @@ fn an_application_gets_a_session_opened_with_its_kernel_credentials() {
 fn a_worker_that_refuses_the_session_gives_the_application_its_error() {
     let why = "setresuid(1000): Operation not permitted";
     let (addr, w) = worker(secret(), [Answer::Refuse(libc::EPERM, why), Answer::Done]);
-    let r = open_session(&config(), &secret(), (cred(), vec![]), 77, addr);
-    assert_eq!(error_of(r), (libc::EPERM, why.to_string()));
+    assert_eq!(refused_by(addr), (libc::EPERM, why.to_string()));
     w.join().expect("worker");
     // The sender refused after the credentials were taken.
     let why = "the session's credentials and sender are stated once, by the employer";
     let (addr, w) = worker(secret(), [Answer::Done, Answer::Refuse(libc::EPERM, why)]);
-    let r = open_session(&config(), &secret(), (cred(), vec![]), 77, addr);
-    assert_eq!(error_of(r), (libc::EPERM, why.to_string()));
+    assert_eq!(refused_by(addr), (libc::EPERM, why.to_string()));
     w.join().expect("worker");
 }
 
-#[test]
-fn a_worker_that_never_answers_times_out() {
+/// Opens a session with the worker at `addr`, which does not answer in
+/// time: the application gets a time-out that names the host.
+fn times_out(addr: SocketAddr) {
     let c = config();
-    for script in [
-        [Answer::Nothing, Answer::Nothing],
-        [Answer::Done, Answer::Nothing],
-    ] {
-        let (addr, w) = worker(secret(), script);
-        let started = Instant::now();
-        let r = open_session(&c, &secret(), (cred(), vec![]), 77, addr);
-        let waited = started.elapsed();
-        let (errno, text) = error_of(r);
-        assert_eq!(errno, libc::ETIMEDOUT, "{text}");
-        assert!(text.contains(&addr.to_string()), "{text}");
-        // It gave up on its own time-out, not on the worker hanging up
-        // (which it does only once the employer has).
-        assert!(waited >= c.timeouts.request, "{waited:?}");
-        // (A generous bound: that it ends at all, not how fast.)
-        assert!(waited < c.timeouts.request * 10, "{waited:?}");
-        let seen = w.join().expect("worker");
-        assert!(seen.then.is_err(), "{:?}", seen.then);
-    }
-}
-
-#[test]
-fn a_worker_that_never_answers_the_handshake_times_out() {
-    let c = config();
-    let l = TcpListener::bind((LOOPBACK, 0)).expect("bind");
-    let addr = l.local_addr().expect("address");
     let started = Instant::now();
     let r = open_session(&c, &secret(), (cred(), vec![]), 77, addr);
     let waited = started.elapsed();
     let (errno, text) = error_of(r);
     assert_eq!(errno, libc::ETIMEDOUT, "{text}");
     assert!(text.contains(&addr.to_string()), "{text}");
+    // It gave up on its own time-out, not on the worker hanging up
+    // (which it does only once the employer has).
     assert!(waited >= c.timeouts.request, "{waited:?}");
+    // (A generous bound: that it ends at all, not how fast.)
     assert!(waited < c.timeouts.request * 10, "{waited:?}");
+}
+
+#[test]
+fn a_worker_that_never_answers_times_out() {
+    for script in [
+        [Answer::Nothing, Answer::Nothing],
+        [Answer::Done, Answer::Nothing],
+    ] {
+        let (addr, w) = worker(secret(), script);
+        times_out(addr);
+        let seen = w.join().expect("worker");
+        assert!(seen.then.is_err(), "{:?}", seen.then);
+    }
+}
+
+/// Before the fix, ECONNREFUSED with the text "timed out waiting for the
+/// peer".
+#[test]
+fn a_worker_that_never_answers_the_handshake_times_out() {
+    let l = TcpListener::bind((LOOPBACK, 0)).expect("bind");
+    times_out(l.local_addr().expect("address"));
     drop(l);
 }
 
@@ -246,13 +254,7 @@ fn a_worker_with_another_secret_is_not_trusted() {
         let mut ch = Channel::new(s, 1 << 20);
         server_handshake(&mut ch, &other, Role::Employer).map(|_| ())
     });
-    let (errno, text) = error_of(open_session(
-        &config(),
-        &secret(),
-        (cred(), vec![]),
-        77,
-        addr,
-    ));
+    let (errno, text) = refused_by(addr);
     assert_eq!(errno, libc::ECONNREFUSED, "{text}");
     assert!(
         text.starts_with(&format!("authentication with {addr}")),
@@ -266,13 +268,7 @@ fn a_refused_connection_names_the_host() {
     let l = TcpListener::bind((LOOPBACK, 0)).expect("bind");
     let addr = l.local_addr().expect("address");
     drop(l);
-    let (errno, text) = error_of(open_session(
-        &config(),
-        &secret(),
-        (cred(), vec![]),
-        77,
-        addr,
-    ));
+    let (errno, text) = refused_by(addr);
     assert_eq!(errno, libc::ECONNREFUSED, "{text}");
     assert!(
         text.starts_with(&format!("cannot connect to {addr}")),
