@@ -28,8 +28,8 @@
 //! application carries the same pid_d, so the library knows which of its
 //! sessions may carry sends.
 
-use dipc_common::auth::{client_handshake, Secret};
-use dipc_common::channel::Channel;
+use dipc_common::auth::{client_handshake, AuthError, Secret};
+use dipc_common::channel::{Channel, ChannelError};
 use dipc_common::config::Config;
 use dipc_common::net::{connect_from, tune_tcp};
 use dipc_common::sys::{peer_groups, send_fd, PeerCred};
@@ -64,8 +64,16 @@ pub fn open_session(
     s.set_read_timeout(Some(t.request))
         .map_err(|e| fail("socket options for", &e, libc::EIO))?;
     let mut ch = Channel::new(s, config.max_frame);
-    client_handshake(&mut ch, secret, Role::Employer, config.front_end_addr())
-        .map_err(|e| fail("authentication with", &e, libc::ECONNREFUSED))?;
+    client_handshake(&mut ch, secret, Role::Employer, config.front_end_addr()).map_err(|e| {
+        // A worker that does not answer in time has timed out, as it would
+        // have on the session's requests; one that answers without proving
+        // the secret, or refuses, has refused.
+        let errno = match &e {
+            AuthError::Channel(ChannelError::TimedOut) => libc::ETIMEDOUT,
+            _ => libc::ECONNREFUSED,
+        };
+        fail("authentication with", &e, errno)
+    })?;
     let session = Message::Session {
         pid: cred.pid,
         uid: cred.uid,
@@ -154,3 +162,6 @@ pub fn serve(
     }
     0
 }
+
+#[cfg(test)]
+mod tests;

@@ -5,35 +5,35 @@
 
 use crate::{msg, pids, sem};
 use dipc_common::channel::Channel;
-use dipc_common::wire::Message;
+use dipc_common::wire::{Message, Protocol, ToWorker};
 use log::warn;
 use std::net::TcpStream;
 use std::os::fd::{AsFd, AsRawFd};
 
 /// Carries out a call; `extra` flags (`IPC_NOWAIT` or 0) are added to the
 /// call's own (to every operation of a `semop`).
-pub(crate) fn handle(req: &Message, sender: i64, extra: i32) -> Message {
+pub(crate) fn handle(req: &ToWorker, sender: i64, extra: i32) -> Message {
     match req {
-        Message::SendD {
+        ToWorker::SendD {
             mailbox,
             data,
             flags,
         } => pids::send(*mailbox, sender, data, *flags | extra),
-        Message::MsgSnd {
+        ToWorker::MsgSnd {
             id,
             mtype,
             text,
             flags,
             ..
         } => msg::snd(*id, *mtype, text, *flags | extra),
-        Message::MsgRcv {
+        ToWorker::MsgRcv {
             id,
             size,
             mtype,
             flags,
             ..
         } => msg::rcv(*id, *size, *mtype, *flags | extra),
-        Message::SemOp {
+        ToWorker::SemOp {
             id,
             ops,
             timeout_ns,
@@ -49,13 +49,13 @@ pub(crate) fn handle(req: &Message, sender: i64, extra: i32) -> Message {
 /// Whether `req` is a call that may wait (it has no `IPC_NOWAIT`): it is
 /// then first made with `IPC_NOWAIT`, and SIGIO is switched on only if it
 /// does have to wait.
-pub(crate) fn may_wait(req: &Message) -> bool {
+pub(crate) fn may_wait(req: &ToWorker) -> bool {
     let waits = |flags: i32| flags & libc::IPC_NOWAIT == 0;
     match req {
-        Message::MsgSnd { flags, .. }
-        | Message::MsgRcv { flags, .. }
-        | Message::SendD { flags, .. } => waits(*flags),
-        Message::SemOp { ops, .. } => ops.iter().any(|o| waits(i32::from(o.flg))),
+        ToWorker::MsgSnd { flags, .. }
+        | ToWorker::MsgRcv { flags, .. }
+        | ToWorker::SendD { flags, .. } => waits(*flags),
+        ToWorker::SemOp { ops, .. } => ops.iter().any(|o| waits(i32::from(o.flg))),
         _ => false,
     }
 }
@@ -64,13 +64,13 @@ pub(crate) fn may_wait(req: &Message) -> bool {
 /// `req` as sent would have waited: it is then made again, as sent, with
 /// SIGIO on. A call that failed for want of waiting has done nothing, so
 /// making it again is the call the caller asked for.
-pub(crate) fn would_block(req: &Message, first: &Message) -> bool {
+pub(crate) fn would_block(req: &ToWorker, first: &Message) -> bool {
     let Message::Error { errno, .. } = first else {
         return false;
     };
     let wait_errno = match req {
-        Message::MsgRcv { .. } => libc::ENOMSG,
-        Message::MsgSnd { .. } | Message::SendD { .. } | Message::SemOp { .. } => libc::EAGAIN,
+        ToWorker::MsgRcv { .. } => libc::ENOMSG,
+        ToWorker::MsgSnd { .. } | ToWorker::SendD { .. } | ToWorker::SemOp { .. } => libc::EAGAIN,
         _ => return false,
     };
     *errno == wait_errno

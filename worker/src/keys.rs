@@ -15,7 +15,7 @@ use crate::{done, fail, local_call};
 use dipc_common::auth::{Vouch, VouchKey};
 use dipc_common::config::Config;
 use dipc_common::sysv;
-use dipc_common::wire::{IpcKind, Message, Origin};
+use dipc_common::wire::{IpcKind, Message, Origin, ToWorker};
 use log::debug;
 
 /// Asks this host's dipcd to free `key` (naming `id` in `incarnation`) on
@@ -119,11 +119,11 @@ pub struct Removal {
 
 impl Removal {
     /// For a request that passed `Origins::check`.
-    pub fn of(req: &Message) -> Option<Removal> {
+    pub fn of(req: &ToWorker) -> Option<Removal> {
         let cmd = match req {
-            Message::MsgCtl { cmd, .. }
-            | Message::SemCtl { cmd, .. }
-            | Message::ShmCtl { cmd, .. } => *cmd,
+            ToWorker::MsgCtl { cmd, .. }
+            | ToWorker::SemCtl { cmd, .. }
+            | ToWorker::ShmCtl { cmd, .. } => *cmd,
             _ => return None,
         };
         let (kind, id, origin) = crate::origin::target(req).filter(|_| cmd == libc::IPC_RMID)?;

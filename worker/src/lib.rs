@@ -8,7 +8,8 @@
 //! after another, and replies, every frame sealed by the connection's
 //! secure channel. The first requests must be the employer's `Session`
 //! (whose credentials the worker takes on) and `SenderPid`; neither is
-//! taken twice. A worker serves one connection for its whole life, so an
+//! taken twice. These rules, apart from the socket, are the session's
+//! `gate`. A worker serves one connection for its whole life, so an
 //! employer that keeps its connection open keeps the same worker as its
 //! proxy on this host. A session that joins its process's `SEM_UNDO`
 //! context (`SemJoin`) goes to the one worker of that context, which serves
@@ -28,6 +29,7 @@
 mod blocking;
 mod calls;
 mod ctl;
+mod gate;
 mod keys;
 mod migrate;
 mod msg;
@@ -45,7 +47,7 @@ use dipc_common::auth::{Secret, ServerHandshake, VouchKey};
 use dipc_common::channel::{Channel, ChannelError, Codec};
 use dipc_common::config::Config;
 use dipc_common::metrics::Call;
-use dipc_common::wire::{IpcKind, Message};
+use dipc_common::wire::{IpcKind, Message, Protocol, ToWorker};
 use log::{debug, info, warn};
 use std::net::{IpAddr, TcpStream};
 
@@ -74,9 +76,8 @@ pub fn serve(
     secret: &Secret,
     incarnation: u64,
 ) -> i32 {
-    // Until the session is open (SenderPid), a caller that says nothing
-    // does not keep a worker.
-    if let Err(e) = stream.set_read_timeout(Some(config.timeouts.request)) {
+    let gate = gate::Gate::new(config, incarnation, peer);
+    if let Err(e) = stream.set_read_timeout(gate.read_timeout()) {
         warn!("worker for {peer}: {e}");
         return 1;
     }
@@ -99,9 +100,7 @@ pub fn serve(
         ch,
         peer,
         host: hs.host,
-        caller: None,
-        stated_uid: 0,
-        sender: None,
+        gate,
     };
     let code = serve_session(s, Some(first), true);
     undo::session_ended(true);
@@ -119,14 +118,7 @@ struct Session {
     peer: IpAddr,
     /// The front_end address the caller's host stated.
     host: std::net::SocketAddr,
-    /// The caller's pid, once `Session` came.
-    caller: Option<i32>,
-    /// The uid the caller's host stated for it (before any root squash):
-    /// what a get vouches for (see `keys::get`).
-    stated_uid: u32,
-    /// The caller's pid_d, as its dipcd vouched for it (0: not
-    /// registered), once `SenderPid` came.
-    sender: Option<i64>,
+    gate: gate::Gate,
 }
 
 /// Serves a session handed over to this worker's undo context, in a
@@ -139,7 +131,7 @@ fn serve_handed(
     rid: u64,
     ctx: i64,
 ) {
-    let Some((config, ..)) = SERVED.get() else {
+    let Some((config, incarnation, _)) = SERVED.get() else {
         return;
     };
     let peer = caller.host.ip();
@@ -149,13 +141,16 @@ fn serve_handed(
         info!("worker for {peer}: reply lost: {e}");
         return;
     }
+    let who = gate::Who {
+        pid: caller.pid,
+        stated_uid: caller.stated_uid,
+        sender: caller.sender,
+    };
     let s = Session {
         ch,
         peer,
         host: caller.host,
-        caller: Some(caller.pid),
-        stated_uid: caller.stated_uid,
-        sender: Some(caller.sender),
+        gate: gate::Gate::opened(config, *incarnation, peer, who),
     };
     serve_session(s, None, false);
 }
@@ -180,17 +175,14 @@ fn serve_calls(
     tally: &mut stats::Tally,
     dipcd: &mut pids::Dipcd,
 ) -> i32 {
-    let Some((config, incarnation, vouch_key)) = SERVED.get() else {
+    let Some((config, _, vouch_key)) = SERVED.get() else {
         return 1;
     };
-    let incarnation = *incarnation;
     let Session {
         mut ch,
         peer,
         host,
-        mut caller,
-        mut stated_uid,
-        mut sender,
+        mut gate,
     } = s;
     let sigio = match interrupt_on_input(ch.get_ref()) {
         Ok(s) => s,
@@ -201,14 +193,6 @@ fn serve_calls(
     };
     // The program started for the caller's move, until it is committed.
     let mut moving: Option<migrate::Started> = None;
-    let mut origins = origin::Origins::new(incarnation, config.front_end_addr());
-    // A message taken for the caller whose reply it has not confirmed yet.
-    let mut held: Option<msg::Held> = None;
-    let put_back = |held: Option<msg::Held>| {
-        if let Some(h) = held {
-            h.put_back(config.timeouts.request);
-        }
-    };
     loop {
         let next = match first.take() {
             Some(f) => Ok(f),
@@ -221,6 +205,7 @@ fn serve_calls(
                         // is frozen meanwhile, and a copy into a message
                         // would be one more pass over all of it.
                         Some(Ok(data)) => {
+                            gate.admit_data();
                             let started = std::time::Instant::now();
                             let id = f.request_id;
                             let bytes = data.len();
@@ -228,7 +213,7 @@ fn serve_calls(
                             tally.served(Call::Migrate, &reply, started, bytes);
                             if let Err(e) = ch.send(id, &reply) {
                                 info!("worker for {peer}: reply lost: {e}");
-                                put_back(held);
+                                gate.end();
                                 return 1;
                             }
                             continue;
@@ -243,28 +228,15 @@ fn serve_calls(
         let (id, req) = match next {
             Ok(r) => r,
             Err(ChannelError::Closed) => {
-                put_back(held);
+                gate.end();
                 return 0;
             }
             Err(e) => {
                 info!("worker for {peer}: {e}");
-                put_back(held);
+                gate.end();
                 return 1;
             }
         };
-        match &req {
-            Message::Received => {
-                if held.as_ref().is_some_and(|h| h.call == id) {
-                    held = None;
-                }
-                continue;
-            }
-            // A cancel that crossed the reply comes before the caller has
-            // read it: no confirmation.
-            Message::Cancel => {}
-            // The caller sends a request only once it has the last reply.
-            _ => held = None,
-        }
         let started = std::time::Instant::now();
         let call = Call::of(req.kind());
         let bytes_in = stats::bytes_in(&req);
@@ -272,82 +244,29 @@ fn serve_calls(
             Message::MsgRcv { id, .. } => Some(*id),
             _ => None,
         };
-        // A call on a stale id goes no further (only once the session is
-        // open: before, the request is refused below anyway).
-        let refused = match origin::target(&req) {
-            Some((kind, sid, o)) if caller.is_some() && sender.is_some() => {
-                origins.check(config, kind, sid, o).err()
+        let reply = match gate.admit(config, id, req, ch.buffered()) {
+            gate::Verdict::Skip => continue,
+            gate::Verdict::Answer(reply) => reply,
+            gate::Verdict::Become(b) => {
+                let r = session::become_caller(b.uid, b.gid, &b.groups);
+                gate.became(&b, r)
             }
-            _ => None,
-        };
-        let removal = match refused {
-            None => keys::Removal::of(&req),
-            Some(_) => None,
-        };
-        let reply = match refused {
-            Some(reply) => reply,
-            None => {
-                match req {
-                    // A cancel that crossed our reply: the call it meant is over.
-                    Message::Cancel => continue,
-                    Message::Ping => Message::Pong,
-                    Message::Session {
-                        pid,
-                        uid,
-                        gid,
-                        groups,
-                    } if caller.is_none() => {
-                        let (s_uid, s_gid, s_groups) =
-                            session::squash(uid, gid, &groups, config.root_squash);
-                        if (s_uid, s_gid, &s_groups) != (uid, gid, &groups) {
-                            debug!(
-                        "worker: root squash: pid {pid} on {peer} stated uid {uid} gid {gid} \
-                         groups {groups:?}, acts as uid {s_uid} gid {s_gid} groups {s_groups:?}"
-                    );
-                        }
-                        match session::become_caller(s_uid, s_gid, &s_groups) {
-                            Ok(()) => {
-                                debug!("worker: acting for pid {pid} on {peer} as uid {s_uid} gid {s_gid}");
-                                caller = Some(pid);
-                                stated_uid = uid;
-                                Message::Done { value: 0 }
-                            }
-                            Err(e) => {
-                                warn!("worker for {peer}: {e}");
-                                Message::error(libc::EPERM, e)
-                            }
-                        }
-                    }
-                    Message::SenderPid { pid_d } if caller.is_some() && sender.is_none() => {
-                        sender = Some(pid_d);
-                        // The session is open: from now on the application may
-                        // stay idle as long as it lives; keep-alives (set by the
-                        // front_end) detect a dead peer host instead of a read
-                        // time-out. Until now the time-out bounded how long a
-                        // caller that says nothing (a replayed handshake) keeps
-                        // a worker.
-                        if let Err(e) = ch.get_ref().set_read_timeout(None) {
-                            warn!("worker for {peer}: {e}");
-                            return 1;
-                        }
-                        Message::Done { value: 0 }
-                    }
-                    // Stated once, by the employer, before the application had the
-                    // channel: a second statement is the application's own.
-                    Message::Session { .. } | Message::SenderPid { .. } => Message::error(
-                        libc::EPERM,
-                        "the session's credentials and sender are stated once, by the employer",
-                    ),
-                    req if caller.is_none() || sender.is_none() => Message::error(
-                        libc::EPERM,
-                        format!("{} before the session's credentials", req.kind().name()),
-                    ),
-                    Message::SemJoin { nonce } => {
+            gate::Verdict::Open => {
+                if let Err(e) = ch.get_ref().set_read_timeout(gate.read_timeout()) {
+                    warn!("worker for {peer}: {e}");
+                    return 1;
+                }
+                Message::Done { value: 0 }
+            }
+            gate::Verdict::Serve(who, req) => {
+                let removal = keys::Removal::of(&req);
+                let reply = match req {
+                    ToWorker::SemJoin { nonce } => {
                         let who = undo::Caller {
                             host,
-                            pid: caller.unwrap_or(0),
-                            stated_uid,
-                            sender: sender.unwrap_or(0),
+                            pid: who.pid,
+                            stated_uid: who.stated_uid,
+                            sender: who.sender,
                         };
                         match undo::join(&ch, id, nonce, &who, serve_handed) {
                             Ok(undo::Joined::Here(ctx)) => Message::Done { value: ctx },
@@ -359,13 +278,7 @@ fn serve_calls(
                             Err(reply) => reply,
                         }
                     }
-                    // The attach hands the socket over: the caller waits for the
-                    // manager's answer, so nothing may follow the attach yet.
-                    Message::ShmAttach { .. } if ch.buffered() > 0 => Message::error(
-                        libc::EPROTO,
-                        "a request sent behind ShmAttach, before its answer",
-                    ),
-                    Message::ShmAttach {
+                    ToWorker::ShmAttach {
                         id: sid,
                         origin,
                         readonly,
@@ -378,21 +291,21 @@ fn serve_calls(
                         }
                         Err(reply) => reply,
                     },
-                    Message::MsgCtl {
+                    ToWorker::MsgCtl {
                         id: sid, cmd, set, ..
                     } => ctl::ctl(config, IpcKind::Msg, sid, cmd, set),
-                    Message::SemCtl {
+                    ToWorker::SemCtl {
                         id: sid,
                         num,
                         cmd,
                         arg,
                         ..
                     } => sem::ctl(config, sid, num, cmd, &arg),
-                    Message::ShmCtl {
+                    ToWorker::ShmCtl {
                         id: sid, cmd, set, ..
                     } => ctl::ctl(config, IpcKind::Shm, sid, cmd, set),
-                    Message::CallOpen { pid_d } => {
-                        match calls::hand_over(config, &ch, sender.unwrap_or(0), pid_d) {
+                    ToWorker::CallOpen { pid_d } => {
+                        match calls::hand_over(config, &ch, who.sender, pid_d) {
                             Ok(()) => {
                                 debug!(
                                     "worker: {peer}'s connection is a call link to pid_d {pid_d}"
@@ -404,26 +317,26 @@ fn serve_calls(
                             Err(reply) => reply,
                         }
                     }
-                    Message::KillD {
+                    ToWorker::KillD {
                         pid,
                         starttime,
                         sig,
                     } => pids::kill(config, dipcd, pid, starttime, sig),
-                    Message::ShmQuery { id: sid, .. } => shm::query(config, sid),
+                    ToWorker::ShmQuery { id: sid, .. } => shm::query(config, sid),
                     // This host's counters, from its dipcd.
-                    Message::StatsAsk => {
+                    ToWorker::StatsAsk => {
                         tally.report(config);
                         local_call(config, &config.back_end_socket(), &Message::StatsAsk)
                             .unwrap_or_else(|e| e)
                     }
-                    Message::MigrateSpawn {
+                    ToWorker::MigrateSpawn {
                         program,
                         pid_d,
                         token,
                     } => {
                         moving = None;
-                        let who = (sender.unwrap_or(0), pid_d, token);
-                        match migrate::spawn(config, stated_uid, who, &program) {
+                        let by = (who.sender, pid_d, token);
+                        match migrate::spawn(config, who.stated_uid, by, &program) {
                             Ok(s) => {
                                 let pid = s.pid();
                                 moving = Some(s);
@@ -433,12 +346,14 @@ fn serve_calls(
                         }
                     }
                     // (taken above, from the frame's buffer)
-                    Message::MigrateData { data } => migrate::data(&mut moving, &data),
-                    Message::MigrateCommit { go } => {
+                    ToWorker::MigrateData { data } => migrate::data(&mut moving, &data),
+                    ToWorker::MigrateCommit { go } => {
                         migrate::commit(&mut moving, go, config.timeouts.request / 2)
                     }
-                    Message::IpcStatAny { kind, id: sid, .. } => ctl::stat(config, kind, sid, true),
-                    Message::IpcGet {
+                    ToWorker::IpcStatAny { kind, id: sid, .. } => {
+                        ctl::stat(config, kind, sid, true)
+                    }
+                    ToWorker::IpcGet {
                         kind,
                         key,
                         id: sid,
@@ -447,22 +362,24 @@ fn serve_calls(
                         size,
                     } => keys::get(
                         config,
-                        &mut origins,
+                        gate.origins(),
                         kind,
                         (key, sid, incarnation),
                         flags,
                         size,
-                        (vouch_key, stated_uid),
+                        (vouch_key, who.stated_uid),
                     ),
-                    req => {
-                        let sender = sender.unwrap_or(0);
+                    req @ (ToWorker::MsgSnd { .. }
+                    | ToWorker::MsgRcv { .. }
+                    | ToWorker::SemOp { .. }
+                    | ToWorker::SendD { .. }) => {
                         // First without waiting: most calls do not block, and those
                         // then need no SIGIO switched on and off around them.
                         let waits = may_wait(&req);
                         let extra = if waits { libc::IPC_NOWAIT } else { 0 };
-                        let first = handle(&req, sender, extra);
+                        let first = handle(&req, who.sender, extra);
                         if waits && would_block(&req, &first) {
-                            match interruptible(&mut ch, sigio, || handle(&req, sender, 0)) {
+                            match interruptible(&mut ch, sigio, || handle(&req, who.sender, 0)) {
                                 Some(reply) => reply,
                                 None => return 0,
                             }
@@ -470,20 +387,29 @@ fn serve_calls(
                             first
                         }
                     }
+                    // Answered by the gate, never served.
+                    req @ (ToWorker::Session { .. }
+                    | ToWorker::SenderPid { .. }
+                    | ToWorker::Ping
+                    | ToWorker::Cancel
+                    | ToWorker::Received) => {
+                        Message::error(libc::EPROTO, format!("{} is not a call", req.kind().name()))
+                    }
+                };
+                if let Some(r) = removal {
+                    r.done(config, gate.origins(), &reply);
                 }
+                reply
             }
         };
-        if let Some(r) = removal {
-            r.done(config, &mut origins, &reply);
-        }
         let sent = ch.send(id, &reply);
         if let Some(call) = call {
             tally.served(call, &reply, started, bytes_in);
         }
-        held = rcv_queue.and_then(|q| msg::Held::of(id, q, reply));
+        gate.answered(id, rcv_queue, reply);
         if let Err(e) = sent {
             info!("worker for {peer}: reply lost: {e}");
-            put_back(held);
+            gate.end();
             return 1;
         }
     }

@@ -34,7 +34,7 @@
 use crate::{fail, local_call};
 use dipc_common::config::Config;
 use dipc_common::sysv;
-use dipc_common::wire::{IpcKind, Message, Origin};
+use dipc_common::wire::{IpcKind, Message, Origin, ToWorker};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
@@ -171,18 +171,18 @@ impl Origins {
 
 /// The structure a call is about, with what the caller resolved its id
 /// from; `None` for requests that name no System V structure.
-pub fn target(req: &Message) -> Option<(IpcKind, i32, Origin)> {
+pub fn target(req: &ToWorker) -> Option<(IpcKind, i32, Origin)> {
     match req {
-        Message::MsgSnd { id, origin, .. }
-        | Message::MsgRcv { id, origin, .. }
-        | Message::MsgCtl { id, origin, .. } => Some((IpcKind::Msg, *id, *origin)),
-        Message::SemOp { id, origin, .. } | Message::SemCtl { id, origin, .. } => {
+        ToWorker::MsgSnd { id, origin, .. }
+        | ToWorker::MsgRcv { id, origin, .. }
+        | ToWorker::MsgCtl { id, origin, .. } => Some((IpcKind::Msg, *id, *origin)),
+        ToWorker::SemOp { id, origin, .. } | ToWorker::SemCtl { id, origin, .. } => {
             Some((IpcKind::Sem, *id, *origin))
         }
-        Message::ShmAttach { id, origin, .. }
-        | Message::ShmCtl { id, origin, .. }
-        | Message::ShmQuery { id, origin } => Some((IpcKind::Shm, *id, *origin)),
-        Message::IpcStatAny { kind, id, origin } => Some((*kind, *id, *origin)),
+        ToWorker::ShmAttach { id, origin, .. }
+        | ToWorker::ShmCtl { id, origin, .. }
+        | ToWorker::ShmQuery { id, origin } => Some((IpcKind::Shm, *id, *origin)),
+        ToWorker::IpcStatAny { kind, id, origin } => Some((*kind, *id, *origin)),
         _ => None,
     }
 }
