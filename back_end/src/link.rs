@@ -22,9 +22,15 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
+
 /// Short: a restarted referee holds back "no such key" answers until every
 /// host had time to come back and claim its keys (`Config::referee_settle`).
 const MAX_BACKOFF: Duration = REFEREE_RETRY_MAX;
+
+/// The errno of the answer a relayed request gets when the link breaks
+/// before the referee's: the referee may have acted on it or not (the
+/// referee's own refusals use other errnos).
+pub const LOST: i32 = libc::ECONNRESET;
 
 enum State {
     /// Not connected; try again at the given time.
@@ -310,7 +316,7 @@ impl Link {
             events.push(LinkEvent::Reply {
                 to,
                 msg: FromReferee::Error {
-                    errno: libc::ECONNRESET,
+                    errno: LOST,
                     message: "connection to the referee lost".into(),
                 },
             });
