@@ -29,7 +29,7 @@ use dipc_common::metrics::Metrics;
 use dipc_common::net::Stream;
 use dipc_common::reactor::{ConnId, Event, Gone, Handler, ListenerId, Out, Peer};
 use dipc_common::sys::{self, PeerCred};
-use dipc_common::wire::{IpcKind, Message};
+use dipc_common::wire::{FromReferee, IpcKind, Message, Protocol};
 use log::{debug, error, info, warn};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
@@ -331,13 +331,14 @@ impl Daemon<'_> {
     fn link_event(&mut self, ev: LinkEvent) {
         match ev {
             LinkEvent::Reply { to, msg } => self.relayed_reply(to, msg),
-            LinkEvent::Push(Message::KeyGone { kind, key }) => {
+            LinkEvent::Push(FromReferee::KeyGone { kind, key }) => {
                 self.placeholders.gone(kind, key);
                 self.owned.remove(kind, key, None);
             }
-            LinkEvent::Push(Message::MoveAsk { pid_d, target, .. }) => {
+            LinkEvent::Push(FromReferee::MoveAsk { pid_d, target, .. }) => {
                 self.pids.ask_move(pid_d, target)
             }
+            // An answer with no request (id 0): nothing waits for it.
             LinkEvent::Push(other) => {
                 debug!("referee sent an unexpected {}", other.kind().name())
             }

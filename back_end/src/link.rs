@@ -16,7 +16,7 @@ use dipc_common::config::{Config, REFEREE_RETRY_MAX};
 use dipc_common::net::{connect_from, Stream};
 use dipc_common::reactor::{ConnId, Gone, ListenerId, Out};
 use dipc_common::silence::Silence;
-use dipc_common::wire::{IpcKind, Message, Role};
+use dipc_common::wire::{FromReferee, IpcKind, Message, Protocol, Role};
 use log::{debug, info, warn};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -44,9 +44,10 @@ enum State {
 /// What the back_end must act on after the link handled an event.
 pub enum LinkEvent {
     /// A reply to a request relayed for a local client.
-    Reply { to: Relayed, msg: Message },
-    /// A message the referee sent on its own (a key was freed).
-    Push(Message),
+    Reply { to: Relayed, msg: FromReferee },
+    /// A message the referee sent on its own (a key was freed, a move
+    /// asked for).
+    Push(FromReferee),
     /// The host (re)joined the referee: state the referee keeps per
     /// connection (registered processes) must be restored.
     Joined,
@@ -314,7 +315,10 @@ impl Link {
         for (_, to) in self.pending.drain() {
             events.push(LinkEvent::Reply {
                 to,
-                msg: Message::error(LOST, "connection to the referee lost"),
+                msg: FromReferee::Error {
+                    errno: LOST,
+                    message: "connection to the referee lost".into(),
+                },
             });
         }
         if self.is_joined() {
@@ -433,32 +437,40 @@ impl Link {
                 }
                 Err(e) => return Err(format!("referee {referee}: {e}")),
             },
-            State::AwaitJoined => match msg {
-                Message::Joined => {
+            State::AwaitJoined => match FromReferee::accept(msg) {
+                Ok(FromReferee::Joined) => {
                     info!("joined the cluster (referee {referee})");
                     events.push(LinkEvent::Joined);
                     self.backoff = MIN_BACKOFF;
                     self.next_heartbeat = now + config.timeouts.heartbeat_interval;
                     State::Joined
                 }
-                Message::Refused { reason } => {
+                Ok(FromReferee::Refused { reason }) => {
                     return Err(format!("referee {referee} refused this host: {reason}"))
                 }
-                other => {
-                    return Err(format!(
-                        "referee {referee}: unexpected {} while joining",
-                        other.kind().name()
-                    ))
-                }
+                Ok(other) => return Err(unexpected_while_joining(&referee, other.kind().name())),
+                Err(e) => return Err(unexpected_while_joining(&referee, e.kind)),
             },
             State::Joined => {
-                match msg {
-                    Message::HeartbeatAck => {}
-                    msg => match self.pending.remove(&id) {
+                match FromReferee::accept(msg) {
+                    Ok(FromReferee::HeartbeatAck) => {}
+                    Ok(msg) => match self.pending.remove(&id) {
                         Some(to) => events.push(LinkEvent::Reply { to, msg }),
                         None if id == 0 => events.push(LinkEvent::Push(msg)),
                         None => debug!("referee link: stale reply {}", msg.kind().name()),
                     },
+                    // Not something the referee sends: its asker learns
+                    // that much rather than a message it cannot read.
+                    Err(e) => {
+                        warn!("referee link: {e}");
+                        if let Some(to) = self.pending.remove(&id) {
+                            let msg = FromReferee::Error {
+                                errno: libc::EPROTO,
+                                message: format!("the referee answered with {}", e.kind),
+                            };
+                            events.push(LinkEvent::Reply { to, msg });
+                        }
+                    }
                 }
                 State::Joined
             }
@@ -466,6 +478,12 @@ impl Link {
         };
         Ok(())
     }
+}
+
+/// Why a link that was joining is given up: the referee answered its
+/// join with `kind`.
+fn unexpected_while_joining(referee: &std::net::SocketAddr, kind: &str) -> String {
+    format!("referee {referee}: unexpected {kind} while joining")
 }
 
 #[cfg(test)]

@@ -19,20 +19,10 @@
 use crate::daemon::{Client, Daemon};
 use crate::link::{Relayed, Then};
 use crate::pids;
-use dipc_common::wire::Message;
+use dipc_common::wire::{FromReferee, Message};
 use log::debug;
 
 impl Daemon<'_> {
-    /// Relays `MoveToken` or `MoveAbort` as the calling process.
-    pub(super) fn relay_move(&mut self, c: &mut Client, to: Relayed, msg: &Message, pid_d: i64) {
-        let pid = c.cred.pid;
-        let msg = match msg {
-            Message::MoveAbort { .. } => Message::MoveAbort { pid_d, pid },
-            _ => Message::MoveToken { pid_d, pid },
-        };
-        self.relay(c, to, &msg);
-    }
-
     /// `MoveIn` from a process this dipcd has registered: its own pid_d
     /// with a new mailbox.
     pub(super) fn repoint(
@@ -95,9 +85,9 @@ impl Daemon<'_> {
         pid: i32,
         serial: u64,
         mailbox: i32,
-        msg: Message,
-    ) -> Message {
-        if let Message::Registered { pid_d, .. } = msg {
+        msg: FromReferee,
+    ) -> FromReferee {
+        if let FromReferee::Registered { pid_d, .. } = msg {
             if self.pids.set_mailbox(pid, serial, mailbox) {
                 debug!("pid {pid} (pid_d {pid_d}) has a new mailbox {mailbox}");
             }

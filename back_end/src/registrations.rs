@@ -9,7 +9,7 @@ use crate::daemon::{Client, Daemon};
 use crate::link::{Relayed, Then};
 use crate::pids;
 use dipc_common::procs;
-use dipc_common::wire::Message;
+use dipc_common::wire::{FromReferee, Message};
 use log::{debug, info, warn};
 
 impl Daemon<'_> {
@@ -104,17 +104,18 @@ impl Daemon<'_> {
 
     /// The referee's answer to a new registration. Returns the reply for
     /// the client that asked.
-    pub(crate) fn registered(&mut self, pid: i32, serial: u64, msg: Message) -> Message {
+    pub(crate) fn registered(&mut self, pid: i32, serial: u64, msg: FromReferee) -> FromReferee {
         let current = self.pids.get(pid).is_some_and(|r| r.serial == serial);
         let msg = match msg {
             // The referee's counter starts at 1 and never wraps.
-            Message::Registered { pid_d, .. } if pid_d <= 0 => {
-                Message::error(libc::EPROTO, format!("the referee answered pid_d {pid_d}"))
-            }
+            FromReferee::Registered { pid_d, .. } if pid_d <= 0 => FromReferee::Error {
+                errno: libc::EPROTO,
+                message: format!("the referee answered pid_d {pid_d}"),
+            },
             msg => msg,
         };
         match (&msg, current) {
-            (Message::Registered { pid_d, .. }, true) => {
+            (FromReferee::Registered { pid_d, .. }, true) => {
                 let pid_d = *pid_d;
                 let mut waiters = Vec::new();
                 let mut mailbox = 0;
@@ -128,18 +129,22 @@ impl Daemon<'_> {
                 for (client, id) in waiters {
                     self.reply(client, id, &reply);
                 }
-                reply
+                FromReferee::Registered { pid_d, mailbox }
             }
-            (Message::Registered { pid_d, .. }, false) => {
+            (FromReferee::Registered { pid_d, .. }, false) => {
                 // The process exited while the referee was answering.
                 let un = Message::Unregister { pid_d: *pid_d, pid };
                 self.link.relay(&mut self.io, Relayed::nobody(), &un);
-                Message::error(libc::ESRCH, format!("pid {pid} exited"))
+                FromReferee::Error {
+                    errno: libc::ESRCH,
+                    message: format!("pid {pid} exited"),
+                }
             }
             (_, true) => {
                 if let Some(r) = self.pids.end(&mut self.io, pid, false) {
+                    let reply = Message::from(msg.clone());
                     for (client, id) in r.waiters {
-                        self.reply(client, id, &msg);
+                        self.reply(client, id, &reply);
                     }
                 }
                 msg
@@ -150,8 +155,8 @@ impl Daemon<'_> {
 
     /// The referee's answer to a restored registration: one it refuses
     /// (its pid_d was given to another process) ends here too.
-    pub(crate) fn restored(&mut self, pid: i32, serial: u64, msg: &Message) {
-        if let Message::Error { message, .. } = msg {
+    pub(crate) fn restored(&mut self, pid: i32, serial: u64, msg: &FromReferee) {
+        if let FromReferee::Error { message, .. } = msg {
             if self.pids.get(pid).is_some_and(|r| r.serial == serial) {
                 warn!("pid {pid} lost its registration: {message}");
                 self.pids.end(&mut self.io, pid, true);

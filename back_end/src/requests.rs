@@ -14,11 +14,25 @@ use dipc_common::metrics::Metrics;
 use dipc_common::procs;
 use dipc_common::sys;
 use dipc_common::sysv;
-use dipc_common::wire::Message;
+use dipc_common::wire::{FromReferee, Message, Protocol, ToDipcd};
 use log::{debug, info, warn};
 
 impl Daemon<'_> {
     pub(crate) fn request(&mut self, t: usize, c: &mut Client, id: u64, msg: Message) {
+        // A message no local client sends is answered, and the
+        // connection kept: the client may go on with its own requests.
+        let msg = match ToDipcd::accept(msg) {
+            Ok(msg) => msg,
+            Err(e) => {
+                return c.answer(
+                    id,
+                    &Message::error(
+                        libc::EINVAL,
+                        format!("dipcd does not take {} messages", e.kind),
+                    ),
+                )
+            }
+        };
         let relay = |key| Relayed {
             client: t,
             id,
@@ -26,10 +40,10 @@ impl Daemon<'_> {
             then: Then::Nothing,
         };
         match msg {
-            Message::Ping => c.answer(id, &Message::Pong),
-            Message::ListHosts | Message::ListKeys { .. } | Message::DropKey { .. } => {
+            ToDipcd::Ping => c.answer(id, &Message::Pong),
+            ToDipcd::ListHosts | ToDipcd::ListKeys { .. } | ToDipcd::DropKey { .. } => {
                 if sys::is_admin(&c.cred, self.admin_gid) {
-                    self.relay(c, relay(None), &msg);
+                    self.relay(c, relay(None), &Message::from(msg));
                 } else {
                     c.answer(
                         id,
@@ -42,14 +56,14 @@ impl Daemon<'_> {
             }
             // Every get of IPC_PRIVATE makes a new structure: there is
             // nothing to share under it (the library keeps it local).
-            Message::KeyGet { key, .. } if key == libc::IPC_PRIVATE => c.answer(
+            ToDipcd::KeyGet { key, .. } if key == libc::IPC_PRIVATE => c.answer(
                 id,
                 &Message::error(libc::EINVAL, "IPC_PRIVATE is not a distributed key"),
             ),
-            Message::KeyGet { kind, key, .. } => {
-                self.relay(c, relay(Some((kind, key))), &msg);
+            ToDipcd::KeyGet { kind, key, .. } => {
+                self.relay(c, relay(Some((kind, key))), &Message::from(msg));
             }
-            Message::KeyCommit {
+            ToDipcd::KeyCommit {
                 kind, key, id: sid, ..
             } => {
                 if self.take_grant(t, c, id, kind, key) {
@@ -88,12 +102,12 @@ impl Daemon<'_> {
                     self.relay(c, to, &msg);
                 }
             }
-            Message::KeyAbort { kind, key } => {
+            ToDipcd::KeyAbort { kind, key } => {
                 if self.take_grant(t, c, id, kind, key) {
-                    self.relay(c, relay(None), &msg);
+                    self.relay(c, relay(None), &Message::from(msg));
                 }
             }
-            Message::KeyRemove {
+            ToDipcd::KeyRemove {
                 kind,
                 key,
                 id: sid,
@@ -134,7 +148,7 @@ impl Daemon<'_> {
             // A worker checks that an id still names its key's structure:
             // the referee's entry as it is, without a placeholder (this is
             // the owner host, or the key has moved to another).
-            Message::KeyCheck { kind, key } => {
+            ToDipcd::KeyCheck { kind, key } => {
                 self.relay(
                     c,
                     relay(None),
@@ -145,11 +159,11 @@ impl Daemon<'_> {
                     },
                 );
             }
-            Message::ShmOpen { id: sid } => {
+            ToDipcd::ShmOpen { id: sid } => {
                 let reply = self.open_manager(sid, c);
                 c.answer(id, &reply);
             }
-            Message::Placeholder {
+            ToDipcd::Placeholder {
                 kind,
                 key,
                 owner,
@@ -160,7 +174,7 @@ impl Daemon<'_> {
                 let reply = self.placeholder(c.cred.uid, (kind, key), (owner, rid, origin), &vouch);
                 c.answer(id, &reply);
             }
-            Message::Resolve { kind, local_id } => {
+            ToDipcd::Resolve { kind, local_id } => {
                 let reply = match self.placeholders.resolve(kind, local_id) {
                     Some((owner, remote, origin)) => Message::KeyOwner {
                         owner,
@@ -172,12 +186,12 @@ impl Daemon<'_> {
                 };
                 c.answer(id, &reply);
             }
-            Message::Register { mailbox } => self.register(t, c, id, mailbox, None),
+            ToDipcd::Register { mailbox } => self.register(t, c, id, mailbox, None),
             // Calls (`dprocs`): a registered process states its endpoint;
             // callers of this host and workers ask for it. Each connector
             // checks that the process listening there is the registered one
             // (SO_PEERCRED), so a stated name vouches for nothing.
-            Message::CallEndpoint { name } => {
+            ToDipcd::CallEndpoint { name } => {
                 let reply = match self.pids.get_mut(c.cred.pid) {
                     Some(r) if r.pid_d > 0 => {
                         if name.is_empty() || name.len() > dipc_common::calls::MAX_ENDPOINT {
@@ -194,7 +208,7 @@ impl Daemon<'_> {
                 };
                 c.answer(id, &reply);
             }
-            Message::CallRoute { pid_d } => {
+            ToDipcd::CallRoute { pid_d } => {
                 let reply = match self.pids.by_pid_d(pid_d) {
                     Some(r) => match &r.endpoint {
                         Some(name) => Message::CallEndpointAt {
@@ -216,7 +230,7 @@ impl Daemon<'_> {
             }
             // A process that took a call link from `pid` asks whether a
             // worker passed it (only a worker's word on the caller counts).
-            Message::WorkerCheck { pid } => {
+            ToDipcd::WorkerCheck { pid } => {
                 let reply = if pid > 0 && procs::parent(pid) == Ok(self.front_end) {
                     Message::Done { value: 0 }
                 } else {
@@ -228,7 +242,7 @@ impl Daemon<'_> {
                 c.answer(id, &reply);
             }
             // A process moving in takes its pid_d over (see `moves`).
-            Message::MoveIn {
+            ToDipcd::MoveIn {
                 pid_d,
                 mailbox,
                 token,
@@ -236,7 +250,7 @@ impl Daemon<'_> {
             } => self.register(t, c, id, mailbox, Some((pid_d, token))),
             // From a worker about to start a program for a move, as the
             // moving process's user: the uid is the kernel's.
-            Message::MoveCheck { pid_d, token, .. } => {
+            ToDipcd::MoveCheck { pid_d, token, .. } => {
                 let check = Message::MoveCheck {
                     pid_d,
                     token,
@@ -246,7 +260,7 @@ impl Daemon<'_> {
             }
             // Root, admin_group or the process's own user (the referee
             // checks which, with the uid the kernel gave us).
-            Message::MoveAsk { pid_d, target, .. } => {
+            ToDipcd::MoveAsk { pid_d, target, .. } => {
                 let ask = Message::MoveAsk {
                     pid_d,
                     target,
@@ -257,7 +271,7 @@ impl Daemon<'_> {
             }
             // The process declares itself migratable: the balancer may
             // move it (it is listed in this host's load reports).
-            Message::Migratable => {
+            ToDipcd::Migratable => {
                 let reply = match self.pids.get_mut(c.cred.pid) {
                     Some(r) if r.pid_d > 0 => {
                         r.migratable = true;
@@ -270,13 +284,19 @@ impl Daemon<'_> {
                 };
                 c.queue(id, &reply);
             }
-            Message::MoveToken { pid_d, .. } | Message::MoveAbort { pid_d, .. } => {
-                self.relay_move(c, relay(None), &msg, pid_d)
+            // As the calling process, as for Unregister.
+            ToDipcd::MoveToken { pid_d, .. } => {
+                let pid = c.cred.pid;
+                self.relay(c, relay(None), &Message::MoveToken { pid_d, pid });
+            }
+            ToDipcd::MoveAbort { pid_d, .. } => {
+                let pid = c.cred.pid;
+                self.relay(c, relay(None), &Message::MoveAbort { pid_d, pid });
             }
             // From this host's workers, before a kill_d: it reaches
             // registered processes only. Any local user may ask; the
             // answer is in `dipcref pids` too.
-            Message::PidCheck { pid, starttime } => {
+            ToDipcd::PidCheck { pid, starttime } => {
                 let reply = match self.pids.get(pid) {
                     Some(r) if r.pid_d > 0 && r.starttime == starttime && !r.exited() => {
                         Message::Done { value: r.pid_d }
@@ -288,7 +308,7 @@ impl Daemon<'_> {
                 };
                 c.answer(id, &reply);
             }
-            Message::Unregister { pid_d, .. } => {
+            ToDipcd::Unregister { pid_d, .. } => {
                 // The referee checks the triple: pid_d, this host, and the
                 // pid the kernel says is calling.
                 let pid = c.cred.pid;
@@ -303,21 +323,21 @@ impl Daemon<'_> {
             // Open to every user: a pid_d must be looked up to be signalled
             // or sent to, so the list tells nothing more (see referee::pids).
             // Names are as open as the pids they stand for.
-            Message::PidLookup { .. }
-            | Message::ListPids { .. }
-            | Message::ListLoad
-            | Message::NameLookup { .. }
-            | Message::ListNames { .. } => {
-                self.relay(c, relay(None), &msg);
+            ToDipcd::PidLookup { .. }
+            | ToDipcd::ListPids { .. }
+            | ToDipcd::ListLoad
+            | ToDipcd::NameLookup { .. }
+            | ToDipcd::ListNames { .. } => {
+                self.relay(c, relay(None), &Message::from(msg));
             }
             // As for Unregister, the referee checks that the name is
             // asked for by the process pid_d is: the pid is the kernel's.
             // dipcd keeps the names it saw given, to take them again for
             // the process when its registration is restored.
-            Message::NameRegister { pid_d, name, .. } => {
+            ToDipcd::NameRegister { pid_d, name, .. } => {
                 self.relay_name(c, relay(None), pid_d, name, true)
             }
-            Message::NameRelease { pid_d, name, .. } => {
+            ToDipcd::NameRelease { pid_d, name, .. } => {
                 self.relay_name(c, relay(None), pid_d, name, false)
             }
             // Any local user may name any address here, and the employer
@@ -325,34 +345,27 @@ impl Daemon<'_> {
             // to a host the referee has as an up member, asked afresh each
             // time so that a host that left is refused at once. The client
             // stays here until the answer (see `connect_checked`).
-            Message::Connect { target } => {
+            ToDipcd::Connect { target } => {
                 let to = Relayed {
                     then: Then::Connect { target },
                     ..relay(None)
                 };
                 self.relay(c, to, &Message::ListHosts);
             }
-            Message::StatsAsk => {
+            ToDipcd::StatsAsk => {
                 let reply = Message::Stats {
                     pairs: self.snapshot().to_pairs(),
                 };
                 c.answer(id, &reply);
             }
-            Message::StatsReport { pairs } => {
+            ToDipcd::StatsReport { pairs } => {
                 let reply = self.stats_report(c, &pairs);
                 c.answer(id, &reply);
             }
-            Message::CallsMade { pairs } => {
+            ToDipcd::CallsMade { pairs } => {
                 self.metrics.add_caller(&Metrics::from_pairs(&pairs));
                 c.answer(id, &Message::Done { value: 0 });
             }
-            other => c.answer(
-                id,
-                &Message::error(
-                    libc::EINVAL,
-                    format!("dipcd does not take {} messages", other.kind().name()),
-                ),
-            ),
         }
     }
 
@@ -378,7 +391,7 @@ impl Daemon<'_> {
 
     /// Finishes a reply from the referee: a key owned elsewhere gets its
     /// local placeholder id.
-    pub(crate) fn relayed_reply(&mut self, to: Relayed, msg: Message) {
+    pub(crate) fn relayed_reply(&mut self, to: Relayed, msg: FromReferee) {
         let msg = match to.then {
             Then::Nothing => msg,
             Then::Register { pid, serial } => self.registered(pid, serial, msg),
@@ -392,7 +405,7 @@ impl Daemon<'_> {
                 mailbox,
             } => self.repointed(pid, serial, mailbox, msg),
             Then::Unregister { pid_d, pid } => {
-                if matches!(msg, Message::Done { .. })
+                if matches!(msg, FromReferee::Done { .. })
                     && self.pids.get(pid).is_some_and(|r| r.pid_d == pid_d)
                 {
                     debug!("pid_d {pid_d} (pid {pid}) unregistered");
@@ -401,7 +414,7 @@ impl Daemon<'_> {
                 msg
             }
             Then::Named { op, restore } => {
-                let ok = matches!(msg, Message::Done { .. });
+                let ok = matches!(msg, FromReferee::Done { .. });
                 self.pids.name_answered(op, ok, restore);
                 if restore {
                     return;
@@ -425,7 +438,7 @@ impl Daemon<'_> {
                 // if the creator removed it on this error.
                 let lost = matches!(
                     msg,
-                    Message::Error {
+                    FromReferee::Error {
                         errno: link::LOST,
                         ..
                     }
@@ -437,7 +450,7 @@ impl Daemon<'_> {
                         kind.name()
                     );
                 }
-                if lost || matches!(msg, Message::Done { .. }) {
+                if lost || matches!(msg, FromReferee::Done { .. }) {
                     self.owned.add(kind, key, Owned { id, creator_uid });
                 }
                 msg
@@ -447,7 +460,7 @@ impl Daemon<'_> {
                 // freed while this host was away) takes it from this host;
                 // a claim whose answer did not come (the link broke) is
                 // made again at the next join.
-                if let Message::Error {
+                if let FromReferee::Error {
                     errno: libc::EEXIST | libc::ENOENT,
                     message,
                 } = &msg
@@ -463,12 +476,12 @@ impl Daemon<'_> {
             }
             Then::Verify { kind, key, what } => {
                 let keep = match &msg {
-                    Message::KeyOwner {
+                    FromReferee::KeyOwner {
                         owner, id, origin, ..
                     } => (*owner, *id, origin.incarnation) == what,
                     // Not known, or the answer did not come: only a
                     // definite "no such key" frees the placeholder.
-                    Message::Error { errno, .. } => *errno != libc::ENOENT,
+                    FromReferee::Error { errno, .. } => *errno != libc::ENOENT,
                     _ => true,
                 };
                 if !keep {
@@ -483,19 +496,19 @@ impl Daemon<'_> {
         };
         let msg = match (to.key, msg) {
             // This host is to create the key: note which process may.
-            (Some(k), msg @ Message::KeyOwner { id: -1, .. }) => {
+            (Some(k), msg @ FromReferee::KeyOwner { id: -1, .. }) => {
                 let pid = self.clients.get(&to.client).map(|c| c.cred.pid);
                 self.grant(k, to.client, pid);
                 msg
             }
             (
                 Some((kind, key)),
-                Message::KeyOwner {
+                FromReferee::KeyOwner {
                     owner, id, origin, ..
                 },
             ) if id >= 0 => {
                 if owner == self.config.front_end_addr() {
-                    Message::KeyOwner {
+                    FromReferee::KeyOwner {
                         owner,
                         id,
                         local_id: id,
@@ -509,7 +522,7 @@ impl Daemon<'_> {
                     let have =
                         self.placeholders
                             .existing(kind, key, (owner, id, origin.incarnation));
-                    Message::KeyOwner {
+                    FromReferee::KeyOwner {
                         owner,
                         id,
                         local_id: have.unwrap_or(-1),
@@ -519,6 +532,6 @@ impl Daemon<'_> {
             }
             (_, msg) => msg,
         };
-        self.reply(to.client, to.id, &msg);
+        self.reply(to.client, to.id, &Message::from(msg));
     }
 }

@@ -11,7 +11,7 @@ use dipc_common::channel::FramedParts;
 use dipc_common::net::Stream;
 use dipc_common::reactor::ConnId;
 use dipc_common::sys;
-use dipc_common::wire::{HostInfo, Message};
+use dipc_common::wire::{FromReferee, HostInfo, Message, Protocol};
 use log::{debug, warn};
 use nix::sys::signal::Signal;
 use std::net::SocketAddr;
@@ -27,12 +27,12 @@ impl Daemon<'_> {
         client: ConnId,
         id: u64,
         target: SocketAddr,
-        msg: Message,
+        msg: FromReferee,
     ) {
         let hosts = match msg {
-            Message::Hosts { hosts } => hosts,
+            FromReferee::Hosts { hosts } => hosts,
             // E.g. the link was lost meanwhile; the client learns why.
-            msg @ Message::Error { .. } => return self.reply(client, id, &msg),
+            msg @ FromReferee::Error { .. } => return self.reply(client, id, &msg.into()),
             other => {
                 let msg = Message::error(
                     libc::EPROTO,

@@ -612,3 +612,102 @@ fn a_connect_takes_the_client_out_only_to_an_up_host() {
     assert!(h.handler.clients.is_empty());
     assert!(h.handler.handoffs.contains_key(&2000));
 }
+
+/// A message that no local client sends dipcd (an shm agent's
+/// `ShmDetach`; a `KeyClaim`, which only dipcd itself sends the referee)
+/// is answered EINVAL by name and goes no further: nothing is relayed and
+/// the client's connection stays, to serve its next request.
+#[test]
+fn a_message_of_another_protocol_is_refused_and_the_client_stays() {
+    let mut h = host("other-protocol");
+    h.join();
+    h.client(2000, std::process::id() as i32);
+    let claim = Message::KeyClaim {
+        kind: IpcKind::Msg,
+        key: KEY,
+        id: 1,
+        creator_uid: 0,
+        incarnation: 0x1234,
+    };
+    for (id, msg) in [(3, Message::ShmDetach), (4, claim)] {
+        let why = format!("dipcd does not take {} messages", msg.kind().name());
+        let acts = h.handle(Event::frame(2000, id, msg));
+        assert!(
+            matches!(
+                acts.as_slice(),
+                [Action::Send { conn: 2000, id: i, msg: Message::Error { errno, message } }]
+                    if *i == id && *errno == libc::EINVAL && *message == why
+            ),
+            "{acts:?}"
+        );
+    }
+    assert_eq!(
+        h.sent(2000, Event::frame(2000, 5, Message::Ping)),
+        vec![(5, Message::Pong)]
+    );
+}
+
+/// An answer of the referee that is no message of its protocol reaches
+/// the process that asked as EPROTO naming it, not as a message it cannot
+/// read (it was passed on as it came); one with no request goes nowhere,
+/// and the link stays up for the next request.
+#[test]
+fn a_referee_answer_of_another_protocol_reaches_the_asker_as_eproto() {
+    let mut h = host("referee-other");
+    h.join();
+    h.client(2000, std::process::id() as i32);
+    let link = h.link();
+    let ask = h.referee_gets(Event::frame(2000, 9, Message::ListLoad));
+    assert_eq!(ask.len(), 1, "{ask:?}");
+    let acts = h.handle(Event::frame(link, ask[0].0, Message::ShmDetach));
+    assert!(
+        matches!(
+            acts.as_slice(),
+            [Action::Send { conn: 2000, id: 9, msg: Message::Error { errno, message } }]
+                if *errno == libc::EPROTO && message == "the referee answered with ShmDetach"
+        ),
+        "{acts:?}"
+    );
+    let acts = h.handle(Event::frame(link, 0, Message::ShmDetach));
+    assert!(acts.is_empty(), "{acts:?}");
+    let ask = h.referee_gets(Event::frame(2000, 10, Message::ListLoad));
+    assert_eq!(ask.len(), 1, "{ask:?}");
+    let loads = Message::Loads {
+        hosts: Vec::new(),
+        moves: Vec::new(),
+    };
+    assert_eq!(
+        h.sent(2000, Event::frame(link, ask[0].0, loads.clone())),
+        vec![(10, loads)]
+    );
+}
+
+/// A join answered with a message of another protocol stops the host,
+/// as any answer but `Joined` or `Refused` does.
+#[test]
+fn a_join_answered_with_another_protocols_message_stops_the_host() {
+    let mut h = host("join-other");
+    let acts = h.handle(Event::Tick);
+    let conn = acts
+        .iter()
+        .find_map(|a| match a {
+            Action::Connect { conn, class } if *class == LINK_CLASS => Some(*conn),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no connection to the referee: {acts:?}"));
+    h.link = Some(conn);
+    let hello = h.referee_gets(Event::Connected { conn });
+    let (_, _, reply) = auth::accept(&secret(), &hello[0].1, Role::Host).unwrap();
+    let join = h.referee_gets(Event::frame(conn, 0, reply));
+    assert!(matches!(join[..], [(0, Message::Join { .. })]), "{join:?}");
+    let acts = h.handle(Event::frame(conn, 0, Message::ShmDetach));
+    assert!(
+        acts.iter().any(|a| matches!(a, Action::Stop(1))),
+        "{acts:?}"
+    );
+    assert!(
+        acts.iter()
+            .any(|a| matches!(a, Action::Close { conn: c } if *c == conn)),
+        "{acts:?}"
+    );
+}
