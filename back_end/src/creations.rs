@@ -10,7 +10,7 @@ use crate::daemon::{Client, Daemon};
 use crate::link::Relayed;
 use dipc_common::procs;
 use dipc_common::reactor::{ConnId, Interest, Watch};
-use dipc_common::wire::{IpcKind, Message};
+use dipc_common::wire::{IpcKind, Message, ToReferee};
 use log::info;
 use std::io;
 use std::os::fd::AsRawFd;
@@ -76,7 +76,7 @@ impl Daemon<'_> {
         self.link.relay(
             &mut self.io,
             Relayed::nobody(),
-            &Message::KeyAbort { kind, key },
+            ToReferee::KeyAbort { kind, key },
         );
     }
 

@@ -29,7 +29,7 @@ use dipc_common::metrics::Metrics;
 use dipc_common::net::Stream;
 use dipc_common::reactor::{ConnId, Event, Gone, Handler, ListenerId, Out, Peer};
 use dipc_common::sys::{self, PeerCred};
-use dipc_common::wire::{FromReferee, IpcKind, Message, Protocol};
+use dipc_common::wire::{FromReferee, IpcKind, Message, Protocol, ToDipcd, ToReferee};
 use log::{debug, error, info, warn};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
@@ -315,7 +315,7 @@ impl Daemon<'_> {
             .tick(now, (&mut self.io, out), self.config, &mut self.link_events);
         if beat {
             let report = self.meter.report(self.pids.all(), now);
-            self.link.push(&mut self.io, &report);
+            self.link.push(&mut self.io, report);
         }
     }
 
@@ -454,7 +454,23 @@ impl Daemon<'_> {
         self.client_gone(t);
     }
 
-    pub(crate) fn relay(&mut self, c: &mut Client, to: Relayed, msg: &Message) -> bool {
+    /// Relays a local request the referee takes as it came (a list, a
+    /// get, an abort): the two protocols share it.
+    pub(crate) fn pass_on(&mut self, c: &mut Client, to: Relayed, msg: ToDipcd) -> bool {
+        match ToReferee::accept(msg.into()) {
+            Ok(msg) => self.relay(c, to, msg),
+            Err(e) => {
+                // Only a protocol list that disagrees with this code.
+                c.answer(
+                    to.id,
+                    &Message::error(libc::EPROTO, format!("dipcd cannot relay it: {e}")),
+                );
+                false
+            }
+        }
+    }
+
+    pub(crate) fn relay(&mut self, c: &mut Client, to: Relayed, msg: ToReferee) -> bool {
         let sent = self.link.relay(&mut self.io, to, msg);
         if !sent {
             c.answer(

@@ -10,7 +10,7 @@ use crate::link::Relayed;
 use crate::link::Then;
 use dipc_common::auth::Vouch;
 use dipc_common::sysv;
-use dipc_common::wire::{IpcKind, Message, Origin};
+use dipc_common::wire::{IpcKind, Message, Origin, ToReferee};
 use log::{info, warn};
 use std::io;
 use std::net::SocketAddr;
@@ -98,13 +98,13 @@ impl Daemon<'_> {
                     o.id
                 );
                 self.owned.remove(kind, key, Some(o.id));
-                let msg = Message::KeyRemove {
+                let msg = ToReferee::KeyRemove {
                     kind,
                     key,
                     id: o.id,
                     incarnation: self.incarnation,
                 };
-                self.link.relay(&mut self.io, Relayed::nobody(), &msg);
+                self.link.relay(&mut self.io, Relayed::nobody(), msg);
                 continue;
             }
             let to = Relayed {
@@ -115,14 +115,14 @@ impl Daemon<'_> {
                 },
                 ..Relayed::nobody()
             };
-            let msg = Message::KeyClaim {
+            let msg = ToReferee::KeyClaim {
                 kind,
                 key,
                 id: o.id,
                 creator_uid: o.creator_uid,
                 incarnation: self.incarnation,
             };
-            self.link.relay(&mut self.io, to, &msg);
+            self.link.relay(&mut self.io, to, msg);
         }
     }
 
@@ -135,12 +135,12 @@ impl Daemon<'_> {
                 then: Then::Verify { kind, key, what },
                 ..Relayed::nobody()
             };
-            let msg = Message::KeyGet {
+            let msg = ToReferee::KeyGet {
                 kind,
                 key,
                 flags: 0,
             };
-            self.link.relay(&mut self.io, to, &msg);
+            self.link.relay(&mut self.io, to, msg);
         }
     }
 }

@@ -16,7 +16,7 @@ use dipc_common::config::{Config, REFEREE_RETRY_MAX};
 use dipc_common::net::{connect_from, Stream};
 use dipc_common::reactor::{ConnId, Gone, ListenerId, Out};
 use dipc_common::silence::Silence;
-use dipc_common::wire::{FromReferee, IpcKind, Message, Protocol, Role};
+use dipc_common::wire::{FromReferee, IpcKind, Message, Protocol, Role, ToReferee};
 use log::{debug, info, warn};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -201,24 +201,24 @@ impl Link {
 
     /// Relays a request for a local client. Returns false if the link is
     /// not up.
-    pub fn relay(&mut self, io: &mut Outbox, to: Relayed, msg: &Message) -> bool {
+    pub fn relay(&mut self, io: &mut Outbox, to: Relayed, msg: ToReferee) -> bool {
         let (State::Joined, Some(conn)) = (&self.state, self.conn) else {
             return false;
         };
         let ours = self.next_id;
         self.next_id += 1;
-        io.send(conn, ours, msg);
+        io.send(conn, ours, &msg.into());
         self.pending.insert(ours, to);
         true
     }
 
     /// Sends a message that takes no answer (request id 0), such as the
     /// load report. Returns false if the link is not up.
-    pub fn push(&mut self, io: &mut Outbox, msg: &Message) -> bool {
+    pub fn push(&mut self, io: &mut Outbox, msg: ToReferee) -> bool {
         let (State::Joined, Some(conn)) = (&self.state, self.conn) else {
             return false;
         };
-        io.send(conn, 0, msg);
+        io.send(conn, 0, &msg.into());
         true
     }
 

@@ -10,7 +10,7 @@
 //! started within it, else its average rate over its life.
 
 use crate::pids::Reg;
-use dipc_common::wire::{LoadProc, Message, MAX_LOAD_NAME, MAX_LOAD_PROCS};
+use dipc_common::wire::{LoadProc, ToReferee, MAX_LOAD_NAME, MAX_LOAD_PROCS};
 use std::collections::HashMap;
 use std::time::Instant;
 
@@ -91,7 +91,7 @@ impl Meter {
     /// The report of the window since the last one: the CPU time of every
     /// confirmed registration, and the migratable ones listed (the
     /// busiest [`MAX_LOAD_PROCS`]).
-    pub fn report<'a>(&mut self, regs: impl Iterator<Item = &'a Reg>, now: Instant) -> Message {
+    pub fn report<'a>(&mut self, regs: impl Iterator<Item = &'a Reg>, now: Instant) -> ToReferee {
         let window_ms = now.duration_since(self.last).as_millis() as u64;
         self.last = now;
         let up_ms = uptime_ms();
@@ -128,7 +128,7 @@ impl Meter {
         self.prev = prev;
         procs.sort_by(|a, b| b.cpu.cmp(&a.cpu).then(a.pid_d.cmp(&b.pid_d)));
         procs.truncate(MAX_LOAD_PROCS);
-        Message::LoadReport {
+        ToReferee::LoadReport {
             window_ms: u32::try_from(window_ms).unwrap_or(u32::MAX),
             cpu_ms: u32::try_from(total).unwrap_or(u32::MAX),
             procs,

@@ -19,7 +19,7 @@
 use crate::daemon::{Client, Daemon};
 use crate::link::{Relayed, Then};
 use crate::pids;
-use dipc_common::wire::{FromReferee, Message};
+use dipc_common::wire::{FromReferee, Message, ToReferee};
 use log::debug;
 
 impl Daemon<'_> {
@@ -68,7 +68,7 @@ impl Daemon<'_> {
                 mailbox,
             },
         };
-        let msg = Message::MoveIn {
+        let msg = ToReferee::MoveIn {
             pid_d,
             pid: cred.pid,
             uid: cred.uid,
@@ -76,7 +76,7 @@ impl Daemon<'_> {
             mailbox,
             token,
         };
-        self.relay(c, to, &msg);
+        self.relay(c, to, msg);
     }
 
     /// The referee's answer to a [`Daemon::repoint`].

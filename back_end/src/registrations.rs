@@ -9,7 +9,7 @@ use crate::daemon::{Client, Daemon};
 use crate::link::{Relayed, Then};
 use crate::pids;
 use dipc_common::procs;
-use dipc_common::wire::{FromReferee, Message};
+use dipc_common::wire::{FromReferee, Message, ToReferee};
 use log::{debug, info, warn};
 
 impl Daemon<'_> {
@@ -80,14 +80,14 @@ impl Daemon<'_> {
             },
         };
         let msg = match takeover {
-            None => Message::PidRegister {
+            None => ToReferee::PidRegister {
                 pid_d: 0,
                 pid: cred.pid,
                 uid: cred.uid,
                 starttime,
                 mailbox,
             },
-            Some((pid_d, token)) => Message::MoveIn {
+            Some((pid_d, token)) => ToReferee::MoveIn {
                 pid_d,
                 pid: cred.pid,
                 uid: cred.uid,
@@ -96,7 +96,7 @@ impl Daemon<'_> {
                 token,
             },
         };
-        if !self.relay(c, to, &msg) {
+        if !self.relay(c, to, msg) {
             // Not joined: the error is queued to the client already.
             self.pids.end(&mut self.io, cred.pid, false);
         }
@@ -133,8 +133,8 @@ impl Daemon<'_> {
             }
             (FromReferee::Registered { pid_d, .. }, false) => {
                 // The process exited while the referee was answering.
-                let un = Message::Unregister { pid_d: *pid_d, pid };
-                self.link.relay(&mut self.io, Relayed::nobody(), &un);
+                let un = ToReferee::Unregister { pid_d: *pid_d, pid };
+                self.link.relay(&mut self.io, Relayed::nobody(), un);
                 FromReferee::Error {
                     errno: libc::ESRCH,
                     message: format!("pid {pid} exited"),
@@ -193,14 +193,14 @@ impl Daemon<'_> {
                 then: Then::Restore { pid, serial },
                 ..Relayed::nobody()
             };
-            let msg = Message::PidRegister {
+            let msg = ToReferee::PidRegister {
                 pid_d,
                 pid,
                 uid,
                 starttime,
                 mailbox,
             };
-            self.link.relay(&mut self.io, to, &msg);
+            self.link.relay(&mut self.io, to, msg);
             // After the record on the same link, so the referee has it.
             for name in names {
                 let to = Relayed {
@@ -213,7 +213,7 @@ impl Daemon<'_> {
                 self.link.relay(
                     &mut self.io,
                     to,
-                    &Message::NameRegister { pid_d, pid, name },
+                    ToReferee::NameRegister { pid_d, pid, name },
                 );
             }
         }
@@ -227,11 +227,11 @@ impl Daemon<'_> {
         };
         debug!("pid {pid} (pid_d {}) exited", r.pid_d);
         if r.pid_d > 0 {
-            let msg = Message::Unregister {
+            let msg = ToReferee::Unregister {
                 pid_d: r.pid_d,
                 pid,
             };
-            self.link.relay(&mut self.io, Relayed::nobody(), &msg);
+            self.link.relay(&mut self.io, Relayed::nobody(), msg);
         }
         let gone = Message::error(libc::ESRCH, format!("pid {pid} exited"));
         for (client, id) in r.waiters {

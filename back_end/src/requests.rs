@@ -14,7 +14,7 @@ use dipc_common::metrics::Metrics;
 use dipc_common::procs;
 use dipc_common::sys;
 use dipc_common::sysv;
-use dipc_common::wire::{FromReferee, Message, Protocol, ToDipcd};
+use dipc_common::wire::{FromReferee, Message, Protocol, ToDipcd, ToReferee};
 use log::{debug, info, warn};
 
 impl Daemon<'_> {
@@ -43,7 +43,7 @@ impl Daemon<'_> {
             ToDipcd::Ping => c.answer(id, &Message::Pong),
             ToDipcd::ListHosts | ToDipcd::ListKeys { .. } | ToDipcd::DropKey { .. } => {
                 if sys::is_admin(&c.cred, self.admin_gid) {
-                    self.relay(c, relay(None), &Message::from(msg));
+                    self.pass_on(c, relay(None), msg);
                 } else {
                     c.answer(
                         id,
@@ -61,7 +61,7 @@ impl Daemon<'_> {
                 &Message::error(libc::EINVAL, "IPC_PRIVATE is not a distributed key"),
             ),
             ToDipcd::KeyGet { kind, key, .. } => {
-                self.relay(c, relay(Some((kind, key))), &Message::from(msg));
+                self.pass_on(c, relay(Some((kind, key))), msg);
             }
             ToDipcd::KeyCommit {
                 kind, key, id: sid, ..
@@ -83,7 +83,7 @@ impl Daemon<'_> {
                     }
                     // The creator is who the kernel says is calling; the
                     // structure lives in this host's incarnation.
-                    let msg = Message::KeyCommit {
+                    let msg = ToReferee::KeyCommit {
                         kind,
                         key,
                         id: sid,
@@ -99,12 +99,12 @@ impl Daemon<'_> {
                         },
                         ..relay(None)
                     };
-                    self.relay(c, to, &msg);
+                    self.relay(c, to, msg);
                 }
             }
             ToDipcd::KeyAbort { kind, key } => {
                 if self.take_grant(t, c, id, kind, key) {
-                    self.relay(c, relay(None), &Message::from(msg));
+                    self.pass_on(c, relay(None), msg);
                 }
             }
             ToDipcd::KeyRemove {
@@ -124,7 +124,7 @@ impl Daemon<'_> {
                     0 => self.incarnation,
                     i => i,
                 };
-                let msg = Message::KeyRemove {
+                let msg = ToReferee::KeyRemove {
                     kind,
                     key,
                     id: sid,
@@ -142,7 +142,7 @@ impl Daemon<'_> {
                         ),
                     );
                 } else {
-                    self.relay(c, relay(None), &msg);
+                    self.relay(c, relay(None), msg);
                 }
             }
             // A worker checks that an id still names its key's structure:
@@ -152,7 +152,7 @@ impl Daemon<'_> {
                 self.relay(
                     c,
                     relay(None),
-                    &Message::KeyGet {
+                    ToReferee::KeyGet {
                         kind,
                         key,
                         flags: 0,
@@ -251,23 +251,23 @@ impl Daemon<'_> {
             // From a worker about to start a program for a move, as the
             // moving process's user: the uid is the kernel's.
             ToDipcd::MoveCheck { pid_d, token, .. } => {
-                let check = Message::MoveCheck {
+                let check = ToReferee::MoveCheck {
                     pid_d,
                     token,
                     uid: c.cred.uid,
                 };
-                self.relay(c, relay(None), &check);
+                self.relay(c, relay(None), check);
             }
             // Root, admin_group or the process's own user (the referee
             // checks which, with the uid the kernel gave us).
             ToDipcd::MoveAsk { pid_d, target, .. } => {
-                let ask = Message::MoveAsk {
+                let ask = ToReferee::MoveAsk {
                     pid_d,
                     target,
                     uid: c.cred.uid,
                     admin: sys::is_admin(&c.cred, self.admin_gid),
                 };
-                self.relay(c, relay(None), &ask);
+                self.relay(c, relay(None), ask);
             }
             // The process declares itself migratable: the balancer may
             // move it (it is listed in this host's load reports).
@@ -287,11 +287,11 @@ impl Daemon<'_> {
             // As the calling process, as for Unregister.
             ToDipcd::MoveToken { pid_d, .. } => {
                 let pid = c.cred.pid;
-                self.relay(c, relay(None), &Message::MoveToken { pid_d, pid });
+                self.relay(c, relay(None), ToReferee::MoveToken { pid_d, pid });
             }
             ToDipcd::MoveAbort { pid_d, .. } => {
                 let pid = c.cred.pid;
-                self.relay(c, relay(None), &Message::MoveAbort { pid_d, pid });
+                self.relay(c, relay(None), ToReferee::MoveAbort { pid_d, pid });
             }
             // From this host's workers, before a kill_d: it reaches
             // registered processes only. Any local user may ask; the
@@ -318,7 +318,7 @@ impl Daemon<'_> {
                     key: None,
                     then: Then::Unregister { pid_d, pid },
                 };
-                self.relay(c, to, &Message::Unregister { pid_d, pid });
+                self.relay(c, to, ToReferee::Unregister { pid_d, pid });
             }
             // Open to every user: a pid_d must be looked up to be signalled
             // or sent to, so the list tells nothing more (see referee::pids).
@@ -328,7 +328,7 @@ impl Daemon<'_> {
             | ToDipcd::ListLoad
             | ToDipcd::NameLookup { .. }
             | ToDipcd::ListNames { .. } => {
-                self.relay(c, relay(None), &Message::from(msg));
+                self.pass_on(c, relay(None), msg);
             }
             // As for Unregister, the referee checks that the name is
             // asked for by the process pid_d is: the pid is the kernel's.
@@ -350,7 +350,7 @@ impl Daemon<'_> {
                     then: Then::Connect { target },
                     ..relay(None)
                 };
-                self.relay(c, to, &Message::ListHosts);
+                self.relay(c, to, ToReferee::ListHosts);
             }
             ToDipcd::StatsAsk => {
                 let reply = Message::Stats {
@@ -379,11 +379,11 @@ impl Daemon<'_> {
             ..to
         };
         let msg = if take {
-            Message::NameRegister { pid_d, pid, name }
+            ToReferee::NameRegister { pid_d, pid, name }
         } else {
-            Message::NameRelease { pid_d, pid, name }
+            ToReferee::NameRelease { pid_d, pid, name }
         };
-        if !self.relay(c, to, &msg) {
+        if !self.relay(c, to, msg) {
             // Never answered: forget it now.
             self.pids.name_answered(op, false, false);
         }
