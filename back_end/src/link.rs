@@ -22,9 +22,15 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
+
 /// Short: a restarted referee holds back "no such key" answers until every
 /// host had time to come back and claim its keys (`Config::referee_settle`).
 const MAX_BACKOFF: Duration = REFEREE_RETRY_MAX;
+
+/// The errno of the answer a relayed request gets when the link breaks
+/// before the referee's: the referee may have acted on it or not (the
+/// referee's own refusals use other errnos).
+pub const LOST: i32 = libc::ECONNRESET;
 
 enum State {
     /// Not connected; try again at the given time.
@@ -308,7 +314,7 @@ impl Link {
         for (_, to) in self.pending.drain() {
             events.push(LinkEvent::Reply {
                 to,
-                msg: Message::error(libc::ECONNRESET, "connection to the referee lost"),
+                msg: Message::error(LOST, "connection to the referee lost"),
             });
         }
         if self.is_joined() {

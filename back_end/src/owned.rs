@@ -3,8 +3,10 @@
 //! tables live in memory only, learns them back from the hosts.
 //!
 //! An entry is made when the referee records a structure this host
-//! created (its `KeyCommit` is answered), and goes when the key is freed
-//! (`KeyGone`) or the referee refuses the claim. The list is kept in the
+//! created (its `KeyCommit` is answered), or may have (the answer was lost
+//! with the link: the next join settles it), and goes when the key is
+//! freed (`KeyGone`), the referee refuses the claim, or the structure is
+//! gone from the kernel at a join. The list is kept in the
 //! runtime directory, so that a restarted dipcd still claims its keys, but
 //! only for the IPC namespace (incarnation) it was written in: after a
 //! reboot the structures are gone. Before claiming, dipcd checks with its

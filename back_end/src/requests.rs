@@ -8,7 +8,7 @@
 
 use crate::daemon::{Client, Daemon};
 use crate::grants;
-use crate::link::{Relayed, Then};
+use crate::link::{self, Relayed, Then};
 use crate::owned::Owned;
 use dipc_common::metrics::Metrics;
 use dipc_common::procs;
@@ -418,7 +418,26 @@ impl Daemon<'_> {
                 id,
                 creator_uid,
             } => {
-                if matches!(msg, Message::Done { .. }) {
+                // An answer lost with the link leaves it open whether the
+                // referee recorded the structure. As an owned key it is
+                // settled at the next join (`claim_keys`): claimed if the
+                // creator kept it, as any owned key; freed on the referee
+                // if the creator removed it on this error.
+                let lost = matches!(
+                    msg,
+                    Message::Error {
+                        errno: link::LOST,
+                        ..
+                    }
+                );
+                if lost {
+                    info!(
+                        "{} key {key:#x} (id {id}): commit unanswered, the link to the referee \
+                         was lost; settled at the next join",
+                        kind.name()
+                    );
+                }
+                if lost || matches!(msg, Message::Done { .. }) {
                     self.owned.add(kind, key, Owned { id, creator_uid });
                 }
                 msg

@@ -17,7 +17,7 @@
 //! of the loop, open one to another host, watch a descriptor of its own
 //! for readiness, stop). Nothing in a handler touches a socket, so its logic
 //! runs in a unit test with a [`Recorder`] for `Out` and a made-up clock:
-//! events in, actions out.
+//! events in, actions out (a [`Harness`] holds the three).
 //!
 //! The rules the reactor keeps for every connection:
 //! - every connection gets exactly one [`Event::Closed`] as its last event,
@@ -33,10 +33,12 @@
 
 mod dial;
 mod handler;
+mod harness;
 mod table;
 mod types;
 
 pub use handler::{Action, Handler, Out, Recorder, Watch};
+pub use harness::{sent_to, Harness};
 pub use types::{Creds, Event, Gone, Listener, Options, Peer};
 
 use crate::channel::{ChannelError, Codec, Framed, FramedParts};

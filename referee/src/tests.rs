@@ -4,7 +4,7 @@
 
 use super::*;
 use dipc_common::auth::ClientHandshake;
-use dipc_common::reactor::{Action, Creds, Recorder};
+use dipc_common::reactor::{sent_to, Action, Creds, Harness};
 use dipc_common::sys::PeerCred;
 
 fn config() -> Config {
@@ -22,82 +22,50 @@ fn front_end(i: u8) -> SocketAddr {
     SocketAddr::from(([10, 66, 0, i], 7100))
 }
 
-struct Ref<'a> {
-    r: Referee<'a>,
-    out: Recorder,
-    now: Instant,
+type Ref<'a> = Harness<Referee<'a>>;
+
+/// Host `i`'s link, on `conn`, through the handshake and `Join`.
+fn join(r: &mut Ref, conn: ConnId, i: u8) {
+    let from = SocketAddr::from(([10, 66, 0, i], 40000));
+    assert!(r
+        .handle(Event::Accepted {
+            conn,
+            listener: TCP,
+            peer: Peer::Tcp(from),
+        })
+        .is_empty());
+    let hello = ClientHandshake::start(&secret(), Role::Host, front_end(i))
+        .unwrap()
+        .1;
+    let a = r.handle(Event::frame(conn, 1, hello));
+    assert!(matches!(a[1], Action::Secure { .. }), "{a:?}");
+    let joined = r.sent(
+        conn,
+        Event::frame(
+            conn,
+            2,
+            Message::Join {
+                front_end: front_end(i),
+            },
+        ),
+    );
+    assert_eq!(joined, vec![(2, Message::Joined)]);
 }
 
-impl Ref<'_> {
-    fn ev(&mut self, ev: Event) -> Vec<Action> {
-        self.r.event(self.now, ev, &mut self.out);
-        self.out.take_all()
-    }
-
-    /// What `conn` was sent by `ev`.
-    fn sent(&mut self, conn: ConnId, ev: Event) -> Vec<(u64, Message)> {
-        self.r.event(self.now, ev, &mut self.out);
-        let sent = self.out.sent(conn);
-        self.out.take_all();
-        sent
-    }
-
-    fn frame(conn: ConnId, id: u64, msg: Message) -> Event {
-        Event::Frame {
-            conn,
-            id,
-            msg,
-            fds: Vec::new(),
-        }
-    }
-
-    /// Host `i`'s link, on `conn`, through the handshake and `Join`.
-    fn join(&mut self, conn: ConnId, i: u8) {
-        let from = SocketAddr::from(([10, 66, 0, i], 40000));
-        assert!(self
-            .ev(Event::Accepted {
-                conn,
-                listener: TCP,
-                peer: Peer::Tcp(from),
-            })
-            .is_empty());
-        let hello = ClientHandshake::start(&secret(), Role::Host, front_end(i))
-            .unwrap()
-            .1;
-        let a = self.ev(Self::frame(conn, 1, hello));
-        assert!(matches!(a[1], Action::Secure { .. }), "{a:?}");
-        let joined = self.sent(
-            conn,
-            Self::frame(
-                conn,
-                2,
-                Message::Join {
-                    front_end: front_end(i),
-                },
-            ),
-        );
-        assert_eq!(joined, vec![(2, Message::Joined)]);
-    }
-
-    fn get(&mut self, conn: ConnId, id: u64, key: i32, flags: i32) -> Vec<(u64, Message)> {
-        let msg = Message::KeyGet {
-            kind: IpcKind::Msg,
-            key,
-            flags,
-        };
-        self.sent(conn, Self::frame(conn, id, msg))
-    }
+fn get(r: &mut Ref, conn: ConnId, id: u64, key: i32, flags: i32) -> Vec<(u64, Message)> {
+    let msg = Message::KeyGet {
+        kind: IpcKind::Msg,
+        key,
+        flags,
+    };
+    r.sent(conn, Event::frame(conn, id, msg))
 }
 
 macro_rules! referee {
     ($r:ident) => {
         let config = config();
         let now = Instant::now();
-        let mut $r = Ref {
-            r: Referee::new(&config, secret(), None, now),
-            out: Recorder::default(),
-            now,
-        };
+        let mut $r = Harness::new(Referee::new(&config, secret(), None, now), now);
     };
 }
 
@@ -111,12 +79,12 @@ fn owner_of(m: &Message) -> Option<(SocketAddr, i32)> {
 #[test]
 fn a_get_parked_while_settling_is_answered_when_the_period_ends() {
     referee!(r);
-    let settled = r.now + r.r.config.referee_settle();
-    r.join(100, 2);
-    r.join(101, 3);
+    let settled = r.now + r.handler.config.referee_settle();
+    join(&mut r, 100, 2);
+    join(&mut r, 101, 3);
     // A key nobody has claimed yet: no answer now.
-    assert!(r.get(100, 7, 5, 0).is_empty());
-    assert!(r.r.wake_at().is_some_and(|w| w <= settled));
+    assert!(get(&mut r, 100, 7, 5, 0).is_empty());
+    assert!(r.handler.wake_at().is_some_and(|w| w <= settled));
     // Just before the period ends, key 5 is still parked.
     r.now = settled - Duration::from_millis(1);
     assert!(r.sent(100, Event::Tick).is_empty());
@@ -127,15 +95,15 @@ fn a_get_parked_while_settling_is_answered_when_the_period_ends() {
         "{replayed:?}"
     );
     // Nothing is parked once settled.
-    assert!(r.get(100, 9, 77, 0).len() == 1);
+    assert!(get(&mut r, 100, 9, 77, 0).len() == 1);
 }
 
 #[test]
 fn a_claim_answers_the_gets_parked_for_its_key() {
     referee!(r);
-    r.join(100, 2);
-    r.join(101, 3);
-    assert!(r.get(100, 8, 6, libc::IPC_CREAT).is_empty());
+    join(&mut r, 100, 2);
+    join(&mut r, 101, 3);
+    assert!(get(&mut r, 100, 8, 6, libc::IPC_CREAT).is_empty());
     let claim = Message::KeyClaim {
         kind: IpcKind::Msg,
         key: 6,
@@ -143,10 +111,9 @@ fn a_claim_answers_the_gets_parked_for_its_key() {
         creator_uid: 0,
         incarnation: 9,
     };
-    r.r.event(r.now, Ref::frame(101, 3, claim), &mut r.out);
-    let to_asker = r.out.sent(100);
-    let to_claimer = r.out.sent(101);
-    r.out.take_all();
+    let a = r.handle(Event::frame(101, 3, claim));
+    let to_asker = sent_to(&a, 100);
+    let to_claimer = sent_to(&a, 101);
     assert_eq!(to_claimer, vec![(3, Message::Done { value: 0 })]);
     assert_eq!(to_asker.len(), 1, "{to_asker:?}");
     assert_eq!(to_asker[0].0, 8);
@@ -156,14 +123,14 @@ fn a_claim_answers_the_gets_parked_for_its_key() {
 #[test]
 fn a_closed_connection_gives_up_its_creation_to_the_next_asker() {
     referee!(r);
-    r.now += r.r.config.referee_settle();
-    r.join(100, 2);
-    r.join(101, 3);
+    r.now += r.handler.config.referee_settle();
+    join(&mut r, 100, 2);
+    join(&mut r, 101, 3);
     // Host 2 wins the creation of key 9; host 3 waits behind it.
-    let won = r.get(100, 1, 9, libc::IPC_CREAT);
+    let won = get(&mut r, 100, 1, 9, libc::IPC_CREAT);
     assert_eq!(won.len(), 1);
     assert_eq!(owner_of(&won[0].1), Some((front_end(2), -1)));
-    assert!(r.get(101, 2, 9, libc::IPC_CREAT).is_empty());
+    assert!(get(&mut r, 101, 2, 9, libc::IPC_CREAT).is_empty());
     // Host 2's link closes before it commits: host 3 creates the key.
     let next = r.sent(
         101,
@@ -181,7 +148,7 @@ fn a_closed_connection_gives_up_its_creation_to_the_next_asker() {
 fn a_link_speaks_for_its_own_host_only() {
     referee!(r);
     let from = SocketAddr::from(([10, 66, 0, 2], 40000));
-    r.ev(Event::Accepted {
+    r.handle(Event::Accepted {
         conn: 100,
         listener: TCP,
         peer: Peer::Tcp(from),
@@ -190,8 +157,8 @@ fn a_link_speaks_for_its_own_host_only() {
     let hello = ClientHandshake::start(&secret(), Role::Host, front_end(3))
         .unwrap()
         .1;
-    r.ev(Ref::frame(100, 1, hello));
-    let a = r.ev(Ref::frame(
+    r.handle(Event::frame(100, 1, hello));
+    let a = r.handle(Event::frame(
         100,
         2,
         Message::Join {
@@ -212,7 +179,7 @@ fn a_link_speaks_for_its_own_host_only() {
         "{a:?}"
     );
     // Nor is anything but Join taken before it.
-    r.ev(Event::Accepted {
+    r.handle(Event::Accepted {
         conn: 101,
         listener: TCP,
         peer: Peer::Tcp(from),
@@ -220,8 +187,8 @@ fn a_link_speaks_for_its_own_host_only() {
     let hello = ClientHandshake::start(&secret(), Role::Host, front_end(2))
         .unwrap()
         .1;
-    r.ev(Ref::frame(101, 1, hello));
-    let a = r.ev(Ref::frame(101, 2, Message::ListHosts));
+    r.handle(Event::frame(101, 1, hello));
+    let a = r.handle(Event::frame(101, 2, Message::ListHosts));
     assert!(
         matches!(
             &a[..],
@@ -240,19 +207,19 @@ fn a_link_speaks_for_its_own_host_only() {
 #[test]
 fn a_handshake_not_finished_in_time_is_dropped() {
     referee!(r);
-    r.ev(Event::Accepted {
+    r.handle(Event::Accepted {
         conn: 100,
         listener: TCP,
         peer: Peer::Tcp(SocketAddr::from(([10, 66, 0, 2], 40000))),
     });
-    let deadline = r.now + r.r.config.timeouts.request;
+    let deadline = r.now + r.handler.config.timeouts.request;
     r.now = deadline;
     assert!(!r
-        .ev(Event::Tick)
+        .handle(Event::Tick)
         .iter()
         .any(|a| matches!(a, Action::Close { .. })));
-    r.now = deadline + sweep_tick(r.r.config);
-    let a = r.ev(Event::Tick);
+    r.now = deadline + sweep_tick(r.handler.config);
+    let a = r.handle(Event::Tick);
     assert!(
         a.iter().any(|a| matches!(a, Action::Close { conn: 100 })),
         "{a:?}"
@@ -270,24 +237,98 @@ fn the_back_door_is_for_root_and_the_admin_group() {
             groups: Vec::new(),
         })),
     };
-    let a = r.ev(door(1000, 1000));
+    let a = r.handle(door(1000, 1000));
     assert!(
         matches!(&a[..], [Action::Send { msg: Message::Error { errno, .. }, .. }, Action::Close { conn: 1200 }] if *errno == libc::EACCES),
         "{a:?}"
     );
-    assert!(r.ev(door(0, 0)).is_empty());
-    let hosts = r.sent(200, Ref::frame(200, 5, Message::ListHosts));
+    assert!(r.handle(door(0, 0)).is_empty());
+    let hosts = r.sent(200, Event::frame(200, 5, Message::ListHosts));
     assert!(
         matches!(hosts.as_slice(), [(5, Message::Hosts { .. })]),
         "{hosts:?}"
     );
     // A connection from an address not allowed is closed at once.
-    let a = r.ev(Event::Accepted {
+    let a = r.handle(Event::Accepted {
         conn: 300,
         listener: TCP,
         peer: Peer::Tcp(SocketAddr::from(([192, 168, 0, 1], 40000))),
     });
     assert!(matches!(&a[..], [Action::Close { conn: 300 }]), "{a:?}");
+}
+
+/// A host's link breaks with creations in flight, and the host joins
+/// again on a new connection: what its dipcd says at that join (see
+/// dipcd's tests) leaves the table right. A commit the referee took (its
+/// answer lost) is kept when the host claims it, and freed when the host
+/// says its creator removed it; a commit that never came, or a creation
+/// whose abort never came, was given up when the link closed: the claim
+/// of it is refused as freed, and the key is another host's to create.
+#[test]
+fn creations_in_flight_on_a_broken_link_are_settled_by_the_next_join() {
+    referee!(r);
+    r.now += r.handler.config.referee_settle();
+    join(&mut r, 100, 2);
+    join(&mut r, 101, 3);
+    // Host 2's claims are in (its first heartbeat): a key it claims that
+    // the table lacks is no longer adopted.
+    let ack = r.sent(100, Event::frame(100, 0, Message::Heartbeat));
+    assert_eq!(ack, vec![(0, Message::HeartbeatAck)]);
+    let (kept, removed, never, aborted) = (11, 12, 13, 14);
+    for (n, key) in [kept, removed, never, aborted].into_iter().enumerate() {
+        let grant = get(&mut r, 100, 10 + n as u64, key, libc::IPC_CREAT);
+        assert_eq!(owner_of(&grant[0].1), Some((front_end(2), -1)), "{grant:?}");
+    }
+    let commit = |key| Message::KeyCommit {
+        kind: IpcKind::Msg,
+        key,
+        id: 40 + key,
+        creator_uid: 1000,
+        incarnation: 7,
+    };
+    for key in [kept, removed] {
+        let done = r.sent(100, Event::frame(100, 20, commit(key)));
+        assert_eq!(done, vec![(20, Message::Done { value: 0 })]);
+    }
+    r.handle(Event::Closed {
+        conn: 100,
+        why: Gone::Peer,
+    });
+    join(&mut r, 102, 2);
+    let claim = |key| Message::KeyClaim {
+        kind: IpcKind::Msg,
+        key,
+        id: 40 + key,
+        creator_uid: 1000,
+        incarnation: 7,
+    };
+    assert_eq!(
+        r.sent(102, Event::frame(102, 30, claim(kept))),
+        vec![(30, Message::Done { value: 0 })]
+    );
+    let remove = Message::KeyRemove {
+        kind: IpcKind::Msg,
+        key: removed,
+        id: 40 + removed,
+        incarnation: 7,
+    };
+    let a = r.handle(Event::frame(102, 31, remove));
+    assert!(
+        sent_to(&a, 102).contains(&(31, Message::Done { value: 0 })),
+        "{a:?}"
+    );
+    let refused = r.sent(102, Event::frame(102, 32, claim(never)));
+    assert!(
+        matches!(&refused[..], [(32, Message::Error { errno, .. })] if *errno == libc::ENOENT),
+        "{refused:?}"
+    );
+    // What host 3 finds.
+    let found = get(&mut r, 101, 40, kept, 0);
+    assert_eq!(owner_of(&found[0].1), Some((front_end(2), 40 + kept)));
+    for (n, key) in [removed, never, aborted].into_iter().enumerate() {
+        let grant = get(&mut r, 101, 41 + n as u64, key, libc::IPC_CREAT);
+        assert_eq!(owner_of(&grant[0].1), Some((front_end(3), -1)), "{grant:?}");
+    }
 }
 
 /// A message that is not one a host sends the referee (here an shm
@@ -296,9 +337,9 @@ fn the_back_door_is_for_root_and_the_admin_group() {
 #[test]
 fn a_message_of_another_protocol_is_refused_and_closes_the_link() {
     referee!(r);
-    r.join(100, 2);
-    r.join(101, 3);
-    let a = r.ev(Ref::frame(100, 4, Message::ShmDetach));
+    join(&mut r, 100, 2);
+    join(&mut r, 101, 3);
+    let a = r.handle(Event::frame(100, 4, Message::ShmDetach));
     assert!(
         matches!(
             a.as_slice(),
@@ -309,7 +350,7 @@ fn a_message_of_another_protocol_is_refused_and_closes_the_link() {
     );
     // The other host's link still works.
     assert_eq!(
-        r.sent(101, Ref::frame(101, 5, Message::Ping)),
+        r.sent(101, Event::frame(101, 5, Message::Ping)),
         vec![(5, Message::Pong)]
     );
 }

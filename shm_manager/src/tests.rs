@@ -3,7 +3,7 @@
 //! tests; the protocol over a real socket is `tests/protocol.rs`).
 
 use super::*;
-use dipc_common::reactor::{Action, Recorder};
+use dipc_common::reactor::{Action, Harness};
 use dipc_common::sys::PeerCred;
 use dipc_common::wire::Origin;
 use std::path::Path;
@@ -32,48 +32,28 @@ fn creds(uid: u32) -> Peer {
     }))
 }
 
-fn frame(conn: ConnId, id: u64, msg: Message) -> Event {
-    Event::Frame {
+type M<'a> = Harness<Manager<'a>>;
+
+fn attach(m: &mut M, conn: ConnId, uid: u32) -> Vec<Action> {
+    m.handle(Event::Accepted {
         conn,
-        id,
-        msg,
-        fds: Vec::new(),
-    }
-}
-
-struct M<'a> {
-    m: Manager<'a>,
-    out: Recorder,
-    now: Instant,
-}
-
-impl M<'_> {
-    fn ev(&mut self, ev: Event) -> Vec<Action> {
-        self.m.event(self.now, ev, &mut self.out);
-        self.out.take_all()
-    }
-
-    fn attach(&mut self, conn: ConnId, uid: u32) -> Vec<Action> {
-        self.ev(Event::Accepted {
-            conn,
-            listener: 0,
-            peer: creds(uid),
-        });
-        let id = self.m.id;
-        self.ev(frame(
-            conn,
-            1,
-            Message::ShmAttach {
-                id,
-                origin: Origin {
-                    key: 0,
-                    incarnation: 0,
-                },
-                readonly: false,
-                handover: None,
+        listener: 0,
+        peer: creds(uid),
+    });
+    let id = m.handler.id;
+    m.handle(Event::frame(
+        conn,
+        1,
+        Message::ShmAttach {
+            id,
+            origin: Origin {
+                key: 0,
+                incarnation: 0,
             },
-        ))
-    }
+            readonly: false,
+            handover: None,
+        },
+    ))
 }
 
 fn to(a: &[Action], conn: ConnId) -> Vec<&Message> {
@@ -91,18 +71,14 @@ fn a_participant_that_does_not_give_a_unit_back_in_time_is_dropped() {
     let _seg = Segment(id);
     let config = config();
     let now = Instant::now();
-    let mut m = M {
-        m: Manager::new(id, &config).unwrap(),
-        out: Recorder::default(),
-        now,
-    };
+    let mut m = Harness::new(Manager::new(id, &config).unwrap(), now);
     assert!(matches!(
-        to(&m.attach(70, 0), 70).as_slice(),
+        to(&attach(&mut m, 70, 0), 70).as_slice(),
         [Message::ShmAttached { .. }]
     ));
-    m.attach(71, 0);
+    attach(&mut m, 71, 0);
     // 70 writes unit 0; 71 wants to read it: 70 is asked for it back.
-    let a = m.ev(frame(
+    let a = m.handle(Event::frame(
         70,
         2,
         Message::ShmFault {
@@ -119,7 +95,7 @@ fn a_participant_that_does_not_give_a_unit_back_in_time_is_dropped() {
         unit: 0,
         write: true
     }));
-    let a = m.ev(frame(
+    let a = m.handle(Event::frame(
         71,
         2,
         Message::ShmFault {
@@ -142,23 +118,23 @@ fn a_participant_that_does_not_give_a_unit_back_in_time_is_dropped() {
     // 70 says nothing. Not dropped before the request time-out...
     m.now = now + Duration::from_millis(999);
     assert!(!m
-        .ev(Event::Tick)
+        .handle(Event::Tick)
         .iter()
         .any(|a| matches!(a, Action::Close { .. })));
     // ...but once past it.
     m.now = now + Duration::from_millis(1001);
-    let a = m.ev(Event::Tick);
+    let a = m.handle(Event::Tick);
     assert!(
         a.iter().any(|a| matches!(a, Action::Close { conn: 70 })),
         "{a:?}"
     );
     // Once it is gone, 71 learns that the unit's content went with it.
-    let a = m.ev(Event::Closed {
+    let a = m.handle(Event::Closed {
         conn: 70,
         why: Gone::Local,
     });
     assert_eq!(to(&a, 71), vec![&Message::ShmLost { unit: 0 }]);
-    assert_eq!(m.m.participants(), 1);
+    assert_eq!(m.handler.participants(), 1);
 }
 
 #[test]
@@ -166,12 +142,8 @@ fn a_refused_attach_is_answered_and_closed_once_written() {
     let id = sysv::shmget(libc::IPC_PRIVATE, 4096, libc::IPC_CREAT | 0o600).unwrap();
     let _seg = Segment(id);
     let config = config();
-    let mut m = M {
-        m: Manager::new(id, &config).unwrap(),
-        out: Recorder::default(),
-        now: Instant::now(),
-    };
-    let a = m.attach(70, 4242);
+    let mut m = Harness::new(Manager::new(id, &config).unwrap(), Instant::now());
+    let a = attach(&mut m, 70, 4242);
     assert!(
         matches!(to(&a, 70).as_slice(), [Message::Error { errno, .. }] if *errno == libc::EACCES),
         "{a:?}"
@@ -180,7 +152,7 @@ fn a_refused_attach_is_answered_and_closed_once_written() {
         a.last(),
         Some(Action::CloseWhenFlushed { conn: 70 })
     ));
-    assert_eq!(m.m.participants(), 0);
+    assert_eq!(m.handler.participants(), 0);
 }
 
 /// A message that is not one an agent or a querier sends (a manager's own
@@ -192,40 +164,36 @@ fn a_message_of_another_protocol_is_refused_and_closes_the_link() {
     let id = sysv::shmget(libc::IPC_PRIVATE, 4096, libc::IPC_CREAT | 0o600).unwrap();
     let _seg = Segment(id);
     let config = config();
-    let mut m = M {
-        m: Manager::new(id, &config).unwrap(),
-        out: Recorder::default(),
-        now: Instant::now(),
-    };
-    m.ev(Event::Accepted {
+    let mut m = Harness::new(Manager::new(id, &config).unwrap(), Instant::now());
+    m.handle(Event::Accepted {
         conn: 70,
         listener: 0,
         peer: creds(0),
     });
-    let a = m.ev(frame(70, 1, Message::Ping));
+    let a = m.handle(Event::frame(70, 1, Message::Ping));
     assert!(
         matches!(a.as_slice(), [Action::Close { conn: 70 }]),
         "{a:?}"
     );
-    m.attach(71, 0);
-    m.attach(72, 0);
+    attach(&mut m, 71, 0);
+    attach(&mut m, 72, 0);
     let grant = Message::ShmGrant {
         unit: 0,
         write: true,
     };
-    let a = m.ev(frame(71, 2, grant.clone()));
+    let a = m.handle(Event::frame(71, 2, grant.clone()));
     assert!(
         matches!(a.as_slice(), [Action::Close { conn: 71 }]),
         "{a:?}"
     );
     for conn in [70, 71] {
-        m.ev(Event::Closed {
+        m.handle(Event::Closed {
             conn,
             why: Gone::Local,
         });
     }
-    assert_eq!(m.m.participants(), 1);
-    let a = m.ev(frame(
+    assert_eq!(m.handler.participants(), 1);
+    let a = m.handle(Event::frame(
         72,
         2,
         Message::ShmFault {

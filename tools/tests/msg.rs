@@ -9,6 +9,7 @@
 
 mod common;
 
+use common::blocked::Call;
 use common::*;
 use std::collections::BTreeSet;
 use std::process::Output;
@@ -430,8 +431,9 @@ fn permissions_are_checked_with_the_callers_credentials() {
 #[test]
 fn blocking_recv_waits_for_a_send_from_another_host() {
     let c = Cluster::up(3);
-    create(&c, 2, "0x2222", "0666");
+    let q = create(&c, 2, "0x2222", "0666");
     let mut r = c.spawn(1, &["dipc-msg", "recv", "0x2222"]);
+    c.wait_blocked(2, Call::MsgRcv, q, 1);
     // Longer than request_ms (5 s): a blocked call has no time limit while
     // its owner lives.
     thread::sleep(Duration::from_secs(7));
@@ -462,7 +464,7 @@ fn blocking_recv_waits_for_a_send_from_another_host() {
         &["EAGAIN"],
     );
     let mut s = c.spawn(3, &["dipc-msg", "send", "0x2222", "2", "second"]);
-    thread::sleep(Duration::from_secs(1));
+    c.wait_blocked(2, Call::MsgSnd, q, 1);
     assert!(
         s.running(),
         "send to a full queue returned:\n{}",
@@ -595,10 +597,11 @@ fn stat_and_set_from_other_hosts() {
 #[test]
 fn rmid_from_a_third_host_wakes_receivers_with_eidrm() {
     let c = Cluster::up(3);
-    create(&c, 2, "0x5555", "0666");
+    let q = create(&c, 2, "0x5555", "0666");
     let mut r1 = c.spawn(1, &["dipc-msg", "recv", "0x5555"]);
     let mut r2 = c.spawn(2, &["dipc-msg", "recv", "0x5555"]);
-    thread::sleep(Duration::from_secs(1));
+    // r1's worker and r2 itself, both in host 2's kernel.
+    c.wait_blocked(2, Call::MsgRcv, q, 2);
     assert!(r1.running(), "{}", r1.describe());
     assert!(r2.running(), "{}", r2.describe());
 
@@ -632,12 +635,12 @@ fn rmid_from_a_third_host_wakes_receivers_with_eidrm() {
 #[test]
 fn blocked_receivers_on_one_host_do_not_wait_for_each_other() {
     let c = Cluster::up(3);
-    create(&c, 2, "0x6666", "0666");
+    let q = create(&c, 2, "0x6666", "0666");
 
     // Two processes.
     let mut a = c.spawn(1, &["dipc-msg", "recv", "0x6666", "--type", "1"]);
     let mut b = c.spawn(1, &["dipc-msg", "recv", "0x6666", "--type", "2"]);
-    thread::sleep(Duration::from_secs(1));
+    c.wait_blocked(2, Call::MsgRcv, q, 2);
     assert!(
         a.running() && b.running(),
         "{}\n{}",
@@ -659,7 +662,7 @@ fn blocked_receivers_on_one_host_do_not_wait_for_each_other() {
     let prog = prog.to_str().expect("utf-8 path");
     let mut t = c.spawn(1, &[prog, "0x6666", "2"]);
     t.wait_for_stdout("ready", WAKE);
-    thread::sleep(Duration::from_millis(500));
+    c.wait_blocked(2, Call::MsgRcv, q, 2);
     send(&c, 3, "0x6666", "2", "for thread 2");
     t.wait_for_stdout("thread 2 got: for thread 2", WAKE);
     assert!(
@@ -766,7 +769,7 @@ fn a_signal_while_the_session_opens_interrupts_the_call() {
 #[test]
 fn remote_calls_behave_alike_with_any_spin_and_a_bad_spin_is_refused() {
     let c = Cluster::up(3);
-    create(&c, 2, "0x5151", "0666");
+    let q = create(&c, 2, "0x5151", "0666");
     let out = c.exec(
         1,
         &["env", "DIPC_SPIN_US=fast", "dipc-msg", "get", "0x5151"],
@@ -784,7 +787,7 @@ fn remote_calls_behave_alike_with_any_spin_and_a_bad_spin_is_refused() {
     for spin in ["0", "10000"] {
         let env = format!("DIPC_SPIN_US={spin}");
         let mut r = c.spawn(1, &["env", &env, "dipc-msg", "recv", "0x5151"]);
-        thread::sleep(Duration::from_secs(1));
+        c.wait_blocked(2, Call::MsgRcv, q, 1);
         assert!(
             r.running(),
             "spin {spin}: recv on an empty queue returned:\n{}",
@@ -919,9 +922,9 @@ fn a_creator_that_dies_gives_up_its_key() {
 #[test]
 fn lost_owner_fails_a_blocked_recv_in_time() {
     let c = Cluster::up(3);
-    create(&c, 2, "0x8888", "0666");
+    let q = create(&c, 2, "0x8888", "0666");
     let mut r = c.spawn(1, &["dipc-msg", "recv", "0x8888"]);
-    thread::sleep(Duration::from_secs(1));
+    c.wait_blocked(2, Call::MsgRcv, q, 1);
     assert!(r.running(), "{}", r.describe());
 
     let stopped = Instant::now();
@@ -974,9 +977,9 @@ fn lost_owner_fails_a_blocked_recv_in_time() {
 #[test]
 fn partitioned_owner_fails_a_blocked_recv_in_time() {
     let c = Cluster::up(3);
-    create(&c, 2, "0x8a8a", "0666");
+    let q = create(&c, 2, "0x8a8a", "0666");
     let mut r = c.spawn(1, &["dipc-msg", "recv", "0x8a8a"]);
-    thread::sleep(Duration::from_secs(1));
+    c.wait_blocked(2, Call::MsgRcv, q, 1);
     assert!(r.running(), "{}", r.describe());
 
     // No RST, no FIN: only time-outs and heartbeats can tell.

@@ -8,6 +8,7 @@
 
 mod common;
 
+use common::blocked::Call;
 use common::*;
 use std::fs;
 use std::path::PathBuf;
@@ -292,7 +293,16 @@ fn blocked_send_to_an_exiting_process_fails() {
     for b in blocked.iter_mut() {
         b.wait_for_stdout("sending", WAKE);
     }
-    std::thread::sleep(Duration::from_millis(300));
+    // Host 1's send through its worker, host 2's by itself: both in host
+    // 2's kernel, on the full mailbox.
+    let pid_d: i64 = hp.parse().expect("pid_d");
+    let mailbox = dipcref_pids(&c, 1)
+        .into_iter()
+        .find(|r| r.pid_d == pid_d)
+        .unwrap_or_else(|| panic!("pid_d {pid_d} not registered"))
+        .mailbox;
+    let mailbox = i32::try_from(mailbox).expect("a queue id");
+    c.wait_blocked(2, Call::MsgSnd, mailbox, 2);
     for b in blocked.iter_mut() {
         assert!(b.running(), "send did not block: {}", b.describe());
     }

@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::blocked::Call;
 use common::{c_example, require_namespaces, Cluster};
 use std::time::{Duration, Instant};
 
@@ -53,7 +54,13 @@ fn sem_undo_of_a_killed_remote_process() {
         common::describe(&out)
     );
     let mut waiter = c.spawn(1, &[&undo, "wait", "0x5c02", "10000"]);
-    std::thread::sleep(Duration::from_millis(300));
+    // Host 1 owns the set: the waiter itself sleeps in its kernel.
+    let (_, set) = c
+        .ipcs(1, "sem")
+        .into_iter()
+        .find(|(key, _)| *key == 0x5c02)
+        .unwrap_or_else(|| panic!("no set 0x5c02 on host 1: {:?}", c.ipcs(1, "sem")));
+    c.wait_blocked(1, Call::SemOp, set, 1);
     assert!(
         waiter.running(),
         "waiter did not block: {}",

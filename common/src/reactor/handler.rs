@@ -2,11 +2,12 @@
 //! implements and the [`Out`] it answers through, and the [`Recorder`]
 //! that stands for the reactor in its unit tests.
 
+use super::harness::sent_to;
 use super::{ConnId, Event, Interest, ListenerId};
 use crate::channel::{Codec, FramedParts};
 use crate::net::Stream;
 use crate::secure::Secure;
-use crate::wire::{self, Message};
+use crate::wire::Message;
 use std::io;
 use std::os::fd::RawFd;
 use std::time::Instant;
@@ -121,6 +122,8 @@ pub struct Recorder {
     pub actions: Vec<Action>,
     /// The next id [`Out::connect`] gives (then counts up).
     pub next_conn: ConnId,
+    /// Kept apart from `actions`, which a test takes after each event.
+    watching: Vec<u64>,
 }
 
 impl Recorder {
@@ -132,33 +135,13 @@ impl Recorder {
     /// The frames queued for `conn` since the last [`Recorder::take_all`],
     /// encoded ones decoded.
     pub fn sent(&self, conn: ConnId) -> Vec<(u64, Message)> {
-        self.actions
-            .iter()
-            .filter_map(|a| match a {
-                Action::Send { conn: c, id, msg } if *c == conn => Some((*id, msg.clone())),
-                Action::SendEncoded { conn: c, frame } if *c == conn => {
-                    match wire::decode_frame(frame, u32::MAX) {
-                        Ok(Some((_, id, msg))) => Some((id, msg)),
-                        _ => None,
-                    }
-                }
-                _ => None,
-            })
-            .collect()
+        sent_to(&self.actions, conn)
     }
 
-    /// The keys watched now (watched and not unwatched since, in all that
-    /// was recorded, [`Recorder::take_all`] or not).
+    /// The keys watched now: watched and not unwatched since, over all
+    /// that was recorded, [`Recorder::take_all`] or not.
     pub fn watching(&self) -> Vec<u64> {
-        let mut keys: Vec<u64> = Vec::new();
-        for a in &self.actions {
-            match a {
-                Action::Watch { key, .. } if !keys.contains(key) => keys.push(*key),
-                Action::Unwatch { key } => keys.retain(|k| k != key),
-                _ => {}
-            }
-        }
-        keys
+        self.watching.clone()
     }
 
     /// Whether the handler closed `conn` (either way) or took it.
@@ -172,10 +155,14 @@ impl Recorder {
 
 impl Watch for Recorder {
     fn watch(&mut self, key: u64, fd: RawFd, _: Interest) -> io::Result<()> {
+        if !self.watching.contains(&key) {
+            self.watching.push(key);
+        }
         self.actions.push(Action::Watch { key, fd });
         Ok(())
     }
     fn unwatch(&mut self, key: u64) {
+        self.watching.retain(|k| *k != key);
         self.actions.push(Action::Unwatch { key });
     }
 }

@@ -124,3 +124,16 @@ pub enum Event {
     /// deadlines against `now`.
     Tick,
 }
+
+impl Event {
+    /// A frame from `conn` that passed no descriptors (as a unit test
+    /// plays a peer).
+    pub fn frame(conn: ConnId, id: u64, msg: Message) -> Event {
+        Event::Frame {
+            conn,
+            id,
+            msg,
+            fds: Vec::new(),
+        }
+    }
+}

@@ -22,7 +22,12 @@
 //! the connection that carries it), from which the [`Kind`] numbers, the
 //! [`Message`] enum and its codec are generated; `fields.rs` says how each
 //! type of field is written and read, `types.rs` declares the structs that
-//! travel inside messages.
+//! travel inside messages. `protocols.rs` says where each may arrive: one
+//! enum per receiving side of each kind of connection ([`ToReferee`],
+//! [`ToDipcd`], [`ToWorker`], ...), with the table's variants, which a
+//! handler converts a decoded `Message` into ([`Protocol::accept`]) and
+//! matches on, so that the compiler checks it answers every message that
+//! may come and that no other reaches it.
 
 use byteorder::{BigEndian, ByteOrder};
 use std::fmt;

@@ -16,6 +16,7 @@
 //! --workspace` and `tools/test` do that).
 #![allow(dead_code)]
 
+pub mod blocked;
 pub mod hold;
 
 use std::ffi::OsStr;
@@ -1302,9 +1303,8 @@ impl Cluster {
     }
 }
 
-/// The pids of the processes named `comm` (`dipc-worker`, `dipc-referee`)
-/// running in host `i` (its network namespace).
-pub fn pids_named(i: usize, comm: &str) -> Vec<String> {
+/// The pids of the processes running in host `i` (its network namespace).
+pub fn netns_pids(i: usize) -> Vec<String> {
     let out = run_with_timeout(
         Command::new("ip").args(["netns", "pids", &format!("dipc-h{i}")]),
         Duration::from_secs(10),
@@ -1312,10 +1312,18 @@ pub fn pids_named(i: usize, comm: &str) -> Vec<String> {
     assert!(out.status.success(), "ip netns pids:\n{}", describe(&out));
     String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The pids of the processes named `comm` (`dipc-worker`, `dipc-referee`)
+/// running in host `i` (its network namespace).
+pub fn pids_named(i: usize, comm: &str) -> Vec<String> {
+    netns_pids(i)
+        .into_iter()
         .filter(|pid| {
             std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim_end() == comm)
         })
-        .map(str::to_owned)
         .collect()
 }
 
