@@ -16,7 +16,7 @@
 
 use crate::channel::{Channel, ChannelError};
 use crate::secure::{Secure, NOISE_PARAMS};
-use crate::wire::{IpcKind, Kind, Message, Role, SessionKeys, MAX_HANDSHAKE};
+use crate::wire::{Greeting, IpcKind, Kind, Message, Protocol, Role, SessionKeys, MAX_HANDSHAKE};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::fmt;
@@ -330,14 +330,16 @@ impl ClientHandshake {
 
     /// Takes the callee's answer; on success returns the channel's keys.
     pub fn on_reply(mut self, msg: &Message) -> Result<Secure, AuthError> {
-        let Message::Handshake { data } = msg else {
-            return Err(refusal_or_unexpected(msg));
+        let data = match greeting(msg)? {
+            Greeting::Handshake { data } => data,
+            Greeting::Refused { reason } => return Err(AuthError::Refused(reason)),
+            Greeting::Error { message, .. } => return Err(AuthError::Refused(message)),
         };
         let mut payload = vec![0u8; MAX_HANDSHAKE];
         // Only a callee holding the secret produces an answer that
         // decrypts.
         self.hs
-            .read_message(data, &mut payload)
+            .read_message(&data, &mut payload)
             .map_err(|_| AuthError::WrongSecret)?;
         if !self.hs.is_handshake_finished() {
             return Err(AuthError::Noise("handshake not finished".into()));
@@ -346,12 +348,16 @@ impl ClientHandshake {
     }
 }
 
-fn refusal_or_unexpected(msg: &Message) -> AuthError {
-    match msg {
-        Message::Refused { reason } => AuthError::Refused(reason.clone()),
-        Message::Error { message, .. } => AuthError::Refused(message.clone()),
-        other => AuthError::Unexpected(other.kind().name()),
+/// `msg` as a message of the handshake, or the error naming what came
+/// instead. A copy, as the callers keep theirs: made only of a handshake
+/// message (at most `MAX_HANDSHAKE` bytes of data), never of whatever
+/// large frame a peer sends instead.
+fn greeting(msg: &Message) -> Result<Greeting, AuthError> {
+    let kind = msg.kind();
+    if !Greeting::KINDS.contains(&kind) {
+        return Err(AuthError::Unexpected(kind.name()));
     }
+    Greeting::accept(msg.clone()).map_err(|e| AuthError::Unexpected(e.kind))
 }
 
 /// The called side's view of a finished handshake.
@@ -374,15 +380,19 @@ pub fn accept(
     msg: &Message,
     expect: Role,
 ) -> Result<(ServerHandshake, Secure, Message), AuthError> {
-    let Message::Handshake { data } = msg else {
-        return Err(AuthError::Unexpected(msg.kind().name()));
+    let data = match greeting(msg)? {
+        Greeting::Handshake { data } => data,
+        // A caller opens with its handshake; a refusal is the callee's.
+        other @ (Greeting::Refused { .. } | Greeting::Error { .. }) => {
+            return Err(AuthError::Unexpected(other.kind().name()))
+        }
     };
     let mut hs = secret.handshake(false)?;
     let mut payload = vec![0u8; MAX_HANDSHAKE];
     // The first message's payload is encrypted under the secret: a caller
     // without it (or a corrupted message) fails here.
     let n = hs
-        .read_message(data, &mut payload)
+        .read_message(&data, &mut payload)
         .map_err(|_| AuthError::WrongSecret)?;
     let Message::Hello { role, host } = Message::decode(Kind::Hello, &payload[..n])
         .map_err(|e| AuthError::Noise(format!("hello: {e}")))?

@@ -217,3 +217,40 @@ fn sigterm_stops_the_front_end() {
     let a = fe.handle(Event::Signal(Signal::SIGTERM));
     assert!(matches!(a.as_slice(), [Action::Stop(0)]), "{a:?}");
 }
+
+/// Before the handshake a connection may send only the handshake's first
+/// message: another protocol's (an shm agent's `ShmDetach`) is refused by
+/// name and closed. After it, anything but `Session` (here a manager's
+/// `ShmGrant`, of no session's protocol) gets `EPROTO` and is closed.
+#[test]
+fn a_message_of_another_protocol_is_refused_and_closes_the_link() {
+    front_end!(fe);
+    accept(&mut fe, 5, addr(2));
+    let a = fe.handle(Event::frame(5, 1, Message::ShmDetach));
+    assert!(
+        matches!(
+            a.as_slice(),
+            [Action::Send { conn: 5, id: 0, msg: Message::Refused { reason } }, Action::Close { conn: 5 }]
+                if reason == "unexpected ShmDetach during authentication"
+        ),
+        "{a:?}"
+    );
+    assert_eq!(fe.handler.wake_at(), None);
+    authenticated(&mut fe, 6, 2);
+    let a = fe.handle(Event::frame(
+        6,
+        2,
+        Message::ShmGrant {
+            unit: 0,
+            write: false,
+        },
+    ));
+    assert!(
+        matches!(
+            a.as_slice(),
+            [Action::Send { conn: 6, id: 2, msg: Message::Error { errno, message } }, Action::Close { conn: 6 }]
+                if *errno == libc::EPROTO && message == "a session begins with Session"
+        ),
+        "{a:?}"
+    );
+}

@@ -827,6 +827,41 @@ fn child_protocol_error() {
 }
 
 #[test]
+fn a_message_of_another_protocol_kills_the_segment() {
+    if in_child() {
+        return child_another_protocol();
+    }
+    assert_signal(
+        run_child("a_message_of_another_protocol_kills_the_segment"),
+        libc::SIGBUS,
+    );
+}
+
+/// The child process of `a_message_of_another_protocol_kills_the_segment`:
+/// the fault is answered with the agent's own kind of message, which no
+/// manager sends. The fault's time-out is longer than the wait for the
+/// agent to drop the connection, so an agent that ignored the message
+/// ends the child with SIGABRT, not SIGBUS.
+fn child_another_protocol() {
+    let pg = page();
+    let (mut m, p) = attach(pg, pg, false, 3 * WAIT);
+    thread::spawn(move || {
+        let (unit, write) = m.expect_fault();
+        m.send(Message::ShmFault { unit, write });
+        match m.ch.recv() {
+            Err(dipc_common::channel::ChannelError::Closed) => {}
+            other => {
+                eprintln!("the agent kept the connection: {other:?}");
+                // Not exit: its write-back at exit would wait for us.
+                std::process::abort();
+            }
+        }
+    });
+    p.read(0);
+    std::process::exit(0);
+}
+
+#[test]
 fn foreign_segv_still_kills_with_sigsegv() {
     if in_child() {
         return child_null_deref();

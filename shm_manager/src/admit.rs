@@ -12,7 +12,7 @@ impl Manager<'_> {
         &mut self,
         t: ConnId,
         rid: u64,
-        msg: Message,
+        msg: ToManager,
         mut fds: Vec<OwnedFd>,
         out: &mut dyn Out,
     ) {
@@ -22,21 +22,37 @@ impl Manager<'_> {
         let Some(Conn::Pending(cred)) = self.conns.remove(&t) else {
             return;
         };
+        // `attach` is None for a query.
+        let (id, attach) = match msg {
+            ToManager::ShmAttach {
+                id,
+                readonly,
+                handover,
+                ..
+            } => (id, Some((readonly, handover))),
+            ToManager::ShmQuery { id, .. } => (id, None),
+            ToManager::ShmFault { .. }
+            | ToManager::ShmData { .. }
+            | ToManager::ShmRevoked { .. }
+            | ToManager::ShmDetach => {
+                warn!(
+                    "shm manager {}: a connection sent {} before attaching",
+                    self.id,
+                    msg.kind().name()
+                );
+                return out.close(t);
+            }
+        };
         // A TCP connection a worker passes comes with its secure channel's
         // state, and only such a connection does: the manager carries on
         // the caller's channel, sealed as before.
         let passed = fds.pop();
-        let codec = match (&msg, &passed) {
-            (Message::ShmAttach { handover: None, .. }, None)
-            | (Message::ShmQuery { .. }, None) => Codec::Plain,
-            (
-                Message::ShmAttach {
-                    handover: Some((_, keys)),
-                    ..
-                },
-                Some(_),
-            ) => Codec::Secure(Box::new(Secure::from_keys(keys))),
-            _ => {
+        let codec = match (&attach, &passed) {
+            (Some((_, None)) | None, None) => Codec::Plain,
+            (Some((_, Some((_, keys)))), Some(_)) => {
+                Codec::Secure(Box::new(Secure::from_keys(keys)))
+            }
+            (Some((_, Some(_))), None) | (Some((_, None)) | None, Some(_)) => {
                 warn!(
                     "shm manager {}: a connection was passed without its channel state, \
                      or channel state without a connection",
@@ -60,18 +76,13 @@ impl Manager<'_> {
             readonly: true,
             closing: true,
         };
-        let reply = match (msg, cred) {
-            (_, Err(e)) => Message::error(libc::EPERM, format!("no peer credentials: {e}")),
-            (Message::ShmQuery { id, .. }, Ok(cred)) if id == self.id => self.query(&cred),
-            (
-                Message::ShmAttach {
-                    id,
-                    readonly,
-                    handover,
-                    ..
-                },
-                Ok(cred),
-            ) if id == self.id => match self.permitted(&cred, readonly) {
+        let reply = match (cred, attach) {
+            (Err(e), _) => Message::error(libc::EPERM, format!("no peer credentials: {e}")),
+            (Ok(_), _) if id != self.id => {
+                Message::error(libc::EINVAL, "that segment has another manager")
+            }
+            (Ok(cred), None) => self.query(&cred),
+            (Ok(cred), Some((readonly, handover))) => match self.permitted(&cred, readonly) {
                 Ok(()) => {
                     part.readonly = readonly;
                     part.closing = false;
@@ -93,13 +104,6 @@ impl Manager<'_> {
                 }
                 Err(reply) => reply,
             },
-            (Message::ShmAttach { .. } | Message::ShmQuery { .. }, Ok(_)) => {
-                Message::error(libc::EINVAL, "that segment has another manager")
-            }
-            (other, Ok(_)) => Message::error(
-                libc::EPROTO,
-                format!("a shm manager does not take {}", other.kind().name()),
-            ),
         };
         out.send(t, rid, &reply);
         if part.closing {

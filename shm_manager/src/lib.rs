@@ -31,7 +31,7 @@ use dipc_common::reactor::{
 };
 use dipc_common::secure::Secure;
 use dipc_common::sysv;
-use dipc_common::wire::{self, IpcPerm, Message, UnitRun};
+use dipc_common::wire::{self, IpcPerm, Message, Protocol, ToManager, UnitRun};
 use log::{debug, error, info, warn};
 use mio::net::UnixListener;
 use std::collections::HashMap;
@@ -128,17 +128,18 @@ impl Handler for Manager<'_> {
                 };
                 self.conns.insert(conn, Conn::Pending(creds));
             }
-            Event::Frame { conn, id, msg, fds } => match self.conns.get(&conn) {
-                Some(Conn::Pending(_)) => self.first_frame(conn, id, msg, fds, out),
-                Some(Conn::Open(_)) => {
-                    if let Err(why) = self.handle(now, (conn, id), msg, out) {
-                        warn!("shm manager {}: participant {conn}: {why}", self.id);
-                        out.close(conn);
+            Event::Frame { conn, id, msg, fds } => {
+                let msg = match ToManager::accept(msg) {
+                    Ok(msg) => msg,
+                    // Nothing an agent or a querier sends: no answer, as
+                    // to any other breach of the protocol.
+                    Err(e) => {
+                        warn!("shm manager {}: participant {conn}: {e}", self.id);
+                        return out.close(conn);
                     }
-                    self.carry_out(out);
-                }
-                None => {}
-            },
+                };
+                self.frame(now, (conn, id), msg, fds, out)
+            }
             Event::Closed { conn, why } => {
                 match &why {
                     Gone::Protocol(e) => {
@@ -285,11 +286,34 @@ impl<'a> Manager<'a> {
             .count()
     }
 
+    /// A frame of connection `t`: its first says what it is (see
+    /// `admit`), the next ones are a participant's.
+    fn frame(
+        &mut self,
+        now: Instant,
+        (t, rid): (ConnId, u64),
+        msg: ToManager,
+        fds: Vec<OwnedFd>,
+        out: &mut dyn Out,
+    ) {
+        match self.conns.get(&t) {
+            Some(Conn::Pending(_)) => self.first_frame(t, rid, msg, fds, out),
+            Some(Conn::Open(_)) => {
+                if let Err(why) = self.handle(now, (t, rid), msg, out) {
+                    warn!("shm manager {}: participant {t}: {why}", self.id);
+                    out.close(t);
+                }
+                self.carry_out(out);
+            }
+            None => {}
+        }
+    }
+
     fn handle(
         &mut self,
         now: Instant,
         (t, rid): (ConnId, u64),
-        msg: Message,
+        msg: ToManager,
         out: &mut dyn Out,
     ) -> Result<(), String> {
         let count = self.units.len() as u32;
@@ -297,15 +321,16 @@ impl<'a> Manager<'a> {
             Some(Conn::Open(p)) => p.readonly,
             _ => return Ok(()),
         };
+        let kind = msg.kind().name();
         match msg {
-            Message::ShmFault { unit, write } if unit < count => {
+            ToManager::ShmFault { unit, write } if unit < count => {
                 if write && readonly {
                     return Err(format!("write fault on unit {unit} of a read-only attach"));
                 }
                 self.counted.shm_faults += 1;
                 self.units.fault(now, t, unit, write, &mut self.actions);
             }
-            Message::ShmData { unit, offset, data } if unit < count => {
+            ToManager::ShmData { unit, offset, data } if unit < count => {
                 if !self.units.may_store(t, unit) {
                     // A second copy of a write-back that crossed a
                     // revocation: the first one is what counts.
@@ -328,10 +353,10 @@ impl<'a> Manager<'a> {
                 };
                 self.counted.bytes_in += data.len() as u64;
             }
-            Message::ShmRevoked { unit } if unit < count => {
+            ToManager::ShmRevoked { unit } if unit < count => {
                 self.units.revoked(now, t, unit, &mut self.actions);
             }
-            Message::ShmDetach => {
+            ToManager::ShmDetach => {
                 self.units.gone(now, t, &mut self.actions);
                 if let Some(Conn::Open(p)) = self.conns.get_mut(&t) {
                     p.closing = true;
@@ -340,7 +365,14 @@ impl<'a> Manager<'a> {
                 out.close_when_flushed(t);
                 debug!("shm manager {}: participant {t} detached", self.id);
             }
-            other => return Err(format!("unexpected {}", other.kind().name())),
+            ToManager::ShmFault { unit, .. }
+            | ToManager::ShmData { unit, .. }
+            | ToManager::ShmRevoked { unit } => {
+                return Err(format!("{kind} for unit {unit} of {count}"))
+            }
+            ToManager::ShmAttach { .. } | ToManager::ShmQuery { .. } => {
+                return Err(format!("{kind} after attaching"))
+            }
         }
         Ok(())
     }

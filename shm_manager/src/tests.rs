@@ -154,3 +154,52 @@ fn a_refused_attach_is_answered_and_closed_once_written() {
     ));
     assert_eq!(m.handler.participants(), 0);
 }
+
+/// A message that is not one an agent or a querier sends (a manager's own
+/// `ShmGrant`, dipcd's `Ping`) closes its connection unanswered, whether it
+/// comes first or from an attached participant; the other participant is
+/// still served.
+#[test]
+fn a_message_of_another_protocol_is_refused_and_closes_the_link() {
+    let id = sysv::shmget(libc::IPC_PRIVATE, 4096, libc::IPC_CREAT | 0o600).unwrap();
+    let _seg = Segment(id);
+    let config = config();
+    let mut m = Harness::new(Manager::new(id, &config).unwrap(), Instant::now());
+    m.handle(Event::Accepted {
+        conn: 70,
+        listener: 0,
+        peer: creds(0),
+    });
+    let a = m.handle(Event::frame(70, 1, Message::Ping));
+    assert!(
+        matches!(a.as_slice(), [Action::Close { conn: 70 }]),
+        "{a:?}"
+    );
+    attach(&mut m, 71, 0);
+    attach(&mut m, 72, 0);
+    let grant = Message::ShmGrant {
+        unit: 0,
+        write: true,
+    };
+    let a = m.handle(Event::frame(71, 2, grant.clone()));
+    assert!(
+        matches!(a.as_slice(), [Action::Close { conn: 71 }]),
+        "{a:?}"
+    );
+    for conn in [70, 71] {
+        m.handle(Event::Closed {
+            conn,
+            why: Gone::Local,
+        });
+    }
+    assert_eq!(m.handler.participants(), 1);
+    let a = m.handle(Event::frame(
+        72,
+        2,
+        Message::ShmFault {
+            unit: 0,
+            write: true,
+        },
+    ));
+    assert!(to(&a, 72).contains(&&grant), "{a:?}");
+}

@@ -176,3 +176,45 @@ fn secret_file_created_once_with_mode_0600() {
     assert!(e.contains("chmod 600"), "{e}");
     fs::remove_dir_all(&dir).unwrap();
 }
+
+/// What each side reads before its channel opens is the handshake's
+/// (`Greeting`): another protocol's message is refused by name on either
+/// side, a callee's refusal is the caller's error, and a caller may not
+/// open with a refusal.
+#[test]
+fn a_message_of_another_protocol_is_refused_by_name() {
+    let secret = Secret::from_bytes(GOOD).unwrap();
+    let me: SocketAddr = "10.0.0.1:7100".parse().unwrap();
+    let err = |r: Result<(ServerHandshake, Secure, Message), AuthError>| match r {
+        Err(e) => e.to_string(),
+        Ok((hs, _, _)) => panic!("accepted {hs:?}"),
+    };
+    assert_eq!(
+        err(accept(&secret, &Message::Ping, Role::Host)),
+        "unexpected Ping during authentication"
+    );
+    let refused = Message::Refused {
+        reason: "no".into(),
+    };
+    assert_eq!(
+        err(accept(&secret, &refused, Role::Host)),
+        "unexpected Refused during authentication"
+    );
+    let answer = |msg: &Message| {
+        let (client, _) = ClientHandshake::start(&secret, Role::Host, me).unwrap();
+        match client.on_reply(msg) {
+            Err(e) => e,
+            Ok(_) => panic!("{msg:?} opened the channel"),
+        }
+    };
+    assert!(
+        matches!(answer(&Message::Pong), AuthError::Unexpected("Pong")),
+        "{}",
+        answer(&Message::Pong)
+    );
+    assert!(matches!(answer(&refused), AuthError::Refused(r) if r == "no"));
+    assert!(matches!(
+        answer(&Message::error(libc::EAGAIN, "busy")),
+        AuthError::Refused(r) if r == "busy"
+    ));
+}

@@ -17,7 +17,7 @@ use crate::{Client, ClientError};
 use dipc_common::calls;
 use dipc_common::channel::{Channel, ChannelError};
 use dipc_common::net;
-use dipc_common::wire::{Message, PidRecord};
+use dipc_common::wire::{FromCallee, Message, PidRecord, Protocol};
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
@@ -142,20 +142,26 @@ impl Link {
             pace.request_sent();
             match link.wait(q, pace)? {
                 // The callee's own first frame.
-                (0, Message::Done { .. }) => return Ok(link),
+                (0, FromCallee::Done { .. }) => return Ok(link),
                 // q's endpoint is busy taking a burst of new callers (see
                 // above): the worker says so and the session stays as it was.
-                (id, Message::Error { errno, .. })
+                (id, FromCallee::Error { errno, .. })
                     if !here && id + 1 == link.next_id && errno == libc::EAGAIN =>
                 {
                     pace.nap(q, nap)?;
                     nap = (nap * 2).min(NAP_MAX);
                 }
                 // The worker's refusal, before any hand-over, or q's.
-                (id, Message::Error { errno, .. }) if id == 0 || id + 1 == link.next_id => {
+                (id, FromCallee::Error { errno, .. }) if id == 0 || id + 1 == link.next_id => {
                     return Err(errno_err(errno))
                 }
-                _ => return Err(errno_err(libc::EPROTO)),
+                // An answer to nothing asked, or a reply before any call.
+                (
+                    _,
+                    FromCallee::Done { .. }
+                    | FromCallee::Error { .. }
+                    | FromCallee::CallReply { .. },
+                ) => return Err(errno_err(libc::EPROTO)),
             }
         }
     }
@@ -168,13 +174,21 @@ impl Link {
         Ok(id)
     }
 
-    /// The next frame from the callee, waiting as `pace` allows.
-    pub(super) fn wait(&mut self, q: PidD, pace: &mut Pace) -> io::Result<(u64, Message)> {
+    /// The next frame from the callee, waiting as `pace` allows; `EPROTO`
+    /// for a message no callee sends.
+    pub(super) fn wait(&mut self, q: PidD, pace: &mut Pace) -> io::Result<(u64, FromCallee)> {
         loop {
             if self.ch.buffered() > 0 || net::peek(&self.fd()) != net::Peek::Empty {
                 // A frame has begun to arrive: the rest follows at once (the
                 // socket's read time-out bounds a sender that stalls).
-                return self.ch.recv().map_err(chan_err);
+                let (id, msg) = self.ch.recv().map_err(chan_err)?;
+                return match FromCallee::accept(msg) {
+                    Ok(msg) => Ok((id, msg)),
+                    Err(e) => {
+                        log::debug!("dipc: call link to pid_d {q}: {e}");
+                        Err(errno_err(libc::EPROTO))
+                    }
+                };
             }
             pace.pause(q, self.fd())?;
         }

@@ -48,7 +48,7 @@ use crate::state;
 use crate::ClientError;
 use dipc_common::calls;
 use dipc_common::sysv;
-use dipc_common::wire::{Message, PidRecord};
+use dipc_common::wire::{FromCallee, Message, PidRecord};
 use link::{Link, Pace};
 use std::io;
 use std::os::unix::net::UnixListener;
@@ -399,8 +399,11 @@ fn call_on(link: &mut Link, q: PidD, req: &Message, pace: &mut Pace) -> io::Resu
     let id = link.send(req).map_err(gone_as_reset)?;
     pace.request_sent();
     match link.wait(q, pace)? {
-        (rid, Message::CallReply { status, output }) if rid == id => Ok((status, output)),
-        _ => Err(errno_err(libc::EPROTO)),
+        (rid, FromCallee::CallReply { status, output }) if rid == id => Ok((status, output)),
+        // The reply to another call, or an answer that is no reply.
+        (_, FromCallee::CallReply { .. } | FromCallee::Done { .. } | FromCallee::Error { .. }) => {
+            Err(errno_err(libc::EPROTO))
+        }
     }
 }
 

@@ -15,7 +15,7 @@ use dipc_common::net;
 use dipc_common::procs;
 use dipc_common::secure::Secure;
 use dipc_common::sys;
-use dipc_common::wire::{self, Message};
+use dipc_common::wire::{self, Message, Protocol, ToCallee};
 use std::collections::HashMap;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -303,36 +303,53 @@ impl Links {
                 Err(_) => return,
             }
         }
-        match wire::decode_frame(&n.buf, self.max_frame) {
-            Ok(Some((used, _, Message::CallHello { caller, keys }))) if used == n.buf.len() => {
-                match self.admit(n, caller, keys) {
-                    Ok(mut c) => {
-                        if self.make_room() {
-                            c.framed.queue(0, &Message::Done { value: 0 });
-                            if c.framed.flush().is_ok() {
-                                self.callers.insert(t, c);
-                            }
-                        } else {
-                            log::warn!(
-                                "dipc: a call link of pid_d {} refused: {} links, each with a call waiting",
-                                c.caller,
-                                self.max_links
-                            );
-                            c.framed
-                                .queue(0, &Message::error(libc::EAGAIN, "too many calls waiting"));
-                            let _ = c.framed.flush();
-                        }
-                    }
-                    Err(why) => log::warn!("dipc: a call link refused: {why}"),
-                }
-            }
+        let hello = match wire::decode_frame(&n.buf, self.max_frame) {
             Ok(None) => {
                 self.newcomers.insert(t, n);
+                return;
             }
-            _ => log::warn!(
-                "dipc: a call link from pid {} did not start with CallHello",
-                n.cred.pid
-            ),
+            Ok(Some((used, _, msg))) if used == n.buf.len() => {
+                ToCallee::accept(msg).map_err(|e| e.to_string())
+            }
+            Ok(Some(_)) => Err("more than one frame".to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        let (caller, keys) = match hello {
+            Ok(ToCallee::CallHello { caller, keys }) => (caller, keys),
+            Ok(ToCallee::CallRequest { .. }) => {
+                log::warn!(
+                    "dipc: a call link from pid {} did not start with CallHello: a call came first",
+                    n.cred.pid
+                );
+                return;
+            }
+            Err(why) => {
+                log::warn!(
+                    "dipc: a call link from pid {} did not start with CallHello: {why}",
+                    n.cred.pid
+                );
+                return;
+            }
+        };
+        match self.admit(n, caller, keys) {
+            Ok(mut c) => {
+                if self.make_room() {
+                    c.framed.queue(0, &Message::Done { value: 0 });
+                    if c.framed.flush().is_ok() {
+                        self.callers.insert(t, c);
+                    }
+                } else {
+                    log::warn!(
+                        "dipc: a call link of pid_d {} refused: {} links, each with a call waiting",
+                        c.caller,
+                        self.max_links
+                    );
+                    c.framed
+                        .queue(0, &Message::error(libc::EAGAIN, "too many calls waiting"));
+                    let _ = c.framed.flush();
+                }
+            }
+            Err(why) => log::warn!("dipc: a call link refused: {why}"),
         }
     }
 
@@ -449,14 +466,18 @@ impl Links {
             return;
         }
         loop {
-            match c.framed.read_frame() {
+            let frame = c
+                .framed
+                .read_frame()
+                .map(|f| f.map(|(id, msg)| (id, ToCallee::accept(msg))));
+            match frame {
                 Ok(Some((
                     id,
-                    Message::CallRequest {
+                    Ok(ToCallee::CallRequest {
                         proc_name,
                         max_out,
                         input,
-                    },
+                    }),
                 ))) if !c.busy => {
                     c.busy = true;
                     if input.len() > max_input(&proc_name) {
@@ -480,12 +501,22 @@ impl Links {
                         max_out: (max_out as usize).min(max_output()),
                     });
                 }
-                Ok(Some((_, other))) => {
+                // A second call before the first one's reply, or a second
+                // hello.
+                Ok(Some((
+                    _,
+                    Ok(other @ (ToCallee::CallRequest { .. } | ToCallee::CallHello { .. })),
+                ))) => {
                     log::debug!(
                         "dipc: pid_d {}'s call link closed: {} out of turn",
                         c.caller,
                         other.kind().name()
                     );
+                    self.callers.remove(&t);
+                    return;
+                }
+                Ok(Some((_, Err(e)))) => {
+                    log::debug!("dipc: pid_d {}'s call link closed: {e}", c.caller);
                     self.callers.remove(&t);
                     return;
                 }

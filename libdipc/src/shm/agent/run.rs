@@ -8,7 +8,7 @@ use super::table::{
 };
 use super::{fault, last_errno, Cmd, Handle};
 use dipc_common::channel::ChannelError;
-use dipc_common::wire::Message;
+use dipc_common::wire::{FromManager, Message, Protocol};
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::RawFd;
@@ -298,11 +298,12 @@ impl Agent {
             Ok(f) => match f.shm_data() {
                 Some(Ok(c)) => store_data(view, c),
                 Some(Err(e)) => Err(format!("receiving from the manager: {e}")),
-                None => match f.decode() {
-                    Ok(msg) => {
+                None => match f.decode().map(FromManager::accept) {
+                    Ok(Ok(msg)) => {
                         let id = f.request_id;
                         self.frame(slot, id, msg)
                     }
+                    Ok(Err(e)) => Err(format!("from the manager: {e}")),
                     Err(e) => Err(format!("receiving from the manager: {e}")),
                 },
             },
@@ -314,12 +315,12 @@ impl Agent {
         }
     }
 
-    pub(super) fn frame(&mut self, slot: usize, id: u64, msg: Message) -> Result<(), String> {
+    pub(super) fn frame(&mut self, slot: usize, id: u64, msg: FromManager) -> Result<(), String> {
         let Some(seg) = self.segs.get_mut(&slot) else {
             return Ok(());
         };
         match msg {
-            Message::ShmGrant { unit, write } => {
+            FromManager::ShmGrant { unit, write } => {
                 if seg.span(unit).is_none() {
                     return Err(format!("ShmGrant for unit {unit} of {}", seg.nunits));
                 }
@@ -336,7 +337,7 @@ impl Agent {
                 }
                 self.maybe_send_detach(slot)?;
             }
-            Message::ShmLost { unit } => {
+            FromManager::ShmLost { unit } => {
                 if seg.span(unit).is_none() {
                     return Err(format!("ShmLost for unit {unit} of {}", seg.nunits));
                 }
@@ -346,7 +347,7 @@ impl Agent {
                 }
                 self.maybe_send_detach(slot)?;
             }
-            Message::ShmRevoke {
+            FromManager::ShmRevoke {
                 unit,
                 keep_read,
                 want_data,
@@ -368,18 +369,24 @@ impl Agent {
                 }
                 seg.send(0, &Message::ShmRevoked { unit })?;
             }
-            Message::Done { .. } | Message::Error { .. }
+            FromManager::Done { .. } | FromManager::Error { .. }
                 if matches!(
                     seg.detach,
                     Some(Detach { phase: DetachPhase::Sent { id: d, .. }, .. }) if d == id
                 ) =>
             {
-                if let Message::Error { errno, message } = &msg {
+                if let FromManager::Error { errno, message } = &msg {
                     log::warn!("dipc: the manager refused a detach: {message} (errno {errno})");
                 }
                 self.finish_detach(slot);
             }
-            other => {
+            // An answer to no detach of ours; the attach's answer, which
+            // came before this loop had the connection; a unit's content,
+            // which `incoming` stores before any decoding.
+            other @ (FromManager::Done { .. }
+            | FromManager::Error { .. }
+            | FromManager::ShmAttached { .. }
+            | FromManager::ShmData { .. }) => {
                 return Err(format!(
                     "unexpected {} from the manager",
                     other.kind().name()
