@@ -129,9 +129,10 @@ protocol! {
 }
 
 protocol! {
-    /// What a participant's shm agent reads from the segment's manager.
+    /// What a participant's shm agent reads from the segment's manager
+    /// (and a one-off asker of `ShmQuery`, its `ShmState`).
     FromManager {
-        Error, Done, ShmAttached, ShmData, ShmGrant, ShmRevoke, ShmLost,
+        Error, Done, ShmAttached, ShmData, ShmGrant, ShmRevoke, ShmLost, ShmState,
     }
 }
 

@@ -382,11 +382,13 @@ impl Agent {
             }
             // An answer to no detach of ours; the attach's answer, which
             // came before this loop had the connection; a unit's content,
-            // which `incoming` stores before any decoding.
+            // which `incoming` stores before any decoding; the answer to a
+            // query, which an agent never makes.
             other @ (FromManager::Done { .. }
             | FromManager::Error { .. }
             | FromManager::ShmAttached { .. }
-            | FromManager::ShmData { .. }) => {
+            | FromManager::ShmData { .. }
+            | FromManager::ShmState { .. }) => {
                 return Err(format!(
                     "unexpected {} from the manager",
                     other.kind().name()
