@@ -438,6 +438,12 @@ impl Daemon<'_> {
     }
 
     fn client_closed(&mut self, t: ConnId, why: Gone) {
+        // A client being handed to an employer whose last replies could
+        // not be written: no employer comes, and none counts against its
+        // uid's limit.
+        if self.handoffs.remove(&t).is_some() {
+            debug!("a local client closed before it was handed to its employer");
+        }
         let Some(c) = self.clients.remove(&t) else {
             return;
         };

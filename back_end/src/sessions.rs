@@ -49,7 +49,15 @@ impl Daemon<'_> {
             return;
         };
         let limit = self.config.limits.employers_per_uid;
-        let busy = self.employers.values().filter(|u| **u == cred.uid).count();
+        // Employers running, and those whose client is being taken out of
+        // the reactor to fork one: many host lists can come in one turn,
+        // before any of those forks.
+        let busy = self.employers.values().filter(|u| **u == cred.uid).count()
+            + self
+                .handoffs
+                .values()
+                .filter(|h| h.cred.uid == cred.uid)
+                .count();
         match up_member(&hosts, target) {
             Some(_) if cred.uid != 0 && busy >= limit => {
                 warn!(

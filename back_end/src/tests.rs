@@ -711,3 +711,69 @@ fn a_join_answered_with_another_protocols_message_stops_the_host() {
         "{acts:?}"
     );
 }
+
+/// `limits.employers_per_uid` counts the sessions whose client is being
+/// handed to an employer, not only the employers already forked: the
+/// referee's answers to many `Connect`s can all come in one turn of the
+/// loop, before the reactor has handed any client over (`taken`), and
+/// each would pass a check of the forked employers alone.
+#[test]
+fn the_employer_limit_counts_sessions_still_being_handed_over() {
+    use dipc_common::wire::HostInfo;
+    let mut h = host("employers-at-once");
+    h.join();
+    let link = h.link();
+    let up: std::net::SocketAddr = "10.66.0.2:7100".parse().unwrap();
+    let hosts = Message::Hosts {
+        hosts: vec![HostInfo {
+            addr: up,
+            up: true,
+            last_heard_ms: 0,
+            joined_ms: 0,
+            version: 1,
+        }],
+    };
+    let limit = h.handler.config.limits.employers_per_uid;
+    let mut asked = Vec::new();
+    for i in 0..=limit {
+        let conn = 5000 + i as ConnId;
+        // Not root, whom the limit spares.
+        assert!(h.accept(conn, 20000 + i as i32, 1000).is_empty());
+        let sent = h.referee_gets(Event::frame(conn, 1, Message::Connect { target: up }));
+        assert!(matches!(&sent[..], [(_, Message::ListHosts)]), "{sent:?}");
+        asked.push((conn, sent[0].0));
+    }
+    // Every answer before any hand-over completes.
+    let mut taken = 0;
+    let mut refused = Vec::new();
+    for (conn, id) in asked {
+        for a in h.handle(Event::frame(link, id, hosts.clone())) {
+            match a {
+                Action::Take { .. } => taken += 1,
+                Action::Send {
+                    conn: c,
+                    msg: Message::Error { errno, .. },
+                    ..
+                } if c == conn => refused.push(errno),
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(taken, limit, "taken out for employers");
+    assert_eq!(refused, vec![libc::EAGAIN]);
+    // A client that is gone before its hand-over (its last replies could
+    // not be written) gets no employer and holds no place.
+    h.handle(Event::Closed {
+        conn: 5000,
+        why: Gone::Io("broken pipe".into()),
+    });
+    assert!(!h.handler.handoffs.contains_key(&5000));
+    let conn = 6000;
+    assert!(h.accept(conn, 30000, 1000).is_empty());
+    let sent = h.referee_gets(Event::frame(conn, 1, Message::Connect { target: up }));
+    let acts = h.handle(Event::frame(link, sent[0].0, hosts));
+    assert!(
+        matches!(acts.last(), Some(Action::Take { conn: 6000 })),
+        "{acts:?}"
+    );
+}
